@@ -1,0 +1,95 @@
+// Plain value types for a loaded wsgate configuration.
+//
+// config/ is a leaf: it knows nothing of proxy/ or metrics/. LoadConfig() (loader.h) fills these
+// structs from one YAML file; every field below has the default the operator docs promise.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace wsgate::config {
+
+using Duration = std::chrono::milliseconds;
+
+// A "host:port" or "[v6]:port" pair exactly as written, split into its parts.
+struct HostPort {
+  std::string host;  // without brackets for IPv6
+  uint16_t port = 0;
+  std::string text;  // as written in the file, for logs
+
+  std::string ToString() const { return text; }
+};
+
+struct ListenerConfig {
+  std::string name;
+  HostPort address;
+};
+
+struct AdminConfig {
+  bool enabled = false;  // true when the `admin` section is present
+  HostPort address{.host = "127.0.0.1", .port = 9901, .text = "127.0.0.1:9901"};
+};
+
+struct RouteMatch {
+  std::string host;         // empty = any host; "*.example.com" matches any subdomain
+  std::string path_prefix;  // empty = any path
+};
+
+struct RouteConfig {
+  RouteMatch match;
+  std::string pool;
+};
+
+enum class Balance { kLeastConn, kRoundRobin };
+
+struct BackendConfig {
+  HostPort address;
+  uint32_t weight = 1;  // 1..1000
+};
+
+struct PoolConfig {
+  std::string name;
+  Balance balance = Balance::kLeastConn;
+  std::vector<BackendConfig> backends;
+};
+
+struct LimitsConfig {
+  uint64_t max_connections = 100000;
+  uint64_t max_header_bytes = 16 * 1024;
+  uint64_t max_request_line_bytes = 8 * 1024;
+  uint64_t max_message_bytes = 16 * 1024 * 1024;
+  uint64_t write_buffer_high_watermark = 64 * 1024;  // backpressure threshold per direction
+  std::vector<std::string> allowed_origins;          // empty = any Origin
+};
+
+struct TimeoutsConfig {
+  Duration handshake{std::chrono::seconds(10)};
+  Duration connect{std::chrono::seconds(5)};
+  Duration backend_handshake{std::chrono::seconds(5)};
+  Duration idle{0};  // 0 = never
+  Duration drain{std::chrono::seconds(30)};
+  Duration close{std::chrono::seconds(5)};  // wait for the peer's close frame / TCP close
+};
+
+struct ProxyConfig {
+  std::string source_path;  // file it was loaded from
+  uint32_t workers = 1;
+  std::vector<ListenerConfig> listeners;
+  AdminConfig admin;
+  std::vector<RouteConfig> routes;
+  std::vector<PoolConfig> pools;
+  LimitsConfig limits;
+  TimeoutsConfig timeouts;
+  uint32_t retries = 2;
+
+  const PoolConfig* FindPool(const std::string& name) const {
+    for (const auto& pool : pools) {
+      if (pool.name == name) return &pool;
+    }
+    return nullptr;
+  }
+};
+
+}  // namespace wsgate::config

@@ -1,0 +1,23 @@
+// Load and validate a wsgate YAML configuration file.
+//
+// Every failure becomes a ConfigError with file:line:column and the key path; yaml-cpp exceptions
+// never escape this module. All errors are collected, not just the first.
+#pragma once
+
+#include <string>
+#include <variant>
+
+#include "config/config.h"
+#include "config/config_error.h"
+
+namespace wsgate::config {
+
+using LoadResult = std::variant<ProxyConfig, ConfigErrors>;
+
+// Read |path| and return the validated config, or every error found.
+LoadResult LoadConfigFile(const std::string& path);
+
+// Same, from YAML text; |file_name| is used in error messages only.
+LoadResult LoadConfigString(const std::string& yaml_text, const std::string& file_name);
+
+}  // namespace wsgate::config

@@ -1,0 +1,23 @@
+// Parsers for the duration ("250ms", "5s", "2m", "1h", "1d") and size ("512", "64KiB", "16MiB")
+// values used in the config. Pure functions, fuzzed.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#include "config/config.h"
+
+namespace wsgate::config {
+
+// Accepts a non-negative integer followed by ms, s, m, h or d ("0" alone is also accepted).
+std::optional<Duration> ParseDuration(std::string_view text);
+
+// Accepts a non-negative integer, optionally followed by B, KiB, MiB, GiB (also KB/MB/GB as
+// powers of 1000). Rejects overflow.
+std::optional<uint64_t> ParseSize(std::string_view text);
+
+// Accepts "host:port" and "[v6]:port"; port 1..65535 (0 allowed when |allow_port_zero|).
+std::optional<HostPort> ParseHostPort(std::string_view text, bool allow_port_zero);
+
+}  // namespace wsgate::config

@@ -1,0 +1,43 @@
+#include "proxy/core/event_loop.h"
+
+#include <cstdlib>
+
+#include "proxy/core/log.h"
+
+namespace wsgate {
+
+EventLoop::EventLoop() : base_(event_base_new()) {
+  if (!base_) {
+    LOG_ERROR("event_base_new failed");
+    std::abort();
+  }
+  reap_event_.reset(event_new(base_.get(), -1, 0, &EventLoop::OnReap, this));
+}
+
+EventLoop::~EventLoop() {
+  Reap();
+  reap_event_.reset();
+}
+
+void EventLoop::DeferDelete(std::unique_ptr<Deferrable> object) {
+  if (!object) return;
+  pending_delete_.push_back(std::move(object));
+  if (pending_delete_.size() == 1) event_active(reap_event_.get(), 0, 0);
+}
+
+void EventLoop::OnReap(evutil_socket_t, short, void* ctx) { static_cast<EventLoop*>(ctx)->Reap(); }
+
+void EventLoop::Reap() {
+  // Destructors may queue more deletions, so swap the list out and repeat until empty.
+  while (!pending_delete_.empty()) {
+    std::vector<std::unique_ptr<Deferrable>> batch;
+    batch.swap(pending_delete_);
+    batch.clear();
+  }
+}
+
+void EventLoop::Run() { event_base_dispatch(base_.get()); }
+
+void EventLoop::Exit() { event_base_loopexit(base_.get(), nullptr); }
+
+}  // namespace wsgate

@@ -1,0 +1,45 @@
+// One libevent event_base plus deferred deletion.
+//
+// Objects that own libevent handles are never deleted inside their own callbacks: they hand
+// themselves to DeferDelete(), and the loop frees them after the current callback has unwound
+// (the pattern Envoy, Tor and h2o use). This is what keeps a callback from touching freed memory.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "proxy/core/libevent_ptr.h"
+
+namespace wsgate {
+
+class Deferrable {
+ public:
+  virtual ~Deferrable() = default;
+};
+
+class EventLoop {
+ public:
+  EventLoop();
+  ~EventLoop();
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+
+  event_base* base() const { return base_.get(); }
+
+  // Free |object| after the current callback returns, in this loop pass.
+  void DeferDelete(std::unique_ptr<Deferrable> object);
+
+  // Run until Exit() or until there are no more events.
+  void Run();
+  void Exit();
+
+ private:
+  static void OnReap(evutil_socket_t, short, void* ctx);
+  void Reap();
+
+  EventBasePtr base_;
+  EventPtr reap_event_;
+  std::vector<std::unique_ptr<Deferrable>> pending_delete_;
+};
+
+}  // namespace wsgate

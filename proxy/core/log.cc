@@ -1,0 +1,75 @@
+#include "proxy/core/log.h"
+
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <ctime>
+
+namespace wsgate::log {
+namespace {
+
+std::atomic<int> g_level{static_cast<int>(Level::kInfo)};
+
+const char* LevelName(Level level) {
+  switch (level) {
+    case Level::kDebug:
+      return "debug";
+    case Level::kInfo:
+      return "info";
+    case Level::kWarn:
+      return "warn";
+    case Level::kError:
+      return "error";
+  }
+  return "?";
+}
+
+}  // namespace
+
+void SetLevel(Level level) { g_level.store(static_cast<int>(level), std::memory_order_relaxed); }
+
+bool ParseLevel(std::string_view text, Level* out) {
+  if (text == "debug") {
+    *out = Level::kDebug;
+  } else if (text == "info") {
+    *out = Level::kInfo;
+  } else if (text == "warn") {
+    *out = Level::kWarn;
+  } else if (text == "error") {
+    *out = Level::kError;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+bool Enabled(Level level) {
+  return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed);
+}
+
+void Write(Level level, std::string_view message) {
+  timeval tv{};
+  gettimeofday(&tv, nullptr);
+  tm utc{};
+  gmtime_r(&tv.tv_sec, &utc);
+  char stamp[64];
+  int n = std::snprintf(stamp, sizeof(stamp), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s ",
+                        utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min,
+                        utc.tm_sec, static_cast<long>(tv.tv_usec / 1000), LevelName(level));
+  std::string line;
+  line.reserve(static_cast<size_t>(n) + message.size() + 1);
+  line.append(stamp, static_cast<size_t>(n));
+  line.append(message);
+  line.push_back('\n');
+  // One write() per line keeps lines whole when several threads log.
+  size_t off = 0;
+  while (off < line.size()) {
+    ssize_t w = ::write(STDERR_FILENO, line.data() + off, line.size() - off);
+    if (w <= 0) break;
+    off += static_cast<size_t>(w);
+  }
+}
+
+}  // namespace wsgate::log

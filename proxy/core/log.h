@@ -1,0 +1,28 @@
+// Line-oriented logging to stderr: "2026-12-01T07:40:00.123Z info message key=value ...".
+// One line per event; safe to call from any thread (each line is one write()).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace wsgate::log {
+
+enum class Level { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+
+void SetLevel(Level level);
+bool ParseLevel(std::string_view text, Level* out);
+bool Enabled(Level level);
+void Write(Level level, std::string_view message);
+
+}  // namespace wsgate::log
+
+#define WSGATE_LOG(level, expr)                                   \
+  do {                                                            \
+    if (::wsgate::log::Enabled(::wsgate::log::Level::level)) {    \
+      ::wsgate::log::Write(::wsgate::log::Level::level, (expr));  \
+    }                                                             \
+  } while (0)
+#define LOG_DEBUG(expr) WSGATE_LOG(kDebug, expr)
+#define LOG_INFO(expr) WSGATE_LOG(kInfo, expr)
+#define LOG_WARN(expr) WSGATE_LOG(kWarn, expr)
+#define LOG_ERROR(expr) WSGATE_LOG(kError, expr)

@@ -1,0 +1,97 @@
+#include "proxy/frame_splicer.h"
+
+#include <algorithm>
+
+namespace wsgate {
+
+FramePipe::Result FramePipe::Violation(uint16_t code) {
+  violation_code_ = code;
+  return Result::kViolation;
+}
+
+FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_watermark) {
+  while (true) {
+    size_t available = evbuffer_get_length(source);
+    if (remaining_ > 0) {
+      if (available == 0) return Result::kDrained;
+      size_t n = static_cast<size_t>(std::min<uint64_t>(available, remaining_));
+      // evbuffer_remove_buffer hands whole chains over without copying the payload.
+      if (sink != nullptr) {
+        evbuffer_remove_buffer(source, sink, n);
+      } else {
+        evbuffer_drain(source, n);
+      }
+      remaining_ -= n;
+      bytes_ += n;
+      if (remaining_ == 0 && current_is_close_) {
+        close_relayed_ = true;
+        return Result::kCloseRelayed;
+      }
+      if (sink != nullptr && evbuffer_get_length(sink) >= high_watermark) {
+        return Result::kOutputFull;
+      }
+      continue;
+    }
+    if (close_relayed_) {
+      // RFC 6455 §5.5.1: nothing may follow a close frame; drop whatever does.
+      evbuffer_drain(source, available);
+      return Result::kDrained;
+    }
+    if (stop_requested_ && sink != nullptr) return Result::kStopped;
+    if (available == 0) return Result::kDrained;
+    if (sink != nullptr && evbuffer_get_length(sink) >= high_watermark) {
+      return Result::kOutputFull;
+    }
+
+    uint8_t header_bytes[ws::kMaxHeaderBytes];
+    ev_ssize_t copied = evbuffer_copyout(source, header_bytes, sizeof(header_bytes));
+    if (copied < 0) return Result::kDrained;
+    ws::FrameHeader header;
+    switch (ws::ParseFrameHeader(header_bytes, static_cast<size_t>(copied), &header)) {
+      case ws::HeaderStatus::kNeedMore:
+        return Result::kDrained;
+      case ws::HeaderStatus::kInvalid:
+        return Violation(ws::kProtocolError);
+      case ws::HeaderStatus::kComplete:
+        break;
+    }
+    if (uint16_t code = sequencer_.Admit(header); code != 0) return Violation(code);
+
+    current_is_close_ = header.opcode == ws::kClose;
+    if (current_is_close_) {
+      // Wait for the whole close frame (≤ 139 bytes) so its code can be checked and logged.
+      size_t total = header.header_length + static_cast<size_t>(header.payload_length);
+      if (available < total) return Result::kDrained;
+      uint8_t frame[ws::kMaxHeaderBytes + ws::kMaxControlPayload];
+      evbuffer_copyout(source, frame, total);
+      uint8_t* payload = frame + header.header_length;
+      size_t payload_length = static_cast<size_t>(header.payload_length);
+      if (header.masked) {
+        for (size_t i = 0; i < payload_length; ++i) payload[i] ^= header.mask[i % 4];
+      }
+      if (uint16_t code = ws::ValidateClosePayload(payload, payload_length); code != 0) {
+        return Violation(code);
+      }
+      close_code_ = payload_length >= 2 ? static_cast<uint16_t>((payload[0] << 8) | payload[1])
+                                        : static_cast<uint16_t>(ws::kNoStatus);
+      if (payload_length > 2) {
+        close_reason_.assign(reinterpret_cast<const char*>(payload + 2), payload_length - 2);
+      }
+    }
+    ++frames_;
+    if (sequencer_.message_completed()) ++messages_;
+    if (sink != nullptr) {
+      evbuffer_remove_buffer(source, sink, header.header_length);
+    } else {
+      evbuffer_drain(source, header.header_length);
+    }
+    bytes_ += header.header_length;
+    remaining_ = header.payload_length;
+    if (remaining_ == 0 && current_is_close_) {
+      close_relayed_ = true;
+      return Result::kCloseRelayed;
+    }
+  }
+}
+
+}  // namespace wsgate

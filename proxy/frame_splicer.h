@@ -1,0 +1,65 @@
+// Stage 4 of 4: one direction of a spliced WebSocket connection.
+//
+// FramePipe moves frames from a source evbuffer to a sink evbuffer as they arrive, without
+// reassembling messages and without unmasking payloads: only the ≤14 header bytes (and a close
+// frame's ≤125-byte payload) are copied out to inspect. It always knows where the next frame
+// starts, so the session can insert a close frame at a boundary, never inside a relayed frame.
+#pragma once
+
+#include <event2/buffer.h>
+
+#include <cstdint>
+#include <string>
+
+#include "proxy/ws/frame.h"
+
+namespace wsgate {
+
+class FramePipe {
+ public:
+  explicit FramePipe(ws::DirectionPolicy policy) : sequencer_(policy) {}
+
+  enum class Result {
+    kDrained,       // all input consumed (a partial header may wait for more bytes)
+    kOutputFull,    // the sink reached the high watermark; call again when it drains
+    kCloseRelayed,  // a close frame went through; later input from this source is dropped
+    kStopped,       // StopAtBoundary() took effect; the source's input is left untouched
+    kViolation,     // protocol violation; violation_code() says which close code to send
+  };
+
+  // Forward from |source| to |sink| until one of the results above. When |sink| is null the
+  // frames are parsed and dropped (the other side is gone or closing), so a close frame from
+  // the source is still noticed.
+  Result Pump(evbuffer* source, evbuffer* sink, size_t high_watermark);
+
+  // Finish the frame being relayed, then stop (Pump returns kStopped).
+  void StopAtBoundary() { stop_requested_ = true; }
+  bool at_boundary() const { return remaining_ == 0; }
+  bool close_relayed() const { return close_relayed_; }
+
+  uint16_t violation_code() const { return violation_code_; }
+  // Close code of the close frame that passed (1005 if it had none); 0 if none passed.
+  uint16_t close_code() const { return close_code_; }
+  const std::string& close_reason() const { return close_reason_; }
+
+  uint64_t bytes() const { return bytes_; }
+  uint64_t frames() const { return frames_; }
+  uint64_t messages() const { return messages_; }
+
+ private:
+  Result Violation(uint16_t code);
+
+  ws::MessageSequencer sequencer_;
+  uint64_t remaining_ = 0;  // payload bytes of the current frame still to move
+  bool current_is_close_ = false;
+  bool stop_requested_ = false;
+  bool close_relayed_ = false;
+  uint16_t violation_code_ = 0;
+  uint16_t close_code_ = 0;
+  std::string close_reason_;
+  uint64_t bytes_ = 0;
+  uint64_t frames_ = 0;
+  uint64_t messages_ = 0;
+};
+
+}  // namespace wsgate

@@ -1,0 +1,330 @@
+#include "proxy/http/handshake.h"
+
+#include <openssl/evp.h>
+
+#include <array>
+#include <cstring>
+
+namespace wsgate::http {
+namespace {
+
+constexpr std::string_view kWebSocketGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+bool IsBase64Char(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+         c == '/';
+}
+
+// Fields that describe one hop and must not be forwarded (RFC 9110 §7.6.1), plus the
+// Upgrade/Connection pair, which wsgate rewrites itself.
+bool IsHopByHop(std::string_view name) {
+  static constexpr std::array<std::string_view, 9> kNames = {
+      "connection", "keep-alive", "proxy-connection", "te",
+      "trailer",    "upgrade",    "proxy-authorization", "proxy-authenticate",
+      "transfer-encoding"};
+  for (auto hop : kNames) {
+    if (EqualsIgnoreCase(name, hop)) return true;
+  }
+  return false;
+}
+
+// True if a Connection field of |head| names |field| (a field to drop as hop-by-hop).
+bool NamedByConnection(const HeadView& head, std::string_view field) {
+  if (EqualsIgnoreCase(field, "upgrade")) return false;  // handled as a hop-by-hop field anyway
+  return head.FieldHasToken("connection", field);
+}
+
+std::string_view StripPort(std::string_view host) {
+  if (!host.empty() && host.front() == '[') {
+    size_t close = host.find(']');
+    return close == std::string_view::npos ? host : host.substr(1, close - 1);
+  }
+  size_t colon = host.rfind(':');
+  return colon == std::string_view::npos ? host : host.substr(0, colon);
+}
+
+void AppendLine(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name);
+  out.append(": ");
+  out.append(value);
+  out.append("\r\n");
+}
+
+// RFC 7239 §4: a node or host that is not a token must be a quoted-string.
+std::string ForwardedValue(std::string_view value, bool is_ipv6_node) {
+  std::string out = "\"";
+  if (is_ipv6_node) out.push_back('[');
+  for (char c : value) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  if (is_ipv6_node) out.push_back(']');
+  out.push_back('"');
+  return out;
+}
+
+ClientHandshake Reject(ClientHandshake result, int status, std::string reason,
+                       std::string extra = {}) {
+  result.status = status;
+  result.reason = std::move(reason);
+  result.extra_header = std::move(extra);
+  return result;
+}
+
+}  // namespace
+
+std::string ComputeAccept(std::string_view key) {
+  std::string input(key);
+  input.append(kWebSocketGuid);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int digest_len = 0;
+  if (EVP_Digest(input.data(), input.size(), digest, &digest_len, EVP_sha1(), nullptr) != 1) {
+    return {};
+  }
+  unsigned char encoded[64];
+  int n = EVP_EncodeBlock(encoded, digest, static_cast<int>(digest_len));
+  return std::string(reinterpret_cast<char*>(encoded), static_cast<size_t>(n));
+}
+
+bool IsValidWebSocketKey(std::string_view key) {
+  // 16 bytes encode to 22 base64 characters plus "==".
+  if (key.size() != 24 || key[22] != '=' || key[23] != '=') return false;
+  for (size_t i = 0; i < 22; ++i) {
+    if (!IsBase64Char(key[i])) return false;
+  }
+  return true;
+}
+
+const char* StatusText(int status) {
+  switch (status) {
+    case 101:
+      return "Switching Protocols";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 408:
+      return "Request Timeout";
+    case 426:
+      return "Upgrade Required";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Error";
+  }
+}
+
+std::string BuildErrorResponse(int status, std::string_view reason, std::string_view extra_header) {
+  std::string body(reason);
+  body.push_back('\n');
+  std::string out = "HTTP/1.1 " + std::to_string(status) + " " + StatusText(status) + "\r\n";
+  out.append("Content-Type: text/plain; charset=utf-8\r\n");
+  out.append("Content-Length: " + std::to_string(body.size()) + "\r\n");
+  out.append("Connection: close\r\n");
+  out.append(extra_header);
+  out.append("\r\n");
+  out.append(body);
+  return out;
+}
+
+ClientHandshake CheckClientHandshake(const HeadView& request, const ClientHandshakePolicy& policy) {
+  const HeadParser& head = request.parser();
+  ClientHandshake result;
+  std::string_view target = request.Get(head.target());
+  result.path = target.substr(0, target.find('?'));
+  bool host_found = false;
+  result.host_field = request.Field("host", &host_found);
+  result.host = StripPort(result.host_field);
+
+  if (head.version_major() != 1) return Reject(result, 505, "only HTTP/1.1 is supported");
+  result.is_upgrade = request.FieldHasToken("upgrade", "websocket");
+  if (!result.is_upgrade) {
+    return Reject(result, 426, "this endpoint only accepts WebSocket upgrades",
+                  "Upgrade: websocket\r\n");
+  }
+  if (request.Get(head.method()) != "GET") {
+    return Reject(result, 400, "a WebSocket upgrade must use GET");
+  }
+  if (head.version_minor() != 1) return Reject(result, 400, "a WebSocket upgrade needs HTTP/1.1");
+  if (target.empty() || target.front() != '/') {
+    return Reject(result, 400, "request target must be in origin-form");
+  }
+  if (request.FieldCount("host") != 1 || result.host.empty()) {
+    return Reject(result, 400, "exactly one non-empty Host field is required");
+  }
+  if (!request.FieldHasToken("connection", "upgrade")) {
+    return Reject(result, 400, "Connection must contain the Upgrade token");
+  }
+  if (request.FieldCount("content-length") != 0 || request.FieldCount("transfer-encoding") != 0) {
+    return Reject(result, 400, "a WebSocket upgrade must not carry a body");
+  }
+  if (request.FieldCount("sec-websocket-key") != 1) {
+    return Reject(result, 400, "exactly one Sec-WebSocket-Key field is required");
+  }
+  result.key = request.Field("sec-websocket-key");
+  if (!IsValidWebSocketKey(result.key)) {
+    return Reject(result, 400, "Sec-WebSocket-Key must be base64 of 16 bytes");
+  }
+  if (request.FieldCount("sec-websocket-version") != 1 ||
+      request.Field("sec-websocket-version") != "13") {
+    return Reject(result, 426, "only WebSocket version 13 is supported",
+                  "Sec-WebSocket-Version: 13\r\n");
+  }
+  if (policy.allowed_origins != nullptr && !policy.allowed_origins->empty()) {
+    bool found = false;
+    std::string_view origin = request.Field("origin", &found);
+    bool allowed = false;
+    if (found && request.FieldCount("origin") == 1) {
+      for (const auto& candidate : *policy.allowed_origins) {
+        if (origin == candidate) allowed = true;
+      }
+    }
+    if (!allowed) return Reject(result, 403, "Origin not allowed");
+  }
+  return result;
+}
+
+std::string BuildUpstreamRequest(const HeadView& request, const ForwardingInfo& info) {
+  const HeadParser& head = request.parser();
+  std::string out;
+  out.reserve(head.head_length() + 256);
+  out.append(request.Get(head.method()));
+  out.push_back(' ');
+  out.append(request.Get(head.target()));
+  out.append(" HTTP/1.1\r\n");
+
+  std::string forwarded_for;
+  std::string forwarded;
+  std::string_view host_field;
+  for (const auto& field : head.fields()) {
+    std::string_view name = request.Get(field.name);
+    std::string_view value = request.Get(field.value);
+    if (IsHopByHop(name) || NamedByConnection(request, name)) continue;
+    if (EqualsIgnoreCase(name, "x-forwarded-for")) {
+      if (!forwarded_for.empty()) forwarded_for.append(", ");
+      forwarded_for.append(value);
+      continue;
+    }
+    if (EqualsIgnoreCase(name, "forwarded")) {
+      if (!forwarded.empty()) forwarded.append(", ");
+      forwarded.append(value);
+      continue;
+    }
+    // The proxy states these itself; a client must not be able to spoof them.
+    if (EqualsIgnoreCase(name, "x-forwarded-proto") || EqualsIgnoreCase(name, "x-forwarded-host")) {
+      continue;
+    }
+    if (EqualsIgnoreCase(name, "host")) host_field = value;
+    AppendLine(out, name, value);
+  }
+  AppendLine(out, "Connection", "Upgrade");
+  AppendLine(out, "Upgrade", "websocket");
+
+  if (!forwarded_for.empty()) forwarded_for.append(", ");
+  forwarded_for.append(info.client_ip);
+  AppendLine(out, "X-Forwarded-For", forwarded_for);
+  const char* proto = info.client_tls ? "https" : "http";
+  AppendLine(out, "X-Forwarded-Proto", proto);
+  AppendLine(out, "X-Forwarded-Host", host_field);
+
+  bool ipv6 = info.client_ip.find(':') != std::string::npos;
+  std::string element = "for=";
+  element.append(ipv6 ? ForwardedValue(info.client_ip, true) : info.client_ip);
+  element.append(";host=");
+  element.append(ForwardedValue(host_field, false));
+  element.append(";proto=");
+  element.append(proto);
+  if (!forwarded.empty()) forwarded.append(", ");
+  forwarded.append(element);
+  AppendLine(out, "Forwarded", forwarded);
+  out.append("\r\n");
+  return out;
+}
+
+UpstreamVerdict CheckUpstreamResponse(const HeadView& response, std::string_view expected_accept) {
+  const HeadParser& head = response.parser();
+  UpstreamVerdict verdict;
+  int status = head.status_code();
+  if (status != 101) {
+    if (status < 200) {
+      verdict.reason = "backend sent an unexpected interim response " + std::to_string(status);
+      return verdict;
+    }
+    verdict.kind = UpstreamVerdict::kNotUpgraded;
+    verdict.reason = "backend answered " + std::to_string(status);
+    return verdict;
+  }
+  if (head.version_major() != 1 || head.version_minor() != 1) {
+    verdict.reason = "101 not over HTTP/1.1";
+    return verdict;
+  }
+  if (!response.FieldHasToken("upgrade", "websocket")) {
+    verdict.reason = "101 without Upgrade: websocket";
+    return verdict;
+  }
+  if (!response.FieldHasToken("connection", "upgrade")) {
+    verdict.reason = "101 without Connection: Upgrade";
+    return verdict;
+  }
+  if (response.FieldCount("sec-websocket-accept") != 1 ||
+      response.Field("sec-websocket-accept") != expected_accept) {
+    verdict.reason = "101 with a missing or wrong Sec-WebSocket-Accept";
+    return verdict;
+  }
+  for (const auto& field : head.fields()) {
+    if (!EqualsIgnoreCase(response.Get(field.name), "sec-websocket-extensions")) continue;
+    std::string_view list = response.Get(field.value);
+    size_t pos = 0;
+    while (pos < list.size()) {
+      size_t comma = list.find(',', pos);
+      if (comma == std::string_view::npos) comma = list.size();
+      std::string_view item = list.substr(pos, comma - pos);
+      item = item.substr(0, item.find(';'));
+      while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+      while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+      if (EqualsIgnoreCase(item, "permessage-deflate")) {
+        verdict.permessage_deflate = true;
+      } else if (!item.empty()) {
+        verdict.other_extension = true;
+      }
+      pos = comma + 1;
+    }
+  }
+  verdict.kind = UpstreamVerdict::kUpgraded;
+  return verdict;
+}
+
+std::string BuildRelayedResponseHead(const HeadView& response) {
+  const HeadParser& head = response.parser();
+  std::string out = "HTTP/1.1 " + std::to_string(head.status_code()) + " ";
+  out.append(response.Get(head.reason()));
+  out.append("\r\n");
+  for (const auto& field : head.fields()) {
+    std::string_view name = response.Get(field.name);
+    // Transfer-Encoding stays: the body is relayed with its framing.
+    if (!EqualsIgnoreCase(name, "transfer-encoding") &&
+        (IsHopByHop(name) || NamedByConnection(response, name))) {
+      continue;
+    }
+    AppendLine(out, name, response.Get(field.value));
+  }
+  AppendLine(out, "Connection", "close");
+  out.append("\r\n");
+  return out;
+}
+
+}  // namespace wsgate::http

@@ -1,0 +1,73 @@
+// RFC 6455 opening handshake: validate the client's upgrade request (§4.2.1), build the request
+// sent upstream, and check the backend's answer (§4.1) before anything is tunnelled.
+//
+// Pure apart from OpenSSL's digest and base64; no libevent, so it is unit-tested and fuzzed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "proxy/http/head_parser.h"
+
+namespace wsgate::http {
+
+// Sec-WebSocket-Accept for |key|: base64(SHA-1(key + GUID)), via OpenSSL's EVP digest and
+// EVP_EncodeBlock.
+std::string ComputeAccept(std::string_view key);
+
+// True if |key| is base64 that decodes to exactly 16 bytes.
+bool IsValidWebSocketKey(std::string_view key);
+
+struct ClientHandshakePolicy {
+  const std::vector<std::string>* allowed_origins = nullptr;  // empty or null = any
+};
+
+// Outcome of checking a client request head.
+struct ClientHandshake {
+  int status = 0;  // 0 = valid upgrade; otherwise the HTTP status to answer with
+  std::string reason;           // for logs and the response body
+  std::string extra_header;     // e.g. "Sec-WebSocket-Version: 13\r\n"
+  std::string_view host;        // Host without port, as sent
+  std::string_view host_field;  // Host as sent (with port)
+  std::string_view path;        // request target without query
+  std::string_view key;         // Sec-WebSocket-Key
+  bool is_upgrade = false;      // the request asked for a WebSocket upgrade
+};
+
+// Check a complete request head against RFC 6455 §4.2.1 and the Origin policy.
+ClientHandshake CheckClientHandshake(const HeadView& request, const ClientHandshakePolicy& policy);
+
+// A complete HTTP/1.1 error response that ends with a close: status line, Content-Type,
+// Content-Length, Connection: close, |extra_header| (CRLF-terminated lines), then a short body.
+std::string BuildErrorResponse(int status, std::string_view reason, std::string_view extra_header);
+
+const char* StatusText(int status);
+
+// Who the client is, for the forwarding headers.
+struct ForwardingInfo {
+  std::string client_ip;  // "1.2.3.4" or "2001:db8::1"
+  bool client_tls = false;
+};
+
+// The upgrade request sent to the backend: the client's request line and fields, minus
+// hop-by-hop fields (except the Upgrade/Connection pair the handshake needs), with
+// X-Forwarded-For appended, X-Forwarded-Proto / X-Forwarded-Host replaced, and Forwarded appended.
+std::string BuildUpstreamRequest(const HeadView& request, const ForwardingInfo& info);
+
+// Outcome of checking the backend's response head.
+struct UpstreamVerdict {
+  enum Kind { kUpgraded, kNotUpgraded, kInvalidUpgrade } kind = kInvalidUpgrade;
+  std::string reason;
+  bool permessage_deflate = false;   // RSV1 allowed on data frames
+  bool other_extension = false;      // an unknown extension: all RSV bits allowed
+};
+
+UpstreamVerdict CheckUpstreamResponse(const HeadView& response, std::string_view expected_accept);
+
+// The backend's non-101 response head rewritten for the client: the same status line and fields,
+// minus hop-by-hop fields, plus "Connection: close".
+std::string BuildRelayedResponseHead(const HeadView& response);
+
+}  // namespace wsgate::http

@@ -1,0 +1,76 @@
+#include "proxy/listener.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "proxy/core/log.h"
+#include "proxy/http/handshake.h"
+#include "proxy/upstream.h"
+
+namespace wsgate {
+
+Listener::Listener(SessionContext& context, const config::ListenerConfig& config)
+    : context_(context), config_(config) {}
+
+bool Listener::Bind(std::string* error) {
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
+  if (!ResolveAddress(config_.address, &addr, &addr_len, error)) return false;
+  listener_.reset(evconnlistener_new_bind(
+      context_.loop.base(), &Listener::OnAccept, this,
+      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,
+      reinterpret_cast<sockaddr*>(&addr), static_cast<int>(addr_len)));
+  if (!listener_) {
+    *error = "cannot listen on " + config_.address.text + ": " + std::strerror(errno);
+    return false;
+  }
+  evconnlistener_set_error_cb(listener_.get(), &Listener::OnError);
+  resume_timer_.reset(evtimer_new(context_.loop.base(), &Listener::OnResume, this));
+  return true;
+}
+
+std::string Listener::BoundAddress() const {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  if (getsockname(evconnlistener_get_fd(listener_.get()), reinterpret_cast<sockaddr*>(&addr),
+                  &len) != 0) {
+    return config_.address.text;
+  }
+  return FormatSockaddr(reinterpret_cast<sockaddr*>(&addr));
+}
+
+void Listener::OnAccept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int, void* ctx) {
+  auto* self = static_cast<Listener*>(ctx);
+  SessionContext& context = self->context_;
+  bool over_limit = context.registry.size() >= context.config.limits.max_connections;
+  evutil_make_socket_nonblocking(fd);
+  auto session = std::make_unique<Session>(context, fd, addr, self->config_.name);
+  Session& added = context.registry.Add(std::move(session));
+  if (over_limit) {
+    // Answer 503 with a lingering close so the client reads it instead of a reset.
+    added.StartRejected(503, "connection limit reached", "Retry-After: 1\r\n");
+  } else {
+    added.Start();
+  }
+}
+
+void Listener::OnError(evconnlistener* listener, void* ctx) {
+  auto* self = static_cast<Listener*>(ctx);
+  int err = EVUTIL_SOCKET_ERROR();
+  // Out of file descriptors: stop accepting for a moment instead of spinning on the error.
+  LOG_ERROR("listener=" + self->config_.name + " accept failed: " +
+            evutil_socket_error_to_string(err) + "; pausing accepts for 1s");
+  evconnlistener_disable(listener);
+  timeval one_second{1, 0};
+  evtimer_add(self->resume_timer_.get(), &one_second);
+}
+
+void Listener::OnResume(evutil_socket_t, short, void* ctx) {
+  auto* self = static_cast<Listener*>(ctx);
+  evconnlistener_enable(self->listener_.get());
+}
+
+}  // namespace wsgate

@@ -1,0 +1,35 @@
+// Stage 1: accept client connections on one configured address and hand each to a new Session.
+#pragma once
+
+#include <string>
+
+#include "config/config.h"
+#include "proxy/core/libevent_ptr.h"
+#include "proxy/session.h"
+
+namespace wsgate {
+
+class Listener {
+ public:
+  Listener(SessionContext& context, const config::ListenerConfig& config);
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  // Bind and listen. Returns false with |error| set if the address cannot be bound.
+  bool Bind(std::string* error);
+  // The address actually bound (useful with port 0).
+  std::string BoundAddress() const;
+  const std::string& name() const { return config_.name; }
+
+ private:
+  static void OnAccept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int len, void* ctx);
+  static void OnError(evconnlistener*, void* ctx);
+  static void OnResume(evutil_socket_t, short, void* ctx);
+
+  SessionContext& context_;
+  config::ListenerConfig config_;
+  ListenerPtr listener_;
+  EventPtr resume_timer_;
+};
+
+}  // namespace wsgate

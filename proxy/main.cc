@@ -1,0 +1,99 @@
+// wsgate entry point: command-line flags, config loading, exit codes.
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <variant>
+
+#include "config/loader.h"
+#include "proxy/core/log.h"
+#include "proxy/server.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "Usage: wsgate -c FILE [--ready-file PATH] [--log-level LEVEL]\n"
+    "       wsgate --check -c FILE\n"
+    "\n"
+    "A WebSocket-aware reverse proxy and load balancer.\n"
+    "\n"
+    "  -c, --config FILE     YAML configuration file (required)\n"
+    "      --check           validate the configuration and exit: 0 if valid, 1 with errors\n"
+    "      --ready-file PATH after binding, write one line \"NAME HOST:PORT\" per listener\n"
+    "      --log-level LEVEL debug | info | warn | error (default info)\n"
+    "      --version         print the version and exit\n"
+    "  -h, --help            print this help and exit\n"
+    "\n"
+    "Signals: SIGTERM and SIGINT stop the proxy.\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path;
+  std::string ready_file;
+  bool check_only = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&](const char* flag) -> const char* {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "wsgate: %s needs a value\n%s", flag, kUsage);
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (arg == "-c" || arg == "--config") {
+      config_path = value("-c");
+    } else if (arg == "--check") {
+      check_only = true;
+    } else if (arg == "--ready-file") {
+      ready_file = value("--ready-file");
+    } else if (arg == "--log-level") {
+      wsgate::log::Level level{};
+      const char* text = value("--log-level");
+      if (!wsgate::log::ParseLevel(text, &level)) {
+        std::fprintf(stderr, "wsgate: unknown log level \"%s\"\n", text);
+        return 2;
+      }
+      wsgate::log::SetLevel(level);
+    } else if (arg == "--version") {
+      std::printf("wsgate %s\n", WSGATE_VERSION);
+      return 0;
+    } else if (arg == "-h" || arg == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else {
+      std::fprintf(stderr, "wsgate: unknown argument \"%s\"\n%s", arg.c_str(), kUsage);
+      return 2;
+    }
+  }
+  if (config_path.empty()) {
+    std::fprintf(stderr, "wsgate: -c FILE is required\n%s", kUsage);
+    return 2;
+  }
+
+  auto loaded = wsgate::config::LoadConfigFile(config_path);
+  if (auto* errors = std::get_if<wsgate::config::ConfigErrors>(&loaded)) {
+    for (const auto& error : *errors) std::fprintf(stderr, "%s\n", error.Format().c_str());
+    std::fprintf(stderr, "wsgate: %zu error(s) in %s\n", errors->size(), config_path.c_str());
+    return 1;
+  }
+  auto& config = std::get<wsgate::config::ProxyConfig>(loaded);
+  if (check_only) {
+    std::printf("%s: configuration is valid\n", config_path.c_str());
+    return 0;
+  }
+
+  std::signal(SIGPIPE, SIG_IGN);
+  std::string error;
+  auto server = wsgate::Server::Create(std::move(config), &error);
+  if (!server) {
+    LOG_ERROR("cannot start: " + error);
+    return 1;
+  }
+  if (!ready_file.empty() && !server->WriteReadyFile(ready_file, &error)) {
+    LOG_ERROR(error);
+    return 1;
+  }
+  LOG_INFO(std::string("wsgate ") + WSGATE_VERSION + " started");
+  return server->Run();
+}

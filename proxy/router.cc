@@ -1,0 +1,51 @@
+#include "proxy/router.h"
+
+#include "proxy/http/head_parser.h"
+
+namespace wsgate {
+namespace {
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+  }
+  return out;
+}
+
+bool HostMatches(const std::string& pattern, std::string_view host) {
+  if (pattern.empty()) return true;
+  if (pattern.size() > 2 && pattern[0] == '*' && pattern[1] == '.') {
+    std::string_view suffix = std::string_view(pattern).substr(1);  // ".example.com"
+    return host.size() > suffix.size() &&
+           http::EqualsIgnoreCase(host.substr(host.size() - suffix.size()), suffix);
+  }
+  return http::EqualsIgnoreCase(pattern, host);
+}
+
+}  // namespace
+
+Router::Router(const std::vector<config::RouteConfig>& routes,
+               const std::vector<std::string>& pool_names) {
+  for (const auto& route : routes) {
+    Entry entry{Lower(route.match.host), route.match.path_prefix, -1};
+    for (size_t i = 0; i < pool_names.size(); ++i) {
+      if (pool_names[i] == route.pool) entry.pool = static_cast<int>(i);
+    }
+    entries_.push_back(std::move(entry));
+  }
+}
+
+Router::Match Router::Route(std::string_view host, std::string_view path) const {
+  // A trailing dot names the same host (RFC 1034 §3.1).
+  if (!host.empty() && host.back() == '.') host.remove_suffix(1);
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    const Entry& entry = entries_[i];
+    if (entry.pool < 0 || !HostMatches(entry.host, host)) continue;
+    if (path.substr(0, entry.path_prefix.size()) != entry.path_prefix) continue;
+    return Match{static_cast<int>(i), entry.pool};
+  }
+  return Match{};
+}
+
+}  // namespace wsgate

@@ -1,0 +1,36 @@
+// Stage 2 of 4: pick the pool for an upgrade request by Host and path prefix. First match wins.
+// Pure; no libevent.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/config.h"
+
+namespace wsgate {
+
+class Router {
+ public:
+  // |routes| must name pools in |pool_names|, in the same order as the runtime pools.
+  Router(const std::vector<config::RouteConfig>& routes,
+         const std::vector<std::string>& pool_names);
+
+  struct Match {
+    int route = -1;  // index into the config's routes; -1 = no route
+    int pool = -1;   // index of the pool
+  };
+
+  // |host| is the Host field without port; matching is case-insensitive. |path| excludes the query.
+  Match Route(std::string_view host, std::string_view path) const;
+
+ private:
+  struct Entry {
+    std::string host;  // lower-case; "" = any; "*.example.com" = any subdomain
+    std::string path_prefix;
+    int pool = -1;
+  };
+  std::vector<Entry> entries_;
+};
+
+}  // namespace wsgate

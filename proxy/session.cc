@@ -1,0 +1,732 @@
+#include "proxy/session.h"
+
+#include <openssl/rand.h>
+#include <sys/socket.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "proxy/core/log.h"
+#include "proxy/http/handshake.h"
+#include "proxy/upstream.h"
+
+namespace wsgate {
+
+Session& SessionRegistry::Add(SessionPtr session) {
+  sessions_.push_front(std::move(session));
+  Session& added = *sessions_.front();
+  added.self_ = sessions_.begin();
+  return added;
+}
+
+SessionPtr SessionRegistry::Release(Session& session) {
+  SessionPtr owned = std::move(*session.self_);
+  sessions_.erase(session.self_);
+  return owned;
+}
+
+// libevent trampolines: each returns at once if the session already finished (its deletion is
+// queued), and never deletes anything itself.
+struct SessionCallbacks {
+  static void ClientRead(bufferevent*, void* ctx) {
+    auto* s = static_cast<Session*>(ctx);
+    if (!s->finished()) s->OnClientRead();
+  }
+  static void ClientWrite(bufferevent*, void* ctx) {
+    auto* s = static_cast<Session*>(ctx);
+    if (!s->finished()) s->OnWritable(Session::Side::kClient);
+  }
+  static void ClientEvent(bufferevent*, short what, void* ctx) {
+    auto* s = static_cast<Session*>(ctx);
+    if (!s->finished()) s->OnClientEvent(what);
+  }
+  static void BackendRead(bufferevent*, void* ctx) {
+    auto* s = static_cast<Session*>(ctx);
+    if (!s->finished()) s->OnBackendRead();
+  }
+  static void BackendWrite(bufferevent*, void* ctx) {
+    auto* s = static_cast<Session*>(ctx);
+    if (!s->finished()) s->OnWritable(Session::Side::kBackend);
+  }
+  static void BackendEvent(bufferevent*, short what, void* ctx) {
+    auto* s = static_cast<Session*>(ctx);
+    if (!s->finished()) s->OnBackendEvent(what);
+  }
+  static void Timer(evutil_socket_t, short, void* ctx) {
+    auto* s = static_cast<Session*>(ctx);
+    if (!s->finished()) s->OnTimer();
+  }
+};
+
+namespace {
+
+http::HeadLimits RequestLimits(const config::ProxyConfig& config) {
+  return http::HeadLimits{config.limits.max_header_bytes, config.limits.max_request_line_bytes,
+                          128};
+}
+
+timeval ToTimeval(config::Duration d) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(d.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((d.count() % 1000) * 1000);
+  return tv;
+}
+
+std::string Quote(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out.push_back(' ');
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+}  // namespace
+
+Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* peer,
+                 std::string listener_name)
+    : context_(context),
+      listener_name_(std::move(listener_name)),
+      request_parser_(http::HeadKind::kRequest, RequestLimits(context.config)),
+      response_parser_(http::HeadKind::kResponse, RequestLimits(context.config)),
+      started_at_(std::chrono::steady_clock::now()) {
+  std::memcpy(&peer_, peer, peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
+  peer_text_ = FormatSockaddr(peer);
+  SetNoDelay(fd);
+  client_.bev.reset(bufferevent_socket_new(context_.loop.base(), fd,
+                                           BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
+  if (!client_.bev) evutil_closesocket(fd);
+  timer_.reset(evtimer_new(context_.loop.base(), &SessionCallbacks::Timer, this));
+}
+
+Session::~Session() = default;
+
+size_t Session::high_watermark() const {
+  return context_.config.limits.write_buffer_high_watermark;
+}
+
+void Session::Start() {
+  if (!client_.bev || !timer_) {
+    Finish("proxy");
+    return;
+  }
+  bufferevent_setcb(client_.bev.get(), &SessionCallbacks::ClientRead,
+                    &SessionCallbacks::ClientWrite, &SessionCallbacks::ClientEvent, this);
+  // Read at most one head's worth before the parser has judged it.
+  bufferevent_setwatermark(client_.bev.get(), EV_READ, 0, context_.config.limits.max_header_bytes);
+  bufferevent_enable(client_.bev.get(), EV_READ);
+  ArmTimer(context_.config.timeouts.handshake);
+}
+
+void Session::StartRejected(int status, const std::string& reason,
+                            const std::string& extra_header) {
+  if (!client_.bev || !timer_) {
+    Finish("proxy");
+    return;
+  }
+  bufferevent_setcb(client_.bev.get(), &SessionCallbacks::ClientRead,
+                    &SessionCallbacks::ClientWrite, &SessionCallbacks::ClientEvent, this);
+  Reject(status, reason, extra_header);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handshake: client side.
+
+void Session::OnClientRead() {
+  evbuffer* input = bufferevent_get_input(client_.bev.get());
+  switch (state_) {
+    case State::kReadingRequest:
+      HandleRequestHead();
+      return;
+    case State::kLingering:
+      evbuffer_drain(input, evbuffer_get_length(input));
+      return;
+    case State::kConnecting:
+    case State::kAwaitingUpgrade:
+      return;  // bytes after the head wait until the backend has accepted the upgrade
+    case State::kRelayingResponse:
+      // The backend refused the upgrade: nothing the client sends may reach it.
+      evbuffer_drain(input, evbuffer_get_length(input));
+      return;
+    case State::kSpliced:
+      Pump(Side::kClient);
+      return;
+    case State::kFinished:
+      return;
+  }
+}
+
+void Session::HandleRequestHead() {
+  evbuffer* input = bufferevent_get_input(client_.bev.get());
+  size_t length = evbuffer_get_length(input);
+  // The head is bounded by max_header_bytes, so linearising it is cheap.
+  const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, -1));
+  std::string_view buffered(data, length);
+  switch (request_parser_.Parse(buffered)) {
+    case http::ParseStatus::kNeedMore:
+      return;
+    case http::ParseStatus::kError: {
+      http::ParseError error = request_parser_.error();
+      int status = error == http::ParseError::kHeadTooLarge ? 431 : 400;
+      Reject(status, http::ParseErrorName(error));
+      return;
+    }
+    case http::ParseStatus::kComplete:
+      break;
+  }
+  http::HeadView request(request_parser_, buffered);
+  http::ClientHandshakePolicy policy{&context_.config.limits.allowed_origins};
+  http::ClientHandshake handshake = http::CheckClientHandshake(request, policy);
+  if (handshake.status != 0) {
+    Reject(handshake.status, handshake.reason, handshake.extra_header);
+    return;
+  }
+  Router::Match match = context_.router.Route(handshake.host, handshake.path);
+  if (match.pool < 0) {
+    Reject(404, "no route for this host and path");
+    return;
+  }
+  route_index_ = match.route;
+  pool_index_ = match.pool;
+  expected_accept_ = http::ComputeAccept(handshake.key);
+  http::ForwardingInfo info{FormatIp(reinterpret_cast<const sockaddr*>(&peer_)), false};
+  upstream_request_ = http::BuildUpstreamRequest(request, info);
+  evbuffer_drain(input, request_parser_.head_length());
+  tried_.assign(context_.pools[static_cast<size_t>(pool_index_)].backends.size(), false);
+  TryNextBackend();
+}
+
+void Session::Reject(int status, const std::string& reason, const std::string& extra_header) {
+  http_status_ = status;
+  reason_ = reason;
+  ReleaseBackend();
+  backend_.bev.reset();
+  LOG_DEBUG("session client=" + peer_text_ + " rejected status=" + std::to_string(status) +
+            " reason=" + Quote(reason));
+  std::string response = http::BuildErrorResponse(status, reason, extra_header);
+  bufferevent_write(client_.bev.get(), response.data(), response.size());
+  BeginLingeringClose();
+}
+
+void Session::BeginLingeringClose() {
+  // Keep reading (and dropping) until the answer is flushed and the client closes, so unread
+  // input never turns our close into a reset that destroys the answer in flight.
+  state_ = State::kLingering;
+  ReleaseBackend();
+  backend_.bev.reset();
+  evbuffer* input = bufferevent_get_input(client_.bev.get());
+  evbuffer_drain(input, evbuffer_get_length(input));
+  bufferevent_setwatermark(client_.bev.get(), EV_READ, 0, 0);
+  bufferevent_enable(client_.bev.get(), EV_READ);
+  CloseAfterFlush(Side::kClient);
+  ArmTimer(std::min(context_.config.timeouts.close, config::Duration(std::chrono::seconds(2))));
+}
+
+void Session::OnClientEvent(short what) {
+  if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) == 0) return;
+  switch (state_) {
+    case State::kSpliced:
+      Pump(Side::kClient);
+      if (finished()) return;
+      OnPeerGone(Side::kClient, (what & BEV_EVENT_EOF) != 0);
+      return;
+    case State::kReadingRequest:
+      reason_ = "client closed before sending a complete request";
+      Finish("client");
+      return;
+    case State::kLingering:
+      Finish("proxy");
+      return;
+    default:
+      reason_ = "client closed during the upstream handshake";
+      Finish("client");
+      return;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream: connect, retry, check the 101.
+
+void Session::TryNextBackend() {
+  Pool& pool = context_.pools[static_cast<size_t>(pool_index_)];
+  int index = -1;
+  if (attempts_ <= context_.config.retries) index = pool.balancer->Pick(pool.backends, tried_);
+  if (index < 0) {
+    if (attempts_ == 0) {
+      Reject(503, "no backend available");
+    } else if (all_attempts_timed_out_) {
+      Reject(504, "every backend attempt timed out");
+    } else {
+      Reject(502, "every backend attempt failed");
+    }
+    return;
+  }
+  Backend& backend = pool.backends[static_cast<size_t>(index)];
+  tried_[static_cast<size_t>(index)] = true;
+  ++attempts_;
+  backend_index_ = index;
+  ++backend.active;
+  response_parser_ = http::HeadParser(http::HeadKind::kResponse, RequestLimits(context_.config));
+  backend_.bev = StartConnect(context_.loop.base(), backend);
+  if (!backend_.bev) {
+    OnAttemptFailed(false, "could not create a socket");
+    return;
+  }
+  bufferevent_setcb(backend_.bev.get(), &SessionCallbacks::BackendRead,
+                    &SessionCallbacks::BackendWrite, &SessionCallbacks::BackendEvent, this);
+  bufferevent_setwatermark(backend_.bev.get(), EV_READ, 0, context_.config.limits.max_header_bytes);
+  bufferevent_enable(backend_.bev.get(), EV_READ);
+  state_ = State::kConnecting;
+  ArmTimer(context_.config.timeouts.connect);
+}
+
+void Session::OnBackendConnected() {
+  state_ = State::kAwaitingUpgrade;
+  SetNoDelay(bufferevent_getfd(backend_.bev.get()));
+  bufferevent_write(backend_.bev.get(), upstream_request_.data(), upstream_request_.size());
+  ArmTimer(context_.config.timeouts.backend_handshake);
+}
+
+void Session::OnAttemptFailed(bool timed_out, const char* why) {
+  if (!timed_out) all_attempts_timed_out_ = false;
+  const Pool& pool = context_.pools[static_cast<size_t>(pool_index_)];
+  LOG_WARN("session client=" + peer_text_ + " backend=" +
+           pool.backends[static_cast<size_t>(backend_index_)].address + " attempt " +
+           std::to_string(attempts_) + " failed: " + why);
+  ReleaseBackend();
+  backend_.bev.reset();  // safe inside its own callback: libevent defers the actual free
+  TryNextBackend();
+}
+
+void Session::OnBackendEvent(short what) {
+  if ((what & BEV_EVENT_CONNECTED) != 0) {
+    if (state_ == State::kConnecting) OnBackendConnected();
+    return;
+  }
+  if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) == 0) return;
+  switch (state_) {
+    case State::kConnecting:
+      OnAttemptFailed(false, "connect failed");
+      return;
+    case State::kAwaitingUpgrade:
+      OnAttemptFailed(false, "connection closed before a response");
+      return;
+    case State::kRelayingResponse:
+      RelayResponseBody();
+      if (finished() || state_ != State::kRelayingResponse) return;
+      BeginLingeringClose();  // a close-delimited body ends here
+      return;
+    case State::kSpliced:
+      Pump(Side::kBackend);
+      if (finished()) return;
+      OnPeerGone(Side::kBackend, (what & BEV_EVENT_EOF) != 0);
+      return;
+    default:
+      return;
+  }
+}
+
+void Session::OnBackendRead() {
+  switch (state_) {
+    case State::kAwaitingUpgrade:
+      HandleResponseHead();
+      return;
+    case State::kRelayingResponse:
+      RelayResponseBody();
+      return;
+    case State::kSpliced:
+      Pump(Side::kBackend);
+      return;
+    default:
+      return;
+  }
+}
+
+void Session::HandleResponseHead() {
+  evbuffer* input = bufferevent_get_input(backend_.bev.get());
+  size_t length = evbuffer_get_length(input);
+  const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, -1));
+  std::string_view buffered(data, length);
+  switch (response_parser_.Parse(buffered)) {
+    case http::ParseStatus::kNeedMore:
+      return;
+    case http::ParseStatus::kError:
+      Reject(502, std::string("invalid response head from backend: ") +
+                      http::ParseErrorName(response_parser_.error()));
+      return;
+    case http::ParseStatus::kComplete:
+      break;
+  }
+  http::HeadView response(response_parser_, buffered);
+  http::UpstreamVerdict verdict = http::CheckUpstreamResponse(response, expected_accept_);
+  if (verdict.kind == http::UpstreamVerdict::kInvalidUpgrade) {
+    Reject(502, verdict.reason);
+    return;
+  }
+  if (verdict.kind == http::UpstreamVerdict::kNotUpgraded) {
+    int status = response_parser_.status_code();
+    // The body's length decides where the response ends; anything ambiguous ends at EOF.
+    bool has_length = false;
+    uint64_t content_length = 0;
+    if (response.FieldCount("content-length") == 1 && response.FieldCount("transfer-encoding") == 0) {
+      std::string_view value = response.Field("content-length");
+      has_length = !value.empty() && value.size() <= 18;
+      for (char c : value) {
+        if (c < '0' || c > '9') has_length = false;
+        content_length = content_length * 10 + static_cast<uint64_t>(c - '0');
+      }
+    }
+    if (status == 204 || status == 304) {
+      has_length = true;
+      content_length = 0;
+    }
+    std::string head = http::BuildRelayedResponseHead(response);
+    evbuffer_drain(input, response_parser_.head_length());
+    http_status_ = status;
+    reason_ = verdict.reason;
+    response_body_left_ = content_length;
+    response_until_eof_ = !has_length;
+    state_ = State::kRelayingResponse;
+    evbuffer* client_input = bufferevent_get_input(client_.bev.get());
+    evbuffer_drain(client_input, evbuffer_get_length(client_input));
+    bufferevent_write(client_.bev.get(), head.data(), head.size());
+    bufferevent_setwatermark(backend_.bev.get(), EV_READ, 0, high_watermark());
+    ArmTimer(context_.config.timeouts.backend_handshake);
+    RelayResponseBody();
+    return;
+  }
+  // Valid 101: relay the backend's head unchanged, then frames.
+  http_status_ = 101;
+  evbuffer_remove_buffer(input, bufferevent_get_output(client_.bev.get()),
+                         response_parser_.head_length());
+  ws::DirectionPolicy to_backend{true, verdict.permessage_deflate, verdict.other_extension,
+                                 context_.config.limits.max_message_bytes};
+  ws::DirectionPolicy to_client = to_backend;
+  to_client.expect_masked = false;
+  client_to_backend_.emplace(to_backend);
+  backend_to_client_.emplace(to_client);
+  StartSplicing();
+}
+
+void Session::RelayResponseBody() {
+  evbuffer* input = bufferevent_get_input(backend_.bev.get());
+  evbuffer* output = bufferevent_get_output(client_.bev.get());
+  size_t available = evbuffer_get_length(input);
+  size_t n = available;
+  if (!response_until_eof_) n = static_cast<size_t>(std::min<uint64_t>(n, response_body_left_));
+  evbuffer_remove_buffer(input, output, n);
+  if (!response_until_eof_) {
+    response_body_left_ -= n;
+    if (response_body_left_ == 0) {
+      BeginLingeringClose();
+      return;
+    }
+  }
+  if (n > 0) ArmTimer(context_.config.timeouts.backend_handshake);
+  if (evbuffer_get_length(output) >= high_watermark()) {
+    bufferevent_disable(backend_.bev.get(), EV_READ);
+    backend_.read_paused = true;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Splicing.
+
+void Session::StartSplicing() {
+  state_ = State::kSpliced;
+  event_del(timer_.get());
+  size_t high = high_watermark();
+  for (Endpoint* e : {&client_, &backend_}) {
+    bufferevent_setwatermark(e->bev.get(), EV_READ, 0, high);
+    // The write callback fires once the output has drained below half: resume the peer then.
+    bufferevent_setwatermark(e->bev.get(), EV_WRITE, high / 2, 0);
+    bufferevent_enable(e->bev.get(), EV_READ);
+  }
+  LOG_DEBUG("session client=" + peer_text_ + " upgraded backend=" +
+            context_.pools[static_cast<size_t>(pool_index_)]
+                .backends[static_cast<size_t>(backend_index_)]
+                .address);
+  if (context_.config.timeouts.idle.count() > 0) ArmTimer(context_.config.timeouts.idle);
+  // Either side may already have sent frames along with the handshake.
+  Pump(Side::kBackend);
+  if (!finished()) Pump(Side::kClient);
+}
+
+void Session::Pump(Side from) {
+  Endpoint& source = endpoint(from);
+  Side to = Other(from);
+  Endpoint& sink = endpoint(to);
+  if (!source.bev) return;
+  evbuffer* input = bufferevent_get_input(source.bev.get());
+  if (source.discard_input) {
+    evbuffer_drain(input, evbuffer_get_length(input));
+    return;
+  }
+  last_activity_ = std::chrono::steady_clock::now();
+  FramePipe& pipe = pipe_from(from);
+  while (true) {
+    bool deliver = sink.bev && !sink.sent_close;
+    evbuffer* output = deliver ? bufferevent_get_output(sink.bev.get()) : nullptr;
+    FramePipe::Result result = pipe.Pump(input, output, high_watermark());
+    switch (result) {
+      case FramePipe::Result::kDrained:
+        return;
+      case FramePipe::Result::kOutputFull:
+        bufferevent_disable(source.bev.get(), EV_READ);
+        source.read_paused = true;
+        return;
+      case FramePipe::Result::kStopped:
+        FlushPendingClose(to);
+        if (sink.bev && !sink.sent_close) return;  // nothing was pending; never spin
+        continue;  // the sink got its close: further frames are parsed and dropped
+      case FramePipe::Result::kCloseRelayed:
+        source.received_close = true;
+        if (deliver) sink.sent_close = true;
+        if (close_code_ == 0) {
+          close_code_ = pipe.close_code();
+          closed_by_ = from == Side::kClient ? "client" : "backend";
+          reason_ = pipe.close_reason();
+        }
+        closing_ = true;
+        StartClosingTimer();
+        CloseEndpointIfDone(from);
+        if (finished()) return;
+        CloseEndpointIfDone(to);
+        return;
+      case FramePipe::Result::kViolation: {
+        uint16_t code = pipe.violation_code();
+        if (sink.sent_close || !deliver) {
+          // Already closing towards the peer; just stop listening to this side.
+          source.discard_input = true;
+          source.received_close = true;
+          evbuffer_drain(input, evbuffer_get_length(input));
+          CloseEndpointIfDone(from);
+          return;
+        }
+        if (close_code_ == 0) {
+          close_code_ = code;
+          closed_by_ = "proxy";
+          reason_ = from == Side::kClient ? "client protocol violation" : "backend protocol violation";
+        }
+        LOG_INFO("session client=" + peer_text_ + " " + reason_ + ", close " + std::to_string(code));
+        // The offender gets the code; the peer is told the proxy gave up on the other side.
+        source.discard_input = true;
+        source.received_close = true;  // its stream can no longer be trusted to carry a close
+        evbuffer_drain(input, evbuffer_get_length(input));
+        InsertClose(to, from == Side::kClient ? ws::kGoingAway : ws::kInternalError,
+                    from == Side::kClient ? "client protocol error" : "backend protocol error");
+        if (finished()) return;
+        InsertClose(from, code, code == ws::kMessageTooBig ? "message too big" : "protocol error");
+        if (finished()) return;
+        CloseEndpointIfDone(from);
+        return;
+      }
+    }
+  }
+}
+
+void Session::InsertClose(Side to, uint16_t code, const std::string& reason) {
+  Endpoint& e = endpoint(to);
+  if (!e.bev || e.sent_close || e.pending_close != 0) return;
+  closing_ = true;
+  StartClosingTimer();
+  FramePipe& toward = pipe_from(Other(to));
+  e.pending_close = code;
+  e.pending_reason = reason;
+  toward.StopAtBoundary();
+  if (toward.at_boundary()) FlushPendingClose(to);
+  // Otherwise the pipe finishes the frame in flight and Pump() writes the close then.
+}
+
+void Session::FlushPendingClose(Side to) {
+  Endpoint& e = endpoint(to);
+  if (!e.bev || e.sent_close || e.pending_close == 0) return;
+  uint8_t mask[4];
+  bool masked = to == Side::kBackend;  // RFC 6455 §5.3: frames towards a server are masked
+  if (masked && RAND_bytes(mask, sizeof(mask)) != 1) std::memset(mask, 0x5a, sizeof(mask));
+  std::string frame = ws::BuildCloseFrame(e.pending_close, e.pending_reason, masked ? mask : nullptr);
+  bufferevent_write(e.bev.get(), frame.data(), frame.size());
+  e.sent_close = true;
+  e.pending_close = 0;
+  CloseEndpointIfDone(to);
+}
+
+void Session::CloseEndpointIfDone(Side side) {
+  Endpoint& e = endpoint(side);
+  if (e.bev && e.sent_close && e.received_close) CloseAfterFlush(side);
+}
+
+void Session::OnPeerGone(Side gone, bool clean) {
+  Endpoint& g = endpoint(gone);
+  Side other = Other(gone);
+  Endpoint& o = endpoint(other);
+  bool sent_close_first = g.received_close;
+  g.bev.reset();
+  if (!sent_close_first && close_code_ == 0) {
+    close_code_ = ws::kAbnormal;
+    closed_by_ = gone == Side::kClient ? "client" : "backend";
+    reason_ = clean ? "TCP closed without a close frame" : "connection reset";
+  }
+  if (o.bev && !o.sent_close) {
+    FramePipe& toward = pipe_from(gone);
+    if (toward.at_boundary()) {
+      // RFC 6455 §7.4.1: 1014 tells the client the gateway lost its upstream.
+      uint16_t code = gone == Side::kBackend ? ws::kBadGateway : ws::kGoingAway;
+      InsertClose(other, code, gone == Side::kBackend ? "backend went away" : "client went away");
+    } else {
+      // A frame was cut in half: no close frame can follow it, so end the TCP connection.
+      o.bev.reset();
+    }
+  }
+  if (finished()) return;
+  // Otherwise wait, bounded by the close timer, for the other side's close frame.
+  if (o.bev) CloseEndpointIfDone(other);
+  if (!client_.bev && !backend_.bev) Finish(closed_by_ ? closed_by_ : "proxy");
+}
+
+void Session::OnWritable(Side to) {
+  Endpoint& e = endpoint(to);
+  if (!e.bev) return;
+  evbuffer* output = bufferevent_get_output(e.bev.get());
+  if (e.close_after_flush) {
+    if (evbuffer_get_length(output) != 0) return;
+    if (e.linger) {
+      // Half-close and wait for the client's EOF (the timer bounds the wait).
+      shutdown(bufferevent_getfd(e.bev.get()), SHUT_WR);
+      e.close_after_flush = false;
+      return;
+    }
+    e.bev.reset();
+    if (!client_.bev && !backend_.bev) Finish(closed_by_ ? closed_by_ : "proxy");
+    return;
+  }
+  Side from = Other(to);
+  Endpoint& source = endpoint(from);
+  if (source.read_paused && source.bev && evbuffer_get_length(output) < high_watermark()) {
+    source.read_paused = false;
+    bufferevent_enable(source.bev.get(), EV_READ);
+    if (state_ == State::kSpliced) {
+      Pump(from);
+    } else if (state_ == State::kRelayingResponse) {
+      RelayResponseBody();
+    }
+  }
+}
+
+void Session::CloseAfterFlush(Side side) {
+  Endpoint& e = endpoint(side);
+  if (!e.bev) return;
+  e.close_after_flush = true;
+  e.linger = state_ != State::kSpliced;  // plain HTTP answers use a lingering close
+  // The write callback must fire when the output is empty, not at the splice watermark.
+  bufferevent_setwatermark(e.bev.get(), EV_WRITE, 0, 0);
+  bufferevent_enable(e.bev.get(), EV_WRITE);
+  if (evbuffer_get_length(bufferevent_get_output(e.bev.get())) == 0) OnWritable(side);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timers and teardown.
+
+void Session::ArmTimer(config::Duration after) {
+  timeval tv = ToTimeval(after);
+  evtimer_add(timer_.get(), &tv);
+}
+
+void Session::StartClosingTimer() {
+  if (closing_timer_armed_) return;
+  closing_timer_armed_ = true;
+  ArmTimer(context_.config.timeouts.close);
+}
+
+void Session::OnTimer() {
+  switch (state_) {
+    case State::kReadingRequest:
+      Reject(408, "request head not received in time");
+      return;
+    case State::kLingering:
+      Finish("proxy");
+      return;
+    case State::kConnecting:
+      OnAttemptFailed(true, "connect timed out");
+      return;
+    case State::kAwaitingUpgrade:
+      OnAttemptFailed(true, "backend did not answer the upgrade in time");
+      return;
+    case State::kRelayingResponse:
+      reason_ = "backend response stalled";
+      Finish("backend");
+      return;
+    case State::kSpliced:
+      if (closing_timer_armed_) {
+        Finish(closed_by_ ? closed_by_ : "timeout");
+        return;
+      }
+      {
+        auto idle = context_.config.timeouts.idle;
+        auto quiet = std::chrono::duration_cast<config::Duration>(std::chrono::steady_clock::now() -
+                                                                  last_activity_);
+        if (quiet < idle) {
+          ArmTimer(idle - quiet);
+          return;
+        }
+        if (close_code_ == 0) {
+          close_code_ = ws::kGoingAway;
+          closed_by_ = "proxy";
+          reason_ = "idle timeout";
+        }
+        InsertClose(Side::kClient, ws::kGoingAway, "idle timeout");
+        if (!finished()) InsertClose(Side::kBackend, ws::kGoingAway, "idle timeout");
+      }
+      return;
+    case State::kFinished:
+      return;
+  }
+}
+
+void Session::ReleaseBackend() {
+  if (backend_index_ < 0 || pool_index_ < 0) return;
+  Backend& backend =
+      context_.pools[static_cast<size_t>(pool_index_)].backends[static_cast<size_t>(backend_index_)];
+  --backend.active;
+  last_backend_ = backend.address;
+  backend_index_ = -1;
+}
+
+void Session::Finish(const char* closed_by) {
+  if (state_ == State::kFinished) return;
+  if (closed_by_ == nullptr) closed_by_ = closed_by;
+  state_ = State::kFinished;
+  ReleaseBackend();
+  client_.bev.reset();
+  backend_.bev.reset();
+  if (timer_) event_del(timer_.get());
+
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count();
+  char duration[32];
+  std::snprintf(duration, sizeof(duration), "%.3fs", seconds);
+  std::string pool = pool_index_ >= 0 ? context_.pools[static_cast<size_t>(pool_index_)].name : "-";
+  std::string line = "access client=" + peer_text_ + " listener=" + listener_name_ +
+                     " route=" + (route_index_ >= 0 ? std::to_string(route_index_) : "-") +
+                     " pool=" + pool + " backend=" + (last_backend_.empty() ? "-" : last_backend_) +
+                     " status=" + std::to_string(http_status_) + " duration=" + duration;
+  line += " bytes_in=" + std::to_string(client_to_backend_ ? client_to_backend_->bytes() : 0);
+  line += " bytes_out=" + std::to_string(backend_to_client_ ? backend_to_client_->bytes() : 0);
+  line += " msgs_in=" + std::to_string(client_to_backend_ ? client_to_backend_->messages() : 0);
+  line += " msgs_out=" + std::to_string(backend_to_client_ ? backend_to_client_->messages() : 0);
+  line += " close_code=" + std::to_string(close_code_);
+  line += std::string(" closed_by=") + closed_by_;
+  line += " reason=" + Quote(reason_);
+  LOG_INFO(line);
+
+  context_.loop.DeferDelete(context_.registry.Release(*this));
+}
+
+}  // namespace wsgate

@@ -1,0 +1,176 @@
+// One client connection, end to end: the only owner of its client and backend bufferevents.
+//
+// Stages run in order inside it: read the request head (handshake parser) → route → pick a
+// backend (balancer) → connect and forward the upgrade (upstream) → check the 101 → splice frames.
+// Every libevent callback is a static trampoline that returns at once if the session is already
+// finished; finishing hands the session to EventLoop::DeferDelete, so no callback ever runs on a
+// freed Session.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <chrono>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "proxy/balancer.h"
+#include "proxy/core/event_loop.h"
+#include "proxy/core/libevent_ptr.h"
+#include "proxy/frame_splicer.h"
+#include "proxy/http/head_parser.h"
+#include "proxy/router.h"
+
+namespace wsgate {
+
+class Session;
+using SessionPtr = std::unique_ptr<Session>;
+
+// Owns the live sessions of one event loop.
+class SessionRegistry {
+ public:
+  Session& Add(SessionPtr session);
+  SessionPtr Release(Session& session);
+  size_t size() const { return sessions_.size(); }
+  void Clear() { sessions_.clear(); }
+
+ private:
+  friend class Session;
+  std::list<SessionPtr> sessions_;
+};
+
+// What a session needs from the process; all of it outlives every session.
+struct SessionContext {
+  EventLoop& loop;
+  const config::ProxyConfig& config;
+  const Router& router;
+  std::vector<Pool>& pools;
+  SessionRegistry& registry;
+};
+
+class Session final : public Deferrable {
+ public:
+  // Take ownership of the accepted socket |fd|.
+  Session(SessionContext& context, evutil_socket_t fd, const sockaddr* peer,
+          std::string listener_name);
+  ~Session() override;
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Start reading the request head. May finish the session at once (allocation failure).
+  void Start();
+  // Answer |status| at once and close (used when over max_connections).
+  void StartRejected(int status, const std::string& reason, const std::string& extra_header);
+
+  bool finished() const { return state_ == State::kFinished; }
+
+ private:
+  enum class State {
+    kReadingRequest,
+    kConnecting,       // TCP connect to a backend in progress
+    kAwaitingUpgrade,  // request sent, waiting for the backend's response head
+    kRelayingResponse, // backend refused the upgrade; relaying its HTTP answer, then close
+    kSpliced,          // WebSocket frames flow both ways
+    kLingering,        // an HTTP answer was sent; drop input until the client closes
+    kFinished,
+  };
+  enum class Side { kClient, kBackend };
+
+  struct Endpoint {
+    BufferEventPtr bev;
+    bool sent_close = false;      // a close frame to it has been queued
+    bool received_close = false;  // a close frame from it has been read
+    uint16_t pending_close = 0;   // close code to insert once the pipe reaches a boundary
+    std::string pending_reason;
+    bool read_paused = false;     // backpressure: its peer's output is full
+    bool discard_input = false;   // after a protocol violation its bytes are dropped unread
+    bool close_after_flush = false;
+    bool linger = false;          // half-close after the flush and wait for EOF
+  };
+
+  friend class SessionRegistry;
+  friend struct SessionCallbacks;
+
+  // Handshake.
+  void OnClientRead();
+  void OnClientEvent(short what);
+  void HandleRequestHead();
+  void Reject(int status, const std::string& reason, const std::string& extra_header = {});
+  void BeginLingeringClose();
+
+  // Upstream.
+  void TryNextBackend();
+  void OnBackendConnected();
+  void OnAttemptFailed(bool timed_out, const char* why);
+  void OnBackendRead();
+  void OnBackendEvent(short what);
+  void HandleResponseHead();
+  void RelayResponseBody();
+
+  // Splicing.
+  void StartSplicing();
+  void Pump(Side from);
+  void OnWritable(Side to);
+  void OnPeerGone(Side gone, bool clean);
+  void InsertClose(Side to, uint16_t code, const std::string& reason);
+  void FlushPendingClose(Side to);
+  void CloseEndpointIfDone(Side side);
+
+  // Timers and teardown.
+  void ArmTimer(config::Duration after);
+  void OnTimer();
+  void StartClosingTimer();
+  void CloseAfterFlush(Side side);
+  void Finish(const char* closed_by);
+  void ReleaseBackend();
+
+  Endpoint& endpoint(Side side) { return side == Side::kClient ? client_ : backend_; }
+  FramePipe& pipe_from(Side side) {
+    return side == Side::kClient ? *client_to_backend_ : *backend_to_client_;
+  }
+  static Side Other(Side side) { return side == Side::kClient ? Side::kBackend : Side::kClient; }
+  size_t high_watermark() const;
+
+  SessionContext& context_;
+  std::list<SessionPtr>::iterator self_;  // position in the registry
+  State state_ = State::kReadingRequest;
+  std::string listener_name_;
+  sockaddr_storage peer_{};
+  std::string peer_text_;
+
+  Endpoint client_;
+  Endpoint backend_;
+  EventPtr timer_;
+
+  http::HeadParser request_parser_;
+  http::HeadParser response_parser_;
+  std::string upstream_request_;
+  std::string expected_accept_;
+  int route_index_ = -1;
+  int pool_index_ = -1;
+  int backend_index_ = -1;  // the backend currently assigned (counted in its active)
+  std::vector<bool> tried_;
+  uint32_t attempts_ = 0;
+  bool all_attempts_timed_out_ = true;
+  uint64_t response_body_left_ = 0;
+  bool response_until_eof_ = false;
+
+  std::optional<FramePipe> client_to_backend_;
+  std::optional<FramePipe> backend_to_client_;
+  bool closing_ = false;  // a close handshake or teardown is under way
+  bool closing_timer_armed_ = false;
+  std::chrono::steady_clock::time_point last_activity_;
+
+  // Access log.
+  std::chrono::steady_clock::time_point started_at_;
+  int http_status_ = 0;  // status answered to the client (101 when upgraded)
+  uint16_t close_code_ = 0;
+  const char* closed_by_ = nullptr;
+  std::string reason_;
+  std::string last_backend_;  // address of the backend used last, for the access log
+};
+
+}  // namespace wsgate

@@ -1,0 +1,76 @@
+#include "proxy/upstream.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <cstring>
+
+namespace wsgate {
+
+bool ResolveAddress(const config::HostPort& address, sockaddr_storage* out, socklen_t* out_len,
+                    std::string* error) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* result = nullptr;
+  std::string port = std::to_string(address.port);
+  int rc = getaddrinfo(address.host.c_str(), port.c_str(), &hints, &result);
+  if (rc != 0 || result == nullptr) {
+    *error = std::string("cannot resolve ") + address.text + ": " + gai_strerror(rc);
+    return false;
+  }
+  std::memcpy(out, result->ai_addr, result->ai_addrlen);
+  *out_len = static_cast<socklen_t>(result->ai_addrlen);
+  freeaddrinfo(result);
+  return true;
+}
+
+BufferEventPtr StartConnect(event_base* base, const Backend& backend) {
+  BufferEventPtr bev(
+      bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
+  if (!bev) return bev;
+  if (bufferevent_socket_connect(bev.get(), reinterpret_cast<const sockaddr*>(&backend.sockaddr),
+                                 static_cast<int>(backend.sockaddr_len)) != 0) {
+    // The failure is reported through the (deferred) event callback as well in libevent 2.1
+    // for most errors; a null return makes the caller treat it as an immediate failure.
+    return nullptr;
+  }
+  SetNoDelay(bufferevent_getfd(bev.get()));
+  return bev;
+}
+
+void SetNoDelay(evutil_socket_t fd) {
+  if (fd < 0) return;
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+std::string FormatIp(const sockaddr* addr) {
+  char host[INET6_ADDRSTRLEN] = {0};
+  if (addr->sa_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(addr);
+    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+  } else if (addr->sa_family == AF_INET) {
+    const auto* in4 = reinterpret_cast<const sockaddr_in*>(addr);
+    inet_ntop(AF_INET, &in4->sin_addr, host, sizeof(host));
+  } else {
+    return "unknown";
+  }
+  return host;
+}
+
+std::string FormatSockaddr(const sockaddr* addr) {
+  if (addr->sa_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(addr);
+    return "[" + FormatIp(addr) + "]:" + std::to_string(ntohs(in6->sin6_port));
+  }
+  if (addr->sa_family == AF_INET) {
+    const auto* in4 = reinterpret_cast<const sockaddr_in*>(addr);
+    return FormatIp(addr) + ":" + std::to_string(ntohs(in4->sin_port));
+  }
+  return "unknown";
+}
+
+}  // namespace wsgate
