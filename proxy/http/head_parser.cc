@@ -78,7 +78,7 @@ ParseStatus HeadParser::Parse(std::string_view buffered) {
       ++scan_;
     }
     if (end == std::string_view::npos) {
-      size_t line_so_far = buffered.size() - pos_;
+      size_t line_so_far = scan_ - pos_;  // excludes a CR still waiting for its LF
       if (!start_line_done_ && line_so_far > limits_.max_start_line_bytes) {
         return Fail(ParseError::kStartLineTooLong);
       }

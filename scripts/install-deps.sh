@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install everything wsgate needs to build, run and test, from Debian 12 packages.
+# Usage: scripts/install-deps.sh [--runtime-only]
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+packages=(
+  build-essential cmake pkg-config
+  libevent-dev libssl-dev libyaml-cpp-dev prometheus-cpp-dev libgtest-dev
+  python3 python3-websockets
+)
+if [ "${1:-}" != "--runtime-only" ]; then
+  # Tests: pytest, curl and openssl as outside clients; clang for the sanitizer build.
+  packages+=(python3-pytest curl openssl clang-14 libclang-rt-14-dev)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update
+  $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi
