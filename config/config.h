@@ -30,6 +30,13 @@ struct ListenerConfig {
 struct AdminConfig {
   bool enabled = false;  // true when the `admin` section is present
   HostPort address{.host = "127.0.0.1", .port = 9901, .text = "127.0.0.1:9901"};
+  std::string token;     // bearer token; required when address is not loopback
+};
+
+struct DrainConfig {
+  Duration grace{0};         // after SIGTERM, keep accepting this long (readyz already 503)
+  uint16_t close_code = 1001;  // 1001 going away | 1012 service restart
+  Duration spread{0};        // spread the final closes evenly over this window
 };
 
 struct RouteMatch {
@@ -82,6 +89,7 @@ struct ProxyConfig {
   std::vector<PoolConfig> pools;
   LimitsConfig limits;
   TimeoutsConfig timeouts;
+  DrainConfig drain;
   uint32_t retries = 2;
 
   const PoolConfig* FindPool(const std::string& name) const {

@@ -3,24 +3,25 @@
 namespace wsgate {
 namespace {
 
-bool Excluded(const std::vector<bool>& excluded, size_t i) {
-  return i < excluded.size() && excluded[i];
+bool Excluded(const std::vector<BackendPtr>& backends, const std::vector<bool>& excluded,
+              size_t i) {
+  return (i < excluded.size() && excluded[i]) || backends[i]->draining;
 }
 
 class LeastConnBalancer final : public Balancer {
  public:
-  int Pick(std::vector<Backend>& backends, const std::vector<bool>& excluded) override {
+  int Pick(std::vector<BackendPtr>& backends, const std::vector<bool>& excluded) override {
     int best = -1;
     size_t n = backends.size();
     for (size_t k = 0; k < n; ++k) {
       size_t i = (cursor_ + k) % n;
-      if (Excluded(excluded, i)) continue;
+      if (Excluded(backends, excluded, i)) continue;
       if (best < 0) {
         best = static_cast<int>(i);
         continue;
       }
-      const Backend& a = backends[i];
-      const Backend& b = backends[static_cast<size_t>(best)];
+      const Backend& a = *backends[i];
+      const Backend& b = *backends[static_cast<size_t>(best)];
       // a.active / a.weight < b.active / b.weight, without division.
       if (a.active * static_cast<int64_t>(b.weight) < b.active * static_cast<int64_t>(a.weight)) {
         best = static_cast<int>(i);
@@ -36,19 +37,19 @@ class LeastConnBalancer final : public Balancer {
 
 class RoundRobinBalancer final : public Balancer {
  public:
-  int Pick(std::vector<Backend>& backends, const std::vector<bool>& excluded) override {
+  int Pick(std::vector<BackendPtr>& backends, const std::vector<bool>& excluded) override {
     int best = -1;
     int64_t total = 0;
     for (size_t i = 0; i < backends.size(); ++i) {
-      if (Excluded(excluded, i)) continue;
-      Backend& b = backends[i];
+      if (Excluded(backends, excluded, i)) continue;
+      Backend& b = *backends[i];
       b.current_weight += b.weight;
       total += b.weight;
-      if (best < 0 || b.current_weight > backends[static_cast<size_t>(best)].current_weight) {
+      if (best < 0 || b.current_weight > backends[static_cast<size_t>(best)]->current_weight) {
         best = static_cast<int>(i);
       }
     }
-    if (best >= 0) backends[static_cast<size_t>(best)].current_weight -= total;
+    if (best >= 0) backends[static_cast<size_t>(best)]->current_weight -= total;
     return best;
   }
 };

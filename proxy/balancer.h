@@ -7,6 +7,7 @@
 
 #include <sys/socket.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -16,27 +17,34 @@
 
 namespace wsgate {
 
+// One backend's live state. Shared (shared_ptr) between configuration generations, so a reload
+// keeps its connection count and drain state, and sessions keep it alive after it is removed.
 struct Backend {
+  std::string pool;     // name of the pool it belongs to
   std::string address;  // as configured, for logs
   sockaddr_storage sockaddr{};
   socklen_t sockaddr_len = 0;
   uint32_t weight = 1;
-  int64_t active = 0;  // connections assigned (connecting or open)
+  int64_t active = 0;          // connections assigned (connecting or open)
   int64_t current_weight = 0;  // smooth weighted round-robin state
+  bool draining = false;       // gets no new connections; live ones close at drain_deadline
+  bool removed = false;        // no longer in the configuration (draining too)
+  std::chrono::steady_clock::time_point drain_deadline{};
 };
+using BackendPtr = std::shared_ptr<Backend>;
 
 class Balancer {
  public:
   virtual ~Balancer() = default;
-  // Return the index of the chosen backend, or -1 if every backend is excluded.
-  virtual int Pick(std::vector<Backend>& backends, const std::vector<bool>& excluded) = 0;
+  // Return the index of the chosen backend, or -1 if every backend is excluded or draining.
+  virtual int Pick(std::vector<BackendPtr>& backends, const std::vector<bool>& excluded) = 0;
 };
 
 std::unique_ptr<Balancer> MakeBalancer(config::Balance kind);
 
 struct Pool {
   std::string name;
-  std::vector<Backend> backends;
+  std::vector<BackendPtr> backends;
   std::unique_ptr<Balancer> balancer;
 };
 

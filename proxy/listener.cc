@@ -45,7 +45,7 @@ std::string Listener::BoundAddress() const {
 void Listener::OnAccept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int, void* ctx) {
   auto* self = static_cast<Listener*>(ctx);
   SessionContext& context = self->context_;
-  bool over_limit = context.registry.size() >= context.config.limits.max_connections;
+  bool over_limit = context.registry.size() >= context.current->config.limits.max_connections;
   evutil_make_socket_nonblocking(fd);
   auto session = std::make_unique<Session>(context, fd, addr, self->config_.name);
   Session& added = context.registry.Add(std::move(session));

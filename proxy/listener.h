@@ -20,6 +20,7 @@ class Listener {
   // The address actually bound (useful with port 0).
   std::string BoundAddress() const;
   const std::string& name() const { return config_.name; }
+  const std::string& address_text() const { return config_.address.text; }
 
  private:
   static void OnAccept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int len, void* ctx);

@@ -24,7 +24,8 @@ constexpr const char* kUsage =
     "      --version         print the version and exit\n"
     "  -h, --help            print this help and exit\n"
     "\n"
-    "Signals: SIGTERM and SIGINT stop the proxy.\n";
+    "Signals: SIGTERM/SIGINT drain and stop (a second one stops at once), SIGQUIT stops at\n"
+    "once, SIGHUP reloads the configuration without dropping connections.\n";
 
 }  // namespace
 
@@ -85,14 +86,17 @@ int main(int argc, char** argv) {
 
   std::signal(SIGPIPE, SIG_IGN);
   std::string error;
-  auto server = wsgate::Server::Create(std::move(config), &error);
+  auto server = wsgate::Server::Create(std::move(config), config_path, &error);
   if (!server) {
     LOG_ERROR("cannot start: " + error);
     return 1;
   }
-  if (!ready_file.empty() && !server->WriteReadyFile(ready_file, &error)) {
-    LOG_ERROR(error);
-    return 1;
+  if (!ready_file.empty()) {
+    if (!server->WriteReadyFile(ready_file, &error)) {
+      LOG_ERROR(error);
+      return 1;
+    }
+    server->set_ready_file(ready_file);  // rewritten after each reload
   }
   LOG_INFO(std::string("wsgate ") + WSGATE_VERSION + " started");
   return server->Run();

@@ -29,6 +29,7 @@ Router::Router(const std::vector<config::RouteConfig>& routes,
                const std::vector<std::string>& pool_names) {
   for (const auto& route : routes) {
     Entry entry{Lower(route.match.host), route.match.path_prefix, -1};
+    if (!entry.host.empty() && entry.host.back() == '.') entry.host.pop_back();
     for (size_t i = 0; i < pool_names.size(); ++i) {
       if (pool_names[i] == route.pool) entry.pool = static_cast<int>(i);
     }

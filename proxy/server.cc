@@ -3,60 +3,127 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <variant>
 
+#include "config/loader.h"
 #include "proxy/core/log.h"
 #include "proxy/upstream.h"
 
 namespace wsgate {
+namespace {
 
-Server::Server(config::ProxyConfig config) : config_(std::move(config)) {}
+using Clock = std::chrono::steady_clock;
+
+timeval ToTimeval(config::Duration d) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(d.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((d.count() % 1000) * 1000);
+  return tv;
+}
+
+constexpr config::Duration kTickInterval{100};
+
+const char* BackendState(const Backend& backend) {
+  if (backend.removed) return "removed";
+  return backend.draining ? "draining" : "healthy";
+}
+
+std::string BackendJson(const Backend& backend) {
+  return "{\"pool\":" + JsonString(backend.pool) + ",\"address\":" + JsonString(backend.address) +
+         ",\"state\":\"" + BackendState(backend) + "\",\"weight\":" +
+         std::to_string(backend.weight) + ",\"active\":" + std::to_string(backend.active) + "}";
+}
+
+}  // namespace
+
+Server::Server(std::string config_path)
+    : config_path_(std::move(config_path)), context_{loop_, registry_, current_} {}
 
 Server::~Server() {
-  // Sessions hold bufferevents on loop_'s base: free them before the loop goes.
+  // Sessions and listeners hold libevent objects of loop_'s base: free them before the loop.
   listeners_.clear();
+  admin_.reset();
   registry_.Clear();
 }
 
-std::unique_ptr<Server> Server::Create(config::ProxyConfig config, std::string* error) {
-  std::unique_ptr<Server> server(new Server(std::move(config)));
-  std::vector<std::string> pool_names;
-  for (const auto& pool_config : server->config_.pools) {
-    Pool pool;
-    pool.name = pool_config.name;
-    pool.balancer = MakeBalancer(pool_config.balance);
-    for (const auto& backend_config : pool_config.backends) {
-      Backend backend;
-      backend.address = backend_config.address.text;
-      backend.weight = backend_config.weight;
-      if (!ResolveAddress(backend_config.address, &backend.sockaddr, &backend.sockaddr_len,
-                          error)) {
-        *error = "pool " + pool.name + ": " + *error;
-        return nullptr;
-      }
-      pool.backends.push_back(std::move(backend));
-    }
-    pool_names.push_back(pool.name);
-    server->pools_.push_back(std::move(pool));
-  }
-  server->router_.emplace(server->config_.routes, pool_names);
-  server->context_.emplace(SessionContext{server->loop_, server->config_, *server->router_,
-                                          server->pools_, server->registry_});
-  for (const auto& listener_config : server->config_.listeners) {
-    auto listener = std::make_unique<Listener>(*server->context_, listener_config);
-    if (!listener->Bind(error)) return nullptr;
-    LOG_INFO("listener=" + listener->name() + " listening on " + listener->BoundAddress());
-    server->listeners_.push_back(std::move(listener));
-  }
-  if (server->config_.workers != 1) {
-    LOG_WARN("workers=" + std::to_string(server->config_.workers) +
+std::unique_ptr<Server> Server::Create(config::ProxyConfig config, std::string config_path,
+                                       std::string* error) {
+  std::unique_ptr<Server> server(new Server(std::move(config_path)));
+  RuntimePtr runtime = BuildRuntime(std::move(config), nullptr, error);
+  if (!runtime) return nullptr;
+  server->current_ = std::move(runtime);
+  if (!server->SyncListeners(error) || !server->SyncAdmin(error)) return nullptr;
+  if (server->current_->config.workers != 1) {
+    LOG_WARN("workers=" + std::to_string(server->current_->config.workers) +
              " requested; this build runs one event-loop thread");
   }
-  for (int signo : {SIGTERM, SIGINT}) {
-    EventPtr ev(evsignal_new(server->loop_.base(), signo, &Server::OnStopSignal, server.get()));
+  for (int signo : {SIGTERM, SIGINT, SIGQUIT, SIGHUP}) {
+    EventPtr ev(evsignal_new(server->loop_.base(), signo, &Server::OnSignal, server.get()));
     evsignal_add(ev.get(), nullptr);
     server->signal_events_.push_back(std::move(ev));
   }
+  server->phase_timer_.reset(evtimer_new(server->loop_.base(), &Server::OnPhaseTimer, server.get()));
+  server->tick_timer_.reset(
+      event_new(server->loop_.base(), -1, EV_PERSIST, &Server::OnTick, server.get()));
+  timeval tick = ToTimeval(kTickInterval);
+  evtimer_add(server->tick_timer_.get(), &tick);
   return server;
+}
+
+bool Server::SyncListeners(std::string* error) {
+  const auto& wanted = current_->config.listeners;
+  // Keep a listener whose name and address are unchanged: its socket (and accept queue) stays,
+  // so no connection attempt is refused across a reload.
+  std::vector<std::unique_ptr<Listener>> kept;
+  for (auto& listener : listeners_) {
+    bool still_wanted = false;
+    for (const auto& config : wanted) {
+      if (config.name == listener->name() && config.address.text == listener->address_text()) {
+        still_wanted = true;
+      }
+    }
+    if (still_wanted) {
+      kept.push_back(std::move(listener));
+    } else {
+      LOG_INFO("listener=" + listener->name() + " closed");
+    }
+  }
+  listeners_ = std::move(kept);
+  bool ok = true;
+  for (const auto& config : wanted) {
+    bool exists = false;
+    for (const auto& listener : listeners_) {
+      if (listener->name() == config.name) exists = true;
+    }
+    if (exists) continue;
+    auto listener = std::make_unique<Listener>(context_, config);
+    if (!listener->Bind(error)) {
+      ok = false;
+      continue;
+    }
+    LOG_INFO("listener=" + listener->name() + " listening on " + listener->BoundAddress());
+    listeners_.push_back(std::move(listener));
+  }
+  return ok;
+}
+
+bool Server::SyncAdmin(std::string* error) {
+  const config::AdminConfig& admin = current_->config.admin;
+  if (!admin.enabled) {
+    admin_.reset();
+    admin_address_text_.clear();
+    return true;
+  }
+  if (admin_ && admin.address.text == admin_address_text_) {
+    admin_->set_token(admin.token);
+    return true;
+  }
+  admin_.reset();
+  admin_ = AdminServer::Create(loop_.base(), admin.address, admin.token, *this, error);
+  if (!admin_) return false;
+  admin_address_text_ = admin.address.text;
+  LOG_INFO("admin listening on " + admin_->BoundAddress());
+  return true;
 }
 
 bool Server::WriteReadyFile(const std::string& path, std::string* error) const {
@@ -70,6 +137,7 @@ bool Server::WriteReadyFile(const std::string& path, std::string* error) const {
     for (const auto& listener : listeners_) {
       out << listener->name() << " " << listener->BoundAddress() << "\n";
     }
+    if (admin_) out << "_admin " << admin_->BoundAddress() << "\n";
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     *error = "cannot rename ready file to " + path;
@@ -78,19 +146,278 @@ bool Server::WriteReadyFile(const std::string& path, std::string* error) const {
   return true;
 }
 
-void Server::OnStopSignal(evutil_socket_t signo, short, void* ctx) {
-  auto* self = static_cast<Server*>(ctx);
-  LOG_INFO(std::string("received ") + (signo == SIGTERM ? "SIGTERM" : "SIGINT") + ", stopping with " +
-           std::to_string(self->registry_.size()) + " connections open");
-  self->loop_.Exit();
-}
-
 int Server::Run() {
+  phase_started_ = Clock::now();
   loop_.Run();
   listeners_.clear();
+  admin_.reset();
   registry_.Clear();
   LOG_INFO("stopped");
   return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals and reload.
+
+void Server::OnSignal(evutil_socket_t signo, short, void* ctx) {
+  auto* self = static_cast<Server*>(ctx);
+  switch (signo) {
+    case SIGHUP:
+      self->Reload();
+      return;
+    case SIGQUIT:
+      LOG_INFO("received SIGQUIT: stopping at once");
+      self->StopNow();
+      return;
+    default:
+      if (self->phase_ != Phase::kServing) {
+        LOG_INFO("second stop signal: stopping at once");
+        self->StopNow();
+      } else {
+        LOG_INFO(std::string("received ") + (signo == SIGTERM ? "SIGTERM" : "SIGINT") +
+                 ": draining " + std::to_string(self->registry_.size()) + " connections");
+        self->BeginDrain();
+      }
+      return;
+  }
+}
+
+void Server::Reload() {
+  if (phase_ != Phase::kServing) {
+    LOG_WARN("reload ignored: draining");
+    return;
+  }
+  LOG_INFO("received SIGHUP: reloading " + config_path_);
+  auto loaded = config::LoadConfigFile(config_path_);
+  if (auto* errors = std::get_if<config::ConfigErrors>(&loaded)) {
+    for (const auto& error : *errors) LOG_ERROR("reload: " + error.Format());
+    ++reloads_failed_;
+    LOG_ERROR("reload failed with " + std::to_string(errors->size()) +
+              " error(s); still running the previous configuration");
+    return;
+  }
+  std::string error;
+  RuntimePtr next =
+      BuildRuntime(std::move(std::get<config::ProxyConfig>(loaded)), current_.get(), &error);
+  if (!next || !Apply(std::move(next), &error)) {
+    ++reloads_failed_;
+    LOG_ERROR("reload failed: " + error + "; still running the previous configuration");
+    return;
+  }
+  ++reloads_ok_;
+  if (!ready_file_.empty() && !WriteReadyFile(ready_file_, &error)) LOG_ERROR(error);
+  LOG_INFO("reload complete");
+}
+
+bool Server::Apply(RuntimePtr next, std::string* error) {
+  auto deadline = Clock::now() + next->config.timeouts.drain;
+  for (const BackendPtr& backend : RemovedBackends(*current_, *next)) {
+    backend->removed = true;
+    if (!backend->draining) {
+      backend->draining = true;
+      backend->drain_deadline = deadline;
+    }
+    if (backend->active > 0) {
+      LOG_INFO("backend " + backend->pool + "/" + backend->address + " removed: draining " +
+               std::to_string(backend->active) + " connections");
+    }
+  }
+  RuntimePtr previous = current_;
+  current_ = std::move(next);
+  // Listener or admin bind failures are logged; what could be opened stays open.
+  std::string listener_error;
+  bool ok = SyncListeners(&listener_error) && SyncAdmin(&listener_error);
+  if (!ok) {
+    LOG_ERROR("reload: " + listener_error);
+    *error = listener_error;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drain.
+
+void Server::ArmPhaseTimer(config::Duration after) {
+  timeval tv = ToTimeval(after);
+  evtimer_add(phase_timer_.get(), &tv);
+}
+
+void Server::OnPhaseTimer(evutil_socket_t, short, void* ctx) {
+  auto* self = static_cast<Server*>(ctx);
+  switch (self->phase_) {
+    case Phase::kGrace:
+      self->CloseListeners();
+      return;
+    case Phase::kDraining:
+      self->BeginClosing();
+      return;
+    case Phase::kClosing:
+    case Phase::kStopping:
+      LOG_INFO("exiting with " + std::to_string(self->registry_.size()) + " connections left");
+      self->loop_.Exit();
+      return;
+    case Phase::kServing:
+      return;
+  }
+}
+
+void Server::BeginDrain() {
+  phase_ = Phase::kGrace;
+  phase_started_ = Clock::now();
+  const config::DrainConfig& drain = current_->config.drain;
+  if (drain.grace.count() > 0) {
+    LOG_INFO("drain: readiness is now 503; accepting for " + std::to_string(drain.grace.count()) +
+             "ms more");
+    ArmPhaseTimer(drain.grace);
+  } else {
+    CloseListeners();
+  }
+}
+
+void Server::CloseListeners() {
+  listeners_.clear();
+  phase_ = Phase::kDraining;
+  phase_started_ = Clock::now();
+  LOG_INFO("drain: listeners closed; " + std::to_string(registry_.size()) +
+           " connections may run for up to " +
+           std::to_string(current_->config.timeouts.drain.count()) + "ms");
+  if (registry_.size() == 0) {
+    loop_.Exit();
+    return;
+  }
+  ArmPhaseTimer(current_->config.timeouts.drain);
+}
+
+void Server::BeginClosing() {
+  phase_ = Phase::kClosing;
+  phase_started_ = Clock::now();
+  close_total_ = registry_.size();
+  const config::ProxyConfig& config = current_->config;
+  LOG_INFO("drain: closing " + std::to_string(close_total_) + " connections with " +
+           std::to_string(config.drain.close_code) +
+           (config.drain.spread.count() > 0
+                ? " spread over " + std::to_string(config.drain.spread.count()) + "ms"
+                : std::string()));
+  if (config.drain.spread.count() == 0) CloseSome(close_total_);
+  // Hard stop: every close handshake has had timeouts.close.
+  ArmPhaseTimer(config.drain.spread + config.timeouts.close + config::Duration(500));
+}
+
+void Server::CloseSome(size_t count) {
+  // GoAway never frees a session synchronously (deletion is deferred), so the snapshot's
+  // pointers stay valid for this whole callback.
+  std::vector<Session*> targets;
+  registry_.ForEach([&](Session& session) {
+    if (targets.size() < count && !session.going_away()) targets.push_back(&session);
+  });
+  uint16_t code = current_->config.drain.close_code;
+  for (Session* session : targets) session->GoAway(code, "server shutting down");
+}
+
+void Server::StopNow() {
+  phase_ = Phase::kStopping;
+  listeners_.clear();
+  CloseSome(registry_.size());
+  // Close frames are best-effort: give the loop a moment to write them, then exit.
+  ArmPhaseTimer(config::Duration(200));
+}
+
+void Server::OnTick(evutil_socket_t, short, void* ctx) { static_cast<Server*>(ctx)->Tick(); }
+
+void Server::Tick() {
+  auto now = Clock::now();
+  // Connections on a drained backend close once its deadline passes.
+  std::vector<Session*> expired;
+  registry_.ForEach([&](Session& session) {
+    const Backend* backend = session.backend();
+    if (backend != nullptr && backend->draining && now >= backend->drain_deadline &&
+        session.upgraded() && !session.going_away()) {
+      expired.push_back(&session);
+    }
+  });
+  for (Session* session : expired) {
+    session->GoAway(current_->config.drain.close_code, "backend draining");
+  }
+
+  if (phase_ == Phase::kClosing && close_total_ > 0) {
+    auto spread = current_->config.drain.spread;
+    if (spread.count() > 0) {
+      double fraction = std::chrono::duration<double>(now - phase_started_) /
+                        std::chrono::duration<double>(spread);
+      size_t due = fraction >= 1.0 ? close_total_
+                                   : static_cast<size_t>(fraction * static_cast<double>(close_total_));
+      size_t told = 0;
+      registry_.ForEach([&](Session& session) {
+        if (session.going_away()) ++told;
+      });
+      // Sessions that ended by themselves count as closed.
+      size_t closed = close_total_ - std::min(close_total_, registry_.size()) + told;
+      if (due > closed) CloseSome(due - closed);
+    }
+  }
+  if (phase_ == Phase::kDraining || phase_ == Phase::kClosing || phase_ == Phase::kStopping) {
+    if (registry_.size() == 0) {
+      LOG_INFO("drain: all connections closed");
+      loop_.Exit();
+      return;
+    }
+    if (now - last_progress_log_ >= std::chrono::seconds(2)) {
+      last_progress_log_ = now;
+      LOG_INFO("drain: " + std::to_string(registry_.size()) + " connections left");
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin.
+
+std::string Server::NotReadyReason() {
+  if (phase_ != Phase::kServing) return "draining";
+  if (listeners_.empty()) return "no listener is accepting";
+  for (const Pool& pool : current_->pools) {
+    bool any = false;
+    for (const BackendPtr& backend : pool.backends) {
+      if (!backend->draining) any = true;
+    }
+    if (!any) return "pool " + pool.name + " has no available backend";
+  }
+  return {};
+}
+
+std::string Server::BackendsJson() {
+  std::string out = "{\"backends\":[";
+  bool first = true;
+  for (const Pool& pool : current_->pools) {
+    for (const BackendPtr& backend : pool.backends) {
+      if (!first) out.push_back(',');
+      first = false;
+      out += BackendJson(*backend);
+    }
+  }
+  out += "]}\n";
+  return out;
+}
+
+int Server::SetBackendDraining(const std::string& pool_name, const std::string& address,
+                               bool draining, std::string* body) {
+  Pool* pool = current_->FindPool(pool_name);
+  if (pool != nullptr) {
+    for (const BackendPtr& backend : pool->backends) {
+      if (backend->address != address) continue;
+      if (draining && !backend->draining) {
+        backend->drain_deadline = Clock::now() + current_->config.timeouts.drain;
+        LOG_INFO("backend " + pool_name + "/" + address + " draining " +
+                 std::to_string(backend->active) + " connections");
+      } else if (!draining && backend->draining) {
+        LOG_INFO("backend " + pool_name + "/" + address + " undrained");
+      }
+      backend->draining = draining;
+      *body = BackendJson(*backend) + "\n";
+      return 200;
+    }
+  }
+  *body = "{\"error\":" + JsonString("no backend " + address + " in pool " + pool_name) + "}\n";
+  return 404;
 }
 
 }  // namespace wsgate

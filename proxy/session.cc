@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 #include <sys/socket.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 
@@ -93,9 +94,10 @@ std::string Quote(const std::string& text) {
 Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* peer,
                  std::string listener_name)
     : context_(context),
+      runtime_(context.current),
       listener_name_(std::move(listener_name)),
-      request_parser_(http::HeadKind::kRequest, RequestLimits(context.config)),
-      response_parser_(http::HeadKind::kResponse, RequestLimits(context.config)),
+      request_parser_(http::HeadKind::kRequest, RequestLimits(context.current->config)),
+      response_parser_(http::HeadKind::kResponse, RequestLimits(context.current->config)),
       started_at_(std::chrono::steady_clock::now()) {
   std::memcpy(&peer_, peer, peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
   peer_text_ = FormatSockaddr(peer);
@@ -109,7 +111,7 @@ Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* pe
 Session::~Session() = default;
 
 size_t Session::high_watermark() const {
-  return context_.config.limits.write_buffer_high_watermark;
+  return config().limits.write_buffer_high_watermark;
 }
 
 void Session::Start() {
@@ -120,9 +122,9 @@ void Session::Start() {
   bufferevent_setcb(client_.bev.get(), &SessionCallbacks::ClientRead,
                     &SessionCallbacks::ClientWrite, &SessionCallbacks::ClientEvent, this);
   // Read at most one head's worth before the parser has judged it.
-  bufferevent_setwatermark(client_.bev.get(), EV_READ, 0, context_.config.limits.max_header_bytes);
+  bufferevent_setwatermark(client_.bev.get(), EV_READ, 0, config().limits.max_header_bytes);
   bufferevent_enable(client_.bev.get(), EV_READ);
-  ArmTimer(context_.config.timeouts.handshake);
+  ArmTimer(config().timeouts.handshake);
 }
 
 void Session::StartRejected(int status, const std::string& reason,
@@ -182,13 +184,13 @@ void Session::HandleRequestHead() {
       break;
   }
   http::HeadView request(request_parser_, buffered);
-  http::ClientHandshakePolicy policy{&context_.config.limits.allowed_origins};
+  http::ClientHandshakePolicy policy{&config().limits.allowed_origins};
   http::ClientHandshake handshake = http::CheckClientHandshake(request, policy);
   if (handshake.status != 0) {
     Reject(handshake.status, handshake.reason, handshake.extra_header);
     return;
   }
-  Router::Match match = context_.router.Route(handshake.host, handshake.path);
+  Router::Match match = runtime_->router.Route(handshake.host, handshake.path);
   if (match.pool < 0) {
     Reject(404, "no route for this host and path");
     return;
@@ -199,7 +201,7 @@ void Session::HandleRequestHead() {
   http::ForwardingInfo info{FormatIp(reinterpret_cast<const sockaddr*>(&peer_)), false};
   upstream_request_ = http::BuildUpstreamRequest(request, info);
   evbuffer_drain(input, request_parser_.head_length());
-  tried_.assign(context_.pools[static_cast<size_t>(pool_index_)].backends.size(), false);
+  tried_.assign(pool().backends.size(), false);
   TryNextBackend();
 }
 
@@ -226,7 +228,7 @@ void Session::BeginLingeringClose() {
   bufferevent_setwatermark(client_.bev.get(), EV_READ, 0, 0);
   bufferevent_enable(client_.bev.get(), EV_READ);
   CloseAfterFlush(Side::kClient);
-  ArmTimer(std::min(context_.config.timeouts.close, config::Duration(std::chrono::seconds(2))));
+  ArmTimer(std::min(config().timeouts.close, config::Duration(std::chrono::seconds(2))));
 }
 
 void Session::OnClientEvent(short what) {
@@ -255,9 +257,9 @@ void Session::OnClientEvent(short what) {
 // Upstream: connect, retry, check the 101.
 
 void Session::TryNextBackend() {
-  Pool& pool = context_.pools[static_cast<size_t>(pool_index_)];
+  Pool& pool = this->pool();
   int index = -1;
-  if (attempts_ <= context_.config.retries) index = pool.balancer->Pick(pool.backends, tried_);
+  if (attempts_ <= config().retries) index = pool.balancer->Pick(pool.backends, tried_);
   if (index < 0) {
     if (attempts_ == 0) {
       Reject(503, "no backend available");
@@ -268,37 +270,34 @@ void Session::TryNextBackend() {
     }
     return;
   }
-  Backend& backend = pool.backends[static_cast<size_t>(index)];
+  chosen_backend_ = pool.backends[static_cast<size_t>(index)];
   tried_[static_cast<size_t>(index)] = true;
   ++attempts_;
-  backend_index_ = index;
-  ++backend.active;
-  response_parser_ = http::HeadParser(http::HeadKind::kResponse, RequestLimits(context_.config));
-  backend_.bev = StartConnect(context_.loop.base(), backend);
+  ++chosen_backend_->active;
+  response_parser_ = http::HeadParser(http::HeadKind::kResponse, RequestLimits(config()));
+  backend_.bev = StartConnect(context_.loop.base(), *chosen_backend_);
   if (!backend_.bev) {
     OnAttemptFailed(false, "could not create a socket");
     return;
   }
   bufferevent_setcb(backend_.bev.get(), &SessionCallbacks::BackendRead,
                     &SessionCallbacks::BackendWrite, &SessionCallbacks::BackendEvent, this);
-  bufferevent_setwatermark(backend_.bev.get(), EV_READ, 0, context_.config.limits.max_header_bytes);
+  bufferevent_setwatermark(backend_.bev.get(), EV_READ, 0, config().limits.max_header_bytes);
   bufferevent_enable(backend_.bev.get(), EV_READ);
   state_ = State::kConnecting;
-  ArmTimer(context_.config.timeouts.connect);
+  ArmTimer(config().timeouts.connect);
 }
 
 void Session::OnBackendConnected() {
   state_ = State::kAwaitingUpgrade;
   SetNoDelay(bufferevent_getfd(backend_.bev.get()));
   bufferevent_write(backend_.bev.get(), upstream_request_.data(), upstream_request_.size());
-  ArmTimer(context_.config.timeouts.backend_handshake);
+  ArmTimer(config().timeouts.backend_handshake);
 }
 
 void Session::OnAttemptFailed(bool timed_out, const char* why) {
   if (!timed_out) all_attempts_timed_out_ = false;
-  const Pool& pool = context_.pools[static_cast<size_t>(pool_index_)];
-  LOG_WARN("session client=" + peer_text_ + " backend=" +
-           pool.backends[static_cast<size_t>(backend_index_)].address + " attempt " +
+  LOG_WARN("session client=" + peer_text_ + " backend=" + chosen_backend_->address + " attempt " +
            std::to_string(attempts_) + " failed: " + why);
   ReleaseBackend();
   backend_.bev.reset();  // safe inside its own callback: libevent defers the actual free
@@ -398,7 +397,7 @@ void Session::HandleResponseHead() {
     evbuffer_drain(client_input, evbuffer_get_length(client_input));
     bufferevent_write(client_.bev.get(), head.data(), head.size());
     bufferevent_setwatermark(backend_.bev.get(), EV_READ, 0, high_watermark());
-    ArmTimer(context_.config.timeouts.backend_handshake);
+    ArmTimer(config().timeouts.backend_handshake);
     RelayResponseBody();
     return;
   }
@@ -407,7 +406,7 @@ void Session::HandleResponseHead() {
   evbuffer_remove_buffer(input, bufferevent_get_output(client_.bev.get()),
                          response_parser_.head_length());
   ws::DirectionPolicy to_backend{true, verdict.permessage_deflate, verdict.other_extension,
-                                 context_.config.limits.max_message_bytes};
+                                 config().limits.max_message_bytes};
   ws::DirectionPolicy to_client = to_backend;
   to_client.expect_masked = false;
   client_to_backend_.emplace(to_backend);
@@ -429,7 +428,7 @@ void Session::RelayResponseBody() {
       return;
     }
   }
-  if (n > 0) ArmTimer(context_.config.timeouts.backend_handshake);
+  if (n > 0) ArmTimer(config().timeouts.backend_handshake);
   if (evbuffer_get_length(output) >= high_watermark()) {
     bufferevent_disable(backend_.bev.get(), EV_READ);
     backend_.read_paused = true;
@@ -442,6 +441,12 @@ void Session::RelayResponseBody() {
 void Session::StartSplicing() {
   state_ = State::kSpliced;
   event_del(timer_.get());
+  // Long-lived idle connections should hold only what splicing needs.
+  std::string().swap(upstream_request_);
+  std::string().swap(expected_accept_);
+  request_parser_ = http::HeadParser(http::HeadKind::kRequest, http::HeadLimits{});
+  response_parser_ = http::HeadParser(http::HeadKind::kResponse, http::HeadLimits{});
+  std::vector<bool>().swap(tried_);
   size_t high = high_watermark();
   for (Endpoint* e : {&client_, &backend_}) {
     bufferevent_setwatermark(e->bev.get(), EV_READ, 0, high);
@@ -449,11 +454,8 @@ void Session::StartSplicing() {
     bufferevent_setwatermark(e->bev.get(), EV_WRITE, high / 2, 0);
     bufferevent_enable(e->bev.get(), EV_READ);
   }
-  LOG_DEBUG("session client=" + peer_text_ + " upgraded backend=" +
-            context_.pools[static_cast<size_t>(pool_index_)]
-                .backends[static_cast<size_t>(backend_index_)]
-                .address);
-  if (context_.config.timeouts.idle.count() > 0) ArmTimer(context_.config.timeouts.idle);
+  LOG_DEBUG("session client=" + peer_text_ + " upgraded backend=" + chosen_backend_->address);
+  if (config().timeouts.idle.count() > 0) ArmTimer(config().timeouts.idle);
   // Either side may already have sent frames along with the handshake.
   Pump(Side::kBackend);
   if (!finished()) Pump(Side::kClient);
@@ -474,7 +476,8 @@ void Session::Pump(Side from) {
   while (true) {
     bool deliver = sink.bev && !sink.sent_close;
     evbuffer* output = deliver ? bufferevent_get_output(sink.bev.get()) : nullptr;
-    FramePipe::Result result = pipe.Pump(input, output, high_watermark());
+    size_t limit = flush_all_ ? SIZE_MAX : high_watermark();
+    FramePipe::Result result = pipe.Pump(input, output, limit);
     switch (result) {
       case FramePipe::Result::kDrained:
         return;
@@ -530,6 +533,39 @@ void Session::Pump(Side from) {
       }
     }
   }
+}
+
+void Session::GoAway(uint16_t code, const std::string& reason) {
+  if (finished() || going_away_) return;
+  going_away_ = true;
+  switch (state_) {
+    case State::kReadingRequest:
+    case State::kConnecting:
+    case State::kAwaitingUpgrade:
+      Reject(503, reason, "Retry-After: 1\r\n");
+      return;
+    case State::kRelayingResponse:
+    case State::kLingering:
+    case State::kFinished:
+      return;  // already ending
+    case State::kSpliced:
+      break;
+  }
+  if (closing_) return;  // a close handshake is already under way and bounded by its timer
+  if (close_code_ == 0) {
+    close_code_ = code;
+    closed_by_ = "proxy";
+    reason_ = reason;
+  }
+  // Deliver everything already read from either side before the close frames (no message that
+  // wsgate accepted is lost); a frame still arriving is finished first (InsertClose waits).
+  flush_all_ = true;
+  Pump(Side::kClient);
+  if (!finished()) Pump(Side::kBackend);
+  flush_all_ = false;
+  if (finished()) return;
+  InsertClose(Side::kClient, code, reason);
+  if (!finished()) InsertClose(Side::kBackend, ws::kGoingAway, reason);
 }
 
 void Session::InsertClose(Side to, uint16_t code, const std::string& reason) {
@@ -642,7 +678,7 @@ void Session::ArmTimer(config::Duration after) {
 void Session::StartClosingTimer() {
   if (closing_timer_armed_) return;
   closing_timer_armed_ = true;
-  ArmTimer(context_.config.timeouts.close);
+  ArmTimer(config().timeouts.close);
 }
 
 void Session::OnTimer() {
@@ -669,7 +705,7 @@ void Session::OnTimer() {
         return;
       }
       {
-        auto idle = context_.config.timeouts.idle;
+        auto idle = config().timeouts.idle;
         auto quiet = std::chrono::duration_cast<config::Duration>(std::chrono::steady_clock::now() -
                                                                   last_activity_);
         if (quiet < idle) {
@@ -691,12 +727,10 @@ void Session::OnTimer() {
 }
 
 void Session::ReleaseBackend() {
-  if (backend_index_ < 0 || pool_index_ < 0) return;
-  Backend& backend =
-      context_.pools[static_cast<size_t>(pool_index_)].backends[static_cast<size_t>(backend_index_)];
-  --backend.active;
-  last_backend_ = backend.address;
-  backend_index_ = -1;
+  if (!chosen_backend_) return;
+  --chosen_backend_->active;
+  last_backend_ = chosen_backend_->address;
+  chosen_backend_.reset();
 }
 
 void Session::Finish(const char* closed_by) {
@@ -712,7 +746,7 @@ void Session::Finish(const char* closed_by) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count();
   char duration[32];
   std::snprintf(duration, sizeof(duration), "%.3fs", seconds);
-  std::string pool = pool_index_ >= 0 ? context_.pools[static_cast<size_t>(pool_index_)].name : "-";
+  std::string pool = pool_index_ >= 0 ? this->pool().name : "-";
   std::string line = "access client=" + peer_text_ + " listener=" + listener_name_ +
                      " route=" + (route_index_ >= 0 ? std::to_string(route_index_) : "-") +
                      " pool=" + pool + " backend=" + (last_backend_.empty() ? "-" : last_backend_) +

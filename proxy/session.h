@@ -23,6 +23,7 @@
 #include "proxy/frame_splicer.h"
 #include "proxy/http/head_parser.h"
 #include "proxy/router.h"
+#include "proxy/runtime.h"
 
 namespace wsgate {
 
@@ -35,6 +36,10 @@ class SessionRegistry {
   Session& Add(SessionPtr session);
   SessionPtr Release(Session& session);
   size_t size() const { return sessions_.size(); }
+  template <typename Fn>
+  void ForEach(Fn&& fn) {
+    for (auto& session : sessions_) fn(*session);
+  }
   void Clear() { sessions_.clear(); }
 
  private:
@@ -45,10 +50,8 @@ class SessionRegistry {
 // What a session needs from the process; all of it outlives every session.
 struct SessionContext {
   EventLoop& loop;
-  const config::ProxyConfig& config;
-  const Router& router;
-  std::vector<Pool>& pools;
   SessionRegistry& registry;
+  const RuntimePtr& current;  // the configuration generation new sessions start under
 };
 
 class Session final : public Deferrable {
@@ -66,6 +69,15 @@ class Session final : public Deferrable {
   void StartRejected(int status, const std::string& reason, const std::string& extra_header);
 
   bool finished() const { return state_ == State::kFinished; }
+  bool upgraded() const { return state_ == State::kSpliced; }
+  bool going_away() const { return going_away_; }
+  // The backend this session uses, or null before one is chosen.
+  const Backend* backend() const { return chosen_backend_.get(); }
+
+  // Close gracefully: flush everything already received from either side, then send the client
+  // |code| and the backend 1001, each at a frame boundary, and wait up to timeouts.close for the
+  // close handshakes. A session still in its handshake is answered 503.
+  void GoAway(uint16_t code, const std::string& reason);
 
  private:
   enum class State {
@@ -134,7 +146,11 @@ class Session final : public Deferrable {
   static Side Other(Side side) { return side == Side::kClient ? Side::kBackend : Side::kClient; }
   size_t high_watermark() const;
 
+  const config::ProxyConfig& config() const { return runtime_->config; }
+  Pool& pool() { return runtime_->pools[static_cast<size_t>(pool_index_)]; }
+
   SessionContext& context_;
+  RuntimePtr runtime_;  // the generation this session started under
   std::list<SessionPtr>::iterator self_;  // position in the registry
   State state_ = State::kReadingRequest;
   std::string listener_name_;
@@ -151,7 +167,7 @@ class Session final : public Deferrable {
   std::string expected_accept_;
   int route_index_ = -1;
   int pool_index_ = -1;
-  int backend_index_ = -1;  // the backend currently assigned (counted in its active)
+  BackendPtr chosen_backend_;  // the backend currently assigned (counted in its active)
   std::vector<bool> tried_;
   uint32_t attempts_ = 0;
   bool all_attempts_timed_out_ = true;
@@ -162,6 +178,8 @@ class Session final : public Deferrable {
   std::optional<FramePipe> backend_to_client_;
   bool closing_ = false;  // a close handshake or teardown is under way
   bool closing_timer_armed_ = false;
+  bool going_away_ = false;
+  bool flush_all_ = false;  // ignore the watermark while flushing before a close
   std::chrono::steady_clock::time_point last_activity_;
 
   // Access log.

@@ -30,7 +30,8 @@ bool IsHopByHop(std::string_view name) {
 
 // True if a Connection field of |head| names |field| (a field to drop as hop-by-hop).
 bool NamedByConnection(const HeadView& head, std::string_view field) {
-  if (EqualsIgnoreCase(field, "upgrade")) return false;  // handled as a hop-by-hop field anyway
+  // Upgrade is handled as a hop-by-hop field anyway; Host is end-to-end and never dropped.
+  if (EqualsIgnoreCase(field, "upgrade") || EqualsIgnoreCase(field, "host")) return false;
   return head.FieldHasToken("connection", field);
 }
 

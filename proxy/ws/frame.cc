@@ -141,7 +141,12 @@ uint16_t ValidateClosePayload(const uint8_t* payload, size_t length) {
 }
 
 std::string BuildCloseFrame(uint16_t code, std::string_view reason, const uint8_t* mask) {
-  if (reason.size() > kMaxControlPayload - 2) reason = reason.substr(0, kMaxControlPayload - 2);
+  if (reason.size() > kMaxControlPayload - 2) {
+    // Cut at a character boundary: the reason must stay valid UTF-8 (§5.5.1).
+    size_t n = kMaxControlPayload - 2;
+    while (n > 0 && (static_cast<uint8_t>(reason[n]) & 0xC0) == 0x80) --n;
+    reason = reason.substr(0, n);
+  }
   size_t payload_length = 2 + reason.size();
   std::string frame;
   frame.reserve(2 + 4 + payload_length);

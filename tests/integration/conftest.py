@@ -29,12 +29,24 @@ def gates(request, tmp_path):
     launcher = GateLauncher(tmp_path)
     yield launcher
     launcher.stop_all()
-    if _failed(request.node):
+    problems = []
+    for index, gate in enumerate(launcher.gates):
+        text = gate.stderr_text()
+        # Sanitizer builds report here; any report fails the test that triggered it.
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                       "WARNING: ThreadSanitizer"):
+            if marker in text:
+                problems.append(f"wsgate #{index}: sanitizer report ({marker})")
+        if getattr(gate, "listeners", None) and gate.proc.returncode != 0:
+            problems.append(f"wsgate #{index} exited with {gate.proc.returncode} on SIGTERM")
+    if problems or _failed(request.node):
         for index, gate in enumerate(launcher.gates):
             print(f"\n----- wsgate #{index} stderr (exit {gate.proc.returncode}) -----")
             print(gate.stderr_text()[-20000:])
             with open(gate.config_path) as f:
                 print(f"----- wsgate #{index} config -----\n{f.read()}")
+    if problems:
+        pytest.fail("; ".join(problems))
 
 
 @pytest.fixture

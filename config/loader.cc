@@ -1,0 +1,624 @@
+#include "config/loader.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <exception>
+#include <initializer_list>
+#include <limits>
+#include <optional>
+#include <set>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+#include "config/units.h"
+
+namespace wsgate::config {
+namespace {
+
+constexpr uint64_t kKiB = uint64_t{1} << 10;
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+constexpr uint64_t kNoMax = std::numeric_limits<uint64_t>::max();
+
+// A config file larger than this is certainly a mistake (e.g. pointing at /dev/zero).
+constexpr size_t kMaxFileBytes = 64 * kMiB;
+
+// A node together with where it sits in the file, so any check can report a precise error.
+struct Value {
+  YAML::Node node;
+  std::string path;  // e.g. "pools[0].backends[1].address"
+  YAML::Mark mark;   // the node's own mark, or the closest meaningful one when it has none
+};
+
+// The entries of one YAML mapping that passed the unknown/duplicate key checks.
+struct Fields {
+  Value self;
+  std::vector<std::pair<std::string, Value>> entries;
+
+  const Value* Find(std::string_view key) const {
+    for (const auto& [name, value] : entries) {
+      if (name == key) return &value;
+    }
+    return nullptr;
+  }
+};
+
+std::string JoinKey(const std::string& parent, std::string_view key) {
+  if (parent.empty()) return std::string(key);
+  return parent + "." + std::string(key);
+}
+
+std::string JoinIndex(const std::string& parent, size_t index) {
+  return parent + "[" + std::to_string(index) + "]";
+}
+
+// Shortens a value for a message so one absurd scalar cannot flood the log.
+std::string Shorten(std::string_view text) {
+  constexpr size_t kMaxShown = 64;
+  if (text.size() <= kMaxShown) return std::string(text);
+  return std::string(text.substr(0, kMaxShown)) + "...";
+}
+
+// Double-quotes a user-supplied value, escaping anything that would garble a one-line message.
+std::string Quote(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "\"";
+  for (char c : Shorten(text)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20 || u == 0x7f) {
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 0xf];
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+// Renders a byte count the way an operator would write it: "1KiB", "64MiB", "256".
+std::string FormatSize(uint64_t bytes) {
+  static constexpr std::pair<uint64_t, const char*> kUnits[] = {
+      {uint64_t{1} << 30, "GiB"}, {kMiB, "MiB"}, {kKiB, "KiB"}};
+  for (const auto& [multiplier, suffix] : kUnits) {
+    if (bytes != 0 && bytes % multiplier == 0) return std::to_string(bytes / multiplier) + suffix;
+  }
+  return std::to_string(bytes);
+}
+
+std::string FormatRange(uint64_t min, uint64_t max, std::string (*format)(uint64_t)) {
+  if (max == kNoMax) return ">= " + format(min);
+  return format(min) + ".." + format(max);
+}
+
+std::string FormatInt(uint64_t v) { return std::to_string(v); }
+
+bool IsAllDigits(std::string_view text) {
+  return !text.empty() &&
+         std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// Walks one parsed document against the schema, collecting every error it finds.
+class Loader {
+ public:
+  explicit Loader(std::string file) : file_(std::move(file)) {}
+
+  void LoadRoot(const YAML::Node& root, ProxyConfig* cfg);
+
+  void Error(const YAML::Mark& mark, std::string path, std::string message) {
+    ConfigError error;
+    error.file = file_;
+    if (!mark.is_null() && mark.line >= 0) {
+      error.line = mark.line + 1;
+      error.column = std::max(mark.column, 0) + 1;
+    }
+    error.key_path = std::move(path);
+    error.message = std::move(message);
+    errors_.push_back(std::move(error));
+  }
+  void Error(const Value& v, std::string message) { Error(v.mark, v.path, std::move(message)); }
+
+  ConfigErrors TakeErrors() {
+    // Traversal order is schema order, not file order; readers want file order.
+    std::stable_sort(errors_.begin(), errors_.end(),
+                     [](const ConfigError& a, const ConfigError& b) {
+                       return std::pair(a.line, a.column) < std::pair(b.line, b.column);
+                     });
+    return std::move(errors_);
+  }
+
+ private:
+  std::optional<Fields> ReadMapping(const Value& v, std::initializer_list<std::string_view> allowed,
+                                    bool null_is_empty);
+  const Value* Require(const Fields& fields, std::string_view key);
+  std::optional<std::vector<Value>> ReadSequence(const Value& v);
+
+  bool ReadString(const Value& v, std::string* out);
+  bool ReadName(const Value& v, std::string* out);
+  bool ReadInt(const Value& v, uint64_t min, uint64_t max, uint64_t* out);
+  bool ReadSize(const Value& v, uint64_t min, uint64_t max, uint64_t* out);
+  bool ReadDuration(const Value& v, bool positive, Duration* out);
+  bool ReadHostPort(const Value& v, bool allow_port_zero, HostPort* out);
+
+  void LoadListeners(const Value& v, std::vector<ListenerConfig>* out);
+  void LoadAdmin(const Value& v, AdminConfig* out);
+  void LoadPools(const Value& v, std::vector<PoolConfig>* out);
+  void LoadBackends(const Value& v, std::vector<BackendConfig>* out);
+  void LoadRoutes(const Value& v, std::vector<RouteConfig>* out);
+  void LoadLimits(const Value& v, LimitsConfig* out);
+  void LoadTimeouts(const Value& v, TimeoutsConfig* out);
+  void LoadDrain(const Value& v, DrainConfig* out);
+
+  std::string file_;
+  ConfigErrors errors_;
+  std::set<std::string> pool_names_;
+  // False when some pool's name could not be read; "unknown pool" would then be noise.
+  bool pool_names_complete_ = false;
+};
+
+std::optional<Fields> Loader::ReadMapping(const Value& v,
+                                          std::initializer_list<std::string_view> allowed,
+                                          bool null_is_empty) {
+  Fields fields{v, {}};
+  if (null_is_empty && v.node.IsNull()) return fields;
+  if (!v.node.IsMap()) {
+    Error(v, "expected a mapping");
+    return std::nullopt;
+  }
+  for (auto it = v.node.begin(); it != v.node.end(); ++it) {
+    // Copies: the iterator hands out a temporary pair, so references into it would dangle.
+    const YAML::Node key = it->first;
+    const YAML::Node value = it->second;
+    const YAML::Mark key_mark = key.Mark().is_null() ? v.mark : key.Mark();
+    if (!key.IsScalar()) {
+      Error(key_mark, v.path, "mapping key must be a string");
+      continue;
+    }
+    const std::string& name = key.Scalar();
+    std::string path = JoinKey(v.path, name);
+    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+      Error(key_mark, std::move(path), "unknown key");
+      continue;
+    }
+    if (fields.Find(name) != nullptr) {
+      Error(key_mark, std::move(path), "duplicate key");
+      continue;
+    }
+    // yaml-cpp marks an empty value at the following token, often on the next line; the key is
+    // where the reader's eye should go.
+    const YAML::Mark mark = value.IsNull() || value.Mark().is_null() ? key_mark : value.Mark();
+    fields.entries.emplace_back(name, Value{value, std::move(path), mark});
+  }
+  return fields;
+}
+
+const Value* Loader::Require(const Fields& fields, std::string_view key) {
+  const Value* v = fields.Find(key);
+  if (v == nullptr) Error(fields.self.mark, JoinKey(fields.self.path, key), "missing required key");
+  return v;
+}
+
+std::optional<std::vector<Value>> Loader::ReadSequence(const Value& v) {
+  // `backends:` with nothing after it reads as "no backends", not as a type error.
+  if (v.node.IsNull()) return std::vector<Value>{};
+  if (!v.node.IsSequence()) {
+    Error(v, "expected a sequence");
+    return std::nullopt;
+  }
+  std::vector<Value> items;
+  for (auto it = v.node.begin(); it != v.node.end(); ++it) {
+    const YAML::Node item = *it;
+    const YAML::Mark mark = item.IsNull() || item.Mark().is_null() ? v.mark : item.Mark();
+    items.push_back(Value{item, JoinIndex(v.path, items.size()), mark});
+  }
+  return items;
+}
+
+bool Loader::ReadString(const Value& v, std::string* out) {
+  if (!v.node.IsScalar()) {
+    Error(v, "expected a string");
+    return false;
+  }
+  *out = v.node.Scalar();
+  return true;
+}
+
+bool Loader::ReadName(const Value& v, std::string* out) {
+  if (!ReadString(v, out)) return false;
+  if (out->empty()) {
+    Error(v, "must not be empty");
+    return false;
+  }
+  return true;
+}
+
+bool Loader::ReadInt(const Value& v, uint64_t min, uint64_t max, uint64_t* out) {
+  // A quoted "4" is a string in YAML; accepting it would hide templating mistakes.
+  const bool is_string_tag = v.node.Tag() == "!" || v.node.Tag() == "tag:yaml.org,2002:str";
+  if (!v.node.IsScalar() || is_string_tag) {
+    Error(v, "expected an integer");
+    return false;
+  }
+  const std::string& text = v.node.Scalar();
+  std::string_view digits = text;
+  bool negative = false;
+  if (!digits.empty() && (digits.front() == '-' || digits.front() == '+')) {
+    negative = digits.front() == '-';
+    digits.remove_prefix(1);
+  }
+  if (!IsAllDigits(digits)) {
+    Error(v, "expected an integer");
+    return false;
+  }
+  // ParseSize on bare digits is exactly a checked decimal parse.
+  const std::optional<uint64_t> value = ParseSize(digits);
+  if (!value || (negative && *value != 0) || *value < min || *value > max) {
+    Error(v, "value " + Shorten(text) + " out of range (expected " +
+                 FormatRange(min, max, FormatInt) + ")");
+    return false;
+  }
+  *out = *value;
+  return true;
+}
+
+bool Loader::ReadSize(const Value& v, uint64_t min, uint64_t max, uint64_t* out) {
+  if (!v.node.IsScalar()) {
+    Error(v, "expected a size (e.g. 512, 64KiB, 16MiB)");
+    return false;
+  }
+  const std::string& text = v.node.Scalar();
+  const std::optional<uint64_t> value = ParseSize(text);
+  if (!value) {
+    Error(v, "invalid size " + Quote(text) + " (expected e.g. 512, 64KiB, 16MiB)");
+    return false;
+  }
+  if (*value < min || *value > max) {
+    Error(v, "size " + Shorten(text) + " out of range (expected " +
+                 FormatRange(min, max, FormatSize) + ")");
+    return false;
+  }
+  *out = *value;
+  return true;
+}
+
+bool Loader::ReadDuration(const Value& v, bool positive, Duration* out) {
+  if (!v.node.IsScalar()) {
+    Error(v, "expected a duration (e.g. 250ms, 5s, 2m, 1h, 1d)");
+    return false;
+  }
+  const std::string& text = v.node.Scalar();
+  const std::optional<Duration> value = ParseDuration(text);
+  if (!value) {
+    Error(v, "invalid duration " + Quote(text) + " (expected e.g. 250ms, 5s, 2m, 1h, 1d)");
+    return false;
+  }
+  if (positive && value->count() == 0) {
+    Error(v, "must be greater than 0");
+    return false;
+  }
+  *out = *value;
+  return true;
+}
+
+bool Loader::ReadHostPort(const Value& v, bool allow_port_zero, HostPort* out) {
+  std::string text;
+  if (!ReadString(v, &text)) return false;
+  std::optional<HostPort> hp = ParseHostPort(text, allow_port_zero);
+  if (!hp) {
+    if (!allow_port_zero && ParseHostPort(text, true)) {
+      Error(v, "invalid address " + Quote(text) + " (port must be 1..65535)");
+    } else {
+      Error(v, "invalid address " + Quote(text) + " (expected host:port or [v6]:port)");
+    }
+    return false;
+  }
+  *out = std::move(*hp);
+  return true;
+}
+
+void Loader::LoadRoot(const YAML::Node& root, ProxyConfig* cfg) {
+  const Value root_value{root, "", root.Mark()};
+  const std::optional<Fields> fields = ReadMapping(
+      root_value,
+      {"workers", "listeners", "admin", "routes", "pools", "limits", "timeouts", "drain",
+       "retries"},
+      false);
+  if (!fields) return;
+
+  uint64_t n = 0;
+  if (const Value* v = fields->Find("workers"); v && ReadInt(*v, 0, 1024, &n)) {
+    cfg->workers = static_cast<uint32_t>(n);
+  }
+  if (const Value* v = Require(*fields, "listeners")) LoadListeners(*v, &cfg->listeners);
+  if (const Value* v = fields->Find("admin")) LoadAdmin(*v, &cfg->admin);
+  // Pools before routes: routes are checked against the pool names.
+  if (const Value* v = Require(*fields, "pools")) LoadPools(*v, &cfg->pools);
+  if (const Value* v = Require(*fields, "routes")) LoadRoutes(*v, &cfg->routes);
+  if (const Value* v = fields->Find("limits")) LoadLimits(*v, &cfg->limits);
+  if (const Value* v = fields->Find("timeouts")) LoadTimeouts(*v, &cfg->timeouts);
+  if (const Value* v = fields->Find("drain")) LoadDrain(*v, &cfg->drain);
+  if (const Value* v = fields->Find("retries"); v && ReadInt(*v, 0, 100, &n)) {
+    cfg->retries = static_cast<uint32_t>(n);
+  }
+}
+
+void Loader::LoadListeners(const Value& v, std::vector<ListenerConfig>* out) {
+  const std::optional<std::vector<Value>> items = ReadSequence(v);
+  if (!items) return;
+  if (items->empty()) {
+    Error(v, "at least one listener is required");
+    return;
+  }
+  std::set<std::string> names;
+  for (const Value& item : *items) {
+    const std::optional<Fields> fields = ReadMapping(item, {"name", "address"}, false);
+    if (!fields) continue;
+    ListenerConfig listener;
+    if (const Value* name = Require(*fields, "name"); name && ReadName(*name, &listener.name)) {
+      if (!names.insert(listener.name).second) {
+        Error(*name, "duplicate listener name " + Quote(listener.name));
+      }
+    }
+    if (const Value* address = Require(*fields, "address")) {
+      ReadHostPort(*address, /*allow_port_zero=*/true, &listener.address);
+    }
+    out->push_back(std::move(listener));
+  }
+}
+
+void Loader::LoadAdmin(const Value& v, AdminConfig* out) {
+  // `admin:` with no body still enables the admin listener on its default address.
+  const std::optional<Fields> fields = ReadMapping(v, {"address", "token"}, true);
+  if (!fields) return;
+  out->enabled = true;
+  const Value* address = fields->Find("address");
+  bool address_ok = true;
+  if (address != nullptr) {
+    address_ok = ReadHostPort(*address, /*allow_port_zero=*/true, &out->address);
+  }
+  if (const Value* token = fields->Find("token")) ReadString(*token, &out->token);
+  // The admin API can drain backends: off loopback it must not be open to anyone who can reach it.
+  const std::string& host = out->address.host;
+  bool loopback = host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+  if (address_ok && !loopback && out->token.empty()) {
+    if (address != nullptr) {
+      Error(*address, "admin.token is required when the admin listener is not on loopback");
+    } else {
+      Error(v, "admin.token is required when the admin listener is not on loopback");
+    }
+  }
+}
+
+void Loader::LoadPools(const Value& v, std::vector<PoolConfig>* out) {
+  const std::optional<std::vector<Value>> items = ReadSequence(v);
+  if (!items) return;
+  if (items->empty()) {
+    Error(v, "at least one pool is required");
+    return;
+  }
+  pool_names_complete_ = true;
+  for (const Value& item : *items) {
+    const std::optional<Fields> fields = ReadMapping(item, {"name", "balance", "backends"}, false);
+    if (!fields) {
+      pool_names_complete_ = false;
+      continue;
+    }
+    PoolConfig pool;
+    if (const Value* name = Require(*fields, "name"); name && ReadName(*name, &pool.name)) {
+      if (!pool_names_.insert(pool.name).second) {
+        Error(*name, "duplicate pool name " + Quote(pool.name));
+      }
+    } else {
+      pool_names_complete_ = false;
+    }
+    if (const Value* balance = fields->Find("balance")) {
+      std::string text;
+      if (ReadString(*balance, &text)) {
+        if (text == "least_conn") {
+          pool.balance = Balance::kLeastConn;
+        } else if (text == "round_robin") {
+          pool.balance = Balance::kRoundRobin;
+        } else {
+          Error(*balance,
+                "unknown balance " + Quote(text) + " (expected least_conn or round_robin)");
+        }
+      }
+    }
+    if (const Value* backends = Require(*fields, "backends")) {
+      LoadBackends(*backends, &pool.backends);
+    }
+    out->push_back(std::move(pool));
+  }
+}
+
+void Loader::LoadBackends(const Value& v, std::vector<BackendConfig>* out) {
+  const std::optional<std::vector<Value>> items = ReadSequence(v);
+  if (!items) return;
+  if (items->empty()) {
+    Error(v, "pool has no backends");
+    return;
+  }
+  for (const Value& item : *items) {
+    const std::optional<Fields> fields = ReadMapping(item, {"address", "weight"}, false);
+    if (!fields) continue;
+    BackendConfig backend;
+    if (const Value* address = Require(*fields, "address")) {
+      ReadHostPort(*address, /*allow_port_zero=*/false, &backend.address);
+    }
+    uint64_t weight = 0;
+    if (const Value* w = fields->Find("weight"); w && ReadInt(*w, 1, 1000, &weight)) {
+      backend.weight = static_cast<uint32_t>(weight);
+    }
+    out->push_back(std::move(backend));
+  }
+}
+
+void Loader::LoadRoutes(const Value& v, std::vector<RouteConfig>* out) {
+  const std::optional<std::vector<Value>> items = ReadSequence(v);
+  if (!items) return;
+  if (items->empty()) {
+    Error(v, "at least one route is required");
+    return;
+  }
+  for (const Value& item : *items) {
+    const std::optional<Fields> fields = ReadMapping(item, {"match", "pool"}, false);
+    if (!fields) continue;
+    RouteConfig route;
+    if (const Value* match = fields->Find("match")) {
+      if (const std::optional<Fields> m = ReadMapping(*match, {"host", "path_prefix"}, true)) {
+        if (const Value* host = m->Find("host")) ReadString(*host, &route.match.host);
+        if (const Value* prefix = m->Find("path_prefix");
+            prefix && ReadString(*prefix, &route.match.path_prefix) &&
+            (route.match.path_prefix.empty() || route.match.path_prefix.front() != '/')) {
+          Error(*prefix, "must start with \"/\"");
+        }
+      }
+    }
+    if (const Value* pool = Require(*fields, "pool"); pool && ReadName(*pool, &route.pool)) {
+      if (pool_names_complete_ && pool_names_.count(route.pool) == 0) {
+        Error(*pool, "unknown pool " + Quote(route.pool));
+      }
+    }
+    out->push_back(std::move(route));
+  }
+}
+
+void Loader::LoadLimits(const Value& v, LimitsConfig* out) {
+  const std::optional<Fields> fields =
+      ReadMapping(v,
+                  {"max_connections", "max_header_bytes", "max_request_line_bytes",
+                   "max_message_bytes", "write_buffer_high_watermark", "allowed_origins"},
+                  true);
+  if (!fields) return;
+  if (const Value* x = fields->Find("max_connections")) {
+    ReadInt(*x, 1, kNoMax, &out->max_connections);
+  }
+  const Value* header = fields->Find("max_header_bytes");
+  const bool header_ok = !header || ReadSize(*header, kKiB, kMiB, &out->max_header_bytes);
+  const Value* line = fields->Find("max_request_line_bytes");
+  const bool line_ok = !line || ReadSize(*line, 256, kMiB, &out->max_request_line_bytes);
+  // The request line is part of the head, so a larger limit for it could never take effect.
+  if (header_ok && line_ok && out->max_request_line_bytes > out->max_header_bytes) {
+    const Value& blame = line ? *line : *header;
+    Error(blame, "max_request_line_bytes (" + FormatSize(out->max_request_line_bytes) +
+                     ") must not exceed max_header_bytes (" + FormatSize(out->max_header_bytes) +
+                     ")");
+  }
+  if (const Value* x = fields->Find("max_message_bytes")) {
+    ReadSize(*x, 1, kNoMax, &out->max_message_bytes);
+  }
+  if (const Value* x = fields->Find("write_buffer_high_watermark")) {
+    ReadSize(*x, 4 * kKiB, 64 * kMiB, &out->write_buffer_high_watermark);
+  }
+  if (const Value* x = fields->Find("allowed_origins")) {
+    if (const std::optional<std::vector<Value>> items = ReadSequence(*x)) {
+      for (const Value& item : *items) {
+        std::string origin;
+        if (ReadString(item, &origin)) out->allowed_origins.push_back(std::move(origin));
+      }
+    }
+  }
+}
+
+void Loader::LoadTimeouts(const Value& v, TimeoutsConfig* out) {
+  const std::optional<Fields> fields =
+      ReadMapping(v, {"handshake", "connect", "backend_handshake", "idle", "drain", "close"}, true);
+  if (!fields) return;
+  // Zero disables only the idle timeout and drain; the others would fail every connection.
+  const std::pair<const char*, std::pair<Duration*, bool>> targets[] = {
+      {"handshake", {&out->handshake, true}},
+      {"connect", {&out->connect, true}},
+      {"backend_handshake", {&out->backend_handshake, true}},
+      {"idle", {&out->idle, false}},
+      {"drain", {&out->drain, false}},
+      {"close", {&out->close, true}},
+  };
+  for (const auto& [key, target] : targets) {
+    if (const Value* x = fields->Find(key)) ReadDuration(*x, target.second, target.first);
+  }
+}
+
+void Loader::LoadDrain(const Value& v, DrainConfig* out) {
+  const std::optional<Fields> fields = ReadMapping(v, {"grace", "close_code", "spread"}, true);
+  if (!fields) return;
+  if (const Value* x = fields->Find("grace")) ReadDuration(*x, false, &out->grace);
+  if (const Value* x = fields->Find("spread")) ReadDuration(*x, false, &out->spread);
+  uint64_t code = 0;
+  if (const Value* x = fields->Find("close_code"); x && ReadInt(*x, 1000, 4999, &code)) {
+    if (code != 1001 && code != 1012) {
+      Error(*x, "close_code must be 1001 (going away) or 1012 (service restart)");
+    } else {
+      out->close_code = static_cast<uint16_t>(code);
+    }
+  }
+}
+
+}  // namespace
+
+LoadResult LoadConfigString(const std::string& yaml_text, const std::string& file_name) {
+  Loader loader(file_name);
+  ProxyConfig cfg;
+  cfg.source_path = file_name;
+  try {
+    const std::vector<YAML::Node> docs = YAML::LoadAll(yaml_text);
+    if (docs.empty() || (docs.size() == 1 && docs[0].IsNull())) {
+      loader.Error(YAML::Mark::null_mark(), "", "configuration is empty");
+    } else {
+      if (docs.size() > 1) {
+        loader.Error(docs[1].Mark(), "", "expected a single YAML document");
+      }
+      loader.LoadRoot(docs[0], &cfg);
+    }
+  } catch (const YAML::Exception& e) {
+    // yaml-cpp 0.7 reports its nesting limit (YAML::DeepRecursion, whose type is not exported)
+    // with the message "bad file"; parsing a string can fail that way for no other reason.
+    const bool too_deep = e.msg == YAML::ErrorMsg::BAD_FILE;
+    loader.Error(e.mark, "",
+                 too_deep ? "syntax error: nesting is too deep" : "syntax error: " + e.msg);
+  } catch (const std::exception& e) {
+    // Not expected; kept so that no input can take the process down.
+    loader.Error(YAML::Mark::null_mark(), "", std::string("internal error: ") + e.what());
+  }
+  ConfigErrors errors = loader.TakeErrors();
+  if (!errors.empty()) return errors;
+  return cfg;
+}
+
+LoadResult LoadConfigFile(const std::string& path) {
+  auto fail = [&path](std::string message) -> LoadResult {
+    ConfigError error;
+    error.file = path;
+    error.message = std::move(message);
+    return ConfigErrors{std::move(error)};
+  };
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    return fail("cannot read file: " + std::generic_category().message(errno));
+  }
+  std::string text;
+  char buf[64 * 1024];
+  bool too_large = false;
+  size_t got = 0;
+  while ((got = std::fread(buf, 1, sizeof(buf), f)) > 0) {
+    if (text.size() + got > kMaxFileBytes) {
+      too_large = true;
+      break;
+    }
+    text.append(buf, got);
+  }
+  const int read_errno = errno;
+  const bool read_failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (too_large) return fail("cannot read file: larger than " + FormatSize(kMaxFileBytes));
+  if (read_failed) return fail("cannot read file: " + std::generic_category().message(read_errno));
+  return LoadConfigString(text, path);
+}
+
+}  // namespace wsgate::config

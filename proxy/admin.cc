@@ -1,0 +1,146 @@
+#include "proxy/admin.h"
+
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
+#include <sys/socket.h>
+
+#include <cstdio>
+#include <vector>
+
+#include "proxy/upstream.h"
+
+namespace wsgate {
+namespace {
+
+void Reply(evhttp_request* request, int status, const std::string& body,
+           const char* content_type = "application/json") {
+  evkeyvalq* headers = evhttp_request_get_output_headers(request);
+  evhttp_add_header(headers, "Content-Type", content_type);
+  evhttp_add_header(headers, "Cache-Control", "no-store");
+  evbuffer* out = evbuffer_new();
+  evbuffer_add(out, body.data(), body.size());
+  const char* reason = status == 200   ? "OK"
+                       : status == 401 ? "Unauthorized"
+                       : status == 404 ? "Not Found"
+                       : status == 405 ? "Method Not Allowed"
+                       : status == 503 ? "Service Unavailable"
+                                       : "Error";
+  evhttp_send_reply(request, status, reason, out);
+  evbuffer_free(out);
+}
+
+std::vector<std::string> SplitPath(const std::string& path) {
+  std::vector<std::string> parts;
+  size_t pos = 0;
+  while (pos < path.size()) {
+    size_t slash = path.find('/', pos);
+    if (slash == std::string::npos) slash = path.size();
+    if (slash > pos) {
+      std::string raw = path.substr(pos, slash - pos);
+      char* decoded = evhttp_uridecode(raw.c_str(), 0, nullptr);
+      parts.emplace_back(decoded != nullptr ? decoded : raw);
+      free(decoded);
+    }
+    pos = slash + 1;
+  }
+  return parts;
+}
+
+}  // namespace
+
+std::string JsonString(const std::string& text) {
+  std::string out = "\"";
+  for (unsigned char c : text) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(static_cast<char>(c));
+    } else if (c < 0x20) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof(escaped), "\\u%04x", c);
+      out.append(escaped);
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+std::unique_ptr<AdminServer> AdminServer::Create(event_base* base, const config::HostPort& address,
+                                                 std::string token, AdminHandler& handler,
+                                                 std::string* error) {
+  std::unique_ptr<AdminServer> server(new AdminServer(std::move(token), handler));
+  server->http_ = evhttp_new(base);
+  if (server->http_ == nullptr) {
+    *error = "cannot create the admin HTTP server";
+    return nullptr;
+  }
+  evhttp_set_allowed_methods(server->http_, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
+  evhttp_set_max_headers_size(server->http_, 16 * 1024);
+  evhttp_set_max_body_size(server->http_, 64 * 1024);
+  evhttp_set_timeout(server->http_, 10);
+  evhttp_set_gencb(server->http_, &AdminServer::OnRequest, server.get());
+  server->socket_ = evhttp_bind_socket_with_handle(server->http_, address.host.c_str(), address.port);
+  if (server->socket_ == nullptr) {
+    *error = "cannot listen on admin address " + address.text;
+    return nullptr;
+  }
+  return server;
+}
+
+AdminServer::~AdminServer() {
+  if (http_ != nullptr) evhttp_free(http_);
+}
+
+std::string AdminServer::BoundAddress() const {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  evutil_socket_t fd = evhttp_bound_socket_get_fd(socket_);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "unknown";
+  return FormatSockaddr(reinterpret_cast<sockaddr*>(&addr));
+}
+
+void AdminServer::OnRequest(evhttp_request* request, void* ctx) {
+  static_cast<AdminServer*>(ctx)->Handle(request);
+}
+
+void AdminServer::Handle(evhttp_request* request) {
+  const evhttp_uri* uri = evhttp_request_get_evhttp_uri(request);
+  const char* raw_path = uri != nullptr ? evhttp_uri_get_path(uri) : nullptr;
+  std::string path = raw_path != nullptr ? raw_path : "/";
+  evhttp_cmd_type method = evhttp_request_get_command(request);
+  bool is_get = method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD;
+
+  if (path == "/healthz") {
+    if (!is_get) return Reply(request, 405, "{\"error\":\"use GET\"}\n");
+    return Reply(request, 200, "ok\n", "text/plain; charset=utf-8");
+  }
+  if (path == "/readyz") {
+    if (!is_get) return Reply(request, 405, "{\"error\":\"use GET\"}\n");
+    std::string reason = handler_.NotReadyReason();
+    if (reason.empty()) return Reply(request, 200, "ready\n", "text/plain; charset=utf-8");
+    return Reply(request, 503, "not ready: " + reason + "\n", "text/plain; charset=utf-8");
+  }
+  if (!token_.empty()) {
+    const char* auth = evhttp_find_header(evhttp_request_get_input_headers(request), "Authorization");
+    if (auth == nullptr || std::string(auth) != "Bearer " + token_) {
+      evhttp_add_header(evhttp_request_get_output_headers(request), "WWW-Authenticate", "Bearer");
+      return Reply(request, 401, "{\"error\":\"missing or wrong bearer token\"}\n");
+    }
+  }
+  std::vector<std::string> parts = SplitPath(path);
+  if (parts.size() == 2 && parts[0] == "admin" && parts[1] == "backends") {
+    if (!is_get) return Reply(request, 405, "{\"error\":\"use GET\"}\n");
+    return Reply(request, 200, handler_.BackendsJson());
+  }
+  if (parts.size() == 5 && parts[0] == "admin" && parts[1] == "backends" &&
+      (parts[4] == "drain" || parts[4] == "undrain")) {
+    if (method != EVHTTP_REQ_POST) return Reply(request, 405, "{\"error\":\"use POST\"}\n");
+    std::string body;
+    int status = handler_.SetBackendDraining(parts[2], parts[3], parts[4] == "drain", &body);
+    return Reply(request, status, body);
+  }
+  Reply(request, 404, "{\"error\":\"not found\"}\n");
+}
+
+}  // namespace wsgate

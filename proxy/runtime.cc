@@ -1,0 +1,72 @@
+#include "proxy/runtime.h"
+
+#include "proxy/upstream.h"
+
+namespace wsgate {
+namespace {
+
+std::vector<std::string> PoolNames(const config::ProxyConfig& config) {
+  std::vector<std::string> names;
+  for (const auto& pool : config.pools) names.push_back(pool.name);
+  return names;
+}
+
+BackendPtr FindBackend(const Runtime* runtime, const std::string& pool, const std::string& address) {
+  if (runtime == nullptr) return nullptr;
+  for (const auto& p : runtime->pools) {
+    if (p.name != pool) continue;
+    for (const auto& backend : p.backends) {
+      if (backend->address == address) return backend;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+Pool* Runtime::FindPool(const std::string& name) {
+  for (auto& pool : pools) {
+    if (pool.name == name) return &pool;
+  }
+  return nullptr;
+}
+
+RuntimePtr BuildRuntime(config::ProxyConfig config, const Runtime* previous, std::string* error) {
+  std::vector<Pool> pools;
+  for (const auto& pool_config : config.pools) {
+    Pool pool;
+    pool.name = pool_config.name;
+    pool.balancer = MakeBalancer(pool_config.balance);
+    for (const auto& backend_config : pool_config.backends) {
+      BackendPtr backend = FindBackend(previous, pool.name, backend_config.address.text);
+      if (backend == nullptr || backend->removed) {
+        backend = std::make_shared<Backend>();
+        backend->pool = pool.name;
+        backend->address = backend_config.address.text;
+      }
+      // Re-resolve on every reload so a DNS change is picked up.
+      if (!ResolveAddress(backend_config.address, &backend->sockaddr, &backend->sockaddr_len,
+                          error)) {
+        *error = "pool " + pool.name + ": " + *error;
+        return nullptr;
+      }
+      backend->weight = backend_config.weight;
+      pool.backends.push_back(std::move(backend));
+    }
+    pools.push_back(std::move(pool));
+  }
+  Router router(config.routes, PoolNames(config));
+  return std::make_shared<Runtime>(Runtime{std::move(config), std::move(pools), std::move(router)});
+}
+
+std::vector<BackendPtr> RemovedBackends(const Runtime& previous, const Runtime& next) {
+  std::vector<BackendPtr> removed;
+  for (const auto& pool : previous.pools) {
+    for (const auto& backend : pool.backends) {
+      if (FindBackend(&next, pool.name, backend->address) != backend) removed.push_back(backend);
+    }
+  }
+  return removed;
+}
+
+}  // namespace wsgate

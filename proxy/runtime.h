@@ -1,0 +1,36 @@
+// One configuration generation: the validated config plus the pools and router built from it.
+//
+// The server holds the current generation; each session keeps the one it started under alive
+// (shared_ptr), so a reload never changes a live connection's limits or routes. Backends are
+// shared between generations by (pool name, address), so connection counts and drain state
+// survive a reload.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "proxy/balancer.h"
+#include "proxy/router.h"
+
+namespace wsgate {
+
+struct Runtime {
+  config::ProxyConfig config;
+  std::vector<Pool> pools;
+  Router router;
+
+  Pool* FindPool(const std::string& name);
+};
+using RuntimePtr = std::shared_ptr<Runtime>;
+
+// Build a generation from |config|, reusing |previous|'s backends where pool name and address
+// match (|previous| may be null). Resolves backend addresses (blocking). Returns null with
+// |error| set if an address cannot be resolved.
+RuntimePtr BuildRuntime(config::ProxyConfig config, const Runtime* previous, std::string* error);
+
+// Backends of |previous| that |next| no longer has.
+std::vector<BackendPtr> RemovedBackends(const Runtime& previous, const Runtime& next);
+
+}  // namespace wsgate

@@ -1,0 +1,243 @@
+#include "proxy/balancer.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "config/config.h"
+
+namespace wsgate {
+namespace {
+
+// Balancer::Pick takes std::vector<Backend> in the committed API and std::vector<BackendPtr>
+// in the one being introduced (shared backends with a draining flag); the tests work with either.
+template <typename T>
+struct PickList;
+template <typename R, typename C, typename List, typename Excluded>
+struct PickList<R (C::*)(List&, Excluded)> {
+  using type = List;
+};
+using BackendList = PickList<decltype(&Balancer::Pick)>::type;
+
+[[maybe_unused]] Backend& Deref(Backend& b) { return b; }
+[[maybe_unused]] Backend& Deref(const std::shared_ptr<Backend>& b) { return *b; }
+Backend& At(BackendList& list, size_t i) { return Deref(list[i]); }
+
+template <typename Element>
+Element NewElement() {
+  if constexpr (std::is_same_v<Element, Backend>) {
+    return Backend{};
+  } else {
+    return std::make_shared<Backend>();
+  }
+}
+
+BackendList MakeBackends(const std::vector<uint32_t>& weights,
+                         const std::vector<int64_t>& active = {}) {
+  BackendList backends;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    backends.push_back(NewElement<BackendList::value_type>());
+    Backend& b = At(backends, i);
+    b.address = "10.0.0." + std::to_string(i + 1) + ":80";
+    b.weight = weights[i];
+    if (i < active.size()) b.active = active[i];
+  }
+  return backends;
+}
+
+std::vector<int> Picks(Balancer& balancer, BackendList& backends, size_t n,
+                       const std::vector<bool>& excluded = {}) {
+  std::vector<int> out;
+  for (size_t i = 0; i < n; ++i) out.push_back(balancer.Pick(backends, excluded));
+  return out;
+}
+
+std::vector<int> Counts(const std::vector<int>& picks, size_t n) {
+  std::vector<int> counts(n, 0);
+  for (int p : picks) {
+    EXPECT_GE(p, 0);
+    if (p >= 0) ++counts[static_cast<size_t>(p)];
+  }
+  return counts;
+}
+
+TEST(RoundRobinTest, WeightedDistributionIsExact) {
+  auto balancer = MakeBalancer(config::Balance::kRoundRobin);
+  auto backends = MakeBackends({5, 3, 2});
+  std::vector<int> picks = Picks(*balancer, backends, 1000);
+  EXPECT_EQ(Counts(picks, 3), (std::vector<int>{500, 300, 200}));
+  // Smooth: each cycle of 10 picks holds exactly 5/3/2, interleaved.
+  EXPECT_EQ(std::vector<int>(picks.begin(), picks.begin() + 10),
+            (std::vector<int>{0, 1, 2, 0, 0, 1, 0, 2, 1, 0}));
+  for (size_t start = 0; start < picks.size(); start += 10) {
+    std::vector<int> window(picks.begin() + static_cast<ptrdiff_t>(start),
+                            picks.begin() + static_cast<ptrdiff_t>(start + 10));
+    ASSERT_EQ(Counts(window, 3), (std::vector<int>{5, 3, 2})) << start;
+  }
+  // Never more than two of the same backend in a row.
+  size_t run = 1;
+  size_t longest = 1;
+  for (size_t i = 1; i < picks.size(); ++i) {
+    run = picks[i] == picks[i - 1] ? run + 1 : 1;
+    longest = std::max(longest, run);
+  }
+  EXPECT_EQ(longest, 2u);
+}
+
+TEST(RoundRobinTest, NginxSequence) {
+  auto balancer = MakeBalancer(config::Balance::kRoundRobin);
+  auto backends = MakeBackends({5, 1, 1});
+  EXPECT_EQ(Picks(*balancer, backends, 14),
+            (std::vector<int>{0, 0, 1, 0, 2, 0, 0, 0, 0, 1, 0, 2, 0, 0}));
+}
+
+TEST(RoundRobinTest, EqualWeightsRotate) {
+  auto balancer = MakeBalancer(config::Balance::kRoundRobin);
+  auto backends = MakeBackends({1, 1, 1});
+  EXPECT_EQ(Picks(*balancer, backends, 7), (std::vector<int>{0, 1, 2, 0, 1, 2, 0}));
+}
+
+TEST(RoundRobinTest, OtherWeightsOver1000Picks) {
+  auto balancer = MakeBalancer(config::Balance::kRoundRobin);
+  auto backends = MakeBackends({1, 2, 3, 4});  // total 10
+  EXPECT_EQ(Counts(Picks(*balancer, backends, 1000), 4), (std::vector<int>{100, 200, 300, 400}));
+  auto balancer2 = MakeBalancer(config::Balance::kRoundRobin);
+  auto backends2 = MakeBackends({1000, 1});
+  std::vector<int> picks = Picks(*balancer2, backends2, 1001);
+  EXPECT_EQ(Counts(picks, 2), (std::vector<int>{1000, 1}));
+}
+
+TEST(RoundRobinTest, IgnoresActiveCounts) {
+  auto balancer = MakeBalancer(config::Balance::kRoundRobin);
+  auto backends = MakeBackends({1, 1}, {100, 0});
+  EXPECT_EQ(Picks(*balancer, backends, 4), (std::vector<int>{0, 1, 0, 1}));
+}
+
+TEST(RoundRobinTest, Exclusions) {
+  auto balancer = MakeBalancer(config::Balance::kRoundRobin);
+  auto backends = MakeBackends({5, 3, 2});
+  std::vector<int> picks = Picks(*balancer, backends, 500, {false, true, false});
+  EXPECT_EQ(Counts(picks, 3), (std::vector<int>{357, 0, 143}));
+  EXPECT_EQ(std::count(picks.begin(), picks.end(), 1), 0);
+
+  EXPECT_EQ(balancer->Pick(backends, {true, true, true}), -1);
+  EXPECT_EQ(balancer->Pick(backends, {false, true, true}), 0);
+  EXPECT_EQ(balancer->Pick(backends, {true, true, false}), 2);
+
+  BackendList none;
+  EXPECT_EQ(balancer->Pick(none, {}), -1);
+}
+
+TEST(RoundRobinTest, ShortExclusionVectorMeansNotExcluded) {
+  auto balancer = MakeBalancer(config::Balance::kRoundRobin);
+  auto backends = MakeBackends({1, 1, 1});
+  EXPECT_EQ(Picks(*balancer, backends, 4, {true}), (std::vector<int>{1, 2, 1, 2}));
+}
+
+TEST(LeastConnTest, PicksLowestActivePerWeight) {
+  auto balancer = MakeBalancer(config::Balance::kLeastConn);
+  auto backends = MakeBackends({1, 1, 1}, {3, 1, 2});
+  EXPECT_EQ(balancer->Pick(backends, {}), 1);
+  EXPECT_EQ(balancer->Pick(backends, {}), 1);  // Pick does not count the connection itself
+
+  // 4/4 = 1 beats 3/1 = 3 and 5/2 = 2.5.
+  auto weighted = MakeBackends({4, 1, 2}, {4, 3, 5});
+  EXPECT_EQ(balancer->Pick(weighted, {}), 0);
+  // 2/1 = 2 vs 5/3 = 1.67: index 1.
+  auto weighted2 = MakeBackends({1, 3}, {2, 5});
+  EXPECT_EQ(balancer->Pick(weighted2, {}), 1);
+}
+
+TEST(LeastConnTest, TiesRotate) {
+  auto balancer = MakeBalancer(config::Balance::kLeastConn);
+  auto backends = MakeBackends({1, 1, 1});
+  EXPECT_EQ(Picks(*balancer, backends, 7), (std::vector<int>{0, 1, 2, 0, 1, 2, 0}));
+
+  auto balancer2 = MakeBalancer(config::Balance::kLeastConn);
+  auto some = MakeBackends({1, 1, 1}, {0, 5, 0});
+  EXPECT_EQ(Picks(*balancer2, some, 6), (std::vector<int>{0, 2, 0, 2, 0, 2}));
+
+  // Equal ratios with different weights are ties too: 2/2 == 1/1.
+  auto balancer3 = MakeBalancer(config::Balance::kLeastConn);
+  auto ratio = MakeBackends({2, 1}, {2, 1});
+  EXPECT_EQ(Picks(*balancer3, ratio, 4), (std::vector<int>{0, 1, 0, 1}));
+}
+
+TEST(LeastConnTest, TracksWeightsWhenConnectionsAreCounted) {
+  auto balancer = MakeBalancer(config::Balance::kLeastConn);
+  auto backends = MakeBackends({1, 2, 3});
+  std::vector<int> picks;
+  for (int i = 0; i < 1000; ++i) {
+    int p = balancer->Pick(backends, {});
+    ASSERT_GE(p, 0);
+    ++At(backends, static_cast<size_t>(p)).active;
+    picks.push_back(p);
+  }
+  EXPECT_EQ(std::vector<int>(picks.begin(), picks.begin() + 12),
+            (std::vector<int>{0, 1, 2, 2, 1, 2, 0, 1, 2, 2, 1, 2}));
+  EXPECT_EQ(At(backends, 0).active, 167);
+  EXPECT_EQ(At(backends, 1).active, 333);
+  EXPECT_EQ(At(backends, 2).active, 500);
+}
+
+TEST(LeastConnTest, Exclusions) {
+  auto balancer = MakeBalancer(config::Balance::kLeastConn);
+  auto backends = MakeBackends({1, 1, 1}, {0, 1, 2});
+  EXPECT_EQ(balancer->Pick(backends, {true, false, false}), 1);
+  EXPECT_EQ(balancer->Pick(backends, {true, true, false}), 2);
+  EXPECT_EQ(balancer->Pick(backends, {false, true, true}), 0);
+  EXPECT_EQ(balancer->Pick(backends, {true, true, true}), -1);
+  EXPECT_EQ(balancer->Pick(backends, {}), 0);
+  EXPECT_EQ(balancer->Pick(backends, {true}), 1);  // missing entries are not excluded
+
+  BackendList none;
+  EXPECT_EQ(balancer->Pick(none, {}), -1);
+
+  // Excluded backends never win a tie.
+  auto balancer2 = MakeBalancer(config::Balance::kLeastConn);
+  auto ties = MakeBackends({1, 1, 1, 1});
+  EXPECT_EQ(Picks(*balancer2, ties, 6, {false, true, false, true}),
+            (std::vector<int>{0, 2, 0, 2, 0, 2}));
+}
+
+template <typename B>
+concept HasDraining = requires(B b) { b.draining; };
+
+// Only instantiated when Backend has a draining flag.
+template <typename B>
+void CheckDrainingIsExcluded() {
+  {
+    auto balancer = MakeBalancer(config::Balance::kRoundRobin);
+    auto backends = MakeBackends({1, 1, 1});
+    static_cast<B&>(At(backends, 1)).draining = true;
+    EXPECT_EQ(Picks(*balancer, backends, 4), (std::vector<int>{0, 2, 0, 2}));
+    static_cast<B&>(At(backends, 0)).draining = true;
+    static_cast<B&>(At(backends, 2)).draining = true;
+    EXPECT_EQ(balancer->Pick(backends, {}), -1);
+  }
+  {
+    auto balancer = MakeBalancer(config::Balance::kLeastConn);
+    auto backends = MakeBackends({1, 1, 1}, {5, 0, 3});
+    static_cast<B&>(At(backends, 1)).draining = true;
+    EXPECT_EQ(balancer->Pick(backends, {}), 2);
+    EXPECT_EQ(balancer->Pick(backends, {false, false, true}), 0);
+    static_cast<B&>(At(backends, 0)).draining = true;
+    EXPECT_EQ(balancer->Pick(backends, {false, false, true}), -1);
+  }
+}
+
+TEST(BalancerTest, DrainingBackendsAreExcluded) {
+  if constexpr (HasDraining<Backend>) {
+    CheckDrainingIsExcluded<Backend>();
+  } else {
+    GTEST_SKIP() << "Backend has no draining flag in this version";
+  }
+}
+
+}  // namespace
+}  // namespace wsgate

@@ -1,0 +1,125 @@
+#include "proxy/router.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+
+namespace wsgate {
+namespace {
+
+config::RouteConfig MakeRoute(std::string host, std::string prefix, std::string pool) {
+  config::RouteConfig route;
+  route.match.host = std::move(host);
+  route.match.path_prefix = std::move(prefix);
+  route.pool = std::move(pool);
+  return route;
+}
+
+// Pool indices deliberately differ from route order.
+const std::vector<std::string> kPools = {"default", "api", "api_v1", "wild", "public", "dup"};
+
+const std::vector<config::RouteConfig> kRoutes = {
+    MakeRoute("api.example.com", "/v1", "api_v1"),  // 0
+    MakeRoute("API.Example.com", "", "api"),        // 1 (upper case in the config)
+    MakeRoute("*.example.com", "/ws", "wild"),      // 2
+    MakeRoute("", "/public", "public"),             // 3
+    MakeRoute("api.example.com", "", "dup"),        // 4: shadowed by route 1
+    MakeRoute("", "", "default"),                   // 5: catch-all
+};
+
+void ExpectRoute(const Router& router, std::string_view host, std::string_view path, int route,
+                 int pool) {
+  SCOPED_TRACE(std::string(host) + " " + std::string(path));
+  Router::Match m = router.Route(host, path);
+  EXPECT_EQ(m.route, route);
+  EXPECT_EQ(m.pool, pool);
+}
+
+TEST(RouterTest, FirstMatchWins) {
+  Router router(kRoutes, kPools);
+  ExpectRoute(router, "api.example.com", "/v1/chat", 0, 2);
+  ExpectRoute(router, "api.example.com", "/v1", 0, 2);
+  ExpectRoute(router, "api.example.com", "/v2", 1, 1);
+  ExpectRoute(router, "api.example.com", "/", 1, 1);
+  // Route 1 also matches /ws on the wildcard host: it comes first.
+  ExpectRoute(router, "api.example.com", "/ws", 1, 1);
+  ExpectRoute(router, "api.example.com", "/public", 1, 1);
+}
+
+TEST(RouterTest, HostIsCaseInsensitive) {
+  Router router(kRoutes, kPools);
+  ExpectRoute(router, "API.EXAMPLE.COM", "/v1", 0, 2);
+  ExpectRoute(router, "Api.Example.Com", "/x", 1, 1);
+  ExpectRoute(router, "A.EXAMPLE.COM", "/ws", 2, 3);
+}
+
+TEST(RouterTest, TrailingDot) {
+  Router router(kRoutes, kPools);
+  ExpectRoute(router, "api.example.com.", "/v1", 0, 2);
+  ExpectRoute(router, "api.example.com.", "/x", 1, 1);
+  ExpectRoute(router, "a.example.com.", "/ws", 2, 3);
+  ExpectRoute(router, "api.example.com..", "/x", 5, 0);  // only one dot is dropped
+}
+
+TEST(RouterTest, WildcardMatchesSubdomainsOnly) {
+  Router router(kRoutes, kPools);
+  ExpectRoute(router, "a.example.com", "/ws", 2, 3);
+  ExpectRoute(router, "a.example.com", "/ws/room/1", 2, 3);
+  ExpectRoute(router, "x.y.example.com", "/ws", 2, 3);
+  ExpectRoute(router, "example.com", "/ws", 5, 0);      // the apex is not a subdomain
+  ExpectRoute(router, ".example.com", "/ws", 5, 0);     // empty label
+  ExpectRoute(router, "notexample.com", "/ws", 5, 0);   // not a label boundary
+  ExpectRoute(router, "a.example.com.evil", "/ws", 5, 0);
+  ExpectRoute(router, "a.example.co", "/ws", 5, 0);
+  ExpectRoute(router, "a.example.com", "/w", 5, 0);     // path does not match
+}
+
+TEST(RouterTest, PathPrefix) {
+  Router router(kRoutes, kPools);
+  ExpectRoute(router, "other.org", "/public", 3, 4);
+  ExpectRoute(router, "other.org", "/public/feed", 3, 4);
+  ExpectRoute(router, "other.org", "/publicity", 3, 4);  // a plain string prefix
+  ExpectRoute(router, "other.org", "/Public", 5, 0);     // paths are case-sensitive
+  ExpectRoute(router, "other.org", "/pub", 5, 0);
+  ExpectRoute(router, "other.org", "", 5, 0);
+  ExpectRoute(router, "api.example.com", "/V1", 1, 1);
+}
+
+TEST(RouterTest, CatchAll) {
+  Router router(kRoutes, kPools);
+  ExpectRoute(router, "other.org", "/", 5, 0);
+  ExpectRoute(router, "", "/", 5, 0);
+  ExpectRoute(router, "127.0.0.1", "/anything?x", 5, 0);
+}
+
+TEST(RouterTest, NoMatch) {
+  const std::vector<config::RouteConfig> routes = {
+      MakeRoute("a.test", "/", "p0"),
+      MakeRoute("*.b.test", "/ws", "p1"),
+  };
+  Router router(routes, {"p0", "p1"});
+  ExpectRoute(router, "a.test", "/chat", 0, 0);
+  ExpectRoute(router, "x.b.test", "/ws", 1, 1);
+  ExpectRoute(router, "c.test", "/", -1, -1);
+  ExpectRoute(router, "b.test", "/ws", -1, -1);
+  ExpectRoute(router, "", "/", -1, -1);
+  ExpectRoute(router, "a.test", "", -1, -1);
+
+  Router empty({}, {"p0"});
+  ExpectRoute(empty, "a.test", "/", -1, -1);
+}
+
+TEST(RouterTest, RouteToUnknownPoolIsSkipped) {
+  const std::vector<config::RouteConfig> routes = {
+      MakeRoute("", "/", "missing"),
+      MakeRoute("", "/", "p1"),
+  };
+  Router router(routes, {"p0", "p1"});
+  ExpectRoute(router, "a.test", "/", 1, 1);
+}
+
+}  // namespace
+}  // namespace wsgate
