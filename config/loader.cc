@@ -1,5 +1,6 @@
 #include "config/loader.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <limits>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string_view>
 #include <system_error>
 #include <utility>
@@ -560,6 +562,53 @@ void Loader::LoadDrain(const Value& v, DrainConfig* out) {
   }
 }
 
+// Remembers where the first node of a document starts.
+class FirstMarkHandler : public YAML::EventHandler {
+ public:
+  YAML::Mark mark() const { return mark_; }
+
+  void OnDocumentStart(const YAML::Mark& /*mark*/) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t /*anchor*/) override { Record(mark); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t /*anchor*/) override { Record(mark); }
+  void OnScalar(const YAML::Mark& mark, const std::string& /*tag*/, YAML::anchor_t /*anchor*/,
+                const std::string& /*value*/) override {
+    Record(mark);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string& /*tag*/,
+                       YAML::anchor_t /*anchor*/, YAML::EmitterStyle::value /*style*/) override {
+    Record(mark);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& mark, const std::string& /*tag*/, YAML::anchor_t /*anchor*/,
+                  YAML::EmitterStyle::value /*style*/) override {
+    Record(mark);
+  }
+  void OnMapEnd() override {}
+
+ private:
+  void Record(const YAML::Mark& mark) {
+    if (!seen_) mark_ = mark;
+    seen_ = true;
+  }
+
+  bool seen_ = false;
+  YAML::Mark mark_ = YAML::Mark::null_mark();
+};
+
+// Where a second document starts, if there is one. yaml-cpp 0.7's YAML::LoadAll() loops forever
+// (allocating) on input such as "- a\n,", and YAML::Load() silently ignores whatever follows the
+// first document, so this parses exactly two documents and no more.
+std::optional<YAML::Mark> FindSecondDocument(const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  FirstMarkHandler first;
+  if (!parser.HandleNextDocument(first)) return std::nullopt;
+  FirstMarkHandler second;
+  if (!parser.HandleNextDocument(second)) return std::nullopt;
+  return second.mark();
+}
+
 }  // namespace
 
 LoadResult LoadConfigString(const std::string& yaml_text, const std::string& file_name) {
@@ -567,14 +616,13 @@ LoadResult LoadConfigString(const std::string& yaml_text, const std::string& fil
   ProxyConfig cfg;
   cfg.source_path = file_name;
   try {
-    const std::vector<YAML::Node> docs = YAML::LoadAll(yaml_text);
-    if (docs.empty() || (docs.size() == 1 && docs[0].IsNull())) {
+    const YAML::Node root = YAML::Load(yaml_text);
+    const std::optional<YAML::Mark> second = FindSecondDocument(yaml_text);
+    if (second) loader.Error(*second, "", "expected a single YAML document");
+    if (!root.IsNull()) {
+      loader.LoadRoot(root, &cfg);
+    } else if (!second) {
       loader.Error(YAML::Mark::null_mark(), "", "configuration is empty");
-    } else {
-      if (docs.size() > 1) {
-        loader.Error(docs[1].Mark(), "", "expected a single YAML document");
-      }
-      loader.LoadRoot(docs[0], &cfg);
     }
   } catch (const YAML::Exception& e) {
     // yaml-cpp 0.7 reports its nesting limit (YAML::DeepRecursion, whose type is not exported)

@@ -32,6 +32,22 @@ bool Listener::Bind(std::string* error) {
   return true;
 }
 
+bool Listener::Adopt(int fd, std::string* error) {
+  evutil_make_socket_nonblocking(fd);
+  // Backlog 0: the socket is already listening; keep its accept queue as it is.
+  listener_.reset(evconnlistener_new(context_.loop.base(), &Listener::OnAccept, this,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd));
+  if (!listener_) {
+    *error = "cannot adopt the listening socket of " + config_.name;
+    return false;
+  }
+  evconnlistener_set_error_cb(listener_.get(), &Listener::OnError);
+  resume_timer_.reset(evtimer_new(context_.loop.base(), &Listener::OnResume, this));
+  return true;
+}
+
+int Listener::fd() const { return evconnlistener_get_fd(listener_.get()); }
+
 std::string Listener::BoundAddress() const {
   sockaddr_storage addr{};
   socklen_t len = sizeof(addr);

@@ -17,6 +17,9 @@ class Listener {
 
   // Bind and listen. Returns false with |error| set if the address cannot be bound.
   bool Bind(std::string* error);
+  // Use |fd|, a socket already listening (handed over by a previous process), instead of binding.
+  bool Adopt(int fd, std::string* error);
+  int fd() const;
   // The address actually bound (useful with port 0).
   std::string BoundAddress() const;
   const std::string& name() const { return config_.name; }

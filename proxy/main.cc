@@ -12,7 +12,7 @@
 namespace {
 
 constexpr const char* kUsage =
-    "Usage: wsgate -c FILE [--ready-file PATH] [--log-level LEVEL]\n"
+    "Usage: wsgate -c FILE [--ready-file PATH] [--upgrade-socket PATH] [--log-level LEVEL]\n"
     "       wsgate --check -c FILE\n"
     "\n"
     "A WebSocket-aware reverse proxy and load balancer.\n"
@@ -20,6 +20,9 @@ constexpr const char* kUsage =
     "  -c, --config FILE     YAML configuration file (required)\n"
     "      --check           validate the configuration and exit: 0 if valid, 1 with errors\n"
     "      --ready-file PATH after binding, write one line \"NAME HOST:PORT\" per listener\n"
+    "      --upgrade-socket PATH  zero-downtime upgrade: if a wsgate already serves PATH, take its\n"
+    "                        listening sockets over (it then drains and exits); then serve PATH\n"
+    "                        for the next upgrade\n"
     "      --log-level LEVEL debug | info | warn | error (default info)\n"
     "      --version         print the version and exit\n"
     "  -h, --help            print this help and exit\n"
@@ -32,6 +35,7 @@ constexpr const char* kUsage =
 int main(int argc, char** argv) {
   std::string config_path;
   std::string ready_file;
+  std::string upgrade_socket;
   bool check_only = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -48,6 +52,8 @@ int main(int argc, char** argv) {
       check_only = true;
     } else if (arg == "--ready-file") {
       ready_file = value("--ready-file");
+    } else if (arg == "--upgrade-socket") {
+      upgrade_socket = value("--upgrade-socket");
     } else if (arg == "--log-level") {
       wsgate::log::Level level{};
       const char* text = value("--log-level");
@@ -86,9 +92,27 @@ int main(int argc, char** argv) {
 
   std::signal(SIGPIPE, SIG_IGN);
   std::string error;
-  auto server = wsgate::Server::Create(std::move(config), config_path, &error);
+  std::unique_ptr<wsgate::TakeoverClient> takeover;
+  if (!upgrade_socket.empty()) {
+    takeover = wsgate::TakeoverClient::Connect(upgrade_socket, &error);
+    if (takeover) {
+      LOG_INFO("upgrade: received the listening sockets of the running wsgate");
+    } else {
+      LOG_INFO("upgrade: " + error + "; starting fresh");
+    }
+  }
+  auto server = wsgate::Server::Create(std::move(config), config_path, takeover.get(), &error);
   if (!server) {
     LOG_ERROR("cannot start: " + error);
+    return 1;
+  }
+  if (takeover) {
+    // Both processes now accept on the same sockets; tell the old one to drain.
+    if (!takeover->SendReady(&error)) LOG_WARN("upgrade: " + error);
+    takeover.reset();
+  }
+  if (!upgrade_socket.empty() && !server->ServeUpgradeSocket(upgrade_socket, &error)) {
+    LOG_ERROR(error);
     return 1;
   }
   if (!ready_file.empty()) {

@@ -47,12 +47,15 @@ Server::~Server() {
 }
 
 std::unique_ptr<Server> Server::Create(config::ProxyConfig config, std::string config_path,
-                                       std::string* error) {
+                                       TakeoverClient* takeover, std::string* error) {
   std::unique_ptr<Server> server(new Server(std::move(config_path)));
   RuntimePtr runtime = BuildRuntime(std::move(config), nullptr, error);
   if (!runtime) return nullptr;
   server->current_ = std::move(runtime);
-  if (!server->SyncListeners(error) || !server->SyncAdmin(error)) return nullptr;
+  server->takeover_ = takeover;
+  bool ok = server->SyncListeners(error) && server->SyncAdmin(error);
+  server->takeover_ = nullptr;
+  if (!ok) return nullptr;
   if (server->current_->config.workers != 1) {
     LOG_WARN("workers=" + std::to_string(server->current_->config.workers) +
              " requested; this build runs one event-loop thread");
@@ -97,11 +100,25 @@ bool Server::SyncListeners(std::string* error) {
     }
     if (exists) continue;
     auto listener = std::make_unique<Listener>(context_, config);
-    if (!listener->Bind(error)) {
+    int inherited = takeover_ != nullptr ? takeover_->Take(config.name) : -1;
+    bool adopted = false;
+    if (inherited >= 0) {
+      adopted = listener->Adopt(inherited, error);
+      // A listener whose address changed in the new config is bound afresh.
+      if (adopted && config.address.port != 0 &&
+          listener->BoundAddress() != config.address.text &&
+          listener->BoundAddress().substr(listener->BoundAddress().rfind(':')) !=
+              ":" + std::to_string(config.address.port)) {
+        listener = std::make_unique<Listener>(context_, config);
+        adopted = false;
+      }
+    }
+    if (!adopted && !listener->Bind(error)) {
       ok = false;
       continue;
     }
-    LOG_INFO("listener=" + listener->name() + " listening on " + listener->BoundAddress());
+    LOG_INFO("listener=" + listener->name() + (adopted ? " took over " : " listening on ") +
+             listener->BoundAddress());
     listeners_.push_back(std::move(listener));
   }
   return ok;
@@ -232,6 +249,29 @@ bool Server::Apply(RuntimePtr next, std::string* error) {
     *error = listener_error;
   }
   return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binary upgrade.
+
+bool Server::ServeUpgradeSocket(const std::string& path, std::string* error) {
+  handover_ = HandoverServer::Create(loop_.base(), path, *this, error);
+  return handover_ != nullptr;
+}
+
+std::vector<std::pair<std::string, int>> Server::ListenerSockets() {
+  std::vector<std::pair<std::string, int>> sockets;
+  if (phase_ != Phase::kServing) return sockets;
+  for (const auto& listener : listeners_) sockets.emplace_back(listener->name(), listener->fd());
+  return sockets;
+}
+
+void Server::OnHandedOver() {
+  LOG_INFO("upgrade: the new process is accepting; draining " + std::to_string(registry_.size()) +
+           " connections");
+  // No grace period: the new process already accepts on the same sockets.
+  phase_ = Phase::kGrace;
+  CloseListeners();
 }
 
 // ---------------------------------------------------------------------------------------------

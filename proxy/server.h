@@ -16,25 +16,34 @@
 #include "config/config.h"
 #include "proxy/admin.h"
 #include "proxy/core/event_loop.h"
+#include "proxy/handover.h"
 #include "proxy/listener.h"
 #include "proxy/runtime.h"
 #include "proxy/session.h"
 
 namespace wsgate {
 
-class Server final : public AdminHandler {
+class Server final : public AdminHandler, public HandoverServer::Callbacks {
  public:
-  // Resolve backends, bind listeners. Returns null with |error| set on failure.
+  // Resolve backends, bind listeners (or adopt them from |takeover|, a running wsgate being
+  // upgraded). Returns null with |error| set on failure.
   static std::unique_ptr<Server> Create(config::ProxyConfig config, std::string config_path,
-                                        std::string* error);
+                                        TakeoverClient* takeover, std::string* error);
   ~Server() override;
 
   // Write "NAME HOST:PORT" per listener (and "admin HOST:PORT") to |path|, atomically.
   bool WriteReadyFile(const std::string& path, std::string* error) const;
   void set_ready_file(std::string path) { ready_file_ = std::move(path); }
 
+  // Serve the upgrade socket at |path| so a future process can take the listeners over.
+  bool ServeUpgradeSocket(const std::string& path, std::string* error);
+
   // Run until drained. Returns the process exit code.
   int Run();
+
+  // HandoverServer::Callbacks.
+  std::vector<std::pair<std::string, int>> ListenerSockets() override;
+  void OnHandedOver() override;
 
   // AdminHandler.
   std::string NotReadyReason() override;
@@ -71,6 +80,8 @@ class Server final : public AdminHandler {
   SessionContext context_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unique_ptr<AdminServer> admin_;
+  std::unique_ptr<HandoverServer> handover_;
+  TakeoverClient* takeover_ = nullptr;  // only during Create()
   std::string admin_address_text_;
   std::vector<EventPtr> signal_events_;
   EventPtr phase_timer_;

@@ -20,8 +20,17 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js runs the interop tests with the npm `ws` package; a preinstalled node is fine.
+if [ "${1:-}" != "--runtime-only" ] && ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update
   $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+if [ "${1:-}" != "--runtime-only" ]; then
+  # The npm `ws` package for the interop tests, pinned by tests/integration/node/package.json.
+  (cd "$(dirname "$0")/../tests/integration/node" && npm install --no-audit --no-fund --loglevel=error)
 fi

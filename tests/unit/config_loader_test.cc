@@ -293,6 +293,13 @@ TEST(ConfigLoaderTest, DocumentNotAMapping) {
 TEST(ConfigLoaderTest, MoreThanOneDocument) {
   EXPECT_EQ(Errors(kMinimal + "---\nworkers: 2\n"),
             (Strings{"t.yaml:11:1: expected a single YAML document"}));
+  // yaml-cpp would otherwise ignore anything after the first node (and LoadAll() would hang).
+  EXPECT_EQ(Errors("{listeners: [], routes: [], pools: []},\n"),
+            (Strings{"t.yaml:1:13: listeners: at least one listener is required",
+                     "t.yaml:1:25: routes: at least one route is required",
+                     "t.yaml:1:36: pools: at least one pool is required",
+                     "t.yaml:1:39: expected a single YAML document"}));
+  EXPECT_EQ(Errors(","), (Strings{"t.yaml:1:1: expected a single YAML document"}));
 }
 
 // --- Keys ----------------------------------------------------------------------------------------
@@ -660,6 +667,9 @@ TEST(ConfigLoaderRobustnessTest, GarbageDocumentsAreRejected) {
   const Strings garbage = {
       std::string("\0\x01\x02\xff", 4),
       "{{{{",
+      ",",
+      "- a\n,",
+      "{a: 1},",
       "]]]]",
       "- - - -",
       "? ? ? ?",
@@ -749,6 +759,53 @@ TEST(ConfigLoaderRobustnessTest, RandomMutationsOfAValidFile) {
     ExpectHandled(text);
     if (HasFatalFailure()) return;
   }
+}
+
+}  // namespace
+}  // namespace wsgate::config
+
+namespace wsgate::config {
+namespace {
+
+// --- drain and admin.token -------------------------------------------------------------------
+
+TEST(ConfigLoaderDrainTest, DefaultsAndValues) {
+  const ProxyConfig defaults = Load(kMinimal);
+  EXPECT_EQ(defaults.drain.grace, milliseconds(0));
+  EXPECT_EQ(defaults.drain.close_code, 1001);
+  EXPECT_EQ(defaults.drain.spread, milliseconds(0));
+  const ProxyConfig cfg = Load("drain:\n  grace: 5s\n  close_code: 1012\n  spread: 2m\n" + kMinimal);
+  EXPECT_EQ(cfg.drain.grace, milliseconds(5000));
+  EXPECT_EQ(cfg.drain.close_code, 1012);
+  EXPECT_EQ(cfg.drain.spread, milliseconds(120000));
+}
+
+TEST(ConfigLoaderDrainTest, BadCloseCode) {
+  EXPECT_EQ(Errors("drain:\n  close_code: 1000\n" + kMinimal),
+            Strings({"t.yaml:2:15: drain.close_code: close_code must be 1001 (going away) or "
+                     "1012 (service restart)"}));
+  EXPECT_EQ(Errors("drain:\n  close_code: 99\n" + kMinimal),
+            Strings({"t.yaml:2:15: drain.close_code: value 99 out of range (expected "
+                     "1000..4999)"}));
+}
+
+TEST(ConfigLoaderDrainTest, BadDurationAndUnknownKey) {
+  EXPECT_EQ(Errors("drain:\n  spread: soon\n  graze: 1s\n" + kMinimal),
+            Strings({"t.yaml:2:11: drain.spread: invalid duration \"soon\" (expected e.g. 250ms, "
+                     "5s, 2m, 1h, 1d)",
+                     "t.yaml:3:3: drain.graze: unknown key"}));
+}
+
+TEST(ConfigLoaderAdminTest, TokenRequiredOffLoopback) {
+  EXPECT_EQ(Errors("admin:\n  address: 0.0.0.0:9901\n" + kMinimal),
+            Strings({"t.yaml:2:12: admin.address: admin.token is required when the admin "
+                     "listener is not on loopback"}));
+  const ProxyConfig cfg = Load("admin:\n  address: 0.0.0.0:9901\n  token: s3cret\n" + kMinimal);
+  EXPECT_TRUE(cfg.admin.enabled);
+  EXPECT_EQ(cfg.admin.token, "s3cret");
+  const ProxyConfig loopback = Load("admin:\n  address: '[::1]:9901'\n" + kMinimal);
+  EXPECT_EQ(loopback.admin.address.host, "::1");
+  EXPECT_TRUE(loopback.admin.token.empty());
 }
 
 }  // namespace

@@ -1,0 +1,150 @@
+"""Zero-downtime binary upgrade: a new wsgate takes the listening sockets over from a running one.
+
+Both processes run the real binary with ``--upgrade-socket``. While a client loop connects as
+fast as it can, a second process starts on the same socket path; the first hands its listening
+sockets over, drains its connections with 1001 and exits 0. No connection attempt may fail.
+"""
+
+import asyncio
+import os
+import subprocess
+import time
+
+import websockets
+
+from harness import (WSGATE_BIN, EchoBackend, async_test, make_config, recv, to_yaml,
+                     wait_until)
+
+
+def spawn(tmp_path, tag, config, socket_path):
+    """Start wsgate with --upgrade-socket; return (process, ready path, stderr path)."""
+    config_path = os.path.join(tmp_path, f"{tag}.yaml")
+    with open(config_path, "w") as f:
+        f.write(to_yaml(config))
+    ready = os.path.join(tmp_path, f"{tag}.ready")
+    stderr_path = os.path.join(tmp_path, f"{tag}.stderr")
+    with open(stderr_path, "wb") as err:
+        proc = subprocess.Popen([WSGATE_BIN, "-c", config_path, "--ready-file", ready,
+                                 "--upgrade-socket", socket_path],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    return proc, ready, stderr_path
+
+
+def ready_port(ready):
+    """The public listener's port from a ready file, or None."""
+    try:
+        with open(ready) as f:
+            for line in f:
+                name, address = line.split()
+                if name == "public":
+                    return int(address.rpartition(":")[2])
+    except (FileNotFoundError, ValueError):
+        return None
+    return None
+
+
+def read(path):
+    with open(path, errors="replace") as f:
+        return f.read()
+
+
+@async_test(timeout=90)
+async def test_binary_upgrade_never_refuses_a_connection(tmp_path):
+    backend = EchoBackend()
+    await backend.start()
+    socket_path = os.path.join(str(tmp_path), "upgrade.sock")
+    # Port 0 is resolved once by the first process; the second inherits that very socket.
+    config = make_config(pools={"echo": [backend.address]},
+                         timeouts={"drain": "1s", "close": "2s"})
+    old, old_ready, old_err = spawn(str(tmp_path), "old", config, socket_path)
+    new = None
+    try:
+        await wait_until(lambda: ready_port(old_ready) is not None, 10, "old ready file")
+        port = ready_port(old_ready)
+
+        # A long-lived connection on the old process: it must get 1001 when the old one drains.
+        long_lived = await websockets.connect(f"ws://127.0.0.1:{port}/", compression=None)
+        await long_lived.send("before")
+        assert await recv(long_lived) == "before"
+
+        stop = asyncio.Event()
+        results = {"ok": 0, "errors": []}
+
+        async def client_loop():
+            while not stop.is_set():
+                try:
+                    async with websockets.connect(f"ws://127.0.0.1:{port}/", compression=None,
+                                                  open_timeout=5) as ws:
+                        await ws.send("ping")
+                        assert await recv(ws, 5) == "ping"
+                    results["ok"] += 1
+                except Exception as error:  # noqa: BLE001 - every failure is the finding
+                    results["errors"].append(repr(error))
+
+        loops = [asyncio.create_task(client_loop()) for _ in range(4)]
+        await wait_until(lambda: results["ok"] >= 20, 10, "client loop running")
+
+        new, new_ready, new_err = spawn(str(tmp_path), "new", config, socket_path)
+        await wait_until(lambda: ready_port(new_ready) is not None, 10, "new ready file")
+        assert ready_port(new_ready) == port, "the new process serves the same port"
+
+        # The old process drains: the long-lived client gets 1001, then the old process exits 0.
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(long_lived.wait_closed(), 10)
+        finally:
+            assert long_lived.close_code == 1001, long_lived.close_code
+        await wait_until(lambda: old.poll() is not None, 10, "old process exit")
+        assert old.returncode == 0, read(old_err)
+        assert time.monotonic() - started < 1 + 2 + 2
+
+        ok_at_exit = results["ok"]
+        await wait_until(lambda: results["ok"] >= ok_at_exit + 20, 10, "served by the new process")
+        stop.set()
+        await asyncio.gather(*loops)
+        assert results["errors"] == [], results["errors"][:5]
+        assert results["ok"] > 40
+
+        old_log = read(old_err)
+        assert "handed 1 listening socket(s)" in old_log, old_log
+        assert "took over" in read(new_err)
+
+        # A third process can take over from the second one in turn.
+        third, third_ready, third_err = spawn(str(tmp_path), "third", config, socket_path)
+        try:
+            await wait_until(lambda: ready_port(third_ready) is not None, 10, "third ready")
+            await wait_until(lambda: new.poll() is not None, 10, "second process exit")
+            assert new.returncode == 0, read(new_err)
+            async with websockets.connect(f"ws://127.0.0.1:{port}/", compression=None) as ws:
+                await ws.send("third")
+                assert await recv(ws) == "third"
+        finally:
+            third.terminate()
+            assert third.wait(10) == 0, read(third_err)
+    finally:
+        for proc in (old, new):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        await backend.stop()
+
+
+@async_test(timeout=30)
+async def test_upgrade_socket_without_a_running_process_starts_fresh(tmp_path):
+    backend = EchoBackend()
+    await backend.start()
+    socket_path = os.path.join(str(tmp_path), "stale.sock")
+    with open(socket_path, "w") as f:  # a stale file where the socket should be
+        f.write("")
+    proc, ready, err = spawn(str(tmp_path), "fresh",
+                             make_config(pools={"echo": [backend.address]}), socket_path)
+    try:
+        await wait_until(lambda: ready_port(ready) is not None, 10, "ready file")
+        async with websockets.connect(f"ws://127.0.0.1:{ready_port(ready)}/") as ws:
+            await ws.send("hi")
+            assert await recv(ws) == "hi"
+        assert "starting fresh" in read(err)
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0, read(err)
+        await backend.stop()
