@@ -32,5 +32,5 @@ fi
 
 if [ "${1:-}" != "--runtime-only" ]; then
   # The npm `ws` package for the interop tests, pinned by tests/integration/node/package.json.
-  (cd "$(dirname "$0")/../tests/integration/node" && npm install --no-audit --no-fund --loglevel=error)
+  (cd "$(dirname "$0")/../tests/integration/node" && npm install --no-audit --no-fund --no-package-lock --loglevel=error)
 fi
