@@ -49,17 +49,57 @@ struct RouteConfig {
   std::string pool;
 };
 
-enum class Balance { kLeastConn, kRoundRobin };
+enum class Balance { kLeastConn, kRoundRobin, kRandomTwo, kSticky };
+
+// balance: sticky — where the key comes from, and what happens without one.
+struct StickyConfig {
+  enum class KeySource { kCookie, kHeader, kQuery, kClientIp, kPath };
+  enum class Fallback { kLeastConn, kRoundRobin, kReject };
+  KeySource source = KeySource::kClientIp;
+  std::string key_name;  // cookie / header / query parameter name ("" for client_ip and path)
+  Fallback fallback = Fallback::kLeastConn;
+  double load_factor = 1.25;  // bounded loads: at most load_factor × the mean; 0 = unbounded
+  std::string insert_cookie;  // cookie naming the chosen backend (opaque id), set on the 101
+};
+
+struct HealthCheckConfig {
+  enum class Type { kTcp, kHttp, kWebSocket };
+  bool enabled = false;  // true when the section is present
+  Duration interval{std::chrono::seconds(2)};
+  Duration timeout{std::chrono::seconds(1)};
+  Type type = Type::kTcp;
+  std::string path = "/";
+  uint32_t healthy_threshold = 2;
+  uint32_t unhealthy_threshold = 3;
+};
+
+// Passive checks from real traffic.
+struct OutlierConfig {
+  uint32_t consecutive_failures = 0;  // 0 = off
+  Duration ejection_time{std::chrono::seconds(30)};
+};
+
+struct RebalanceConfig {
+  bool enabled = false;
+  double tolerance = 1.2;  // close surplus above tolerance × weighted share
+  double rate = 50;        // closes per second, at most
+};
 
 struct BackendConfig {
   HostPort address;
   uint32_t weight = 1;  // 1..1000
+  std::string id;       // hashing identity; default: the address text
 };
 
 struct PoolConfig {
   std::string name;
   Balance balance = Balance::kLeastConn;
   std::vector<BackendConfig> backends;
+  StickyConfig sticky;
+  HealthCheckConfig health_check;
+  OutlierConfig outlier;
+  RebalanceConfig rebalance;
+  bool close_on_unhealthy = false;  // close live connections (1001) when a backend turns unhealthy
 };
 
 struct LimitsConfig {

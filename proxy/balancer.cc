@@ -1,21 +1,24 @@
 #include "proxy/balancer.h"
 
 namespace wsgate {
+
+bool Unavailable(const std::vector<BackendPtr>& backends, const PickRequest& request, size_t i) {
+  const std::vector<bool>* excluded = request.excluded;
+  if (excluded != nullptr && i < excluded->size() && (*excluded)[i]) return true;
+  return !backends[i]->accepting();
+}
+
 namespace {
 
-bool Excluded(const std::vector<BackendPtr>& backends, const std::vector<bool>& excluded,
-              size_t i) {
-  return (i < excluded.size() && excluded[i]) || backends[i]->draining;
-}
 
 class LeastConnBalancer final : public Balancer {
  public:
-  int Pick(std::vector<BackendPtr>& backends, const std::vector<bool>& excluded) override {
+  int Pick(std::vector<BackendPtr>& backends, const PickRequest& request) override {
     int best = -1;
     size_t n = backends.size();
     for (size_t k = 0; k < n; ++k) {
       size_t i = (cursor_ + k) % n;
-      if (Excluded(backends, excluded, i)) continue;
+      if (Unavailable(backends, request, i)) continue;
       if (best < 0) {
         best = static_cast<int>(i);
         continue;
@@ -37,11 +40,11 @@ class LeastConnBalancer final : public Balancer {
 
 class RoundRobinBalancer final : public Balancer {
  public:
-  int Pick(std::vector<BackendPtr>& backends, const std::vector<bool>& excluded) override {
+  int Pick(std::vector<BackendPtr>& backends, const PickRequest& request) override {
     int best = -1;
     int64_t total = 0;
     for (size_t i = 0; i < backends.size(); ++i) {
-      if (Excluded(backends, excluded, i)) continue;
+      if (Unavailable(backends, request, i)) continue;
       Backend& b = *backends[i];
       b.current_weight += b.weight;
       total += b.weight;
@@ -56,14 +59,27 @@ class RoundRobinBalancer final : public Balancer {
 
 }  // namespace
 
-std::unique_ptr<Balancer> MakeBalancer(config::Balance kind) {
-  switch (kind) {
+std::unique_ptr<Balancer> MakeBalancer(const config::PoolConfig& pool) {
+  switch (pool.balance) {
     case config::Balance::kRoundRobin:
       return std::make_unique<RoundRobinBalancer>();
+    case config::Balance::kRandomTwo:
+    case config::Balance::kSticky:
+      // TODO(wsgate): random_two and sticky balancers.
     case config::Balance::kLeastConn:
       break;
   }
   return std::make_unique<LeastConnBalancer>();
+}
+
+}  // namespace wsgate
+
+namespace wsgate {
+
+std::unique_ptr<Balancer> MakeBalancer(config::Balance kind) {
+  config::PoolConfig pool;
+  pool.balance = kind;
+  return MakeBalancer(pool);
 }
 
 }  // namespace wsgate

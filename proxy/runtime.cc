@@ -36,7 +36,7 @@ RuntimePtr BuildRuntime(config::ProxyConfig config, const Runtime* previous, std
   for (const auto& pool_config : config.pools) {
     Pool pool;
     pool.name = pool_config.name;
-    pool.balancer = MakeBalancer(pool_config.balance);
+    pool.balancer = MakeBalancer(pool_config);
     for (const auto& backend_config : pool_config.backends) {
       BackendPtr backend = FindBackend(previous, pool.name, backend_config.address.text);
       if (backend == nullptr || backend->removed) {
@@ -51,6 +51,7 @@ RuntimePtr BuildRuntime(config::ProxyConfig config, const Runtime* previous, std
         return nullptr;
       }
       backend->weight = backend_config.weight;
+      backend->id = backend_config.id.empty() ? backend_config.address.text : backend_config.id;
       pool.backends.push_back(std::move(backend));
     }
     pools.push_back(std::move(pool));

@@ -14,34 +14,15 @@
 namespace wsgate {
 namespace {
 
-// Balancer::Pick takes std::vector<Backend> in the committed API and std::vector<BackendPtr>
-// in the one being introduced (shared backends with a draining flag); the tests work with either.
-template <typename T>
-struct PickList;
-template <typename R, typename C, typename List, typename Excluded>
-struct PickList<R (C::*)(List&, Excluded)> {
-  using type = List;
-};
-using BackendList = PickList<decltype(&Balancer::Pick)>::type;
+using BackendList = std::vector<BackendPtr>;
 
-[[maybe_unused]] Backend& Deref(Backend& b) { return b; }
-[[maybe_unused]] Backend& Deref(const std::shared_ptr<Backend>& b) { return *b; }
-Backend& At(BackendList& list, size_t i) { return Deref(list[i]); }
-
-template <typename Element>
-Element NewElement() {
-  if constexpr (std::is_same_v<Element, Backend>) {
-    return Backend{};
-  } else {
-    return std::make_shared<Backend>();
-  }
-}
+Backend& At(BackendList& list, size_t i) { return *list[i]; }
 
 BackendList MakeBackends(const std::vector<uint32_t>& weights,
                          const std::vector<int64_t>& active = {}) {
   BackendList backends;
   for (size_t i = 0; i < weights.size(); ++i) {
-    backends.push_back(NewElement<BackendList::value_type>());
+    backends.push_back(std::make_shared<Backend>());
     Backend& b = At(backends, i);
     b.address = "10.0.0." + std::to_string(i + 1) + ":80";
     b.weight = weights[i];
@@ -130,7 +111,7 @@ TEST(RoundRobinTest, Exclusions) {
   EXPECT_EQ(balancer->Pick(backends, {true, true, false}), 2);
 
   BackendList none;
-  EXPECT_EQ(balancer->Pick(none, {}), -1);
+  EXPECT_EQ(balancer->Pick(none, PickRequest{}), -1);
 }
 
 TEST(RoundRobinTest, ShortExclusionVectorMeansNotExcluded) {
@@ -142,15 +123,15 @@ TEST(RoundRobinTest, ShortExclusionVectorMeansNotExcluded) {
 TEST(LeastConnTest, PicksLowestActivePerWeight) {
   auto balancer = MakeBalancer(config::Balance::kLeastConn);
   auto backends = MakeBackends({1, 1, 1}, {3, 1, 2});
-  EXPECT_EQ(balancer->Pick(backends, {}), 1);
-  EXPECT_EQ(balancer->Pick(backends, {}), 1);  // Pick does not count the connection itself
+  EXPECT_EQ(balancer->Pick(backends, PickRequest{}), 1);
+  EXPECT_EQ(balancer->Pick(backends, PickRequest{}), 1);  // Pick does not count the connection itself
 
   // 4/4 = 1 beats 3/1 = 3 and 5/2 = 2.5.
   auto weighted = MakeBackends({4, 1, 2}, {4, 3, 5});
-  EXPECT_EQ(balancer->Pick(weighted, {}), 0);
+  EXPECT_EQ(balancer->Pick(weighted, PickRequest{}), 0);
   // 2/1 = 2 vs 5/3 = 1.67: index 1.
   auto weighted2 = MakeBackends({1, 3}, {2, 5});
-  EXPECT_EQ(balancer->Pick(weighted2, {}), 1);
+  EXPECT_EQ(balancer->Pick(weighted2, PickRequest{}), 1);
 }
 
 TEST(LeastConnTest, TiesRotate) {
@@ -173,7 +154,7 @@ TEST(LeastConnTest, TracksWeightsWhenConnectionsAreCounted) {
   auto backends = MakeBackends({1, 2, 3});
   std::vector<int> picks;
   for (int i = 0; i < 1000; ++i) {
-    int p = balancer->Pick(backends, {});
+    int p = balancer->Pick(backends, PickRequest{});
     ASSERT_GE(p, 0);
     ++At(backends, static_cast<size_t>(p)).active;
     picks.push_back(p);
@@ -192,11 +173,11 @@ TEST(LeastConnTest, Exclusions) {
   EXPECT_EQ(balancer->Pick(backends, {true, true, false}), 2);
   EXPECT_EQ(balancer->Pick(backends, {false, true, true}), 0);
   EXPECT_EQ(balancer->Pick(backends, {true, true, true}), -1);
-  EXPECT_EQ(balancer->Pick(backends, {}), 0);
+  EXPECT_EQ(balancer->Pick(backends, PickRequest{}), 0);
   EXPECT_EQ(balancer->Pick(backends, {true}), 1);  // missing entries are not excluded
 
   BackendList none;
-  EXPECT_EQ(balancer->Pick(none, {}), -1);
+  EXPECT_EQ(balancer->Pick(none, PickRequest{}), -1);
 
   // Excluded backends never win a tie.
   auto balancer2 = MakeBalancer(config::Balance::kLeastConn);
@@ -218,13 +199,13 @@ void CheckDrainingIsExcluded() {
     EXPECT_EQ(Picks(*balancer, backends, 4), (std::vector<int>{0, 2, 0, 2}));
     static_cast<B&>(At(backends, 0)).draining = true;
     static_cast<B&>(At(backends, 2)).draining = true;
-    EXPECT_EQ(balancer->Pick(backends, {}), -1);
+    EXPECT_EQ(balancer->Pick(backends, PickRequest{}), -1);
   }
   {
     auto balancer = MakeBalancer(config::Balance::kLeastConn);
     auto backends = MakeBackends({1, 1, 1}, {5, 0, 3});
     static_cast<B&>(At(backends, 1)).draining = true;
-    EXPECT_EQ(balancer->Pick(backends, {}), 2);
+    EXPECT_EQ(balancer->Pick(backends, PickRequest{}), 2);
     EXPECT_EQ(balancer->Pick(backends, {false, false, true}), 0);
     static_cast<B&>(At(backends, 0)).draining = true;
     EXPECT_EQ(balancer->Pick(backends, {false, false, true}), -1);
