@@ -1,5 +1,9 @@
 #include "proxy/balancer.h"
 
+#include <random>
+
+#include "proxy/sticky_balancer.h"
+
 namespace wsgate {
 
 bool Unavailable(const std::vector<BackendPtr>& backends, const PickRequest& request, size_t i) {
@@ -57,6 +61,94 @@ class RoundRobinBalancer final : public Balancer {
   }
 };
 
+// Power of two choices (Mitzenmacher): draw two distinct available backends at random, each draw
+// weighted by weight, and take the one with the lower active/weight (ties: the first drawn). Far
+// better spread than one random choice, without least_conn's herding onto one backend when many
+// balancers act on stale counts.
+class RandomTwoBalancer final : public Balancer {
+ public:
+  RandomTwoBalancer() {
+    std::random_device device;
+    uint64_t seed = (static_cast<uint64_t>(device()) << 32) ^ device();
+    for (uint64_t& word : state_) word = SplitMix(seed);
+  }
+
+  int Pick(std::vector<BackendPtr>& backends, const PickRequest& request) override {
+    uint64_t total_weight = 0;
+    size_t available = 0;
+    size_t only = 0;
+    for (size_t i = 0; i < backends.size(); ++i) {
+      if (Unavailable(backends, request, i)) continue;
+      total_weight += Weight(*backends[i]);
+      ++available;
+      only = i;
+    }
+    if (available == 0) return -1;
+    if (available == 1) return static_cast<int>(only);
+    size_t first = Draw(backends, request, total_weight, backends.size());
+    size_t second = Draw(backends, request, total_weight - Weight(*backends[first]), first);
+    const Backend& a = *backends[first];
+    const Backend& b = *backends[second];
+    // b.active / b.weight < a.active / a.weight, without division.
+    if (b.active * static_cast<int64_t>(Weight(a)) < a.active * static_cast<int64_t>(Weight(b))) {
+      return static_cast<int>(second);
+    }
+    return static_cast<int>(first);
+  }
+
+ private:
+  static uint64_t Weight(const Backend& b) { return b.weight == 0 ? 1 : b.weight; }
+
+  static uint64_t SplitMix(uint64_t& x) {
+    uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+
+  static uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+  // xoshiro256++ (Blackman, Vigna).
+  uint64_t Next() {
+    const uint64_t result = Rotl(state_[0] + state_[3], 23) + state_[0];
+    const uint64_t t = state_[1] << 17;
+    state_[2] ^= state_[0];
+    state_[3] ^= state_[1];
+    state_[1] ^= state_[2];
+    state_[0] ^= state_[3];
+    state_[2] ^= t;
+    state_[3] = Rotl(state_[3], 45);
+    return result;
+  }
+
+  // Uniform in [0, bound), bound > 0, without modulo bias.
+  uint64_t Below(uint64_t bound) {
+    const uint64_t threshold = (0 - bound) % bound;
+    for (;;) {
+      uint64_t r = Next();
+      if (r >= threshold) return r % bound;
+    }
+  }
+
+  // A backend drawn with probability weight / |total_weight| among the available ones other
+  // than |skip| (|total_weight| is their weight sum).
+  size_t Draw(const std::vector<BackendPtr>& backends, const PickRequest& request,
+              uint64_t total_weight, size_t skip) {
+    uint64_t r = Below(total_weight);
+    size_t last = skip;
+    for (size_t i = 0; i < backends.size(); ++i) {
+      if (i == skip || Unavailable(backends, request, i)) continue;
+      const uint64_t w = Weight(*backends[i]);
+      if (r < w) return i;
+      r -= w;
+      last = i;
+    }
+    return last;  // not reached: the weights sum to total_weight
+  }
+
+  uint64_t state_[4];
+};
+
 }  // namespace
 
 std::unique_ptr<Balancer> MakeBalancer(const config::PoolConfig& pool) {
@@ -64,8 +156,9 @@ std::unique_ptr<Balancer> MakeBalancer(const config::PoolConfig& pool) {
     case config::Balance::kRoundRobin:
       return std::make_unique<RoundRobinBalancer>();
     case config::Balance::kRandomTwo:
+      return std::make_unique<RandomTwoBalancer>();
     case config::Balance::kSticky:
-      // TODO(wsgate): random_two and sticky balancers.
+      return std::make_unique<StickyBalancer>(pool.sticky);
     case config::Balance::kLeastConn:
       break;
   }

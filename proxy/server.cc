@@ -1,5 +1,7 @@
 #include "proxy/server.h"
 
+#include <algorithm>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -8,6 +10,7 @@
 #include "config/loader.h"
 #include "proxy/core/log.h"
 #include "proxy/upstream.h"
+#include "proxy/ws/frame.h"
 
 namespace wsgate {
 namespace {
@@ -25,7 +28,9 @@ constexpr config::Duration kTickInterval{100};
 
 const char* BackendState(const Backend& backend) {
   if (backend.removed) return "removed";
-  return backend.draining ? "draining" : "healthy";
+  if (backend.draining) return "draining";
+  if (!backend.healthy) return "unhealthy";
+  return backend.ejected ? "ejected" : "healthy";
 }
 
 std::string BackendJson(const Backend& backend) {
@@ -56,6 +61,7 @@ std::unique_ptr<Server> Server::Create(config::ProxyConfig config, std::string c
   bool ok = server->SyncListeners(error) && server->SyncAdmin(error);
   server->takeover_ = nullptr;
   if (!ok) return nullptr;
+  server->SyncHealthChecks();
   if (server->current_->config.workers != 1) {
     LOG_WARN("workers=" + std::to_string(server->current_->config.workers) +
              " requested; this build runs one event-loop thread");
@@ -230,6 +236,7 @@ bool Server::Apply(RuntimePtr next, std::string* error) {
   auto deadline = Clock::now() + next->config.timeouts.drain;
   for (const BackendPtr& backend : RemovedBackends(*current_, *next)) {
     backend->removed = true;
+    retired_.push_back(backend);
     if (!backend->draining) {
       backend->draining = true;
       backend->drain_deadline = deadline;
@@ -241,6 +248,7 @@ bool Server::Apply(RuntimePtr next, std::string* error) {
   }
   RuntimePtr previous = current_;
   current_ = std::move(next);
+  SyncHealthChecks();
   // Listener or admin bind failures are logged; what could be opened stays open.
   std::string listener_error;
   bool ok = SyncListeners(&listener_error) && SyncAdmin(&listener_error);
@@ -249,6 +257,101 @@ bool Server::Apply(RuntimePtr next, std::string* error) {
     *error = listener_error;
   }
   return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health.
+
+const config::PoolConfig* Server::PoolConfigOf(const std::string& pool) const {
+  return current_->config.FindPool(pool);
+}
+
+void Server::SyncHealthChecks() {
+  // Rebuilt on every reload; the health state itself lives in the (shared) Backend.
+  health_checkers_.clear();
+  for (Pool& pool : current_->pools) {
+    const config::PoolConfig* config = PoolConfigOf(pool.name);
+    for (const BackendPtr& backend : pool.backends) {
+      if (config == nullptr || !config->health_check.enabled) {
+        backend->healthy = true;
+        continue;
+      }
+      health_checkers_.push_back(std::make_unique<HealthChecker>(
+          loop_.base(), config->health_check, backend,
+          [this](Backend& changed) { OnHealthChange(changed); }));
+    }
+  }
+}
+
+void Server::OnHealthChange(Backend& backend) {
+  const config::PoolConfig* config = PoolConfigOf(backend.pool);
+  if (backend.healthy || config == nullptr || !config->close_on_unhealthy) return;
+  std::vector<Session*> affected;
+  registry_.ForEach([&](Session& session) {
+    if (session.backend() == &backend && !session.going_away()) affected.push_back(&session);
+  });
+  if (!affected.empty()) {
+    LOG_INFO("health: closing " + std::to_string(affected.size()) + " connections of " +
+             backend.pool + "/" + backend.address);
+  }
+  for (Session* session : affected) session->GoAway(ws::kGoingAway, "backend unhealthy");
+}
+
+// Long-lived connections never move by themselves: after a pool grows, close the surplus on
+// backends above tolerance × their weighted share (close 1012, at most rebalance.rate per second)
+// so those clients reconnect and land on the emptier backends.
+void Server::Rebalance(Clock::time_point now) {
+  double elapsed = last_rebalance_ == Clock::time_point{}
+                       ? 0.0
+                       : std::chrono::duration<double>(now - last_rebalance_).count();
+  last_rebalance_ = now;
+  for (Pool& pool : current_->pools) {
+    const config::PoolConfig* config = PoolConfigOf(pool.name);
+    if (config == nullptr || !config->rebalance.enabled) continue;
+    const config::RebalanceConfig& rebalance = config->rebalance;
+    double& budget = rebalance_budget_[pool.name];
+    budget = std::min(rebalance.rate, budget + elapsed * rebalance.rate);
+    if (budget < 1.0) continue;
+
+    // Connections already told to go still count in |active| until they finish.
+    std::map<const Backend*, std::vector<Session*>> open;
+    std::map<const Backend*, int64_t> leaving;
+    registry_.ForEach([&](Session& session) {
+      const Backend* backend = session.backend();
+      if (backend == nullptr || backend->pool != pool.name) return;
+      if (session.going_away()) {
+        ++leaving[backend];
+      } else if (session.upgraded()) {
+        open[backend].push_back(&session);
+      }
+    });
+    int64_t total = 0;
+    uint64_t total_weight = 0;
+    size_t accepting = 0;
+    for (const BackendPtr& backend : pool.backends) {
+      if (!backend->accepting()) continue;
+      ++accepting;
+      total += backend->active - leaving[backend.get()];
+      total_weight += backend->weight;
+    }
+    if (accepting < 2 || total <= 0) continue;
+    for (const BackendPtr& backend : pool.backends) {
+      if (!backend->accepting() || budget < 1.0) continue;
+      double share = static_cast<double>(total) * backend->weight / static_cast<double>(total_weight);
+      int64_t staying = backend->active - leaving[backend.get()];
+      if (static_cast<double>(staying) <= rebalance.tolerance * share) continue;
+      auto surplus = static_cast<size_t>(staying - static_cast<int64_t>(std::ceil(share)));
+      auto& candidates = open[backend.get()];
+      size_t count = std::min({surplus, candidates.size(), static_cast<size_t>(budget)});
+      if (count == 0) continue;
+      LOG_INFO("rebalance: pool " + pool.name + " closing " + std::to_string(count) +
+               " connections on " + backend->address + " (holds " + std::to_string(staying) +
+               ", weighted share " + std::to_string(static_cast<int64_t>(share)) + ")");
+      for (size_t i = 0; i < count; ++i) candidates[i]->GoAway(ws::kServiceRestart, "rebalancing");
+      budget -= static_cast<double>(count);
+      rebalance_closes_ += count;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -366,6 +469,17 @@ void Server::OnTick(evutil_socket_t, short, void* ctx) { static_cast<Server*>(ct
 
 void Server::Tick() {
   auto now = Clock::now();
+  for (Pool& pool : current_->pools) {
+    for (const BackendPtr& backend : pool.backends) {
+      if (backend->ejected && now >= backend->ejected_until) {
+        backend->ejected = false;
+        backend->consecutive_failures = 0;
+        LOG_INFO("outlier: backend " + backend->pool + "/" + backend->address +
+                 " is back after its ejection time");
+      }
+    }
+  }
+  if (phase_ == Phase::kServing) Rebalance(now);
   // Connections on a drained backend close once its deadline passes.
   std::vector<Session*> expired;
   registry_.ForEach([&](Session& session) {
@@ -433,6 +547,12 @@ std::string Server::BackendsJson() {
       first = false;
       out += BackendJson(*backend);
     }
+  }
+  std::erase_if(retired_, [](const BackendPtr& backend) { return backend->active <= 0; });
+  for (const BackendPtr& backend : retired_) {
+    if (!first) out.push_back(',');
+    first = false;
+    out += BackendJson(*backend);
   }
   out += "]}\n";
   return out;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -17,6 +18,7 @@
 #include "proxy/admin.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/handover.h"
+#include "proxy/health_checker.h"
 #include "proxy/listener.h"
 #include "proxy/runtime.h"
 #include "proxy/session.h"
@@ -58,6 +60,10 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   bool Apply(RuntimePtr next, std::string* error);
   bool SyncListeners(std::string* error);
   bool SyncAdmin(std::string* error);
+  void SyncHealthChecks();
+  void OnHealthChange(Backend& backend);
+  void Rebalance(std::chrono::steady_clock::time_point now);
+  const config::PoolConfig* PoolConfigOf(const std::string& pool) const;
 
   static void OnSignal(evutil_socket_t signo, short, void* ctx);
   static void OnPhaseTimer(evutil_socket_t, short, void* ctx);
@@ -81,6 +87,10 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<HandoverServer> handover_;
+  std::vector<std::unique_ptr<HealthChecker>> health_checkers_;
+  std::vector<BackendPtr> retired_;  // removed by a reload, listed while connections remain
+  std::chrono::steady_clock::time_point last_rebalance_{};
+  std::map<std::string, double> rebalance_budget_;  // per pool: closes allowed now (token bucket)
   TakeoverClient* takeover_ = nullptr;  // only during Create()
   std::string admin_address_text_;
   std::vector<EventPtr> signal_events_;
@@ -93,6 +103,7 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   size_t close_total_ = 0;  // sessions to close in the spread window
   size_t reloads_ok_ = 0;
   size_t reloads_failed_ = 0;
+  size_t rebalance_closes_ = 0;
 };
 
 }  // namespace wsgate

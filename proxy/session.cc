@@ -9,6 +9,8 @@
 
 #include "proxy/core/log.h"
 #include "proxy/http/handshake.h"
+#include "proxy/http/request_key.h"
+#include "proxy/sticky_balancer.h"
 #include "proxy/upstream.h"
 
 namespace wsgate {
@@ -198,10 +200,28 @@ void Session::HandleRequestHead() {
   route_index_ = match.route;
   pool_index_ = match.pool;
   expected_accept_ = http::ComputeAccept(handshake.key);
-  http::ForwardingInfo info{FormatIp(reinterpret_cast<const sockaddr*>(&peer_)), false};
+  std::string client_ip = FormatIp(reinterpret_cast<const sockaddr*>(&peer_));
+  const config::PoolConfig& pool_settings = pool_config();
+  if (pool_settings.balance == config::Balance::kSticky) {
+    const config::StickyConfig& sticky = pool_settings.sticky;
+    std::string key;
+    if (http::ExtractStickyKey(request, sticky, client_ip, handshake.path, &key)) {
+      pick_.has_key = true;
+      pick_.key_hash = HashKey(key);
+    } else if (sticky.fallback == config::StickyConfig::Fallback::kReject) {
+      Reject(400, "the sticky routing key is missing");
+      return;
+    }
+    std::string_view cookie;
+    if (!sticky.insert_cookie.empty() && http::FindCookie(request, sticky.insert_cookie, &cookie)) {
+      preferred_backend_ = FindByOpaqueId(pool().backends, cookie);
+    }
+  }
+  http::ForwardingInfo info{client_ip, false};
   upstream_request_ = http::BuildUpstreamRequest(request, info);
   evbuffer_drain(input, request_parser_.head_length());
   tried_.assign(pool().backends.size(), false);
+  pick_.excluded = &tried_;
   TryNextBackend();
 }
 
@@ -259,10 +279,16 @@ void Session::OnClientEvent(short what) {
 void Session::TryNextBackend() {
   Pool& pool = this->pool();
   int index = -1;
-  if (attempts_ <= config().retries) index = pool.balancer->Pick(pool.backends, tried_);
+  if (attempts_ <= config().retries) {
+    if (preferred_backend_ >= 0 && !Unavailable(pool.backends, pick_, static_cast<size_t>(preferred_backend_))) {
+      index = preferred_backend_;
+    } else {
+      index = pool.balancer->Pick(pool.backends, pick_);
+    }
+  }
   if (index < 0) {
     if (attempts_ == 0) {
-      Reject(503, "no backend available");
+      Reject(503, "no backend available", "Retry-After: 1\r\n");
     } else if (all_attempts_timed_out_) {
       Reject(504, "every backend attempt timed out");
     } else {
@@ -295,8 +321,25 @@ void Session::OnBackendConnected() {
   ArmTimer(config().timeouts.backend_handshake);
 }
 
+void Session::ReportOutcome(bool ok) {
+  const config::OutlierConfig& outlier = pool_config().outlier;
+  if (!chosen_backend_ || outlier.consecutive_failures == 0) return;
+  Backend& backend = *chosen_backend_;
+  if (ok) {
+    backend.consecutive_failures = 0;
+    return;
+  }
+  if (++backend.consecutive_failures < outlier.consecutive_failures || backend.ejected) return;
+  backend.ejected = true;
+  backend.ejected_until = std::chrono::steady_clock::now() + outlier.ejection_time;
+  LOG_WARN("outlier: backend " + backend.pool + "/" + backend.address + " ejected for " +
+           std::to_string(outlier.ejection_time.count()) + "ms after " +
+           std::to_string(backend.consecutive_failures) + " failures in a row");
+}
+
 void Session::OnAttemptFailed(bool timed_out, const char* why) {
   if (!timed_out) all_attempts_timed_out_ = false;
+  ReportOutcome(false);
   LOG_WARN("session client=" + peer_text_ + " backend=" + chosen_backend_->address + " attempt " +
            std::to_string(attempts_) + " failed: " + why);
   ReleaseBackend();
@@ -365,6 +408,7 @@ void Session::HandleResponseHead() {
   }
   http::HeadView response(response_parser_, buffered);
   http::UpstreamVerdict verdict = http::CheckUpstreamResponse(response, expected_accept_);
+  ReportOutcome(verdict.kind == http::UpstreamVerdict::kUpgraded);
   if (verdict.kind == http::UpstreamVerdict::kInvalidUpgrade) {
     Reject(502, verdict.reason);
     return;
@@ -401,10 +445,20 @@ void Session::HandleResponseHead() {
     RelayResponseBody();
     return;
   }
-  // Valid 101: relay the backend's head unchanged, then frames.
+  // Valid 101: relay the backend's head unchanged (plus the sticky cookie), then frames.
   http_status_ = 101;
-  evbuffer_remove_buffer(input, bufferevent_get_output(client_.bev.get()),
-                         response_parser_.head_length());
+  evbuffer* client_output = bufferevent_get_output(client_.bev.get());
+  const std::string& cookie_name = pool_config().sticky.insert_cookie;
+  if (pool_config().balance == config::Balance::kSticky && !cookie_name.empty()) {
+    // Insert before the head's final CRLF; the value is opaque and never the address.
+    evbuffer_remove_buffer(input, client_output, response_parser_.head_length() - 2);
+    evbuffer_drain(input, 2);
+    std::string line = "Set-Cookie: " + cookie_name + "=" + OpaqueBackendId(*chosen_backend_) +
+                       "; Path=/; HttpOnly; SameSite=Lax\r\n\r\n";
+    evbuffer_add(client_output, line.data(), line.size());
+  } else {
+    evbuffer_remove_buffer(input, client_output, response_parser_.head_length());
+  }
   ws::DirectionPolicy to_backend{true, verdict.permessage_deflate, verdict.other_extension,
                                  config().limits.max_message_bytes};
   ws::DirectionPolicy to_client = to_backend;
@@ -447,6 +501,7 @@ void Session::StartSplicing() {
   request_parser_ = http::HeadParser(http::HeadKind::kRequest, http::HeadLimits{});
   response_parser_ = http::HeadParser(http::HeadKind::kResponse, http::HeadLimits{});
   std::vector<bool>().swap(tried_);
+  pick_.excluded = nullptr;
   size_t high = high_watermark();
   for (Endpoint* e : {&client_, &backend_}) {
     bufferevent_setwatermark(e->bev.get(), EV_READ, 0, high);

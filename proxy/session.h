@@ -120,6 +120,10 @@ class Session final : public Deferrable {
   void OnBackendRead();
   void OnBackendEvent(short what);
   void HandleResponseHead();
+  void ReportOutcome(bool ok);  // passive outlier detection
+  const config::PoolConfig& pool_config() const {
+    return runtime_->config.pools[static_cast<size_t>(pool_index_)];
+  }
   void RelayResponseBody();
 
   // Splicing.
@@ -169,6 +173,8 @@ class Session final : public Deferrable {
   int pool_index_ = -1;
   BackendPtr chosen_backend_;  // the backend currently assigned (counted in its active)
   std::vector<bool> tried_;
+  PickRequest pick_;            // sticky key for the balancer
+  int preferred_backend_ = -1;  // named by the insert_cookie, honoured while accepting
   uint32_t attempts_ = 0;
   bool all_attempts_timed_out_ = true;
   uint64_t response_body_left_ = 0;
