@@ -1,10 +1,16 @@
 #include "config/loader.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <exception>
 #include <initializer_list>
@@ -107,6 +113,80 @@ bool IsAllDigits(std::string_view text) {
          std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
+// Renders a duration the way an operator would write it: "250ms", "5s", "2m".
+std::string FormatDuration(Duration d) {
+  static constexpr std::pair<int64_t, const char*> kUnits[] = {
+      {86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}};
+  const int64_t ms = d.count();
+  for (const auto& [multiplier, suffix] : kUnits) {
+    if (ms != 0 && ms % multiplier == 0) return std::to_string(ms / multiplier) + suffix;
+  }
+  return std::to_string(ms) + "ms";
+}
+
+// RFC 7230 tchar, which is also RFC 6265's cookie-name token.
+bool IsTokenChar(char c) {
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+bool IsToken(std::string_view text) {
+  return !text.empty() && std::all_of(text.begin(), text.end(), IsTokenChar);
+}
+
+// A query parameter name as it appears in the raw query string.
+bool IsQueryName(std::string_view text) {
+  return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u > 0x20 && u < 0x7f && c != '&' && c != '=' && c != '#';
+  });
+}
+
+// A request target for a health check: printable ASCII, nothing that could end the request line.
+bool IsRequestPath(std::string_view text) {
+  return std::all_of(text.begin(), text.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u > 0x20 && u < 0x7f;
+  });
+}
+
+// The YAML 1.2 core schema's decimal int and float forms (no .inf, .nan, hex or octal).
+bool IsYamlDecimal(std::string_view t) {
+  size_t i = 0;
+  auto digits = [&] {
+    const size_t start = i;
+    while (i < t.size() && t[i] >= '0' && t[i] <= '9') ++i;
+    return i - start;
+  };
+  if (i < t.size() && (t[i] == '+' || t[i] == '-')) ++i;
+  size_t mantissa = digits();
+  if (i < t.size() && t[i] == '.') {
+    ++i;
+    mantissa += digits();
+  }
+  if (mantissa == 0) return false;
+  if (i < t.size() && (t[i] == 'e' || t[i] == 'E')) {
+    ++i;
+    if (i < t.size() && (t[i] == '+' || t[i] == '-')) ++i;
+    if (digits() == 0) return false;
+  }
+  return i == t.size();
+}
+
+// Identity of a backend address for duplicate detection: case-folded host, canonical IPv6.
+std::string AddressKey(const HostPort& hp) {
+  std::string host = hp.host;
+  in6_addr v6{};
+  char buf[INET6_ADDRSTRLEN];
+  if (inet_pton(AF_INET6, host.c_str(), &v6) == 1 &&
+      inet_ntop(AF_INET6, &v6, buf, sizeof(buf)) != nullptr) {
+    host = buf;
+  }
+  std::transform(host.begin(), host.end(), host.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return host + "|" + std::to_string(hp.port);
+}
+
 // Walks one parsed document against the schema, collecting every error it finds.
 class Loader {
  public:
@@ -147,12 +227,19 @@ class Loader {
   bool ReadInt(const Value& v, uint64_t min, uint64_t max, uint64_t* out);
   bool ReadSize(const Value& v, uint64_t min, uint64_t max, uint64_t* out);
   bool ReadDuration(const Value& v, bool positive, Duration* out);
+  bool ReadBool(const Value& v, bool* out);
+  bool ReadNumber(const Value& v, bool (*in_range)(double), const char* expected, double* out);
+  bool ReadRate(const Value& v, double* out);
   bool ReadHostPort(const Value& v, bool allow_port_zero, HostPort* out);
 
   void LoadListeners(const Value& v, std::vector<ListenerConfig>* out);
   void LoadAdmin(const Value& v, AdminConfig* out);
   void LoadPools(const Value& v, std::vector<PoolConfig>* out);
   void LoadBackends(const Value& v, std::vector<BackendConfig>* out);
+  void LoadSticky(const Value& v, StickyConfig* out);
+  void LoadHealthCheck(const Value& v, HealthCheckConfig* out);
+  void LoadOutlier(const Value& v, OutlierConfig* out);
+  void LoadRebalance(const Value& v, RebalanceConfig* out);
   void LoadRoutes(const Value& v, std::vector<RouteConfig>* out);
   void LoadLimits(const Value& v, LimitsConfig* out);
   void LoadTimeouts(const Value& v, TimeoutsConfig* out);
@@ -309,6 +396,69 @@ bool Loader::ReadDuration(const Value& v, bool positive, Duration* out) {
   return true;
 }
 
+bool Loader::ReadBool(const Value& v, bool* out) {
+  // Only the YAML 1.2 core forms: yes/no/on/off/y/n (YAML 1.1) and quoted strings are rejected.
+  const bool is_string_tag = v.node.Tag() == "!" || v.node.Tag() == "tag:yaml.org,2002:str";
+  if (v.node.IsScalar() && !is_string_tag) {
+    const std::string& text = v.node.Scalar();
+    if (text == "true" || text == "True" || text == "TRUE") {
+      *out = true;
+      return true;
+    }
+    if (text == "false" || text == "False" || text == "FALSE") {
+      *out = false;
+      return true;
+    }
+  }
+  Error(v, "expected true or false");
+  return false;
+}
+
+bool Loader::ReadNumber(const Value& v, bool (*in_range)(double), const char* expected,
+                        double* out) {
+  const bool is_string_tag = v.node.Tag() == "!" || v.node.Tag() == "tag:yaml.org,2002:str";
+  if (!v.node.IsScalar() || is_string_tag || !IsYamlDecimal(v.node.Scalar())) {
+    Error(v, "expected a number");
+    return false;
+  }
+  const std::string& text = v.node.Scalar();
+  std::string_view digits = text;
+  if (digits.front() == '+') digits.remove_prefix(1);
+  double value = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (ec != std::errc() || end != digits.data() + digits.size() || !std::isfinite(value) ||
+      !in_range(value)) {
+    Error(v, "value " + Shorten(text) + " out of range (expected " + expected + ")");
+    return false;
+  }
+  *out = value;
+  return true;
+}
+
+bool Loader::ReadRate(const Value& v, double* out) {
+  if (!v.node.IsScalar()) {
+    Error(v, "expected a rate (e.g. 50/s)");
+    return false;
+  }
+  const std::string& text = v.node.Scalar();
+  std::string_view count = text;
+  if (count.size() >= 2 && count.substr(count.size() - 2) == "/s") {
+    count.remove_suffix(2);
+  }
+  if (!IsAllDigits(count)) {
+    Error(v, "invalid rate " + Quote(text) + " (expected e.g. 50/s or 50)");
+    return false;
+  }
+  constexpr uint64_t kMaxRate = 100000;
+  const std::optional<uint64_t> value = ParseSize(count);
+  if (!value || *value < 1 || *value > kMaxRate) {
+    Error(v, "rate " + Shorten(text) + " out of range (expected 1..100000 per second)");
+    return false;
+  }
+  *out = static_cast<double>(*value);
+  return true;
+}
+
 bool Loader::ReadHostPort(const Value& v, bool allow_port_zero, HostPort* out) {
   std::string text;
   if (!ReadString(v, &text)) return false;
@@ -407,7 +557,11 @@ void Loader::LoadPools(const Value& v, std::vector<PoolConfig>* out) {
   }
   pool_names_complete_ = true;
   for (const Value& item : *items) {
-    const std::optional<Fields> fields = ReadMapping(item, {"name", "balance", "backends"}, false);
+    const std::optional<Fields> fields =
+        ReadMapping(item,
+                    {"name", "balance", "backends", "sticky", "health_check", "outlier",
+                     "rebalance", "close_on_unhealthy"},
+                    false);
     if (!fields) {
       pool_names_complete_ = false;
       continue;
@@ -420,18 +574,42 @@ void Loader::LoadPools(const Value& v, std::vector<PoolConfig>* out) {
     } else {
       pool_names_complete_ = false;
     }
+    // False when the balance could not be read; a sticky section is then not judged against it.
+    bool balance_known = true;
     if (const Value* balance = fields->Find("balance")) {
       std::string text;
+      balance_known = false;
       if (ReadString(*balance, &text)) {
-        if (text == "least_conn") {
-          pool.balance = Balance::kLeastConn;
-        } else if (text == "round_robin") {
-          pool.balance = Balance::kRoundRobin;
-        } else {
-          Error(*balance,
-                "unknown balance " + Quote(text) + " (expected least_conn or round_robin)");
+        static constexpr std::pair<std::string_view, Balance> kBalances[] = {
+            {"least_conn", Balance::kLeastConn},
+            {"round_robin", Balance::kRoundRobin},
+            {"random_two", Balance::kRandomTwo},
+            {"sticky", Balance::kSticky},
+        };
+        for (const auto& [spelling, value] : kBalances) {
+          if (text == spelling) {
+            pool.balance = value;
+            balance_known = true;
+          }
+        }
+        if (!balance_known) {
+          Error(*balance, "unknown balance " + Quote(text) +
+                              " (expected least_conn, round_robin, random_two or sticky)");
         }
       }
+    }
+    if (const Value* sticky = fields->Find("sticky"); sticky && balance_known) {
+      if (pool.balance == Balance::kSticky) {
+        LoadSticky(*sticky, &pool.sticky);
+      } else {
+        Error(*sticky, "sticky settings need balance: sticky");
+      }
+    }
+    if (const Value* x = fields->Find("health_check")) LoadHealthCheck(*x, &pool.health_check);
+    if (const Value* x = fields->Find("outlier")) LoadOutlier(*x, &pool.outlier);
+    if (const Value* x = fields->Find("rebalance")) LoadRebalance(*x, &pool.rebalance);
+    if (const Value* x = fields->Find("close_on_unhealthy")) {
+      ReadBool(*x, &pool.close_on_unhealthy);
     }
     if (const Value* backends = Require(*fields, "backends")) {
       LoadBackends(*backends, &pool.backends);
@@ -447,19 +625,180 @@ void Loader::LoadBackends(const Value& v, std::vector<BackendConfig>* out) {
     Error(v, "pool has no backends");
     return;
   }
+  std::set<std::string> addresses;
+  std::set<std::string> ids;  // effective ids: the explicit id, else the address text
   for (const Value& item : *items) {
-    const std::optional<Fields> fields = ReadMapping(item, {"address", "weight"}, false);
+    const std::optional<Fields> fields = ReadMapping(item, {"address", "weight", "id"}, false);
     if (!fields) continue;
     BackendConfig backend;
-    if (const Value* address = Require(*fields, "address")) {
-      ReadHostPort(*address, /*allow_port_zero=*/false, &backend.address);
+    const Value* address = Require(*fields, "address");
+    bool address_ok = false;
+    bool duplicate_address = false;
+    if (address != nullptr) {
+      address_ok = ReadHostPort(*address, /*allow_port_zero=*/false, &backend.address);
+      if (address_ok && !addresses.insert(AddressKey(backend.address)).second) {
+        Error(*address, "duplicate backend address " + Quote(backend.address.text));
+        duplicate_address = true;
+      }
     }
     uint64_t weight = 0;
     if (const Value* w = fields->Find("weight"); w && ReadInt(*w, 1, 1000, &weight)) {
       backend.weight = static_cast<uint32_t>(weight);
     }
+    const Value* id = fields->Find("id");
+    const bool id_ok = id == nullptr || ReadName(*id, &backend.id);
+    // Without an explicit id a duplicate address already said everything there is to say.
+    if (id_ok && !(id == nullptr && (duplicate_address || !address_ok))) {
+      const std::string& effective = id != nullptr ? backend.id : backend.address.text;
+      if (!ids.insert(effective).second) {
+        Error(id != nullptr ? *id : *address, "duplicate backend id " + Quote(effective));
+      }
+    }
     out->push_back(std::move(backend));
   }
+}
+
+void Loader::LoadSticky(const Value& v, StickyConfig* out) {
+  const std::optional<Fields> fields =
+      ReadMapping(v, {"key", "fallback", "load_factor", "insert_cookie"}, true);
+  if (!fields) return;
+  std::string text;
+  if (const Value* key = Require(*fields, "key"); key && ReadString(*key, &text)) {
+    using Source = StickyConfig::KeySource;
+    const std::pair<std::string_view, Source> kPrefixed[] = {
+        {"cookie:", Source::kCookie}, {"header:", Source::kHeader}, {"query:", Source::kQuery}};
+    bool matched = false;
+    if (text == "client_ip") {
+      out->source = Source::kClientIp;
+      matched = true;
+    } else if (text == "path") {
+      out->source = Source::kPath;
+      matched = true;
+    }
+    for (const auto& [prefix, source] : kPrefixed) {
+      if (matched || text.size() <= prefix.size() || text.rfind(prefix, 0) != 0) continue;
+      matched = true;
+      const std::string name = text.substr(prefix.size());
+      if (source == Source::kCookie && !IsToken(name)) {
+        Error(*key, "invalid cookie name " + Quote(name) + " (expected RFC 6265 token characters)");
+      } else if (source == Source::kHeader && !IsToken(name)) {
+        Error(*key, "invalid header name " + Quote(name) + " (expected RFC 7230 token characters)");
+      } else if (source == Source::kQuery && !IsQueryName(name)) {
+        Error(*key, "invalid query parameter name " + Quote(name) +
+                        " (expected no \"&\", \"=\", \"#\", spaces or control characters)");
+      } else {
+        out->source = source;
+        out->key_name = name;
+      }
+    }
+    if (!matched) {
+      Error(*key, "invalid sticky key " + Quote(text) +
+                      " (expected cookie:NAME, header:NAME, query:NAME, client_ip or path)");
+    }
+  }
+  if (const Value* fallback = fields->Find("fallback"); fallback && ReadString(*fallback, &text)) {
+    using Fallback = StickyConfig::Fallback;
+    if (text == "least_conn") {
+      out->fallback = Fallback::kLeastConn;
+    } else if (text == "round_robin") {
+      out->fallback = Fallback::kRoundRobin;
+    } else if (text == "reject") {
+      out->fallback = Fallback::kReject;
+    } else {
+      Error(*fallback,
+            "unknown fallback " + Quote(text) + " (expected least_conn, round_robin or reject)");
+    }
+  }
+  if (const Value* x = fields->Find("load_factor")) {
+    ReadNumber(
+        *x, [](double f) { return f == 0 || (f >= 1.0 && f <= 100); }, "0, or 1..100",
+        &out->load_factor);
+  }
+  if (const Value* x = fields->Find("insert_cookie"); x && ReadString(*x, &text)) {
+    if (!text.empty() && !IsToken(text)) {
+      Error(*x, "invalid cookie name " + Quote(text) + " (expected RFC 6265 token characters)");
+    } else {
+      out->insert_cookie = text;
+    }
+  }
+}
+
+void Loader::LoadHealthCheck(const Value& v, HealthCheckConfig* out) {
+  // `health_check:` with no body still enables checks with the default settings.
+  const std::optional<Fields> fields = ReadMapping(
+      v, {"interval", "timeout", "type", "path", "healthy_threshold", "unhealthy_threshold"}, true);
+  if (!fields) return;
+  out->enabled = true;
+  const Value* interval = fields->Find("interval");
+  const bool interval_ok = !interval || ReadDuration(*interval, true, &out->interval);
+  const Value* timeout = fields->Find("timeout");
+  const bool timeout_ok = !timeout || ReadDuration(*timeout, true, &out->timeout);
+  // A check that may run longer than the interval would overlap the next one.
+  if (interval_ok && timeout_ok && out->timeout >= out->interval) {
+    Error(timeout ? *timeout : *interval, "timeout (" + FormatDuration(out->timeout) +
+                                              ") must be less than interval (" +
+                                              FormatDuration(out->interval) + ")");
+  }
+  bool type_known = true;
+  std::string text;
+  if (const Value* type = fields->Find("type")) {
+    type_known = false;
+    if (ReadString(*type, &text)) {
+      using Type = HealthCheckConfig::Type;
+      static constexpr std::pair<std::string_view, Type> kTypes[] = {
+          {"tcp", Type::kTcp}, {"http", Type::kHttp}, {"websocket", Type::kWebSocket}};
+      for (const auto& [spelling, value] : kTypes) {
+        if (text == spelling) {
+          out->type = value;
+          type_known = true;
+        }
+      }
+      if (!type_known) {
+        Error(*type,
+              "unknown health check type " + Quote(text) + " (expected tcp, http or websocket)");
+      }
+    }
+  }
+  if (const Value* path = fields->Find("path"); path && ReadString(*path, &text)) {
+    if (text.empty() || text.front() != '/') {
+      Error(*path, "must start with \"/\"");
+    } else if (!IsRequestPath(text)) {
+      Error(*path, "invalid path " + Quote(text) + " (expected printable ASCII without spaces)");
+    } else if (type_known && out->type == HealthCheckConfig::Type::kTcp) {
+      Error(*path, "path needs type: http or websocket");
+    } else {
+      out->path = text;
+    }
+  }
+  uint64_t n = 0;
+  if (const Value* x = fields->Find("healthy_threshold"); x && ReadInt(*x, 1, 100, &n)) {
+    out->healthy_threshold = static_cast<uint32_t>(n);
+  }
+  if (const Value* x = fields->Find("unhealthy_threshold"); x && ReadInt(*x, 1, 100, &n)) {
+    out->unhealthy_threshold = static_cast<uint32_t>(n);
+  }
+}
+
+void Loader::LoadOutlier(const Value& v, OutlierConfig* out) {
+  const std::optional<Fields> fields =
+      ReadMapping(v, {"consecutive_failures", "ejection_time"}, true);
+  if (!fields) return;
+  uint64_t n = 0;
+  if (const Value* x = fields->Find("consecutive_failures"); x && ReadInt(*x, 0, 1000, &n)) {
+    out->consecutive_failures = static_cast<uint32_t>(n);
+  }
+  if (const Value* x = fields->Find("ejection_time")) ReadDuration(*x, true, &out->ejection_time);
+}
+
+void Loader::LoadRebalance(const Value& v, RebalanceConfig* out) {
+  const std::optional<Fields> fields = ReadMapping(v, {"enabled", "tolerance", "rate"}, true);
+  if (!fields) return;
+  if (const Value* x = fields->Find("enabled")) ReadBool(*x, &out->enabled);
+  if (const Value* x = fields->Find("tolerance")) {
+    ReadNumber(
+        *x, [](double f) { return f > 1.0 && f <= 10; }, "> 1 and <= 10", &out->tolerance);
+  }
+  if (const Value* x = fields->Find("rate")) ReadRate(*x, &out->rate);
 }
 
 void Loader::LoadRoutes(const Value& v, std::vector<RouteConfig>* out) {

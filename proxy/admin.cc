@@ -128,6 +128,10 @@ void AdminServer::Handle(evhttp_request* request) {
       return Reply(request, 401, "{\"error\":\"missing or wrong bearer token\"}\n");
     }
   }
+  if (path == "/metrics") {
+    if (!is_get) return Reply(request, 405, "{\"error\":\"use GET\"}\n");
+    return Reply(request, 200, handler_.MetricsText(), "text/plain; version=0.0.4; charset=utf-8");
+  }
   std::vector<std::string> parts = SplitPath(path);
   if (parts.size() == 2 && parts[0] == "admin" && parts[1] == "backends") {
     if (!is_get) return Reply(request, 405, "{\"error\":\"use GET\"}\n");

@@ -1,7 +1,7 @@
 // The admin listener: health, readiness and backend control over HTTP, served by libevent's
 // evhttp on the same event loop as the data path (so it needs no locks).
 //
-// Routes: GET /healthz, GET /readyz, GET /admin/backends,
+// Routes: GET /healthz, GET /readyz, GET /metrics, GET /admin/backends,
 // POST /admin/backends/{pool}/{address}/drain and .../undrain. Everything else is 404.
 // When a bearer token is configured, every route but /healthz and /readyz requires it.
 #pragma once
@@ -22,6 +22,8 @@ class AdminHandler {
   // Empty when ready; otherwise why not (e.g. "draining").
   virtual std::string NotReadyReason() = 0;
   virtual std::string BackendsJson() = 0;
+  // Prometheus text exposition of every metric.
+  virtual std::string MetricsText() = 0;
   // Drain or undrain one backend. Returns an HTTP status; |body| gets the JSON answer.
   virtual int SetBackendDraining(const std::string& pool, const std::string& address,
                                  bool draining, std::string* body) = 0;

@@ -3,6 +3,26 @@
 #include <algorithm>
 
 namespace wsgate {
+namespace {
+
+metrics::FrameKind KindOf(uint8_t opcode) {
+  switch (opcode) {
+    case ws::kText:
+      return metrics::kText;
+    case ws::kBinary:
+      return metrics::kBinary;
+    case ws::kPing:
+      return metrics::kPing;
+    case ws::kPong:
+      return metrics::kPong;
+    case ws::kClose:
+      return metrics::kClose;
+    default:
+      return metrics::kContinuation;
+  }
+}
+
+}  // namespace
 
 FramePipe::Result FramePipe::Violation(uint16_t code) {
   violation_code_ = code;
@@ -23,6 +43,7 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
       }
       remaining_ -= n;
       bytes_ += n;
+      if (metrics_ != nullptr && sink != nullptr) metrics_->bytes[direction_].Add(n);
       if (remaining_ == 0 && current_is_close_) {
         close_relayed_ = true;
         return Result::kCloseRelayed;
@@ -80,6 +101,11 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
     }
     ++frames_;
     if (sequencer_.message_completed()) ++messages_;
+    if (metrics_ != nullptr && sink != nullptr) {
+      metrics_->frames[direction_][KindOf(header.opcode)].Add();
+      metrics_->bytes[direction_].Add(header.header_length);
+      if (sequencer_.message_completed()) metrics_->messages[direction_].Add();
+    }
     if (sink != nullptr) {
       evbuffer_remove_buffer(source, sink, header.header_length);
     } else {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 
+#include "metrics/metrics.h"
 #include "proxy/ws/frame.h"
 
 namespace wsgate {
@@ -31,6 +32,12 @@ class FramePipe {
   // frames are parsed and dropped (the other side is gone or closing), so a close frame from
   // the source is still noticed.
   Result Pump(evbuffer* source, evbuffer* sink, size_t high_watermark);
+
+  // Count frames, messages and bytes live into |pool| as |direction| (null: don't).
+  void set_metrics(metrics::PoolMetrics* pool, metrics::Direction direction) {
+    metrics_ = pool;
+    direction_ = direction;
+  }
 
   // Finish the frame being relayed, then stop (Pump returns kStopped).
   void StopAtBoundary() { stop_requested_ = true; }
@@ -60,6 +67,8 @@ class FramePipe {
   uint64_t bytes_ = 0;
   uint64_t frames_ = 0;
   uint64_t messages_ = 0;
+  metrics::PoolMetrics* metrics_ = nullptr;
+  metrics::Direction direction_ = metrics::kClientToBackend;
 };
 
 }  // namespace wsgate

@@ -67,7 +67,8 @@ void Listener::OnAccept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int
   Session& added = context.registry.Add(std::move(session));
   if (over_limit) {
     // Answer 503 with a lingering close so the client reads it instead of a reset.
-    added.StartRejected(503, "connection limit reached", "Retry-After: 1\r\n");
+    added.StartRejected(503, "connection limit reached", "Retry-After: 1\r\n",
+                        metrics::kOverLimit);
   } else {
     added.Start();
   }

@@ -42,7 +42,9 @@ std::string BackendJson(const Backend& backend) {
 }  // namespace
 
 Server::Server(std::string config_path)
-    : config_path_(std::move(config_path)), context_{loop_, registry_, current_} {}
+    : config_path_(std::move(config_path)),
+      metrics_(WSGATE_VERSION),
+      context_{loop_, registry_, current_, metrics_} {}
 
 Server::~Server() {
   // Sessions and listeners hold libevent objects of loop_'s base: free them before the loop.
@@ -215,6 +217,7 @@ void Server::Reload() {
   if (auto* errors = std::get_if<config::ConfigErrors>(&loaded)) {
     for (const auto& error : *errors) LOG_ERROR("reload: " + error.Format());
     ++reloads_failed_;
+    metrics_.reloads(false).Add();
     LOG_ERROR("reload failed with " + std::to_string(errors->size()) +
               " error(s); still running the previous configuration");
     return;
@@ -224,10 +227,12 @@ void Server::Reload() {
       BuildRuntime(std::move(std::get<config::ProxyConfig>(loaded)), current_.get(), &error);
   if (!next || !Apply(std::move(next), &error)) {
     ++reloads_failed_;
+    metrics_.reloads(false).Add();
     LOG_ERROR("reload failed: " + error + "; still running the previous configuration");
     return;
   }
   ++reloads_ok_;
+  metrics_.reloads(true).Add();
   if (!ready_file_.empty() && !WriteReadyFile(ready_file_, &error)) LOG_ERROR(error);
   LOG_INFO("reload complete");
 }
@@ -350,6 +355,7 @@ void Server::Rebalance(Clock::time_point now) {
       for (size_t i = 0; i < count; ++i) candidates[i]->GoAway(ws::kServiceRestart, "rebalancing");
       budget -= static_cast<double>(count);
       rebalance_closes_ += count;
+      metrics_.rebalance_closes().Add(count);
     }
   }
 }
@@ -370,6 +376,7 @@ std::vector<std::pair<std::string, int>> Server::ListenerSockets() {
 }
 
 void Server::OnHandedOver() {
+  metrics_.draining().Set(1);
   LOG_INFO("upgrade: the new process is accepting; draining " + std::to_string(registry_.size()) +
            " connections");
   // No grace period: the new process already accepts on the same sockets.
@@ -406,6 +413,7 @@ void Server::OnPhaseTimer(evutil_socket_t, short, void* ctx) {
 
 void Server::BeginDrain() {
   phase_ = Phase::kGrace;
+  metrics_.draining().Set(1);
   phase_started_ = Clock::now();
   const config::DrainConfig& drain = current_->config.drain;
   if (drain.grace.count() > 0) {
@@ -471,6 +479,7 @@ void Server::Tick() {
   auto now = Clock::now();
   for (Pool& pool : current_->pools) {
     for (const BackendPtr& backend : pool.backends) {
+      metrics_.Backend(pool.name, backend->address).up.Set(backend->accepting() ? 1 : 0);
       if (backend->ejected && now >= backend->ejected_until) {
         backend->ejected = false;
         backend->consecutive_failures = 0;
@@ -537,6 +546,8 @@ std::string Server::NotReadyReason() {
   }
   return {};
 }
+
+std::string Server::MetricsText() { return metrics_.Serialize(); }
 
 std::string Server::BackendsJson() {
   std::string out = "{\"backends\":[";

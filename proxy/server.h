@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "metrics/metrics.h"
 #include "proxy/admin.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/handover.h"
@@ -50,6 +51,7 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   // AdminHandler.
   std::string NotReadyReason() override;
   std::string BackendsJson() override;
+  std::string MetricsText() override;
   int SetBackendDraining(const std::string& pool, const std::string& address, bool draining,
                          std::string* body) override;
 
@@ -81,6 +83,7 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   std::string config_path_;
   std::string ready_file_;
   EventLoop loop_;
+  metrics::Registry metrics_;
   RuntimePtr current_;
   SessionRegistry registry_;
   SessionContext context_;

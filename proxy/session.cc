@@ -130,7 +130,8 @@ void Session::Start() {
 }
 
 void Session::StartRejected(int status, const std::string& reason,
-                            const std::string& extra_header) {
+                            const std::string& extra_header, metrics::HandshakeResult result) {
+  reject_result_ = result;
   if (!client_.bev || !timer_) {
     Finish("proxy");
     return;
@@ -225,7 +226,41 @@ void Session::HandleRequestHead() {
   TryNextBackend();
 }
 
+void Session::CountHandshake(metrics::HandshakeResult result) {
+  if (handshake_counted_) return;
+  handshake_counted_ = true;
+  context_.metrics.Listener(listener_name_).handshakes[result].Add();
+}
+
 void Session::Reject(int status, const std::string& reason, const std::string& extra_header) {
+  metrics::HandshakeResult result = reject_result_;
+  if (result == metrics::kHandshakeResults) {
+    switch (status) {
+      case 403:
+        result = metrics::kForbidden;
+        break;
+      case 404:
+        result = metrics::kNotFound;
+        break;
+      case 408:
+        result = metrics::kTimeout;
+        break;
+      case 431:
+        result = metrics::kTooLarge;
+        break;
+      case 502:
+      case 504:
+        result = metrics::kBackendFailed;
+        break;
+      case 503:
+        result = metrics::kNoBackend;
+        break;
+      default:
+        result = metrics::kBadRequest;
+        break;
+    }
+  }
+  CountHandshake(result);
   http_status_ = status;
   reason_ = reason;
   ReleaseBackend();
@@ -303,7 +338,7 @@ void Session::TryNextBackend() {
   response_parser_ = http::HeadParser(http::HeadKind::kResponse, RequestLimits(config()));
   backend_.bev = StartConnect(context_.loop.base(), *chosen_backend_);
   if (!backend_.bev) {
-    OnAttemptFailed(false, "could not create a socket");
+    OnAttemptFailed(false, "could not create a socket", metrics::kRefused);
     return;
   }
   bufferevent_setcb(backend_.bev.get(), &SessionCallbacks::BackendRead,
@@ -337,9 +372,12 @@ void Session::ReportOutcome(bool ok) {
            std::to_string(backend.consecutive_failures) + " failures in a row");
 }
 
-void Session::OnAttemptFailed(bool timed_out, const char* why) {
+void Session::OnAttemptFailed(bool timed_out, const char* why, metrics::ConnectFailure failure) {
   if (!timed_out) all_attempts_timed_out_ = false;
   ReportOutcome(false);
+  context_.metrics.Backend(chosen_backend_->pool, chosen_backend_->address)
+      .connect_failures[failure]
+      .Add();
   LOG_WARN("session client=" + peer_text_ + " backend=" + chosen_backend_->address + " attempt " +
            std::to_string(attempts_) + " failed: " + why);
   ReleaseBackend();
@@ -355,10 +393,10 @@ void Session::OnBackendEvent(short what) {
   if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) == 0) return;
   switch (state_) {
     case State::kConnecting:
-      OnAttemptFailed(false, "connect failed");
+      OnAttemptFailed(false, "connect failed", metrics::kRefused);
       return;
     case State::kAwaitingUpgrade:
-      OnAttemptFailed(false, "connection closed before a response");
+      OnAttemptFailed(false, "connection closed before a response", metrics::kReset);
       return;
     case State::kRelayingResponse:
       RelayResponseBody();
@@ -410,6 +448,9 @@ void Session::HandleResponseHead() {
   http::UpstreamVerdict verdict = http::CheckUpstreamResponse(response, expected_accept_);
   ReportOutcome(verdict.kind == http::UpstreamVerdict::kUpgraded);
   if (verdict.kind == http::UpstreamVerdict::kInvalidUpgrade) {
+    context_.metrics.Backend(chosen_backend_->pool, chosen_backend_->address)
+        .connect_failures[metrics::kBadResponse]
+        .Add();
     Reject(502, verdict.reason);
     return;
   }
@@ -430,6 +471,7 @@ void Session::HandleResponseHead() {
       has_length = true;
       content_length = 0;
     }
+    CountHandshake(metrics::kBackendRejected);
     std::string head = http::BuildRelayedResponseHead(response);
     evbuffer_drain(input, response_parser_.head_length());
     http_status_ = status;
@@ -510,6 +552,16 @@ void Session::StartSplicing() {
     bufferevent_enable(e->bev.get(), EV_READ);
   }
   LOG_DEBUG("session client=" + peer_text_ + " upgraded backend=" + chosen_backend_->address);
+  CountHandshake(metrics::kUpgraded);
+  pool_metrics_ = &context_.metrics.Pool(pool().name);
+  pool_metrics_->handshake_duration.Observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count());
+  connection_metrics_ =
+      &context_.metrics.Connections(listener_name_, pool().name, chosen_backend_->address);
+  connection_metrics_->active.Add(1);
+  connection_metrics_->total.Add();
+  client_to_backend_->set_metrics(pool_metrics_, metrics::kClientToBackend);
+  backend_to_client_->set_metrics(pool_metrics_, metrics::kBackendToClient);
   if (config().timeouts.idle.count() > 0) ArmTimer(config().timeouts.idle);
   // Either side may already have sent frames along with the handshake.
   Pump(Side::kBackend);
@@ -745,10 +797,10 @@ void Session::OnTimer() {
       Finish("proxy");
       return;
     case State::kConnecting:
-      OnAttemptFailed(true, "connect timed out");
+      OnAttemptFailed(true, "connect timed out", metrics::kConnectTimeout);
       return;
     case State::kAwaitingUpgrade:
-      OnAttemptFailed(true, "backend did not answer the upgrade in time");
+      OnAttemptFailed(true, "backend did not answer the upgrade in time", metrics::kConnectTimeout);
       return;
     case State::kRelayingResponse:
       reason_ = "backend response stalled";
@@ -799,6 +851,15 @@ void Session::Finish(const char* closed_by) {
 
   double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count();
+  if (connection_metrics_ != nullptr) {
+    connection_metrics_->active.Add(-1);
+    pool_metrics_->connection_duration.Observe(seconds);
+    std::string_view by = closed_by_;
+    metrics::Initiator initiator = by == "client"    ? metrics::kByClient
+                                   : by == "backend" ? metrics::kByBackend
+                                                     : metrics::kByProxy;
+    pool_metrics_->closes[initiator][metrics::CloseCodeSlot(close_code_)].Add();
+  }
   char duration[32];
   std::snprintf(duration, sizeof(duration), "%.3fs", seconds);
   std::string pool = pool_index_ >= 0 ? this->pool().name : "-";

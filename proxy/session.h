@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "metrics/metrics.h"
 #include "proxy/balancer.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/core/libevent_ptr.h"
@@ -52,6 +53,7 @@ struct SessionContext {
   EventLoop& loop;
   SessionRegistry& registry;
   const RuntimePtr& current;  // the configuration generation new sessions start under
+  metrics::Registry& metrics;
 };
 
 class Session final : public Deferrable {
@@ -66,7 +68,8 @@ class Session final : public Deferrable {
   // Start reading the request head. May finish the session at once (allocation failure).
   void Start();
   // Answer |status| at once and close (used when over max_connections).
-  void StartRejected(int status, const std::string& reason, const std::string& extra_header);
+  void StartRejected(int status, const std::string& reason, const std::string& extra_header,
+                     metrics::HandshakeResult result);
 
   bool finished() const { return state_ == State::kFinished; }
   bool upgraded() const { return state_ == State::kSpliced; }
@@ -111,12 +114,13 @@ class Session final : public Deferrable {
   void OnClientEvent(short what);
   void HandleRequestHead();
   void Reject(int status, const std::string& reason, const std::string& extra_header = {});
+  void CountHandshake(metrics::HandshakeResult result);
   void BeginLingeringClose();
 
   // Upstream.
   void TryNextBackend();
   void OnBackendConnected();
-  void OnAttemptFailed(bool timed_out, const char* why);
+  void OnAttemptFailed(bool timed_out, const char* why, metrics::ConnectFailure failure);
   void OnBackendRead();
   void OnBackendEvent(short what);
   void HandleResponseHead();
@@ -195,6 +199,12 @@ class Session final : public Deferrable {
   const char* closed_by_ = nullptr;
   std::string reason_;
   std::string last_backend_;  // address of the backend used last, for the access log
+
+  // Metrics: resolved once per connection, so the per-frame path never looks a name up.
+  bool handshake_counted_ = false;
+  metrics::HandshakeResult reject_result_ = metrics::kHandshakeResults;  // override for Reject
+  metrics::PoolMetrics* pool_metrics_ = nullptr;
+  metrics::ConnectionMetrics* connection_metrics_ = nullptr;
 };
 
 }  // namespace wsgate

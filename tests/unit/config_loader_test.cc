@@ -521,7 +521,7 @@ TEST(ConfigLoaderTest, UnknownBalance) {
                    "      - address: 127.0.0.1:9001\n" +
                    kListeners + kRoutes),
             (Strings{"t.yaml:3:14: pools[0].balance: unknown balance \"random\" "
-                     "(expected least_conn or round_robin)"}));
+                     "(expected least_conn, round_robin, random_two or sticky)"}));
 }
 
 TEST(ConfigLoaderTest, DuplicateListenerName) {
@@ -806,6 +806,553 @@ TEST(ConfigLoaderAdminTest, TokenRequiredOffLoopback) {
   const ProxyConfig loopback = Load("admin:\n  address: '[::1]:9901'\n" + kMinimal);
   EXPECT_EQ(loopback.admin.address.host, "::1");
   EXPECT_TRUE(loopback.admin.token.empty());
+}
+
+}  // namespace
+}  // namespace wsgate::config
+
+namespace wsgate::config {
+namespace {
+
+// --- Pool settings: balance, sticky, health checks, outlier detection, rebalancing -------------
+
+// A file whose first lines are pool "chat": line 1 "pools:", line 2 "  - name: chat", then
+// |lines| (each indented four spaces), then one backend.
+std::string PoolWith(const std::string& lines) {
+  return "pools:\n  - name: chat\n" + lines + "    backends:\n      - address: 127.0.0.1:9001\n" +
+         kListeners + kRoutes;
+}
+
+TEST(ConfigLoaderPoolTest, EveryNewFieldRoundTrips) {
+  const ProxyConfig cfg = Load(kListeners + kRoutes +
+                               "pools:\n"
+                               "  - name: chat\n"
+                               "    balance: sticky\n"
+                               "    sticky:\n"
+                               "      key: cookie:sid\n"
+                               "      fallback: reject\n"
+                               "      load_factor: 1.5\n"
+                               "      insert_cookie: wsgate_b\n"
+                               "    health_check:\n"
+                               "      interval: 5s\n"
+                               "      timeout: 500ms\n"
+                               "      type: websocket\n"
+                               "      path: /healthz?deep=1\n"
+                               "      healthy_threshold: 1\n"
+                               "      unhealthy_threshold: 100\n"
+                               "    outlier:\n"
+                               "      consecutive_failures: 5\n"
+                               "      ejection_time: 1m\n"
+                               "    rebalance:\n"
+                               "      enabled: true\n"
+                               "      tolerance: 1.25\n"
+                               "      rate: 20/s\n"
+                               "    close_on_unhealthy: true\n"
+                               "    backends:\n"
+                               "      - address: 127.0.0.1:9001\n"
+                               "        weight: 2\n"
+                               "        id: chat-1\n"
+                               "      - address: 127.0.0.1:9002\n"
+                               "  - name: other\n"
+                               "    balance: random_two\n"
+                               "    health_check: {type: http, path: /}\n"
+                               "    rebalance: {enabled: false, tolerance: 10, rate: 100000}\n"
+                               "    close_on_unhealthy: false\n"
+                               "    backends:\n"
+                               "      - address: 127.0.0.1:9001\n"
+                               "        id: x\n"
+                               "  - name: third\n"
+                               "    balance: sticky\n"
+                               "    sticky: {key: 'header:X-User', fallback: round_robin, "
+                               "load_factor: 0, insert_cookie: ''}\n"
+                               "    backends: [{address: 127.0.0.1:9001}]\n"
+                               "  - name: fourth\n"
+                               "    balance: sticky\n"
+                               "    sticky: {key: 'query:room[id]', fallback: least_conn, "
+                               "load_factor: 100}\n"
+                               "    backends: [{address: 127.0.0.1:9001}]\n"
+                               "  - name: fifth\n"
+                               "    balance: sticky\n"
+                               "    sticky: {key: path, load_factor: 2}\n"
+                               "    backends: [{address: 127.0.0.1:9001}]\n"
+                               "  - name: sixth\n"
+                               "    balance: sticky\n"
+                               "    sticky: {key: client_ip, load_factor: 1.}\n"
+                               "    backends: [{address: 127.0.0.1:9001}]\n");
+  ASSERT_EQ(cfg.pools.size(), 6u);
+  const PoolConfig& chat = cfg.pools[0];
+  EXPECT_EQ(chat.balance, Balance::kSticky);
+  EXPECT_EQ(chat.sticky.source, StickyConfig::KeySource::kCookie);
+  EXPECT_EQ(chat.sticky.key_name, "sid");
+  EXPECT_EQ(chat.sticky.fallback, StickyConfig::Fallback::kReject);
+  EXPECT_DOUBLE_EQ(chat.sticky.load_factor, 1.5);
+  EXPECT_EQ(chat.sticky.insert_cookie, "wsgate_b");
+  EXPECT_TRUE(chat.health_check.enabled);
+  EXPECT_EQ(chat.health_check.interval, milliseconds(5000));
+  EXPECT_EQ(chat.health_check.timeout, milliseconds(500));
+  EXPECT_EQ(chat.health_check.type, HealthCheckConfig::Type::kWebSocket);
+  EXPECT_EQ(chat.health_check.path, "/healthz?deep=1");
+  EXPECT_EQ(chat.health_check.healthy_threshold, 1u);
+  EXPECT_EQ(chat.health_check.unhealthy_threshold, 100u);
+  EXPECT_EQ(chat.outlier.consecutive_failures, 5u);
+  EXPECT_EQ(chat.outlier.ejection_time, milliseconds(60000));
+  EXPECT_TRUE(chat.rebalance.enabled);
+  EXPECT_DOUBLE_EQ(chat.rebalance.tolerance, 1.25);
+  EXPECT_DOUBLE_EQ(chat.rebalance.rate, 20);
+  EXPECT_TRUE(chat.close_on_unhealthy);
+  ASSERT_EQ(chat.backends.size(), 2u);
+  EXPECT_EQ(chat.backends[0].id, "chat-1");
+  EXPECT_EQ(chat.backends[0].weight, 2u);
+  EXPECT_EQ(chat.backends[1].id, "");  // the runtime falls back to the address text
+
+  const PoolConfig& other = cfg.pools[1];
+  EXPECT_EQ(other.balance, Balance::kRandomTwo);
+  EXPECT_TRUE(other.health_check.enabled);
+  EXPECT_EQ(other.health_check.type, HealthCheckConfig::Type::kHttp);
+  EXPECT_EQ(other.health_check.path, "/");
+  EXPECT_FALSE(other.rebalance.enabled);
+  EXPECT_DOUBLE_EQ(other.rebalance.tolerance, 10);
+  EXPECT_DOUBLE_EQ(other.rebalance.rate, 100000);
+  EXPECT_FALSE(other.close_on_unhealthy);
+  ASSERT_EQ(other.backends.size(), 1u);
+  EXPECT_EQ(other.backends[0].id, "x");
+
+  EXPECT_EQ(cfg.pools[2].sticky.source, StickyConfig::KeySource::kHeader);
+  EXPECT_EQ(cfg.pools[2].sticky.key_name, "X-User");
+  EXPECT_EQ(cfg.pools[2].sticky.fallback, StickyConfig::Fallback::kRoundRobin);
+  EXPECT_DOUBLE_EQ(cfg.pools[2].sticky.load_factor, 0);
+  EXPECT_EQ(cfg.pools[2].sticky.insert_cookie, "");
+  EXPECT_EQ(cfg.pools[3].sticky.source, StickyConfig::KeySource::kQuery);
+  EXPECT_EQ(cfg.pools[3].sticky.key_name, "room[id]");
+  EXPECT_EQ(cfg.pools[3].sticky.fallback, StickyConfig::Fallback::kLeastConn);
+  EXPECT_DOUBLE_EQ(cfg.pools[3].sticky.load_factor, 100);
+  EXPECT_EQ(cfg.pools[4].sticky.source, StickyConfig::KeySource::kPath);
+  EXPECT_EQ(cfg.pools[4].sticky.key_name, "");
+  EXPECT_DOUBLE_EQ(cfg.pools[4].sticky.load_factor, 2);
+  EXPECT_EQ(cfg.pools[5].sticky.source, StickyConfig::KeySource::kClientIp);
+  EXPECT_DOUBLE_EQ(cfg.pools[5].sticky.load_factor, 1);
+}
+
+TEST(ConfigLoaderPoolTest, DefaultsWhenNewSectionsAreAbsent) {
+  const ProxyConfig cfg = Load(kMinimal);
+  ASSERT_EQ(cfg.pools.size(), 1u);
+  const PoolConfig& pool = cfg.pools[0];
+  EXPECT_EQ(pool.balance, Balance::kLeastConn);
+  EXPECT_EQ(pool.sticky.source, StickyConfig::KeySource::kClientIp);
+  EXPECT_EQ(pool.sticky.key_name, "");
+  EXPECT_EQ(pool.sticky.fallback, StickyConfig::Fallback::kLeastConn);
+  EXPECT_DOUBLE_EQ(pool.sticky.load_factor, 1.25);
+  EXPECT_EQ(pool.sticky.insert_cookie, "");
+  EXPECT_FALSE(pool.health_check.enabled);
+  EXPECT_EQ(pool.health_check.interval, milliseconds(2000));
+  EXPECT_EQ(pool.health_check.timeout, milliseconds(1000));
+  EXPECT_EQ(pool.health_check.type, HealthCheckConfig::Type::kTcp);
+  EXPECT_EQ(pool.health_check.path, "/");
+  EXPECT_EQ(pool.health_check.healthy_threshold, 2u);
+  EXPECT_EQ(pool.health_check.unhealthy_threshold, 3u);
+  EXPECT_EQ(pool.outlier.consecutive_failures, 0u);
+  EXPECT_EQ(pool.outlier.ejection_time, milliseconds(30000));
+  EXPECT_FALSE(pool.rebalance.enabled);
+  EXPECT_DOUBLE_EQ(pool.rebalance.tolerance, 1.2);
+  EXPECT_DOUBLE_EQ(pool.rebalance.rate, 50);
+  EXPECT_FALSE(pool.close_on_unhealthy);
+  ASSERT_EQ(pool.backends.size(), 1u);
+  EXPECT_EQ(pool.backends[0].id, "");
+}
+
+TEST(ConfigLoaderPoolTest, StickyWithoutSectionKeysOnClientIp) {
+  const ProxyConfig cfg = Load(PoolWith("    balance: sticky\n"));
+  ASSERT_EQ(cfg.pools.size(), 1u);
+  EXPECT_EQ(cfg.pools[0].balance, Balance::kSticky);
+  EXPECT_EQ(cfg.pools[0].sticky.source, StickyConfig::KeySource::kClientIp);
+  EXPECT_EQ(cfg.pools[0].sticky.fallback, StickyConfig::Fallback::kLeastConn);
+  EXPECT_DOUBLE_EQ(cfg.pools[0].sticky.load_factor, 1.25);
+}
+
+TEST(ConfigLoaderPoolTest, EmptySectionsEnableOrKeepDefaults) {
+  const ProxyConfig cfg = Load(PoolWith("    health_check:\n    outlier: {}\n    rebalance:\n"));
+  ASSERT_EQ(cfg.pools.size(), 1u);
+  const PoolConfig& pool = cfg.pools[0];
+  EXPECT_TRUE(pool.health_check.enabled);  // presence enables, with the default settings
+  EXPECT_EQ(pool.health_check.interval, milliseconds(2000));
+  EXPECT_EQ(pool.health_check.type, HealthCheckConfig::Type::kTcp);
+  EXPECT_EQ(pool.outlier.consecutive_failures, 0u);
+  EXPECT_FALSE(pool.rebalance.enabled);  // rebalancing needs an explicit enabled: true
+}
+
+TEST(ConfigLoaderPoolTest, BooleansAndNumbersInEveryYamlSpelling) {
+  const ProxyConfig cfg =
+      Load(PoolWith("    balance: sticky\n"
+                    "    sticky: {key: client_ip, load_factor: +1e1}\n"
+                    "    rebalance: {enabled: True, tolerance: 2, rate: 7}\n"
+                    "    close_on_unhealthy: FALSE\n"));
+  ASSERT_EQ(cfg.pools.size(), 1u);
+  EXPECT_DOUBLE_EQ(cfg.pools[0].sticky.load_factor, 10);
+  EXPECT_TRUE(cfg.pools[0].rebalance.enabled);
+  EXPECT_DOUBLE_EQ(cfg.pools[0].rebalance.tolerance, 2);
+  EXPECT_DOUBLE_EQ(cfg.pools[0].rebalance.rate, 7);
+  EXPECT_FALSE(cfg.pools[0].close_on_unhealthy);
+  const ProxyConfig more =
+      Load(PoolWith("    rebalance: {enabled: !!bool true, tolerance: .15e1}\n"));
+  ASSERT_EQ(more.pools.size(), 1u);
+  EXPECT_TRUE(more.pools[0].rebalance.enabled);
+  EXPECT_DOUBLE_EQ(more.pools[0].rebalance.tolerance, 1.5);
+}
+
+TEST(ConfigLoaderPoolTest, UnknownKeysInNewSections) {
+  EXPECT_EQ(Errors(PoolWith("    balance: sticky\n"
+                            "    sticky: {key: path, lod_factor: 2}\n"
+                            "    health_check: {intervall: 1s}\n"
+                            "    outlier: {failures: 1}\n"
+                            "    rebalance: {enable: true}\n")),
+            (Strings{"t.yaml:4:25: pools[0].sticky.lod_factor: unknown key",
+                     "t.yaml:5:20: pools[0].health_check.intervall: unknown key",
+                     "t.yaml:6:15: pools[0].outlier.failures: unknown key",
+                     "t.yaml:7:17: pools[0].rebalance.enable: unknown key"}));
+  EXPECT_EQ(Errors(PoolWith("    sticky_key: path\n")),
+            (Strings{"t.yaml:3:5: pools[0].sticky_key: unknown key"}));
+  EXPECT_EQ(Errors(PoolWith("    outlier: 5\n")),
+            (Strings{"t.yaml:3:14: pools[0].outlier: expected a mapping"}));
+}
+
+TEST(ConfigLoaderPoolTest, StickySettingsNeedStickyBalance) {
+  EXPECT_EQ(Errors(PoolWith("    sticky: {key: path}\n")),
+            (Strings{"t.yaml:3:13: pools[0].sticky: sticky settings need balance: sticky"}));
+  EXPECT_EQ(Errors(PoolWith("    balance: round_robin\n    sticky:\n      key: path\n")),
+            (Strings{"t.yaml:5:7: pools[0].sticky: sticky settings need balance: sticky"}));
+  // An unreadable balance is reported alone, without a second error about the sticky section.
+  EXPECT_EQ(Errors(PoolWith("    balance: stiky\n    sticky: {key: path}\n")),
+            (Strings{"t.yaml:3:14: pools[0].balance: unknown balance \"stiky\" "
+                     "(expected least_conn, round_robin, random_two or sticky)"}));
+}
+
+TEST(ConfigLoaderPoolTest, StickyKeyIsRequiredInTheSection) {
+  EXPECT_EQ(Errors(PoolWith("    balance: sticky\n    sticky:\n      fallback: reject\n")),
+            (Strings{"t.yaml:5:7: pools[0].sticky.key: missing required key"}));
+  EXPECT_EQ(Errors(PoolWith("    balance: sticky\n    sticky:\n")),
+            (Strings{"t.yaml:4:5: pools[0].sticky.key: missing required key"}));
+}
+
+TEST(ConfigLoaderPoolTest, InvalidStickyKey) {
+  const std::string expected =
+      " (expected cookie:NAME, header:NAME, query:NAME, client_ip or path)";
+  EXPECT_EQ(Errors(PoolWith("    balance: sticky\n    sticky: {key: ip}\n")),
+            (Strings{"t.yaml:4:19: pools[0].sticky.key: invalid sticky key \"ip\"" + expected}));
+  EXPECT_EQ(
+      Errors(PoolWith("    balance: sticky\n    sticky: {key: 'cookie:'}\n")),
+      (Strings{"t.yaml:4:19: pools[0].sticky.key: invalid sticky key \"cookie:\"" + expected}));
+  EXPECT_EQ(
+      Errors(PoolWith("    balance: sticky\n    sticky: {key: 'Cookie:sid'}\n")),
+      (Strings{"t.yaml:4:19: pools[0].sticky.key: invalid sticky key \"Cookie:sid\"" + expected}));
+  EXPECT_EQ(Errors(PoolWith("    balance: sticky\n    sticky: {key: [path]}\n")),
+            (Strings{"t.yaml:4:19: pools[0].sticky.key: expected a string"}));
+}
+
+TEST(ConfigLoaderPoolTest, InvalidCookieName) {
+  EXPECT_EQ(Errors(PoolWith("    balance: sticky\n    sticky: {key: 'cookie:s id'}\n")),
+            (Strings{"t.yaml:4:19: pools[0].sticky.key: invalid cookie name \"s id\" "
+                     "(expected RFC 6265 token characters)"}));
+  EXPECT_EQ(Errors(PoolWith("    balance: sticky\n"
+                            "    sticky:\n"
+                            "      key: client_ip\n"
+                            "      insert_cookie: a;b\n")),
+            (Strings{"t.yaml:6:22: pools[0].sticky.insert_cookie: invalid cookie name \"a;b\" "
+                     "(expected RFC 6265 token characters)"}));
+}
+
+TEST(ConfigLoaderPoolTest, InvalidHeaderName) {
+  EXPECT_EQ(Errors(PoolWith("    balance: sticky\n    sticky: {key: 'header:X:User'}\n")),
+            (Strings{"t.yaml:4:19: pools[0].sticky.key: invalid header name \"X:User\" "
+                     "(expected RFC 7230 token characters)"}));
+}
+
+TEST(ConfigLoaderPoolTest, InvalidQueryParameterName) {
+  EXPECT_EQ(Errors(PoolWith("    balance: sticky\n    sticky: {key: 'query:a=b'}\n")),
+            (Strings{"t.yaml:4:19: pools[0].sticky.key: invalid query parameter name \"a=b\" "
+                     "(expected no \"&\", \"=\", \"#\", spaces or control characters)"}));
+}
+
+TEST(ConfigLoaderPoolTest, UnknownFallback) {
+  EXPECT_EQ(Errors(PoolWith("    balance: sticky\n    sticky: {key: path, fallback: random}\n")),
+            (Strings{"t.yaml:4:35: pools[0].sticky.fallback: unknown fallback \"random\" "
+                     "(expected least_conn, round_robin or reject)"}));
+}
+
+TEST(ConfigLoaderPoolTest, ExpectedANumber) {
+  const std::string head = "    balance: sticky\n    sticky:\n      key: path\n      load_factor: ";
+  for (const char* bad : {"'1.5'", "abc", "[1]", ".inf", ".nan", "0x10", "1e", "1.5x", "true",
+                          "1_000", "\"\"", "--1", "."}) {
+    EXPECT_EQ(Errors(PoolWith(head + bad + "\n")),
+              (Strings{"t.yaml:6:20: pools[0].sticky.load_factor: expected a number"}))
+        << bad;
+  }
+  EXPECT_EQ(Errors(PoolWith(head + "\n")),
+            (Strings{"t.yaml:6:7: pools[0].sticky.load_factor: expected a number"}));
+  EXPECT_EQ(Errors(PoolWith("    rebalance: {tolerance: high}\n")),
+            (Strings{"t.yaml:3:28: pools[0].rebalance.tolerance: expected a number"}));
+}
+
+TEST(ConfigLoaderPoolTest, NumberOutOfRange) {
+  const std::string head = "    balance: sticky\n    sticky:\n      key: path\n      load_factor: ";
+  for (const char* bad : {"0.5", "0.999", "100.01", "-1", "1e400", "-0.5"}) {
+    EXPECT_EQ(Errors(PoolWith(head + bad + "\n")),
+              (Strings{"t.yaml:6:20: pools[0].sticky.load_factor: value " + std::string(bad) +
+                       " out of range (expected 0, or 1..100)"}))
+        << bad;
+  }
+  for (const char* bad : {"1", "1.0", "0", "10.5", "-2"}) {
+    EXPECT_EQ(Errors(PoolWith(std::string("    rebalance: {tolerance: ") + bad + "}\n")),
+              (Strings{"t.yaml:3:28: pools[0].rebalance.tolerance: value " + std::string(bad) +
+                       " out of range (expected > 1 and <= 10)"}))
+        << bad;
+  }
+}
+
+TEST(ConfigLoaderPoolTest, ExpectedTrueOrFalse) {
+  for (const char* bad :
+       {"yes", "no", "on", "off", "1", "0", "y", "'true'", "\"false\"", "[]", "tru"}) {
+    EXPECT_EQ(Errors(PoolWith(std::string("    close_on_unhealthy: ") + bad + "\n")),
+              (Strings{"t.yaml:3:25: pools[0].close_on_unhealthy: expected true or false"}))
+        << bad;
+  }
+  EXPECT_EQ(Errors(PoolWith("    rebalance:\n      enabled: yes\n")),
+            (Strings{"t.yaml:4:16: pools[0].rebalance.enabled: expected true or false"}));
+  EXPECT_EQ(Errors(PoolWith("    close_on_unhealthy:\n")),
+            (Strings{"t.yaml:3:5: pools[0].close_on_unhealthy: expected true or false"}));
+}
+
+TEST(ConfigLoaderPoolTest, InvalidRate) {
+  for (const char* bad : {"fast", "50/m", "50 /s", "/s", "-5/s", "+5", "1.5/s", "5/S", "''"}) {
+    EXPECT_EQ(
+        Errors(PoolWith(std::string("    rebalance: {rate: ") + bad + "}\n")),
+        (Strings{"t.yaml:3:23: pools[0].rebalance.rate: invalid rate " +
+                 (std::string(bad) == "''" ? std::string("\"\"") : "\"" + std::string(bad) + "\"") +
+                 " (expected e.g. 50/s or 50)"}))
+        << bad;
+  }
+  EXPECT_EQ(Errors(PoolWith("    rebalance: {rate: [50]}\n")),
+            (Strings{"t.yaml:3:23: pools[0].rebalance.rate: expected a rate (e.g. 50/s)"}));
+}
+
+TEST(ConfigLoaderPoolTest, RateOutOfRange) {
+  for (const char* bad : {"0/s", "0", "100001/s", "100001", "99999999999999999999999/s"}) {
+    EXPECT_EQ(Errors(PoolWith(std::string("    rebalance: {rate: ") + bad + "}\n")),
+              (Strings{"t.yaml:3:23: pools[0].rebalance.rate: rate " + std::string(bad) +
+                       " out of range (expected 1..100000 per second)"}))
+        << bad;
+  }
+}
+
+TEST(ConfigLoaderPoolTest, HealthCheckDurations) {
+  EXPECT_EQ(Errors(PoolWith("    health_check:\n      interval: 0s\n      timeout: 0\n")),
+            (Strings{"t.yaml:4:17: pools[0].health_check.interval: must be greater than 0",
+                     "t.yaml:5:16: pools[0].health_check.timeout: must be greater than 0"}));
+  EXPECT_EQ(Errors(PoolWith("    health_check:\n      interval: often\n")),
+            (Strings{"t.yaml:4:17: pools[0].health_check.interval: invalid duration \"often\" "
+                     "(expected e.g. 250ms, 5s, 2m, 1h, 1d)"}));
+}
+
+TEST(ConfigLoaderPoolTest, HealthCheckTimeoutMustBeBelowInterval) {
+  EXPECT_EQ(Errors(PoolWith("    health_check:\n      interval: 2s\n      timeout: 2000ms\n")),
+            (Strings{"t.yaml:5:16: pools[0].health_check.timeout: timeout (2s) must be less "
+                     "than interval (2s)"}));
+  EXPECT_EQ(Errors(PoolWith("    health_check:\n      timeout: 1m\n")),
+            (Strings{"t.yaml:4:16: pools[0].health_check.timeout: timeout (1m) must be less "
+                     "than interval (2s)"}));
+  // Only the interval is written: the default timeout (1s) no longer fits.
+  EXPECT_EQ(Errors(PoolWith("    health_check:\n      interval: 750ms\n")),
+            (Strings{"t.yaml:4:17: pools[0].health_check.interval: timeout (1s) must be less "
+                     "than interval (750ms)"}));
+  const ProxyConfig cfg = Load(PoolWith("    health_check: {interval: 1s, timeout: 999ms}\n"));
+  ASSERT_EQ(cfg.pools.size(), 1u);
+  EXPECT_EQ(cfg.pools[0].health_check.timeout, milliseconds(999));
+}
+
+TEST(ConfigLoaderPoolTest, UnknownHealthCheckType) {
+  EXPECT_EQ(Errors(PoolWith("    health_check:\n      type: grpc\n")),
+            (Strings{"t.yaml:4:13: pools[0].health_check.type: unknown health check type "
+                     "\"grpc\" (expected tcp, http or websocket)"}));
+}
+
+TEST(ConfigLoaderPoolTest, HealthCheckPath) {
+  EXPECT_EQ(Errors(PoolWith("    health_check: {type: http, path: healthz}\n")),
+            (Strings{"t.yaml:3:38: pools[0].health_check.path: must start with \"/\""}));
+  EXPECT_EQ(Errors(PoolWith("    health_check: {type: http, path: ''}\n")),
+            (Strings{"t.yaml:3:38: pools[0].health_check.path: must start with \"/\""}));
+  EXPECT_EQ(Errors(PoolWith("    health_check: {type: http, path: \"/a b\"}\n")),
+            (Strings{"t.yaml:3:38: pools[0].health_check.path: invalid path \"/a b\" "
+                     "(expected printable ASCII without spaces)"}));
+  EXPECT_EQ(Errors(PoolWith("    health_check: {type: websocket, path: \"/x\\r\\nHost: evil\"}\n")),
+            (Strings{"t.yaml:3:43: pools[0].health_check.path: invalid path "
+                     "\"/x\\x0d\\x0aHost: evil\" (expected printable ASCII without spaces)"}));
+}
+
+TEST(ConfigLoaderPoolTest, HealthCheckPathNeedsHttpOrWebSocket) {
+  EXPECT_EQ(Errors(PoolWith("    health_check:\n      path: /healthz\n")),
+            (Strings{"t.yaml:4:13: pools[0].health_check.path: path needs type: http or "
+                     "websocket"}));
+  EXPECT_EQ(Errors(PoolWith("    health_check: {type: tcp, path: /healthz}\n")),
+            (Strings{"t.yaml:3:37: pools[0].health_check.path: path needs type: http or "
+                     "websocket"}));
+  // An unknown type is reported alone.
+  EXPECT_EQ(Errors(PoolWith("    health_check: {type: htp, path: /healthz}\n")),
+            (Strings{"t.yaml:3:26: pools[0].health_check.type: unknown health check type "
+                     "\"htp\" (expected tcp, http or websocket)"}));
+}
+
+TEST(ConfigLoaderPoolTest, HealthCheckThresholdsOutOfRange) {
+  EXPECT_EQ(Errors(PoolWith("    health_check:\n"
+                            "      healthy_threshold: 0\n"
+                            "      unhealthy_threshold: 101\n")),
+            (Strings{"t.yaml:4:26: pools[0].health_check.healthy_threshold: value 0 out of "
+                     "range (expected 1..100)",
+                     "t.yaml:5:28: pools[0].health_check.unhealthy_threshold: value 101 out of "
+                     "range (expected 1..100)"}));
+}
+
+TEST(ConfigLoaderPoolTest, OutlierValues) {
+  EXPECT_EQ(Errors(PoolWith("    outlier:\n      consecutive_failures: 1001\n"
+                            "      ejection_time: 0s\n")),
+            (Strings{"t.yaml:4:29: pools[0].outlier.consecutive_failures: value 1001 out of "
+                     "range (expected 0..1000)",
+                     "t.yaml:5:22: pools[0].outlier.ejection_time: must be greater than 0"}));
+  const ProxyConfig cfg =
+      Load(PoolWith("    outlier: {consecutive_failures: 0, ejection_time: 250ms}\n"));
+  ASSERT_EQ(cfg.pools.size(), 1u);
+  EXPECT_EQ(cfg.pools[0].outlier.consecutive_failures, 0u);
+  EXPECT_EQ(cfg.pools[0].outlier.ejection_time, milliseconds(250));
+}
+
+TEST(ConfigLoaderPoolTest, DuplicateBackendAddress) {
+  EXPECT_EQ(Errors(kMinimal + "      - address: 127.0.0.1:9001\n"),
+            (Strings{"t.yaml:10:18: pools[0].backends[1].address: duplicate backend address "
+                     "\"127.0.0.1:9001\""}));
+  // Host names compare case-insensitively and IPv6 literals by value.
+  EXPECT_EQ(Errors(kListeners + kRoutes +
+                   "pools:\n"
+                   "  - name: chat\n"
+                   "    backends:\n"
+                   "      - address: Backend.local:9001\n"
+                   "      - address: backend.LOCAL:9001\n"
+                   "      - address: \"[::1]:9001\"\n"
+                   "      - address: \"[0:0::0:1]:9001\"\n"
+                   "      - address: backend.local:9002\n"),
+            (Strings{"t.yaml:10:18: pools[0].backends[1].address: duplicate backend address "
+                     "\"backend.LOCAL:9001\"",
+                     "t.yaml:12:18: pools[0].backends[3].address: duplicate backend address "
+                     "\"[0:0::0:1]:9001\""}));
+  // The same backend may serve two pools.
+  const ProxyConfig cfg =
+      Load(kMinimal + "  - name: other\n    backends:\n      - address: 127.0.0.1:9001\n");
+  EXPECT_EQ(cfg.pools.size(), 2u);
+}
+
+TEST(ConfigLoaderPoolTest, DuplicateBackendId) {
+  EXPECT_EQ(Errors(kListeners + kRoutes +
+                   "pools:\n"
+                   "  - name: chat\n"
+                   "    backends:\n"
+                   "      - {address: 127.0.0.1:9001, id: a}\n"
+                   "      - {address: 127.0.0.1:9002, id: a}\n"),
+            (Strings{"t.yaml:10:39: pools[0].backends[1].id: duplicate backend id \"a\""}));
+  // An explicit id may not take the identity another backend has by default (its address).
+  EXPECT_EQ(Errors(kListeners + kRoutes +
+                   "pools:\n"
+                   "  - name: chat\n"
+                   "    backends:\n"
+                   "      - {address: 127.0.0.1:9001}\n"
+                   "      - {address: 127.0.0.1:9002, id: '127.0.0.1:9001'}\n"),
+            (Strings{"t.yaml:10:39: pools[0].backends[1].id: duplicate backend id "
+                     "\"127.0.0.1:9001\""}));
+  EXPECT_EQ(Errors(kListeners + kRoutes +
+                   "pools:\n"
+                   "  - name: chat\n"
+                   "    backends:\n"
+                   "      - {address: 127.0.0.1:9001, id: '127.0.0.1:9002'}\n"
+                   "      - {address: 127.0.0.1:9002}\n"),
+            (Strings{"t.yaml:10:19: pools[0].backends[1].address: duplicate backend id "
+                     "\"127.0.0.1:9002\""}));
+  // Ids are per pool.
+  const ProxyConfig cfg = Load(kListeners + kRoutes +
+                               "pools:\n"
+                               "  - name: chat\n"
+                               "    backends: [{address: 127.0.0.1:9001, id: a}]\n"
+                               "  - name: other\n"
+                               "    backends: [{address: 127.0.0.1:9002, id: a}]\n");
+  EXPECT_EQ(cfg.pools.size(), 2u);
+}
+
+TEST(ConfigLoaderPoolTest, BackendIdMustBeANonEmptyString) {
+  EXPECT_EQ(Errors(kMinimal + "        id: \"\"\n"),
+            (Strings{"t.yaml:10:13: pools[0].backends[0].id: must not be empty"}));
+  EXPECT_EQ(Errors(kMinimal + "        id: [a]\n"),
+            (Strings{"t.yaml:10:13: pools[0].backends[0].id: expected a string"}));
+}
+
+TEST(ConfigLoaderPoolTest, AllPoolErrorsAreReportedInFileOrder) {
+  EXPECT_EQ(Errors(PoolWith("    balance: sticky\n"
+                            "    sticky: {key: nope, load_factor: x}\n"
+                            "    health_check: {interval: 1s, timeout: 1s, type: udp}\n"
+                            "    outlier: {ejection_time: 0}\n"
+                            "    rebalance: {enabled: 1, tolerance: 0.5, rate: 0/s}\n"
+                            "    close_on_unhealthy: maybe\n")),
+            (Strings{
+                "t.yaml:4:19: pools[0].sticky.key: invalid sticky key \"nope\" (expected "
+                "cookie:NAME, header:NAME, query:NAME, client_ip or path)",
+                "t.yaml:4:38: pools[0].sticky.load_factor: expected a number",
+                "t.yaml:5:43: pools[0].health_check.timeout: timeout (1s) must be less than "
+                "interval (1s)",
+                "t.yaml:5:53: pools[0].health_check.type: unknown health check type \"udp\" "
+                "(expected tcp, http or websocket)",
+                "t.yaml:6:30: pools[0].outlier.ejection_time: must be greater than 0",
+                "t.yaml:7:26: pools[0].rebalance.enabled: expected true or false",
+                "t.yaml:7:40: pools[0].rebalance.tolerance: value 0.5 out of range (expected > 1 "
+                "and <= 10)",
+                "t.yaml:7:51: pools[0].rebalance.rate: rate 0/s out of range (expected 1..100000 "
+                "per second)",
+                "t.yaml:8:25: pools[0].close_on_unhealthy: expected true or false",
+            }));
+}
+
+TEST(ConfigLoaderRobustnessTest, RandomMutationsOfPoolSettings) {
+  const std::string base =
+      "listeners: [{name: public, address: 127.0.0.1:8080}]\n"
+      "routes: [{pool: chat}]\n"
+      "pools:\n"
+      "  - name: chat\n"
+      "    balance: sticky\n"
+      "    sticky: {key: 'cookie:sid', fallback: reject, load_factor: 1.25, insert_cookie: b}\n"
+      "    health_check: {interval: 2s, timeout: 1s, type: websocket, path: /h}\n"
+      "    outlier: {consecutive_failures: 5, ejection_time: 30s}\n"
+      "    rebalance: {enabled: true, tolerance: 1.2, rate: 50/s}\n"
+      "    close_on_unhealthy: false\n"
+      "    backends:\n"
+      "      - {address: 127.0.0.1:9001, weight: 2, id: chat-1}\n"
+      "      - {address: '[::1]:9002', id: chat-2}\n";
+  ASSERT_TRUE(std::holds_alternative<ProxyConfig>(LoadConfigString(base, "t.yaml")));
+  static constexpr char kInteresting[] = ":-[]{}&*!|>'\"#%@`?,~ \n\t0123456789aZ.e+/\\\x00\xff";
+  std::mt19937 rng(20240602);
+  for (int round = 0; round < 2000; ++round) {
+    std::string text = base;
+    const int edits = 1 + static_cast<int>(rng() % 3);
+    for (int i = 0; i < edits && !text.empty(); ++i) {
+      const size_t pos = rng() % text.size();
+      switch (rng() % 3) {
+        case 0:
+          text[pos] = kInteresting[rng() % (sizeof(kInteresting) - 1)];
+          break;
+        case 1:
+          text.insert(pos, 1, kInteresting[rng() % (sizeof(kInteresting) - 1)]);
+          break;
+        default:
+          text.erase(pos, 1 + rng() % 6);
+          break;
+      }
+    }
+    SCOPED_TRACE(text);
+    ExpectHandled(text);
+    if (HasFatalFailure()) return;
+  }
 }
 
 }  // namespace

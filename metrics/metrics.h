@@ -1,0 +1,146 @@
+// wsgate's Prometheus metrics: cheap counters on the data path, aggregated when scraped.
+//
+// A leaf library: it knows nothing of proxy/. The data path holds plain pointers to the counter
+// blocks below (resolved once per connection, never looked up by name per frame). Each block is
+// written by one event-loop thread only, with relaxed loads and stores (no locked instruction,
+// no shared cache line with another writer); a scrape reads them and serializes the Prometheus
+// text format with prometheus-cpp's TextSerializer. Blocks live as long as the registry, so a
+// reload never invalidates a pointer a live connection holds.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace wsgate::metrics {
+
+// A monotonically increasing count with one writer thread.
+class Counter {
+ public:
+  void Add(uint64_t n = 1) {
+    value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  uint64_t Get() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> value_{0};
+};
+
+// A value that goes up and down, with one writer thread.
+class Gauge {
+ public:
+  void Add(int64_t n) {
+    value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  void Set(int64_t v) { value_.store(v, std::memory_order_relaxed); }
+  int64_t Get() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<int64_t> value_{0};
+};
+
+// Fixed-bucket histogram of seconds, one writer thread.
+class Histogram {
+ public:
+  explicit Histogram(const std::vector<double>* bounds);
+  void Observe(double seconds);
+  const std::vector<double>& bounds() const { return *bounds_; }
+  std::vector<uint64_t> Counts() const;  // per bucket, not cumulative; last = +Inf
+  double Sum() const {
+    return static_cast<double>(sum_micros_.load(std::memory_order_relaxed)) / 1e6;
+  }
+
+ private:
+  const std::vector<double>* bounds_;
+  std::unique_ptr<std::atomic<uint64_t>[]> counts_;
+  std::atomic<uint64_t> sum_micros_{0};
+};
+
+enum Direction { kClientToBackend = 0, kBackendToClient = 1 };
+enum FrameKind { kText = 0, kBinary, kContinuation, kPing, kPong, kClose, kFrameKinds };
+enum HandshakeResult {
+  kUpgraded = 0,
+  kBadRequest,
+  kForbidden,
+  kTooLarge,
+  kTimeout,
+  kNoBackend,
+  kBackendFailed,
+  kBackendRejected,
+  kTlsFailed,
+  kOverLimit,
+  kNotFound,
+  kHandshakeResults
+};
+enum Initiator { kByClient = 0, kByBackend, kByProxy, kInitiators };
+enum ConnectFailure { kRefused = 0, kConnectTimeout, kReset, kBadResponse, kConnectFailures };
+
+// Frame and message counts of one pool, one block per pool name.
+struct PoolMetrics {
+  PoolMetrics();
+  std::array<Counter, 2> messages;
+  std::array<Counter, 2> bytes;
+  std::array<std::array<Counter, kFrameKinds>, 2> frames;
+  Histogram handshake_duration;
+  Histogram connection_duration;
+  // Close codes folded into bounded labels: each registered code, "3xxx", "4xxx", "other".
+  std::array<std::array<Counter, 24>, kInitiators> closes;
+};
+
+// One backend of one pool.
+struct BackendMetrics {
+  Gauge up;  // 1 healthy and accepting, 0 otherwise
+  std::array<Counter, kConnectFailures> connect_failures;
+};
+
+// Connections on one (listener, pool, backend).
+struct ConnectionMetrics {
+  Gauge active;
+  Counter total;
+};
+
+struct ListenerMetrics {
+  std::array<Counter, kHandshakeResults> handshakes;
+};
+
+// Index of |code| in PoolMetrics::closes.
+size_t CloseCodeSlot(uint16_t code);
+
+class Registry {
+ public:
+  explicit Registry(std::string version);
+
+  // Blocks are created on first use and never freed before the registry. Not for the per-frame
+  // path: call once per connection (or at configuration time) and keep the pointer.
+  PoolMetrics& Pool(const std::string& pool);
+  BackendMetrics& Backend(const std::string& pool, const std::string& backend);
+  ConnectionMetrics& Connections(const std::string& listener, const std::string& pool,
+                                 const std::string& backend);
+  ListenerMetrics& Listener(const std::string& listener);
+
+  Gauge& draining() { return draining_; }
+  Counter& reloads(bool ok) { return ok ? reloads_ok_ : reloads_failed_; }
+  Counter& rebalance_closes() { return rebalance_closes_; }
+
+  // The Prometheus text exposition format (version 0.0.4) of every metric.
+  std::string Serialize() const;
+
+ private:
+  std::string version_;
+  std::map<std::string, std::unique_ptr<PoolMetrics>> pools_;
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<BackendMetrics>> backends_;
+  std::map<std::tuple<std::string, std::string, std::string>, std::unique_ptr<ConnectionMetrics>>
+      connections_;
+  std::map<std::string, std::unique_ptr<ListenerMetrics>> listeners_;
+  Gauge draining_;
+  Counter reloads_ok_;
+  Counter reloads_failed_;
+  Counter rebalance_closes_;
+};
+
+}  // namespace wsgate::metrics
