@@ -16,7 +16,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libevent-2.1-7 libevent-core-2.1-7 \
       libevent-extra-2.1-7 libevent-openssl-2.1-7 libevent-pthreads-2.1-7 libssl3 \
-      libyaml-cpp0.7 ca-certificates \
+      libyaml-cpp0.7 libprometheus-cpp-core1.0 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --shell /usr/sbin/nologin wsgate \
  && mkdir -p /etc/wsgate

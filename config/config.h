@@ -120,6 +120,13 @@ struct TimeoutsConfig {
   Duration close{std::chrono::seconds(5)};  // wait for the peer's close frame / TCP close
 };
 
+struct LogConfig {
+  enum class Format { kText, kJson };
+  Format format = Format::kText;
+  std::string access = "stderr";  // stderr | off | a file path (appended; reopened on SIGHUP)
+  Duration flush_interval{0};     // interim access lines for long-lived connections; 0 = off
+};
+
 struct ProxyConfig {
   std::string source_path;  // file it was loaded from
   uint32_t workers = 1;
@@ -130,6 +137,7 @@ struct ProxyConfig {
   LimitsConfig limits;
   TimeoutsConfig timeouts;
   DrainConfig drain;
+  LogConfig log;
   uint32_t retries = 2;
 
   const PoolConfig* FindPool(const std::string& name) const {

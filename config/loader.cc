@@ -70,6 +70,23 @@ std::string Shorten(std::string_view text) {
   return std::string(text.substr(0, kMaxShown)) + "...";
 }
 
+// |text| with control bytes written as \xNN: yaml-cpp quotes the offending input raw.
+std::string Printable(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 0xf];
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 // Double-quotes a user-supplied value, escaping anything that would garble a one-line message.
 std::string Quote(std::string_view text) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -244,6 +261,7 @@ class Loader {
   void LoadLimits(const Value& v, LimitsConfig* out);
   void LoadTimeouts(const Value& v, TimeoutsConfig* out);
   void LoadDrain(const Value& v, DrainConfig* out);
+  void LoadLog(const Value& v, LogConfig* out);
 
   std::string file_;
   ConfigErrors errors_;
@@ -479,7 +497,7 @@ void Loader::LoadRoot(const YAML::Node& root, ProxyConfig* cfg) {
   const Value root_value{root, "", root.Mark()};
   const std::optional<Fields> fields = ReadMapping(
       root_value,
-      {"workers", "listeners", "admin", "routes", "pools", "limits", "timeouts", "drain",
+      {"workers", "listeners", "admin", "routes", "pools", "limits", "timeouts", "drain", "log",
        "retries"},
       false);
   if (!fields) return;
@@ -496,6 +514,7 @@ void Loader::LoadRoot(const YAML::Node& root, ProxyConfig* cfg) {
   if (const Value* v = fields->Find("limits")) LoadLimits(*v, &cfg->limits);
   if (const Value* v = fields->Find("timeouts")) LoadTimeouts(*v, &cfg->timeouts);
   if (const Value* v = fields->Find("drain")) LoadDrain(*v, &cfg->drain);
+  if (const Value* v = fields->Find("log")) LoadLog(*v, &cfg->log);
   if (const Value* v = fields->Find("retries"); v && ReadInt(*v, 0, 100, &n)) {
     cfg->retries = static_cast<uint32_t>(n);
   }
@@ -901,6 +920,32 @@ void Loader::LoadDrain(const Value& v, DrainConfig* out) {
   }
 }
 
+void Loader::LoadLog(const Value& v, LogConfig* out) {
+  const std::optional<Fields> fields =
+      ReadMapping(v, {"format", "access", "flush_interval"}, true);
+  if (!fields) return;
+  std::string text;
+  if (const Value* x = fields->Find("format"); x && ReadString(*x, &text)) {
+    if (text == "text") {
+      out->format = LogConfig::Format::kText;
+    } else if (text == "json") {
+      out->format = LogConfig::Format::kJson;
+    } else {
+      Error(*x, "unknown log format " + Quote(text) + " (expected text or json)");
+    }
+  }
+  if (const Value* x = fields->Find("access"); x && ReadString(*x, &text)) {
+    if (text.empty()) {
+      Error(*x, "must not be empty (use off to disable the access log)");
+    } else {
+      out->access = text;
+    }
+  }
+  if (const Value* x = fields->Find("flush_interval")) {
+    ReadDuration(*x, false, &out->flush_interval);
+  }
+}
+
 // Remembers where the first node of a document starts.
 class FirstMarkHandler : public YAML::EventHandler {
  public:
@@ -968,7 +1013,7 @@ LoadResult LoadConfigString(const std::string& yaml_text, const std::string& fil
     // with the message "bad file"; parsing a string can fail that way for no other reason.
     const bool too_deep = e.msg == YAML::ErrorMsg::BAD_FILE;
     loader.Error(e.mark, "",
-                 too_deep ? "syntax error: nesting is too deep" : "syntax error: " + e.msg);
+                 too_deep ? "syntax error: nesting is too deep" : "syntax error: " + Printable(e.msg));
   } catch (const std::exception& e) {
     // Not expected; kept so that no input can take the process down.
     loader.Error(YAML::Mark::null_mark(), "", std::string("internal error: ") + e.what());

@@ -48,24 +48,6 @@ std::vector<std::string> SplitPath(const std::string& path) {
 
 }  // namespace
 
-std::string JsonString(const std::string& text) {
-  std::string out = "\"";
-  for (unsigned char c : text) {
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(static_cast<char>(c));
-    } else if (c < 0x20) {
-      char escaped[8];
-      std::snprintf(escaped, sizeof(escaped), "\\u%04x", c);
-      out.append(escaped);
-    } else {
-      out.push_back(static_cast<char>(c));
-    }
-  }
-  out.push_back('"');
-  return out;
-}
-
 std::unique_ptr<AdminServer> AdminServer::Create(event_base* base, const config::HostPort& address,
                                                  std::string token, AdminHandler& handler,
                                                  std::string* error) {

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "config/config.h"
+#include "proxy/core/json.h"
 
 namespace wsgate {
 
@@ -52,8 +53,5 @@ class AdminServer {
   evhttp* http_ = nullptr;
   evhttp_bound_socket* socket_ = nullptr;
 };
-
-// Escape |text| as a JSON string literal, quotes included.
-std::string JsonString(const std::string& text);
 
 }  // namespace wsgate

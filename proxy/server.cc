@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <csignal>
+#include <deque>
 #include <cstdio>
 #include <fstream>
 #include <variant>
@@ -44,7 +45,7 @@ std::string BackendJson(const Backend& backend) {
 Server::Server(std::string config_path)
     : config_path_(std::move(config_path)),
       metrics_(WSGATE_VERSION),
-      context_{loop_, registry_, current_, metrics_} {}
+      context_{loop_, registry_, current_, metrics_, access_log_} {}
 
 Server::~Server() {
   // Sessions and listeners hold libevent objects of loop_'s base: free them before the loop.
@@ -59,6 +60,7 @@ std::unique_ptr<Server> Server::Create(config::ProxyConfig config, std::string c
   RuntimePtr runtime = BuildRuntime(std::move(config), nullptr, error);
   if (!runtime) return nullptr;
   server->current_ = std::move(runtime);
+  if (!server->access_log_.Configure(server->current_->config.log, error)) return nullptr;
   server->takeover_ = takeover;
   bool ok = server->SyncListeners(error) && server->SyncAdmin(error);
   server->takeover_ = nullptr;
@@ -254,6 +256,9 @@ bool Server::Apply(RuntimePtr next, std::string* error) {
   RuntimePtr previous = current_;
   current_ = std::move(next);
   SyncHealthChecks();
+  // Reopens a file destination too, so SIGHUP after log rotation starts the new file.
+  std::string log_error;
+  if (!access_log_.Configure(current_->config.log, &log_error)) LOG_ERROR("reload: " + log_error);
   // Listener or admin bind failures are logged; what could be opened stays open.
   std::string listener_error;
   bool ok = SyncListeners(&listener_error) && SyncAdmin(&listener_error);
@@ -306,16 +311,17 @@ void Server::OnHealthChange(Backend& backend) {
 // backends above tolerance × their weighted share (close 1012, at most rebalance.rate per second)
 // so those clients reconnect and land on the emptier backends.
 void Server::Rebalance(Clock::time_point now) {
-  double elapsed = last_rebalance_ == Clock::time_point{}
-                       ? 0.0
-                       : std::chrono::duration<double>(now - last_rebalance_).count();
-  last_rebalance_ = now;
   for (Pool& pool : current_->pools) {
     const config::PoolConfig* config = PoolConfigOf(pool.name);
     if (config == nullptr || !config->rebalance.enabled) continue;
     const config::RebalanceConfig& rebalance = config->rebalance;
-    double& budget = rebalance_budget_[pool.name];
-    budget = std::min(rebalance.rate, budget + elapsed * rebalance.rate);
+    // At most |rate| closes in any one-second window (a log of recent closes), spread evenly:
+    // at most one tick's share per tick.
+    std::deque<Clock::time_point>& recent = rebalance_log_[pool.name];
+    while (!recent.empty() && now - recent.front() >= std::chrono::seconds(1)) recent.pop_front();
+    double per_tick =
+        std::max(1.0, rebalance.rate * std::chrono::duration<double>(kTickInterval).count());
+    double budget = std::min(per_tick, rebalance.rate - static_cast<double>(recent.size()));
     if (budget < 1.0) continue;
 
     // Connections already told to go still count in |active| until they finish.
@@ -354,6 +360,7 @@ void Server::Rebalance(Clock::time_point now) {
                ", weighted share " + std::to_string(static_cast<int64_t>(share)) + ")");
       for (size_t i = 0; i < count; ++i) candidates[i]->GoAway(ws::kServiceRestart, "rebalancing");
       budget -= static_cast<double>(count);
+      recent.insert(recent.end(), count, now);
       rebalance_closes_ += count;
       metrics_.rebalance_closes().Add(count);
     }
@@ -489,6 +496,11 @@ void Server::Tick() {
     }
   }
   if (phase_ == Phase::kServing) Rebalance(now);
+  auto flush = current_->config.log.flush_interval;
+  if (flush.count() > 0 && now - last_interim_scan_ >= std::chrono::seconds(1)) {
+    last_interim_scan_ = now;
+    registry_.ForEach([&](Session& session) { session.MaybeLogInterim(flush); });
+  }
   // Connections on a drained backend close once its deadline passes.
   std::vector<Session*> expired;
   registry_.ForEach([&](Session& session) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -84,6 +85,7 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   std::string ready_file_;
   EventLoop loop_;
   metrics::Registry metrics_;
+  AccessLog access_log_;
   RuntimePtr current_;
   SessionRegistry registry_;
   SessionContext context_;
@@ -92,8 +94,8 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   std::unique_ptr<HandoverServer> handover_;
   std::vector<std::unique_ptr<HealthChecker>> health_checkers_;
   std::vector<BackendPtr> retired_;  // removed by a reload, listed while connections remain
-  std::chrono::steady_clock::time_point last_rebalance_{};
-  std::map<std::string, double> rebalance_budget_;  // per pool: closes allowed now (token bucket)
+  std::chrono::steady_clock::time_point last_interim_scan_{};
+  std::map<std::string, std::deque<std::chrono::steady_clock::time_point>> rebalance_log_;
   TakeoverClient* takeover_ = nullptr;  // only during Create()
   std::string admin_address_text_;
   std::vector<EventPtr> signal_events_;

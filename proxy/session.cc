@@ -75,6 +75,23 @@ timeval ToTimeval(config::Duration d) {
   return tv;
 }
 
+std::string NewConnectionId() {
+  unsigned char raw[16];
+  if (RAND_bytes(raw, sizeof(raw)) != 1) {
+    // RAND_bytes only fails if the CSPRNG cannot be seeded; fall back to a counter + time.
+    static uint64_t counter = 0;
+    uint64_t parts[2] = {static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()), ++counter};
+    std::memcpy(raw, parts, sizeof(raw));
+  }
+  static const char kHex[] = "0123456789abcdef";
+  std::string id(32, '0');
+  for (size_t i = 0; i < sizeof(raw); ++i) {
+    id[2 * i] = kHex[raw[i] >> 4];
+    id[2 * i + 1] = kHex[raw[i] & 0xF];
+  }
+  return id;
+}
+
 std::string Quote(const std::string& text) {
   std::string out = "\"";
   for (char c : text) {
@@ -97,6 +114,7 @@ Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* pe
                  std::string listener_name)
     : context_(context),
       runtime_(context.current),
+      id_(NewConnectionId()),
       listener_name_(std::move(listener_name)),
       request_parser_(http::HeadKind::kRequest, RequestLimits(context.current->config)),
       response_parser_(http::HeadKind::kResponse, RequestLimits(context.current->config)),
@@ -218,7 +236,8 @@ void Session::HandleRequestHead() {
       preferred_backend_ = FindByOpaqueId(pool().backends, cookie);
     }
   }
-  http::ForwardingInfo info{client_ip, false};
+  path_.assign(handshake.path);
+  http::ForwardingInfo info{client_ip, false, id_};
   upstream_request_ = http::BuildUpstreamRequest(request, info);
   evbuffer_drain(input, request_parser_.head_length());
   tried_.assign(pool().backends.size(), false);
@@ -489,6 +508,7 @@ void Session::HandleResponseHead() {
   }
   // Valid 101: relay the backend's head unchanged (plus the sticky cookie), then frames.
   http_status_ = 101;
+  subprotocol_.assign(response.Field("sec-websocket-protocol"));
   evbuffer* client_output = bufferevent_get_output(client_.bev.get());
   const std::string& cookie_name = pool_config().sticky.insert_cookie;
   if (pool_config().balance == config::Balance::kSticky && !cookie_name.empty()) {
@@ -833,6 +853,39 @@ void Session::OnTimer() {
   }
 }
 
+AccessRecord Session::MakeAccessRecord(bool interim) const {
+  AccessRecord r;
+  r.interim = interim;
+  r.connection_id = id_;
+  r.client = peer_text_;
+  r.listener = listener_name_;
+  r.route = route_index_ >= 0 ? std::to_string(route_index_) : "";
+  r.pool = pool_index_ >= 0 ? runtime_->pools[static_cast<size_t>(pool_index_)].name : "";
+  r.backend = chosen_backend_ ? chosen_backend_->address : last_backend_;
+  r.path = path_;
+  r.subprotocol = subprotocol_;
+  r.status = http_status_;
+  r.duration_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count();
+  r.bytes_in = client_to_backend_ ? client_to_backend_->bytes() : 0;
+  r.bytes_out = backend_to_client_ ? backend_to_client_->bytes() : 0;
+  r.messages_in = client_to_backend_ ? client_to_backend_->messages() : 0;
+  r.messages_out = backend_to_client_ ? backend_to_client_->messages() : 0;
+  r.close_code = close_code_;
+  r.closed_by = closed_by_ != nullptr ? closed_by_ : "";
+  r.reason = reason_;
+  return r;
+}
+
+void Session::MaybeLogInterim(std::chrono::steady_clock::duration interval) {
+  auto now = std::chrono::steady_clock::now();
+  if (state_ != State::kSpliced || closing_) return;
+  if (last_access_line_ == std::chrono::steady_clock::time_point{}) last_access_line_ = started_at_;
+  if (now - last_access_line_ < interval) return;
+  last_access_line_ = now;
+  context_.access_log.Write(MakeAccessRecord(true));
+}
+
 void Session::ReleaseBackend() {
   if (!chosen_backend_) return;
   --chosen_backend_->active;
@@ -860,21 +913,7 @@ void Session::Finish(const char* closed_by) {
                                                      : metrics::kByProxy;
     pool_metrics_->closes[initiator][metrics::CloseCodeSlot(close_code_)].Add();
   }
-  char duration[32];
-  std::snprintf(duration, sizeof(duration), "%.3fs", seconds);
-  std::string pool = pool_index_ >= 0 ? this->pool().name : "-";
-  std::string line = "access client=" + peer_text_ + " listener=" + listener_name_ +
-                     " route=" + (route_index_ >= 0 ? std::to_string(route_index_) : "-") +
-                     " pool=" + pool + " backend=" + (last_backend_.empty() ? "-" : last_backend_) +
-                     " status=" + std::to_string(http_status_) + " duration=" + duration;
-  line += " bytes_in=" + std::to_string(client_to_backend_ ? client_to_backend_->bytes() : 0);
-  line += " bytes_out=" + std::to_string(backend_to_client_ ? backend_to_client_->bytes() : 0);
-  line += " msgs_in=" + std::to_string(client_to_backend_ ? client_to_backend_->messages() : 0);
-  line += " msgs_out=" + std::to_string(backend_to_client_ ? backend_to_client_->messages() : 0);
-  line += " close_code=" + std::to_string(close_code_);
-  line += std::string(" closed_by=") + closed_by_;
-  line += " reason=" + Quote(reason_);
-  LOG_INFO(line);
+  context_.access_log.Write(MakeAccessRecord(false));
 
   context_.loop.DeferDelete(context_.registry.Release(*this));
 }

@@ -18,6 +18,7 @@
 
 #include "config/config.h"
 #include "metrics/metrics.h"
+#include "proxy/access_log.h"
 #include "proxy/balancer.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/core/libevent_ptr.h"
@@ -54,6 +55,7 @@ struct SessionContext {
   SessionRegistry& registry;
   const RuntimePtr& current;  // the configuration generation new sessions start under
   metrics::Registry& metrics;
+  AccessLog& access_log;
 };
 
 class Session final : public Deferrable {
@@ -74,6 +76,10 @@ class Session final : public Deferrable {
   bool finished() const { return state_ == State::kFinished; }
   bool upgraded() const { return state_ == State::kSpliced; }
   bool going_away() const { return going_away_; }
+  const std::string& id() const { return id_; }
+  // Write an interim access-log line if the last one is older than |interval|.
+  void MaybeLogInterim(std::chrono::steady_clock::duration interval);
+
   // The backend this session uses, or null before one is chosen.
   const Backend* backend() const { return chosen_backend_.get(); }
 
@@ -145,6 +151,7 @@ class Session final : public Deferrable {
   void StartClosingTimer();
   void CloseAfterFlush(Side side);
   void Finish(const char* closed_by);
+  AccessRecord MakeAccessRecord(bool interim) const;
   void ReleaseBackend();
 
   Endpoint& endpoint(Side side) { return side == Side::kClient ? client_ : backend_; }
@@ -159,6 +166,10 @@ class Session final : public Deferrable {
 
   SessionContext& context_;
   RuntimePtr runtime_;  // the generation this session started under
+  std::string id_;      // 128 random bits, hex: unique across restarts and instances
+  std::string path_;
+  std::string subprotocol_;
+  std::chrono::steady_clock::time_point last_access_line_;
   std::list<SessionPtr>::iterator self_;  // position in the registry
   State state_ = State::kReadingRequest;
   std::string listener_name_;

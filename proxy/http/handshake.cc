@@ -252,6 +252,9 @@ std::string BuildUpstreamRequest(const HeadView& request, const ForwardingInfo& 
   if (!forwarded.empty()) forwarded.append(", ");
   forwarded.append(element);
   AppendLine(out, "Forwarded", forwarded);
+  if (!info.request_id.empty() && request.FieldCount("x-request-id") == 0) {
+    AppendLine(out, "X-Request-Id", info.request_id);
+  }
   out.append("\r\n");
   return out;
 }

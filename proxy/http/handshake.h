@@ -49,6 +49,7 @@ const char* StatusText(int status);
 struct ForwardingInfo {
   std::string client_ip;  // "1.2.3.4" or "2001:db8::1"
   bool client_tls = false;
+  std::string request_id;  // sent as X-Request-Id unless the client sent one
 };
 
 // The upgrade request sent to the backend: the client's request line and fields, minus

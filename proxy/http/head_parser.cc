@@ -67,9 +67,16 @@ ParseStatus HeadParser::Parse(std::string_view buffered) {
     // Find the end of the current line: CRLF. A lone LF, or CR followed by anything else, fails.
     size_t end = std::string_view::npos;
     while (scan_ < buffered.size()) {
+      // Judge the limits byte by byte, so the verdict never depends on how the bytes were split.
+      if (!start_line_done_ && scan_ - pos_ > limits_.max_start_line_bytes) {
+        return Fail(ParseError::kStartLineTooLong);
+      }
+      if (scan_ >= limits_.max_head_bytes) return Fail(ParseError::kHeadTooLarge);
       char c = buffered[scan_];
       if (c == '\n') return Fail(ParseError::kBareLF);
       if (c == '\r') {
+        // A line ending here cannot end within the head limit.
+        if (scan_ + 2 > limits_.max_head_bytes) return Fail(ParseError::kHeadTooLarge);
         if (scan_ + 1 >= buffered.size()) break;  // need the next byte
         if (buffered[scan_ + 1] != '\n') return Fail(ParseError::kBareCR);
         end = scan_;

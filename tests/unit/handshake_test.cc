@@ -387,7 +387,7 @@ TEST(HandshakeTest, BuildUpstreamRequestExact) {
   };
   Parsed req(MakeHead("GET /chat?room=1 HTTP/1.1", fields), HeadKind::kRequest);
   ASSERT_EQ(req.status(), ParseStatus::kComplete);
-  std::string out = BuildUpstreamRequest(req.view(), ForwardingInfo{"198.51.100.2", false});
+  std::string out = BuildUpstreamRequest(req.view(), ForwardingInfo{"198.51.100.2", false, ""});
   EXPECT_EQ(out,
             "GET /chat?room=1 HTTP/1.1\r\n"
             "Host: example.com:8080\r\n"
@@ -431,7 +431,7 @@ TEST(HandshakeTest, BuildUpstreamRequestExact) {
 TEST(HandshakeTest, BuildUpstreamRequestIpv6AndTls) {
   Fields fields = Replace(kClientFields, "host", "[2001:db8::5]:8443");
   Parsed req(MakeHead("GET /ws HTTP/1.1", fields), HeadKind::kRequest);
-  std::string out = BuildUpstreamRequest(req.view(), ForwardingInfo{"::1", true});
+  std::string out = BuildUpstreamRequest(req.view(), ForwardingInfo{"::1", true, ""});
   EXPECT_EQ(out,
             "GET /ws HTTP/1.1\r\n"
             "Host: [2001:db8::5]:8443\r\n"
@@ -459,7 +459,7 @@ TEST(HandshakeTest, BuildUpstreamRequestMergesForwardingFields) {
   fields = Plus(fields, "X-FORWARDED-PROTO", "wss");
   fields = Plus(fields, "X-Forwarded-Host", "spoof");
   Parsed req(MakeHead(kStart, fields), HeadKind::kRequest);
-  std::string out = BuildUpstreamRequest(req.view(), ForwardingInfo{"192.0.2.1", true});
+  std::string out = BuildUpstreamRequest(req.view(), ForwardingInfo{"192.0.2.1", true, ""});
   Parsed upstream(out, HeadKind::kRequest);
   ASSERT_EQ(upstream.status(), ParseStatus::kComplete);
   HeadView view = upstream.view();
@@ -477,7 +477,7 @@ TEST(HandshakeTest, BuildUpstreamRequestMergesForwardingFields) {
 
 TEST(HandshakeTest, BuildUpstreamRequestQuotesForwardedHost) {
   Parsed req(MakeHead(kStart, Replace(kClientFields, "host", "a\"b\\c")), HeadKind::kRequest);
-  std::string out = BuildUpstreamRequest(req.view(), ForwardingInfo{"192.0.2.1", false});
+  std::string out = BuildUpstreamRequest(req.view(), ForwardingInfo{"192.0.2.1", false, ""});
   Parsed upstream(out, HeadKind::kRequest);
   ASSERT_EQ(upstream.status(), ParseStatus::kComplete);
   EXPECT_EQ(upstream.view().Field("forwarded"), "for=192.0.2.1;host=\"a\\\"b\\\\c\";proto=http");
@@ -491,7 +491,7 @@ TEST(HandshakeTest, BuildUpstreamRequestDropsFieldsNamedByConnection) {
   fields = Plus(fields, "x-b", "2");
   fields = Plus(fields, "X-C", "3");
   Parsed req(MakeHead(kStart, fields), HeadKind::kRequest);
-  std::string out = BuildUpstreamRequest(req.view(), ForwardingInfo{"192.0.2.1", false});
+  std::string out = BuildUpstreamRequest(req.view(), ForwardingInfo{"192.0.2.1", false, ""});
   Parsed upstream(out, HeadKind::kRequest);
   ASSERT_EQ(upstream.status(), ParseStatus::kComplete);
   HeadView view = upstream.view();
@@ -658,6 +658,30 @@ TEST(HandshakeTest, BuildRelayedResponseHeadKeepsTransferEncodingAndEmptyReason)
   ASSERT_EQ(again.status(), ParseStatus::kComplete);
   EXPECT_EQ(again.parser().status_code(), 500);
   EXPECT_EQ(again.view().Get(again.parser().reason()), "");
+}
+
+}  // namespace
+}  // namespace wsgate::http
+
+namespace wsgate::http {
+namespace {
+
+TEST(HandshakeRequestIdTest, AddedUnlessTheClientSentOne) {
+  const std::string head =
+      "GET /chat HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+  for (bool client_sent : {false, true}) {
+    std::string text = head + (client_sent ? "X-Request-Id: mine\r\n" : "") + "\r\n";
+    HeadParser parser(HeadKind::kRequest, HeadLimits{});
+    ASSERT_EQ(parser.Parse(text), ParseStatus::kComplete);
+    std::string out =
+        BuildUpstreamRequest(HeadView(parser, text), ForwardingInfo{"10.0.0.1", false, "abc123"});
+    HeadParser again(HeadKind::kRequest, HeadLimits{});
+    ASSERT_EQ(again.Parse(out), ParseStatus::kComplete) << out;
+    HeadView view(again, out);
+    EXPECT_EQ(view.FieldCount("x-request-id"), 1u) << out;
+    EXPECT_EQ(view.Field("x-request-id"), client_sent ? "mine" : "abc123") << out;
+  }
 }
 
 }  // namespace

@@ -1,0 +1,56 @@
+// The access log: one line per finished client connection (and, with log.flush_interval, interim
+// lines for long-lived ones), as key=value text or JSON, to stderr, a file, or nowhere.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "config/config.h"
+
+namespace wsgate {
+
+struct AccessRecord {
+  bool interim = false;  // a progress line for a connection still open
+  std::string connection_id;
+  std::string client;
+  std::string listener;
+  std::string route;
+  std::string pool;
+  std::string backend;
+  std::string path;
+  std::string subprotocol;
+  int status = 0;
+  double duration_seconds = 0;
+  uint64_t bytes_in = 0;   // client → backend
+  uint64_t bytes_out = 0;  // backend → client
+  uint64_t messages_in = 0;
+  uint64_t messages_out = 0;
+  uint16_t close_code = 0;
+  std::string closed_by;
+  std::string reason;
+};
+
+class AccessLog {
+ public:
+  AccessLog() = default;
+  ~AccessLog();
+  AccessLog(const AccessLog&) = delete;
+  AccessLog& operator=(const AccessLog&) = delete;
+
+  // Apply |config| (format and destination); reopens a file destination, so a SIGHUP after log
+  // rotation starts a new file. Returns false with |error| set if the file cannot be opened (the
+  // previous destination is kept).
+  bool Configure(const config::LogConfig& config, std::string* error);
+
+  void Write(const AccessRecord& record);
+
+  static std::string FormatText(const AccessRecord& record);
+  static std::string FormatJson(const AccessRecord& record);
+
+ private:
+  config::LogConfig::Format format_ = config::LogConfig::Format::kText;
+  bool off_ = false;
+  int fd_ = -1;  // -1: stderr through the logger
+};
+
+}  // namespace wsgate
