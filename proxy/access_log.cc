@@ -15,22 +15,6 @@
 namespace wsgate {
 namespace {
 
-std::string QuoteText(const std::string& text) {
-  std::string out = "\"";
-  for (char c : text) {
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out.push_back(' ');
-    } else {
-      out.push_back(c);
-    }
-  }
-  out.push_back('"');
-  return out;
-}
-
 std::string OrDash(const std::string& text) { return text.empty() ? "-" : text; }
 
 std::string Timestamp() {
@@ -78,13 +62,13 @@ std::string AccessLog::FormatText(const AccessRecord& r) {
   std::string line = r.interim ? "access-interim" : "access";
   line += " id=" + r.connection_id + " client=" + r.client + " listener=" + r.listener +
           " route=" + OrDash(r.route) + " pool=" + OrDash(r.pool) + " backend=" + OrDash(r.backend) +
-          " path=" + QuoteText(r.path) + " subprotocol=" + OrDash(r.subprotocol) +
+          " path=" + log::Quoted(r.path) + " subprotocol=" + OrDash(r.subprotocol) +
           " status=" + std::to_string(r.status) + " duration=" + Seconds(r.duration_seconds) + "s" +
           " bytes_in=" + std::to_string(r.bytes_in) + " bytes_out=" + std::to_string(r.bytes_out) +
           " msgs_in=" + std::to_string(r.messages_in) +
           " msgs_out=" + std::to_string(r.messages_out) +
           " close_code=" + std::to_string(r.close_code) + " closed_by=" + OrDash(r.closed_by) +
-          " reason=" + QuoteText(r.reason);
+          " reason=" + log::Quoted(r.reason);
   return line;
 }
 

@@ -42,7 +42,7 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
         evbuffer_drain(source, n);
       }
       remaining_ -= n;
-      bytes_ += n;
+      if (sink != nullptr) bytes_ += n;  // counts what was relayed, not what was dropped
       if (metrics_ != nullptr && sink != nullptr) metrics_->bytes[direction_].Add(n);
       if (remaining_ == 0 && current_is_close_) {
         close_relayed_ = true;
@@ -99,8 +99,10 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
         close_reason_.assign(reinterpret_cast<const char*>(payload + 2), payload_length - 2);
       }
     }
-    ++frames_;
-    if (sequencer_.message_completed()) ++messages_;
+    if (sink != nullptr) {
+      ++frames_;
+      if (sequencer_.message_completed()) ++messages_;
+    }
     if (metrics_ != nullptr && sink != nullptr) {
       metrics_->frames[direction_][KindOf(header.opcode)].Add();
       metrics_->bytes[direction_].Add(header.header_length);
@@ -111,7 +113,7 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
     } else {
       evbuffer_drain(source, header.header_length);
     }
-    bytes_ += header.header_length;
+    if (sink != nullptr) bytes_ += header.header_length;
     remaining_ = header.payload_length;
     if (remaining_ == 0 && current_is_close_) {
       close_relayed_ = true;

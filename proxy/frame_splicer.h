@@ -49,6 +49,7 @@ class FramePipe {
   uint16_t close_code() const { return close_code_; }
   const std::string& close_reason() const { return close_reason_; }
 
+  // What reached the sink (frames parsed and dropped in discard mode are not counted).
   uint64_t bytes() const { return bytes_; }
   uint64_t frames() const { return frames_; }
   uint64_t messages() const { return messages_; }

@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "proxy/core/event_loop.h"
 #include "proxy/core/log.h"
 #include "proxy/http/handshake.h"
 #include "proxy/upstream.h"
@@ -12,13 +13,6 @@
 
 namespace wsgate {
 namespace {
-
-timeval ToTimeval(config::Duration d) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(d.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((d.count() % 1000) * 1000);
-  return tv;
-}
 
 std::string RandomKey() {
   unsigned char raw[16];

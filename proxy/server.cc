@@ -9,6 +9,7 @@
 #include <variant>
 
 #include "config/loader.h"
+#include "proxy/core/event_loop.h"
 #include "proxy/core/log.h"
 #include "proxy/upstream.h"
 #include "proxy/ws/frame.h"
@@ -17,13 +18,6 @@ namespace wsgate {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-timeval ToTimeval(config::Duration d) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(d.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((d.count() % 1000) * 1000);
-  return tv;
-}
 
 constexpr config::Duration kTickInterval{100};
 
@@ -318,7 +312,11 @@ void Server::Rebalance(Clock::time_point now) {
     // At most |rate| closes in any one-second window (a log of recent closes), spread evenly:
     // at most one tick's share per tick.
     std::deque<Clock::time_point>& recent = rebalance_log_[pool.name];
-    while (!recent.empty() && now - recent.front() >= std::chrono::seconds(1)) recent.pop_front();
+    // The window is one tick longer than a second, so tick jitter can never fit rate + one tick's
+    // share into a second as seen by the clients.
+    while (!recent.empty() && now - recent.front() >= std::chrono::seconds(1) + kTickInterval) {
+      recent.pop_front();
+    }
     double per_tick =
         std::max(1.0, rebalance.rate * std::chrono::duration<double>(kTickInterval).count());
     double budget = std::min(per_tick, rebalance.rate - static_cast<double>(recent.size()));
@@ -552,7 +550,7 @@ std::string Server::NotReadyReason() {
   for (const Pool& pool : current_->pools) {
     bool any = false;
     for (const BackendPtr& backend : pool.backends) {
-      if (!backend->draining) any = true;
+      if (backend->accepting()) any = true;
     }
     if (!any) return "pool " + pool.name + " has no available backend";
   }

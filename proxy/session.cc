@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "proxy/core/event_loop.h"
 #include "proxy/core/log.h"
 #include "proxy/http/handshake.h"
 #include "proxy/http/request_key.h"
@@ -68,13 +69,6 @@ http::HeadLimits RequestLimits(const config::ProxyConfig& config) {
                           128};
 }
 
-timeval ToTimeval(config::Duration d) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(d.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((d.count() % 1000) * 1000);
-  return tv;
-}
-
 std::string NewConnectionId() {
   unsigned char raw[16];
   if (RAND_bytes(raw, sizeof(raw)) != 1) {
@@ -90,22 +84,6 @@ std::string NewConnectionId() {
     id[2 * i + 1] = kHex[raw[i] & 0xF];
   }
   return id;
-}
-
-std::string Quote(const std::string& text) {
-  std::string out = "\"";
-  for (char c : text) {
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out.push_back(' ');
-    } else {
-      out.push_back(c);
-    }
-  }
-  out.push_back('"');
-  return out;
 }
 
 }  // namespace
@@ -285,7 +263,7 @@ void Session::Reject(int status, const std::string& reason, const std::string& e
   ReleaseBackend();
   backend_.bev.reset();
   LOG_DEBUG("session client=" + peer_text_ + " rejected status=" + std::to_string(status) +
-            " reason=" + Quote(reason));
+            " reason=" + log::Quoted(reason));
   std::string response = http::BuildErrorResponse(status, reason, extra_header);
   bufferevent_write(client_.bev.get(), response.data(), response.size());
   BeginLingeringClose();

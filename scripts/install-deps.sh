@@ -12,8 +12,9 @@ packages=(
   python3 python3-websockets
 )
 if [ "${1:-}" != "--runtime-only" ]; then
-  # Tests: pytest, curl and openssl as outside clients; clang for the sanitizer build.
-  packages+=(python3-pytest curl openssl clang-14 libclang-rt-14-dev)
+  # Tests: pytest, curl and openssl as outside clients; clang for the sanitizer build;
+  # prometheus (promtool and the server) for the metrics tests.
+  packages+=(python3-pytest curl openssl clang-14 libclang-rt-14-dev prometheus)
 fi
 
 missing=()

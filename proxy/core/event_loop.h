@@ -5,12 +5,21 @@
 // (the pattern Envoy, Tor and h2o use). This is what keeps a callback from touching freed memory.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <vector>
 
 #include "proxy/core/libevent_ptr.h"
 
 namespace wsgate {
+
+// A libevent timeout from a millisecond duration.
+inline timeval ToTimeval(std::chrono::milliseconds d) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(d.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((d.count() % 1000) * 1000);
+  return tv;
+}
 
 class Deferrable {
  public:

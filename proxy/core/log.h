@@ -14,6 +14,10 @@ bool ParseLevel(std::string_view text, Level* out);
 bool Enabled(Level level);
 void Write(Level level, std::string_view message);
 
+// |text| in double quotes for a key=value line: quotes and backslashes escaped, control
+// characters replaced by spaces, so a peer-supplied value can never break the line apart.
+std::string Quoted(std::string_view text);
+
 }  // namespace wsgate::log
 
 #define WSGATE_LOG(level, expr)                                   \
