@@ -11,6 +11,7 @@
 #include "config/loader.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/core/log.h"
+#include "proxy/sticky_balancer.h"
 #include "proxy/upstream.h"
 #include "proxy/ws/frame.h"
 
@@ -20,6 +21,22 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr config::Duration kTickInterval{100};
+
+// The backend a sticky key hashes to among those taking connections, loads aside.
+const Backend* StickyTopChoice(const std::vector<BackendPtr>& backends, uint64_t key_hash) {
+  const Backend* best = nullptr;
+  double best_score = -1;
+  for (const BackendPtr& backend : backends) {
+    if (!backend->accepting()) continue;
+    double score =
+        RendezvousScore(key_hash, HashKey(BackendHashIdentity(*backend)), backend->weight);
+    if (score > best_score) {
+      best_score = score;
+      best = backend.get();
+    }
+  }
+  return best;
+}
 
 const char* BackendState(const Backend& backend) {
   if (backend.removed) return "removed";
@@ -331,6 +348,12 @@ void Server::Rebalance(Clock::time_point now) {
       if (session.going_away()) {
         ++leaving[backend];
       } else if (session.upgraded()) {
+        // Sticky pools move only connections whose key now hashes to another backend.
+        uint64_t key_hash = 0;
+        if (config->balance == config::Balance::kSticky && session.sticky_key(&key_hash) &&
+            StickyTopChoice(pool.backends, key_hash) == backend) {
+          return;
+        }
         open[backend].push_back(&session);
       }
     });

@@ -77,6 +77,11 @@ class Session final : public Deferrable {
   bool upgraded() const { return state_ == State::kSpliced; }
   bool going_away() const { return going_away_; }
   const std::string& id() const { return id_; }
+  // The sticky routing key's hash, if this session was placed by one.
+  bool sticky_key(uint64_t* hash) const {
+    *hash = pick_.key_hash;
+    return pick_.has_key;
+  }
   // Write an interim access-log line if the last one is older than |interval|.
   void MaybeLogInterim(std::chrono::steady_clock::duration interval);
 

@@ -905,3 +905,52 @@ async def test_rebalance_after_scale_up(gates):
     assert balanced_at is not None and level(final_admin), (
         f"not within +-10% of {n // 4} each within 12s: {summary}")
     assert peak <= rate + 1, f"more than {rate}+1 closes in one second: {summary}"
+
+
+@async_test(timeout=90)
+async def test_sticky_rebalance_moves_only_keys_that_hash_elsewhere(gates):
+    """A sticky pool grows from 2 to 4 backends: only connections whose key now hashes to another
+    backend get 1012, and on reconnect each lands where its key now hashes; the others stay."""
+    backends = await start_echo_backends(4, greet=True)
+    old, new = backends[:2], backends[2:]
+    sticky = {"key": "query:k", "fallback": "reject", "load_factor": 0}
+    settings = dict(balance="sticky", sticky=sticky,
+                    rebalance={"enabled": True, "tolerance": 1.2, "rate": "200/s"})
+    gate = await gates.launch(gate_config(pool("s", [b.address for b in old], **settings)))
+    n = 120
+    held = {}
+    for i in range(n):
+        client, _, name = await open_tunnel(gate, f"/?k=key-{i}")
+        held[i] = (client, name)
+
+    await reload(gate, gate_config(pool("s", [b.address for b in backends], **settings)), gates)
+    async def landing(i):
+        """Where key i lands now (load_factor 0, so load never diverts it)."""
+        client, _, name = await open_tunnel(gate, f"/?k=key-{i}")
+        await close_tunnel(client)
+        return name
+
+    now_on = {i: await landing(i) for i in range(n)}
+    moving = {i for i in range(n) if now_on[i] != held[i][1]}
+    assert moving and all(now_on[i] in {b.name for b in new} for i in moving), now_on
+
+    closed = {}
+
+    async def watch(i):
+        client = held[i][0]
+        try:
+            frame = await read_frame(client, 4)
+        except (AssertionError, asyncio.TimeoutError):
+            return
+        if frame.opcode == OP_CLOSE:
+            closed[i] = frame.close_code
+
+    await asyncio.gather(*(watch(i) for i in range(n)))
+    # Every closed connection was one whose key moved, and it got 1012.
+    assert set(closed) <= moving, sorted(set(closed) - moving)
+    assert set(closed.values()) <= {1012}, closed
+    assert len(closed) >= len(moving) // 2, (len(closed), len(moving))
+    for i in closed:  # the client reconnects and lands where its key hashes now
+        assert await landing(i) == now_on[i]
+    for i in set(range(n)) - set(closed):
+        held[i][0].close()
