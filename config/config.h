@@ -127,6 +127,10 @@ struct LogConfig {
   Duration flush_interval{0};     // interim access lines for long-lived connections; 0 = off
 };
 
+struct MetricsConfig {
+  bool enabled = true;  // false: the data path counts nothing (for measuring the cost)
+};
+
 struct ProxyConfig {
   std::string source_path;  // file it was loaded from
   uint32_t workers = 1;
@@ -138,6 +142,7 @@ struct ProxyConfig {
   TimeoutsConfig timeouts;
   DrainConfig drain;
   LogConfig log;
+  MetricsConfig metrics;
   uint32_t retries = 2;
 
   const PoolConfig* FindPool(const std::string& name) const {

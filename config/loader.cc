@@ -498,6 +498,7 @@ void Loader::LoadRoot(const YAML::Node& root, ProxyConfig* cfg) {
   const std::optional<Fields> fields = ReadMapping(
       root_value,
       {"workers", "listeners", "admin", "routes", "pools", "limits", "timeouts", "drain", "log",
+       "metrics",
        "retries"},
       false);
   if (!fields) return;
@@ -515,6 +516,11 @@ void Loader::LoadRoot(const YAML::Node& root, ProxyConfig* cfg) {
   if (const Value* v = fields->Find("timeouts")) LoadTimeouts(*v, &cfg->timeouts);
   if (const Value* v = fields->Find("drain")) LoadDrain(*v, &cfg->drain);
   if (const Value* v = fields->Find("log")) LoadLog(*v, &cfg->log);
+  if (const Value* v = fields->Find("metrics")) {
+    if (const std::optional<Fields> m = ReadMapping(*v, {"enabled"}, true)) {
+      if (const Value* x = m->Find("enabled")) ReadBool(*x, &cfg->metrics.enabled);
+    }
+  }
   if (const Value* v = fields->Find("retries"); v && ReadInt(*v, 0, 100, &n)) {
     cfg->retries = static_cast<uint32_t>(n);
   }

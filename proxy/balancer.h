@@ -9,6 +9,7 @@
 
 #include <sys/socket.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -19,6 +20,35 @@
 
 namespace wsgate {
 
+// A connection count that every worker thread may update: atomic with relaxed ordering (it is a
+// count, not a lock), changed once per connection, never per frame. Copies read the value.
+class SharedCount {
+ public:
+  SharedCount(int64_t value = 0) : value_(value) {}  // NOLINT: implicit, reads like an int
+  SharedCount(const SharedCount& other) : value_(other.load()) {}
+  SharedCount& operator=(const SharedCount& other) {
+    value_.store(other.load(), std::memory_order_relaxed);
+    return *this;
+  }
+  SharedCount& operator=(int64_t value) {
+    value_.store(value, std::memory_order_relaxed);
+    return *this;
+  }
+  operator int64_t() const { return load(); }  // NOLINT: implicit, reads like an int
+  SharedCount& operator++() {
+    value_.fetch_add(1, std::memory_order_relaxed);
+    return *this;
+  }
+  SharedCount& operator--() {
+    value_.fetch_sub(1, std::memory_order_relaxed);
+    return *this;
+  }
+  int64_t load() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<int64_t> value_;
+};
+
 // One backend's live state. Shared (shared_ptr) between configuration generations, so a reload
 // keeps its connection count and drain state, and sessions keep it alive after it is removed.
 struct Backend {
@@ -28,7 +58,7 @@ struct Backend {
   sockaddr_storage sockaddr{};
   socklen_t sockaddr_len = 0;
   uint32_t weight = 1;
-  int64_t active = 0;          // connections assigned (connecting or open)
+  SharedCount active = 0;      // connections assigned (connecting or open), all workers
   int64_t current_weight = 0;  // smooth weighted round-robin state
   bool draining = false;       // gets no new connections; live ones close at drain_deadline
   bool removed = false;        // no longer in the configuration (draining too)

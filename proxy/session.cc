@@ -558,8 +558,10 @@ void Session::StartSplicing() {
       &context_.metrics.Connections(listener_name_, pool().name, chosen_backend_->address);
   connection_metrics_->active.Add(1);
   connection_metrics_->total.Add();
-  client_to_backend_->set_metrics(pool_metrics_, metrics::kClientToBackend);
-  backend_to_client_->set_metrics(pool_metrics_, metrics::kBackendToClient);
+  if (config().metrics.enabled) {
+    client_to_backend_->set_metrics(pool_metrics_, metrics::kClientToBackend);
+    backend_to_client_->set_metrics(pool_metrics_, metrics::kBackendToClient);
+  }
   if (config().timeouts.idle.count() > 0) ArmTimer(config().timeouts.idle);
   // Either side may already have sent frames along with the handshake.
   Pump(Side::kBackend);

@@ -1357,3 +1357,28 @@ TEST(ConfigLoaderRobustnessTest, RandomMutationsOfPoolSettings) {
 
 }  // namespace
 }  // namespace wsgate::config
+
+namespace wsgate::config {
+namespace {
+
+TEST(ConfigLoaderLogMetricsTest, ValuesAndErrors) {
+  const ProxyConfig defaults = Load(kMinimal);
+  EXPECT_TRUE(defaults.metrics.enabled);
+  EXPECT_EQ(defaults.log.access, "stderr");
+  EXPECT_EQ(defaults.log.format, LogConfig::Format::kText);
+  const ProxyConfig cfg = Load(
+      "metrics:\n  enabled: false\nlog:\n  format: json\n  access: /tmp/a.log\n"
+      "  flush_interval: 30s\n" + kMinimal);
+  EXPECT_FALSE(cfg.metrics.enabled);
+  EXPECT_EQ(cfg.log.format, LogConfig::Format::kJson);
+  EXPECT_EQ(cfg.log.access, "/tmp/a.log");
+  EXPECT_EQ(cfg.log.flush_interval, milliseconds(30000));
+  EXPECT_EQ(Errors("metrics:\n  enabled: maybe\nlog:\n  format: xml\n  access: ''\n" + kMinimal),
+            Strings({"t.yaml:2:12: metrics.enabled: expected true or false",
+                     "t.yaml:4:11: log.format: unknown log format \"xml\" (expected text or json)",
+                     "t.yaml:5:11: log.access: must not be empty (use off to disable the access "
+                     "log)"}));
+}
+
+}  // namespace
+}  // namespace wsgate::config

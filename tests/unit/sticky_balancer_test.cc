@@ -325,7 +325,7 @@ TEST(StickyTest, BoundedLoadHoldsWithSpreadKeys) {
   int64_t max_load = 0;
   for (const auto& b : backends) {
     EXPECT_LE(b->active, Bound(kC, kConnections, 1, 8));
-    max_load = std::max(max_load, b->active);
+    max_load = std::max<int64_t>(max_load, b->active);
   }
   std::printf("[ measured ] spread keys: final max load %lld, mean %zu, bound %lld, "
               "max(active - bound) over the run %lld\n",
