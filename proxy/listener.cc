@@ -61,6 +61,19 @@ std::string Listener::BoundAddress() const {
 void Listener::OnAccept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int, void* ctx) {
   auto* self = static_cast<Listener*>(ctx);
   SessionContext& context = self->context_;
+  if (context.registry.size() >= context.max_sessions_by_fds) {
+    // Out of descriptors for a backend socket: answer from a static buffer and close, so the
+    // excess cannot eat the descriptors the live sessions and their backends need.
+    static const std::string kNoDescriptors =
+        http::BuildErrorResponse(503, "server at its descriptor limit", "Retry-After: 1\r\n");
+    ssize_t ignored = send(fd, kNoDescriptors.data(), kNoDescriptors.size(),
+                           MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)ignored;
+    shutdown(fd, SHUT_WR);
+    evutil_closesocket(fd);
+    context.metrics.Listener(self->config_.name).handshakes[metrics::kOverLimit].Add();
+    return;
+  }
   bool over_limit = context.registry.size() >= context.current->config.limits.max_connections;
   evutil_make_socket_nonblocking(fd);
   auto session = std::make_unique<Session>(context, fd, addr, self->config_.name);

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <sys/resource.h>
+
 #include <csignal>
 #include <deque>
 #include <cstdio>
@@ -71,6 +73,16 @@ std::unique_ptr<Server> Server::Create(config::ProxyConfig config, std::string c
   RuntimePtr runtime = BuildRuntime(std::move(config), nullptr, error);
   if (!runtime) return nullptr;
   server->current_ = std::move(runtime);
+  // Keep descriptors for listeners, the admin listener, health probes, logs and libevent itself.
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
+    size_t reserve = 32;
+    for (const auto& pool : server->current_->pools) reserve += pool.backends.size();
+    size_t limit = static_cast<size_t>(nofile.rlim_cur);
+    server->context_.max_sessions_by_fds = limit > reserve ? (limit - reserve) / 2 : 1;
+    LOG_INFO("descriptor limit " + std::to_string(limit) + ": at most " +
+             std::to_string(server->context_.max_sessions_by_fds) + " concurrent connections");
+  }
   if (!server->access_log_.Configure(server->current_->config.log, error)) return nullptr;
   server->takeover_ = takeover;
   bool ok = server->SyncListeners(error) && server->SyncAdmin(error);

@@ -708,6 +708,12 @@ void Session::CloseEndpointIfDone(Side side) {
 
 void Session::OnPeerGone(Side gone, bool clean) {
   Endpoint& g = endpoint(gone);
+  if (clean && g.received_close && !g.sent_close && g.bev) {
+    // A half-close after its close frame (RFC 6455 §7.1.1 lets an endpoint stop sending once
+    // it has sent Close): keep the socket to deliver the close reply, bounded by the close timer.
+    bufferevent_disable(g.bev.get(), EV_READ);
+    return;
+  }
   Side other = Other(gone);
   Endpoint& o = endpoint(other);
   bool sent_close_first = g.received_close;

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include <chrono>
+#include <cstdint>
 #include <list>
 #include <memory>
 #include <optional>
@@ -56,6 +57,9 @@ struct SessionContext {
   const RuntimePtr& current;  // the configuration generation new sessions start under
   metrics::Registry& metrics;
   AccessLog& access_log;
+  // Sessions the descriptor limit allows (each holds a client and a backend socket); beyond it
+  // new clients get a quick 503 that costs no session.
+  size_t max_sessions_by_fds = SIZE_MAX;
 };
 
 class Session final : public Deferrable {
