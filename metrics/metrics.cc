@@ -5,6 +5,7 @@
 #include <prometheus/text_serializer.h>
 
 #include <limits>
+#include <map>
 #include <sstream>
 
 namespace wsgate::metrics {
@@ -103,12 +104,14 @@ size_t CloseCodeSlot(uint16_t code) {
 Registry::Registry(std::string version) : version_(std::move(version)) {}
 
 PoolMetrics& Registry::Pool(const std::string& pool) {
+  std::lock_guard<std::mutex> lock(mutex_);
   auto& slot = pools_[pool];
   if (!slot) slot = std::make_unique<PoolMetrics>();
   return *slot;
 }
 
 BackendMetrics& Registry::Backend(const std::string& pool, const std::string& backend) {
+  std::lock_guard<std::mutex> lock(mutex_);
   auto& slot = backends_[{pool, backend}];
   if (!slot) slot = std::make_unique<BackendMetrics>();
   return *slot;
@@ -116,19 +119,68 @@ BackendMetrics& Registry::Backend(const std::string& pool, const std::string& ba
 
 ConnectionMetrics& Registry::Connections(const std::string& listener, const std::string& pool,
                                          const std::string& backend) {
+  std::lock_guard<std::mutex> lock(mutex_);
   auto& slot = connections_[{listener, pool, backend}];
   if (!slot) slot = std::make_unique<ConnectionMetrics>();
   return *slot;
 }
 
 ListenerMetrics& Registry::Listener(const std::string& listener) {
+  std::lock_guard<std::mutex> lock(mutex_);
   auto& slot = listeners_[listener];
   if (!slot) slot = std::make_unique<ListenerMetrics>();
   return *slot;
 }
 
-std::string Registry::Serialize() const {
-  std::vector<MetricFamily> families;
+std::string Registry::Serialize() const { return Serialize({this}); }
+
+std::string Registry::Serialize(const std::vector<const Registry*>& registries) {
+  std::vector<MetricFamily> merged;
+  for (const Registry* registry : registries) {
+    std::vector<MetricFamily> families;
+    registry->Collect(&families);
+    if (merged.empty()) {
+      merged = std::move(families);
+      continue;
+    }
+    // Every registry yields the same families in the same order.
+    for (size_t f = 0; f < families.size() && f < merged.size(); ++f) {
+      MetricFamily& into = merged[f];
+      if (into.name == "wsgate_build_info") continue;  // one process, one build
+      std::map<std::vector<std::pair<std::string, std::string>>, size_t> index;
+      auto key_of = [](const ClientMetric& m) {
+        std::vector<std::pair<std::string, std::string>> key;
+        for (const auto& label : m.label) key.emplace_back(label.name, label.value);
+        return key;
+      };
+      for (size_t i = 0; i < into.metric.size(); ++i) index[key_of(into.metric[i])] = i;
+      for (ClientMetric& metric : families[f].metric) {
+        auto found = index.find(key_of(metric));
+        if (found == index.end()) {
+          index[key_of(metric)] = into.metric.size();
+          into.metric.push_back(std::move(metric));
+          continue;
+        }
+        ClientMetric& target = into.metric[found->second];
+        target.counter.value += metric.counter.value;
+        target.gauge.value += metric.gauge.value;
+        target.histogram.sample_count += metric.histogram.sample_count;
+        target.histogram.sample_sum += metric.histogram.sample_sum;
+        for (size_t b = 0; b < target.histogram.bucket.size() && b < metric.histogram.bucket.size();
+             ++b) {
+          target.histogram.bucket[b].cumulative_count += metric.histogram.bucket[b].cumulative_count;
+        }
+      }
+    }
+  }
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, merged);
+  return out.str();
+}
+
+void Registry::Collect(std::vector<MetricFamily>* out) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<MetricFamily>& families = *out;
 
   auto active = Family("wsgate_connections_active", "Open client connections by backend.",
                        MetricType::Gauge);
@@ -254,10 +306,6 @@ std::string Registry::Serialize() const {
   b.gauge.value = 1;
   build.metric.push_back(std::move(b));
   families.push_back(std::move(build));
-
-  std::ostringstream out;
-  prometheus::TextSerializer().Serialize(out, families);
-  return out.str();
 }
 
 }  // namespace wsgate::metrics

@@ -13,9 +13,14 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <tuple>
 #include <vector>
+
+namespace prometheus {
+struct MetricFamily;
+}  // namespace prometheus
 
 namespace wsgate::metrics {
 
@@ -129,8 +134,16 @@ class Registry {
 
   // The Prometheus text exposition format (version 0.0.4) of every metric.
   std::string Serialize() const;
+  // The same for several registries (one per worker thread) as one: identical series are summed
+  // (counters, gauges and histogram buckets); the first registry's version labels build_info.
+  static std::string Serialize(const std::vector<const Registry*>& registries);
 
  private:
+  void Collect(std::vector<prometheus::MetricFamily>* families) const;
+
+  // Guards the maps below (lookups happen once per connection; a scrape reads them from another
+  // thread). The counters themselves are atomics and need no lock.
+  mutable std::mutex mutex_;
   std::string version_;
   std::map<std::string, std::unique_ptr<PoolMetrics>> pools_;
   std::map<std::pair<std::string, std::string>, std::unique_ptr<BackendMetrics>> backends_;

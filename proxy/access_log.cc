@@ -51,6 +51,7 @@ bool AccessLog::Configure(const config::LogConfig& config, std::string* error) {
       return false;
     }
   }
+  std::lock_guard<std::mutex> lock(mutex_);
   if (fd_ >= 0) close(fd_);
   fd_ = fd;
   off_ = off;
@@ -96,15 +97,26 @@ std::string AccessLog::FormatJson(const AccessRecord& r) {
 }
 
 void AccessLog::Write(const AccessRecord& record) {
-  if (off_) return;
-  bool json = format_ == config::LogConfig::Format::kJson;
-  if (fd_ < 0) {
+  bool off = false;
+  bool json = false;
+  bool to_file = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    off = off_;
+    json = format_ == config::LogConfig::Format::kJson;
+    to_file = fd_ >= 0;
+  }
+  if (off) return;
+  if (!to_file) {
     // On stderr the logger adds the timestamp and level, like every other line.
     LOG_INFO(json ? FormatJson(record) : FormatText(record));
     return;
   }
   std::string line = json ? FormatJson(record) : Timestamp() + " " + FormatText(record);
   line.push_back('\n');
+  // The descriptor is used under the lock so a reopen never closes it mid-write.
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (fd_ < 0) return;
   // One write per line (O_APPEND keeps lines whole); a full disk loses lines, never blocks.
   ssize_t written = ::write(fd_, line.data(), line.size());
   (void)written;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 
 #include "config/config.h"
@@ -48,6 +49,8 @@ class AccessLog {
   static std::string FormatJson(const AccessRecord& record);
 
  private:
+  // Configure (main thread) and Write (any worker thread) may run at once; one lock per line.
+  std::mutex mutex_;
   config::LogConfig::Format format_ = config::LogConfig::Format::kText;
   bool off_ = false;
   int fd_ = -1;  // -1: stderr through the logger

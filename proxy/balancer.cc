@@ -1,6 +1,7 @@
 #include "proxy/balancer.h"
 
 #include <random>
+#include <unordered_map>
 
 #include "proxy/sticky_balancer.h"
 
@@ -42,23 +43,43 @@ class LeastConnBalancer final : public Balancer {
   size_t cursor_ = 0;
 };
 
+// Smooth weighted round-robin state lives here, per balancer (one per pool per worker), keyed by
+// backend: the shared Backend carries no per-worker state.
 class RoundRobinBalancer final : public Balancer {
  public:
   int Pick(std::vector<BackendPtr>& backends, const PickRequest& request) override {
     int best = -1;
     int64_t total = 0;
+    int64_t best_weight = 0;
     for (size_t i = 0; i < backends.size(); ++i) {
       if (Unavailable(backends, request, i)) continue;
-      Backend& b = *backends[i];
-      b.current_weight += b.weight;
-      total += b.weight;
-      if (best < 0 || b.current_weight > backends[static_cast<size_t>(best)]->current_weight) {
+      const Backend& b = *backends[i];
+      int64_t weight = b.weight.load();
+      int64_t& current = current_weight_[&b];
+      current += weight;
+      total += weight;
+      if (best < 0 || current > best_weight) {
         best = static_cast<int>(i);
+        best_weight = current;
       }
     }
-    if (best >= 0) backends[static_cast<size_t>(best)]->current_weight -= total;
+    if (best >= 0) current_weight_[backends[static_cast<size_t>(best)].get()] -= total;
+    if (current_weight_.size() > 4 * backends.size() + 16) Prune(backends);
     return best;
   }
+
+ private:
+  // Forget backends no longer in the list (a balancer normally sees one fixed list).
+  void Prune(const std::vector<BackendPtr>& backends) {
+    std::unordered_map<const Backend*, int64_t> kept;
+    for (const BackendPtr& b : backends) {
+      auto it = current_weight_.find(b.get());
+      if (it != current_weight_.end()) kept.emplace(*it);
+    }
+    current_weight_.swap(kept);
+  }
+
+  std::unordered_map<const Backend*, int64_t> current_weight_;
 };
 
 // Power of two choices (Mitzenmacher): draw two distinct available backends at random, each draw
@@ -97,7 +118,10 @@ class RandomTwoBalancer final : public Balancer {
   }
 
  private:
-  static uint64_t Weight(const Backend& b) { return b.weight == 0 ? 1 : b.weight; }
+  static uint64_t Weight(const Backend& b) {
+    uint32_t w = b.weight.load();
+    return w == 0 ? 1 : w;
+  }
 
   static uint64_t SplitMix(uint64_t& x) {
     uint64_t z = (x += 0x9e3779b97f4a7c15ULL);

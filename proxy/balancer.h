@@ -49,24 +49,79 @@ class SharedCount {
   std::atomic<int64_t> value_;
 };
 
-// One backend's live state. Shared (shared_ptr) between configuration generations, so a reload
-// keeps its connection count and drain state, and sessions keep it alive after it is removed.
+// A flag or value one thread writes and others read (health, drain and ejection state, weight):
+// an atomic with relaxed ordering that copies and converts like the plain value, so tests and
+// call sites read and assign it as before.
+template <typename T>
+class SharedValue {
+ public:
+  SharedValue(T value = T{}) : value_(value) {}  // NOLINT: implicit, reads like a T
+  SharedValue(const SharedValue& other) : value_(other.load()) {}
+  SharedValue& operator=(const SharedValue& other) {
+    store(other.load());
+    return *this;
+  }
+  SharedValue& operator=(T value) {
+    store(value);
+    return *this;
+  }
+  operator T() const { return load(); }  // NOLINT: implicit, reads like a T
+  T load() const { return value_.load(std::memory_order_relaxed); }
+  void store(T value) { value_.store(value, std::memory_order_relaxed); }
+  T exchange(T value) { return value_.exchange(value, std::memory_order_relaxed); }
+  T fetch_add(T n) { return value_.fetch_add(n, std::memory_order_relaxed); }
+
+ private:
+  std::atomic<T> value_;
+};
+
+// A steady-clock instant shared the same way, stored as nanoseconds since the clock's epoch.
+class SharedTime {
+ public:
+  using TimePoint = std::chrono::steady_clock::time_point;
+  SharedTime(TimePoint t = TimePoint{}) : ns_(ToNs(t)) {}  // NOLINT: implicit
+  SharedTime(const SharedTime& other) : ns_(other.ns_.load(std::memory_order_relaxed)) {}
+  SharedTime& operator=(const SharedTime& other) {
+    ns_.store(other.ns_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    return *this;
+  }
+  SharedTime& operator=(TimePoint t) {
+    ns_.store(ToNs(t), std::memory_order_relaxed);
+    return *this;
+  }
+  operator TimePoint() const { return load(); }  // NOLINT: implicit
+  TimePoint load() const {
+    return TimePoint(std::chrono::duration_cast<TimePoint::duration>(
+        std::chrono::nanoseconds(ns_.load(std::memory_order_relaxed))));
+  }
+
+ private:
+  static int64_t ToNs(TimePoint t) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  }
+  std::atomic<int64_t> ns_;
+};
+
+// One backend's live state. Shared (shared_ptr) between configuration generations and between
+// worker threads, so a reload keeps its connection count and drain state, and sessions keep it
+// alive after it is removed. pool, address, id and sockaddr are fixed once the backend is
+// published; the state below is atomic: written by the main thread (health checks, admin drain,
+// reload, ejection expiry) or by any worker (counts, passive ejection) and read by all.
 struct Backend {
   std::string pool;     // name of the pool it belongs to
   std::string address;  // as configured, for logs
   std::string id;       // identity for hashing: the configured id, else the address
   sockaddr_storage sockaddr{};
   socklen_t sockaddr_len = 0;
-  uint32_t weight = 1;
-  SharedCount active = 0;      // connections assigned (connecting or open), all workers
-  int64_t current_weight = 0;  // smooth weighted round-robin state
-  bool draining = false;       // gets no new connections; live ones close at drain_deadline
-  bool removed = false;        // no longer in the configuration (draining too)
-  std::chrono::steady_clock::time_point drain_deadline{};
-  bool healthy = true;  // active health checks (true when none are configured)
-  bool ejected = false;  // passive outlier detection took it out until ejected_until
-  std::chrono::steady_clock::time_point ejected_until{};
-  uint32_t consecutive_failures = 0;
+  SharedValue<uint32_t> weight = 1;
+  SharedCount active = 0;                // connections assigned (connecting or open), all workers
+  SharedValue<bool> draining = false;    // no new connections; live ones close at drain_deadline
+  SharedValue<bool> removed = false;     // no longer in the configuration (draining too)
+  SharedTime drain_deadline{};
+  SharedValue<bool> healthy = true;      // active health checks (true when none are configured)
+  SharedValue<bool> ejected = false;     // passive outlier detection: out until ejected_until
+  SharedTime ejected_until{};
+  SharedValue<uint32_t> consecutive_failures = 0;
 
   // May this backend take a new connection?
   bool accepting() const { return !draining && healthy && !ejected; }

@@ -7,20 +7,19 @@
 #include <cstring>
 
 #include "proxy/core/log.h"
-#include "proxy/http/handshake.h"
 #include "proxy/upstream.h"
 
 namespace wsgate {
 
-Listener::Listener(SessionContext& context, const config::ListenerConfig& config)
-    : context_(context), config_(config) {}
+Listener::Listener(event_base* base, const config::ListenerConfig& config, AcceptFn on_accept)
+    : base_(base), config_(config), on_accept_(std::move(on_accept)) {}
 
 bool Listener::Bind(std::string* error) {
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
   if (!ResolveAddress(config_.address, &addr, &addr_len, error)) return false;
   listener_.reset(evconnlistener_new_bind(
-      context_.loop.base(), &Listener::OnAccept, this,
+      base_, &Listener::OnAccept, this,
       LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,
       reinterpret_cast<sockaddr*>(&addr), static_cast<int>(addr_len)));
   if (!listener_) {
@@ -28,21 +27,21 @@ bool Listener::Bind(std::string* error) {
     return false;
   }
   evconnlistener_set_error_cb(listener_.get(), &Listener::OnError);
-  resume_timer_.reset(evtimer_new(context_.loop.base(), &Listener::OnResume, this));
+  resume_timer_.reset(evtimer_new(base_, &Listener::OnResume, this));
   return true;
 }
 
 bool Listener::Adopt(int fd, std::string* error) {
   evutil_make_socket_nonblocking(fd);
   // Backlog 0: the socket is already listening; keep its accept queue as it is.
-  listener_.reset(evconnlistener_new(context_.loop.base(), &Listener::OnAccept, this,
+  listener_.reset(evconnlistener_new(base_, &Listener::OnAccept, this,
                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd));
   if (!listener_) {
     *error = "cannot adopt the listening socket of " + config_.name;
     return false;
   }
   evconnlistener_set_error_cb(listener_.get(), &Listener::OnError);
-  resume_timer_.reset(evtimer_new(context_.loop.base(), &Listener::OnResume, this));
+  resume_timer_.reset(evtimer_new(base_, &Listener::OnResume, this));
   return true;
 }
 
@@ -60,31 +59,8 @@ std::string Listener::BoundAddress() const {
 
 void Listener::OnAccept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int, void* ctx) {
   auto* self = static_cast<Listener*>(ctx);
-  SessionContext& context = self->context_;
-  if (context.registry.size() >= context.max_sessions_by_fds) {
-    // Out of descriptors for a backend socket: answer from a static buffer and close, so the
-    // excess cannot eat the descriptors the live sessions and their backends need.
-    static const std::string kNoDescriptors =
-        http::BuildErrorResponse(503, "server at its descriptor limit", "Retry-After: 1\r\n");
-    ssize_t ignored = send(fd, kNoDescriptors.data(), kNoDescriptors.size(),
-                           MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)ignored;
-    shutdown(fd, SHUT_WR);
-    evutil_closesocket(fd);
-    context.metrics.Listener(self->config_.name).handshakes[metrics::kOverLimit].Add();
-    return;
-  }
-  bool over_limit = context.registry.size() >= context.current->config.limits.max_connections;
   evutil_make_socket_nonblocking(fd);
-  auto session = std::make_unique<Session>(context, fd, addr, self->config_.name);
-  Session& added = context.registry.Add(std::move(session));
-  if (over_limit) {
-    // Answer 503 with a lingering close so the client reads it instead of a reset.
-    added.StartRejected(503, "connection limit reached", "Retry-After: 1\r\n",
-                        metrics::kOverLimit);
-  } else {
-    added.Start();
-  }
+  self->on_accept_(fd, addr, self->config_.name);
 }
 
 void Listener::OnError(evconnlistener* listener, void* ctx) {

@@ -1,17 +1,22 @@
-// Stage 1: accept client connections on one configured address and hand each to a new Session.
+// Stage 1: accept client connections on one configured address and hand each accepted socket to
+// the server, which gives it to a worker (where it becomes a Session).
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "config/config.h"
 #include "proxy/core/libevent_ptr.h"
-#include "proxy/session.h"
 
 namespace wsgate {
 
 class Listener {
  public:
-  Listener(SessionContext& context, const config::ListenerConfig& config);
+  // Called on the accepting thread with the new (non-blocking) socket, which it now owns.
+  using AcceptFn =
+      std::function<void(evutil_socket_t fd, const sockaddr* peer, const std::string& listener)>;
+
+  Listener(event_base* base, const config::ListenerConfig& config, AcceptFn on_accept);
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
 
@@ -30,8 +35,9 @@ class Listener {
   static void OnError(evconnlistener*, void* ctx);
   static void OnResume(evutil_socket_t, short, void* ctx);
 
-  SessionContext& context_;
+  event_base* base_;
   config::ListenerConfig config_;
+  AcceptFn on_accept_;
   ListenerPtr listener_;
   EventPtr resume_timer_;
 };

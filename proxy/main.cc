@@ -6,6 +6,7 @@
 #include <variant>
 
 #include "config/loader.h"
+#include "proxy/core/event_loop.h"
 #include "proxy/core/log.h"
 #include "proxy/server.h"
 
@@ -91,6 +92,8 @@ int main(int argc, char** argv) {
   }
 
   std::signal(SIGPIPE, SIG_IGN);
+  // Worker threads post to each other's loops: libevent must be thread-aware before any loop.
+  wsgate::EventLoop::EnableThreads();
   std::string error;
   std::unique_ptr<wsgate::TakeoverClient> takeover;
   if (!upgrade_socket.empty()) {

@@ -39,23 +39,48 @@ RuntimePtr BuildRuntime(config::ProxyConfig config, const Runtime* previous, std
     pool.balancer = MakeBalancer(pool_config);
     for (const auto& backend_config : pool_config.backends) {
       BackendPtr backend = FindBackend(previous, pool.name, backend_config.address.text);
-      if (backend == nullptr || backend->removed) {
+      std::string id =
+          backend_config.id.empty() ? backend_config.address.text : backend_config.id;
+      // A backend kept from the previous generation is shared with every worker thread: its
+      // address (and so its resolved sockaddr) never changes. With one worker everything runs on
+      // one thread and a changed id is updated in place; with several, a changed id makes a new
+      // backend (the old one drains as removed), so no thread reads a string being rewritten.
+      bool multi_threaded = config.workers != 1;
+      if (backend != nullptr && !backend->removed && backend->id != id && !multi_threaded) {
+        backend->id = id;
+      }
+      if (backend == nullptr || backend->removed || backend->id != id) {
         backend = std::make_shared<Backend>();
         backend->pool = pool.name;
         backend->address = backend_config.address.text;
-      }
-      // Re-resolve on every reload so a DNS change is picked up.
-      if (!ResolveAddress(backend_config.address, &backend->sockaddr, &backend->sockaddr_len,
-                          error)) {
-        *error = "pool " + pool.name + ": " + *error;
-        return nullptr;
+        backend->id = std::move(id);
+        if (!ResolveAddress(backend_config.address, &backend->sockaddr, &backend->sockaddr_len,
+                            error)) {
+          *error = "pool " + pool.name + ": " + *error;
+          return nullptr;
+        }
       }
       backend->weight = backend_config.weight;
-      backend->id = backend_config.id.empty() ? backend_config.address.text : backend_config.id;
       pool.backends.push_back(std::move(backend));
     }
     pools.push_back(std::move(pool));
   }
+  Router router(config.routes, PoolNames(config));
+  return std::make_shared<Runtime>(Runtime{std::move(config), std::move(pools), std::move(router)});
+}
+
+RuntimePtr BuildWorkerRuntime(const Runtime& shared) {
+  std::vector<Pool> pools;
+  for (size_t i = 0; i < shared.pools.size(); ++i) {
+    Pool pool;
+    pool.name = shared.pools[i].name;
+    pool.backends = shared.pools[i].backends;
+    const config::PoolConfig* pool_config = shared.config.FindPool(pool.name);
+    pool.balancer = pool_config != nullptr ? MakeBalancer(*pool_config)
+                                           : MakeBalancer(config::Balance::kLeastConn);
+    pools.push_back(std::move(pool));
+  }
+  config::ProxyConfig config = shared.config;
   Router router(config.routes, PoolNames(config));
   return std::make_shared<Runtime>(Runtime{std::move(config), std::move(pools), std::move(router)});
 }

@@ -30,6 +30,11 @@ using RuntimePtr = std::shared_ptr<Runtime>;
 // |error| set if an address cannot be resolved.
 RuntimePtr BuildRuntime(config::ProxyConfig config, const Runtime* previous, std::string* error);
 
+// A generation for one worker thread: the same config and the same (shared) backends as
+// |shared|, with its own Pool objects, balancers and router, so picking never shares balancer
+// state between threads. Never blocks.
+RuntimePtr BuildWorkerRuntime(const Runtime& shared);
+
 // Backends of |previous| that |next| no longer has.
 std::vector<BackendPtr> RemovedBackends(const Runtime& previous, const Runtime& next);
 

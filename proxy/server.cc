@@ -5,7 +5,7 @@
 #include <sys/resource.h>
 
 #include <csignal>
-#include <deque>
+#include <thread>
 #include <cstdio>
 #include <fstream>
 #include <variant>
@@ -13,6 +13,7 @@
 #include "config/loader.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/core/log.h"
+#include "proxy/http/handshake.h"
 #include "proxy/sticky_balancer.h"
 #include "proxy/upstream.h"
 #include "proxy/ws/frame.h"
@@ -22,23 +23,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr config::Duration kTickInterval{100};
-
-// The backend a sticky key hashes to among those taking connections, loads aside.
-const Backend* StickyTopChoice(const std::vector<BackendPtr>& backends, uint64_t key_hash) {
-  const Backend* best = nullptr;
-  double best_score = -1;
-  for (const BackendPtr& backend : backends) {
-    if (!backend->accepting()) continue;
-    double score =
-        RendezvousScore(key_hash, HashKey(BackendHashIdentity(*backend)), backend->weight);
-    if (score > best_score) {
-      best_score = score;
-      best = backend.get();
-    }
-  }
-  return best;
-}
+constexpr config::Duration kTickInterval = Worker::kTickInterval;
 
 const char* BackendState(const Backend& backend) {
   if (backend.removed) return "removed";
@@ -56,15 +41,58 @@ std::string BackendJson(const Backend& backend) {
 }  // namespace
 
 Server::Server(std::string config_path)
-    : config_path_(std::move(config_path)),
-      metrics_(WSGATE_VERSION),
-      context_{loop_, registry_, current_, metrics_, access_log_} {}
+    : config_path_(std::move(config_path)), metrics_(WSGATE_VERSION) {}
 
 Server::~Server() {
   // Sessions and listeners hold libevent objects of loop_'s base: free them before the loop.
   listeners_.clear();
   admin_.reset();
-  registry_.Clear();
+  StopWorkers();
+}
+
+void Server::StopWorkers() {
+  for (auto& worker : workers_) worker->Stop();  // threads joined; their loops no longer run
+  workers_.clear();                              // sessions left are freed here
+}
+
+size_t Server::LiveSessions() const {
+  size_t total = 0;
+  for (const auto& worker : workers_) total += worker->live();
+  return total;
+}
+
+void Server::ForEachWorker(const std::function<void(Worker&)>& fn) {
+  for (auto& worker : workers_) worker->Do(fn);
+}
+
+void Server::OnAccept(evutil_socket_t fd, const sockaddr* peer, const std::string& listener) {
+  // The worker with the fewest live sessions; max_connections counts them all.
+  Worker* target = nullptr;
+  size_t total = 0;
+  size_t fewest = 0;
+  for (auto& worker : workers_) {
+    size_t live = worker->live();
+    total += live;
+    if (target == nullptr || live < fewest) {
+      target = worker.get();
+      fewest = live;
+    }
+  }
+  if (total >= max_sessions_by_fds_) {
+    // Out of descriptors for a backend socket: answer from a static buffer and close, so the
+    // excess cannot eat the descriptors the live sessions and their backends need.
+    static const std::string kNoDescriptors =
+        http::BuildErrorResponse(503, "server at its descriptor limit", "Retry-After: 1\r\n");
+    ssize_t ignored = send(fd, kNoDescriptors.data(), kNoDescriptors.size(),
+                           MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)ignored;
+    shutdown(fd, SHUT_WR);
+    evutil_closesocket(fd);
+    metrics_.Listener(listener).handshakes[metrics::kOverLimit].Add();
+    return;
+  }
+  bool over_limit = total >= current_->config.limits.max_connections;
+  target->Accept(fd, peer, listener, over_limit);
 }
 
 std::unique_ptr<Server> Server::Create(config::ProxyConfig config, std::string config_path,
@@ -79,9 +107,21 @@ std::unique_ptr<Server> Server::Create(config::ProxyConfig config, std::string c
     size_t reserve = 32;
     for (const auto& pool : server->current_->pools) reserve += pool.backends.size();
     size_t limit = static_cast<size_t>(nofile.rlim_cur);
-    server->context_.max_sessions_by_fds = limit > reserve ? (limit - reserve) / 2 : 1;
+    server->max_sessions_by_fds_ = limit > reserve ? (limit - reserve) / 2 : 1;
     LOG_INFO("descriptor limit " + std::to_string(limit) + ": at most " +
-             std::to_string(server->context_.max_sessions_by_fds) + " concurrent connections");
+             std::to_string(server->max_sessions_by_fds_) + " concurrent connections");
+  }
+  size_t workers = server->current_->config.workers;
+  if (workers == 0) workers = std::max(1u, std::thread::hardware_concurrency());
+  if (workers == 1) {
+    server->workers_.push_back(std::make_unique<Worker>(server->loop_, server->metrics_,
+                                                        server->current_, server->access_log_));
+  } else {
+    for (size_t i = 0; i < workers; ++i) {
+      server->workers_.push_back(std::make_unique<Worker>(
+          i, workers, BuildWorkerRuntime(*server->current_), server->access_log_,
+          WSGATE_VERSION));
+    }
   }
   if (!server->access_log_.Configure(server->current_->config.log, error)) return nullptr;
   server->takeover_ = takeover;
@@ -89,10 +129,7 @@ std::unique_ptr<Server> Server::Create(config::ProxyConfig config, std::string c
   server->takeover_ = nullptr;
   if (!ok) return nullptr;
   server->SyncHealthChecks();
-  if (server->current_->config.workers != 1) {
-    LOG_WARN("workers=" + std::to_string(server->current_->config.workers) +
-             " requested; this build runs one event-loop thread");
-  }
+  LOG_INFO(std::to_string(workers) + (workers == 1 ? " worker thread" : " worker threads"));
   for (int signo : {SIGTERM, SIGINT, SIGQUIT, SIGHUP}) {
     EventPtr ev(evsignal_new(server->loop_.base(), signo, &Server::OnSignal, server.get()));
     evsignal_add(ev.get(), nullptr);
@@ -132,7 +169,10 @@ bool Server::SyncListeners(std::string* error) {
       if (listener->name() == config.name) exists = true;
     }
     if (exists) continue;
-    auto listener = std::make_unique<Listener>(context_, config);
+    auto on_accept = [this](evutil_socket_t fd, const sockaddr* peer, const std::string& name) {
+      OnAccept(fd, peer, name);
+    };
+    auto listener = std::make_unique<Listener>(loop_.base(), config, on_accept);
     int inherited = takeover_ != nullptr ? takeover_->Take(config.name) : -1;
     bool adopted = false;
     if (inherited >= 0) {
@@ -142,7 +182,7 @@ bool Server::SyncListeners(std::string* error) {
           listener->BoundAddress() != config.address.text &&
           listener->BoundAddress().substr(listener->BoundAddress().rfind(':')) !=
               ":" + std::to_string(config.address.port)) {
-        listener = std::make_unique<Listener>(context_, config);
+        listener = std::make_unique<Listener>(loop_.base(), config, on_accept);
         adopted = false;
       }
     }
@@ -198,10 +238,11 @@ bool Server::WriteReadyFile(const std::string& path, std::string* error) const {
 
 int Server::Run() {
   phase_started_ = Clock::now();
+  for (auto& worker : workers_) worker->Start();
   loop_.Run();
   listeners_.clear();
   admin_.reset();
-  registry_.Clear();
+  StopWorkers();
   LOG_INFO("stopped");
   return 0;
 }
@@ -225,7 +266,7 @@ void Server::OnSignal(evutil_socket_t signo, short, void* ctx) {
         self->StopNow();
       } else {
         LOG_INFO(std::string("received ") + (signo == SIGTERM ? "SIGTERM" : "SIGINT") +
-                 ": draining " + std::to_string(self->registry_.size()) + " connections");
+                 ": draining " + std::to_string(self->LiveSessions()) + " connections");
         self->BeginDrain();
       }
       return;
@@ -277,7 +318,18 @@ bool Server::Apply(RuntimePtr next, std::string* error) {
     }
   }
   RuntimePtr previous = current_;
+  if (next->config.workers != previous->config.workers) {
+    LOG_WARN("reload: workers stays " + std::to_string(workers_.size()) +
+             " (changing it needs a restart)");
+  }
   current_ = std::move(next);
+  // Each worker thread gets its own generation (own pools and balancers, shared backends); an
+  // inline worker reads current_ itself.
+  for (auto& worker : workers_) {
+    if (!worker->threaded()) continue;
+    RuntimePtr mine = BuildWorkerRuntime(*current_);
+    worker->Do([mine](Worker& w) { w.SetRuntime(mine); });
+  }
   SyncHealthChecks();
   // Reopens a file destination too, so SIGHUP after log rotation starts the new file.
   std::string log_error;
@@ -319,85 +371,10 @@ void Server::SyncHealthChecks() {
 void Server::OnHealthChange(Backend& backend) {
   const config::PoolConfig* config = PoolConfigOf(backend.pool);
   if (backend.healthy || config == nullptr || !config->close_on_unhealthy) return;
-  std::vector<Session*> affected;
-  registry_.ForEach([&](Session& session) {
-    if (session.backend() == &backend && !session.going_away()) affected.push_back(&session);
+  const Backend* target = &backend;  // compared, never dereferenced by the workers
+  ForEachWorker([target](Worker& worker) {
+    worker.GoAwayBackend(target, ws::kGoingAway, "backend unhealthy");
   });
-  if (!affected.empty()) {
-    LOG_INFO("health: closing " + std::to_string(affected.size()) + " connections of " +
-             backend.pool + "/" + backend.address);
-  }
-  for (Session* session : affected) session->GoAway(ws::kGoingAway, "backend unhealthy");
-}
-
-// Long-lived connections never move by themselves: after a pool grows, close the surplus on
-// backends above tolerance × their weighted share (close 1012, at most rebalance.rate per second)
-// so those clients reconnect and land on the emptier backends.
-void Server::Rebalance(Clock::time_point now) {
-  for (Pool& pool : current_->pools) {
-    const config::PoolConfig* config = PoolConfigOf(pool.name);
-    if (config == nullptr || !config->rebalance.enabled) continue;
-    const config::RebalanceConfig& rebalance = config->rebalance;
-    // At most |rate| closes in any one-second window (a log of recent closes), spread evenly:
-    // at most one tick's share per tick.
-    std::deque<Clock::time_point>& recent = rebalance_log_[pool.name];
-    // The window is one tick longer than a second, so tick jitter can never fit rate + one tick's
-    // share into a second as seen by the clients.
-    while (!recent.empty() && now - recent.front() >= std::chrono::seconds(1) + kTickInterval) {
-      recent.pop_front();
-    }
-    double per_tick =
-        std::max(1.0, rebalance.rate * std::chrono::duration<double>(kTickInterval).count());
-    double budget = std::min(per_tick, rebalance.rate - static_cast<double>(recent.size()));
-    if (budget < 1.0) continue;
-
-    // Connections already told to go still count in |active| until they finish.
-    std::map<const Backend*, std::vector<Session*>> open;
-    std::map<const Backend*, int64_t> leaving;
-    registry_.ForEach([&](Session& session) {
-      const Backend* backend = session.backend();
-      if (backend == nullptr || backend->pool != pool.name) return;
-      if (session.going_away()) {
-        ++leaving[backend];
-      } else if (session.upgraded()) {
-        // Sticky pools move only connections whose key now hashes to another backend.
-        uint64_t key_hash = 0;
-        if (config->balance == config::Balance::kSticky && session.sticky_key(&key_hash) &&
-            StickyTopChoice(pool.backends, key_hash) == backend) {
-          return;
-        }
-        open[backend].push_back(&session);
-      }
-    });
-    int64_t total = 0;
-    uint64_t total_weight = 0;
-    size_t accepting = 0;
-    for (const BackendPtr& backend : pool.backends) {
-      if (!backend->accepting()) continue;
-      ++accepting;
-      total += backend->active - leaving[backend.get()];
-      total_weight += backend->weight;
-    }
-    if (accepting < 2 || total <= 0) continue;
-    for (const BackendPtr& backend : pool.backends) {
-      if (!backend->accepting() || budget < 1.0) continue;
-      double share = static_cast<double>(total) * backend->weight / static_cast<double>(total_weight);
-      int64_t staying = backend->active - leaving[backend.get()];
-      if (static_cast<double>(staying) <= rebalance.tolerance * share) continue;
-      auto surplus = static_cast<size_t>(staying - static_cast<int64_t>(std::ceil(share)));
-      auto& candidates = open[backend.get()];
-      size_t count = std::min({surplus, candidates.size(), static_cast<size_t>(budget)});
-      if (count == 0) continue;
-      LOG_INFO("rebalance: pool " + pool.name + " closing " + std::to_string(count) +
-               " connections on " + backend->address + " (holds " + std::to_string(staying) +
-               ", weighted share " + std::to_string(static_cast<int64_t>(share)) + ")");
-      for (size_t i = 0; i < count; ++i) candidates[i]->GoAway(ws::kServiceRestart, "rebalancing");
-      budget -= static_cast<double>(count);
-      recent.insert(recent.end(), count, now);
-      rebalance_closes_ += count;
-      metrics_.rebalance_closes().Add(count);
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -417,8 +394,9 @@ std::vector<std::pair<std::string, int>> Server::ListenerSockets() {
 
 void Server::OnHandedOver() {
   metrics_.draining().Set(1);
-  LOG_INFO("upgrade: the new process is accepting; draining " + std::to_string(registry_.size()) +
+  LOG_INFO("upgrade: the new process is accepting; draining " + std::to_string(LiveSessions()) +
            " connections");
+  ForEachWorker([](Worker& worker) { worker.set_serving(false); });
   // No grace period: the new process already accepts on the same sockets.
   phase_ = Phase::kGrace;
   CloseListeners();
@@ -443,7 +421,7 @@ void Server::OnPhaseTimer(evutil_socket_t, short, void* ctx) {
       return;
     case Phase::kClosing:
     case Phase::kStopping:
-      LOG_INFO("exiting with " + std::to_string(self->registry_.size()) + " connections left");
+      LOG_INFO("exiting with " + std::to_string(self->LiveSessions()) + " connections left");
       self->loop_.Exit();
       return;
     case Phase::kServing:
@@ -455,6 +433,7 @@ void Server::BeginDrain() {
   phase_ = Phase::kGrace;
   metrics_.draining().Set(1);
   phase_started_ = Clock::now();
+  ForEachWorker([](Worker& worker) { worker.set_serving(false); });
   const config::DrainConfig& drain = current_->config.drain;
   if (drain.grace.count() > 0) {
     LOG_INFO("drain: readiness is now 503; accepting for " + std::to_string(drain.grace.count()) +
@@ -469,10 +448,10 @@ void Server::CloseListeners() {
   listeners_.clear();
   phase_ = Phase::kDraining;
   phase_started_ = Clock::now();
-  LOG_INFO("drain: listeners closed; " + std::to_string(registry_.size()) +
+  LOG_INFO("drain: listeners closed; " + std::to_string(LiveSessions()) +
            " connections may run for up to " +
            std::to_string(current_->config.timeouts.drain.count()) + "ms");
-  if (registry_.size() == 0) {
+  if (LiveSessions() == 0) {
     loop_.Exit();
     return;
   }
@@ -482,34 +461,32 @@ void Server::CloseListeners() {
 void Server::BeginClosing() {
   phase_ = Phase::kClosing;
   phase_started_ = Clock::now();
-  close_total_ = registry_.size();
+  size_t close_total = LiveSessions();
   const config::ProxyConfig& config = current_->config;
-  LOG_INFO("drain: closing " + std::to_string(close_total_) + " connections with " +
+  LOG_INFO("drain: closing " + std::to_string(close_total) + " connections with " +
            std::to_string(config.drain.close_code) +
            (config.drain.spread.count() > 0
                 ? " spread over " + std::to_string(config.drain.spread.count()) + "ms"
                 : std::string()));
-  if (config.drain.spread.count() == 0) CloseSome(close_total_);
+  // Each worker spreads its own sessions over the window.
+  uint16_t code = config.drain.close_code;
+  std::chrono::milliseconds spread = config.drain.spread;
+  ForEachWorker([code, spread](Worker& worker) { worker.BeginClosing(code, spread); });
   // Hard stop: every close handshake has had timeouts.close.
   ArmPhaseTimer(config.drain.spread + config.timeouts.close + config::Duration(500));
-}
-
-void Server::CloseSome(size_t count) {
-  // GoAway never frees a session synchronously (deletion is deferred), so the snapshot's
-  // pointers stay valid for this whole callback.
-  std::vector<Session*> targets;
-  registry_.ForEach([&](Session& session) {
-    if (targets.size() < count && !session.going_away()) targets.push_back(&session);
-  });
-  uint16_t code = current_->config.drain.close_code;
-  for (Session* session : targets) session->GoAway(code, "server shutting down");
 }
 
 void Server::StopNow() {
   phase_ = Phase::kStopping;
   listeners_.clear();
-  CloseSome(registry_.size());
-  // Close frames are best-effort: give the loop a moment to write them, then exit.
+  uint16_t code = current_->config.drain.close_code;
+  ForEachWorker([code](Worker& worker) {
+    worker.set_serving(false);
+    worker.StopClosing();
+    worker.GoAwayAll(code, "server shutting down");
+  });
+  // Close frames are best-effort: give the loops a moment to write them, then exit (Run() then
+  // stops and joins the worker threads).
   ArmPhaseTimer(config::Duration(200));
 }
 
@@ -520,7 +497,7 @@ void Server::Tick() {
   for (Pool& pool : current_->pools) {
     for (const BackendPtr& backend : pool.backends) {
       metrics_.Backend(pool.name, backend->address).up.Set(backend->accepting() ? 1 : 0);
-      if (backend->ejected && now >= backend->ejected_until) {
+      if (backend->ejected && now >= backend->ejected_until.load()) {
         backend->ejected = false;
         backend->consecutive_failures = 0;
         LOG_INFO("outlier: backend " + backend->pool + "/" + backend->address +
@@ -528,50 +505,20 @@ void Server::Tick() {
       }
     }
   }
-  if (phase_ == Phase::kServing) Rebalance(now);
-  auto flush = current_->config.log.flush_interval;
-  if (flush.count() > 0 && now - last_interim_scan_ >= std::chrono::seconds(1)) {
-    last_interim_scan_ = now;
-    registry_.ForEach([&](Session& session) { session.MaybeLogInterim(flush); });
-  }
-  // Connections on a drained backend close once its deadline passes.
-  std::vector<Session*> expired;
-  registry_.ForEach([&](Session& session) {
-    const Backend* backend = session.backend();
-    if (backend != nullptr && backend->draining && now >= backend->drain_deadline &&
-        session.upgraded() && !session.going_away()) {
-      expired.push_back(&session);
-    }
-  });
-  for (Session* session : expired) {
-    session->GoAway(current_->config.drain.close_code, "backend draining");
-  }
-
-  if (phase_ == Phase::kClosing && close_total_ > 0) {
-    auto spread = current_->config.drain.spread;
-    if (spread.count() > 0) {
-      double fraction = std::chrono::duration<double>(now - phase_started_) /
-                        std::chrono::duration<double>(spread);
-      size_t due = fraction >= 1.0 ? close_total_
-                                   : static_cast<size_t>(fraction * static_cast<double>(close_total_));
-      size_t told = 0;
-      registry_.ForEach([&](Session& session) {
-        if (session.going_away()) ++told;
-      });
-      // Sessions that ended by themselves count as closed.
-      size_t closed = close_total_ - std::min(close_total_, registry_.size()) + told;
-      if (due > closed) CloseSome(due - closed);
-    }
+  // Per-session work: an inline worker runs it here, worker threads on their own tick.
+  for (auto& worker : workers_) {
+    if (!worker->threaded()) worker->Tick(now);
   }
   if (phase_ == Phase::kDraining || phase_ == Phase::kClosing || phase_ == Phase::kStopping) {
-    if (registry_.size() == 0) {
+    size_t live = LiveSessions();
+    if (live == 0) {
       LOG_INFO("drain: all connections closed");
       loop_.Exit();
       return;
     }
     if (now - last_progress_log_ >= std::chrono::seconds(2)) {
       last_progress_log_ = now;
-      LOG_INFO("drain: " + std::to_string(registry_.size()) + " connections left");
+      LOG_INFO("drain: " + std::to_string(live) + " connections left");
     }
   }
 }
@@ -592,7 +539,13 @@ std::string Server::NotReadyReason() {
   return {};
 }
 
-std::string Server::MetricsText() { return metrics_.Serialize(); }
+std::string Server::MetricsText() {
+  std::vector<const metrics::Registry*> registries = {&metrics_};
+  for (const auto& worker : workers_) {
+    if (worker->own_metrics() != nullptr) registries.push_back(worker->own_metrics());
+  }
+  return metrics::Registry::Serialize(registries);
+}
 
 std::string Server::BackendsJson() {
   std::string out = "{\"backends\":[";

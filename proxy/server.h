@@ -1,5 +1,6 @@
-// The running proxy: one event loop with its listeners, admin listener and sessions, and the
-// current configuration generation. Owns everything a Session's context refers to.
+// The running proxy: the main event loop with its listeners, admin listener, health checks and
+// the current configuration generation, plus the workers that own the sessions (see worker.h):
+// with `workers: 1` one inline worker on the main loop, with N > 1 N worker threads.
 //
 // Lifecycle: Create() → Run() → (SIGHUP: Reload) → SIGTERM/SIGINT: drain → exit 0.
 // Drain: /readyz turns 503 at once; after drain.grace the listeners close; live connections
@@ -8,8 +9,8 @@
 #pragma once
 
 #include <chrono>
-#include <deque>
-#include <map>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,6 +25,7 @@
 #include "proxy/listener.h"
 #include "proxy/runtime.h"
 #include "proxy/session.h"
+#include "proxy/worker.h"
 
 namespace wsgate {
 
@@ -65,7 +67,12 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   bool SyncAdmin(std::string* error);
   void SyncHealthChecks();
   void OnHealthChange(Backend& backend);
-  void Rebalance(std::chrono::steady_clock::time_point now);
+  void OnAccept(evutil_socket_t fd, const sockaddr* peer, const std::string& listener);
+  // Run |fn| on every worker (inline: now; threaded: posted to its thread).
+  void ForEachWorker(const std::function<void(Worker&)>& fn);
+  // Live sessions across every worker.
+  size_t LiveSessions() const;
+  void StopWorkers();
   const config::PoolConfig* PoolConfigOf(const std::string& pool) const;
 
   static void OnSignal(evutil_socket_t signo, short, void* ctx);
@@ -76,7 +83,6 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   void BeginDrain();
   void CloseListeners();
   void BeginClosing();
-  void CloseSome(size_t count);
   void StopNow();
   void Tick();
   void ArmPhaseTimer(config::Duration after);
@@ -87,15 +93,12 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   metrics::Registry metrics_;
   AccessLog access_log_;
   RuntimePtr current_;
-  SessionRegistry registry_;
-  SessionContext context_;
+  std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<HandoverServer> handover_;
   std::vector<std::unique_ptr<HealthChecker>> health_checkers_;
   std::vector<BackendPtr> retired_;  // removed by a reload, listed while connections remain
-  std::chrono::steady_clock::time_point last_interim_scan_{};
-  std::map<std::string, std::deque<std::chrono::steady_clock::time_point>> rebalance_log_;
   TakeoverClient* takeover_ = nullptr;  // only during Create()
   std::string admin_address_text_;
   std::vector<EventPtr> signal_events_;
@@ -105,10 +108,11 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   Phase phase_ = Phase::kServing;
   std::chrono::steady_clock::time_point phase_started_;
   std::chrono::steady_clock::time_point last_progress_log_;
-  size_t close_total_ = 0;  // sessions to close in the spread window
   size_t reloads_ok_ = 0;
   size_t reloads_failed_ = 0;
-  size_t rebalance_closes_ = 0;
+  // Sessions the descriptor limit allows (each holds a client and a backend socket); beyond it
+  // new clients get a quick 503 that costs no session.
+  size_t max_sessions_by_fds_ = SIZE_MAX;
 };
 
 }  // namespace wsgate

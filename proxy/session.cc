@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -20,12 +21,14 @@ Session& SessionRegistry::Add(SessionPtr session) {
   sessions_.push_front(std::move(session));
   Session& added = *sessions_.front();
   added.self_ = sessions_.begin();
+  size_.store(sessions_.size(), std::memory_order_relaxed);
   return added;
 }
 
 SessionPtr SessionRegistry::Release(Session& session) {
   SessionPtr owned = std::move(*session.self_);
   sessions_.erase(session.self_);
+  size_.store(sessions_.size(), std::memory_order_relaxed);
   return owned;
 }
 
@@ -73,7 +76,7 @@ std::string NewConnectionId() {
   unsigned char raw[16];
   if (RAND_bytes(raw, sizeof(raw)) != 1) {
     // RAND_bytes only fails if the CSPRNG cannot be seeded; fall back to a counter + time.
-    static uint64_t counter = 0;
+    static std::atomic<uint64_t> counter{0};
     uint64_t parts[2] = {static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()), ++counter};
     std::memcpy(raw, parts, sizeof(raw));
   }
@@ -361,9 +364,10 @@ void Session::ReportOutcome(bool ok) {
     backend.consecutive_failures = 0;
     return;
   }
-  if (++backend.consecutive_failures < outlier.consecutive_failures || backend.ejected) return;
-  backend.ejected = true;
+  uint32_t failures = backend.consecutive_failures.fetch_add(1) + 1;
+  if (failures < outlier.consecutive_failures || backend.ejected) return;
   backend.ejected_until = std::chrono::steady_clock::now() + outlier.ejection_time;
+  if (backend.ejected.exchange(true)) return;  // another worker ejected it first
   LOG_WARN("outlier: backend " + backend.pool + "/" + backend.address + " ejected for " +
            std::to_string(outlier.ejection_time.count()) + "ms after " +
            std::to_string(backend.consecutive_failures) + " failures in a row");

@@ -9,6 +9,7 @@
 
 #include <sys/socket.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <list>
@@ -38,16 +39,21 @@ class SessionRegistry {
  public:
   Session& Add(SessionPtr session);
   SessionPtr Release(Session& session);
-  size_t size() const { return sessions_.size(); }
+  // Safe to read from any thread (the main thread sums the workers' counts).
+  size_t size() const { return size_.load(std::memory_order_relaxed); }
   template <typename Fn>
   void ForEach(Fn&& fn) {
     for (auto& session : sessions_) fn(*session);
   }
-  void Clear() { sessions_.clear(); }
+  void Clear() {
+    sessions_.clear();
+    size_.store(0, std::memory_order_relaxed);
+  }
 
  private:
   friend class Session;
   std::list<SessionPtr> sessions_;
+  std::atomic<size_t> size_{0};
 };
 
 // What a session needs from the process; all of it outlives every session.
@@ -57,9 +63,6 @@ struct SessionContext {
   const RuntimePtr& current;  // the configuration generation new sessions start under
   metrics::Registry& metrics;
   AccessLog& access_log;
-  // Sessions the descriptor limit allows (each holds a client and a backend socket); beyond it
-  // new clients get a quick 503 that costs no session.
-  size_t max_sessions_by_fds = SIZE_MAX;
 };
 
 class Session final : public Deferrable {

@@ -1,5 +1,7 @@
 #include "proxy/core/event_loop.h"
 
+#include <event2/thread.h>
+
 #include <cstdlib>
 
 #include "proxy/core/log.h"
@@ -12,10 +14,47 @@ EventLoop::EventLoop() : base_(event_base_new()) {
     std::abort();
   }
   reap_event_.reset(event_new(base_.get(), -1, 0, &EventLoop::OnReap, this));
+  posted_event_.reset(event_new(base_.get(), -1, 0, &EventLoop::OnPosted, this));
+}
+
+void EventLoop::EnableThreads() {
+  static const bool enabled = [] {
+    if (evthread_use_pthreads() != 0) {
+      LOG_ERROR("evthread_use_pthreads failed");
+      std::abort();
+    }
+    return true;
+  }();
+  (void)enabled;
+}
+
+void EventLoop::Post(std::function<void()> task) {
+  bool first = false;
+  {
+    std::lock_guard<std::mutex> lock(posted_mutex_);
+    first = posted_.empty();
+    posted_.push_back(std::move(task));
+  }
+  // One activation per batch; event_active takes the base's lock (evthread), so it is safe here.
+  if (first) event_active(posted_event_.get(), 0, 0);
+}
+
+void EventLoop::OnPosted(evutil_socket_t, short, void* ctx) {
+  static_cast<EventLoop*>(ctx)->RunPosted();
+}
+
+void EventLoop::RunPosted() {
+  std::vector<std::function<void()>> batch;
+  {
+    std::lock_guard<std::mutex> lock(posted_mutex_);
+    batch.swap(posted_);
+  }
+  for (auto& task : batch) task();
 }
 
 EventLoop::~EventLoop() {
   Reap();
+  posted_event_.reset();
   reap_event_.reset();
 }
 

@@ -6,7 +6,9 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "proxy/core/libevent_ptr.h"
@@ -38,17 +40,30 @@ class EventLoop {
   // Free |object| after the current callback returns, in this loop pass.
   void DeferDelete(std::unique_ptr<Deferrable> object);
 
-  // Run until Exit() or until there are no more events.
+  // Run |task| on this loop's thread soon. Safe from any thread once EnableThreads() has run
+  // (before any loop was created); tasks run in the order they were posted.
+  void Post(std::function<void()> task);
+
+  // Run until Exit() or until there are no more events. Exit() is safe from any thread once
+  // EnableThreads() has run.
   void Run();
   void Exit();
 
+  // Make libevent thread-aware (evthread_use_pthreads). Call once, before any EventLoop exists.
+  static void EnableThreads();
+
  private:
   static void OnReap(evutil_socket_t, short, void* ctx);
+  static void OnPosted(evutil_socket_t, short, void* ctx);
   void Reap();
+  void RunPosted();
 
   EventBasePtr base_;
   EventPtr reap_event_;
   std::vector<std::unique_ptr<Deferrable>> pending_delete_;
+  EventPtr posted_event_;
+  std::mutex posted_mutex_;
+  std::vector<std::function<void()>> posted_;  // guarded by posted_mutex_
 };
 
 }  // namespace wsgate
