@@ -351,7 +351,6 @@ void Session::TryNextBackend() {
 
 void Session::OnBackendConnected() {
   state_ = State::kAwaitingUpgrade;
-  SetNoDelay(bufferevent_getfd(backend_.bev.get()));
   bufferevent_write(backend_.bev.get(), upstream_request_.data(), upstream_request_.size());
   ArmTimer(config().timeouts.backend_handshake);
 }
