@@ -109,6 +109,11 @@ struct LimitsConfig {
   uint64_t max_message_bytes = 16 * 1024 * 1024;
   uint64_t write_buffer_high_watermark = 64 * 1024;  // backpressure threshold per direction
   std::vector<std::string> allowed_origins;          // empty = any Origin
+  // Messages a client may send per second on one connection (token bucket with a one-second
+  // burst); 0 = unlimited. Over it: close 1008, or pause reading when rate_action is throttle.
+  uint64_t max_messages_per_second = 0;
+  enum class RateAction { kClose, kThrottle };
+  RateAction rate_action = RateAction::kClose;
 };
 
 struct TimeoutsConfig {

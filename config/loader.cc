@@ -860,7 +860,8 @@ void Loader::LoadLimits(const Value& v, LimitsConfig* out) {
   const std::optional<Fields> fields =
       ReadMapping(v,
                   {"max_connections", "max_header_bytes", "max_request_line_bytes",
-                   "max_message_bytes", "write_buffer_high_watermark", "allowed_origins"},
+                   "max_message_bytes", "write_buffer_high_watermark", "allowed_origins",
+                   "max_messages_per_second", "rate_action"},
                   true);
   if (!fields) return;
   if (const Value* x = fields->Find("max_connections")) {
@@ -882,6 +883,19 @@ void Loader::LoadLimits(const Value& v, LimitsConfig* out) {
   }
   if (const Value* x = fields->Find("write_buffer_high_watermark")) {
     ReadSize(*x, 4 * kKiB, 64 * kMiB, &out->write_buffer_high_watermark);
+  }
+  if (const Value* x = fields->Find("max_messages_per_second")) {
+    ReadInt(*x, 0, 10000000, &out->max_messages_per_second);
+  }
+  std::string action;
+  if (const Value* x = fields->Find("rate_action"); x && ReadString(*x, &action)) {
+    if (action == "close") {
+      out->rate_action = LimitsConfig::RateAction::kClose;
+    } else if (action == "throttle") {
+      out->rate_action = LimitsConfig::RateAction::kThrottle;
+    } else {
+      Error(*x, "unknown rate_action " + Quote(action) + " (expected close or throttle)");
+    }
   }
   if (const Value* x = fields->Find("allowed_origins")) {
     if (const std::optional<std::vector<Value>> items = ReadSequence(*x)) {

@@ -92,6 +92,9 @@ struct Feeder {
           // Only a partial header or an incomplete close frame may wait.
           FUZZ_CHECK(evbuffer_get_length(source) < ws::kMaxHeaderBytes + ws::kMaxControlPayload);
           return true;
+        case FramePipe::Result::kRateLimited:
+          FUZZ_CHECK(false);  // the fuzz target sets no message rate
+          return false;
         case FramePipe::Result::kOutputFull:
           FUZZ_CHECK(sink != nullptr);
           FUZZ_CHECK(evbuffer_get_length(source) < before);  // it moved something

@@ -24,6 +24,18 @@ metrics::FrameKind KindOf(uint8_t opcode) {
 
 }  // namespace
 
+bool FramePipe::TakeToken() {
+  auto now = std::chrono::steady_clock::now();
+  if (refilled_at_ != std::chrono::steady_clock::time_point{}) {
+    double elapsed = std::chrono::duration<double>(now - refilled_at_).count();
+    tokens_ = std::min(rate_, tokens_ + elapsed * rate_);
+  }
+  refilled_at_ = now;
+  if (tokens_ < 1.0) return false;
+  tokens_ -= 1.0;
+  return true;
+}
+
 FramePipe::Result FramePipe::Violation(uint16_t code) {
   violation_code_ = code;
   return Result::kViolation;
@@ -75,6 +87,12 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
         return Violation(ws::kProtocolError);
       case ws::HeaderStatus::kComplete:
         break;
+    }
+    // The rate counts messages, so only a frame that starts one spends a token; it is checked
+    // before Admit() so a throttled frame is simply parsed again later.
+    if (rate_ > 0 && sink != nullptr && (header.opcode == ws::kText || header.opcode == ws::kBinary) &&
+        !TakeToken()) {
+      return Result::kRateLimited;
     }
     if (uint16_t code = sequencer_.Admit(header); code != 0) return Violation(code);
 

@@ -8,6 +8,7 @@
 
 #include <event2/buffer.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -26,6 +27,7 @@ class FramePipe {
     kCloseRelayed,  // a close frame went through; later input from this source is dropped
     kStopped,       // StopAtBoundary() took effect; the source's input is left untouched
     kViolation,     // protocol violation; violation_code() says which close code to send
+    kRateLimited,   // the next frame starts a message over the rate; it is left in the source
   };
 
   // Forward from |source| to |sink| until one of the results above. When |sink| is null the
@@ -38,6 +40,15 @@ class FramePipe {
     metrics_ = pool;
     direction_ = direction;
   }
+
+  // Allow at most |per_second| new messages per second (a token bucket holding one second's
+  // worth); 0 = unlimited. |now| is read once per new message.
+  void set_message_rate(uint64_t per_second) {
+    rate_ = static_cast<double>(per_second);
+    tokens_ = rate_;
+  }
+  // Seconds until the next message may start (after kRateLimited).
+  double SecondsUntilToken() const { return rate_ > 0 ? (1.0 - tokens_) / rate_ : 0; }
 
   // Finish the frame being relayed, then stop (Pump returns kStopped).
   void StopAtBoundary() { stop_requested_ = true; }
@@ -68,6 +79,11 @@ class FramePipe {
   uint64_t bytes_ = 0;
   uint64_t frames_ = 0;
   uint64_t messages_ = 0;
+  bool TakeToken();
+
+  double rate_ = 0;    // messages per second; 0 = unlimited
+  double tokens_ = 0;
+  std::chrono::steady_clock::time_point refilled_at_{};
   metrics::PoolMetrics* metrics_ = nullptr;
   metrics::Direction direction_ = metrics::kClientToBackend;
 };

@@ -63,6 +63,10 @@ struct SessionCallbacks {
     auto* s = static_cast<Session*>(ctx);
     if (!s->finished()) s->OnTimer();
   }
+  static void ThrottleTimer(evutil_socket_t, short, void* ctx) {
+    auto* s = static_cast<Session*>(ctx);
+    if (!s->finished()) s->OnThrottleTimer();
+  }
 };
 
 namespace {
@@ -107,6 +111,7 @@ Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* pe
                                            BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
   if (!client_.bev) evutil_closesocket(fd);
   timer_.reset(evtimer_new(context_.loop.base(), &SessionCallbacks::Timer, this));
+  throttle_timer_.reset(evtimer_new(context_.loop.base(), &SessionCallbacks::ThrottleTimer, this));
 }
 
 Session::~Session() = default;
@@ -508,6 +513,7 @@ void Session::HandleResponseHead() {
   to_client.expect_masked = false;
   client_to_backend_.emplace(to_backend);
   backend_to_client_.emplace(to_client);
+  client_to_backend_->set_message_rate(config().limits.max_messages_per_second);
   StartSplicing();
 }
 
@@ -613,36 +619,64 @@ void Session::Pump(Side from) {
         if (finished()) return;
         CloseEndpointIfDone(to);
         return;
-      case FramePipe::Result::kViolation: {
-        uint16_t code = pipe.violation_code();
-        if (sink.sent_close || !deliver) {
-          // Already closing towards the peer; just stop listening to this side.
-          source.discard_input = true;
-          source.received_close = true;
-          evbuffer_drain(input, evbuffer_get_length(input));
-          CloseEndpointIfDone(from);
+      case FramePipe::Result::kRateLimited:
+        if (config().limits.rate_action == config::LimitsConfig::RateAction::kThrottle) {
+          // Pause reading until the bucket holds a token again; nothing is dropped.
+          bufferevent_disable(source.bev.get(), EV_READ);
+          source.throttled = true;
+          timeval wait = ToTimeval(config::Duration(
+              static_cast<int64_t>(pipe.SecondsUntilToken() * 1000.0) + 1));
+          evtimer_add(throttle_timer_.get(), &wait);
           return;
         }
-        if (close_code_ == 0) {
-          close_code_ = code;
-          closed_by_ = "proxy";
-          reason_ = from == Side::kClient ? "client protocol violation" : "backend protocol violation";
-        }
-        LOG_INFO("session client=" + peer_text_ + " " + reason_ + ", close " + std::to_string(code));
-        // The offender gets the code; the peer is told the proxy gave up on the other side.
-        source.discard_input = true;
-        source.received_close = true;  // its stream can no longer be trusted to carry a close
-        evbuffer_drain(input, evbuffer_get_length(input));
-        InsertClose(to, from == Side::kClient ? ws::kGoingAway : ws::kInternalError,
-                    from == Side::kClient ? "client protocol error" : "backend protocol error");
-        if (finished()) return;
-        InsertClose(from, code, code == ws::kMessageTooBig ? "message too big" : "protocol error");
-        if (finished()) return;
-        CloseEndpointIfDone(from);
+        OnViolation(from, ws::kPolicyViolation, "message rate exceeded");
         return;
-      }
+      case FramePipe::Result::kViolation:
+        OnViolation(from, pipe.violation_code(),
+                    pipe.violation_code() == ws::kMessageTooBig ? "message too big"
+                                                                : "protocol error");
+        return;
     }
   }
+}
+
+void Session::OnViolation(Side from, uint16_t code, const char* what) {
+  Endpoint& source = endpoint(from);
+  Side to = Other(from);
+  Endpoint& sink = endpoint(to);
+  evbuffer* input = bufferevent_get_input(source.bev.get());
+  if (sink.sent_close || !sink.bev) {
+    // Already closing towards the peer; just stop listening to this side.
+    source.discard_input = true;
+    source.received_close = true;
+    evbuffer_drain(input, evbuffer_get_length(input));
+    CloseEndpointIfDone(from);
+    return;
+  }
+  if (close_code_ == 0) {
+    close_code_ = code;
+    closed_by_ = "proxy";
+    reason_ = std::string(from == Side::kClient ? "client " : "backend ") + what;
+  }
+  LOG_INFO("session client=" + peer_text_ + " " + reason_ + ", close " + std::to_string(code));
+  // The offender gets the code; the peer is told the proxy gave up on the other side.
+  source.discard_input = true;
+  source.received_close = true;  // its stream can no longer be trusted to carry a close
+  evbuffer_drain(input, evbuffer_get_length(input));
+  InsertClose(to, from == Side::kClient ? ws::kGoingAway : ws::kInternalError,
+              from == Side::kClient ? "client protocol error" : "backend protocol error");
+  if (finished()) return;
+  InsertClose(from, code, what);
+  if (finished()) return;
+  CloseEndpointIfDone(from);
+}
+
+void Session::OnThrottleTimer() {
+  Endpoint& client = endpoint(Side::kClient);
+  if (!client.bev || !client.throttled) return;
+  client.throttled = false;
+  if (!client.read_paused) bufferevent_enable(client.bev.get(), EV_READ);
+  Pump(Side::kClient);
 }
 
 void Session::GoAway(uint16_t code, const std::string& reason) {
@@ -750,9 +784,12 @@ void Session::OnWritable(Side to) {
   if (e.close_after_flush) {
     if (evbuffer_get_length(output) != 0) return;
     if (e.linger) {
-      // Half-close and wait for the client's EOF (the timer bounds the wait).
+      // Half-close and keep reading (and dropping) until the client's EOF; the timer bounds it.
       shutdown(bufferevent_getfd(e.bev.get()), SHUT_WR);
       e.close_after_flush = false;
+      e.throttled = false;
+      bufferevent_setwatermark(e.bev.get(), EV_READ, 0, 0);
+      bufferevent_enable(e.bev.get(), EV_READ);
       return;
     }
     e.bev.reset();
@@ -763,7 +800,7 @@ void Session::OnWritable(Side to) {
   Endpoint& source = endpoint(from);
   if (source.read_paused && source.bev && evbuffer_get_length(output) < high_watermark()) {
     source.read_paused = false;
-    bufferevent_enable(source.bev.get(), EV_READ);
+    if (!source.throttled) bufferevent_enable(source.bev.get(), EV_READ);
     if (state_ == State::kSpliced) {
       Pump(from);
     } else if (state_ == State::kRelayingResponse) {
@@ -776,7 +813,9 @@ void Session::CloseAfterFlush(Side side) {
   Endpoint& e = endpoint(side);
   if (!e.bev) return;
   e.close_after_flush = true;
-  e.linger = state_ != State::kSpliced;  // plain HTTP answers use a lingering close
+  // Plain HTTP answers, and a client that broke the protocol (it may still be sending), get a
+  // lingering close: closing with unread input would send a reset that can destroy our answer.
+  e.linger = state_ != State::kSpliced || (side == Side::kClient && e.discard_input);
   // The write callback must fire when the output is empty, not at the splice watermark.
   bufferevent_setwatermark(e.bev.get(), EV_WRITE, 0, 0);
   bufferevent_enable(e.bev.get(), EV_WRITE);
@@ -890,6 +929,7 @@ void Session::Finish(const char* closed_by) {
   client_.bev.reset();
   backend_.bev.reset();
   if (timer_) event_del(timer_.get());
+  if (throttle_timer_) event_del(throttle_timer_.get());
 
   double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count();

@@ -120,6 +120,7 @@ class Session final : public Deferrable {
     std::string pending_reason;
     bool read_paused = false;     // backpressure: its peer's output is full
     bool discard_input = false;   // after a protocol violation its bytes are dropped unread
+    bool throttled = false;       // reading paused by the message rate limit
     bool close_after_flush = false;
     bool linger = false;          // half-close after the flush and wait for EOF
   };
@@ -154,6 +155,9 @@ class Session final : public Deferrable {
   void OnWritable(Side to);
   void OnPeerGone(Side gone, bool clean);
   void InsertClose(Side to, uint16_t code, const std::string& reason);
+  // |from| broke the protocol or a limit: it gets |code|, its peer 1001 (backend) or 1011.
+  void OnViolation(Side from, uint16_t code, const char* what);
+  void OnThrottleTimer();
   void FlushPendingClose(Side to);
   void CloseEndpointIfDone(Side side);
 
@@ -191,6 +195,7 @@ class Session final : public Deferrable {
   Endpoint client_;
   Endpoint backend_;
   EventPtr timer_;
+  EventPtr throttle_timer_;  // resumes a client paused by rate_action: throttle
 
   http::HeadParser request_parser_;
   http::HeadParser response_parser_;

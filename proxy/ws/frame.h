@@ -28,6 +28,7 @@ enum CloseCode : uint16_t {
   kNoStatus = 1005,     // never on the wire: the close frame had no code
   kAbnormal = 1006,     // never on the wire: TCP closed without a close frame
   kInvalidPayload = 1007,
+  kPolicyViolation = 1008,
   kMessageTooBig = 1009,
   kInternalError = 1011,
   kServiceRestart = 1012,

@@ -1382,3 +1382,22 @@ TEST(ConfigLoaderLogMetricsTest, ValuesAndErrors) {
 
 }  // namespace
 }  // namespace wsgate::config
+
+namespace wsgate::config {
+namespace {
+
+TEST(ConfigLoaderRateTest, MessageRateAndAction) {
+  const ProxyConfig defaults = Load(kMinimal);
+  EXPECT_EQ(defaults.limits.max_messages_per_second, 0u);
+  EXPECT_EQ(defaults.limits.rate_action, LimitsConfig::RateAction::kClose);
+  const ProxyConfig cfg =
+      Load("limits:\n  max_messages_per_second: 50\n  rate_action: throttle\n" + kMinimal);
+  EXPECT_EQ(cfg.limits.max_messages_per_second, 50u);
+  EXPECT_EQ(cfg.limits.rate_action, LimitsConfig::RateAction::kThrottle);
+  EXPECT_EQ(Errors("limits:\n  rate_action: drop\n" + kMinimal),
+            Strings({"t.yaml:2:16: limits.rate_action: unknown rate_action \"drop\" (expected "
+                     "close or throttle)"}));
+}
+
+}  // namespace
+}  // namespace wsgate::config

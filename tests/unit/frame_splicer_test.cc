@@ -627,3 +627,34 @@ TEST(FramePipeTest, PermessageDeflateRsv1OnFirstFrameOnly) {
 
 }  // namespace
 }  // namespace wsgate
+
+namespace wsgate {
+namespace {
+
+TEST(FramePipeRateTest, MessagesBeyondTheBucketAreLeftInTheSource) {
+  ws::DirectionPolicy policy;
+  policy.expect_masked = false;
+  FramePipe pipe(policy);
+  pipe.set_message_rate(3);
+  evbuffer* source = evbuffer_new();
+  evbuffer* sink = evbuffer_new();
+  // Five one-frame text messages and a ping between them (control frames spend no token).
+  const std::string text = std::string("\x81\x01") + "a";
+  const std::string ping = std::string("\x89\x00", 2);
+  std::string stream = text + text + ping + text + text + text;
+  evbuffer_add(source, stream.data(), stream.size());
+  EXPECT_EQ(pipe.Pump(source, sink, 1 << 20), FramePipe::Result::kRateLimited);
+  EXPECT_EQ(pipe.messages(), 3u);
+  EXPECT_EQ(evbuffer_get_length(sink), 3 * text.size() + ping.size());
+  EXPECT_EQ(evbuffer_get_length(source), 2 * text.size());  // untouched, parsed again later
+  EXPECT_GT(pipe.SecondsUntilToken(), 0.0);
+  EXPECT_LE(pipe.SecondsUntilToken(), 1.0 / 3 + 1e-9);
+  // Still limited a moment later, and nothing is lost meanwhile.
+  EXPECT_EQ(pipe.Pump(source, sink, 1 << 20), FramePipe::Result::kRateLimited);
+  EXPECT_EQ(evbuffer_get_length(source), 2 * text.size());
+  evbuffer_free(source);
+  evbuffer_free(sink);
+}
+
+}  // namespace
+}  // namespace wsgate

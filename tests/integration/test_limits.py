@@ -1,0 +1,79 @@
+"""Per-connection message rate: a client over limits.max_messages_per_second is closed with 1008,
+or, with rate_action: throttle, slowed down without losing a single message."""
+
+import asyncio
+import time
+
+import websockets
+
+from harness import (EchoBackend, assert_still_serving, async_test, make_config, recv,
+                     wait_ws_closed, ws_connect)
+
+RATE = 10  # messages per second; the bucket starts full, so a burst of RATE passes at once
+
+
+@async_test(timeout=30)
+async def test_client_over_the_message_rate_gets_1008(gates):
+    echo = await EchoBackend().start()
+    gate = await gates.launch(make_config(pools={"p": [echo.address]},
+                                          limits={"max_messages_per_second": RATE}))
+    ws = await ws_connect(gate.url("/rate"))
+    for i in range(4 * RATE):  # far faster than RATE per second
+        try:
+            await ws.send(f"m{i}")
+        except websockets.ConnectionClosed:
+            break
+    await wait_ws_closed(ws)
+    assert ws.close_code == 1008, ws.close_code
+    record = await echo.wait_closed_record(0)
+    assert record.close_code == 1001, record.close_code
+    # What the backend read is an in-order prefix (the echo backend stops reading once its own
+    # echo fails on the closing connection); wsgate relayed exactly the one-second burst.
+    assert record.messages == [f"m{i}" for i in range(len(record.messages))]
+    [line] = await gate.wait_for_access_lines(1)
+    relayed = int(line.split(" msgs_in=")[1].split()[0])
+    assert RATE <= relayed <= RATE + 2, line  # + refill while the burst arrives
+    assert "close_code=1008" in line and "closed_by=proxy" in line, line
+    await assert_still_serving(gate)
+
+
+@async_test(timeout=30)
+async def test_throttle_slows_a_fast_client_and_loses_nothing(gates):
+    echo = await EchoBackend().start()
+    gate = await gates.launch(make_config(
+        pools={"p": [echo.address]},
+        limits={"max_messages_per_second": RATE, "rate_action": "throttle"}))
+    ws = await ws_connect(gate.url("/throttle"))
+    count = 2 * RATE + 5
+    started = time.monotonic()
+    for i in range(count):
+        await ws.send(f"t{i}")
+    received = [await recv(ws, 10) for _ in range(count)]
+    elapsed = time.monotonic() - started
+    assert received == [f"t{i}" for i in range(count)]
+    # RATE pass at once; the other RATE + 5 need about (RATE + 5) / RATE seconds of tokens.
+    assert elapsed >= (count - RATE) / RATE * 0.8, f"not throttled: {elapsed:.2f}s"
+    assert ws.open, "throttling must not close the connection"
+    await ws.close()
+    await assert_still_serving(gate)
+
+
+@async_test(timeout=30)
+async def test_a_burst_within_the_bucket_and_a_steady_rate_pass(gates):
+    """RATE messages at once fit the bucket; then one message every 1/RATE s for two seconds
+    stays within the rate: nothing is closed and every message is echoed."""
+    echo = await EchoBackend().start()
+    gate = await gates.launch(make_config(pools={"p": [echo.address]},
+                                          limits={"max_messages_per_second": RATE}))
+    ws = await ws_connect(gate.url("/steady"))
+    for i in range(RATE):
+        await ws.send(f"burst{i}")
+    assert [await recv(ws) for _ in range(RATE)] == [f"burst{i}" for i in range(RATE)]
+    await asyncio.sleep(1.0)  # let the bucket refill
+    for i in range(2 * RATE):
+        await ws.send(f"steady{i}")
+        assert await recv(ws) == f"steady{i}"
+        await asyncio.sleep(1.1 / RATE)
+    assert ws.open
+    await ws.close()
+    assert (await echo.wait_closed_record(0)).close_code == 1000
