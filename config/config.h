@@ -123,6 +123,10 @@ struct TimeoutsConfig {
   Duration idle{0};  // 0 = never
   Duration drain{std::chrono::seconds(30)};
   Duration close{std::chrono::seconds(5)};  // wait for the peer's close frame / TCP close
+  // Keepalive: after this long without data from the client, send it a ping; if nothing
+  // (pong or data) arrives within ping_timeout, close with 1001. 0 = off.
+  Duration ping_interval{0};
+  Duration ping_timeout{std::chrono::seconds(10)};
 };
 
 struct LogConfig {

@@ -909,7 +909,10 @@ void Loader::LoadLimits(const Value& v, LimitsConfig* out) {
 
 void Loader::LoadTimeouts(const Value& v, TimeoutsConfig* out) {
   const std::optional<Fields> fields =
-      ReadMapping(v, {"handshake", "connect", "backend_handshake", "idle", "drain", "close"}, true);
+      ReadMapping(v,
+                  {"handshake", "connect", "backend_handshake", "idle", "drain", "close",
+                   "ping_interval", "ping_timeout"},
+                  true);
   if (!fields) return;
   // Zero disables only the idle timeout and drain; the others would fail every connection.
   const std::pair<const char*, std::pair<Duration*, bool>> targets[] = {
@@ -919,6 +922,8 @@ void Loader::LoadTimeouts(const Value& v, TimeoutsConfig* out) {
       {"idle", {&out->idle, false}},
       {"drain", {&out->drain, false}},
       {"close", {&out->close, true}},
+      {"ping_interval", {&out->ping_interval, false}},
+      {"ping_timeout", {&out->ping_timeout, true}},
   };
   for (const auto& [key, target] : targets) {
     if (const Value* x = fields->Find(key)) ReadDuration(*x, target.second, target.first);

@@ -63,6 +63,10 @@ struct SessionCallbacks {
     auto* s = static_cast<Session*>(ctx);
     if (!s->finished()) s->OnTimer();
   }
+  static void PingTimer(evutil_socket_t, short, void* ctx) {
+    auto* s = static_cast<Session*>(ctx);
+    if (!s->finished()) s->OnPingTimer();
+  }
   static void ThrottleTimer(evutil_socket_t, short, void* ctx) {
     auto* s = static_cast<Session*>(ctx);
     if (!s->finished()) s->OnThrottleTimer();
@@ -572,6 +576,12 @@ void Session::StartSplicing() {
     backend_to_client_->set_metrics(pool_metrics_, metrics::kBackendToClient);
   }
   if (config().timeouts.idle.count() > 0) ArmTimer(config().timeouts.idle);
+  if (config().timeouts.ping_interval.count() > 0) {
+    last_client_data_ = std::chrono::steady_clock::now();
+    ping_timer_.reset(evtimer_new(context_.loop.base(), &SessionCallbacks::PingTimer, this));
+    timeval interval = ToTimeval(config().timeouts.ping_interval);
+    evtimer_add(ping_timer_.get(), &interval);
+  }
   // Either side may already have sent frames along with the handshake.
   Pump(Side::kBackend);
   if (!finished()) Pump(Side::kClient);
@@ -588,6 +598,10 @@ void Session::Pump(Side from) {
     return;
   }
   last_activity_ = std::chrono::steady_clock::now();
+  if (from == Side::kClient && evbuffer_get_length(input) > 0) {
+    last_client_data_ = last_activity_;  // a pong, or any data, proves the client is alive
+    ping_outstanding_ = false;
+  }
   FramePipe& pipe = pipe_from(from);
   while (true) {
     bool deliver = sink.bev && !sink.sent_close;
@@ -669,6 +683,39 @@ void Session::OnViolation(Side from, uint16_t code, const char* what) {
   InsertClose(from, code, what);
   if (finished()) return;
   CloseEndpointIfDone(from);
+}
+
+// Keepalive: find dead clients (a phone that lost its network) without waiting for TCP.
+void Session::OnPingTimer() {
+  if (state_ != State::kSpliced || closing_) return;
+  auto now = std::chrono::steady_clock::now();
+  const config::TimeoutsConfig& timeouts = config().timeouts;
+  if (ping_outstanding_) {
+    if (close_code_ == 0) {
+      close_code_ = ws::kGoingAway;
+      closed_by_ = "proxy";
+      reason_ = "no pong from the client within ping_timeout";
+    }
+    InsertClose(Side::kClient, ws::kGoingAway, "ping timeout");
+    if (!finished()) InsertClose(Side::kBackend, ws::kGoingAway, "client ping timeout");
+    return;
+  }
+  auto quiet = std::chrono::duration_cast<config::Duration>(now - last_client_data_);
+  config::Duration next = timeouts.ping_interval - quiet;
+  if (quiet >= timeouts.ping_interval) {
+    // Only at a frame boundary towards the client; otherwise a backend frame is in flight and
+    // the client is evidently reachable enough to wait for the next round.
+    if (client_.bev && !client_.sent_close && backend_to_client_->at_boundary()) {
+      static const char kPing[] = {static_cast<char>(0x80 | ws::kPing), 0};
+      bufferevent_write(client_.bev.get(), kPing, sizeof(kPing));
+      ping_outstanding_ = true;
+      next = timeouts.ping_timeout;
+    } else {
+      next = timeouts.ping_interval;
+    }
+  }
+  timeval wait = ToTimeval(next);
+  evtimer_add(ping_timer_.get(), &wait);
 }
 
 void Session::OnThrottleTimer() {
@@ -930,6 +977,7 @@ void Session::Finish(const char* closed_by) {
   backend_.bev.reset();
   if (timer_) event_del(timer_.get());
   if (throttle_timer_) event_del(throttle_timer_.get());
+  if (ping_timer_) event_del(ping_timer_.get());
 
   double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count();

@@ -158,6 +158,7 @@ class Session final : public Deferrable {
   // |from| broke the protocol or a limit: it gets |code|, its peer 1001 (backend) or 1011.
   void OnViolation(Side from, uint16_t code, const char* what);
   void OnThrottleTimer();
+  void OnPingTimer();
   void FlushPendingClose(Side to);
   void CloseEndpointIfDone(Side side);
 
@@ -196,6 +197,9 @@ class Session final : public Deferrable {
   Endpoint backend_;
   EventPtr timer_;
   EventPtr throttle_timer_;  // resumes a client paused by rate_action: throttle
+  EventPtr ping_timer_;      // keepalive (timeouts.ping_interval); created only when enabled
+  std::chrono::steady_clock::time_point last_client_data_;
+  bool ping_outstanding_ = false;
 
   http::HeadParser request_parser_;
   http::HeadParser response_parser_;

@@ -1,12 +1,13 @@
-"""Per-connection message rate: a client over limits.max_messages_per_second is closed with 1008,
-or, with rate_action: throttle, slowed down without losing a single message."""
+"""Per-connection client limits: the message rate (limits.max_messages_per_second: close with 1008,
+or throttle without losing a message) and ping keepalive (timeouts.ping_interval/ping_timeout)."""
 
 import asyncio
 import time
 
 import websockets
 
-from harness import (EchoBackend, assert_still_serving, async_test, make_config, recv,
+from harness import (OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, EchoBackend, RawClient,
+                     assert_still_serving, async_test, make_config, read_frame, recv,
                      wait_ws_closed, ws_connect)
 
 RATE = 10  # messages per second; the bucket starts full, so a burst of RATE passes at once
@@ -77,3 +78,67 @@ async def test_a_burst_within_the_bucket_and_a_steady_rate_pass(gates):
     assert ws.open
     await ws.close()
     assert (await echo.wait_closed_record(0)).close_code == 1000
+
+
+# ------------------------------------------------------------------------------------------
+# Ping keepalive (timeouts.ping_interval / ping_timeout)
+# ------------------------------------------------------------------------------------------
+
+KEEPALIVE = {"ping_interval": "300ms", "ping_timeout": "400ms", "close": "1s"}
+
+
+@async_test(timeout=30)
+async def test_keepalive_pings_a_quiet_client_and_a_pong_keeps_it(gates):
+    echo = await EchoBackend().start()
+    gate = await gates.launch(make_config(pools={"p": [echo.address]}, timeouts=KEEPALIVE))
+    client = await RawClient.connect(gate.port)
+    await client.handshake(path="/keepalive")
+    for _ in range(3):  # three rounds: ping, answered by a pong, and the connection stays
+        started = time.monotonic()
+        frame = await read_frame(client, 3)
+        assert frame.opcode == OP_PING, frame
+        assert 0.2 <= time.monotonic() - started <= 1.5
+        await client.send_frame(OP_PONG, frame.payload)
+    await client.send_frame(OP_TEXT, b"still here")
+    frame = await read_frame(client, 3)
+    while frame.opcode == OP_PING:  # a ping may come first; the echo must follow
+        frame = await read_frame(client, 3)
+    assert (frame.opcode, frame.payload) == (OP_TEXT, b"still here")
+    client.close()
+    await assert_still_serving(gate)
+
+
+@async_test(timeout=30)
+async def test_keepalive_closes_a_client_that_never_answers(gates):
+    echo = await EchoBackend().start()
+    gate = await gates.launch(make_config(pools={"p": [echo.address]}, timeouts=KEEPALIVE))
+    client = await RawClient.connect(gate.port)
+    await client.handshake(path="/silent")
+    started = time.monotonic()
+    frames = []
+    while True:
+        frame = await read_frame(client, 5)
+        frames.append(frame.opcode)
+        if frame.opcode == OP_CLOSE:
+            break
+    elapsed = time.monotonic() - started
+    assert frames == [OP_PING, OP_CLOSE], frames
+    assert frame.close_code == 1001, frame.close_code
+    assert 0.5 <= elapsed <= 2.5, elapsed  # interval 0.3 s + timeout 0.4 s
+    record = await echo.wait_closed_record(0)
+    assert record.close_code == 1001
+    client.close()
+    await assert_still_serving(gate)
+
+
+@async_test(timeout=30)
+async def test_keepalive_with_a_real_client_library(gates):
+    """python3-websockets answers pings by itself: an idle connection simply stays up."""
+    echo = await EchoBackend().start()
+    gate = await gates.launch(make_config(pools={"p": [echo.address]}, timeouts=KEEPALIVE))
+    ws = await ws_connect(gate.url("/lib"))
+    await asyncio.sleep(2.0)  # several ping rounds
+    assert ws.open
+    await ws.send("after idle")
+    assert await recv(ws) == "after idle"
+    await ws.close()

@@ -1401,3 +1401,21 @@ TEST(ConfigLoaderRateTest, MessageRateAndAction) {
 
 }  // namespace
 }  // namespace wsgate::config
+
+namespace wsgate::config {
+namespace {
+
+TEST(ConfigLoaderPingTest, KeepaliveTimeouts) {
+  const ProxyConfig defaults = Load(kMinimal);
+  EXPECT_EQ(defaults.timeouts.ping_interval, milliseconds(0));
+  EXPECT_EQ(defaults.timeouts.ping_timeout, milliseconds(10000));
+  const ProxyConfig cfg =
+      Load("timeouts:\n  ping_interval: 30s\n  ping_timeout: 5s\n" + kMinimal);
+  EXPECT_EQ(cfg.timeouts.ping_interval, milliseconds(30000));
+  EXPECT_EQ(cfg.timeouts.ping_timeout, milliseconds(5000));
+  EXPECT_EQ(Errors("timeouts:\n  ping_timeout: 0s\n" + kMinimal),
+            Strings({"t.yaml:2:17: timeouts.ping_timeout: must be greater than 0"}));
+}
+
+}  // namespace
+}  // namespace wsgate::config
