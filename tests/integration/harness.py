@@ -299,6 +299,25 @@ class GateLauncher:
             gate.terminate()
 
 
+def ready_entries(gate):
+    """{name: (host, port)} from a gate's ready file, including the `_admin` line."""
+    with open(gate.ready_path) as f:
+        text = f.read()
+    entries = {}
+    for line in text.splitlines():
+        name, address = line.split()
+        host, _, port = address.rpartition(":")
+        entries[name] = (host.strip("[]"), int(port))
+    return entries
+
+
+def admin_address(gate):
+    """(host, port) of a gate's admin listener, from the `_admin` line of its ready file."""
+    entries = ready_entries(gate)
+    assert "_admin" in entries, f"ready file {gate.ready_path} has no _admin line: {entries}"
+    return entries["_admin"]
+
+
 def run_wsgate(*args, timeout=WAIT):
     """Run the wsgate binary to completion (for CLI tests)."""
     return subprocess.run([WSGATE_BIN, *args], stdin=subprocess.DEVNULL, capture_output=True,

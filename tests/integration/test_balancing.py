@@ -30,7 +30,8 @@ import pytest
 import websockets
 
 from harness import (DEMO_BACKEND, OP_CLOSE, OP_TEXT, PYTHON, WAIT, DemoBackendProcess,
-                     EchoBackend, RawClient, ScriptedBackend, accept_for, assert_rejected,
+                     EchoBackend, RawClient, ScriptedBackend, accept_for, admin_address,
+                     assert_rejected,
                      async_test, close_payload, encode_frame, make_config, parse_head,
                      read_frame, read_http_request, read_http_response, read_until_close,
                      register_cleanup, request_key, start_echo_backends, upgrade_request,
@@ -62,18 +63,6 @@ def gate_config(*pools, routes=None, admin=True, timeouts=None, retries=None):
     return config
 
 
-def ready_entries(gate):
-    """{name: (host, port)} from the ready file, including the `_admin` line."""
-    with open(gate.ready_path) as f:
-        text = f.read()
-    entries = {}
-    for line in text.splitlines():
-        name, address = line.split()
-        host, _, port = address.rpartition(":")
-        entries[name] = (host.strip("[]"), int(port))
-    return entries
-
-
 async def http_request(address, method, path, timeout=WAIT):
     """One HTTP/1.1 request with Connection: close; return (status, body text)."""
     host, port = address
@@ -94,9 +83,7 @@ async def http_request(address, method, path, timeout=WAIT):
 
 async def admin(gate, method, path):
     """(status, body) of an admin request."""
-    entries = ready_entries(gate)
-    assert "_admin" in entries, f"ready file has no _admin line: {entries}"
-    return await http_request(entries["_admin"], method, path)
+    return await http_request(admin_address(gate), method, path)
 
 
 async def backends_state(gate):

@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from harness import (OP_CLOSE, OP_TEXT, PYTHON, WAIT, EchoBackend, RawClient, async_test,
+from harness import (OP_CLOSE, OP_TEXT, PYTHON, WAIT, EchoBackend, RawClient, admin_address,
+                     async_test, ready_entries,
                      assert_still_serving, make_config, parse_head, read_frame, recv,
                      register_cleanup, run_wsgate, wait_until, wait_ws_closed, ws_connect)
 
@@ -41,25 +42,6 @@ def drain_config(pools, admin=True, token="", drain=None, timeouts=None, **kwarg
     if drain:
         config["drain"] = drain
     return config
-
-
-def ready_entries(gate):
-    """{name: (host, port)} from the ready file, including the `_admin` line."""
-    with open(gate.ready_path) as f:
-        text = f.read()
-    entries = {}
-    for line in text.splitlines():
-        name, address = line.split()
-        host, _, port = address.rpartition(":")
-        entries[name] = (host.strip("[]"), int(port))
-    return entries
-
-
-def admin_address(gate):
-    """(host, port) of the admin listener from the ready file."""
-    entries = ready_entries(gate)
-    assert "_admin" in entries, f"ready file has no _admin line: {entries}"
-    return entries["_admin"]
 
 
 async def http_request(address, method, path, token=None, timeout=WAIT):

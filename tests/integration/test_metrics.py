@@ -24,7 +24,7 @@ import urllib.request
 import pytest
 
 from harness import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, SOURCE_DIR, WAIT,
-                     EchoBackend, RawClient, ScriptedBackend, assert_rejected,
+                     EchoBackend, RawClient, ScriptedBackend, admin_address, assert_rejected,
                      assert_still_serving, async_test, backend_accept, close_payload, closed_port,
                      encode_frame, make_config, parse_head, read_frame, read_http_request,
                      read_http_response, read_until_close, recv, register_cleanup,
@@ -48,17 +48,6 @@ def metrics_config(pools, admin=True, **kwargs):
     if admin:
         config["admin"] = {"address": "127.0.0.1:0"}
     return config
-
-
-def admin_address(gate):
-    """(host, port) of the `_admin` line of the ready file."""
-    with open(gate.ready_path) as f:
-        for line in f.read().splitlines():
-            name, address = line.split()
-            if name == "_admin":
-                host, _, port = address.rpartition(":")
-                return host.strip("[]"), int(port)
-    raise AssertionError(f"ready file {gate.ready_path} has no _admin line")
 
 
 async def http_get(address, path, method="GET", timeout=WAIT):
