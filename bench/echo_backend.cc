@@ -63,9 +63,7 @@ struct Conn {
   std::vector<uint8_t> out;
   size_t out_off = 0;
   // Frame parser.
-  uint8_t hdr[wsb::kMaxFrameHeader] = {};
-  size_t hdr_len = 0;
-  size_t hdr_need = 2;
+  wsb::HeaderReader header;
   bool in_payload = false;
   wsb::FrameHeader frame;
   uint64_t payload_left = 0;
@@ -212,18 +210,7 @@ bool Process(Conn* c, const uint8_t* data, size_t n) {
   }
   while (i < n) {
     if (!c->in_payload) {
-      size_t take = std::min(n - i, c->hdr_need - c->hdr_len);
-      std::memcpy(c->hdr + c->hdr_len, data + i, take);
-      c->hdr_len += take;
-      i += take;
-      if (c->hdr_len < c->hdr_need) break;
-      if (c->hdr_need == 2) {
-        c->hdr_need = wsb::HeaderSize(c->hdr[1]);
-        if (c->hdr_need > 2) continue;
-      }
-      c->frame = wsb::DecodeHeader(c->hdr);
-      c->hdr_len = 0;
-      c->hdr_need = 2;
+      if (!c->header.Feed(data, n, &i, &c->frame)) break;
       const wsb::FrameHeader& f = c->frame;
       bool control = (f.opcode & 0x8) != 0;
       if (!f.masked || f.rsv != 0 || (control && (f.length > 125 || !f.fin)) ||
@@ -238,7 +225,7 @@ bool Process(Conn* c, const uint8_t* data, size_t n) {
       c->payload_left = f.length;
       c->payload_pos = 0;
       c->in_payload = true;
-      if (!control) wsb::AppendHeader(&c->out, c->hdr[0], f.length, nullptr);
+      if (!control) wsb::AppendHeader(&c->out, c->header.bytes()[0], f.length, nullptr);
       if (c->payload_left == 0) {
         c->in_payload = false;
         if (control && !ControlDone(c)) return false;

@@ -5,6 +5,7 @@
 #include <openssl/evp.h>
 #include <time.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -124,6 +125,38 @@ inline FrameHeader DecodeHeader(const uint8_t* h) {
   if (f.masked) std::memcpy(f.mask, h + pos, 4);
   return f;
 }
+
+// Collects one frame header across reads. Feed() consumes from data[*i..n) and returns true
+// once a whole header has been decoded into |out|; bytes() keeps it until the next header.
+class HeaderReader {
+ public:
+  bool Feed(const uint8_t* data, size_t n, size_t* i, FrameHeader* out) {
+    while (true) {
+      size_t take = std::min(n - *i, need_ - have_);
+      std::memcpy(bytes_ + have_, data + *i, take);
+      have_ += take;
+      *i += take;
+      if (have_ < need_) return false;
+      if (need_ == 2) {
+        need_ = HeaderSize(bytes_[1]);
+        if (need_ > 2) continue;
+      }
+      *out = DecodeHeader(bytes_);
+      Reset();
+      return true;
+    }
+  }
+  void Reset() {
+    have_ = 0;
+    need_ = 2;
+  }
+  const uint8_t* bytes() const { return bytes_; }
+
+ private:
+  uint8_t bytes_[kMaxFrameHeader] = {};
+  size_t have_ = 0;
+  size_t need_ = 2;
+};
 
 // dst[i] = src[i] ^ mask[(pos + i) % 4]; dst may equal src. Word-wise in the middle.
 inline void XorMask(uint8_t* dst, const uint8_t* src, size_t n, const uint8_t mask[4],

@@ -93,9 +93,7 @@ struct Conn {
   std::vector<uint8_t> out;
   size_t out_off = 0;
   // Frame parser.
-  uint8_t hdr[wsb::kMaxFrameHeader] = {};
-  size_t hdr_len = 0;
-  size_t hdr_need = 2;
+  wsb::HeaderReader header;
   bool in_payload = false;
   wsb::FrameHeader frame;
   uint64_t payload_left = 0;
@@ -292,8 +290,7 @@ void StartConnect(Conn* c) {
   const Options& o = *w->opt;
   c->id = (static_cast<uint64_t>(w->index) << 40) | w->id_counter++;
   c->head.clear();
-  c->hdr_len = 0;
-  c->hdr_need = 2;
+  c->header.Reset();
   c->in_payload = false;
   c->in_msg = false;
   c->msg_bytes = 0;
@@ -552,18 +549,7 @@ bool Consume(Conn* c, const uint8_t* data, size_t n) {
       return false;
     }
     if (!c->in_payload) {
-      size_t take = std::min(n - i, c->hdr_need - c->hdr_len);
-      std::memcpy(c->hdr + c->hdr_len, data + i, take);
-      c->hdr_len += take;
-      i += take;
-      if (c->hdr_len < c->hdr_need) break;
-      if (c->hdr_need == 2) {
-        c->hdr_need = wsb::HeaderSize(c->hdr[1]);
-        if (c->hdr_need > 2) continue;
-      }
-      c->frame = wsb::DecodeHeader(c->hdr);
-      c->hdr_len = 0;
-      c->hdr_need = 2;
+      if (!c->header.Feed(data, n, &i, &c->frame)) break;
       const wsb::FrameHeader& f = c->frame;
       bool control = (f.opcode & 0x8) != 0;
       if (f.masked || f.rsv != 0) {
