@@ -30,7 +30,7 @@ import websockets
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.environ.get("WSGATE_SOURCE_DIR") or os.path.abspath(os.path.join(HERE, "..", ".."))
-WSGATE_BIN = os.environ.get("WSGATE_BIN") or "/work/main/build/wsgate"
+WSGATE_BIN = os.environ.get("WSGATE_BIN") or os.path.join(SOURCE_DIR, "build", "wsgate")
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 DEMO_BACKEND = os.path.join(SOURCE_DIR, "examples", "demo_backend.py")
 
