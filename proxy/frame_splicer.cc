@@ -46,20 +46,7 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
     size_t available = evbuffer_get_length(source);
     if (remaining_ > 0) {
       if (available == 0) return Result::kDrained;
-      size_t n = static_cast<size_t>(std::min<uint64_t>(available, remaining_));
-      // evbuffer_remove_buffer hands whole chains over without copying the payload.
-      if (sink != nullptr) {
-        evbuffer_remove_buffer(source, sink, n);
-      } else {
-        evbuffer_drain(source, n);
-      }
-      remaining_ -= n;
-      if (sink != nullptr) bytes_ += n;  // counts what was relayed, not what was dropped
-      if (metrics_ != nullptr && sink != nullptr) metrics_->bytes[direction_].Add(n);
-      if (remaining_ == 0 && current_is_close_) {
-        close_relayed_ = true;
-        return Result::kCloseRelayed;
-      }
+      if (MoveFrameBytes(source, sink, available)) return Result::kCloseRelayed;
       if (sink != nullptr && evbuffer_get_length(sink) >= high_watermark) {
         return Result::kOutputFull;
       }
@@ -123,21 +110,33 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
     }
     if (metrics_ != nullptr && sink != nullptr) {
       metrics_->frames[direction_][KindOf(header.opcode)].Add();
-      metrics_->bytes[direction_].Add(header.header_length);
       if (sequencer_.message_completed()) metrics_->messages[direction_].Add();
     }
-    if (sink != nullptr) {
-      evbuffer_remove_buffer(source, sink, header.header_length);
-    } else {
-      evbuffer_drain(source, header.header_length);
-    }
-    if (sink != nullptr) bytes_ += header.header_length;
-    remaining_ = header.payload_length;
-    if (remaining_ == 0 && current_is_close_) {
-      close_relayed_ = true;
-      return Result::kCloseRelayed;
+    // Header and payload move together: a small frame that fills its chain moves as that chain.
+    remaining_ = header.header_length + header.payload_length;
+    if (MoveFrameBytes(source, sink, available)) return Result::kCloseRelayed;
+    if (sink != nullptr && evbuffer_get_length(sink) >= high_watermark) {
+      return Result::kOutputFull;
     }
   }
+}
+
+bool FramePipe::MoveFrameBytes(evbuffer* source, evbuffer* sink, size_t available) {
+  size_t n = static_cast<size_t>(std::min<uint64_t>(available, remaining_));
+  // evbuffer_remove_buffer hands whole chains over without copying the payload.
+  if (sink != nullptr) {
+    evbuffer_remove_buffer(source, sink, n);
+    bytes_ += n;  // counts what was relayed, not what was dropped
+    if (metrics_ != nullptr) metrics_->bytes[direction_].Add(n);
+  } else {
+    evbuffer_drain(source, n);
+  }
+  remaining_ -= n;
+  if (remaining_ == 0 && current_is_close_) {
+    close_relayed_ = true;
+    return true;
+  }
+  return false;
 }
 
 }  // namespace wsgate

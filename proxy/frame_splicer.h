@@ -67,9 +67,11 @@ class FramePipe {
 
  private:
   Result Violation(uint16_t code);
+  // Move up to |available| bytes of the current frame; true once a whole close frame went.
+  bool MoveFrameBytes(evbuffer* source, evbuffer* sink, size_t available);
 
   ws::MessageSequencer sequencer_;
-  uint64_t remaining_ = 0;  // payload bytes of the current frame still to move
+  uint64_t remaining_ = 0;  // bytes of the current frame (header and payload) still to move
   bool current_is_close_ = false;
   bool stop_requested_ = false;
   bool close_relayed_ = false;

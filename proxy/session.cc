@@ -59,6 +59,17 @@ struct SessionCallbacks {
     auto* s = static_cast<Session*>(ctx);
     if (!s->finished()) s->OnBackendEvent(what);
   }
+  // The same entry points for a spliced socket driven by DirectSocket.
+  static void ClientReadDirect(void* ctx) { ClientRead(nullptr, ctx); }
+  static void ClientWriteDirect(void* ctx) { ClientWrite(nullptr, ctx); }
+  static void ClientEventDirect(void* ctx, short what) { ClientEvent(nullptr, what, ctx); }
+  static void BackendReadDirect(void* ctx) { BackendRead(nullptr, ctx); }
+  static void BackendWriteDirect(void* ctx) { BackendWrite(nullptr, ctx); }
+  static void BackendEventDirect(void* ctx, short what) { BackendEvent(nullptr, what, ctx); }
+  static constexpr DirectSocket::Callbacks kClientDirect{&ClientReadDirect, &ClientWriteDirect,
+                                                         &ClientEventDirect};
+  static constexpr DirectSocket::Callbacks kBackendDirect{&BackendReadDirect, &BackendWriteDirect,
+                                                          &BackendEventDirect};
   static void Timer(evutil_socket_t, short, void* ctx) {
     auto* s = static_cast<Session*>(ctx);
     if (!s->finished()) s->OnTimer();
@@ -120,6 +131,29 @@ Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* pe
 
 Session::~Session() = default;
 
+evbuffer* Session::Endpoint::input() const {
+  return bev ? bufferevent_get_input(bev.get()) : direct.input();
+}
+
+evbuffer* Session::Endpoint::output() const {
+  return bev ? bufferevent_get_output(bev.get()) : direct.output();
+}
+
+void Session::Endpoint::SetReading(bool on) {
+  if (!bev) {
+    direct.SetReading(on);
+  } else if (on) {
+    bufferevent_enable(bev.get(), EV_READ);
+  } else {
+    bufferevent_disable(bev.get(), EV_READ);
+  }
+}
+
+void Session::Endpoint::Write(const void* data, size_t size) {
+  evbuffer_add(output(), data, size);
+  Flush();
+}
+
 size_t Session::high_watermark() const {
   return config().limits.write_buffer_high_watermark;
 }
@@ -153,7 +187,7 @@ void Session::StartRejected(int status, const std::string& reason,
 // Handshake: client side.
 
 void Session::OnClientRead() {
-  evbuffer* input = bufferevent_get_input(client_.bev.get());
+  evbuffer* input = client_.input();
   switch (state_) {
     case State::kReadingRequest:
       HandleRequestHead();
@@ -556,11 +590,21 @@ void Session::StartSplicing() {
   std::vector<bool>().swap(tried_);
   pick_.excluded = nullptr;
   size_t high = high_watermark();
-  for (Endpoint* e : {&client_, &backend_}) {
-    bufferevent_setwatermark(e->bev.get(), EV_READ, 0, high);
+  for (Side side : {Side::kClient, Side::kBackend}) {
+    Endpoint& e = endpoint(side);
+    const DirectSocket::Callbacks* direct_callbacks =
+        side == Side::kClient ? &SessionCallbacks::kClientDirect : &SessionCallbacks::kBackendDirect;
+    if (e.plain_tcp && e.direct.TakeOver(e.bev, direct_callbacks, this)) {
+      e.direct.SetReadLimit(high);
+      e.direct.WatchWritable(high / 2);
+      e.direct.SetReading(true);
+      e.direct.Flush();  // the 101 head, or the upgrade request's tail
+      continue;
+    }
+    bufferevent_setwatermark(e.bev.get(), EV_READ, 0, high);
     // The write callback fires once the output has drained below half: resume the peer then.
-    bufferevent_setwatermark(e->bev.get(), EV_WRITE, high / 2, 0);
-    bufferevent_enable(e->bev.get(), EV_READ);
+    bufferevent_setwatermark(e.bev.get(), EV_WRITE, high / 2, 0);
+    bufferevent_enable(e.bev.get(), EV_READ);
   }
   LOG_DEBUG("session client=" + peer_text_ + " upgraded backend=" + chosen_backend_->address);
   CountHandshake(metrics::kUpgraded);
@@ -591,8 +635,13 @@ void Session::Pump(Side from) {
   Endpoint& source = endpoint(from);
   Side to = Other(from);
   Endpoint& sink = endpoint(to);
-  if (!source.bev) return;
-  evbuffer* input = bufferevent_get_input(source.bev.get());
+  if (!source.open()) return;
+  // Whatever this pass queued towards the sink goes out before returning to the loop.
+  struct FlushOnReturn {
+    Endpoint& sink;
+    ~FlushOnReturn() { sink.Flush(); }
+  } flush_on_return{sink};
+  evbuffer* input = source.input();
   if (source.discard_input) {
     evbuffer_drain(input, evbuffer_get_length(input));
     return;
@@ -604,20 +653,23 @@ void Session::Pump(Side from) {
   }
   FramePipe& pipe = pipe_from(from);
   while (true) {
-    bool deliver = sink.bev && !sink.sent_close;
-    evbuffer* output = deliver ? bufferevent_get_output(sink.bev.get()) : nullptr;
+    bool deliver = sink.open() && !sink.sent_close;
+    evbuffer* output = deliver ? sink.output() : nullptr;
     size_t limit = flush_all_ ? SIZE_MAX : high_watermark();
     FramePipe::Result result = pipe.Pump(input, output, limit);
     switch (result) {
       case FramePipe::Result::kDrained:
         return;
       case FramePipe::Result::kOutputFull:
-        bufferevent_disable(source.bev.get(), EV_READ);
+        // A direct socket may take the bytes right now; pause only if the kernel is full too.
+        sink.Flush();
+        if (evbuffer_get_length(output) < limit) continue;
+        source.SetReading(false);
         source.read_paused = true;
         return;
       case FramePipe::Result::kStopped:
         FlushPendingClose(to);
-        if (sink.bev && !sink.sent_close) return;  // nothing was pending; never spin
+        if (sink.open() && !sink.sent_close) return;  // nothing was pending; never spin
         continue;  // the sink got its close: further frames are parsed and dropped
       case FramePipe::Result::kCloseRelayed:
         source.received_close = true;
@@ -636,7 +688,7 @@ void Session::Pump(Side from) {
       case FramePipe::Result::kRateLimited:
         if (config().limits.rate_action == config::LimitsConfig::RateAction::kThrottle) {
           // Pause reading until the bucket holds a token again; nothing is dropped.
-          bufferevent_disable(source.bev.get(), EV_READ);
+          source.SetReading(false);
           source.throttled = true;
           timeval wait = ToTimeval(config::Duration(
               static_cast<int64_t>(pipe.SecondsUntilToken() * 1000.0) + 1));
@@ -658,8 +710,8 @@ void Session::OnViolation(Side from, uint16_t code, const char* what) {
   Endpoint& source = endpoint(from);
   Side to = Other(from);
   Endpoint& sink = endpoint(to);
-  evbuffer* input = bufferevent_get_input(source.bev.get());
-  if (sink.sent_close || !sink.bev) {
+  evbuffer* input = source.input();
+  if (sink.sent_close || !sink.open()) {
     // Already closing towards the peer; just stop listening to this side.
     source.discard_input = true;
     source.received_close = true;
@@ -705,9 +757,9 @@ void Session::OnPingTimer() {
   if (quiet >= timeouts.ping_interval) {
     // Only at a frame boundary towards the client; otherwise a backend frame is in flight and
     // the client is evidently reachable enough to wait for the next round.
-    if (client_.bev && !client_.sent_close && backend_to_client_->at_boundary()) {
+    if (client_.open() && !client_.sent_close && backend_to_client_->at_boundary()) {
       static const char kPing[] = {static_cast<char>(0x80 | ws::kPing), 0};
-      bufferevent_write(client_.bev.get(), kPing, sizeof(kPing));
+      client_.Write(kPing, sizeof(kPing));
       ping_outstanding_ = true;
       next = timeouts.ping_timeout;
     } else {
@@ -720,9 +772,9 @@ void Session::OnPingTimer() {
 
 void Session::OnThrottleTimer() {
   Endpoint& client = endpoint(Side::kClient);
-  if (!client.bev || !client.throttled) return;
+  if (!client.open() || !client.throttled) return;
   client.throttled = false;
-  if (!client.read_paused) bufferevent_enable(client.bev.get(), EV_READ);
+  if (!client.read_paused) client.SetReading(true);
   Pump(Side::kClient);
 }
 
@@ -761,7 +813,7 @@ void Session::GoAway(uint16_t code, const std::string& reason) {
 
 void Session::InsertClose(Side to, uint16_t code, const std::string& reason) {
   Endpoint& e = endpoint(to);
-  if (!e.bev || e.sent_close || e.pending_close != 0) return;
+  if (!e.open() || e.sent_close || e.pending_close != 0) return;
   closing_ = true;
   StartClosingTimer();
   FramePipe& toward = pipe_from(Other(to));
@@ -774,12 +826,12 @@ void Session::InsertClose(Side to, uint16_t code, const std::string& reason) {
 
 void Session::FlushPendingClose(Side to) {
   Endpoint& e = endpoint(to);
-  if (!e.bev || e.sent_close || e.pending_close == 0) return;
+  if (!e.open() || e.sent_close || e.pending_close == 0) return;
   uint8_t mask[4];
   bool masked = to == Side::kBackend;  // RFC 6455 §5.3: frames towards a server are masked
   if (masked && RAND_bytes(mask, sizeof(mask)) != 1) std::memset(mask, 0x5a, sizeof(mask));
   std::string frame = ws::BuildCloseFrame(e.pending_close, e.pending_reason, masked ? mask : nullptr);
-  bufferevent_write(e.bev.get(), frame.data(), frame.size());
+  e.Write(frame.data(), frame.size());
   e.sent_close = true;
   e.pending_close = 0;
   CloseEndpointIfDone(to);
@@ -787,27 +839,27 @@ void Session::FlushPendingClose(Side to) {
 
 void Session::CloseEndpointIfDone(Side side) {
   Endpoint& e = endpoint(side);
-  if (e.bev && e.sent_close && e.received_close) CloseAfterFlush(side);
+  if (e.open() && e.sent_close && e.received_close) CloseAfterFlush(side);
 }
 
 void Session::OnPeerGone(Side gone, bool clean) {
   Endpoint& g = endpoint(gone);
-  if (clean && g.received_close && !g.sent_close && g.bev) {
+  if (clean && g.received_close && !g.sent_close && g.open()) {
     // A half-close after its close frame (RFC 6455 §7.1.1 lets an endpoint stop sending once
     // it has sent Close): keep the socket to deliver the close reply, bounded by the close timer.
-    bufferevent_disable(g.bev.get(), EV_READ);
+    g.SetReading(false);
     return;
   }
   Side other = Other(gone);
   Endpoint& o = endpoint(other);
   bool sent_close_first = g.received_close;
-  g.bev.reset();
+  g.Close();
   if (!sent_close_first && close_code_ == 0) {
     close_code_ = ws::kAbnormal;
     closed_by_ = gone == Side::kClient ? "client" : "backend";
     reason_ = clean ? "TCP closed without a close frame" : "connection reset";
   }
-  if (o.bev && !o.sent_close) {
+  if (o.open() && !o.sent_close) {
     FramePipe& toward = pipe_from(gone);
     if (toward.at_boundary()) {
       // RFC 6455 §7.4.1: 1014 tells the client the gateway lost its upstream.
@@ -815,39 +867,43 @@ void Session::OnPeerGone(Side gone, bool clean) {
       InsertClose(other, code, gone == Side::kBackend ? "backend went away" : "client went away");
     } else {
       // A frame was cut in half: no close frame can follow it, so end the TCP connection.
-      o.bev.reset();
+      o.Close();
     }
   }
   if (finished()) return;
   // Otherwise wait, bounded by the close timer, for the other side's close frame.
-  if (o.bev) CloseEndpointIfDone(other);
-  if (!client_.bev && !backend_.bev) Finish(closed_by_ ? closed_by_ : "proxy");
+  if (o.open()) CloseEndpointIfDone(other);
+  if (!client_.open() && !backend_.open()) Finish(closed_by_ ? closed_by_ : "proxy");
 }
 
 void Session::OnWritable(Side to) {
   Endpoint& e = endpoint(to);
-  if (!e.bev) return;
-  evbuffer* output = bufferevent_get_output(e.bev.get());
+  if (!e.open()) return;
+  evbuffer* output = e.output();
   if (e.close_after_flush) {
     if (evbuffer_get_length(output) != 0) return;
     if (e.linger) {
       // Half-close and keep reading (and dropping) until the client's EOF; the timer bounds it.
-      shutdown(bufferevent_getfd(e.bev.get()), SHUT_WR);
+      shutdown(e.fd(), SHUT_WR);
       e.close_after_flush = false;
       e.throttled = false;
-      bufferevent_setwatermark(e.bev.get(), EV_READ, 0, 0);
-      bufferevent_enable(e.bev.get(), EV_READ);
+      if (e.bev) {
+        bufferevent_setwatermark(e.bev.get(), EV_READ, 0, 0);
+      } else {
+        e.direct.SetReadLimit(0);
+      }
+      e.SetReading(true);
       return;
     }
-    e.bev.reset();
-    if (!client_.bev && !backend_.bev) Finish(closed_by_ ? closed_by_ : "proxy");
+    e.Close();
+    if (!client_.open() && !backend_.open()) Finish(closed_by_ ? closed_by_ : "proxy");
     return;
   }
   Side from = Other(to);
   Endpoint& source = endpoint(from);
-  if (source.read_paused && source.bev && evbuffer_get_length(output) < high_watermark()) {
+  if (source.read_paused && source.open() && evbuffer_get_length(output) < high_watermark()) {
     source.read_paused = false;
-    if (!source.throttled) bufferevent_enable(source.bev.get(), EV_READ);
+    if (!source.throttled) source.SetReading(true);
     if (state_ == State::kSpliced) {
       Pump(from);
     } else if (state_ == State::kRelayingResponse) {
@@ -858,15 +914,20 @@ void Session::OnWritable(Side to) {
 
 void Session::CloseAfterFlush(Side side) {
   Endpoint& e = endpoint(side);
-  if (!e.bev) return;
+  if (!e.open()) return;
   e.close_after_flush = true;
   // Plain HTTP answers, and a client that broke the protocol (it may still be sending), get a
   // lingering close: closing with unread input would send a reset that can destroy our answer.
   e.linger = state_ != State::kSpliced || (side == Side::kClient && e.discard_input);
   // The write callback must fire when the output is empty, not at the splice watermark.
-  bufferevent_setwatermark(e.bev.get(), EV_WRITE, 0, 0);
-  bufferevent_enable(e.bev.get(), EV_WRITE);
-  if (evbuffer_get_length(bufferevent_get_output(e.bev.get())) == 0) OnWritable(side);
+  if (e.bev) {
+    bufferevent_setwatermark(e.bev.get(), EV_WRITE, 0, 0);
+    bufferevent_enable(e.bev.get(), EV_WRITE);
+  } else {
+    e.direct.WatchWritable(0);
+    e.direct.Flush();
+  }
+  if (evbuffer_get_length(e.output()) == 0) OnWritable(side);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -973,8 +1034,8 @@ void Session::Finish(const char* closed_by) {
   if (closed_by_ == nullptr) closed_by_ = closed_by;
   state_ = State::kFinished;
   ReleaseBackend();
-  client_.bev.reset();
-  backend_.bev.reset();
+  client_.Close();
+  backend_.Close();
   if (timer_) event_del(timer_.get());
   if (throttle_timer_) event_del(throttle_timer_.get());
   if (ping_timer_) event_del(ping_timer_.get());

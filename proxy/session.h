@@ -24,6 +24,7 @@
 #include "proxy/balancer.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/core/libevent_ptr.h"
+#include "proxy/direct_socket.h"
 #include "proxy/frame_splicer.h"
 #include "proxy/http/head_parser.h"
 #include "proxy/router.h"
@@ -112,8 +113,23 @@ class Session final : public Deferrable {
   };
   enum class Side { kClient, kBackend };
 
+  // One side's socket: a bufferevent drives it through the handshake (and for TLS throughout);
+  // once spliced, a plain TCP socket moves to |direct|. Exactly one of the two is open.
   struct Endpoint {
     BufferEventPtr bev;
+    DirectSocket direct;
+    bool plain_tcp = true;        // false for TLS: bufferevent_openssl keeps the socket
+    bool open() const { return bev != nullptr || direct.open(); }
+    evbuffer* input() const;
+    evbuffer* output() const;
+    void SetReading(bool on);
+    void Write(const void* data, size_t size);
+    void Flush() { if (!bev) direct.Flush(); }  // a bufferevent flushes by itself
+    evutil_socket_t fd() const { return bev ? bufferevent_getfd(bev.get()) : direct.fd(); }
+    void Close() {
+      bev.reset();
+      direct.Close();
+    }
     bool sent_close = false;      // a close frame to it has been queued
     bool received_close = false;  // a close frame from it has been read
     uint16_t pending_close = 0;   // close code to insert once the pipe reaches a boundary

@@ -1,0 +1,87 @@
+// A spliced plain-TCP socket driven by one event, without a bufferevent.
+//
+// libevent 2.1's socket bufferevent reads at most 4 KiB per event (after a FIONREAD ioctl) and
+// only writes on the loop pass after data was queued, arming and disarming EV_WRITE each time.
+// Once a session is spliced, the frame splicer needs nothing else from a bufferevent, so a plain
+// socket is handed over here: reads go straight into the input evbuffer's chains (up to 64 KiB a
+// syscall), queued output is written at once, and EV_WRITE is armed only after a short write.
+// Payload bytes stay in evbuffer chains; nothing is copied in user space. TLS stays on
+// bufferevent_openssl.
+//
+// The callbacks mirror bufferevent's (read, write below the low watermark, and EOF/error events
+// with BEV_EVENT_* flags), so the session's trampolines serve both. They may Close() this socket;
+// DirectSocket never touches itself after a callback that did.
+#pragma once
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include <cstddef>
+
+#include "proxy/core/libevent_ptr.h"
+
+namespace wsgate {
+
+class DirectSocket {
+ public:
+  struct Callbacks {
+    void (*on_read)(void* ctx);
+    void (*on_write)(void* ctx);
+    void (*on_event)(void* ctx, short what);  // BEV_EVENT_EOF / BEV_EVENT_ERROR | READING/WRITING
+  };
+
+  DirectSocket() = default;
+  ~DirectSocket() { Close(); }
+  DirectSocket(const DirectSocket&) = delete;
+  DirectSocket& operator=(const DirectSocket&) = delete;
+
+  // Take |bev|'s socket and buffered bytes (moved, not copied), then free |bev|. On allocation
+  // failure returns false and leaves |bev| as it was. Reading starts disabled.
+  bool TakeOver(BufferEventPtr& bev, const Callbacks* callbacks, void* ctx);
+
+  bool open() const { return fd_ >= 0; }
+  evutil_socket_t fd() const { return fd_; }
+  evbuffer* input() const { return input_.get(); }
+  evbuffer* output() const { return output_.get(); }
+
+  void SetReading(bool on);
+  // Stop reading while the input holds |limit| bytes or more (0 = no limit); reading resumes
+  // by itself once the input drains below it.
+  void SetReadLimit(size_t limit);
+  // on_write fires after a write leaves at most |low| bytes queued.
+  void WatchWritable(size_t low) {
+    watch_write_ = true;
+    write_low_ = low;
+  }
+  // Write what is queued now; what the kernel does not take waits for EV_WRITE. Never calls
+  // back: a failed write is reported from the event callback on the next loop pass.
+  void Flush();
+  void Close();
+
+ private:
+  static void OnEventTrampoline(evutil_socket_t, short what, void* self);
+  void OnReadable();
+  void OnWritable();
+  void UpdateInterest();
+  static void OnInputChanged(evbuffer*, const evbuffer_cb_info*, void* self);
+  bool over_read_limit() const {
+    return read_limit_ != 0 && evbuffer_get_length(input_.get()) >= read_limit_;
+  }
+
+  evutil_socket_t fd_ = -1;
+  EvBufferPtr input_;
+  EvBufferPtr output_;
+  EventPtr event_;
+  const Callbacks* callbacks_ = nullptr;
+  void* ctx_ = nullptr;
+  size_t read_limit_ = 0;
+  size_t write_low_ = 0;
+  short interest_ = 0;  // what event_ is registered for
+  bool reading_ = false;    // the session wants input
+  bool read_full_ = false;  // ...but the input is at its limit, so the fd is not polled
+  bool want_write_ = false;
+  bool watch_write_ = false;
+};
+
+}  // namespace wsgate
