@@ -71,33 +71,34 @@ def test_configuration_reference_example_sets_every_section():
             "drain", "retries"} <= sections, f"{doc}:{line}: {sections}"
 
 
-@pytest.mark.skipif(not shutil.which("haproxy") and not os.path.exists("/usr/sbin/haproxy"),
-                    reason="haproxy is not installed")
+def check_blocks(info, tmp_path, tool, command):
+    """Write each ```INFO block to a file and run command(tool, path) on it; exit 0 expected."""
+    blocks = of_kind(info)
+    assert len(blocks) >= 2
+    for index, (doc, line, _, text, _) in enumerate(blocks):
+        path = tmp_path / f"{info}-{index}.conf"
+        path.write_text(text)
+        result = subprocess.run(command(tool, str(path)), capture_output=True, text=True,
+                                timeout=30)
+        assert result.returncode == 0, f"{doc}:{line}:\n{result.stdout}{result.stderr}"
+
+
+def installed(name):
+    return shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}",) if os.path.exists(p)), None)
+
+
+@pytest.mark.skipif(not installed("haproxy"), reason="haproxy is not installed")
 def test_haproxy_blocks_are_valid(tmp_path):
-    blocks = of_kind("haproxy")
-    assert len(blocks) >= 2
-    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    for index, (doc, line, _, text, _) in enumerate(blocks):
-        path = tmp_path / f"haproxy-{index}.cfg"
-        path.write_text(text)
-        result = subprocess.run([haproxy, "-c", "-f", str(path)], capture_output=True,
-                                text=True, timeout=30)
-        assert result.returncode == 0, f"{doc}:{line}:\n{result.stdout}{result.stderr}"
+    check_blocks("haproxy", tmp_path, installed("haproxy"),
+                 lambda tool, path: [tool, "-c", "-f", path])
 
 
-@pytest.mark.skipif(not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"),
-                    reason="nginx is not installed")
+@pytest.mark.skipif(not installed("nginx"), reason="nginx is not installed")
 def test_nginx_blocks_are_valid(tmp_path):
-    blocks = of_kind("nginx")
-    assert len(blocks) >= 2
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    for index, (doc, line, _, text, _) in enumerate(blocks):
-        path = tmp_path / f"nginx-{index}.conf"
-        path.write_text(text)
-        result = subprocess.run([nginx, "-t", "-q", "-e", "stderr", "-p", str(tmp_path),
-                                 "-c", str(path), "-g", f"pid {tmp_path}/nginx.pid;"],
-                                capture_output=True, text=True, timeout=30)
-        assert result.returncode == 0, f"{doc}:{line}:\n{result.stdout}{result.stderr}"
+    check_blocks("nginx", tmp_path, installed("nginx"),
+                 lambda tool, path: [tool, "-t", "-q", "-e", "stderr", "-p", str(tmp_path),
+                                     "-c", path, "-g", f"pid {tmp_path}/nginx.pid;"])
 
 
 def test_envoy_blocks_parse():
