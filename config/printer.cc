@@ -1,3 +1,7 @@
+// Adding a config key: one line in Root() or Pool() below, next to its section's other keys,
+// using the helper for its type (Int, Size, Duration, Number, Bool, NameOf, or a plain string).
+// config_printer_test round-trips every example; test_docs.py then wants the key in the
+// configuration.md example too.
 #include "config/printer.h"
 
 #include <yaml-cpp/yaml.h>
