@@ -2,6 +2,7 @@
 //
 // config/ is a leaf: it knows nothing of proxy/ or metrics/. LoadConfig() (loader.h) fills these
 // structs from one YAML file; every field below has the default the operator docs promise.
+// Equality is memberwise, so a config printed and loaded again can be compared with the original.
 #pragma once
 
 #include <chrono>
@@ -20,33 +21,45 @@ struct HostPort {
   std::string text;  // as written in the file, for logs
 
   std::string ToString() const { return text; }
+
+  bool operator==(const HostPort&) const = default;
 };
 
 struct ListenerConfig {
   std::string name;
   HostPort address;
+
+  bool operator==(const ListenerConfig&) const = default;
 };
 
 struct AdminConfig {
   bool enabled = false;  // true when the `admin` section is present
   HostPort address{.host = "127.0.0.1", .port = 9901, .text = "127.0.0.1:9901"};
   std::string token;     // bearer token; required when address is not loopback
+
+  bool operator==(const AdminConfig&) const = default;
 };
 
 struct DrainConfig {
   Duration grace{0};         // after SIGTERM, keep accepting this long (readyz already 503)
   uint16_t close_code = 1001;  // 1001 going away | 1012 service restart
   Duration spread{0};        // spread the final closes evenly over this window
+
+  bool operator==(const DrainConfig&) const = default;
 };
 
 struct RouteMatch {
   std::string host;         // empty = any host; "*.example.com" matches any subdomain
   std::string path_prefix;  // empty = any path
+
+  bool operator==(const RouteMatch&) const = default;
 };
 
 struct RouteConfig {
   RouteMatch match;
   std::string pool;
+
+  bool operator==(const RouteConfig&) const = default;
 };
 
 enum class Balance { kLeastConn, kRoundRobin, kRandomTwo, kSticky };
@@ -60,6 +73,8 @@ struct StickyConfig {
   Fallback fallback = Fallback::kLeastConn;
   double load_factor = 1.25;  // bounded loads: at most load_factor × the mean; 0 = unbounded
   std::string insert_cookie;  // cookie naming the chosen backend (opaque id), set on the 101
+
+  bool operator==(const StickyConfig&) const = default;
 };
 
 struct HealthCheckConfig {
@@ -71,24 +86,32 @@ struct HealthCheckConfig {
   std::string path = "/";
   uint32_t healthy_threshold = 2;
   uint32_t unhealthy_threshold = 3;
+
+  bool operator==(const HealthCheckConfig&) const = default;
 };
 
 // Passive checks from real traffic.
 struct OutlierConfig {
   uint32_t consecutive_failures = 0;  // 0 = off
   Duration ejection_time{std::chrono::seconds(30)};
+
+  bool operator==(const OutlierConfig&) const = default;
 };
 
 struct RebalanceConfig {
   bool enabled = false;
   double tolerance = 1.2;  // close surplus above tolerance × weighted share
   double rate = 50;        // closes per second, at most
+
+  bool operator==(const RebalanceConfig&) const = default;
 };
 
 struct BackendConfig {
   HostPort address;
   uint32_t weight = 1;  // 1..1000
   std::string id;       // hashing identity; default: the address text
+
+  bool operator==(const BackendConfig&) const = default;
 };
 
 struct PoolConfig {
@@ -100,6 +123,8 @@ struct PoolConfig {
   OutlierConfig outlier;
   RebalanceConfig rebalance;
   bool close_on_unhealthy = false;  // close live connections (1001) when a backend turns unhealthy
+
+  bool operator==(const PoolConfig&) const = default;
 };
 
 struct LimitsConfig {
@@ -114,6 +139,8 @@ struct LimitsConfig {
   uint64_t max_messages_per_second = 0;
   enum class RateAction { kClose, kThrottle };
   RateAction rate_action = RateAction::kClose;
+
+  bool operator==(const LimitsConfig&) const = default;
 };
 
 struct TimeoutsConfig {
@@ -127,6 +154,8 @@ struct TimeoutsConfig {
   // (pong or data) arrives within ping_timeout, close with 1001. 0 = off.
   Duration ping_interval{0};
   Duration ping_timeout{std::chrono::seconds(10)};
+
+  bool operator==(const TimeoutsConfig&) const = default;
 };
 
 struct LogConfig {
@@ -134,10 +163,14 @@ struct LogConfig {
   Format format = Format::kText;
   std::string access = "stderr";  // stderr | off | a file path (appended; reopened on SIGHUP)
   Duration flush_interval{0};     // interim access lines for long-lived connections; 0 = off
+
+  bool operator==(const LogConfig&) const = default;
 };
 
 struct MetricsConfig {
   bool enabled = true;  // false: the data path counts nothing (for measuring the cost)
+
+  bool operator==(const MetricsConfig&) const = default;
 };
 
 struct ProxyConfig {
@@ -160,6 +193,8 @@ struct ProxyConfig {
     }
     return nullptr;
   }
+
+  bool operator==(const ProxyConfig&) const = default;
 };
 
 }  // namespace wsgate::config

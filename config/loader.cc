@@ -108,16 +108,6 @@ std::string Quote(std::string_view text) {
   return out;
 }
 
-// Renders a byte count the way an operator would write it: "1KiB", "64MiB", "256".
-std::string FormatSize(uint64_t bytes) {
-  static constexpr std::pair<uint64_t, const char*> kUnits[] = {
-      {uint64_t{1} << 30, "GiB"}, {kMiB, "MiB"}, {kKiB, "KiB"}};
-  for (const auto& [multiplier, suffix] : kUnits) {
-    if (bytes != 0 && bytes % multiplier == 0) return std::to_string(bytes / multiplier) + suffix;
-  }
-  return std::to_string(bytes);
-}
-
 std::string FormatRange(uint64_t min, uint64_t max, std::string (*format)(uint64_t)) {
   if (max == kNoMax) return ">= " + format(min);
   return format(min) + ".." + format(max);
@@ -128,17 +118,6 @@ std::string FormatInt(uint64_t v) { return std::to_string(v); }
 bool IsAllDigits(std::string_view text) {
   return !text.empty() &&
          std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
-
-// Renders a duration the way an operator would write it: "250ms", "5s", "2m".
-std::string FormatDuration(Duration d) {
-  static constexpr std::pair<int64_t, const char*> kUnits[] = {
-      {86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}};
-  const int64_t ms = d.count();
-  for (const auto& [multiplier, suffix] : kUnits) {
-    if (ms != 0 && ms % multiplier == 0) return std::to_string(ms / multiplier) + suffix;
-  }
-  return std::to_string(ms) + "ms";
 }
 
 // RFC 7230 tchar, which is also RFC 6265's cookie-name token.

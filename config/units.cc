@@ -2,6 +2,7 @@
 
 #include <array>
 #include <limits>
+#include <string>
 #include <utility>
 
 namespace wsgate::config {
@@ -133,6 +134,26 @@ std::optional<HostPort> ParseHostPort(std::string_view text, bool allow_port_zer
   result.port = static_cast<uint16_t>(port);
   result.text = std::string(text);
   return result;
+}
+
+std::string FormatDuration(Duration d) {
+  static constexpr std::pair<int64_t, const char*> kUnits[] = {
+      {86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}};
+  const int64_t ms = d.count();
+  if (ms == 0) return "0s";
+  for (const auto& [multiplier, suffix] : kUnits) {
+    if (ms != 0 && ms % multiplier == 0) return std::to_string(ms / multiplier) + suffix;
+  }
+  return std::to_string(ms) + "ms";
+}
+
+std::string FormatSize(uint64_t bytes) {
+  static constexpr std::pair<uint64_t, const char*> kUnits[] = {
+      {uint64_t{1} << 30, "GiB"}, {uint64_t{1} << 20, "MiB"}, {uint64_t{1} << 10, "KiB"}};
+  for (const auto& [multiplier, suffix] : kUnits) {
+    if (bytes != 0 && bytes % multiplier == 0) return std::to_string(bytes / multiplier) + suffix;
+  }
+  return std::to_string(bytes);
 }
 
 }  // namespace wsgate::config

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "config/config.h"
@@ -19,5 +20,10 @@ std::optional<uint64_t> ParseSize(std::string_view text);
 
 // Accepts "host:port" and "[v6]:port"; port 1..65535 (0 allowed when |allow_port_zero|).
 std::optional<HostPort> ParseHostPort(std::string_view text, bool allow_port_zero);
+
+// The inverse of the parsers above, the way an operator would write the value: "250ms", "5s",
+// "2m", "0s"; "256", "1KiB", "64MiB". Parsing the result gives the value back.
+std::string FormatDuration(Duration d);
+std::string FormatSize(uint64_t bytes);
 
 }  // namespace wsgate::config

@@ -6,6 +6,7 @@
 #include <variant>
 
 #include "config/loader.h"
+#include "config/printer.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/core/log.h"
 #include "proxy/server.h"
@@ -15,11 +16,14 @@ namespace {
 constexpr const char* kUsage =
     "Usage: wsgate -c FILE [--ready-file PATH] [--upgrade-socket PATH] [--log-level LEVEL]\n"
     "       wsgate --check -c FILE\n"
+    "       wsgate --print-config -c FILE\n"
     "\n"
     "A WebSocket-aware reverse proxy and load balancer.\n"
     "\n"
     "  -c, --config FILE     YAML configuration file (required)\n"
     "      --check           validate the configuration and exit: 0 if valid, 1 with errors\n"
+    "      --print-config    validate, then print the effective configuration as YAML with\n"
+    "                        every default filled in, and exit\n"
     "      --ready-file PATH after binding, write one line \"NAME HOST:PORT\" per listener\n"
     "      --upgrade-socket PATH  zero-downtime upgrade: if a wsgate already serves PATH, take its\n"
     "                        listening sockets over (it then drains and exits); then serve PATH\n"
@@ -38,6 +42,7 @@ int main(int argc, char** argv) {
   std::string ready_file;
   std::string upgrade_socket;
   bool check_only = false;
+  bool print_config = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&](const char* flag) -> const char* {
@@ -51,6 +56,8 @@ int main(int argc, char** argv) {
       config_path = value("-c");
     } else if (arg == "--check") {
       check_only = true;
+    } else if (arg == "--print-config") {
+      print_config = true;
     } else if (arg == "--ready-file") {
       ready_file = value("--ready-file");
     } else if (arg == "--upgrade-socket") {
@@ -86,6 +93,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto& config = std::get<wsgate::config::ProxyConfig>(loaded);
+  if (print_config) {
+    std::fputs(wsgate::config::PrintConfig(config).c_str(), stdout);
+    return 0;
+  }
   if (check_only) {
     std::printf("%s: configuration is valid\n", config_path.c_str());
     return 0;

@@ -9,12 +9,15 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 packages=(
   build-essential cmake pkg-config
   libevent-dev libssl-dev libyaml-cpp-dev prometheus-cpp-dev libgtest-dev
-  python3 python3-websockets
+  python3 python3-websockets python3-yaml
 )
 if [ "${1:-}" != "--runtime-only" ]; then
   # Tests: pytest, curl and openssl as outside clients; clang for the sanitizer build;
-  # prometheus (promtool and the server) for the metrics tests.
-  packages+=(python3-pytest curl openssl clang-14 libclang-rt-14-dev prometheus)
+  # prometheus (promtool and the server) for the metrics tests; chromium for the browser demo
+  # test; dpkg-dev (dpkg-shlibdeps) and file so CPack computes the .deb's Depends; systemd for
+  # systemd-analyze verify of the unit.
+  packages+=(python3-pytest curl openssl clang-14 libclang-rt-14-dev prometheus chromium
+             dpkg-dev file systemd)
 fi
 
 missing=()
@@ -32,6 +35,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 if [ "${1:-}" != "--runtime-only" ]; then
-  # The npm `ws` package for the interop tests, pinned by tests/integration/node/package.json.
-  (cd "$(dirname "$0")/../tests/integration/node" && npm install --no-audit --no-fund --no-package-lock --loglevel=error)
+  # The npm `ws` package for the interop tests and playwright-core (which drives Debian's
+  # chromium) for the browser test, pinned by their package.json files.
+  for dir in tests/integration/node tests/integration/browser; do
+    (cd "$(dirname "$0")/../$dir" && npm install --no-audit --no-fund --no-package-lock --loglevel=error)
+  done
 fi

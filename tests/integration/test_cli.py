@@ -72,7 +72,8 @@ def test_help(wsgate_bin):
     result = run_wsgate("--help")
     assert result.returncode == 0, result.stderr
     text = result.stdout + result.stderr
-    for option in ("-c", "--check", "--ready-file", "--log-level", "--version"):
+    for option in ("-c", "--check", "--print-config", "--ready-file", "--log-level",
+                   "--version"):
         assert option in text, f"--help does not mention {option}:\n{text}"
 
 

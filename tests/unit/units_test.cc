@@ -123,5 +123,23 @@ TEST(ParseHostPortTest, RejectsMalformedText) {
   }
 }
 
+TEST(FormatTest, DurationsAndSizesParseBackToTheirValue) {
+  EXPECT_EQ(FormatDuration(Duration{0}), "0s");
+  EXPECT_EQ(FormatDuration(Duration{1500}), "1500ms");
+  EXPECT_EQ(FormatDuration(Duration{120000}), "2m");
+  EXPECT_EQ(FormatDuration(Duration{86400000}), "1d");
+  for (int64_t ms : {0L, 1L, 999L, 1000L, 61000L, 3600000L, 90000000L, 86400000L * 400}) {
+    EXPECT_EQ(ParseDuration(FormatDuration(Duration{ms})), Duration{ms}) << ms;
+  }
+  EXPECT_EQ(FormatSize(0), "0");
+  EXPECT_EQ(FormatSize(4000), "4000");
+  EXPECT_EQ(FormatSize(64 * 1024), "64KiB");
+  EXPECT_EQ(FormatSize(uint64_t{3} << 30), "3GiB");
+  for (uint64_t bytes : {uint64_t{0}, uint64_t{1}, uint64_t{1000000}, uint64_t{1} << 20,
+                         (uint64_t{1} << 40) + 1024, ~uint64_t{0}}) {
+    EXPECT_EQ(ParseSize(FormatSize(bytes)), bytes) << bytes;
+  }
+}
+
 }  // namespace
 }  // namespace wsgate::config

@@ -1,0 +1,193 @@
+// Adding a config key: one line in Root() or Pool() below, next to its section's other keys,
+// using the helper for its type (Int, Size, Duration, Number, Bool, NameOf, or a plain string).
+// config_printer_test round-trips every example; test_docs.py then wants the key in the
+// configuration.md example too.
+#include "config/printer.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <string_view>
+#include <utility>
+
+#include "config/units.h"
+
+namespace wsgate::config {
+namespace {
+
+// Shortest text that parses back to the same double (1.25, not 1.2500000000000000).
+std::string FormatNumber(double value) {
+  char buf[32];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), value);
+  return ec == std::errc() ? std::string(buf, end) : "0";
+}
+
+// The loader's spelling of each enum value.
+template <typename Enum, size_t N>
+const char* NameOf(Enum value, const std::pair<Enum, const char*> (&names)[N]) {
+  for (const auto& [candidate, name] : names) {
+    if (candidate == value) return name;
+  }
+  return names[0].second;
+}
+
+constexpr std::pair<Balance, const char*> kBalanceNames[] = {
+    {Balance::kLeastConn, "least_conn"},
+    {Balance::kRoundRobin, "round_robin"},
+    {Balance::kRandomTwo, "random_two"},
+    {Balance::kSticky, "sticky"}};
+constexpr std::pair<StickyConfig::Fallback, const char*> kFallbackNames[] = {
+    {StickyConfig::Fallback::kLeastConn, "least_conn"},
+    {StickyConfig::Fallback::kRoundRobin, "round_robin"},
+    {StickyConfig::Fallback::kReject, "reject"}};
+constexpr std::pair<HealthCheckConfig::Type, const char*> kCheckTypeNames[] = {
+    {HealthCheckConfig::Type::kTcp, "tcp"},
+    {HealthCheckConfig::Type::kHttp, "http"},
+    {HealthCheckConfig::Type::kWebSocket, "websocket"}};
+constexpr std::pair<LimitsConfig::RateAction, const char*> kRateActionNames[] = {
+    {LimitsConfig::RateAction::kClose, "close"}, {LimitsConfig::RateAction::kThrottle, "throttle"}};
+constexpr std::pair<LogConfig::Format, const char*> kLogFormatNames[] = {
+    {LogConfig::Format::kText, "text"}, {LogConfig::Format::kJson, "json"}};
+
+std::string StickyKey(const StickyConfig& s) {
+  using Source = StickyConfig::KeySource;
+  switch (s.source) {
+    case Source::kCookie: return "cookie:" + s.key_name;
+    case Source::kHeader: return "header:" + s.key_name;
+    case Source::kQuery: return "query:" + s.key_name;
+    case Source::kClientIp: return "client_ip";
+    case Source::kPath: return "path";
+  }
+  return "client_ip";
+}
+
+// Plain YAML scalars: the loader reads numbers and booleans only from unquoted scalars.
+YAML::Node Duration(config::Duration d) { return YAML::Node(FormatDuration(d)); }
+YAML::Node Size(uint64_t bytes) { return YAML::Node(FormatSize(bytes)); }
+YAML::Node Number(double v) { return YAML::Node(FormatNumber(v)); }
+YAML::Node Bool(bool v) { return YAML::Node(v ? "true" : "false"); }
+YAML::Node Int(uint64_t v) { return YAML::Node(std::to_string(v)); }
+
+YAML::Node Strings(const std::vector<std::string>& items) {
+  YAML::Node seq(YAML::NodeType::Sequence);
+  seq.SetStyle(YAML::EmitterStyle::Flow);  // "[]" and "[a, b]" on the key's line
+  for (const auto& item : items) seq.push_back(item);
+  return seq;
+}
+
+YAML::Node Pool(const PoolConfig& p) {
+  YAML::Node n;
+  n["name"] = p.name;
+  n["balance"] = NameOf(p.balance, kBalanceNames);
+  // Settings of a mode that is not selected are errors, so they are printed only with it.
+  if (p.balance == Balance::kSticky) {
+    YAML::Node s = n["sticky"];
+    s["key"] = StickyKey(p.sticky);
+    s["fallback"] = NameOf(p.sticky.fallback, kFallbackNames);
+    s["load_factor"] = Number(p.sticky.load_factor);
+    s["insert_cookie"] = p.sticky.insert_cookie;
+  }
+  if (p.health_check.enabled) {
+    const HealthCheckConfig& c = p.health_check;
+    YAML::Node h = n["health_check"];
+    h["interval"] = Duration(c.interval);
+    h["timeout"] = Duration(c.timeout);
+    h["type"] = NameOf(c.type, kCheckTypeNames);
+    if (c.type != HealthCheckConfig::Type::kTcp) h["path"] = c.path;
+    h["healthy_threshold"] = Int(c.healthy_threshold);
+    h["unhealthy_threshold"] = Int(c.unhealthy_threshold);
+  }
+  YAML::Node o = n["outlier"];
+  o["consecutive_failures"] = Int(p.outlier.consecutive_failures);
+  o["ejection_time"] = Duration(p.outlier.ejection_time);
+  YAML::Node r = n["rebalance"];
+  r["enabled"] = Bool(p.rebalance.enabled);
+  r["tolerance"] = Number(p.rebalance.tolerance);
+  r["rate"] = std::to_string(static_cast<uint64_t>(p.rebalance.rate)) + "/s";
+  n["close_on_unhealthy"] = Bool(p.close_on_unhealthy);
+  YAML::Node backends(YAML::NodeType::Sequence);
+  for (const BackendConfig& b : p.backends) {
+    YAML::Node bn;
+    bn["address"] = b.address.text;
+    bn["weight"] = Int(b.weight);
+    if (!b.id.empty()) bn["id"] = b.id;  // absent: the address is the id
+    backends.push_back(bn);
+  }
+  n["backends"] = backends;
+  return n;
+}
+
+YAML::Node Root(const ProxyConfig& c) {
+  YAML::Node root;
+  root["workers"] = Int(c.workers);
+  YAML::Node listeners(YAML::NodeType::Sequence);
+  for (const ListenerConfig& l : c.listeners) {
+    YAML::Node n;
+    n["name"] = l.name;
+    n["address"] = l.address.text;
+    listeners.push_back(n);
+  }
+  root["listeners"] = listeners;
+  if (c.admin.enabled) {  // the section's presence is what enables it
+    root["admin"]["address"] = c.admin.address.text;
+    root["admin"]["token"] = c.admin.token;
+  }
+  YAML::Node routes(YAML::NodeType::Sequence);
+  for (const RouteConfig& r : c.routes) {
+    YAML::Node n;
+    if (!r.match.host.empty()) n["match"]["host"] = r.match.host;
+    if (!r.match.path_prefix.empty()) n["match"]["path_prefix"] = r.match.path_prefix;
+    n["pool"] = r.pool;
+    routes.push_back(n);
+  }
+  root["routes"] = routes;
+  YAML::Node pools(YAML::NodeType::Sequence);
+  for (const PoolConfig& p : c.pools) pools.push_back(Pool(p));
+  root["pools"] = pools;
+
+  YAML::Node limits = root["limits"];
+  limits["max_connections"] = Int(c.limits.max_connections);
+  limits["max_header_bytes"] = Size(c.limits.max_header_bytes);
+  limits["max_request_line_bytes"] = Size(c.limits.max_request_line_bytes);
+  limits["max_message_bytes"] = Size(c.limits.max_message_bytes);
+  limits["write_buffer_high_watermark"] = Size(c.limits.write_buffer_high_watermark);
+  limits["allowed_origins"] = Strings(c.limits.allowed_origins);
+  limits["max_messages_per_second"] = Int(c.limits.max_messages_per_second);
+  limits["rate_action"] = NameOf(c.limits.rate_action, kRateActionNames);
+
+  YAML::Node timeouts = root["timeouts"];
+  timeouts["handshake"] = Duration(c.timeouts.handshake);
+  timeouts["connect"] = Duration(c.timeouts.connect);
+  timeouts["backend_handshake"] = Duration(c.timeouts.backend_handshake);
+  timeouts["idle"] = Duration(c.timeouts.idle);
+  timeouts["drain"] = Duration(c.timeouts.drain);
+  timeouts["close"] = Duration(c.timeouts.close);
+  timeouts["ping_interval"] = Duration(c.timeouts.ping_interval);
+  timeouts["ping_timeout"] = Duration(c.timeouts.ping_timeout);
+
+  YAML::Node drain = root["drain"];
+  drain["grace"] = Duration(c.drain.grace);
+  drain["close_code"] = Int(c.drain.close_code);
+  drain["spread"] = Duration(c.drain.spread);
+
+  YAML::Node log = root["log"];
+  log["format"] = NameOf(c.log.format, kLogFormatNames);
+  log["access"] = c.log.access;
+  log["flush_interval"] = Duration(c.log.flush_interval);
+
+  root["metrics"]["enabled"] = Bool(c.metrics.enabled);
+  root["retries"] = Int(c.retries);
+  return root;
+}
+
+}  // namespace
+
+std::string PrintConfig(const ProxyConfig& config) {
+  YAML::Emitter out;
+  out << Root(config);
+  std::string text = out.c_str();
+  text += '\n';
+  return text;
+}
+
+}  // namespace wsgate::config

@@ -1,0 +1,302 @@
+"""Deployment artefacts, exercised without Docker or Kubernetes: the Dockerfile's invariants and
+its HEALTHCHECK against a running wsgate, the installed layout (cmake --install into a staging
+tree, as scripts/build-release.sh does for the image and the .deb) checked by
+packaging/check-installed.sh, the systemd unit, the Compose example and the Kubernetes
+manifests, each embedded wsgate config checked with the real binary."""
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+
+import yaml
+
+from harness import SOURCE_DIR, WSGATE_BIN, admin_address, run_wsgate
+
+PACKAGED_CONFIG = os.path.join(SOURCE_DIR, "packaging", "wsgate.yaml")
+UNIT = os.path.join(SOURCE_DIR, "packaging", "systemd", "wsgate.service")
+COMPOSE_DIR = os.path.join(SOURCE_DIR, "examples", "compose")
+KUBERNETES_DIR = os.path.join(SOURCE_DIR, "examples", "kubernetes")
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "min": 60}
+
+
+def seconds(text):
+    """'30s', '1500ms', '2m', '0', 90 -> seconds (wsgate and systemd spellings)."""
+    match = re.fullmatch(r"(\d+)(ms|s|min|m|h|d)?", str(text).strip())
+    assert match, f"not a duration: {text!r}"
+    return int(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def longest_drain(config_path):
+    """drain.grace + timeouts.drain + drain.spread + timeouts.close of a config file, taken
+    from --print-config so that defaults count too."""
+    result = run_wsgate("--print-config", "-c", config_path)
+    assert result.returncode == 0, f"{config_path}:\n{result.stderr}"
+    c = yaml.safe_load(result.stdout)
+    return sum(seconds(v) for v in (c["drain"]["grace"], c["timeouts"]["drain"],
+                                    c["drain"]["spread"], c["timeouts"]["close"]))
+
+
+def check_config(path):
+    result = run_wsgate("--check", "-c", str(path))
+    assert result.returncode == 0, f"{path} fails --check:\n{result.stderr}"
+
+
+def port_of(address):
+    return int(address.rpartition(":")[2])
+
+
+# ------------------------------------------------------------------------------------------
+# Dockerfile
+# ------------------------------------------------------------------------------------------
+
+def dockerfile_stages():
+    """[(from_line, [(INSTRUCTION, arguments)])], continuation lines joined."""
+    with open(os.path.join(SOURCE_DIR, "Dockerfile")) as f:
+        text = re.sub(r"\\\n", " ", f.read())
+    stages = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, args = line.partition(" ")
+        if instruction.upper() == "FROM":
+            stages.append((args, []))
+        else:
+            stages[-1][1].append((instruction.upper(), args.strip()))
+    return stages
+
+
+def test_dockerfile_invariants():
+    stages = dockerfile_stages()
+    assert len(stages) == 2, "multi-stage: a build stage and a runtime stage"
+    (build_from, build), (runtime_from, runtime) = stages
+    assert build_from == "debian:bookworm AS build"
+    assert runtime_from == "debian:bookworm-slim"
+    # The build stage runs exactly the release script CI runs; the runtime stage installs the
+    # .deb it made, so the image has the package's layout and Depends.
+    assert ("RUN", "scripts/build-release.sh /build /build/staging") in build
+    assert ("COPY", "--from=build /build/wsgate_*.deb /tmp/") in runtime
+    assert any(i == "RUN" and "apt-get install" in a and "/tmp/wsgate_*.deb" in a
+               for i, a in runtime)
+    last = {i: a for i, a in runtime}
+    uid = re.search(r"useradd [^&]*--uid (\d+)", last["RUN"]).group(1)
+    assert last["USER"] == f"{uid}:{uid}" and int(uid) > 0, "numeric non-root user"
+    assert last["STOPSIGNAL"] == "SIGTERM"
+    assert last["ENTRYPOINT"] == '["/usr/bin/wsgate"]'
+    assert json.loads(last["CMD"]) == ["-c", "/etc/wsgate/wsgate.yaml"]
+    assert "/healthz" in last["HEALTHCHECK"]
+    # EXPOSE documents exactly the ports the shipped config listens on.
+    with open(PACKAGED_CONFIG) as f:
+        config = yaml.safe_load(f)
+    listening = {port_of(l["address"]) for l in config["listeners"]}
+    listening.add(port_of(config["admin"]["address"]))
+    assert {int(p) for p in last["EXPOSE"].split()} == listening
+    with open(os.path.join(SOURCE_DIR, ".dockerignore")) as f:
+        ignored = f.read().split()
+    assert "build/" in ignored and "build-*/" in ignored
+
+
+def healthcheck_command(admin_port):
+    """The image's HEALTHCHECK CMD, aimed at |admin_port| instead of 9901."""
+    args = dict(i for i in dockerfile_stages()[-1][1])["HEALTHCHECK"]
+    command = json.loads(args[args.index("CMD ") + 4:])
+    return [part.replace("/127.0.0.1/9901", f"/127.0.0.1/{admin_port}") for part in command]
+
+
+def test_install_tree_and_healthcheck(tmp_path, gates):
+    """cmake --install into a staging tree; check it; run the installed binary with the
+    installed config (ports moved to free ones) and probe it with the image's HEALTHCHECK."""
+    build_dir = os.path.dirname(WSGATE_BIN)
+    assert os.path.exists(os.path.join(build_dir, "CMakeCache.txt")), build_dir
+    staging = tmp_path / "staging"
+    subprocess.run(["cmake", "--install", build_dir, "--prefix", "/usr"], check=True,
+                   env={**os.environ, "DESTDIR": str(staging)}, capture_output=True)
+    check = subprocess.run(["bash", os.path.join(SOURCE_DIR, "packaging", "check-installed.sh"),
+                            str(staging)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.count(" ok\n") >= 2, check.stdout
+
+    installed = staging / "etc" / "wsgate" / "wsgate.yaml"
+    with open(installed) as f:
+        config = yaml.safe_load(f)
+    config["listeners"][0]["address"] = "127.0.0.1:0"
+    config["admin"]["address"] = "127.0.0.1:0"
+    gates.binary = str(staging / "usr" / "bin" / "wsgate")
+    gate = gates.start(yaml.safe_dump(config))
+    probe = healthcheck_command(admin_address(gate)[1])
+    result = subprocess.run(probe, capture_output=True, timeout=10)
+    assert result.returncode == 0, result
+    gate.terminate(timeout=60)
+    result = subprocess.run(probe, capture_output=True, timeout=10)
+    assert result.returncode != 0, "HEALTHCHECK passes with wsgate stopped"
+
+
+# ------------------------------------------------------------------------------------------
+# systemd
+# ------------------------------------------------------------------------------------------
+
+def unit_settings():
+    """{key: [values]} of the unit's [Service] section."""
+    settings = {}
+    section = None
+    with open(UNIT) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("["):
+                section = line
+            elif line and not line.startswith("#") and section == "[Service]":
+                key, _, value = line.partition("=")
+                settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_systemd_unit():
+    s = {k: v[-1] for k, v in unit_settings().items()}
+    reloads = unit_settings()["ExecReload"]
+    assert reloads[-1] == "/bin/kill -HUP $MAINPID"
+    assert s["ExecStart"] == "/usr/bin/wsgate -c /etc/wsgate/wsgate.yaml"
+    assert s["KillSignal"] == "SIGTERM"
+    assert s["LimitNOFILE"] == "1048576"
+    # systemd must not SIGKILL wsgate while it drains with the shipped config.
+    assert seconds(s["TimeoutStopSec"]) > longest_drain(PACKAGED_CONFIG)
+    for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
+                       "PrivateTmp": "yes", "DynamicUser": "yes",
+                       "CapabilityBoundingSet": "CAP_NET_BIND_SERVICE",
+                       "AmbientCapabilities": "CAP_NET_BIND_SERVICE"}.items():
+        assert s.get(key) == value, f"{key}={s.get(key)}"
+    # Two descriptors per connection: the shipped max_connections fits the descriptor limit.
+    with open(PACKAGED_CONFIG) as f:
+        assert 2 * yaml.safe_load(f)["limits"]["max_connections"] < int(s["LimitNOFILE"])
+    # systemd-analyze verify runs in check-installed.sh (test_install_tree_and_healthcheck);
+    # here: it does reject a broken unit, so its silence means something.
+    if shutil.which("systemd-analyze"):
+        broken = subprocess.run(
+            ["bash", "-c", f"d=$(mktemp -d) && sed 's/^KillSignal=.*/KillSignal=SIGNOPE/' "
+                           f"{shlex.quote(UNIT)} > $d/wsgate.service && "
+                           "systemd-analyze verify $d/wsgate.service; rm -r $d"],
+            capture_output=True, text=True, timeout=30)
+        assert "SIGNOPE" in broken.stderr, broken
+
+
+# ------------------------------------------------------------------------------------------
+# Compose
+# ------------------------------------------------------------------------------------------
+
+def test_compose_example(tmp_path):
+    with open(os.path.join(COMPOSE_DIR, "docker-compose.yml")) as f:
+        compose = yaml.safe_load(f)
+    services = compose["services"]
+    assert set(services) == {"wsgate", "backend-1", "backend-2", "prometheus", "grafana"}
+
+    def host_path(spec):
+        return os.path.normpath(os.path.join(COMPOSE_DIR, spec.split(":")[0]))
+
+    mounts = {}  # container path -> host path, every service
+    for name, service in services.items():
+        build = service.get("build")
+        if build:
+            context = os.path.join(COMPOSE_DIR, build["context"])
+            dockerfile = os.path.join(context, build["dockerfile"])
+            assert os.path.isfile(dockerfile), dockerfile
+            with open(dockerfile) as f:
+                for copied in re.findall(r"^COPY (?!--from)(\S+)", f.read(), re.M):
+                    assert copied == "." or os.path.exists(os.path.join(context, copied)), copied
+        for volume in service.get("volumes", []):
+            assert os.path.exists(host_path(volume)), f"{name}: {volume}"
+            mounts[volume.split(":")[1]] = host_path(volume)
+
+    # wsgate: its config passes --check, its backends are the two demo backends, and Compose
+    # waits longer than its drain before SIGKILL.
+    config_path = mounts["/etc/wsgate/wsgate.yaml"]
+    check_config(config_path)
+    with open(config_path) as f:
+        config = yaml.safe_load(f)
+    backends = {b["address"] for b in config["pools"][0]["backends"]}
+    for name in ("backend-1", "backend-2"):
+        port = services[name]["command"][services[name]["command"].index("--port") + 1]
+        assert f"{name}:{port}" in backends
+        assert "demo_backend.py" in open(os.path.join(COMPOSE_DIR, "backend.Dockerfile")).read()
+    assert seconds(services["wsgate"]["stop_grace_period"]) > longest_drain(config_path)
+
+    # Prometheus scrapes wsgate's admin listener with its token.
+    prometheus_path = mounts["/etc/prometheus/prometheus.yml"]
+    with open(prometheus_path) as f:
+        prometheus = yaml.safe_load(f)
+    job = prometheus["scrape_configs"][0]
+    assert job["static_configs"][0]["targets"] == [f"wsgate:{port_of(config['admin']['address'])}"]
+    assert job["authorization"]["credentials"] == config["admin"]["token"]
+    if shutil.which("promtool"):
+        result = subprocess.run(["promtool", "check", "config", prometheus_path],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    # Grafana: provisioned Prometheus data source at the prometheus service, and a dashboard
+    # provider whose folder holds the wsgate dashboard.
+    provisioning = mounts["/etc/grafana/provisioning"]
+    with open(os.path.join(provisioning, "datasources", "prometheus.yml")) as f:
+        source = yaml.safe_load(f)["datasources"][0]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    with open(os.path.join(provisioning, "dashboards", "wsgate.yml")) as f:
+        provider = yaml.safe_load(f)["providers"][0]
+    dashboards = [c for c in mounts if c.startswith(provider["options"]["path"] + "/")]
+    assert dashboards, mounts
+    with open(mounts[dashboards[0]]) as f:
+        dashboard = json.load(f)
+    assert any(v["type"] == "datasource" and v["query"] == "prometheus"
+               for v in dashboard["templating"]["list"])
+
+
+# ------------------------------------------------------------------------------------------
+# Kubernetes
+# ------------------------------------------------------------------------------------------
+
+def test_kubernetes_manifests(tmp_path):
+    docs = []
+    for name in sorted(os.listdir(KUBERNETES_DIR)):
+        with open(os.path.join(KUBERNETES_DIR, name)) as f:
+            docs += [d for d in yaml.safe_load_all(f) if d]
+    by_kind = {d["kind"]: d for d in docs}
+    assert set(by_kind) == {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget"}
+    deployment, service = by_kind["Deployment"], by_kind["Service"]
+    pdb, config_map = by_kind["PodDisruptionBudget"], by_kind["ConfigMap"]
+    pod = deployment["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+
+    # The ConfigMap's config is the one mounted, and it passes --check.
+    volume = next(v for v in pod["spec"]["volumes"]
+                  if v["name"] == container["volumeMounts"][0]["name"])
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    assert container["volumeMounts"][0]["mountPath"] == "/etc/wsgate"
+    assert container["args"] == ["-c", "/etc/wsgate/wsgate.yaml"]
+    config_path = tmp_path / "wsgate.yaml"
+    config_path.write_text(config_map["data"]["wsgate.yaml"])
+    check_config(config_path)
+    config = yaml.safe_load(config_map["data"]["wsgate.yaml"])
+
+    # The kubelet must not SIGKILL a draining pod.
+    assert pod["spec"]["terminationGracePeriodSeconds"] > longest_drain(str(config_path))
+    # drain.grace gives the endpoints controller time to drop the pod after /readyz turns 503.
+    probe = container["readinessProbe"]
+    assert probe["httpGet"]["path"] == "/readyz"
+    assert seconds(config["drain"]["grace"]) >= probe["periodSeconds"] * probe["failureThreshold"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["ws"] == port_of(config["listeners"][0]["address"])
+    assert ports["admin"] == port_of(config["admin"]["address"])
+    assert probe["httpGet"]["port"] in ports
+    assert all(p["targetPort"] in ports for p in service["spec"]["ports"])
+    labels = pod["metadata"]["labels"]
+    for selector in (service["spec"]["selector"], pdb["spec"]["selector"]["matchLabels"],
+                     deployment["spec"]["selector"]["matchLabels"]):
+        assert selector.items() <= labels.items()
+    # The image's numeric user (Dockerfile USER) lets runAsNonRoot verify it.
+    user = dict(dockerfile_stages()[-1][1])["USER"]
+    assert f"{pod['spec']['securityContext']['runAsUser']}:" \
+           f"{pod['spec']['securityContext']['runAsGroup']}" == user
+    assert container["securityContext"]["runAsNonRoot"] is True

@@ -1,0 +1,82 @@
+"""wsgate --print-config: the effective configuration, every default filled in, as a valid file."""
+
+import glob
+import os
+
+import yaml
+
+from harness import (SOURCE_DIR, EchoBackend, async_test, make_config, recv, run_wsgate,
+                     to_yaml, ws_connect)
+
+
+def shipped_configs():
+    """Every wsgate config in the tree: examples/**/wsgate*.yaml and the packaged default."""
+    found = glob.glob(os.path.join(SOURCE_DIR, "examples", "**", "wsgate*.yaml"), recursive=True)
+    found.append(os.path.join(SOURCE_DIR, "packaging", "wsgate.yaml"))
+    return sorted(found)
+
+
+def print_config(path):
+    result = run_wsgate("--print-config", "-c", str(path))
+    assert result.returncode == 0, f"{path}:\n{result.stderr}"
+    return result.stdout
+
+
+def test_printed_config_is_valid_and_a_fixed_point(tmp_path):
+    """For every shipped config: the printout passes --check and prints back to itself."""
+    configs = shipped_configs()
+    assert len(configs) >= 3, configs
+    for index, path in enumerate(configs):
+        printed = print_config(path)
+        copy = tmp_path / f"printed-{index}.yaml"
+        copy.write_text(printed)
+        check = run_wsgate("--check", "-c", str(copy))
+        assert check.returncode == 0, f"printout of {path} fails --check:\n{check.stderr}\n{printed}"
+        assert print_config(copy) == printed, f"printout of {path} does not round-trip"
+
+
+def test_minimal_config_prints_every_default(tmp_path):
+    """Keys absent from the file appear with their documented defaults."""
+    path = tmp_path / "minimal.yaml"
+    path.write_text("listeners: [{name: public, address: 127.0.0.1:0}]\n"
+                    "routes: [{pool: app}]\n"
+                    "pools: [{name: app, backends: [{address: 127.0.0.1:9001}]}]\n")
+    printed = yaml.safe_load(print_config(path))
+    assert printed["workers"] == 1 and printed["retries"] == 2
+    assert printed["limits"]["max_connections"] == 100000
+    assert printed["limits"]["max_message_bytes"] == "16MiB"
+    assert printed["timeouts"] == {
+        "handshake": "10s", "connect": "5s", "backend_handshake": "5s", "idle": "0s",
+        "drain": "30s", "close": "5s", "ping_interval": "0s", "ping_timeout": "10s"}
+    assert printed["drain"] == {"grace": "0s", "close_code": 1001, "spread": "0s"}
+    assert printed["log"] == {"format": "text", "access": "stderr", "flush_interval": "0s"}
+    pool = printed["pools"][0]
+    assert pool["balance"] == "least_conn" and pool["backends"][0]["weight"] == 1
+    assert pool["rebalance"] == {"enabled": False, "tolerance": 1.2, "rate": "50/s"}
+    # Sections whose presence switches something on stay absent.
+    assert "admin" not in printed and "health_check" not in pool and "sticky" not in pool
+
+
+def test_invalid_config_prints_errors_not_yaml(tmp_path):
+    """A bad file: exit 1, every error on stderr, nothing on stdout."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("listeners: [{name: public, address: 127.0.0.1:0}]\n"
+                    "routes: [{pool: app}]\n"
+                    "pools: [{name: app, balance: fastest, backends: [{address: 127.0.0.1:9001}]}]\n")
+    result = run_wsgate("--print-config", "-c", str(path))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert f"{path}:3:" in result.stderr and "pools[0].balance" in result.stderr, result.stderr
+
+
+@async_test(timeout=30)
+async def test_printed_config_serves_traffic(gates, tmp_path):
+    """wsgate started from a printout proxies like the original."""
+    echo = await EchoBackend().start()
+    source = tmp_path / "source.yaml"
+    source.write_text(to_yaml(make_config(pools={"p": [echo.address]})))
+    gate = await gates.launch(print_config(source))
+    ws = await ws_connect(gate.url("/"))
+    await ws.send("through the printout")
+    assert await recv(ws) == "through the printout"
+    await ws.close()

@@ -1,0 +1,130 @@
+// PrintConfig: the output loads back to an equal config, and every default is written out.
+#include "config/printer.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+#include <variant>
+
+#include "config/loader.h"
+
+namespace wsgate::config {
+namespace {
+
+ProxyConfig MustLoad(const std::string& yaml, const std::string& name) {
+  LoadResult result = LoadConfigString(yaml, name);
+  if (const auto* errors = std::get_if<ConfigErrors>(&result)) {
+    std::string all;
+    for (const auto& e : *errors) all += e.Format() + "\n";
+    ADD_FAILURE() << name << " does not load:\n" << all << "--- text:\n" << yaml;
+    return {};
+  }
+  return std::get<ProxyConfig>(std::move(result));
+}
+
+// load(print(load(x))) == load(x), and printing is stable.
+void ExpectRoundTrip(const ProxyConfig& loaded) {
+  const std::string printed = PrintConfig(loaded);
+  ProxyConfig again = MustLoad(printed, "printed.yaml");
+  again.source_path = loaded.source_path;
+  EXPECT_TRUE(again == loaded) << "printed config loads differently:\n" << printed;
+  EXPECT_EQ(PrintConfig(again), printed);
+}
+
+TEST(ConfigPrinter, EveryExampleConfigRoundTrips) {
+  int checked = 0;
+  const std::filesystem::path examples = std::filesystem::path(WSGATE_SOURCE_DIR) / "examples";
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(examples)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_regular_file() || name.rfind("wsgate", 0) != 0 ||
+        entry.path().extension() != ".yaml") {
+      continue;
+    }
+    SCOPED_TRACE(entry.path().string());
+    LoadResult result = LoadConfigFile(entry.path().string());
+    ASSERT_TRUE(std::holds_alternative<ProxyConfig>(result));
+    ExpectRoundTrip(std::get<ProxyConfig>(result));
+    ++checked;
+  }
+  EXPECT_GE(checked, 2);
+}
+
+TEST(ConfigPrinter, MinimalFileGetsEveryDefault) {
+  const ProxyConfig minimal = MustLoad(
+      "listeners: [{name: public, address: 127.0.0.1:8080}]\n"
+      "routes: [{pool: app}]\n"
+      "pools: [{name: app, backends: [{address: 127.0.0.1:9001}]}]\n",
+      "minimal.yaml");
+  const std::string printed = PrintConfig(minimal);
+  for (const char* line : {"workers: 1", "retries: 2", "max_connections: 100000",
+                           "max_header_bytes: 16KiB", "max_message_bytes: 16MiB",
+                           "handshake: 10s", "drain: 30s", "ping_timeout: 10s", "idle: 0s",
+                           "close_code: 1001", "balance: least_conn", "weight: 1",
+                           "tolerance: 1.2", "rate: 50/s", "ejection_time: 30s",
+                           "rate_action: close", "access: stderr", "format: text",
+                           "enabled: true", "allowed_origins: []"}) {
+    EXPECT_NE(printed.find(line), std::string::npos) << "missing \"" << line << "\" in\n"
+                                                      << printed;
+  }
+  // Sections that are off stay absent: their presence would turn them on.
+  EXPECT_EQ(printed.find("admin:"), std::string::npos);
+  EXPECT_EQ(printed.find("health_check:"), std::string::npos);
+  EXPECT_EQ(printed.find("sticky:"), std::string::npos);
+  ExpectRoundTrip(minimal);
+}
+
+TEST(ConfigPrinter, EveryNonDefaultSettingRoundTrips) {
+  ExpectRoundTrip(MustLoad(
+      "workers: 0\n"
+      "listeners:\n"
+      "  - {name: public, address: \"[::1]:0\"}\n"
+      "  - {name: second, address: 0.0.0.0:8081}\n"
+      "admin: {address: 127.0.0.2:9901, token: \"true\"}\n"
+      "routes:\n"
+      "  - {match: {host: \"*.example.com\", path_prefix: /chat}, pool: sticky}\n"
+      "  - {match: {host: \"123\"}, pool: checked}\n"
+      "  - pool: checked\n"
+      "pools:\n"
+      "  - name: sticky\n"
+      "    balance: sticky\n"
+      "    sticky: {key: \"cookie:sid\", fallback: reject, load_factor: 0,"
+      " insert_cookie: wsgate_backend}\n"
+      "    backends:\n"
+      "      - {address: 127.0.0.1:9001, weight: 7, id: \"no\"}\n"
+      "      - {address: localhost:9002, id: \"  spaced: id # not a comment\"}\n"
+      "  - name: checked\n"
+      "    balance: random_two\n"
+      "    health_check: {interval: 1500ms, timeout: 1s, type: websocket, path: \"/h?x=1\","
+      " healthy_threshold: 5, unhealthy_threshold: 7}\n"
+      "    outlier: {consecutive_failures: 3, ejection_time: 2m}\n"
+      "    rebalance: {enabled: true, tolerance: 1.05, rate: 7}\n"
+      "    close_on_unhealthy: true\n"
+      "    backends: [{address: 127.0.0.1:9003}]\n"
+      "limits: {max_connections: 5, max_header_bytes: 4000, max_request_line_bytes: 1KiB,"
+      " max_message_bytes: 1GB, write_buffer_high_watermark: 5MB,"
+      " allowed_origins: [\"https://a.example\", \"null\"], max_messages_per_second: 9,"
+      " rate_action: throttle}\n"
+      "timeouts: {handshake: 1d, connect: 1h, backend_handshake: 61s, idle: 5m, drain: 0,"
+      " close: 1ms, ping_interval: 20s, ping_timeout: 3s}\n"
+      "drain: {grace: 5s, close_code: 1012, spread: 10s}\n"
+      "log: {format: json, access: \"/var/log/wsgate access.log\", flush_interval: 1m}\n"
+      "metrics: {enabled: false}\n"
+      "retries: 0\n",
+      "all.yaml"));
+}
+
+TEST(ConfigPrinter, StickyKeySourcesRoundTrip) {
+  for (const char* key : {"client_ip", "path", "\"header:X-User\"", "\"query:room\""}) {
+    SCOPED_TRACE(key);
+    ExpectRoundTrip(MustLoad(
+        std::string("listeners: [{name: p, address: 127.0.0.1:8080}]\n"
+                    "routes: [{pool: app}]\n"
+                    "pools: [{name: app, balance: sticky, sticky: {key: ") +
+            key + "}, backends: [{address: 127.0.0.1:9001}]}]\n",
+        "sticky.yaml"));
+  }
+}
+
+}  // namespace
+}  // namespace wsgate::config
