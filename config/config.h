@@ -139,6 +139,13 @@ struct LimitsConfig {
   uint64_t max_messages_per_second = 0;
   enum class RateAction { kClose, kThrottle };
   RateAction rate_action = RateAction::kClose;
+  // Per client address (IPv4 address, or IPv6 /64): concurrent connections, and new connections
+  // per second (token bucket with a one-second burst). Over either: 429 and close. 0 = unlimited.
+  uint64_t max_connections_per_ip = 0;
+  uint64_t handshake_rate_per_ip = 0;
+  // Connections still in their handshake (request head, backend connect, 101) at once; over it
+  // new connections get 503 at once, so slow senders cannot hold every slot.
+  uint64_t max_pending_handshakes = 10000;
 
   bool operator==(const LimitsConfig&) const = default;
 };

@@ -840,7 +840,8 @@ void Loader::LoadLimits(const Value& v, LimitsConfig* out) {
       ReadMapping(v,
                   {"max_connections", "max_header_bytes", "max_request_line_bytes",
                    "max_message_bytes", "write_buffer_high_watermark", "allowed_origins",
-                   "max_messages_per_second", "rate_action"},
+                   "max_messages_per_second", "rate_action", "max_connections_per_ip",
+                   "handshake_rate_per_ip", "max_pending_handshakes"},
                   true);
   if (!fields) return;
   if (const Value* x = fields->Find("max_connections")) {
@@ -865,6 +866,15 @@ void Loader::LoadLimits(const Value& v, LimitsConfig* out) {
   }
   if (const Value* x = fields->Find("max_messages_per_second")) {
     ReadInt(*x, 0, 10000000, &out->max_messages_per_second);
+  }
+  if (const Value* x = fields->Find("max_connections_per_ip")) {
+    ReadInt(*x, 0, kNoMax, &out->max_connections_per_ip);
+  }
+  if (const Value* x = fields->Find("handshake_rate_per_ip")) {
+    ReadInt(*x, 0, 10000000, &out->handshake_rate_per_ip);
+  }
+  if (const Value* x = fields->Find("max_pending_handshakes")) {
+    ReadInt(*x, 1, kNoMax, &out->max_pending_handshakes);
   }
   std::string action;
   if (const Value* x = fields->Find("rate_action"); x && ReadString(*x, &action)) {

@@ -154,6 +154,9 @@ YAML::Node Root(const ProxyConfig& c) {
   limits["allowed_origins"] = Strings(c.limits.allowed_origins);
   limits["max_messages_per_second"] = Int(c.limits.max_messages_per_second);
   limits["rate_action"] = NameOf(c.limits.rate_action, kRateActionNames);
+  limits["max_connections_per_ip"] = Int(c.limits.max_connections_per_ip);
+  limits["handshake_rate_per_ip"] = Int(c.limits.handshake_rate_per_ip);
+  limits["max_pending_handshakes"] = Int(c.limits.max_pending_handshakes);
 
   YAML::Node timeouts = root["timeouts"];
   timeouts["handshake"] = Duration(c.timeouts.handshake);

@@ -27,7 +27,8 @@ constexpr std::array<const char*, kFrameKinds> kFrameKindNames = {
 constexpr std::array<const char*, 2> kDirectionNames = {"client_to_backend", "backend_to_client"};
 constexpr std::array<const char*, kHandshakeResults> kHandshakeResultNames = {
     "upgraded",        "bad_request",      "forbidden",  "too_large",  "timeout",  "no_backend",
-    "backend_failed",  "backend_rejected", "tls_failed", "over_limit", "not_found"};
+    "backend_failed",  "backend_rejected", "tls_failed", "over_limit", "not_found",
+    "address_limit"};
 constexpr std::array<const char*, kInitiators> kInitiatorNames = {"client", "backend", "proxy"};
 constexpr std::array<const char*, kConnectFailures> kConnectFailureNames = {
     "refused", "timeout", "reset", "bad_response"};

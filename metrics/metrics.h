@@ -80,6 +80,7 @@ enum HandshakeResult {
   kTlsFailed,
   kOverLimit,
   kNotFound,
+  kAddressLimit,  // 429: limits.max_connections_per_ip or handshake_rate_per_ip
   kHandshakeResults
 };
 enum Initiator { kByClient = 0, kByBackend, kByProxy, kInitiators };

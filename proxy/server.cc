@@ -78,21 +78,34 @@ void Server::OnAccept(evutil_socket_t fd, const sockaddr* peer, const std::strin
       fewest = live;
     }
   }
-  if (total >= max_sessions_by_fds_) {
-    // Out of descriptors for a backend socket: answer from a static buffer and close, so the
-    // excess cannot eat the descriptors the live sessions and their backends need.
-    static const std::string kNoDescriptors =
-        http::BuildErrorResponse(503, "server at its descriptor limit", "Retry-After: 1\r\n");
-    ssize_t ignored = send(fd, kNoDescriptors.data(), kNoDescriptors.size(),
-                           MSG_NOSIGNAL | MSG_DONTWAIT);
+  // Out of descriptors for a backend socket, or too many handshakes in progress: answer from a
+  // static buffer and close, so the excess costs no session (nor the descriptors the live
+  // sessions and their backends need).
+  auto answer_and_close = [&](const std::string& response) {
+    ssize_t ignored = send(fd, response.data(), response.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)ignored;
     shutdown(fd, SHUT_WR);
     evutil_closesocket(fd);
     metrics_.Listener(listener).handshakes[metrics::kOverLimit].Add();
+  };
+  if (total >= max_sessions_by_fds_) {
+    static const std::string kNoDescriptors =
+        http::BuildErrorResponse(503, "server at its descriptor limit", "Retry-After: 1\r\n");
+    answer_and_close(kNoDescriptors);
     return;
   }
-  bool over_limit = total >= current_->config.limits.max_connections;
-  target->Accept(fd, peer, listener, over_limit);
+  if (total >= current_->config.limits.max_connections) {
+    target->Accept(fd, peer, listener, true, Admission::Ticket{});
+    return;
+  }
+  Admission::Ticket ticket = admission_.Admit(peer, Clock::now());
+  if (ticket.verdict == Admission::Verdict::kTooManyPending) {
+    static const std::string kTooManyPending =
+        http::BuildErrorResponse(503, "too many handshakes in progress", "Retry-After: 1\r\n");
+    answer_and_close(kTooManyPending);
+    return;
+  }
+  target->Accept(fd, peer, listener, false, ticket);
 }
 
 std::unique_ptr<Server> Server::Create(config::ProxyConfig config, std::string config_path,
@@ -101,6 +114,7 @@ std::unique_ptr<Server> Server::Create(config::ProxyConfig config, std::string c
   RuntimePtr runtime = BuildRuntime(std::move(config), nullptr, error);
   if (!runtime) return nullptr;
   server->current_ = std::move(runtime);
+  server->admission_.Configure(server->current_->config.limits);
   // Keep descriptors for listeners, the admin listener, health probes, logs and libevent itself.
   rlimit nofile{};
   if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
@@ -115,12 +129,13 @@ std::unique_ptr<Server> Server::Create(config::ProxyConfig config, std::string c
   if (workers == 0) workers = std::max(1u, std::thread::hardware_concurrency());
   if (workers == 1) {
     server->workers_.push_back(std::make_unique<Worker>(server->loop_, server->metrics_,
-                                                        server->current_, server->access_log_));
+                                                        server->current_, server->access_log_,
+                                                        server->admission_));
   } else {
     for (size_t i = 0; i < workers; ++i) {
       server->workers_.push_back(std::make_unique<Worker>(
           i, workers, BuildWorkerRuntime(*server->current_), server->access_log_,
-          WSGATE_VERSION));
+          server->admission_, WSGATE_VERSION));
     }
   }
   if (!server->access_log_.Configure(server->current_->config.log, error)) return nullptr;
@@ -323,6 +338,7 @@ bool Server::Apply(RuntimePtr next, std::string* error) {
              " (changing it needs a restart)");
   }
   current_ = std::move(next);
+  admission_.Configure(current_->config.limits);
   // Each worker thread gets its own generation (own pools and balancers, shared backends); an
   // inline worker reads current_ itself.
   for (auto& worker : workers_) {

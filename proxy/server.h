@@ -93,6 +93,7 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   metrics::Registry metrics_;
   AccessLog access_log_;
   RuntimePtr current_;
+  Admission admission_;  // outlives the workers, whose sessions give tickets back
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unique_ptr<AdminServer> admin_;

@@ -582,6 +582,7 @@ void Session::RelayResponseBody() {
 void Session::StartSplicing() {
   state_ = State::kSpliced;
   event_del(timer_.get());
+  context_.admission.EndHandshake(admission_);
   // Long-lived idle connections should hold only what splicing needs.
   std::string().swap(upstream_request_);
   std::string().swap(expected_accept_);
@@ -1033,6 +1034,7 @@ void Session::Finish(const char* closed_by) {
   if (state_ == State::kFinished) return;
   if (closed_by_ == nullptr) closed_by_ = closed_by;
   state_ = State::kFinished;
+  context_.admission.Release(admission_, reinterpret_cast<const sockaddr*>(&peer_));
   ReleaseBackend();
   client_.Close();
   backend_.Close();

@@ -21,6 +21,7 @@
 #include "config/config.h"
 #include "metrics/metrics.h"
 #include "proxy/access_log.h"
+#include "proxy/admission.h"
 #include "proxy/balancer.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/core/libevent_ptr.h"
@@ -64,6 +65,7 @@ struct SessionContext {
   const RuntimePtr& current;  // the configuration generation new sessions start under
   metrics::Registry& metrics;
   AccessLog& access_log;
+  Admission& admission;
 };
 
 class Session final : public Deferrable {
@@ -75,6 +77,8 @@ class Session final : public Deferrable {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
+  // What Admission granted this connection; given back when the handshake and the session end.
+  void set_admission(const Admission::Ticket& ticket) { admission_ = ticket; }
   // Start reading the request head. May finish the session at once (allocation failure).
   void Start();
   // Answer |status| at once and close (used when over max_connections).
@@ -198,6 +202,7 @@ class Session final : public Deferrable {
   Pool& pool() { return runtime_->pools[static_cast<size_t>(pool_index_)]; }
 
   SessionContext& context_;
+  Admission::Ticket admission_;
   RuntimePtr runtime_;  // the generation this session started under
   std::string id_;      // 128 random bits, hex: unique across restarts and instances
   std::string path_;

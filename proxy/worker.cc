@@ -34,15 +34,15 @@ const Backend* StickyTopChoice(const std::vector<BackendPtr>& backends, uint64_t
 }  // namespace
 
 Worker::Worker(EventLoop& loop, metrics::Registry& metrics, const RuntimePtr& current,
-               AccessLog& access_log)
+               AccessLog& access_log, Admission& admission)
     : loop_(loop),
       metrics_(metrics),
       current_(current),
       access_log_(access_log),
-      context_{loop_, registry_, current_, metrics_, access_log_} {}
+      context_{loop_, registry_, current_, metrics_, access_log_, admission} {}
 
 Worker::Worker(size_t index, size_t count, RuntimePtr runtime, AccessLog& access_log,
-               const std::string& version)
+               Admission& admission, const std::string& version)
     : index_(index),
       count_(count),
       own_loop_(std::make_unique<EventLoop>()),
@@ -52,7 +52,7 @@ Worker::Worker(size_t index, size_t count, RuntimePtr runtime, AccessLog& access
       metrics_(*own_metrics_),
       current_(own_runtime_),
       access_log_(access_log),
-      context_{loop_, registry_, current_, metrics_, access_log_} {
+      context_{loop_, registry_, current_, metrics_, access_log_, admission} {
   tick_timer_.reset(event_new(loop_.base(), -1, EV_PERSIST, &Worker::OnTick, this));
   timeval tick = ToTimeval(kTickInterval);
   evtimer_add(tick_timer_.get(), &tick);
@@ -83,30 +83,37 @@ void Worker::Stop() {
 }
 
 void Worker::Accept(evutil_socket_t fd, const sockaddr* peer, const std::string& listener,
-                    bool over_limit) {
+                    bool over_limit, const Admission::Ticket& ticket) {
   auto start = [](Worker& w, evutil_socket_t fd, const sockaddr* peer,
-                  const std::string& listener, bool over_limit) {
+                  const std::string& listener, bool over_limit, const Admission::Ticket& ticket) {
     auto session = std::make_unique<Session>(w.context_, fd, peer, listener);
     Session& added = w.registry_.Add(std::move(session));
+    added.set_admission(ticket);
+    // Refusals answer with a lingering close so the client reads them instead of a reset.
     if (over_limit) {
-      // Answer 503 with a lingering close so the client reads it instead of a reset.
       added.StartRejected(503, "connection limit reached", "Retry-After: 1\r\n",
                           metrics::kOverLimit);
+    } else if (ticket.verdict == Admission::Verdict::kTooManyFromAddress) {
+      added.StartRejected(429, "too many connections from this address", "",
+                          metrics::kAddressLimit);
+    } else if (ticket.verdict == Admission::Verdict::kRateExceeded) {
+      added.StartRejected(429, "connection rate from this address exceeded",
+                          "Retry-After: 1\r\n", metrics::kAddressLimit);
     } else {
       added.Start();
     }
   };
   if (!threaded()) {
-    start(*this, fd, peer, listener, over_limit);
+    start(*this, fd, peer, listener, over_limit, ticket);
     return;
   }
   sockaddr_storage copy{};
   std::memcpy(&copy, peer,
               peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
   pending_.fetch_add(1, std::memory_order_relaxed);
-  loop_.Post([this, start, fd, copy, listener, over_limit] {
+  loop_.Post([this, start, fd, copy, listener, over_limit, ticket] {
     LOG_DEBUG("worker " + std::to_string(index_) + ": connection on listener=" + listener);
-    start(*this, fd, reinterpret_cast<const sockaddr*>(&copy), listener, over_limit);
+    start(*this, fd, reinterpret_cast<const sockaddr*>(&copy), listener, over_limit, ticket);
     // After Add(): live() never dips below the true count.
     pending_.fetch_sub(1, std::memory_order_relaxed);
   });

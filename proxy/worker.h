@@ -40,10 +40,10 @@ class Worker {
 
   // Inline worker: shares the server's loop, metrics and current generation.
   Worker(EventLoop& loop, metrics::Registry& metrics, const RuntimePtr& current,
-         AccessLog& access_log);
+         AccessLog& access_log, Admission& admission);
   // Threaded worker |index| of |count|: own loop and metrics, generation |runtime|.
   Worker(size_t index, size_t count, RuntimePtr runtime, AccessLog& access_log,
-         const std::string& version);
+         Admission& admission, const std::string& version);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -59,9 +59,10 @@ class Worker {
   // --- Main thread.
   // Sessions owned plus sockets handed over but not yet turned into sessions.
   size_t live() const { return registry_.size() + pending_.load(std::memory_order_relaxed); }
-  // Hand over an accepted socket; |over_limit| answers it 503 (max_connections).
+  // Hand over an accepted socket; |over_limit| answers it 503 (max_connections), a ticket that
+  // Admission refused answers 429, an admitted one goes to the session to give back.
   void Accept(evutil_socket_t fd, const sockaddr* peer, const std::string& listener,
-              bool over_limit);
+              bool over_limit, const Admission::Ticket& ticket);
   // Run |fn| on this worker's thread (inline: now, on the caller's).
   void Do(std::function<void(Worker&)> fn);
   // The worker's own registry (threaded only; an inline worker writes the server's).

@@ -112,6 +112,8 @@ const char* StatusText(int status) {
       return "Request Timeout";
     case 426:
       return "Upgrade Required";
+    case 429:
+      return "Too Many Requests";
     case 431:
       return "Request Header Fields Too Large";
     case 500:

@@ -519,9 +519,11 @@ class RawPeer:
         self._pump_task = asyncio.ensure_future(self._pump())
 
     @classmethod
-    async def connect(cls, port, host="127.0.0.1", timeout=WAIT):
-        """Open a TCP connection."""
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    async def connect(cls, port, host="127.0.0.1", timeout=WAIT, source=None):
+        """Open a TCP connection (from the address ``source`` if given, e.g. 127.0.0.2)."""
+        local = (source, 0) if source else None
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, local_addr=local), timeout)
         peer = cls(reader, writer)
         register_cleanup(peer.close_quietly)
         return peer

@@ -1394,6 +1394,17 @@ TEST(ConfigLoaderRateTest, MessageRateAndAction) {
       Load("limits:\n  max_messages_per_second: 50\n  rate_action: throttle\n" + kMinimal);
   EXPECT_EQ(cfg.limits.max_messages_per_second, 50u);
   EXPECT_EQ(cfg.limits.rate_action, LimitsConfig::RateAction::kThrottle);
+  EXPECT_EQ(defaults.limits.max_connections_per_ip, 0u);
+  EXPECT_EQ(defaults.limits.handshake_rate_per_ip, 0u);
+  EXPECT_EQ(defaults.limits.max_pending_handshakes, 10000u);
+  const ProxyConfig per_ip = Load(
+      "limits:\n  max_connections_per_ip: 20\n  handshake_rate_per_ip: 5\n"
+      "  max_pending_handshakes: 300\n" + kMinimal);
+  EXPECT_EQ(per_ip.limits.max_connections_per_ip, 20u);
+  EXPECT_EQ(per_ip.limits.handshake_rate_per_ip, 5u);
+  EXPECT_EQ(per_ip.limits.max_pending_handshakes, 300u);
+  EXPECT_EQ(Errors("limits:\n  max_pending_handshakes: 0\n" + kMinimal).size(), 1u);
+  EXPECT_EQ(Errors("limits:\n  handshake_rate_per_ip: -1\n" + kMinimal).size(), 1u);
   EXPECT_EQ(Errors("limits:\n  rate_action: drop\n" + kMinimal),
             Strings({"t.yaml:2:16: limits.rate_action: unknown rate_action \"drop\" (expected "
                      "close or throttle)"}));
