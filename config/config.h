@@ -31,6 +31,9 @@ struct AdminConfig {
   bool enabled = false;  // true when the `admin` section is present
   HostPort address{.host = "127.0.0.1", .port = 9901, .text = "127.0.0.1:9901"};
   std::string token;     // bearer token; required when address is not loopback
+  // Base of the callback URLs sent to backends ("http://10.0.0.5:9901", no trailing slash);
+  // empty = "http://" + the bound admin address.
+  std::string public_url;
 };
 
 struct DrainConfig {

@@ -552,7 +552,7 @@ void Loader::LoadListeners(const Value& v, std::vector<ListenerConfig>* out) {
 
 void Loader::LoadAdmin(const Value& v, AdminConfig* out) {
   // `admin:` with no body still enables the admin listener on its default address.
-  const std::optional<Fields> fields = ReadMapping(v, {"address", "token"}, true);
+  const std::optional<Fields> fields = ReadMapping(v, {"address", "token", "public_url"}, true);
   if (!fields) return;
   out->enabled = true;
   const Value* address = fields->Find("address");
@@ -561,6 +561,23 @@ void Loader::LoadAdmin(const Value& v, AdminConfig* out) {
     address_ok = ReadHostPort(*address, /*allow_port_zero=*/true, &out->address);
   }
   if (const Value* token = fields->Find("token")) ReadString(*token, &out->token);
+  if (const Value* url = fields->Find("public_url")) {
+    if (ReadString(*url, &out->public_url)) {
+      std::string& text = out->public_url;
+      while (!text.empty() && text.back() == '/') text.pop_back();
+      size_t scheme = text.rfind("http://", 0) == 0 ? 7 : text.rfind("https://", 0) == 0 ? 8 : 0;
+      bool printable = true;
+      for (char c : text) {
+        if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f || c == '?' || c == '#') {
+          printable = false;
+        }
+      }
+      // It goes into a request header verbatim: no spaces, controls, query or fragment.
+      if (scheme == 0 || text.size() == scheme || !printable) {
+        Error(*url, "expected an http:// or https:// URL without spaces, query or fragment");
+      }
+    }
+  }
   // The admin API can drain backends: off loopback it must not be open to anyone who can reach it.
   const std::string& host = out->address.host;
   bool loopback = host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;

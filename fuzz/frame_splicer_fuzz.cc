@@ -95,6 +95,9 @@ struct Feeder {
         case FramePipe::Result::kRateLimited:
           FUZZ_CHECK(false);  // the fuzz target sets no message rate
           return false;
+        case FramePipe::Result::kMessageBoundary:
+          FUZZ_CHECK(false);  // the fuzz target never asks for a message boundary
+          return false;
         case FramePipe::Result::kOutputFull:
           FUZZ_CHECK(sink != nullptr);
           FUZZ_CHECK(evbuffer_get_length(source) < before);  // it moved something

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "proxy/core/event_loop.h"
+#include "proxy/core/json.h"
 #include "proxy/core/log.h"
 #include "proxy/http/handshake.h"
 #include "proxy/http/request_key.h"
@@ -78,23 +79,6 @@ namespace {
 http::HeadLimits RequestLimits(const config::ProxyConfig& config) {
   return http::HeadLimits{config.limits.max_header_bytes, config.limits.max_request_line_bytes,
                           128};
-}
-
-std::string NewConnectionId() {
-  unsigned char raw[16];
-  if (RAND_bytes(raw, sizeof(raw)) != 1) {
-    // RAND_bytes only fails if the CSPRNG cannot be seeded; fall back to a counter + time.
-    static std::atomic<uint64_t> counter{0};
-    uint64_t parts[2] = {static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()), ++counter};
-    std::memcpy(raw, parts, sizeof(raw));
-  }
-  static const char kHex[] = "0123456789abcdef";
-  std::string id(32, '0');
-  for (size_t i = 0; i < sizeof(raw); ++i) {
-    id[2 * i] = kHex[raw[i] >> 4];
-    id[2 * i + 1] = kHex[raw[i] & 0xF];
-  }
-  return id;
 }
 
 }  // namespace
@@ -228,7 +212,12 @@ void Session::HandleRequestHead() {
   }
   path_.assign(handshake.path);
   http::ForwardingInfo info{client_ip, false, id_};
-  upstream_request_ = http::BuildUpstreamRequest(request, info);
+  std::string proxy_fields;
+  if (context_.connections != nullptr && context_.connections->index() != nullptr) {
+    proxy_fields = "X-Wsgate-Connection-Id: " + id_ + "\r\nX-Wsgate-Callback-Url: " +
+                   context_.connections->index()->public_url() + "/connections/" + id_ + "\r\n";
+  }
+  upstream_request_ = http::BuildUpstreamRequest(request, info, proxy_fields);
   evbuffer_drain(input, request_parser_.head_length());
   tried_.assign(pool().backends.size(), false);
   pick_.excluded = &tried_;
@@ -582,6 +571,7 @@ void Session::StartSplicing() {
     timeval interval = ToTimeval(config().timeouts.ping_interval);
     evtimer_add(ping_timer_.get(), &interval);
   }
+  RegisterConnection();
   // Either side may already have sent frames along with the handshake.
   Pump(Side::kBackend);
   if (!finished()) Pump(Side::kClient);
@@ -633,6 +623,9 @@ void Session::Pump(Side from) {
         if (finished()) return;
         CloseEndpointIfDone(to);
         return;
+      case FramePipe::Result::kMessageBoundary:
+        FlushPushed();
+        continue;
       case FramePipe::Result::kRateLimited:
         if (config().limits.rate_action == config::LimitsConfig::RateAction::kThrottle) {
           // Pause reading until the bucket holds a token again; nothing is dropped.
@@ -775,6 +768,10 @@ void Session::InsertClose(Side to, uint16_t code, const std::string& reason) {
 void Session::FlushPendingClose(Side to) {
   Endpoint& e = endpoint(to);
   if (!e.bev || e.sent_close || e.pending_close == 0) return;
+  // API messages already answered 200 go out first, unless a backend message is still open.
+  if (to == Side::kClient && backend_to_client_ && backend_to_client_->at_message_boundary()) {
+    FlushPushed();
+  }
   uint8_t mask[4];
   bool masked = to == Side::kBackend;  // RFC 6455 §5.3: frames towards a server are masked
   if (masked && RAND_bytes(mask, sizeof(mask)) != 1) std::memset(mask, 0x5a, sizeof(mask));
@@ -972,6 +969,7 @@ void Session::Finish(const char* closed_by) {
   if (state_ == State::kFinished) return;
   if (closed_by_ == nullptr) closed_by_ = closed_by;
   state_ = State::kFinished;
+  UnregisterConnection();
   ReleaseBackend();
   client_.bev.reset();
   backend_.bev.reset();
@@ -993,6 +991,119 @@ void Session::Finish(const char* closed_by) {
   context_.access_log.Write(MakeAccessRecord(false));
 
   context_.loop.DeferDelete(context_.registry.Release(*this));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections API.
+
+void Session::RegisterConnection() {
+  ConnectionDirectory* directory = context_.connections;
+  if (directory == nullptr || directory->index() == nullptr) return;
+  connected_at_ = std::chrono::system_clock::now();
+  ConnectionEntry entry;
+  entry.id = id_;
+  entry.worker = directory->worker();
+  entry.client = peer_text_;
+  entry.listener = listener_name_;
+  entry.route = std::to_string(route_index_);
+  entry.pool = pool().name;
+  entry.backend = chosen_backend_->address;
+  entry.subprotocol = subprotocol_;
+  entry.connected_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              connected_at_.time_since_epoch())
+                              .count();
+  directory->index()->Add(std::move(entry));
+  directory->Add(id_, this);
+  registered_ = true;
+}
+
+void Session::UnregisterConnection() {
+  if (!registered_) return;
+  registered_ = false;
+  context_.connections->Remove(id_);
+  context_.connections->index()->Remove(id_);
+}
+
+int Session::Push(evbuffer* payload, bool text) {
+  if (state_ != State::kSpliced || closing_ || !client_.bev || client_.sent_close ||
+      client_.pending_close != 0) {
+    return 410;
+  }
+  evbuffer* output = bufferevent_get_output(client_.bev.get());
+  size_t queued = evbuffer_get_length(output) + (pushed_ ? evbuffer_get_length(pushed_.get()) : 0);
+  if (queued >= high_watermark()) return 429;
+  size_t length = evbuffer_get_length(payload);
+  uint8_t header[10];
+  size_t header_length = 2;
+  header[0] = static_cast<uint8_t>(0x80 | (text ? ws::kText : ws::kBinary));
+  if (length < 126) {
+    header[1] = static_cast<uint8_t>(length);
+  } else if (length <= 0xFFFF) {
+    header[1] = 126;
+    header[2] = static_cast<uint8_t>(length >> 8);
+    header[3] = static_cast<uint8_t>(length);
+    header_length = 4;
+  } else {
+    header[1] = 127;
+    for (int i = 0; i < 8; ++i) header[2 + i] = static_cast<uint8_t>(uint64_t{length} >> (56 - 8 * i));
+    header_length = 10;
+  }
+  if (!pushed_) pushed_.reset(evbuffer_new());
+  if (!pushed_) return 503;
+  evbuffer_add(pushed_.get(), header, header_length);
+  evbuffer_add_buffer(pushed_.get(), payload);
+  ++pushed_messages_;
+  pushed_bytes_ += header_length + length;
+  if (backend_to_client_->at_message_boundary()) {
+    FlushPushed();
+  } else {
+    backend_to_client_->StopAtMessageBoundary();  // Pump() flushes when the message ends
+  }
+  return 200;
+}
+
+void Session::FlushPushed() {
+  if (!pushed_ || !client_.bev || client_.sent_close) return;
+  evbuffer_add_buffer(bufferevent_get_output(client_.bev.get()), pushed_.get());
+}
+
+int Session::CloseByApi(uint16_t code, const std::string& reason) {
+  if (state_ != State::kSpliced || closing_) return 410;
+  close_code_ = code;
+  closed_by_ = "api";
+  reason_ = reason;
+  InsertClose(Side::kClient, code, reason);
+  if (!finished()) InsertClose(Side::kBackend, code, reason);
+  return 200;
+}
+
+std::string Session::InfoJson() const {
+  auto now_steady = std::chrono::steady_clock::now();
+  auto last_activity = std::chrono::system_clock::now() -
+                       std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                           now_steady - std::max(last_activity_, started_at_));
+  auto ms = [](std::chrono::system_clock::time_point t) {
+    return std::to_string(
+        std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count());
+  };
+  uint64_t bytes_in = client_to_backend_ ? client_to_backend_->bytes() : 0;
+  uint64_t bytes_out = (backend_to_client_ ? backend_to_client_->bytes() : 0) + pushed_bytes_;
+  uint64_t messages_in = client_to_backend_ ? client_to_backend_->messages() : 0;
+  uint64_t messages_out =
+      (backend_to_client_ ? backend_to_client_->messages() : 0) + pushed_messages_;
+  return "{\"id\":" + JsonString(id_) + ",\"client\":" + JsonString(peer_text_) +
+         ",\"listener\":" + JsonString(listener_name_) + ",\"route\":" +
+         std::to_string(route_index_) + ",\"pool\":" +
+         JsonString(runtime_->pools[static_cast<size_t>(pool_index_)].name) + ",\"backend\":" +
+         JsonString(chosen_backend_ ? chosen_backend_->address : last_backend_) +
+         ",\"path\":" + JsonString(path_) + ",\"subprotocol\":" + JsonString(subprotocol_) +
+         ",\"state\":\"" + (closing_ ? "closing" : "open") + "\",\"connected_at_ms\":" +
+         ms(connected_at_) + ",\"last_activity_ms\":" + ms(last_activity) +
+         ",\"bytes_from_client\":" + std::to_string(bytes_in) +
+         ",\"bytes_to_client\":" + std::to_string(bytes_out) +
+         ",\"messages_from_client\":" + std::to_string(messages_in) +
+         ",\"messages_to_client\":" + std::to_string(messages_out) +
+         ",\"pushed_messages\":" + std::to_string(pushed_messages_) + "}";
 }
 
 }  // namespace wsgate

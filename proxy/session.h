@@ -22,6 +22,7 @@
 #include "metrics/metrics.h"
 #include "proxy/access_log.h"
 #include "proxy/balancer.h"
+#include "proxy/connections/registry.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/core/libevent_ptr.h"
 #include "proxy/frame_splicer.h"
@@ -63,6 +64,7 @@ struct SessionContext {
   const RuntimePtr& current;  // the configuration generation new sessions start under
   metrics::Registry& metrics;
   AccessLog& access_log;
+  ConnectionDirectory* connections = nullptr;  // the connections API's view of this loop
 };
 
 class Session final : public Deferrable {
@@ -99,6 +101,16 @@ class Session final : public Deferrable {
   // |code| and the backend 1001, each at a frame boundary, and wait up to timeouts.close for the
   // close handshakes. A session still in its handshake is answered 503.
   void GoAway(uint16_t code, const std::string& reason);
+
+  // --- Connections API (docs/connections-api.md); the owning loop's thread only. Each returns
+  // the HTTP status to answer.
+  // Send |payload| (moved out) to the client as one text or binary message, between backend
+  // messages: 200 queued, 410 closing, 429 the client's output is over the write watermark.
+  int Push(evbuffer* payload, bool text);
+  // Close both sides with |code| and |reason| (already validated): 200, or 410 if closing.
+  int CloseByApi(uint16_t code, const std::string& reason);
+  // The connection as a JSON object.
+  std::string InfoJson() const;
 
  private:
   enum class State {
@@ -160,6 +172,9 @@ class Session final : public Deferrable {
   void OnThrottleTimer();
   void OnPingTimer();
   void FlushPendingClose(Side to);
+  void FlushPushed();  // write the queued API messages to the client (at a message boundary)
+  void RegisterConnection();
+  void UnregisterConnection();
   void CloseEndpointIfDone(Side side);
 
   // Timers and teardown.
@@ -223,6 +238,13 @@ class Session final : public Deferrable {
   bool going_away_ = false;
   bool flush_all_ = false;  // ignore the watermark while flushing before a close
   std::chrono::steady_clock::time_point last_activity_;
+
+  // Connections API.
+  bool registered_ = false;
+  EvBufferPtr pushed_;  // API messages (whole frames) waiting for a message boundary
+  uint64_t pushed_messages_ = 0;
+  uint64_t pushed_bytes_ = 0;
+  std::chrono::system_clock::time_point connected_at_;
 
   // Access log.
   std::chrono::steady_clock::time_point started_at_;
