@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "proxy/connections/disconnect_hook.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/core/json.h"
 #include "proxy/core/log.h"
@@ -145,6 +146,7 @@ void Session::OnClientRead() {
     case State::kLingering:
       evbuffer_drain(input, evbuffer_get_length(input));
       return;
+    case State::kAuthorizing:
     case State::kConnecting:
     case State::kAwaitingUpgrade:
       return;  // bytes after the head wait until the backend has accepted the upgrade
@@ -217,10 +219,107 @@ void Session::HandleRequestHead() {
     proxy_fields = "X-Wsgate-Connection-Id: " + id_ + "\r\nX-Wsgate-Callback-Url: " +
                    context_.connections->index()->public_url() + "/connections/" + id_ + "\r\n";
   }
-  upstream_request_ = http::BuildUpstreamRequest(request, info, proxy_fields);
+  const config::AuthConfig& auth = config().auth;
+  bool authorize = auth.enabled && config().routes[static_cast<size_t>(route_index_)].auth &&
+                   context_.connections != nullptr && context_.connections->index() != nullptr;
+  // With auth on, a client cannot send the headers the auth service vouches for itself.
+  upstream_request_ = http::BuildUpstreamRequest(request, info, proxy_fields,
+                                                 authorize ? &auth.copy_headers : nullptr);
+  HeaderList auth_headers;
+  std::string auth_key;
+  if (authorize) {
+    auth_headers = AuthRequestHeaders(request, auth, client_ip);
+    if (auth.cache_ttl.count() > 0) auth_key = AuthCacheKey(request, auth);
+  }
   evbuffer_drain(input, request_parser_.head_length());
   tried_.assign(pool().backends.size(), false);
   pick_.excluded = &tried_;
+  if (authorize) {
+    StartAuth(std::move(auth_headers), std::move(auth_key));
+    return;
+  }
+  TryNextBackend();
+}
+
+void Session::StartAuth(HeaderList headers, std::string cache_key) {
+  const config::AuthConfig& auth = config().auth;
+  HookCounters& counters = context_.connections->index()->hook_counters();
+  if (!cache_key.empty()) {
+    if (const AuthDecision* cached =
+            context_.connections->auth_cache().Find(cache_key, std::chrono::steady_clock::now())) {
+      counters.auth_cache_hits.fetch_add(1, std::memory_order_relaxed);
+      ApplyAuthDecision(*cached);
+      return;
+    }
+  }
+  state_ = State::kAuthorizing;
+  auth_cache_key_ = std::move(cache_key);
+  ArmTimer(auth.timeout + std::chrono::seconds(1));
+  std::string error;
+  auth_call_ = HookCall::Start(
+      context_.loop.base(), auth.url, EVHTTP_REQ_GET, headers, {}, auth.timeout,
+      [this](evhttp_request* response) {
+        // A session rejected meanwhile (timer, drain) ignores the late answer.
+        if (state_ == State::kAuthorizing) OnAuthAnswer(response);
+      },
+      &error);
+  if (!auth_call_) {
+    LOG_WARN("auth: " + error);
+    counters.auth_failed.fetch_add(1, std::memory_order_relaxed);
+    Reject(503, "the auth service is unavailable", "Retry-After: 1\r\n");
+  }
+}
+
+void Session::OnAuthAnswer(evhttp_request* response) {
+  context_.loop.DeferDelete(std::move(auth_call_));  // we are inside its callback
+  HookCounters& counters = context_.connections->index()->hook_counters();
+  int status = response != nullptr ? evhttp_request_get_response_code(response) : 0;
+  AuthDecision decision;
+  decision.status = status;
+  evkeyvalq* answer = response != nullptr ? evhttp_request_get_input_headers(response) : nullptr;
+  if (status >= 200 && status < 300) {
+    for (const std::string& name : config().auth.copy_headers) {
+      const char* value = evhttp_find_header(answer, name.c_str());
+      if (value != nullptr && std::strpbrk(value, "\r\n") == nullptr) {
+        decision.copy_headers.emplace_back(name, value);
+      }
+    }
+  } else if (status == 401 || status == 403) {
+    const char* challenge = evhttp_find_header(answer, "WWW-Authenticate");
+    if (challenge != nullptr && std::strpbrk(challenge, "\r\n") == nullptr) {
+      decision.www_authenticate = challenge;
+    }
+  } else {
+    counters.auth_failed.fetch_add(1, std::memory_order_relaxed);
+    LOG_WARN("auth: " + (status == 0 ? std::string("no answer from the auth service")
+                                     : "the auth service answered " + std::to_string(status)));
+    Reject(503, "the auth service is unavailable", "Retry-After: 1\r\n");
+    return;
+  }
+  const config::AuthConfig& auth = config().auth;
+  if (!auth_cache_key_.empty()) {
+    context_.connections->auth_cache().Put(auth_cache_key_, decision,
+                                           std::chrono::steady_clock::now() + auth.cache_ttl,
+                                           static_cast<size_t>(auth.cache_size));
+  }
+  ApplyAuthDecision(decision);
+}
+
+void Session::ApplyAuthDecision(const AuthDecision& decision) {
+  HookCounters& counters = context_.connections->index()->hook_counters();
+  if (decision.status < 200 || decision.status >= 300) {
+    counters.auth_denied.fetch_add(1, std::memory_order_relaxed);
+    std::string extra;
+    if (!decision.www_authenticate.empty()) {
+      extra = "WWW-Authenticate: " + decision.www_authenticate + "\r\n";
+    }
+    Reject(decision.status, "denied by the auth service", extra);
+    return;
+  }
+  counters.auth_allowed.fetch_add(1, std::memory_order_relaxed);
+  std::string lines;
+  for (const auto& [name, value] : decision.copy_headers) lines += name + ": " + value + "\r\n";
+  upstream_request_.insert(upstream_request_.size() - 2, lines);  // before the final CRLF
   TryNextBackend();
 }
 
@@ -349,6 +448,8 @@ void Session::TryNextBackend() {
 
 void Session::OnBackendConnected() {
   state_ = State::kAwaitingUpgrade;
+  // Before the backend can read its callback URL: a push it sends at once must find us.
+  RegisterConnection();
   bufferevent_write(backend_.bev.get(), upstream_request_.data(), upstream_request_.size());
   ArmTimer(config().timeouts.backend_handshake);
 }
@@ -571,7 +672,8 @@ void Session::StartSplicing() {
     timeval interval = ToTimeval(config().timeouts.ping_interval);
     evtimer_add(ping_timer_.get(), &interval);
   }
-  RegisterConnection();
+  RegisterConnection();  // again: now with the subprotocol
+  FlushPushed();         // pushes the backend sent during the upgrade, right after the 101
   // Either side may already have sent frames along with the handshake.
   Pump(Side::kBackend);
   if (!finished()) Pump(Side::kClient);
@@ -724,6 +826,7 @@ void Session::GoAway(uint16_t code, const std::string& reason) {
   going_away_ = true;
   switch (state_) {
     case State::kReadingRequest:
+    case State::kAuthorizing:
     case State::kConnecting:
     case State::kAwaitingUpgrade:
       Reject(503, reason, "Retry-After: 1\r\n");
@@ -888,6 +991,11 @@ void Session::OnTimer() {
     case State::kLingering:
       Finish("proxy");
       return;
+    case State::kAuthorizing:
+      // A safety net: the auth request's own timeout normally answers first.
+      context_.connections->index()->hook_counters().auth_failed.fetch_add(1);
+      Reject(503, "the auth service did not answer in time", "Retry-After: 1\r\n");
+      return;
     case State::kConnecting:
       OnAttemptFailed(true, "connect timed out", metrics::kConnectTimeout);
       return;
@@ -969,7 +1077,6 @@ void Session::Finish(const char* closed_by) {
   if (state_ == State::kFinished) return;
   if (closed_by_ == nullptr) closed_by_ = closed_by;
   state_ = State::kFinished;
-  UnregisterConnection();
   ReleaseBackend();
   client_.bev.reset();
   backend_.bev.reset();
@@ -988,7 +1095,10 @@ void Session::Finish(const char* closed_by) {
                                                      : metrics::kByProxy;
     pool_metrics_->closes[initiator][metrics::CloseCodeSlot(close_code_)].Add();
   }
-  context_.access_log.Write(MakeAccessRecord(false));
+  AccessRecord record = MakeAccessRecord(false);
+  if (registered_ && http_status_ == 101) NotifyDisconnect(record);
+  UnregisterConnection();
+  context_.access_log.Write(record);
 
   context_.loop.DeferDelete(context_.registry.Release(*this));
 }
@@ -999,7 +1109,7 @@ void Session::Finish(const char* closed_by) {
 void Session::RegisterConnection() {
   ConnectionDirectory* directory = context_.connections;
   if (directory == nullptr || directory->index() == nullptr) return;
-  connected_at_ = std::chrono::system_clock::now();
+  if (!registered_) connected_at_ = std::chrono::system_clock::now();
   ConnectionEntry entry;
   entry.id = id_;
   entry.worker = directory->worker();
@@ -1024,13 +1134,32 @@ void Session::UnregisterConnection() {
   context_.connections->index()->Remove(id_);
 }
 
+void Session::NotifyDisconnect(const AccessRecord& r) {
+  const config::DisconnectHookConfig& hook = config().on_disconnect;
+  if (!hook.enabled) return;
+  std::string body =
+      "{\"id\":" + JsonString(id_) + ",\"pool\":" + JsonString(r.pool) + ",\"backend\":" +
+      JsonString(r.backend) + ",\"listener\":" + JsonString(r.listener) + ",\"client\":" +
+      JsonString(r.client) + ",\"path\":" + JsonString(r.path) + ",\"duration_seconds\":" +
+      std::to_string(r.duration_seconds) + ",\"close_code\":" + std::to_string(r.close_code) +
+      ",\"close_reason\":" + JsonString(r.reason) + ",\"initiator\":" + JsonString(r.closed_by) +
+      ",\"bytes_from_client\":" + std::to_string(r.bytes_in) +
+      ",\"bytes_to_client\":" + std::to_string(r.bytes_out + pushed_bytes_) +
+      ",\"messages_from_client\":" + std::to_string(r.messages_in) +
+      ",\"messages_to_client\":" + std::to_string(r.messages_out + pushed_messages_) + "}";
+  context_.connections->disconnect_hook(context_.loop).Send(hook, std::move(body));
+}
+
 int Session::Push(evbuffer* payload, bool text) {
-  if (state_ != State::kSpliced || closing_ || !client_.bev || client_.sent_close ||
-      client_.pending_close != 0) {
+  // During the upgrade the message waits for the 101 (it is dropped if the upgrade fails).
+  bool upgrading = state_ == State::kAwaitingUpgrade;
+  if ((state_ != State::kSpliced && !upgrading) || closing_ || !client_.bev ||
+      client_.sent_close || client_.pending_close != 0) {
     return 410;
   }
   evbuffer* output = bufferevent_get_output(client_.bev.get());
-  size_t queued = evbuffer_get_length(output) + (pushed_ ? evbuffer_get_length(pushed_.get()) : 0);
+  size_t queued = (upgrading ? 0 : evbuffer_get_length(output)) +
+                  (pushed_ ? evbuffer_get_length(pushed_.get()) : 0);
   if (queued >= high_watermark()) return 429;
   size_t length = evbuffer_get_length(payload);
   uint8_t header[10];
@@ -1054,6 +1183,7 @@ int Session::Push(evbuffer* payload, bool text) {
   evbuffer_add_buffer(pushed_.get(), payload);
   ++pushed_messages_;
   pushed_bytes_ += header_length + length;
+  if (upgrading) return 200;  // StartSplicing() flushes
   if (backend_to_client_->at_message_boundary()) {
     FlushPushed();
   } else {
@@ -1068,6 +1198,7 @@ void Session::FlushPushed() {
 }
 
 int Session::CloseByApi(uint16_t code, const std::string& reason) {
+  if (state_ == State::kAwaitingUpgrade) return 409;  // no close frame can be sent yet
   if (state_ != State::kSpliced || closing_) return 410;
   close_code_ = code;
   closed_by_ = "api";
@@ -1075,6 +1206,11 @@ int Session::CloseByApi(uint16_t code, const std::string& reason) {
   InsertClose(Side::kClient, code, reason);
   if (!finished()) InsertClose(Side::kBackend, code, reason);
   return 200;
+}
+
+const char* Session::StateName() const {
+  if (state_ != State::kSpliced) return "upgrading";
+  return closing_ ? "closing" : "open";
 }
 
 std::string Session::InfoJson() const {
@@ -1097,7 +1233,7 @@ std::string Session::InfoJson() const {
          JsonString(runtime_->pools[static_cast<size_t>(pool_index_)].name) + ",\"backend\":" +
          JsonString(chosen_backend_ ? chosen_backend_->address : last_backend_) +
          ",\"path\":" + JsonString(path_) + ",\"subprotocol\":" + JsonString(subprotocol_) +
-         ",\"state\":\"" + (closing_ ? "closing" : "open") + "\",\"connected_at_ms\":" +
+         ",\"state\":\"" + StateName() + "\",\"connected_at_ms\":" +
          ms(connected_at_) + ",\"last_activity_ms\":" + ms(last_activity) +
          ",\"bytes_from_client\":" + std::to_string(bytes_in) +
          ",\"bytes_to_client\":" + std::to_string(bytes_out) +

@@ -22,6 +22,7 @@
 #include "metrics/metrics.h"
 #include "proxy/access_log.h"
 #include "proxy/balancer.h"
+#include "proxy/connections/hook_call.h"
 #include "proxy/connections/registry.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/core/libevent_ptr.h"
@@ -115,6 +116,7 @@ class Session final : public Deferrable {
  private:
   enum class State {
     kReadingRequest,
+    kAuthorizing,      // waiting for the auth hook's answer
     kConnecting,       // TCP connect to a backend in progress
     kAwaitingUpgrade,  // request sent, waiting for the backend's response head
     kRelayingResponse, // backend refused the upgrade; relaying its HTTP answer, then close
@@ -147,6 +149,10 @@ class Session final : public Deferrable {
   void Reject(int status, const std::string& reason, const std::string& extra_header = {});
   void CountHandshake(metrics::HandshakeResult result);
   void BeginLingeringClose();
+  // auth hook.
+  void StartAuth(HeaderList headers, std::string cache_key);
+  void OnAuthAnswer(evhttp_request* response);
+  void ApplyAuthDecision(const AuthDecision& decision);
 
   // Upstream.
   void TryNextBackend();
@@ -175,6 +181,8 @@ class Session final : public Deferrable {
   void FlushPushed();  // write the queued API messages to the client (at a message boundary)
   void RegisterConnection();
   void UnregisterConnection();
+  void NotifyDisconnect(const AccessRecord& record);  // on_disconnect
+  const char* StateName() const;                      // for the connections API
   void CloseEndpointIfDone(Side side);
 
   // Timers and teardown.
@@ -239,7 +247,9 @@ class Session final : public Deferrable {
   bool flush_all_ = false;  // ignore the watermark while flushing before a close
   std::chrono::steady_clock::time_point last_activity_;
 
-  // Connections API.
+  // Connections API and hooks.
+  std::unique_ptr<HookCall> auth_call_;
+  std::string auth_cache_key_;
   bool registered_ = false;
   EvBufferPtr pushed_;  // API messages (whole frames) waiting for a message boundary
   uint64_t pushed_messages_ = 0;

@@ -198,8 +198,10 @@ void ConnectionsApi::Handle(evhttp_request* request, const std::vector<std::stri
       if (!error.empty()) return Finish(request, method_name, 400, ErrorJson(error));
       action = [code, reason](Session& session) {
         int status = session.CloseByApi(code, reason);
-        return std::make_pair(status, std::string(status == 200 ? "{\"closing\":true}\n"
-                                                                : "{\"error\":\"connection closing\"}\n"));
+        const char* body = status == 200   ? "{\"closing\":true}\n"
+                           : status == 409 ? "{\"error\":\"the upgrade is still in progress\"}\n"
+                                           : "{\"error\":\"connection closing\"}\n";
+        return std::make_pair(status, std::string(body));
       };
       break;
     }
@@ -264,6 +266,27 @@ std::string ConnectionsApi::MetricsText() const {
   out += "# HELP wsgate_connections_api_connections Connections the API can reach now.\n"
          "# TYPE wsgate_connections_api_connections gauge\nwsgate_connections_api_connections " +
          std::to_string(index_.size()) + "\n";
+  const HookCounters& hooks = index_.hook_counters();
+  auto counter = [&out](const char* name, const char* help, const std::atomic<uint64_t>& value) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n" + name +
+           " " + std::to_string(value.load(std::memory_order_relaxed)) + "\n";
+  };
+  counter("wsgate_disconnect_webhook_delivered_total", "on_disconnect events delivered (2xx).",
+          hooks.disconnect_delivered);
+  counter("wsgate_disconnect_webhook_retries_total", "on_disconnect deliveries retried.",
+          hooks.disconnect_retried);
+  counter("wsgate_disconnect_webhook_failed_total",
+          "on_disconnect events given up after every retry.", hooks.disconnect_failed);
+  counter("wsgate_disconnect_webhook_dropped_total",
+          "on_disconnect events dropped because the queue was full.", hooks.disconnect_dropped);
+  counter("wsgate_auth_allowed_total", "Upgrades the auth hook allowed (2xx).",
+          hooks.auth_allowed);
+  counter("wsgate_auth_denied_total", "Upgrades the auth hook denied (401/403 relayed).",
+          hooks.auth_denied);
+  counter("wsgate_auth_failed_total", "Upgrades answered 503: the auth hook timed out or failed.",
+          hooks.auth_failed);
+  counter("wsgate_auth_cache_hits_total", "Auth decisions served from auth.cache_ttl's cache.",
+          hooks.auth_cache_hits);
   return out;
 }
 

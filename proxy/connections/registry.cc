@@ -1,5 +1,7 @@
 #include "proxy/connections/registry.h"
 
+#include "proxy/connections/disconnect_hook.h"
+
 #include <openssl/rand.h>
 
 #include <algorithm>
@@ -120,6 +122,16 @@ void ConnectionIndex::set_public_url(std::string url) {
 std::string ConnectionIndex::public_url() const {
   std::lock_guard<std::mutex> lock(url_mutex_);
   return public_url_;
+}
+
+ConnectionDirectory::ConnectionDirectory() = default;
+ConnectionDirectory::~ConnectionDirectory() = default;
+
+DisconnectHook& ConnectionDirectory::disconnect_hook(EventLoop& loop) {
+  if (!disconnect_hook_) {
+    disconnect_hook_ = std::make_unique<DisconnectHook>(loop, index_->hook_counters());
+  }
+  return *disconnect_hook_;
 }
 
 }  // namespace wsgate

@@ -9,7 +9,9 @@
 //   and only then uses the session, so a session freed meanwhile is simply not found.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <memory>
 #include <cstdint>
 #include <deque>
 #include <mutex>
@@ -19,9 +21,25 @@
 #include <unordered_set>
 #include <vector>
 
+#include "proxy/connections/auth_hook.h"
+
 namespace wsgate {
 
 class Session;
+class DisconnectHook;
+class EventLoop;
+
+// Hook outcomes, summed over the workers (written once per connection, never per frame).
+struct HookCounters {
+  std::atomic<uint64_t> disconnect_delivered{0};
+  std::atomic<uint64_t> disconnect_retried{0};
+  std::atomic<uint64_t> disconnect_failed{0};
+  std::atomic<uint64_t> disconnect_dropped{0};
+  std::atomic<uint64_t> auth_allowed{0};
+  std::atomic<uint64_t> auth_denied{0};
+  std::atomic<uint64_t> auth_failed{0};  // timeout or error: the client got 503
+  std::atomic<uint64_t> auth_cache_hits{0};
+};
 
 // 128 random bits (OpenSSL RAND_bytes) as 22 characters of unpadded base64url.
 std::string NewConnectionId();
@@ -57,6 +75,8 @@ class ConnectionIndex {
   void set_public_url(std::string url);
   std::string public_url() const;
 
+  HookCounters& hook_counters() { return hook_counters_; }
+
  private:
   static constexpr size_t kShards = 16;
   static constexpr size_t kClosedRemembered = 4096;  // per shard
@@ -70,6 +90,7 @@ class ConnectionIndex {
   const Shard& ShardOf(const std::string& id) const;
 
   Shard shards_[kShards];
+  HookCounters hook_counters_;
   mutable std::mutex url_mutex_;
   std::string public_url_;
 };
@@ -77,7 +98,13 @@ class ConnectionIndex {
 // One worker's sessions by id; used only on that worker's thread.
 class ConnectionDirectory {
  public:
-  ConnectionDirectory() = default;
+  ConnectionDirectory();
+  ~ConnectionDirectory();
+  ConnectionDirectory(const ConnectionDirectory&) = delete;
+  ConnectionDirectory& operator=(const ConnectionDirectory&) = delete;
+  // This worker's on_disconnect sender, created on first use.
+  DisconnectHook& disconnect_hook(EventLoop& loop);
+  AuthCache& auth_cache() { return auth_cache_; }
   void Attach(ConnectionIndex* index, size_t worker) {
     index_ = index;
     worker_ = worker;
@@ -96,6 +123,8 @@ class ConnectionDirectory {
   ConnectionIndex* index_ = nullptr;
   size_t worker_ = 0;
   std::unordered_map<std::string, Session*> local_;
+  std::unique_ptr<DisconnectHook> disconnect_hook_;
+  AuthCache auth_cache_;
 };
 
 }  // namespace wsgate

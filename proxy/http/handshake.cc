@@ -1,5 +1,7 @@
 #include "proxy/http/handshake.h"
 
+#include <algorithm>
+
 #include <openssl/evp.h>
 
 #include <array>
@@ -114,6 +116,8 @@ const char* StatusText(int status) {
       return "Method Not Allowed";
     case 408:
       return "Request Timeout";
+    case 409:
+      return "Conflict";
     case 410:
       return "Gone";
     case 413:
@@ -210,7 +214,8 @@ ClientHandshake CheckClientHandshake(const HeadView& request, const ClientHandsh
 }
 
 std::string BuildUpstreamRequest(const HeadView& request, const ForwardingInfo& info,
-                                 std::string_view proxy_fields) {
+                                 std::string_view proxy_fields,
+                                 const std::vector<std::string>* drop_fields) {
   const HeadParser& head = request.parser();
   std::string out;
   out.reserve(head.head_length() + 256);
@@ -241,6 +246,11 @@ std::string BuildUpstreamRequest(const HeadView& request, const ForwardingInfo& 
       continue;
     }
     if (name.size() >= 9 && EqualsIgnoreCase(name.substr(0, 9), "x-wsgate-")) continue;
+    if (drop_fields != nullptr &&
+        std::any_of(drop_fields->begin(), drop_fields->end(),
+                    [name](const std::string& drop) { return EqualsIgnoreCase(name, drop); })) {
+      continue;
+    }
     if (EqualsIgnoreCase(name, "host")) host_field = value;
     AppendLine(out, name, value);
   }

@@ -17,10 +17,9 @@ import time
 import urllib.parse
 
 import pytest
-import websockets
 
 from harness import (OP_CLOSE, OP_BINARY, OP_CONT, OP_TEXT, PYTHON, RawClient, ScriptedBackend,
-                     admin_address, assert_still_serving, async_test, backend_accept,
+                     accept_for, admin_address, read_http_request, async_test, backend_accept,
                      close_payload, encode_frame, make_config, read_frame, read_until_close,
                      recv, register_cleanup, wait_until, ws_connect)
 
@@ -246,6 +245,35 @@ async def test_push_waits_for_the_fragmented_backend_message_in_flight(gates):
     frames = [await read_frame(client) for _ in range(3)]
     assert [(f.opcode, f.fin, f.payload) for f in frames] == [
         (OP_CONT, True, b"part2"), (OP_TEXT, True, b"pushed"), (OP_TEXT, True, b"after")]
+
+
+@async_test(timeout=60)
+async def test_push_before_the_101_is_delivered_right_after_it(gates):
+    answers = {}
+    gate_holder = []
+
+    async def script(peer):
+        request = await read_http_request(peer)
+        cid = request.get("X-Wsgate-Connection-Id")
+        gate = gate_holder[0]
+        answers["info"] = await api(gate, "GET", f"/connections/{cid}")
+        answers["post"] = await api(gate, "POST", f"/connections/{cid}", b"early", "text/plain")
+        answers["delete"] = await api(gate, "DELETE", f"/connections/{cid}")
+        key = request.get("Sec-WebSocket-Key")
+        await peer.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                          "Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                          f"{accept_for(key)}\r\n\r\n").encode())
+        await peer.write(encode_frame(OP_TEXT, b"from backend", mask=False))
+
+    backend = await ScriptedBackend(script).start()
+    gate_holder.append(await gates.launch(gate_config(backend)))
+    client = await RawClient.connect(gate_holder[0].port)
+    await client.handshake(path="/early")
+    frames = [await read_frame(client) for _ in range(2)]
+    assert [f.payload for f in frames] == [b"early", b"from backend"]
+    assert answers["info"][0] == 200 and json.loads(answers["info"][1])["state"] == "upgrading"
+    assert answers["post"][0] == 200
+    assert answers["delete"][0] == 409
 
 
 @pytest.mark.parametrize("workers", [1, 2])
