@@ -83,26 +83,31 @@ std::vector<ConnectionEntry> ConnectionIndex::List(const std::string& pool,
                                                    const std::string& backend,
                                                    const std::string& after, size_t limit,
                                                    bool* more) const {
-  std::vector<ConnectionEntry> matches;
+  // The limit + 1 smallest ids above |after| in a max-heap: memory stays O(limit) however many
+  // connections there are; the extra one only tells whether another page follows.
+  auto by_id = [](const ConnectionEntry& a, const ConnectionEntry& b) { return a.id < b.id; };
+  std::vector<ConnectionEntry> heap;
+  heap.reserve(limit + 1);
   for (const Shard& shard : shards_) {
     std::lock_guard<std::mutex> lock(shard.mutex);
     for (const auto& [id, entry] : shard.live) {
       if (id <= after) continue;
       if (!pool.empty() && entry.pool != pool) continue;
       if (!backend.empty() && entry.backend != backend) continue;
-      matches.push_back(entry);
+      if (heap.size() == limit + 1) {
+        if (!(id < heap.front().id)) continue;
+        std::pop_heap(heap.begin(), heap.end(), by_id);
+        heap.back() = entry;
+      } else {
+        heap.push_back(entry);
+      }
+      std::push_heap(heap.begin(), heap.end(), by_id);
     }
   }
-  auto by_id = [](const ConnectionEntry& a, const ConnectionEntry& b) { return a.id < b.id; };
-  *more = matches.size() > limit;
-  if (*more) {
-    std::partial_sort(matches.begin(), matches.begin() + static_cast<ptrdiff_t>(limit),
-                      matches.end(), by_id);
-    matches.resize(limit);
-  } else {
-    std::sort(matches.begin(), matches.end(), by_id);
-  }
-  return matches;
+  std::sort_heap(heap.begin(), heap.end(), by_id);
+  *more = heap.size() > limit;
+  if (*more) heap.resize(limit);
+  return heap;
 }
 
 size_t ConnectionIndex::size() const {

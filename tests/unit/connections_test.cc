@@ -1,6 +1,7 @@
 // The connections API's pure parts: ids, the process-wide index, request parsing, auth cache.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <set>
 #include <string>
@@ -87,6 +88,27 @@ TEST(ConnectionIndexTest, ListPagesInIdOrderWithFilters) {
   auto exact = index.List("", "", "", 25, &more);
   EXPECT_EQ(exact.size(), 25u);
   EXPECT_FALSE(more);
+}
+
+TEST(ConnectionIndexTest, PagesMatchASortedListForRandomIds) {
+  ConnectionIndex index;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 500; ++i) {
+    ids.push_back(NewConnectionId());
+    index.Add(Entry(ids.back(), "p", "b"));
+  }
+  std::sort(ids.begin(), ids.end());
+  for (size_t limit : {1u, 7u, 100u, 499u, 500u, 1000u}) {
+    std::vector<std::string> seen;
+    std::string cursor;
+    bool more = true;
+    while (more) {
+      for (const auto& e : index.List("", "", cursor, limit, &more)) seen.push_back(e.id);
+      ASSERT_FALSE(seen.empty());
+      cursor = seen.back();
+    }
+    EXPECT_EQ(seen, ids) << "limit " << limit;
+  }
 }
 
 TEST(ConnectionsApiTest, CloseRequestValidation) {
