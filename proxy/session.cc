@@ -226,7 +226,7 @@ void Session::HandleRequestHead() {
   HeaderList auth_headers;
   std::string auth_key;
   if (authorize) {
-    auth_headers = AuthRequestHeaders(request, auth, client_ip);
+    auth_headers = AuthRequestHeaders(request, auth, client_ip, id_);
     if (auth.cache_ttl.count() > 0) auth_key = AuthCacheKey(request, auth);
   }
   evbuffer_drain(input, request_parser_.head_length());

@@ -3,7 +3,7 @@
 namespace wsgate {
 
 HeaderList AuthRequestHeaders(const http::HeadView& request, const config::AuthConfig& auth,
-                              const std::string& client_ip) {
+                              const std::string& client_ip, const std::string& connection_id) {
   HeaderList headers;
   for (const std::string& name : auth.forward_headers) {
     bool found = false;
@@ -14,6 +14,7 @@ HeaderList AuthRequestHeaders(const http::HeadView& request, const config::AuthC
   headers.emplace_back("X-Original-Uri", std::string(request.Get(head.target())));
   headers.emplace_back("X-Original-Method", std::string(request.Get(head.method())));
   headers.emplace_back("X-Forwarded-For", client_ip);
+  headers.emplace_back("X-Wsgate-Connection-Id", connection_id);
   return headers;
 }
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from harness import (EchoBackend, RawClient, assert_rejected, async_test, recv, register_cleanup,
-                     upgrade_request, wait_until, ws_connect)
+from harness import (EchoBackend, RawClient, assert_rejected, async_test, closed_port, recv,
+                     register_cleanup, upgrade_request, wait_until, ws_connect)
 from test_connections_api import BackendProcess, api, gate_config
 
 
@@ -102,6 +102,7 @@ async def test_auth_allow_deny_timeout_and_copied_headers(gates, workers):
     assert headers["Cookie"] == "session=abc" and headers["X-Original-Uri"] == "/allow/7"
     assert headers.get("X-Secret") is None
     record = backend.record_for("/allow/7")
+    assert headers["X-Wsgate-Connection-Id"] == record["id"]
     user_ids = [v for k, v in record["headers"] if k.lower() == "x-user-id"]
     assert user_ids == ["user-7"]
     assert not [k for k, _ in record["headers"] if k.lower() == "x-other"]
@@ -120,6 +121,24 @@ async def test_auth_allow_deny_timeout_and_copied_headers(gates, workers):
     ws2 = await ws_connect(gate.url("/allow/8"))
     await ws2.send("still")
     assert await recv(ws2) == "still"
+
+
+@async_test(timeout=60)
+async def test_auth_service_down_is_503_and_auth_false_routes_skip_it(gates):
+    backend = await EchoBackend().start()
+    config = gate_config(backend)
+    config["auth"] = {"url": f"http://127.0.0.1:{closed_port()}/check"}
+    config["routes"] = [{"match": {"path_prefix": "/public"}, "pool": "p", "auth": False},
+                        {"pool": "p"}]
+    gate = await gates.launch(config)
+    client = await RawClient.connect(gate.port)
+    await client.write(upgrade_request(path="/private"))
+    response = await assert_rejected(client, 503)
+    assert response.get("Retry-After") == "1"
+    assert backend.connections == []
+    ws = await ws_connect(gate.url("/public/feed"))
+    await ws.send("open")
+    assert await recv(ws) == "open"
 
 
 @async_test(timeout=60)

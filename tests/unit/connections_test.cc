@@ -154,11 +154,12 @@ class AuthHeadTest : public ::testing::Test {
 TEST_F(AuthHeadTest, ForwardsOnlyTheChosenHeadersPlusTheOriginalRequest) {
   Parse("GET /chat?room=1 HTTP/1.1\r\nHost: a\r\nCookie: s=1\r\nX-Other: no\r\n\r\n");
   config::AuthConfig auth;  // Cookie, Authorization, Origin
-  HeaderList headers = AuthRequestHeaders(view(), auth, "10.0.0.1");
+  HeaderList headers = AuthRequestHeaders(view(), auth, "10.0.0.1", "id-1");
   HeaderList expected = {{"Cookie", "s=1"},
                          {"X-Original-Uri", "/chat?room=1"},
                          {"X-Original-Method", "GET"},
-                         {"X-Forwarded-For", "10.0.0.1"}};
+                         {"X-Forwarded-For", "10.0.0.1"},
+                         {"X-Wsgate-Connection-Id", "id-1"}};
   EXPECT_EQ(headers, expected);
 }
 
