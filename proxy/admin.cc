@@ -120,6 +120,9 @@ void AdminServer::Handle(evhttp_request* request) {
     return AdminReply(request, 503, "not ready: " + reason + "\n", "text/plain; charset=utf-8");
   }
   if (!Authorized(request)) {
+    if (connections_api_ != nullptr && path.rfind("/connections", 0) == 0) {
+      connections_api_->CountUnauthorized(request);
+    }
     evhttp_add_header(evhttp_request_get_output_headers(request), "WWW-Authenticate", "Bearer");
     return AdminReply(request, 401, "{\"error\":\"missing or wrong bearer token\"}\n");
   }

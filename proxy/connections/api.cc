@@ -120,6 +120,10 @@ std::string ParseCloseRequest(const char* code_text, const char* reason_text, ui
   return {};
 }
 
+void ConnectionsApi::CountUnauthorized(evhttp_request* request) {
+  ++answered_[{MethodName(evhttp_request_get_command(request)), 401}];
+}
+
 void ConnectionsApi::Finish(evhttp_request* request, const char* method, int status,
                             const std::string& body) {
   ++answered_[{method, status}];

@@ -33,6 +33,8 @@ class ConnectionsApi {
               std::shared_ptr<const bool> admin_alive);
 
   void set_max_message_bytes(uint64_t bytes) { max_message_bytes_ = bytes; }
+  // The admin server answered |request| 401 before it reached Handle().
+  void CountUnauthorized(evhttp_request* request);
 
   // Prometheus text for the API's own counters (main thread).
   std::string MetricsText() const;

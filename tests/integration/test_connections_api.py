@@ -185,6 +185,10 @@ async def test_identity_headers_inspect_push_close_and_errors(gates):
     assert (await api(gate, "DELETE", f"/connections/{cid}?reason=" + "r" * 124))[0] == 400
     assert (await api(gate, "GET", "/connections?limit=0"))[0] == 400
     assert (await api(gate, "PUT", f"/connections/{cid}"))[0] in (405, 501)
+    status, body = await api(gate, "GET", "/metrics")
+    assert 'wsgate_connections_api_requests_total{method="GET",status="401"} 1' in body.decode()
+    assert 'wsgate_connections_api_requests_total{method="POST",status="401"} 1' in body.decode()
+    assert 'wsgate_connections_api_requests_total{method="POST",status="413"} 1' in body.decode()
     assert (await api(gate, "POST", f"/connections/{cid}", b"still here", "text/plain"))[0] == 200
     frame = await read_frame(client)
     assert (frame.opcode, frame.payload) == (OP_TEXT, b"still here")
