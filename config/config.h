@@ -36,6 +36,9 @@ struct AdminConfig {
   bool enabled = false;  // true when the `admin` section is present
   HostPort address{.host = "127.0.0.1", .port = 9901, .text = "127.0.0.1:9901"};
   std::string token;     // bearer token; required when address is not loopback
+  // Base of the callback URLs sent to backends ("http://10.0.0.5:9901", no trailing slash);
+  // empty = "http://" + the bound admin address.
+  std::string public_url;
 
   bool operator==(const AdminConfig&) const = default;
 };
@@ -58,8 +61,33 @@ struct RouteMatch {
 struct RouteConfig {
   RouteMatch match;
   std::string pool;
+  bool auth = true;  // false: this route skips the top-level auth hook
 
   bool operator==(const RouteConfig&) const = default;
+};
+
+// auth ($connect): before connecting upstream, ask auth.url whether the client may pass.
+struct AuthConfig {
+  bool enabled = false;  // true when the `auth` section is present
+  std::string url;       // http://host[:port][/path]; the client's path goes in X-Original-Uri
+  std::vector<std::string> forward_headers{"Cookie", "Authorization", "Origin"};
+  std::vector<std::string> copy_headers;  // from a 2xx answer into the upstream request
+  Duration timeout{2000};
+  Duration cache_ttl{0};     // 0 = no cache
+  uint64_t cache_size = 10000;  // entries per worker
+
+  bool operator==(const AuthConfig&) const = default;
+};
+
+// on_disconnect ($disconnect): POST a JSON summary of each ended connection to url.
+struct DisconnectHookConfig {
+  bool enabled = false;
+  std::string url;  // http://host[:port][/path]
+  Duration timeout{2000};
+  uint32_t retries = 3;
+  uint64_t queue_size = 10000;  // events waiting per worker; beyond it they are dropped
+
+  bool operator==(const DisconnectHookConfig&) const = default;
 };
 
 enum class Balance { kLeastConn, kRoundRobin, kRandomTwo, kSticky };
@@ -193,6 +221,8 @@ struct ProxyConfig {
   LogConfig log;
   MetricsConfig metrics;
   uint32_t retries = 2;
+  AuthConfig auth;
+  DisconnectHookConfig on_disconnect;
 
   const PoolConfig* FindPool(const std::string& name) const {
     for (const auto& pool : pools) {

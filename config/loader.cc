@@ -241,6 +241,11 @@ class Loader {
   void LoadTimeouts(const Value& v, TimeoutsConfig* out);
   void LoadDrain(const Value& v, DrainConfig* out);
   void LoadLog(const Value& v, LogConfig* out);
+  void LoadAuth(const Value& v, AuthConfig* out);
+  void LoadDisconnectHook(const Value& v, DisconnectHookConfig* out);
+  // An http:// (or https://) URL with a host; false after reporting the error.
+  bool ReadUrl(const Value& v, bool allow_https, std::string* out);
+  void ReadHeaderNames(const Value& v, std::vector<std::string>* out);
 
   std::string file_;
   ConfigErrors errors_;
@@ -478,7 +483,7 @@ void Loader::LoadRoot(const YAML::Node& root, ProxyConfig* cfg) {
       root_value,
       {"workers", "listeners", "admin", "routes", "pools", "limits", "timeouts", "drain", "log",
        "metrics",
-       "retries"},
+       "retries", "auth", "on_disconnect"},
       false);
   if (!fields) return;
 
@@ -503,6 +508,69 @@ void Loader::LoadRoot(const YAML::Node& root, ProxyConfig* cfg) {
   if (const Value* v = fields->Find("retries"); v && ReadInt(*v, 0, 100, &n)) {
     cfg->retries = static_cast<uint32_t>(n);
   }
+  if (const Value* v = fields->Find("auth")) LoadAuth(*v, &cfg->auth);
+  if (const Value* v = fields->Find("on_disconnect")) LoadDisconnectHook(*v, &cfg->on_disconnect);
+}
+
+bool Loader::ReadUrl(const Value& v, bool allow_https, std::string* out) {
+  if (!ReadString(v, out)) return false;
+  std::string& text = *out;
+  size_t scheme = text.rfind("http://", 0) == 0                  ? 7
+                  : allow_https && text.rfind("https://", 0) == 0 ? 8
+                                                                  : 0;
+  bool printable = true;
+  for (char c : text) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f || c == '#') printable = false;
+  }
+  // It goes into request lines and headers verbatim: no spaces, controls or fragment.
+  if (scheme == 0 || text.size() == scheme || text[scheme] == '/' || !printable) {
+    Error(v, allow_https ? "expected an http:// or https:// URL without spaces or fragment"
+                         : "expected an http:// URL without spaces or fragment");
+    return false;
+  }
+  return true;
+}
+
+void Loader::ReadHeaderNames(const Value& v, std::vector<std::string>* out) {
+  const std::optional<std::vector<Value>> items = ReadSequence(v);
+  if (!items) return;
+  out->clear();
+  for (const Value& item : *items) {
+    std::string name;
+    if (!ReadString(item, &name)) continue;
+    if (!IsToken(name)) {
+      Error(item, "invalid header name " + Quote(name));
+      continue;
+    }
+    out->push_back(std::move(name));
+  }
+}
+
+void Loader::LoadAuth(const Value& v, AuthConfig* out) {
+  const std::optional<Fields> fields = ReadMapping(
+      v, {"url", "forward_headers", "copy_headers", "timeout", "cache_ttl", "cache_size"}, false);
+  if (!fields) return;
+  out->enabled = true;
+  if (const Value* x = Require(*fields, "url")) ReadUrl(*x, false, &out->url);
+  if (const Value* x = fields->Find("forward_headers")) ReadHeaderNames(*x, &out->forward_headers);
+  if (const Value* x = fields->Find("copy_headers")) ReadHeaderNames(*x, &out->copy_headers);
+  if (const Value* x = fields->Find("timeout")) ReadDuration(*x, true, &out->timeout);
+  if (const Value* x = fields->Find("cache_ttl")) ReadDuration(*x, false, &out->cache_ttl);
+  if (const Value* x = fields->Find("cache_size")) ReadInt(*x, 1, 10000000, &out->cache_size);
+}
+
+void Loader::LoadDisconnectHook(const Value& v, DisconnectHookConfig* out) {
+  const std::optional<Fields> fields =
+      ReadMapping(v, {"url", "timeout", "retries", "queue_size"}, false);
+  if (!fields) return;
+  out->enabled = true;
+  if (const Value* x = Require(*fields, "url")) ReadUrl(*x, false, &out->url);
+  if (const Value* x = fields->Find("timeout")) ReadDuration(*x, true, &out->timeout);
+  uint64_t n = 0;
+  if (const Value* x = fields->Find("retries"); x && ReadInt(*x, 0, 100, &n)) {
+    out->retries = static_cast<uint32_t>(n);
+  }
+  if (const Value* x = fields->Find("queue_size")) ReadInt(*x, 1, 10000000, &out->queue_size);
 }
 
 void Loader::LoadListeners(const Value& v, std::vector<ListenerConfig>* out) {
@@ -531,7 +599,7 @@ void Loader::LoadListeners(const Value& v, std::vector<ListenerConfig>* out) {
 
 void Loader::LoadAdmin(const Value& v, AdminConfig* out) {
   // `admin:` with no body still enables the admin listener on its default address.
-  const std::optional<Fields> fields = ReadMapping(v, {"address", "token"}, true);
+  const std::optional<Fields> fields = ReadMapping(v, {"address", "token", "public_url"}, true);
   if (!fields) return;
   out->enabled = true;
   const Value* address = fields->Find("address");
@@ -540,6 +608,13 @@ void Loader::LoadAdmin(const Value& v, AdminConfig* out) {
     address_ok = ReadHostPort(*address, /*allow_port_zero=*/true, &out->address);
   }
   if (const Value* token = fields->Find("token")) ReadString(*token, &out->token);
+  // An empty public_url means the default, so --print-config output loads back unchanged.
+  const Value* url = fields->Find("public_url");
+  if (url != nullptr && url->node.IsScalar() && url->node.Scalar().empty()) url = nullptr;
+  if (url != nullptr && ReadUrl(*url, true, &out->public_url)) {
+    if (out->public_url.find('?') != std::string::npos) Error(*url, "must not have a query");
+    while (out->public_url.back() == '/') out->public_url.pop_back();
+  }
   // The admin API can drain backends: off loopback it must not be open to anyone who can reach it.
   const std::string& host = out->address.host;
   bool loopback = host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
@@ -813,9 +888,10 @@ void Loader::LoadRoutes(const Value& v, std::vector<RouteConfig>* out) {
     return;
   }
   for (const Value& item : *items) {
-    const std::optional<Fields> fields = ReadMapping(item, {"match", "pool"}, false);
+    const std::optional<Fields> fields = ReadMapping(item, {"match", "pool", "auth"}, false);
     if (!fields) continue;
     RouteConfig route;
+    if (const Value* auth = fields->Find("auth")) ReadBool(*auth, &route.auth);
     if (const Value* match = fields->Find("match")) {
       if (const std::optional<Fields> m = ReadMapping(*match, {"host", "path_prefix"}, true)) {
         if (const Value* host = m->Find("host")) ReadString(*host, &route.match.host);

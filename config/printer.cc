@@ -131,6 +131,7 @@ YAML::Node Root(const ProxyConfig& c) {
   if (c.admin.enabled) {  // the section's presence is what enables it
     root["admin"]["address"] = c.admin.address.text;
     root["admin"]["token"] = c.admin.token;
+    root["admin"]["public_url"] = c.admin.public_url;
   }
   YAML::Node routes(YAML::NodeType::Sequence);
   for (const RouteConfig& r : c.routes) {
@@ -138,6 +139,7 @@ YAML::Node Root(const ProxyConfig& c) {
     if (!r.match.host.empty()) n["match"]["host"] = r.match.host;
     if (!r.match.path_prefix.empty()) n["match"]["path_prefix"] = r.match.path_prefix;
     n["pool"] = r.pool;
+    n["auth"] = Bool(r.auth);
     routes.push_back(n);
   }
   root["routes"] = routes;
@@ -180,6 +182,23 @@ YAML::Node Root(const ProxyConfig& c) {
 
   root["metrics"]["enabled"] = Bool(c.metrics.enabled);
   root["retries"] = Int(c.retries);
+
+  if (c.auth.enabled) {  // the section's presence is what enables it
+    YAML::Node auth = root["auth"];
+    auth["url"] = c.auth.url;
+    auth["forward_headers"] = Strings(c.auth.forward_headers);
+    auth["copy_headers"] = Strings(c.auth.copy_headers);
+    auth["timeout"] = Duration(c.auth.timeout);
+    auth["cache_ttl"] = Duration(c.auth.cache_ttl);
+    auth["cache_size"] = Int(c.auth.cache_size);
+  }
+  if (c.on_disconnect.enabled) {
+    YAML::Node hook = root["on_disconnect"];
+    hook["url"] = c.on_disconnect.url;
+    hook["timeout"] = Duration(c.on_disconnect.timeout);
+    hook["retries"] = Int(c.on_disconnect.retries);
+    hook["queue_size"] = Int(c.on_disconnect.queue_size);
+  }
   return root;
 }
 

@@ -15,7 +15,9 @@
 //   B  the stream in chunks at cut points derived from the input;
 //   C  the whole stream with a null sink (parse and drop);
 //   D  chunks as in B, with StopAtBoundary() requested part-way, then a null sink, as the
-//      session does when it inserts a close frame.
+//      session does when it inserts a close frame;
+//   E  chunks as in B, with StopAtMessageBoundary() requested after every chunk, as the session
+//      does while a pushed message waits.
 // Properties:
 //   * A and B forward identical bytes and end in the same state (frames, messages, bytes,
 //     close code/reason, violation, close relayed, result);
@@ -23,7 +25,9 @@
 //   * what reaches the sink is a prefix of the input (the pipe never alters bytes), no longer
 //     than bytes(); it is a sequence of whole headers, and frames() counts them; after a stop or
 //     a close it ends on a frame boundary;
-//   * kDrained never leaves more than a close frame's worth of input waiting.
+//   * kDrained never leaves more than a close frame's worth of input waiting;
+//   * E forwards the same bytes as A, and every kMessageBoundary comes where the sink ends
+//     outside any message (a pushed message inserted there cannot split a fragmented one).
 #include <event2/buffer.h>
 
 #include <cstddef>
@@ -70,6 +74,7 @@ struct Run {
   bool stopped = false;
   size_t close_results = 0;  // kCloseRelayed returns
   size_t stop_offset = 0;    // sink size when kStopped came back
+  std::vector<size_t> message_stops;  // sink sizes when kMessageBoundary came back
 };
 
 struct Feeder {
@@ -95,6 +100,10 @@ struct Feeder {
         case FramePipe::Result::kRateLimited:
           FUZZ_CHECK(false);  // the fuzz target sets no message rate
           return false;
+        case FramePipe::Result::kMessageBoundary:
+          FUZZ_CHECK(sink != nullptr && pipe->at_message_boundary());
+          run->message_stops.push_back(run->sink.size());
+          continue;
         case FramePipe::Result::kOutputFull:
           FUZZ_CHECK(sink != nullptr);
           FUZZ_CHECK(evbuffer_get_length(source) < before);  // it moved something
@@ -170,6 +179,21 @@ size_t WalkFrames(std::string_view bytes, bool* boundary, ws::FrameHeader* last)
     pos += h.header_length + static_cast<size_t>(h.payload_length);
   }
   return count;
+}
+
+// True if |bytes| (whole frames) ends outside any fragmented message.
+bool EndsOutsideMessage(std::string_view bytes) {
+  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  size_t pos = 0;
+  bool in_message = false;
+  while (pos < bytes.size()) {
+    ws::FrameHeader h;
+    FUZZ_CHECK(ws::ParseFrameHeader(p + pos, bytes.size() - pos, &h) == ws::HeaderStatus::kComplete);
+    if (!h.IsControl()) in_message = !h.fin;
+    pos += h.header_length + static_cast<size_t>(h.payload_length);
+  }
+  FUZZ_CHECK(pos == bytes.size());
+  return !in_message;
 }
 
 // Cut points for the chunked runs: mostly short steps, sometimes long ones.
@@ -264,6 +288,28 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (i == stop_after) pipe_d.StopAtBoundary();
       if (!feeder.PumpAll()) break;
     }
+  }
+
+  // E: chunks, a message-boundary stop asked for after each.
+  FramePipe pipe_e(policy);
+  Run run_e;
+  {
+    EvBuffer source = NewBuffer();
+    EvBuffer sink = NewBuffer();
+    Feeder feeder{&pipe_e, source.get(), sink.get(), watermark, &run_e};
+    size_t fed = 0;
+    for (size_t cut : cuts) {
+      add(source.get(), fed, cut);
+      fed = cut;
+      pipe_e.StopAtMessageBoundary();
+      if (!feeder.PumpAll()) break;
+    }
+  }
+  FUZZ_CHECK_MSG(run_a.sink == run_e.sink, "message stops changed the bytes forwarded");
+  CheckSameState(pipe_a, pipe_e, "no stop vs message stops", true);
+  for (size_t offset : run_e.message_stops) {
+    FUZZ_CHECK_MSG(EndsOutsideMessage(std::string_view(run_e.sink).substr(0, offset)),
+                   "message-boundary stop inside a message at sink offset %zu", offset);
   }
 
   // A and B: same bytes, same end state.

@@ -3,11 +3,14 @@
 //
 // Routes: GET /healthz, GET /readyz, GET /metrics, GET /admin/backends,
 // POST /admin/backends/{pool}/{address}/drain and .../undrain. Everything else is 404.
-// When a bearer token is configured, every route but /healthz and /readyz requires it.
+// /connections... is the connections API (proxy/connections/api.h).
+// When a bearer token is configured, every route but /healthz and /readyz requires it; it is
+// compared in constant time.
 #pragma once
 
 #include <event2/http.h>
 
+#include <cstddef>
 #include <memory>
 #include <string>
 
@@ -30,6 +33,12 @@ class AdminHandler {
                                  bool draining, std::string* body) = 0;
 };
 
+class ConnectionsApi;
+
+// Answer |request| with |status| and |body|.
+void AdminReply(evhttp_request* request, int status, const std::string& body,
+                const char* content_type = "application/json");
+
 class AdminServer {
  public:
   // Bind |address|. Returns null with |error| set if it cannot.
@@ -42,14 +51,23 @@ class AdminServer {
 
   std::string BoundAddress() const;
   void set_token(std::string token) { token_ = std::move(token); }
+  void set_connections_api(ConnectionsApi* api) { connections_api_ = api; }
+  void set_max_body_size(size_t bytes);
+  // False once this server is gone: a reply computed on a worker must then not be sent (evhttp
+  // freed the request with the server).
+  std::shared_ptr<const bool> alive() const { return alive_; }
 
  private:
   AdminServer(std::string token, AdminHandler& handler) : token_(std::move(token)), handler_(handler) {}
   static void OnRequest(evhttp_request* request, void* ctx);
   void Handle(evhttp_request* request);
 
+  bool Authorized(evhttp_request* request) const;
+
   std::string token_;
   AdminHandler& handler_;
+  ConnectionsApi* connections_api_ = nullptr;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   evhttp* http_ = nullptr;
   evhttp_bound_socket* socket_ = nullptr;
 };

@@ -58,6 +58,10 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
       return Result::kDrained;
     }
     if (stop_requested_ && sink != nullptr) return Result::kStopped;
+    if (stop_at_message_ && sink != nullptr && !sequencer_.in_message()) {
+      stop_at_message_ = false;
+      return Result::kMessageBoundary;
+    }
     if (available == 0) return Result::kDrained;
     if (sink != nullptr && evbuffer_get_length(sink) >= high_watermark) {
       return Result::kOutputFull;

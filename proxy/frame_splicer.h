@@ -28,6 +28,7 @@ class FramePipe {
     kStopped,       // StopAtBoundary() took effect; the source's input is left untouched
     kViolation,     // protocol violation; violation_code() says which close code to send
     kRateLimited,   // the next frame starts a message over the rate; it is left in the source
+    kMessageBoundary,  // StopAtMessageBoundary() took effect: no message is open now
   };
 
   // Forward from |source| to |sink| until one of the results above. When |sink| is null the
@@ -53,6 +54,10 @@ class FramePipe {
   // Finish the frame being relayed, then stop (Pump returns kStopped).
   void StopAtBoundary() { stop_requested_ = true; }
   bool at_boundary() const { return remaining_ == 0; }
+  // Stop once no message is open (Pump returns kMessageBoundary, once), so the session can
+  // insert whole messages of its own between the source's, never inside a fragmented one.
+  void StopAtMessageBoundary() { stop_at_message_ = true; }
+  bool at_message_boundary() const { return remaining_ == 0 && !sequencer_.in_message(); }
   bool close_relayed() const { return close_relayed_; }
 
   uint16_t violation_code() const { return violation_code_; }
@@ -74,6 +79,7 @@ class FramePipe {
   uint64_t remaining_ = 0;  // bytes of the current frame (header and payload) still to move
   bool current_is_close_ = false;
   bool stop_requested_ = false;
+  bool stop_at_message_ = false;
   bool close_relayed_ = false;
   uint16_t violation_code_ = 0;
   uint16_t close_code_ = 0;

@@ -138,6 +138,13 @@ std::unique_ptr<Server> Server::Create(config::ProxyConfig config, std::string c
           server->admission_, WSGATE_VERSION));
     }
   }
+  std::vector<Worker*> api_workers;
+  for (auto& worker : server->workers_) {
+    worker->AttachConnections(&server->connection_index_);
+    api_workers.push_back(worker.get());
+  }
+  server->connections_api_ = std::make_unique<ConnectionsApi>(
+      server->loop_, server->connection_index_, std::move(api_workers));
   if (!server->access_log_.Configure(server->current_->config.log, error)) return nullptr;
   server->takeover_ = takeover;
   bool ok = server->SyncListeners(error) && server->SyncAdmin(error);
@@ -221,13 +228,20 @@ bool Server::SyncAdmin(std::string* error) {
   }
   if (admin_ && admin.address.text == admin_address_text_) {
     admin_->set_token(admin.token);
-    return true;
+  } else {
+    admin_.reset();
+    admin_ = AdminServer::Create(loop_.base(), admin.address, admin.token, *this, error);
+    if (!admin_) return false;
+    admin_address_text_ = admin.address.text;
+    LOG_INFO("admin listening on " + admin_->BoundAddress());
   }
-  admin_.reset();
-  admin_ = AdminServer::Create(loop_.base(), admin.address, admin.token, *this, error);
-  if (!admin_) return false;
-  admin_address_text_ = admin.address.text;
-  LOG_INFO("admin listening on " + admin_->BoundAddress());
+  // A pushed message may be as large as a relayed one; bodies beyond that never reach us.
+  uint64_t max_message = current_->config.limits.max_message_bytes;
+  admin_->set_max_body_size(static_cast<size_t>(std::max<uint64_t>(64 * 1024, max_message + 1)));
+  admin_->set_connections_api(connections_api_.get());
+  connections_api_->set_max_message_bytes(max_message);
+  connection_index_.set_public_url(
+      admin.public_url.empty() ? "http://" + admin_->BoundAddress() : admin.public_url);
   return true;
 }
 
@@ -560,7 +574,7 @@ std::string Server::MetricsText() {
   for (const auto& worker : workers_) {
     if (worker->own_metrics() != nullptr) registries.push_back(worker->own_metrics());
   }
-  return metrics::Registry::Serialize(registries);
+  return metrics::Registry::Serialize(registries) + connections_api_->MetricsText();
 }
 
 std::string Server::BackendsJson() {

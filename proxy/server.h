@@ -19,6 +19,8 @@
 #include "config/config.h"
 #include "metrics/metrics.h"
 #include "proxy/admin.h"
+#include "proxy/connections/api.h"
+#include "proxy/connections/registry.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/handover.h"
 #include "proxy/health_checker.h"
@@ -94,7 +96,9 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   AccessLog access_log_;
   RuntimePtr current_;
   Admission admission_;  // outlives the workers, whose sessions give tickets back
+  ConnectionIndex connection_index_;  // before the workers: their sessions unregister in it
   std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<ConnectionsApi> connections_api_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<HandoverServer> handover_;

@@ -91,23 +91,6 @@ http::HeadLimits RequestLimits(const config::ProxyConfig& config) {
                           128};
 }
 
-std::string NewConnectionId() {
-  unsigned char raw[16];
-  if (RAND_bytes(raw, sizeof(raw)) != 1) {
-    // RAND_bytes only fails if the CSPRNG cannot be seeded; fall back to a counter + time.
-    static std::atomic<uint64_t> counter{0};
-    uint64_t parts[2] = {static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()), ++counter};
-    std::memcpy(raw, parts, sizeof(raw));
-  }
-  static const char kHex[] = "0123456789abcdef";
-  std::string id(32, '0');
-  for (size_t i = 0; i < sizeof(raw); ++i) {
-    id[2 * i] = kHex[raw[i] >> 4];
-    id[2 * i + 1] = kHex[raw[i] & 0xF];
-  }
-  return id;
-}
-
 }  // namespace
 
 Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* peer,
@@ -195,6 +178,7 @@ void Session::OnClientRead() {
     case State::kLingering:
       evbuffer_drain(input, evbuffer_get_length(input));
       return;
+    case State::kAuthorizing:
     case State::kConnecting:
     case State::kAwaitingUpgrade:
       return;  // bytes after the head wait until the backend has accepted the upgrade
@@ -262,10 +246,30 @@ void Session::HandleRequestHead() {
   }
   path_.assign(handshake.path);
   http::ForwardingInfo info{client_ip, false, id_};
-  upstream_request_ = http::BuildUpstreamRequest(request, info);
+  std::string proxy_fields;
+  if (context_.connections != nullptr && context_.connections->index() != nullptr) {
+    proxy_fields = "X-Wsgate-Connection-Id: " + id_ + "\r\nX-Wsgate-Callback-Url: " +
+                   context_.connections->index()->public_url() + "/connections/" + id_ + "\r\n";
+  }
+  const config::AuthConfig& auth = config().auth;
+  bool authorize = auth.enabled && config().routes[static_cast<size_t>(route_index_)].auth &&
+                   context_.connections != nullptr && context_.connections->index() != nullptr;
+  // With auth on, a client cannot send the headers the auth service vouches for itself.
+  upstream_request_ = http::BuildUpstreamRequest(request, info, proxy_fields,
+                                                 authorize ? &auth.copy_headers : nullptr);
+  HeaderList auth_headers;
+  std::string auth_key;
+  if (authorize) {
+    auth_headers = AuthRequestHeaders(request, auth, client_ip, id_);
+    if (auth.cache_ttl.count() > 0) auth_key = AuthCacheKey(request, auth);
+  }
   evbuffer_drain(input, request_parser_.head_length());
   tried_.assign(pool().backends.size(), false);
   pick_.excluded = &tried_;
+  if (authorize) {
+    StartAuth(std::move(auth_headers), std::move(auth_key));
+    return;
+  }
   TryNextBackend();
 }
 
@@ -394,6 +398,8 @@ void Session::TryNextBackend() {
 
 void Session::OnBackendConnected() {
   state_ = State::kAwaitingUpgrade;
+  // Before the backend can read its callback URL: a push it sends at once must find us.
+  RegisterConnection();
   bufferevent_write(backend_.bev.get(), upstream_request_.data(), upstream_request_.size());
   ArmTimer(config().timeouts.backend_handshake);
 }
@@ -627,6 +633,8 @@ void Session::StartSplicing() {
     timeval interval = ToTimeval(config().timeouts.ping_interval);
     evtimer_add(ping_timer_.get(), &interval);
   }
+  RegisterConnection();  // again: now with the subprotocol
+  FlushPushed();         // pushes the backend sent during the upgrade, right after the 101
   // Either side may already have sent frames along with the handshake.
   Pump(Side::kBackend);
   if (!finished()) Pump(Side::kClient);
@@ -686,6 +694,9 @@ void Session::Pump(Side from) {
         if (finished()) return;
         CloseEndpointIfDone(to);
         return;
+      case FramePipe::Result::kMessageBoundary:
+        FlushPushed();
+        continue;
       case FramePipe::Result::kRateLimited:
         if (config().limits.rate_action == config::LimitsConfig::RateAction::kThrottle) {
           // Pause reading until the bucket holds a token again; nothing is dropped.
@@ -784,6 +795,7 @@ void Session::GoAway(uint16_t code, const std::string& reason) {
   going_away_ = true;
   switch (state_) {
     case State::kReadingRequest:
+    case State::kAuthorizing:
     case State::kConnecting:
     case State::kAwaitingUpgrade:
       Reject(503, reason, "Retry-After: 1\r\n");
@@ -828,6 +840,10 @@ void Session::InsertClose(Side to, uint16_t code, const std::string& reason) {
 void Session::FlushPendingClose(Side to) {
   Endpoint& e = endpoint(to);
   if (!e.open() || e.sent_close || e.pending_close == 0) return;
+  // API messages already answered 200 go out first, unless a backend message is still open.
+  if (to == Side::kClient && backend_to_client_ && backend_to_client_->at_message_boundary()) {
+    FlushPushed();
+  }
   uint8_t mask[4];
   bool masked = to == Side::kBackend;  // RFC 6455 §5.3: frames towards a server are masked
   if (masked && RAND_bytes(mask, sizeof(mask)) != 1) std::memset(mask, 0x5a, sizeof(mask));
@@ -953,6 +969,11 @@ void Session::OnTimer() {
     case State::kLingering:
       Finish("proxy");
       return;
+    case State::kAuthorizing:
+      // A safety net: the auth request's own timeout normally answers first.
+      context_.connections->index()->hook_counters().auth_failed.fetch_add(1);
+      Reject(503, "the auth service did not answer in time", "Retry-After: 1\r\n");
+      return;
     case State::kConnecting:
       OnAttemptFailed(true, "connect timed out", metrics::kConnectTimeout);
       return;
@@ -1053,7 +1074,10 @@ void Session::Finish(const char* closed_by) {
                                                      : metrics::kByProxy;
     pool_metrics_->closes[initiator][metrics::CloseCodeSlot(close_code_)].Add();
   }
-  context_.access_log.Write(MakeAccessRecord(false));
+  AccessRecord record = MakeAccessRecord(false);
+  if (registered_ && http_status_ == 101) NotifyDisconnect(record);
+  UnregisterConnection();
+  context_.access_log.Write(record);
 
   context_.loop.DeferDelete(context_.registry.Release(*this));
 }

@@ -23,6 +23,8 @@
 #include "proxy/access_log.h"
 #include "proxy/admission.h"
 #include "proxy/balancer.h"
+#include "proxy/connections/hook_call.h"
+#include "proxy/connections/registry.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/core/libevent_ptr.h"
 #include "proxy/direct_socket.h"
@@ -66,6 +68,7 @@ struct SessionContext {
   metrics::Registry& metrics;
   AccessLog& access_log;
   Admission& admission;
+  ConnectionDirectory* connections = nullptr;  // the connections API's view of this loop
 };
 
 class Session final : public Deferrable {
@@ -105,9 +108,20 @@ class Session final : public Deferrable {
   // close handshakes. A session still in its handshake is answered 503.
   void GoAway(uint16_t code, const std::string& reason);
 
+  // --- Connections API (docs/connections-api.md); the owning loop's thread only. Each returns
+  // the HTTP status to answer.
+  // Send |payload| (moved out) to the client as one text or binary message, between backend
+  // messages: 200 queued, 410 closing, 429 the client's output is over the write watermark.
+  int Push(evbuffer* payload, bool text);
+  // Close both sides with |code| and |reason| (already validated): 200, or 410 if closing.
+  int CloseByApi(uint16_t code, const std::string& reason);
+  // The connection as a JSON object.
+  std::string InfoJson() const;
+
  private:
   enum class State {
     kReadingRequest,
+    kAuthorizing,      // waiting for the auth hook's answer
     kConnecting,       // TCP connect to a backend in progress
     kAwaitingUpgrade,  // request sent, waiting for the backend's response head
     kRelayingResponse, // backend refused the upgrade; relaying its HTTP answer, then close
@@ -155,6 +169,10 @@ class Session final : public Deferrable {
   void Reject(int status, const std::string& reason, const std::string& extra_header = {});
   void CountHandshake(metrics::HandshakeResult result);
   void BeginLingeringClose();
+  // auth hook.
+  void StartAuth(HeaderList headers, std::string cache_key);
+  void OnAuthAnswer(evhttp_request* response);
+  void ApplyAuthDecision(const AuthDecision& decision);
 
   // Upstream.
   void TryNextBackend();
@@ -180,6 +198,11 @@ class Session final : public Deferrable {
   void OnThrottleTimer();
   void OnPingTimer();
   void FlushPendingClose(Side to);
+  void FlushPushed();  // write the queued API messages to the client (at a message boundary)
+  void RegisterConnection();
+  void UnregisterConnection();
+  void NotifyDisconnect(const AccessRecord& record);  // on_disconnect
+  const char* StateName() const;                      // for the connections API
   void CloseEndpointIfDone(Side side);
 
   // Timers and teardown.
@@ -244,6 +267,15 @@ class Session final : public Deferrable {
   bool going_away_ = false;
   bool flush_all_ = false;  // ignore the watermark while flushing before a close
   std::chrono::steady_clock::time_point last_activity_;
+
+  // Connections API and hooks.
+  std::unique_ptr<HookCall> auth_call_;
+  std::string auth_cache_key_;
+  bool registered_ = false;
+  EvBufferPtr pushed_;  // API messages (whole frames) waiting for a message boundary
+  uint64_t pushed_messages_ = 0;
+  uint64_t pushed_bytes_ = 0;
+  std::chrono::system_clock::time_point connected_at_;
 
   // Access log.
   std::chrono::steady_clock::time_point started_at_;

@@ -39,7 +39,7 @@ Worker::Worker(EventLoop& loop, metrics::Registry& metrics, const RuntimePtr& cu
       metrics_(metrics),
       current_(current),
       access_log_(access_log),
-      context_{loop_, registry_, current_, metrics_, access_log_, admission} {}
+      context_{loop_, registry_, current_, metrics_, access_log_, admission, &directory_} {}
 
 Worker::Worker(size_t index, size_t count, RuntimePtr runtime, AccessLog& access_log,
                Admission& admission, const std::string& version)
@@ -52,7 +52,7 @@ Worker::Worker(size_t index, size_t count, RuntimePtr runtime, AccessLog& access
       metrics_(*own_metrics_),
       current_(own_runtime_),
       access_log_(access_log),
-      context_{loop_, registry_, current_, metrics_, access_log_, admission} {
+      context_{loop_, registry_, current_, metrics_, access_log_, admission, &directory_} {
   tick_timer_.reset(event_new(loop_.base(), -1, EV_PERSIST, &Worker::OnTick, this));
   timeval tick = ToTimeval(kTickInterval);
   evtimer_add(tick_timer_.get(), &tick);

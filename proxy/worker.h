@@ -79,6 +79,10 @@ class Worker {
   void BeginClosing(uint16_t code, std::chrono::milliseconds spread);
   void StopClosing() { close_total_ = 0; }
   void Tick(Clock::time_point now);
+  // The connections API's view of this worker's sessions (its thread only, after Attach).
+  ConnectionDirectory& connections() { return directory_; }
+  // Main thread, before Start(): upgraded sessions register in |index| under this worker.
+  void AttachConnections(ConnectionIndex* index) { directory_.Attach(index, index_); }
 
  private:
   static void OnTick(evutil_socket_t, short, void* ctx);
@@ -94,6 +98,7 @@ class Worker {
   metrics::Registry& metrics_;
   const RuntimePtr& current_;
   AccessLog& access_log_;
+  ConnectionDirectory directory_;
   SessionRegistry registry_;
   SessionContext context_;
   EventPtr tick_timer_;

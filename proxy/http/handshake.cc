@@ -1,5 +1,7 @@
 #include "proxy/http/handshake.h"
 
+#include <algorithm>
+
 #include <openssl/evp.h>
 
 #include <array>
@@ -104,12 +106,22 @@ const char* StatusText(int status) {
       return "OK";
     case 400:
       return "Bad Request";
+    case 401:
+      return "Unauthorized";
     case 403:
       return "Forbidden";
     case 404:
       return "Not Found";
+    case 405:
+      return "Method Not Allowed";
     case 408:
       return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 410:
+      return "Gone";
+    case 413:
+      return "Content Too Large";
     case 426:
       return "Upgrade Required";
     case 429:
@@ -201,7 +213,9 @@ ClientHandshake CheckClientHandshake(const HeadView& request, const ClientHandsh
   return result;
 }
 
-std::string BuildUpstreamRequest(const HeadView& request, const ForwardingInfo& info) {
+std::string BuildUpstreamRequest(const HeadView& request, const ForwardingInfo& info,
+                                 std::string_view proxy_fields,
+                                 const std::vector<std::string>* drop_fields) {
   const HeadParser& head = request.parser();
   std::string out;
   out.reserve(head.head_length() + 256);
@@ -231,6 +245,12 @@ std::string BuildUpstreamRequest(const HeadView& request, const ForwardingInfo& 
     if (EqualsIgnoreCase(name, "x-forwarded-proto") || EqualsIgnoreCase(name, "x-forwarded-host")) {
       continue;
     }
+    if (name.size() >= 9 && EqualsIgnoreCase(name.substr(0, 9), "x-wsgate-")) continue;
+    if (drop_fields != nullptr &&
+        std::any_of(drop_fields->begin(), drop_fields->end(),
+                    [name](const std::string& drop) { return EqualsIgnoreCase(name, drop); })) {
+      continue;
+    }
     if (EqualsIgnoreCase(name, "host")) host_field = value;
     AppendLine(out, name, value);
   }
@@ -257,6 +277,7 @@ std::string BuildUpstreamRequest(const HeadView& request, const ForwardingInfo& 
   if (!info.request_id.empty() && request.FieldCount("x-request-id") == 0) {
     AppendLine(out, "X-Request-Id", info.request_id);
   }
+  out.append(proxy_fields);
   out.append("\r\n");
   return out;
 }

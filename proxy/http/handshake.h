@@ -55,7 +55,12 @@ struct ForwardingInfo {
 // The upgrade request sent to the backend: the client's request line and fields, minus
 // hop-by-hop fields (except the Upgrade/Connection pair the handshake needs), with
 // X-Forwarded-For appended, X-Forwarded-Proto / X-Forwarded-Host replaced, and Forwarded appended.
-std::string BuildUpstreamRequest(const HeadView& request, const ForwardingInfo& info);
+// |proxy_fields| ("Name: value\r\n" lines wsgate states itself, e.g. X-Wsgate-Connection-Id) go
+// last; any X-Wsgate-* field the client sent is dropped, so none can be spoofed, and so is any
+// field named in |drop_fields| (the auth hook's copy_headers).
+std::string BuildUpstreamRequest(const HeadView& request, const ForwardingInfo& info,
+                                 std::string_view proxy_fields = {},
+                                 const std::vector<std::string>* drop_fields = nullptr);
 
 // Outcome of checking the backend's response head.
 struct UpstreamVerdict {

@@ -75,6 +75,8 @@ class MessageSequencer {
 
   // True after a data frame with FIN completed a message in the last Admit().
   bool message_completed() const { return message_completed_; }
+  // True while a fragmented message has begun and its final frame has not arrived.
+  bool in_message() const { return in_message_; }
   const DirectionPolicy& policy() const { return policy_; }
 
  private:

@@ -1428,5 +1428,67 @@ TEST(ConfigLoaderPingTest, KeepaliveTimeouts) {
             Strings({"t.yaml:2:17: timeouts.ping_timeout: must be greater than 0"}));
 }
 
+TEST(ConfigLoaderTest, ConnectionHooksAndPublicUrl) {
+  const ProxyConfig cfg = Load(
+      "admin:\n"
+      "  public_url: https://gw-1.internal:9901/\n"
+      "auth:\n"
+      "  url: http://127.0.0.1:9000/check\n"
+      "  forward_headers: [Cookie]\n"
+      "  copy_headers: [X-User-Id, X-Tenant]\n"
+      "  timeout: 750ms\n"
+      "  cache_ttl: 30s\n"
+      "  cache_size: 50\n"
+      "on_disconnect:\n"
+      "  url: http://127.0.0.1:9000/gone\n"
+      "  retries: 5\n"
+      "  queue_size: 100\n"
+      "  timeout: 1s\n" +
+      kListeners + "routes:\n  - pool: chat\n    auth: false\n  - pool: chat\n" + kPools);
+  EXPECT_EQ(cfg.admin.public_url, "https://gw-1.internal:9901");
+  EXPECT_TRUE(cfg.auth.enabled);
+  EXPECT_EQ(cfg.auth.url, "http://127.0.0.1:9000/check");
+  EXPECT_EQ(cfg.auth.forward_headers, (Strings{"Cookie"}));
+  EXPECT_EQ(cfg.auth.copy_headers, (Strings{"X-User-Id", "X-Tenant"}));
+  EXPECT_EQ(cfg.auth.timeout, milliseconds(750));
+  EXPECT_EQ(cfg.auth.cache_ttl, milliseconds(30000));
+  EXPECT_EQ(cfg.auth.cache_size, 50u);
+  EXPECT_TRUE(cfg.on_disconnect.enabled);
+  EXPECT_EQ(cfg.on_disconnect.retries, 5u);
+  EXPECT_EQ(cfg.on_disconnect.queue_size, 100u);
+  EXPECT_EQ(cfg.on_disconnect.timeout, milliseconds(1000));
+  ASSERT_EQ(cfg.routes.size(), 2u);
+  EXPECT_FALSE(cfg.routes[0].auth);
+  EXPECT_TRUE(cfg.routes[1].auth);
+}
+
+TEST(ConfigLoaderTest, ConnectionHookDefaults) {
+  const ProxyConfig cfg = Load(kMinimal);
+  EXPECT_FALSE(cfg.auth.enabled);
+  EXPECT_FALSE(cfg.on_disconnect.enabled);
+  EXPECT_EQ(cfg.admin.public_url, "");
+  EXPECT_EQ(cfg.auth.forward_headers, (Strings{"Cookie", "Authorization", "Origin"}));
+  EXPECT_EQ(cfg.on_disconnect.retries, 3u);
+  EXPECT_EQ(cfg.on_disconnect.queue_size, 10000u);
+}
+
+TEST(ConfigLoaderTest, ConnectionHookErrors) {
+  EXPECT_EQ(Errors("admin:\n  public_url: ftp://x\n" + kMinimal),
+            (Strings{"t.yaml:2:15: admin.public_url: expected an http:// or https:// URL without "
+                     "spaces or fragment"}));
+  EXPECT_EQ(Errors("admin:\n  public_url: http://x/?a=1\n" + kMinimal),
+            (Strings{"t.yaml:2:15: admin.public_url: must not have a query"}));
+  EXPECT_EQ(Errors("auth:\n  url: https://x/check\n" + kMinimal),
+            (Strings{"t.yaml:2:8: auth.url: expected an http:// URL without spaces or fragment"}));
+  EXPECT_EQ(Errors("auth:\n  timeout: 1s\n" + kMinimal),
+            (Strings{"t.yaml:2:3: auth.url: missing required key"}));
+  EXPECT_EQ(Errors("auth:\n  url: http://x\n  copy_headers: [\"X Bad\"]\n" + kMinimal),
+            (Strings{"t.yaml:3:18: auth.copy_headers[0]: invalid header name \"X Bad\""}));
+  EXPECT_EQ(Errors("on_disconnect:\n  url: http://x\n  queue_size: 0\n" + kMinimal),
+            (Strings{"t.yaml:3:15: on_disconnect.queue_size: value 0 out of range (expected 1..10000000)"}));
+  EXPECT_EQ(Errors("on_disconnect:\n  url: http://x\n  bogus: 1\n" + kMinimal),
+            (Strings{"t.yaml:3:3: on_disconnect.bogus: unknown key"}));
+}
+
 }  // namespace
 }  // namespace wsgate::config

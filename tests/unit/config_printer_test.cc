@@ -80,9 +80,9 @@ TEST(ConfigPrinter, EveryNonDefaultSettingRoundTrips) {
       "listeners:\n"
       "  - {name: public, address: \"[::1]:0\"}\n"
       "  - {name: second, address: 0.0.0.0:8081}\n"
-      "admin: {address: 127.0.0.2:9901, token: \"true\"}\n"
+      "admin: {address: 127.0.0.2:9901, token: \"true\", public_url: \"http://10.0.0.5:9901\"}\n"
       "routes:\n"
-      "  - {match: {host: \"*.example.com\", path_prefix: /chat}, pool: sticky}\n"
+      "  - {match: {host: \"*.example.com\", path_prefix: /chat}, pool: sticky, auth: false}\n"
       "  - {match: {host: \"123\"}, pool: checked}\n"
       "  - pool: checked\n"
       "pools:\n"
@@ -104,13 +104,18 @@ TEST(ConfigPrinter, EveryNonDefaultSettingRoundTrips) {
       "limits: {max_connections: 5, max_header_bytes: 4000, max_request_line_bytes: 1KiB,"
       " max_message_bytes: 1GB, write_buffer_high_watermark: 5MB,"
       " allowed_origins: [\"https://a.example\", \"null\"], max_messages_per_second: 9,"
-      " rate_action: throttle}\n"
+      " rate_action: throttle, max_connections_per_ip: 4, handshake_rate_per_ip: 3,"
+      " max_pending_handshakes: 77}\n"
       "timeouts: {handshake: 1d, connect: 1h, backend_handshake: 61s, idle: 5m, drain: 0,"
       " close: 1ms, ping_interval: 20s, ping_timeout: 3s}\n"
       "drain: {grace: 5s, close_code: 1012, spread: 10s}\n"
       "log: {format: json, access: \"/var/log/wsgate access.log\", flush_interval: 1m}\n"
       "metrics: {enabled: false}\n"
-      "retries: 0\n",
+      "retries: 0\n"
+      "auth: {url: \"http://127.0.0.1:9000/auth\", forward_headers: [Cookie],"
+      " copy_headers: [X-User-Id], timeout: 3s, cache_ttl: 30s, cache_size: 5}\n"
+      "on_disconnect: {url: \"http://127.0.0.1:9000/gone\", timeout: 1s, retries: 5,"
+      " queue_size: 9}\n",
       "all.yaml"));
 }
 

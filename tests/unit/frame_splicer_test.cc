@@ -656,5 +656,38 @@ TEST(FramePipeRateTest, MessagesBeyondTheBucketAreLeftInTheSource) {
   evbuffer_free(sink);
 }
 
+TEST(FramePipeTest, StopsAtMessageBoundaryNotInsideAFragmentedMessage) {
+  // first fragment, a ping inside the message, the last fragment, then a whole message
+  std::string first = MakeFrame(ws::kText, false, "frag-1");
+  std::string ping = MakeFrame(ws::kPing, true, "p");
+  std::string last = MakeFrame(ws::kContinuation, true, "frag-2");
+  std::string next = MakeFrame(ws::kText, true, "next");
+  FramePipe pipe(FromBackend());
+  Buffer source;
+  Buffer sink;
+  EXPECT_TRUE(pipe.at_message_boundary());
+  source.Add(first);
+  EXPECT_EQ(pipe.Pump(source.get(), sink.get(), kNoLimit), Result::kDrained);
+  EXPECT_FALSE(pipe.at_message_boundary());
+  EXPECT_TRUE(pipe.at_boundary());
+  // Asked inside the message: the ping and the last fragment pass, then it stops.
+  pipe.StopAtMessageBoundary();
+  source.Add(ping + last + next);
+  EXPECT_EQ(pipe.Pump(source.get(), sink.get(), kNoLimit), Result::kMessageBoundary);
+  EXPECT_EQ(sink.Take(), first + ping + last);
+  EXPECT_TRUE(pipe.at_message_boundary());
+  EXPECT_EQ(pipe.Pump(source.get(), sink.get(), kNoLimit), Result::kDrained);  // once only
+  EXPECT_EQ(sink.Take(), next);
+}
+
+TEST(FramePipeTest, MessageBoundaryRequestAtAnIdleBoundaryStopsAtOnce) {
+  FramePipe pipe(FromBackend());
+  Buffer source;
+  Buffer sink;
+  pipe.StopAtMessageBoundary();
+  EXPECT_EQ(pipe.Pump(source.get(), sink.get(), kNoLimit), Result::kMessageBoundary);
+  EXPECT_EQ(pipe.Pump(source.get(), sink.get(), kNoLimit), Result::kDrained);
+}
+
 }  // namespace
 }  // namespace wsgate

@@ -684,5 +684,26 @@ TEST(HandshakeRequestIdTest, AddedUnlessTheClientSentOne) {
   }
 }
 
+TEST(HandshakeProxyFieldsTest, ClientWsgateFieldsDroppedAndOursAppended) {
+  const std::string text =
+      "GET /chat HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+      "X-Wsgate-Connection-Id: spoofed\r\nx-wsgate-callback-url: http://evil/\r\n"
+      "X-User-Id: spoofed\r\nX-Keep: yes\r\n\r\n";
+  HeadParser parser(HeadKind::kRequest, HeadLimits{});
+  ASSERT_EQ(parser.Parse(text), ParseStatus::kComplete);
+  std::vector<std::string> drop = {"x-user-id"};
+  std::string out = BuildUpstreamRequest(HeadView(parser, text), ForwardingInfo{"10.0.0.1", false, "id"},
+                                         "X-Wsgate-Connection-Id: real\r\n", &drop);
+  HeadParser again(HeadKind::kRequest, HeadLimits{});
+  ASSERT_EQ(again.Parse(out), ParseStatus::kComplete) << out;
+  HeadView view(again, out);
+  EXPECT_EQ(view.FieldCount("x-wsgate-connection-id"), 1u) << out;
+  EXPECT_EQ(view.Field("x-wsgate-connection-id"), "real");
+  EXPECT_EQ(view.FieldCount("x-wsgate-callback-url"), 0u);
+  EXPECT_EQ(view.FieldCount("x-user-id"), 0u);
+  EXPECT_EQ(view.Field("x-keep"), "yes");
+}
+
 }  // namespace
 }  // namespace wsgate::http

@@ -1,0 +1,240 @@
+// Session's parts for the connections API and the hooks (docs/connections-api.md), kept apart
+// from session.cc: registration, pushes, API close and info, auth ($connect), on_disconnect.
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
+
+#include <cstring>
+
+#include "proxy/connections/disconnect_hook.h"
+#include "proxy/core/json.h"
+#include "proxy/core/log.h"
+#include "proxy/session.h"
+
+namespace wsgate {
+
+// ---------------------------------------------------------------------------------------------
+// auth ($connect).
+
+void Session::StartAuth(HeaderList headers, std::string cache_key) {
+  const config::AuthConfig& auth = config().auth;
+  HookCounters& counters = context_.connections->index()->hook_counters();
+  if (!cache_key.empty()) {
+    if (const AuthDecision* cached =
+            context_.connections->auth_cache().Find(cache_key, std::chrono::steady_clock::now())) {
+      counters.auth_cache_hits.fetch_add(1, std::memory_order_relaxed);
+      ApplyAuthDecision(*cached);
+      return;
+    }
+  }
+  state_ = State::kAuthorizing;
+  auth_cache_key_ = std::move(cache_key);
+  ArmTimer(auth.timeout + std::chrono::seconds(1));
+  std::string error;
+  auth_call_ = HookCall::Start(
+      context_.loop.base(), auth.url, EVHTTP_REQ_GET, headers, {}, auth.timeout,
+      [this](evhttp_request* response) {
+        // A session rejected meanwhile (timer, drain) ignores the late answer.
+        if (state_ == State::kAuthorizing) OnAuthAnswer(response);
+      },
+      &error);
+  if (!auth_call_) {
+    LOG_WARN("auth: " + error);
+    counters.auth_failed.fetch_add(1, std::memory_order_relaxed);
+    Reject(503, "the auth service is unavailable", "Retry-After: 1\r\n");
+  }
+}
+
+void Session::OnAuthAnswer(evhttp_request* response) {
+  context_.loop.DeferDelete(std::move(auth_call_));  // we are inside its callback
+  HookCounters& counters = context_.connections->index()->hook_counters();
+  int status = response != nullptr ? evhttp_request_get_response_code(response) : 0;
+  AuthDecision decision;
+  decision.status = status;
+  evkeyvalq* answer = response != nullptr ? evhttp_request_get_input_headers(response) : nullptr;
+  if (status >= 200 && status < 300) {
+    for (const std::string& name : config().auth.copy_headers) {
+      const char* value = evhttp_find_header(answer, name.c_str());
+      if (value != nullptr && std::strpbrk(value, "\r\n") == nullptr) {
+        decision.copy_headers.emplace_back(name, value);
+      }
+    }
+  } else if (status == 401 || status == 403) {
+    const char* challenge = evhttp_find_header(answer, "WWW-Authenticate");
+    if (challenge != nullptr && std::strpbrk(challenge, "\r\n") == nullptr) {
+      decision.www_authenticate = challenge;
+    }
+  } else {
+    counters.auth_failed.fetch_add(1, std::memory_order_relaxed);
+    LOG_WARN("auth: " + (status == 0 ? std::string("no answer from the auth service")
+                                     : "the auth service answered " + std::to_string(status)));
+    Reject(503, "the auth service is unavailable", "Retry-After: 1\r\n");
+    return;
+  }
+  const config::AuthConfig& auth = config().auth;
+  if (!auth_cache_key_.empty()) {
+    context_.connections->auth_cache().Put(auth_cache_key_, decision,
+                                           std::chrono::steady_clock::now() + auth.cache_ttl,
+                                           static_cast<size_t>(auth.cache_size));
+  }
+  ApplyAuthDecision(decision);
+}
+
+void Session::ApplyAuthDecision(const AuthDecision& decision) {
+  HookCounters& counters = context_.connections->index()->hook_counters();
+  if (decision.status < 200 || decision.status >= 300) {
+    counters.auth_denied.fetch_add(1, std::memory_order_relaxed);
+    std::string extra;
+    if (!decision.www_authenticate.empty()) {
+      extra = "WWW-Authenticate: " + decision.www_authenticate + "\r\n";
+    }
+    Reject(decision.status, "denied by the auth service", extra);
+    return;
+  }
+  counters.auth_allowed.fetch_add(1, std::memory_order_relaxed);
+  std::string lines;
+  for (const auto& [name, value] : decision.copy_headers) lines += name + ": " + value + "\r\n";
+  upstream_request_.insert(upstream_request_.size() - 2, lines);  // before the final CRLF
+  TryNextBackend();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections API.
+
+void Session::RegisterConnection() {
+  ConnectionDirectory* directory = context_.connections;
+  if (directory == nullptr || directory->index() == nullptr) return;
+  if (!registered_) connected_at_ = std::chrono::system_clock::now();
+  ConnectionEntry entry;
+  entry.id = id_;
+  entry.worker = directory->worker();
+  entry.client = peer_text_;
+  entry.listener = listener_name_;
+  entry.route = std::to_string(route_index_);
+  entry.pool = pool().name;
+  entry.backend = chosen_backend_->address;
+  entry.subprotocol = subprotocol_;
+  entry.connected_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              connected_at_.time_since_epoch())
+                              .count();
+  directory->index()->Add(std::move(entry));
+  directory->Add(id_, this);
+  registered_ = true;
+}
+
+void Session::UnregisterConnection() {
+  if (!registered_) return;
+  registered_ = false;
+  context_.connections->Remove(id_);
+  context_.connections->index()->Remove(id_);
+}
+
+void Session::NotifyDisconnect(const AccessRecord& r) {
+  const config::DisconnectHookConfig& hook = config().on_disconnect;
+  if (!hook.enabled) return;
+  std::string body =
+      "{\"id\":" + JsonString(id_) + ",\"pool\":" + JsonString(r.pool) + ",\"backend\":" +
+      JsonString(r.backend) + ",\"listener\":" + JsonString(r.listener) + ",\"client\":" +
+      JsonString(r.client) + ",\"path\":" + JsonString(r.path) + ",\"duration_seconds\":" +
+      std::to_string(r.duration_seconds) + ",\"close_code\":" + std::to_string(r.close_code) +
+      ",\"close_reason\":" + JsonString(r.reason) + ",\"initiator\":" + JsonString(r.closed_by) +
+      ",\"bytes_from_client\":" + std::to_string(r.bytes_in) +
+      ",\"bytes_to_client\":" + std::to_string(r.bytes_out + pushed_bytes_) +
+      ",\"messages_from_client\":" + std::to_string(r.messages_in) +
+      ",\"messages_to_client\":" + std::to_string(r.messages_out + pushed_messages_) + "}";
+  context_.connections->disconnect_hook(context_.loop).Send(hook, std::move(body));
+}
+
+int Session::Push(evbuffer* payload, bool text) {
+  // During the upgrade the message waits for the 101 (it is dropped if the upgrade fails).
+  bool upgrading = state_ == State::kAwaitingUpgrade;
+  if ((state_ != State::kSpliced && !upgrading) || closing_ || !client_.open() ||
+      client_.sent_close || client_.pending_close != 0) {
+    return 410;
+  }
+  evbuffer* output = client_.output();
+  size_t queued = (upgrading ? 0 : evbuffer_get_length(output)) +
+                  (pushed_ ? evbuffer_get_length(pushed_.get()) : 0);
+  if (queued >= high_watermark()) return 429;
+  size_t length = evbuffer_get_length(payload);
+  uint8_t header[10];
+  size_t header_length = 2;
+  header[0] = static_cast<uint8_t>(0x80 | (text ? ws::kText : ws::kBinary));
+  if (length < 126) {
+    header[1] = static_cast<uint8_t>(length);
+  } else if (length <= 0xFFFF) {
+    header[1] = 126;
+    header[2] = static_cast<uint8_t>(length >> 8);
+    header[3] = static_cast<uint8_t>(length);
+    header_length = 4;
+  } else {
+    header[1] = 127;
+    for (int i = 0; i < 8; ++i) header[2 + i] = static_cast<uint8_t>(uint64_t{length} >> (56 - 8 * i));
+    header_length = 10;
+  }
+  if (!pushed_) pushed_.reset(evbuffer_new());
+  if (!pushed_) return 503;
+  evbuffer_add(pushed_.get(), header, header_length);
+  evbuffer_add_buffer(pushed_.get(), payload);
+  ++pushed_messages_;
+  pushed_bytes_ += header_length + length;
+  if (upgrading) return 200;  // StartSplicing() flushes
+  if (backend_to_client_->at_message_boundary()) {
+    FlushPushed();
+  } else {
+    backend_to_client_->StopAtMessageBoundary();  // Pump() flushes when the message ends
+  }
+  return 200;
+}
+
+void Session::FlushPushed() {
+  if (!pushed_ || !client_.open() || client_.sent_close) return;
+  evbuffer_add_buffer(client_.output(), pushed_.get());
+  client_.Flush();
+}
+
+int Session::CloseByApi(uint16_t code, const std::string& reason) {
+  if (state_ == State::kAwaitingUpgrade) return 409;  // no close frame can be sent yet
+  if (state_ != State::kSpliced || closing_) return 410;
+  close_code_ = code;
+  closed_by_ = "api";
+  reason_ = reason;
+  InsertClose(Side::kClient, code, reason);
+  if (!finished()) InsertClose(Side::kBackend, code, reason);
+  return 200;
+}
+
+const char* Session::StateName() const {
+  if (state_ != State::kSpliced) return "upgrading";
+  return closing_ ? "closing" : "open";
+}
+
+std::string Session::InfoJson() const {
+  auto now_steady = std::chrono::steady_clock::now();
+  auto last_activity = std::chrono::system_clock::now() -
+                       std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                           now_steady - std::max(last_activity_, started_at_));
+  auto ms = [](std::chrono::system_clock::time_point t) {
+    return std::to_string(
+        std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count());
+  };
+  uint64_t bytes_in = client_to_backend_ ? client_to_backend_->bytes() : 0;
+  uint64_t bytes_out = (backend_to_client_ ? backend_to_client_->bytes() : 0) + pushed_bytes_;
+  uint64_t messages_in = client_to_backend_ ? client_to_backend_->messages() : 0;
+  uint64_t messages_out =
+      (backend_to_client_ ? backend_to_client_->messages() : 0) + pushed_messages_;
+  return "{\"id\":" + JsonString(id_) + ",\"client\":" + JsonString(peer_text_) +
+         ",\"listener\":" + JsonString(listener_name_) + ",\"route\":" +
+         std::to_string(route_index_) + ",\"pool\":" +
+         JsonString(runtime_->pools[static_cast<size_t>(pool_index_)].name) + ",\"backend\":" +
+         JsonString(chosen_backend_ ? chosen_backend_->address : last_backend_) +
+         ",\"path\":" + JsonString(path_) + ",\"subprotocol\":" + JsonString(subprotocol_) +
+         ",\"state\":\"" + StateName() + "\",\"connected_at_ms\":" +
+         ms(connected_at_) + ",\"last_activity_ms\":" + ms(last_activity) +
+         ",\"bytes_from_client\":" + std::to_string(bytes_in) +
+         ",\"bytes_to_client\":" + std::to_string(bytes_out) +
+         ",\"messages_from_client\":" + std::to_string(messages_in) +
+         ",\"messages_to_client\":" + std::to_string(messages_out) +
+         ",\"pushed_messages\":" + std::to_string(pushed_messages_) + "}";
+}
+
+}  // namespace wsgate
