@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "config/config_error.h"
+
 namespace wsgate::config {
 
 using Duration = std::chrono::milliseconds;
@@ -22,9 +24,46 @@ struct HostPort {
   std::string ToString() const { return text; }
 };
 
+// A file named in the configuration. |origin| says where (file:line:column and key path, message
+// empty), so an error found when the proxy loads the file can point at the setting.
+struct ConfigFile {
+  std::string path;  // resolved against the configuration file's directory; empty = not set
+  ConfigError origin;
+
+  bool empty() const { return path.empty(); }
+};
+
+struct TlsCertificateConfig {
+  ConfigFile cert;  // PEM chain: the leaf first
+  ConfigFile key;   // PEM private key
+};
+
+// listeners[].tls: terminate TLS (wss://). Present section = enabled.
+struct ListenerTlsConfig {
+  enum class Version { kTls12, kTls13 };
+  bool enabled = false;
+  std::vector<TlsCertificateConfig> certificates;  // chosen by SNI; the first is the default
+  Version min_version = Version::kTls12;
+  std::string ciphers;  // TLS 1.2 cipher list; empty = OpenSSL's defaults
+  ConfigError ciphers_origin;
+  std::vector<std::string> alpn = {"http/1.1"};
+  ConfigFile client_ca;  // set = require client certificates signed by it (mTLS)
+};
+
+// pools[].tls: speak TLS to the backends. Present section = enabled unless enabled: false.
+struct PoolTlsConfig {
+  bool enabled = false;
+  ConfigFile ca;             // empty = the system's default trust store
+  bool verify = true;        // false only when written explicitly
+  std::string server_name;   // SNI and name check; empty = the backend's host
+  ConfigFile cert;           // optional client certificate
+  ConfigFile key;
+};
+
 struct ListenerConfig {
   std::string name;
   HostPort address;
+  ListenerTlsConfig tls;
 };
 
 struct AdminConfig {
@@ -100,6 +139,7 @@ struct PoolConfig {
   OutlierConfig outlier;
   RebalanceConfig rebalance;
   bool close_on_unhealthy = false;  // close live connections (1001) when a backend turns unhealthy
+  PoolTlsConfig tls;
 };
 
 struct LimitsConfig {

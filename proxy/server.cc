@@ -354,7 +354,8 @@ const config::PoolConfig* Server::PoolConfigOf(const std::string& pool) const {
 void Server::SyncHealthChecks() {
   // Rebuilt on every reload; the health state itself lives in the (shared) Backend.
   health_checkers_.clear();
-  for (Pool& pool : current_->pools) {
+  for (size_t i = 0; i < current_->pools.size(); ++i) {
+    Pool& pool = current_->pools[i];
     const config::PoolConfig* config = PoolConfigOf(pool.name);
     for (const BackendPtr& backend : pool.backends) {
       if (config == nullptr || !config->health_check.enabled) {
@@ -362,7 +363,7 @@ void Server::SyncHealthChecks() {
         continue;
       }
       health_checkers_.push_back(std::make_unique<HealthChecker>(
-          loop_.base(), config->health_check, backend,
+          loop_.base(), config->health_check, backend, current_->pool_tls[i],
           [this](Backend& changed) { OnHealthChange(changed); }));
     }
   }

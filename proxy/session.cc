@@ -1,6 +1,8 @@
 #include "proxy/session.h"
 
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <event2/bufferevent_ssl.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -111,9 +113,14 @@ Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* pe
   std::memcpy(&peer_, peer, peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
   peer_text_ = FormatSockaddr(peer);
   SetNoDelay(fd);
-  client_.bev.reset(bufferevent_socket_new(context_.loop.base(), fd,
-                                           BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
-  if (!client_.bev) evutil_closesocket(fd);
+  if (const tls::ServerContext* tls = runtime_->ListenerTls(listener_name_)) {
+    client_tls_ = true;
+    client_.bev = tls->Accept(context_.loop.base(), fd);  // closes |fd| if it fails
+  } else {
+    client_.bev.reset(bufferevent_socket_new(context_.loop.base(), fd,
+                                             BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
+    if (!client_.bev) evutil_closesocket(fd);
+  }
   timer_.reset(evtimer_new(context_.loop.base(), &SessionCallbacks::Timer, this));
   throttle_timer_.reset(evtimer_new(context_.loop.base(), &SessionCallbacks::ThrottleTimer, this));
 }
@@ -227,12 +234,22 @@ void Session::HandleRequestHead() {
     }
   }
   path_.assign(handshake.path);
-  http::ForwardingInfo info{client_ip, false, id_};
+  http::ForwardingInfo info{client_ip, client_tls_, id_};
   upstream_request_ = http::BuildUpstreamRequest(request, info);
   evbuffer_drain(input, request_parser_.head_length());
   tried_.assign(pool().backends.size(), false);
   pick_.excluded = &tried_;
   TryNextBackend();
+}
+
+void Session::OnTlsHandshakeFailed(metrics::TlsFailure failure, const std::string& detail) {
+  // Scanners make these constantly: counted, logged at debug only, and nothing answered.
+  CountHandshake(metrics::kTlsFailed);
+  context_.metrics.Listener(listener_name_).tls_handshake_failures[failure].Add();
+  LOG_DEBUG("session client=" + peer_text_ + " listener=" + listener_name_ +
+            " TLS handshake failed: " + detail);
+  reason_ = "TLS handshake failed: " + detail;
+  Finish("client");
 }
 
 void Session::CountHandshake(metrics::HandshakeResult result) {
@@ -304,6 +321,11 @@ void Session::OnClientEvent(short what) {
       OnPeerGone(Side::kClient, (what & BEV_EVENT_EOF) != 0);
       return;
     case State::kReadingRequest:
+      if (client_tls_ && tls::HandshakePending(client_.bev.get())) {
+        std::string detail;
+        OnTlsHandshakeFailed(tls::HandshakeFailure(client_.bev.get(), &detail), detail);
+        return;
+      }
       reason_ = "client closed before sending a complete request";
       Finish("client");
       return;
@@ -345,7 +367,8 @@ void Session::TryNextBackend() {
   ++attempts_;
   ++chosen_backend_->active;
   response_parser_ = http::HeadParser(http::HeadKind::kResponse, RequestLimits(config()));
-  backend_.bev = StartConnect(context_.loop.base(), *chosen_backend_);
+  backend_.bev = StartConnect(context_.loop.base(), *chosen_backend_,
+                              runtime_->pool_tls[static_cast<size_t>(pool_index_)].get());
   if (!backend_.bev) {
     OnAttemptFailed(false, "could not create a socket", metrics::kRefused);
     return;
@@ -402,6 +425,14 @@ void Session::OnBackendEvent(short what) {
   if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) == 0) return;
   switch (state_) {
     case State::kConnecting:
+      if (tls::HandshakePending(backend_.bev.get())) {
+        std::string detail;
+        if (tls::HandshakeFailure(backend_.bev.get(), &detail) != metrics::kTlsClosed) {
+          OnAttemptFailed(false, ("TLS handshake failed: " + detail).c_str(),
+                          metrics::kTlsHandshake);
+          return;
+        }
+      }
       OnAttemptFailed(false, "connect failed", metrics::kRefused);
       return;
     case State::kAwaitingUpgrade:
@@ -832,6 +863,7 @@ void Session::OnWritable(Side to) {
     if (evbuffer_get_length(output) != 0) return;
     if (e.linger) {
       // Half-close and keep reading (and dropping) until the client's EOF; the timer bounds it.
+      if (SSL* ssl = bufferevent_openssl_get_ssl(e.bev.get())) SSL_shutdown(ssl);  // close_notify
       shutdown(bufferevent_getfd(e.bev.get()), SHUT_WR);
       e.close_after_flush = false;
       e.throttled = false;
@@ -886,6 +918,10 @@ void Session::StartClosingTimer() {
 void Session::OnTimer() {
   switch (state_) {
     case State::kReadingRequest:
+      if (client_tls_ && tls::HandshakePending(client_.bev.get())) {
+        OnTlsHandshakeFailed(metrics::kTlsTimeout, "not finished within timeouts.handshake");
+        return;
+      }
       Reject(408, "request head not received in time");
       return;
     case State::kLingering:

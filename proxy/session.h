@@ -134,6 +134,7 @@ class Session final : public Deferrable {
   void HandleRequestHead();
   void Reject(int status, const std::string& reason, const std::string& extra_header = {});
   void CountHandshake(metrics::HandshakeResult result);
+  void OnTlsHandshakeFailed(metrics::TlsFailure failure, const std::string& detail);
   void BeginLingeringClose();
 
   // Upstream.
@@ -190,6 +191,7 @@ class Session final : public Deferrable {
   std::list<SessionPtr>::iterator self_;  // position in the registry
   State state_ = State::kReadingRequest;
   std::string listener_name_;
+  bool client_tls_ = false;  // the listener terminates TLS
   sockaddr_storage peer_{};
   std::string peer_text_;
 
