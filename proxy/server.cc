@@ -83,9 +83,12 @@ void Server::OnAccept(evutil_socket_t fd, const sockaddr* peer, const std::strin
     // excess cannot eat the descriptors the live sessions and their backends need.
     static const std::string kNoDescriptors =
         http::BuildErrorResponse(503, "server at its descriptor limit", "Retry-After: 1\r\n");
-    ssize_t ignored = send(fd, kNoDescriptors.data(), kNoDescriptors.size(),
-                           MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)ignored;
+    // A TLS client could not read a plaintext answer: it just gets the close.
+    if (current_->ListenerTls(listener) == nullptr) {
+      ssize_t ignored = send(fd, kNoDescriptors.data(), kNoDescriptors.size(),
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+      (void)ignored;
+    }
     shutdown(fd, SHUT_WR);
     evutil_closesocket(fd);
     metrics_.Listener(listener).handshakes[metrics::kOverLimit].Add();

@@ -249,6 +249,7 @@ void Session::OnTlsHandshakeFailed(metrics::TlsFailure failure, const std::strin
   LOG_DEBUG("session client=" + peer_text_ + " listener=" + listener_name_ +
             " TLS handshake failed: " + detail);
   reason_ = "TLS handshake failed: " + detail;
+  access_line_ = false;
   Finish("client");
 }
 
@@ -1026,7 +1027,7 @@ void Session::Finish(const char* closed_by) {
                                                      : metrics::kByProxy;
     pool_metrics_->closes[initiator][metrics::CloseCodeSlot(close_code_)].Add();
   }
-  context_.access_log.Write(MakeAccessRecord(false));
+  if (access_line_) context_.access_log.Write(MakeAccessRecord(false));
 
   context_.loop.DeferDelete(context_.registry.Release(*this));
 }

@@ -192,6 +192,7 @@ class Session final : public Deferrable {
   State state_ = State::kReadingRequest;
   std::string listener_name_;
   bool client_tls_ = false;  // the listener terminates TLS
+  bool access_line_ = true;  // false for failed TLS handshakes: scanners would flood the log
   sockaddr_storage peer_{};
   std::string peer_text_;
 
