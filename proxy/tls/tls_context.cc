@@ -14,7 +14,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <mutex>
+
+#include "proxy/tls/ticket_keys.h"
 
 namespace wsgate::tls {
 
@@ -32,85 +33,23 @@ struct CertifiedKey {
 
 namespace {
 
-// Session tickets: OpenSSL generates one ticket key per SSL_CTX and never rotates it, so the
-// keys live here instead, process-wide (shared by every listener and kept across reloads, so a
-// reload does not invalidate tickets). A key encrypts new tickets for kTicketRotation, then only
-// decrypts (and the ticket is renewed) for another kTicketRotation, then is forgotten; tickets
-// are valid for kTicketRotation, so none outlives its key. Keys never leave memory.
-constexpr std::chrono::seconds kTicketRotation{3600};
-
-struct TicketKey {
-  unsigned char name[16];
-  unsigned char aes[32];
-  unsigned char hmac[32];
-  std::chrono::steady_clock::time_point created;
-};
-
-class TicketKeyRing {
- public:
-  // The key for new tickets, rotating first if it is due.
-  TicketKey Current() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    RotateIfDue();
-    return current_;
-  }
-  // The key named |name|; |renew| when it is the previous one.
-  bool Find(const unsigned char* name, TicketKey* out, bool* renew) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    RotateIfDue();
-    if (std::memcmp(name, current_.name, sizeof(current_.name)) == 0) {
-      *out = current_;
-      *renew = false;
-      return true;
-    }
-    if (has_previous_ && std::memcmp(name, previous_.name, sizeof(previous_.name)) == 0) {
-      *out = previous_;
-      *renew = true;
-      return true;
-    }
-    return false;
-  }
-
- private:
-  static bool Fresh(TicketKey* key) {
-    key->created = std::chrono::steady_clock::now();
-    return RAND_bytes(key->name, sizeof(key->name)) == 1 &&
-           RAND_bytes(key->aes, sizeof(key->aes)) == 1 &&
-           RAND_bytes(key->hmac, sizeof(key->hmac)) == 1;
-  }
-  void RotateIfDue() {
-    auto age = std::chrono::steady_clock::now() - current_.created;
-    if (valid_ && age < kTicketRotation) return;
-    has_previous_ = valid_ && age < 2 * kTicketRotation;
-    if (has_previous_) previous_ = current_;
-    valid_ = Fresh(&current_);
-  }
-
-  std::mutex mutex_;
-  bool valid_ = false;
-  bool has_previous_ = false;
-  TicketKey current_{};
-  TicketKey previous_{};
-};
-
-TicketKeyRing& TicketKeys() {
-  static TicketKeyRing ring;
-  return ring;
-}
-
+// OpenSSL asks for the key of a new ticket (|encrypt|) or of a presented one; tickets are
+// AES-256-CBC with HMAC-SHA256 under the rotating keys of ticket_keys.h.
 int OnTicketKey(SSL*, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
                 EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* mac, int encrypt) {
   TicketKey key{};
   bool renew = false;
   if (encrypt != 0) {
-    key = TicketKeys().Current();
+    if (!TicketKeyRing::Process().Current(std::chrono::steady_clock::now(), &key)) return 0;
     std::memcpy(key_name, key.name, sizeof(key.name));
     if (RAND_bytes(iv, 16) != 1 ||
         EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key.aes, iv) != 1) {
       return -1;
     }
   } else {
-    if (!TicketKeys().Find(key_name, &key, &renew)) return 0;  // unknown: full handshake
+    if (!TicketKeyRing::Process().Find(key_name, std::chrono::steady_clock::now(), &key, &renew)) {
+      return 0;  // unknown or expired: a full handshake
+    }
     if (EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key.aes, iv) != 1) return -1;
   }
   static char kDigest[] = "SHA256";
@@ -285,7 +224,7 @@ std::shared_ptr<ServerContext> ServerContext::Build(const config::ListenerTlsCon
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
   static const unsigned char kSessionIdContext[] = "wsgate";
   SSL_CTX_set_session_id_context(ctx, kSessionIdContext, sizeof(kSessionIdContext) - 1);
-  SSL_CTX_set_timeout(ctx, static_cast<long>(kTicketRotation.count()));
+  SSL_CTX_set_timeout(ctx, static_cast<long>(TicketKeyRing::kRotation.count()));
   SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, &OnTicketKey);
   SSL_CTX_set_num_tickets(ctx, 1);
   return context;

@@ -327,6 +327,14 @@ def test_session_resumption_with_tickets(gates, certs, tmp_path):
     assert code == 0 and "New, TLSv1.2" in out, out
     code, out = s_client(port, "-tls1_2", "-sess_in", session)
     assert code == 0 and "Reused, TLSv1.2" in out, out
+    # The ticket keys are process-wide: a reload does not cost clients a full handshake.
+    gate.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + WAIT
+    while "reload complete" not in gate.stderr_text():
+        assert time.monotonic() < deadline, gate.stderr_text()
+        time.sleep(0.05)
+    code, out = s_client(port, "-tls1_2", "-sess_in", session)
+    assert code == 0 and "Reused, TLSv1.2" in out, out
     # TLS 1.3 tickets arrive after the handshake; Python's ssl keeps and offers them.
     context = client_context(certs)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
