@@ -1,8 +1,6 @@
 #include "proxy/session.h"
 
 #include <openssl/rand.h>
-#include <openssl/ssl.h>
-#include <event2/bufferevent_ssl.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -864,7 +862,7 @@ void Session::OnWritable(Side to) {
     if (evbuffer_get_length(output) != 0) return;
     if (e.linger) {
       // Half-close and keep reading (and dropping) until the client's EOF; the timer bounds it.
-      if (SSL* ssl = bufferevent_openssl_get_ssl(e.bev.get())) SSL_shutdown(ssl);  // close_notify
+      tls::SendCloseNotify(e.bev.get());
       shutdown(bufferevent_getfd(e.bev.get()), SHUT_WR);
       e.close_after_flush = false;
       e.throttled = false;

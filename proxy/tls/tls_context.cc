@@ -354,6 +354,10 @@ config::ConfigErrors CheckFiles(const config::ProxyConfig& config) {
   return errors;
 }
 
+void SendCloseNotify(bufferevent* bev) {
+  if (SSL* ssl = bufferevent_openssl_get_ssl(bev)) SSL_shutdown(ssl);
+}
+
 bool HandshakePending(bufferevent* bev) {
   SSL* ssl = bufferevent_openssl_get_ssl(bev);
   return ssl != nullptr && SSL_is_init_finished(ssl) == 0;

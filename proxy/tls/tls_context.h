@@ -80,6 +80,9 @@ using ClientContextPtr = std::shared_ptr<ClientContext>;
 // --check and start-up: a missing or bad certificate is a configuration error naming the file.
 config::ConfigErrors CheckFiles(const config::ProxyConfig& config);
 
+// On a TLS bufferevent whose output is flushed, send close_notify (before a TCP half-close).
+void SendCloseNotify(bufferevent* bev);
+
 // True if |bev| is a TLS bufferevent whose handshake has not finished.
 bool HandshakePending(bufferevent* bev);
 // After BEV_EVENT_ERROR on a TLS bufferevent: why, as a metric label, and OpenSSL's words for the
