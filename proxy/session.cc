@@ -322,7 +322,14 @@ void Session::OnClientEvent(short what) {
     case State::kReadingRequest:
       if (client_tls_ && tls::HandshakePending(client_.bev.get())) {
         std::string detail;
-        OnTlsHandshakeFailed(tls::HandshakeFailure(client_.bev.get(), &detail), detail);
+        bool plain_http = false;
+        metrics::TlsFailure failure = tls::HandshakeFailure(client_.bev.get(), &detail, &plain_http);
+        if (plain_http) {
+          static const std::string kPlainHttp =
+              http::BuildErrorResponse(400, "plain HTTP sent to a TLS port: use wss:// or https://", "");
+          tls::AnswerPlaintext(client_.bev.get(), kPlainHttp);
+        }
+        OnTlsHandshakeFailed(failure, detail);
         return;
       }
       reason_ = "client closed before sending a complete request";

@@ -1,6 +1,7 @@
 #include "proxy/tls/tls_context.h"
 
 #include <arpa/inet.h>
+#include <sys/socket.h>
 #include <event2/bufferevent_ssl.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -354,6 +355,18 @@ config::ConfigErrors CheckFiles(const config::ProxyConfig& config) {
   return errors;
 }
 
+void AnswerPlaintext(bufferevent* bev, std::string_view response) {
+  const evutil_socket_t fd = bufferevent_getfd(bev);
+  if (fd < 0) return;
+  // Read what already arrived, so closing with unread input does not reset the answer away.
+  char discard[4096];
+  for (int i = 0; i < 4 && recv(fd, discard, sizeof(discard), MSG_DONTWAIT) > 0; ++i) {
+  }
+  ssize_t sent = send(fd, response.data(), response.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  (void)sent;
+  shutdown(fd, SHUT_WR);
+}
+
 void SendCloseNotify(bufferevent* bev) {
   if (SSL* ssl = bufferevent_openssl_get_ssl(bev)) SSL_shutdown(ssl);
 }
@@ -363,7 +376,8 @@ bool HandshakePending(bufferevent* bev) {
   return ssl != nullptr && SSL_is_init_finished(ssl) == 0;
 }
 
-metrics::TlsFailure HandshakeFailure(bufferevent* bev, std::string* detail) {
+metrics::TlsFailure HandshakeFailure(bufferevent* bev, std::string* detail, bool* plain_http) {
+  if (plain_http != nullptr) *plain_http = false;
   // libevent stores SSL_get_error()'s code first, then OpenSSL's error queue, and hands them back
   // last first: the earliest queue entry, the root cause, is the one before the final value.
   std::vector<unsigned long> codes;
@@ -379,6 +393,8 @@ metrics::TlsFailure HandshakeFailure(bufferevent* bev, std::string* detail) {
   if (ERR_GET_LIB(first) != ERR_LIB_SSL) return metrics::kTlsOther;
   switch (ERR_GET_REASON(first)) {
     case SSL_R_HTTP_REQUEST:
+      if (plain_http != nullptr) *plain_http = true;
+      return metrics::kTlsNotTls;
     case SSL_R_HTTPS_PROXY_REQUEST:
     case SSL_R_WRONG_VERSION_NUMBER:
     case SSL_R_PACKET_LENGTH_TOO_LONG:

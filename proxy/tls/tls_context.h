@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "config/config.h"
@@ -86,7 +87,11 @@ void SendCloseNotify(bufferevent* bev);
 // True if |bev| is a TLS bufferevent whose handshake has not finished.
 bool HandshakePending(bufferevent* bev);
 // After BEV_EVENT_ERROR on a TLS bufferevent: why, as a metric label, and OpenSSL's words for the
-// debug log. Drains the bufferevent's error queue.
-metrics::TlsFailure HandshakeFailure(bufferevent* bev, std::string* detail);
+// debug log; |plain_http| when the client spoke plain HTTP. Drains the bufferevent's error queue.
+metrics::TlsFailure HandshakeFailure(bufferevent* bev, std::string* detail,
+                                     bool* plain_http = nullptr);
+// A client spoke plain HTTP to a TLS port: nothing was sent over TLS yet, so answer |response| in
+// plaintext on the socket itself (best effort, never blocking), then half-close.
+void AnswerPlaintext(bufferevent* bev, std::string_view response);
 
 }  // namespace wsgate::tls

@@ -287,14 +287,22 @@ async def test_wrong_protocol_on_either_port_is_rejected_cleanly(gates, certs):
 
     reader, writer = await asyncio.open_connection("127.0.0.1", tls_port)
     writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), WAIT)  # then EOF
+    writer.close()
+    # Told in plaintext what went wrong, as nothing was said over TLS yet.
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert b"plain HTTP sent to a TLS port" in answer
+    # Other non-TLS bytes just get the close.
+    reader, writer = await asyncio.open_connection("127.0.0.1", tls_port)
+    writer.write(b"\x00" * 64)
     try:
         answer = await asyncio.wait_for(reader.read(), WAIT)
     except ConnectionResetError:
         answer = b""
     writer.close()
-    assert not answer.startswith(b"HTTP/"), answer  # no plaintext leaks out of a TLS port
+    assert not answer.startswith(b"HTTP/"), answer
     await wait_until(lambda: metric(gate, "wsgate_tls_handshake_failures_total",
-                                    reason="not_tls") == 1, WAIT, "not_tls counted")
+                                    reason="not_tls") == 2, WAIT, "not_tls counted")
     # Scanners do this all day: counted, but no line at the default log level.
     assert "TLS handshake failed" not in gate.stderr_text()
 
