@@ -112,10 +112,13 @@ def served_subject(port, server_name, certs):
 class TlsEchoBackend(EchoBackend):
     """The harness echo backend, served over TLS with a given certificate."""
 
-    def __init__(self, certs, cert, **kwargs):
+    def __init__(self, certs, cert, require_client_cert=False, **kwargs):
         super().__init__(**kwargs)
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(pem(certs, f"{cert}.crt"), pem(certs, f"{cert}.key"))
+        if require_client_cert:
+            self.context.verify_mode = ssl.CERT_REQUIRED
+            self.context.load_verify_locations(pem(certs, "ca.crt"))
 
     async def start(self):
         self.server = await websockets.serve(
@@ -433,6 +436,25 @@ async def test_upstream_tls_checks_the_backend_host_by_default(gates, certs):
     ws = await ws_connect(wss_url(gate), ssl=client_context(certs))
     await ws.send("unverified")
     assert await recv(ws) == "unverified"
+
+
+@async_test(timeout=60)
+async def test_upstream_tls_presents_the_client_certificate(gates, certs):
+    """A backend that requires a client certificate gets the pool's cert; without one it is 502."""
+    backend = await TlsEchoBackend(certs, "backend", require_client_cert=True).start()
+    with_cert = {"ca": pem(certs, "ca.crt"), "cert": pem(certs, "client.crt"),
+                 "key": pem(certs, "client.key")}
+    gate = await gates.launch(tls_config(certs, [backend.address], admin=False,
+                                         pool_tls=with_cert))
+    ws = await ws_connect(wss_url(gate), ssl=client_context(certs))
+    await ws.send("with client certificate")
+    assert await recv(ws) == "with client certificate"
+    gate = await gates.launch(tls_config(certs, [backend.address], admin=False, retries=0,
+                                         pool_tls={"ca": pem(certs, "ca.crt")}))
+    with pytest.raises(websockets.InvalidStatusCode) as refused:
+        await ws_connect(wss_url(gate), ssl=client_context(certs))
+    assert refused.value.status_code == 502
+    assert len(backend.connections) == 1
 
 
 # ------------------------------------------------------------------------------------------------
