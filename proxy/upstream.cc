@@ -6,9 +6,6 @@
 #include <netinet/tcp.h>
 
 #include <cstring>
-#include <optional>
-
-#include "config/units.h"
 
 namespace wsgate {
 
@@ -34,8 +31,7 @@ BufferEventPtr StartConnect(event_base* base, const Backend& backend,
                             const tls::ClientContext* tls) {
   BufferEventPtr bev;
   if (tls != nullptr) {
-    std::optional<config::HostPort> hp = config::ParseHostPort(backend.address, false);
-    bev = tls->Connect(base, hp ? hp->host : backend.address);
+    bev = tls->Connect(base, backend.address);
   } else {
     bev.reset(bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
   }

@@ -15,7 +15,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 
+#include "config/units.h"
 #include "proxy/tls/ticket_keys.h"
 
 namespace wsgate::tls {
@@ -282,7 +284,35 @@ BufferEventPtr ServerContext::Accept(event_base* base, evutil_socket_t fd) const
 // ---------------------------------------------------------------------------------------------
 // Client side.
 
-ClientContext::~ClientContext() { SSL_CTX_free(ctx_); }
+ClientContext::~ClientContext() {
+  for (auto& [address, session] : sessions_) SSL_SESSION_free(session);
+  SSL_CTX_free(ctx_);
+}
+
+namespace {
+
+// Where an upstream SSL keeps the address its session is cached under.
+int SessionKeyIndex() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+}  // namespace
+
+int ClientContext::OnNewSession(SSL* ssl, SSL_SESSION* session) {
+  auto* self = static_cast<ClientContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+  auto* key = static_cast<const std::string*>(SSL_get_ex_data(ssl, SessionKeyIndex()));
+  if (self == nullptr || key == nullptr) return 0;
+  // A copy: OpenSSL marks the connection's own session unresumable when the SSL is freed without
+  // close_notify, which is how WebSocket connections (closed by their own handshake) end.
+  SSL_SESSION* copy = SSL_SESSION_dup(session);
+  if (copy == nullptr) return 0;
+  std::lock_guard<std::mutex> lock(self->sessions_mutex_);
+  SSL_SESSION*& slot = self->sessions_[*key];
+  SSL_SESSION_free(slot);
+  slot = copy;
+  return 0;  // OpenSSL keeps (and drops) its own reference
+}
 
 std::shared_ptr<ClientContext> ClientContext::Build(const config::PoolTlsConfig& config,
                                                     config::ConfigErrors* errors) {
@@ -316,13 +346,27 @@ std::shared_ptr<ClientContext> ClientContext::Build(const config::PoolTlsConfig&
   }
   static const unsigned char kHttp11[] = "\x08http/1.1";
   SSL_CTX_set_alpn_protos(ctx, kHttp11, sizeof(kHttp11) - 1);
+  // Resume towards backends: a full handshake per client connection is the expensive part.
+  SSL_CTX_set_app_data(ctx, context.get());
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(ctx, &ClientContext::OnNewSession);
   if (errors->size() != errors_before) return nullptr;
   return context;
 }
 
-BufferEventPtr ClientContext::Connect(event_base* base, const std::string& host) const {
+BufferEventPtr ClientContext::Connect(event_base* base, const std::string& address) const {
   SSL* ssl = SSL_new(ctx_);
   if (ssl == nullptr) return nullptr;
+  {
+    std::lock_guard<std::mutex> lock(sessions_mutex_);
+    auto [slot, added] = sessions_.try_emplace(address, nullptr);
+    SSL_set_ex_data(ssl, SessionKeyIndex(), const_cast<std::string*>(&slot->first));
+    if (slot->second != nullptr && SSL_SESSION_is_resumable(slot->second) == 1) {
+      SSL_set_session(ssl, slot->second);
+    }
+  }
+  const std::optional<config::HostPort> hp = config::ParseHostPort(address, false);
+  const std::string host = hp ? hp->host : address;
   const std::string& name = server_name_.empty() ? host : server_name_;
   const bool ip = IsIpAddress(name);
   bool ok = true;

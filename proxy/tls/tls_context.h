@@ -8,7 +8,9 @@
 // the certificates it started with across a reload.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,6 +24,7 @@ typedef struct ssl_ctx_st SSL_CTX;
 typedef struct ssl_st SSL;
 typedef struct x509_st X509;
 typedef struct evp_pkey_st EVP_PKEY;
+typedef struct ssl_session_st SSL_SESSION;
 
 namespace wsgate::tls {
 
@@ -64,16 +67,22 @@ class ClientContext {
   ClientContext& operator=(const ClientContext&) = delete;
 
   // A bufferevent (no socket yet) that runs the client handshake once bufferevent_socket_connect
-  // has connected it, for a backend at |host|: SNI and the certificate name check use
-  // server_name, or |host| when that is empty. BEV_EVENT_CONNECTED means connected and verified.
-  BufferEventPtr Connect(event_base* base, const std::string& host) const;
+  // has connected it, for the backend at |address| (host:port): SNI and the certificate name
+  // check use server_name, or the address's host when that is empty. BEV_EVENT_CONNECTED means
+  // connected and verified. The backend's last session is offered for resumption.
+  BufferEventPtr Connect(event_base* base, const std::string& address) const;
 
  private:
   ClientContext() = default;
+  static int OnNewSession(SSL* ssl, SSL_SESSION* session);
 
   SSL_CTX* ctx_ = nullptr;
   bool verify_ = true;
   std::string server_name_;
+  // The latest session each backend gave us, by address (one per backend: bounded). Nodes are
+  // never erased, so an SSL may point at its key for as long as this context lives.
+  mutable std::mutex sessions_mutex_;  // connects on several worker threads
+  mutable std::map<std::string, SSL_SESSION*> sessions_;
 };
 using ClientContextPtr = std::shared_ptr<ClientContext>;
 

@@ -119,6 +119,11 @@ class TlsEchoBackend(EchoBackend):
         if require_client_cert:
             self.context.verify_mode = ssl.CERT_REQUIRED
             self.context.load_verify_locations(pem(certs, "ca.crt"))
+        self.resumed = []  # per connection: did wsgate resume its TLS session?
+
+    async def _handle(self, ws):
+        self.resumed.append(ws.transport.get_extra_info("ssl_object").session_reused)
+        await super()._handle(ws)
 
     async def start(self):
         self.server = await websockets.serve(
@@ -427,9 +432,13 @@ async def test_upstream_tls_checks_the_backend_host_by_default(gates, certs):
     backend = await TlsEchoBackend(certs, "backend").start()
     gate = await gates.launch(tls_config(certs, [backend.address], admin=False,
                                          pool_tls={"ca": pem(certs, "ca.crt")}))
-    ws = await ws_connect(wss_url(gate), ssl=client_context(certs))
-    await ws.send("by address")
-    assert await recv(ws) == "by address"
+    for i in range(3):
+        ws = await ws_connect(wss_url(gate), ssl=client_context(certs))
+        await ws.send(f"by address {i}")
+        assert await recv(ws) == f"by address {i}"
+        await ws.close()
+    # The first connection to the backend is a full handshake; later ones resume its session.
+    assert backend.resumed[0] is False and all(backend.resumed[1:]), backend.resumed
     other = await TlsEchoBackend(certs, "other").start()
     gate = await gates.launch(tls_config(certs, [other.address], admin=False,
                                          pool_tls={"verify": False}))
