@@ -115,9 +115,13 @@ std::unique_ptr<CertifiedKey> LoadCertifiedKey(const config::ConfigFile& cert_fi
     ok = false;
   }
   if (std::FILE* f = OpenFile(key_file, errors)) {
-    loaded->key = PEM_read_PrivateKey(f, nullptr, nullptr, nullptr);
+    // No password callback: OpenSSL's default would prompt on the terminal and hang start-up.
+    auto no_password = [](char*, int, int, void*) { return 0; };
+    loaded->key = PEM_read_PrivateKey(f, nullptr, no_password, nullptr);
     if (loaded->key == nullptr) {
-      Fail(key_file, "no PEM private key in " + Quoted(key_file.path) + ": " + OpenSslError(),
+      Fail(key_file,
+           "no PEM private key in " + Quoted(key_file.path) +
+               " (encrypted keys are not supported): " + OpenSslError(),
            errors);
       ok = false;
     }

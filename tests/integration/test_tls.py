@@ -158,9 +158,13 @@ def test_bad_certificate_or_key_at_start_is_a_config_error(certs, tmp_path, gate
     garbage = tmp_path / "garbage.crt"
     garbage.write_text("not a certificate\n")
     config = tls_config(certs, ["127.0.0.1:9"], admin=False)
+    encrypted = tmp_path / "encrypted.key"
+    subprocess.run(["openssl", "pkey", "-in", pem(certs, "api.key"), "-aes256", "-passout",
+                    "pass:secret", "-out", str(encrypted)], check=True, timeout=30)
     config["listeners"][0]["tls"]["certificates"] = [
         {"cert": str(garbage), "key": pem(certs, "chat.key")},
-        {"cert": pem(certs, "chat.crt"), "key": pem(certs, "api.key")}]
+        {"cert": pem(certs, "chat.crt"), "key": pem(certs, "api.key")},
+        {"cert": pem(certs, "api.crt"), "key": str(encrypted)}]
     path = gates.write_config(config, "bad.yaml")
     result = run_wsgate("-c", path)
     assert result.returncode == 1
@@ -168,6 +172,10 @@ def test_bad_certificate_or_key_at_start_is_a_config_error(certs, tmp_path, gate
                      r"no PEM certificate in \".*garbage\.crt\"", result.stderr), result.stderr
     assert re.search(r"listeners\[0\]\.tls\.certificates\[1\]\.key: private key \".*api\.key\" "
                      r"does not match the certificate \".*chat\.crt\"", result.stderr), result.stderr
+    # An encrypted key is refused at once instead of prompting for a password.
+    assert re.search(r"listeners\[0\]\.tls\.certificates\[2\]\.key: no PEM private key in "
+                     r"\".*encrypted\.key\" \(encrypted keys are not supported\)", result.stderr), \
+        result.stderr
 
 
 def test_check_reports_every_bad_tls_file_and_setting(certs, tmp_path, gates):
