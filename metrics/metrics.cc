@@ -227,6 +227,25 @@ void Registry::Collect(std::vector<MetricFamily>* out) const {
   }
   families.push_back(std::move(tls_failures));
 
+  auto tls_handshakes = Family("wsgate_tls_handshakes_total",
+                               "Completed client TLS handshakes by version and resumption.",
+                               MetricType::Counter);
+  static constexpr std::array<const char*, kTlsVersions> kTlsVersionNames = {"TLSv1.2", "TLSv1.3"};
+  for (const auto& [listener, m] : listeners_) {
+    for (size_t v = 0; v < kTlsVersions; ++v) {
+      for (size_t resumed = 0; resumed < 2; ++resumed) {
+        const uint64_t count = m->tls_handshakes[v][resumed].Get();
+        if (count == 0) continue;  // plain listeners have none
+        ClientMetric metric = WithLabels({{"listener", listener},
+                                          {"version", kTlsVersionNames[v]},
+                                          {"resumed", resumed != 0 ? "true" : "false"}});
+        metric.counter.value = static_cast<double>(count);
+        tls_handshakes.metric.push_back(std::move(metric));
+      }
+    }
+  }
+  families.push_back(std::move(tls_handshakes));
+
   auto handshake_duration =
       Family("wsgate_handshake_duration_seconds",
              "Time from accept to the 101 relayed to the client.", MetricType::Histogram);

@@ -129,9 +129,13 @@ struct ConnectionMetrics {
   Counter total;
 };
 
+enum TlsVersion { kTls12 = 0, kTls13, kTlsVersions };
+
 struct ListenerMetrics {
   std::array<Counter, kHandshakeResults> handshakes;
   std::array<Counter, kTlsFailures> tls_handshake_failures;
+  // Completed client TLS handshakes by version, then [0] full / [1] resumed.
+  std::array<std::array<Counter, 2>, kTlsVersions> tls_handshakes;
 };
 
 // Index of |code| in PoolMetrics::closes.

@@ -312,6 +312,12 @@ void Session::BeginLingeringClose() {
 }
 
 void Session::OnClientEvent(short what) {
+  if ((what & BEV_EVENT_CONNECTED) != 0 && client_tls_) {  // the TLS handshake completed
+    metrics::TlsVersion version{};
+    bool resumed = false;
+    tls::HandshakeDetails(client_.bev.get(), &version, &resumed);
+    context_.metrics.Listener(listener_name_).tls_handshakes[version][resumed ? 1 : 0].Add();
+  }
   if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) == 0) return;
   switch (state_) {
     case State::kSpliced:

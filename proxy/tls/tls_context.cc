@@ -419,6 +419,12 @@ void SendCloseNotify(bufferevent* bev) {
   if (SSL* ssl = bufferevent_openssl_get_ssl(bev)) SSL_shutdown(ssl);
 }
 
+void HandshakeDetails(bufferevent* bev, metrics::TlsVersion* version, bool* resumed) {
+  SSL* ssl = bufferevent_openssl_get_ssl(bev);
+  *version = ssl != nullptr && SSL_version(ssl) == TLS1_3_VERSION ? metrics::kTls13 : metrics::kTls12;
+  *resumed = ssl != nullptr && SSL_session_reused(ssl) == 1;
+}
+
 bool HandshakePending(bufferevent* bev) {
   SSL* ssl = bufferevent_openssl_get_ssl(bev);
   return ssl != nullptr && SSL_is_init_finished(ssl) == 0;

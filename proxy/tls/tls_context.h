@@ -93,6 +93,9 @@ config::ConfigErrors CheckFiles(const config::ProxyConfig& config);
 // On a TLS bufferevent whose output is flushed, send close_notify (before a TCP half-close).
 void SendCloseNotify(bufferevent* bev);
 
+// After a completed handshake on |bev|: its version and whether the session was resumed.
+void HandshakeDetails(bufferevent* bev, metrics::TlsVersion* version, bool* resumed);
+
 // True if |bev| is a TLS bufferevent whose handshake has not finished.
 bool HandshakePending(bufferevent* bev);
 // After BEV_EVENT_ERROR on a TLS bufferevent: why, as a metric label, and OpenSSL's words for the

@@ -370,6 +370,11 @@ def test_session_resumption_with_tickets(gates, certs, tmp_path):
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as raw:
         with context.wrap_socket(raw, server_hostname="localhost", session=ticket) as second:
             assert second.session_reused
+    counts = {(v, r): metric(gate, "wsgate_tls_handshakes_total", listener="public", version=v,
+                             resumed=r)
+              for v in ("TLSv1.2", "TLSv1.3") for r in ("true", "false")}
+    assert counts == {("TLSv1.2", "false"): 1, ("TLSv1.2", "true"): 2,
+                      ("TLSv1.3", "false"): 1, ("TLSv1.3", "true"): 1}, counts
 
 
 # ------------------------------------------------------------------------------------------------
