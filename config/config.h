@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "config/config_error.h"
+
 namespace wsgate::config {
 
 using Duration = std::chrono::milliseconds;
@@ -25,9 +27,58 @@ struct HostPort {
   bool operator==(const HostPort&) const = default;
 };
 
+// A file named in the configuration. |origin| says where (file:line:column and key path, message
+// empty), so an error found when the proxy loads the file can point at the setting.
+struct ConfigFile {
+  std::string path;  // resolved against the configuration file's directory; empty = not set
+  ConfigError origin;
+
+  bool empty() const { return path.empty(); }
+  // Where it was named is not part of the setting.
+  bool operator==(const ConfigFile& other) const { return path == other.path; }
+};
+
+struct TlsCertificateConfig {
+  ConfigFile cert;  // PEM chain: the leaf first
+  ConfigFile key;   // PEM private key
+
+  bool operator==(const TlsCertificateConfig&) const = default;
+};
+
+// listeners[].tls: terminate TLS (wss://). Present section = enabled.
+struct ListenerTlsConfig {
+  enum class Version { kTls12, kTls13 };
+  bool enabled = false;
+  std::vector<TlsCertificateConfig> certificates;  // chosen by SNI; the first is the default
+  Version min_version = Version::kTls12;
+  std::string ciphers;  // TLS 1.2 cipher list; empty = OpenSSL's defaults
+  ConfigError ciphers_origin;
+  std::vector<std::string> alpn = {"http/1.1"};
+  ConfigFile client_ca;  // set = require client certificates signed by it (mTLS)
+
+  bool operator==(const ListenerTlsConfig& o) const {
+    return enabled == o.enabled && certificates == o.certificates &&
+           min_version == o.min_version && ciphers == o.ciphers && alpn == o.alpn &&
+           client_ca == o.client_ca;
+  }
+};
+
+// pools[].tls: speak TLS to the backends. Present section = enabled unless enabled: false.
+struct PoolTlsConfig {
+  bool enabled = false;
+  ConfigFile ca;             // empty = the system's default trust store
+  bool verify = true;        // false only when written explicitly
+  std::string server_name;   // SNI and name check; empty = the backend's host
+  ConfigFile cert;           // optional client certificate
+  ConfigFile key;
+
+  bool operator==(const PoolTlsConfig&) const = default;
+};
+
 struct ListenerConfig {
   std::string name;
   HostPort address;
+  ListenerTlsConfig tls;
 
   bool operator==(const ListenerConfig&) const = default;
 };
@@ -151,6 +202,7 @@ struct PoolConfig {
   OutlierConfig outlier;
   RebalanceConfig rebalance;
   bool close_on_unhealthy = false;  // close live connections (1001) when a backend turns unhealthy
+  PoolTlsConfig tls;
 
   bool operator==(const PoolConfig&) const = default;
 };

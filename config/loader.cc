@@ -227,8 +227,12 @@ class Loader {
   bool ReadNumber(const Value& v, bool (*in_range)(double), const char* expected, double* out);
   bool ReadRate(const Value& v, double* out);
   bool ReadHostPort(const Value& v, bool allow_port_zero, HostPort* out);
+  bool ReadFile(const Value& v, bool allow_empty, ConfigFile* out);
+  ConfigError Origin(const Value& v) const;
 
   void LoadListeners(const Value& v, std::vector<ListenerConfig>* out);
+  void LoadListenerTls(const Value& v, ListenerTlsConfig* out);
+  void LoadPoolTls(const Value& v, PoolTlsConfig* out);
   void LoadAdmin(const Value& v, AdminConfig* out);
   void LoadPools(const Value& v, std::vector<PoolConfig>* out);
   void LoadBackends(const Value& v, std::vector<BackendConfig>* out);
@@ -477,6 +481,133 @@ bool Loader::ReadHostPort(const Value& v, bool allow_port_zero, HostPort* out) {
   return true;
 }
 
+ConfigError Loader::Origin(const Value& v) const {
+  ConfigError origin;
+  origin.file = file_;
+  if (!v.mark.is_null() && v.mark.line >= 0) {
+    origin.line = v.mark.line + 1;
+    origin.column = std::max(v.mark.column, 0) + 1;
+  }
+  origin.key_path = v.path;
+  return origin;
+}
+
+bool Loader::ReadFile(const Value& v, bool allow_empty, ConfigFile* out) {
+  std::string text;
+  if (!ReadString(v, &text)) return false;
+  if (text.empty()) {
+    if (allow_empty) return true;
+    Error(v, "must not be empty");
+    return false;
+  }
+  if (text.find('\0') != std::string::npos) {
+    Error(v, "invalid file name " + Quote(text));
+    return false;
+  }
+  // Relative to the configuration file, so a config and its certificates move together.
+  const size_t slash = file_.rfind('/');
+  if (text.front() != '/' && slash != std::string::npos) text = file_.substr(0, slash + 1) + text;
+  out->path = std::move(text);
+  out->origin = Origin(v);
+  return true;
+}
+
+// A host name for SNI: LDH labels separated by dots, or an IP address.
+bool IsServerName(std::string_view text) {
+  if (text.empty() || text.size() > 253) return false;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, std::string(text).c_str(), &v6) == 1) return true;
+  size_t label = 0;
+  for (char c : text) {
+    if (c == '.') {
+      if (label == 0) return false;
+      label = 0;
+      continue;
+    }
+    const bool ldh = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                     c == '-';
+    if (!ldh || ++label > 63) return false;
+  }
+  return label > 0;
+}
+
+void Loader::LoadListenerTls(const Value& v, ListenerTlsConfig* out) {
+  const std::optional<Fields> fields =
+      ReadMapping(v, {"certificates", "min_version", "ciphers", "alpn", "client_ca"}, false);
+  if (!fields) return;
+  out->enabled = true;
+  if (const Value* certs = Require(*fields, "certificates")) {
+    if (const std::optional<std::vector<Value>> items = ReadSequence(*certs)) {
+      if (items->empty()) Error(*certs, "at least one certificate is required");
+      for (const Value& item : *items) {
+        const std::optional<Fields> pair = ReadMapping(item, {"cert", "key"}, false);
+        if (!pair) continue;
+        TlsCertificateConfig certificate;
+        if (const Value* x = Require(*pair, "cert")) ReadFile(*x, false, &certificate.cert);
+        if (const Value* x = Require(*pair, "key")) ReadFile(*x, false, &certificate.key);
+        out->certificates.push_back(std::move(certificate));
+      }
+    }
+  }
+  std::string text;
+  if (const Value* x = fields->Find("min_version"); x && ReadString(*x, &text)) {
+    if (text == "TLSv1.2") {
+      out->min_version = ListenerTlsConfig::Version::kTls12;
+    } else if (text == "TLSv1.3") {
+      out->min_version = ListenerTlsConfig::Version::kTls13;
+    } else {
+      Error(*x, "unknown min_version " + Quote(text) + " (expected TLSv1.2 or TLSv1.3)");
+    }
+  }
+  if (const Value* x = fields->Find("ciphers"); x && ReadString(*x, &out->ciphers)) {
+    out->ciphers_origin = Origin(*x);
+  }
+  if (const Value* x = fields->Find("alpn")) {
+    if (const std::optional<std::vector<Value>> items = ReadSequence(*x)) {
+      out->alpn.clear();
+      for (const Value& item : *items) {
+        if (!ReadName(item, &text)) continue;
+        // RFC 7301: a protocol name is 1..255 bytes; printable ASCII keeps logs readable.
+        if (text.size() > 255 || !IsRequestPath(text)) {
+          Error(item, "invalid ALPN protocol " + Quote(text) +
+                          " (expected 1..255 printable ASCII characters)");
+        } else {
+          out->alpn.push_back(text);
+        }
+      }
+    }
+  }
+  if (const Value* x = fields->Find("client_ca")) ReadFile(*x, true, &out->client_ca);
+}
+
+void Loader::LoadPoolTls(const Value& v, PoolTlsConfig* out) {
+  const std::optional<Fields> fields =
+      ReadMapping(v, {"enabled", "ca", "verify", "server_name", "cert", "key"}, true);
+  if (!fields) return;
+  out->enabled = true;
+  if (const Value* x = fields->Find("enabled")) ReadBool(*x, &out->enabled);
+  const Value* verify = fields->Find("verify");
+  if (verify != nullptr) ReadBool(*verify, &out->verify);
+  const Value* ca = fields->Find("ca");
+  if (ca != nullptr && ReadFile(*ca, true, &out->ca) && !out->ca.empty() && !out->verify) {
+    Error(*ca, "ca needs verify: true");
+  }
+  if (const Value* x = fields->Find("server_name"); x && ReadString(*x, &out->server_name)) {
+    if (!out->server_name.empty() && !IsServerName(out->server_name)) {
+      Error(*x, "invalid server name " + Quote(out->server_name) +
+                    " (expected a host name or an IP address)");
+    }
+  }
+  const Value* cert = fields->Find("cert");
+  const Value* key = fields->Find("key");
+  if (cert != nullptr) ReadFile(*cert, true, &out->cert);
+  if (key != nullptr) ReadFile(*key, true, &out->key);
+  if (out->cert.empty() != out->key.empty()) {
+    const Value& blame = out->cert.empty() ? (cert ? *cert : *key) : (key ? *key : *cert);
+    Error(blame, "cert and key must be set together");
+  }
+}
+
 void Loader::LoadRoot(const YAML::Node& root, ProxyConfig* cfg) {
   const Value root_value{root, "", root.Mark()};
   const std::optional<Fields> fields = ReadMapping(
@@ -582,9 +713,10 @@ void Loader::LoadListeners(const Value& v, std::vector<ListenerConfig>* out) {
   }
   std::set<std::string> names;
   for (const Value& item : *items) {
-    const std::optional<Fields> fields = ReadMapping(item, {"name", "address"}, false);
+    const std::optional<Fields> fields = ReadMapping(item, {"name", "address", "tls"}, false);
     if (!fields) continue;
     ListenerConfig listener;
+    if (const Value* tls = fields->Find("tls")) LoadListenerTls(*tls, &listener.tls);
     if (const Value* name = Require(*fields, "name"); name && ReadName(*name, &listener.name)) {
       if (!names.insert(listener.name).second) {
         Error(*name, "duplicate listener name " + Quote(listener.name));
@@ -639,7 +771,7 @@ void Loader::LoadPools(const Value& v, std::vector<PoolConfig>* out) {
     const std::optional<Fields> fields =
         ReadMapping(item,
                     {"name", "balance", "backends", "sticky", "health_check", "outlier",
-                     "rebalance", "close_on_unhealthy"},
+                     "rebalance", "close_on_unhealthy", "tls"},
                     false);
     if (!fields) {
       pool_names_complete_ = false;
@@ -690,6 +822,7 @@ void Loader::LoadPools(const Value& v, std::vector<PoolConfig>* out) {
     if (const Value* x = fields->Find("close_on_unhealthy")) {
       ReadBool(*x, &pool.close_on_unhealthy);
     }
+    if (const Value* x = fields->Find("tls")) LoadPoolTls(*x, &pool.tls);
     if (const Value* backends = Require(*fields, "backends")) {
       LoadBackends(*backends, &pool.backends);
     }

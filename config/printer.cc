@@ -105,6 +105,15 @@ YAML::Node Pool(const PoolConfig& p) {
   r["tolerance"] = Number(p.rebalance.tolerance);
   r["rate"] = std::to_string(static_cast<uint64_t>(p.rebalance.rate)) + "/s";
   n["close_on_unhealthy"] = Bool(p.close_on_unhealthy);
+  if (!(p.tls == PoolTlsConfig{})) {
+    YAML::Node tls = n["tls"];
+    tls["enabled"] = Bool(p.tls.enabled);
+    tls["ca"] = p.tls.ca.path;
+    tls["verify"] = Bool(p.tls.verify);
+    tls["server_name"] = p.tls.server_name;
+    tls["cert"] = p.tls.cert.path;
+    tls["key"] = p.tls.key.path;
+  }
   YAML::Node backends(YAML::NodeType::Sequence);
   for (const BackendConfig& b : p.backends) {
     YAML::Node bn;
@@ -125,6 +134,22 @@ YAML::Node Root(const ProxyConfig& c) {
     YAML::Node n;
     n["name"] = l.name;
     n["address"] = l.address.text;
+    if (l.tls.enabled) {
+      YAML::Node tls = n["tls"];
+      YAML::Node certificates(YAML::NodeType::Sequence);
+      for (const TlsCertificateConfig& pair : l.tls.certificates) {
+        YAML::Node cert;
+        cert["cert"] = pair.cert.path;
+        cert["key"] = pair.key.path;
+        certificates.push_back(cert);
+      }
+      tls["certificates"] = certificates;
+      tls["min_version"] =
+          l.tls.min_version == ListenerTlsConfig::Version::kTls13 ? "TLSv1.3" : "TLSv1.2";
+      tls["ciphers"] = l.tls.ciphers;
+      tls["alpn"] = Strings(l.tls.alpn);
+      tls["client_ca"] = l.tls.client_ca.path;
+    }
     listeners.push_back(n);
   }
   root["listeners"] = listeners;

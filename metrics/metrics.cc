@@ -31,7 +31,11 @@ constexpr std::array<const char*, kHandshakeResults> kHandshakeResultNames = {
     "address_limit"};
 constexpr std::array<const char*, kInitiators> kInitiatorNames = {"client", "backend", "proxy"};
 constexpr std::array<const char*, kConnectFailures> kConnectFailureNames = {
-    "refused", "timeout", "reset", "bad_response"};
+    "refused", "timeout", "reset", "bad_response", "tls_handshake"};
+constexpr std::array<const char*, kTlsFailures> kTlsFailureNames = {
+    "not_tls",         "protocol_version",        "no_shared_cipher",
+    "no_client_certificate", "bad_certificate",   "no_application_protocol",
+    "timeout",         "closed",                  "other"};
 // Close code labels, in the order of CloseCodeSlot().
 constexpr std::array<const char*, 24> kCloseCodeNames = {
     "1000", "1001", "1002", "1003", "1005", "1006", "1007", "1008", "1009", "1010", "1011", "1012",
@@ -212,6 +216,36 @@ void Registry::Collect(std::vector<MetricFamily>* out) const {
     }
   }
   families.push_back(std::move(handshakes));
+
+  auto tls_failures = Family("wsgate_tls_handshake_failures_total",
+                             "Failed client TLS handshakes by reason.", MetricType::Counter);
+  for (const auto& [listener, m] : listeners_) {
+    for (size_t r = 0; r < kTlsFailures; ++r) {
+      ClientMetric metric = WithLabels({{"listener", listener}, {"reason", kTlsFailureNames[r]}});
+      metric.counter.value = static_cast<double>(m->tls_handshake_failures[r].Get());
+      tls_failures.metric.push_back(std::move(metric));
+    }
+  }
+  families.push_back(std::move(tls_failures));
+
+  auto tls_handshakes = Family("wsgate_tls_handshakes_total",
+                               "Completed client TLS handshakes by version and resumption.",
+                               MetricType::Counter);
+  static constexpr std::array<const char*, kTlsVersions> kTlsVersionNames = {"TLSv1.2", "TLSv1.3"};
+  for (const auto& [listener, m] : listeners_) {
+    for (size_t v = 0; v < kTlsVersions; ++v) {
+      for (size_t resumed = 0; resumed < 2; ++resumed) {
+        const uint64_t count = m->tls_handshakes[v][resumed].Get();
+        if (count == 0) continue;  // plain listeners have none
+        ClientMetric metric = WithLabels({{"listener", listener},
+                                          {"version", kTlsVersionNames[v]},
+                                          {"resumed", resumed != 0 ? "true" : "false"}});
+        metric.counter.value = static_cast<double>(count);
+        tls_handshakes.metric.push_back(std::move(metric));
+      }
+    }
+  }
+  families.push_back(std::move(tls_handshakes));
 
   auto handshake_duration =
       Family("wsgate_handshake_duration_seconds",

@@ -84,7 +84,27 @@ enum HandshakeResult {
   kHandshakeResults
 };
 enum Initiator { kByClient = 0, kByBackend, kByProxy, kInitiators };
-enum ConnectFailure { kRefused = 0, kConnectTimeout, kReset, kBadResponse, kConnectFailures };
+enum ConnectFailure {
+  kRefused = 0,
+  kConnectTimeout,
+  kReset,
+  kBadResponse,
+  kTlsHandshake,  // backend TLS handshake failed (e.g. its certificate did not verify)
+  kConnectFailures
+};
+// Why a client's TLS handshake failed; bounded, so scanners cannot grow the label set.
+enum TlsFailure {
+  kTlsNotTls = 0,          // plain HTTP or other non-TLS bytes on a TLS port
+  kTlsProtocolVersion,     // below min_version
+  kTlsNoSharedCipher,
+  kTlsNoClientCertificate, // mTLS and the client sent none
+  kTlsBadCertificate,      // mTLS and the client's certificate did not verify
+  kTlsNoApplicationProtocol,  // ALPN without a common protocol
+  kTlsTimeout,             // not finished within timeouts.handshake
+  kTlsClosed,              // the client closed or reset mid-handshake
+  kTlsOther,
+  kTlsFailures
+};
 
 // Frame and message counts of one pool, one block per pool name.
 struct PoolMetrics {
@@ -110,8 +130,13 @@ struct ConnectionMetrics {
   Counter total;
 };
 
+enum TlsVersion { kTls12 = 0, kTls13, kTlsVersions };
+
 struct ListenerMetrics {
   std::array<Counter, kHandshakeResults> handshakes;
+  std::array<Counter, kTlsFailures> tls_handshake_failures;
+  // Completed client TLS handshakes by version, then [0] full / [1] resumed.
+  std::array<std::array<Counter, 2>, kTlsVersions> tls_handshakes;
 };
 
 // Index of |code| in PoolMetrics::closes.

@@ -25,8 +25,12 @@ std::string RandomKey() {
 }  // namespace
 
 HealthChecker::HealthChecker(event_base* base, const config::HealthCheckConfig& config,
-                             BackendPtr backend, OnChange on_change)
-    : base_(base), config_(config), backend_(std::move(backend)), on_change_(std::move(on_change)) {
+                             BackendPtr backend, tls::ClientContextPtr tls, OnChange on_change)
+    : base_(base),
+      config_(config),
+      backend_(std::move(backend)),
+      tls_(std::move(tls)),
+      on_change_(std::move(on_change)) {
   interval_timer_.reset(evtimer_new(base_, &HealthChecker::OnIntervalCb, this));
   timeout_timer_.reset(evtimer_new(base_, &HealthChecker::OnTimeoutCb, this));
   // The first probe runs at once so a dead backend is found within one timeout of start-up.
@@ -61,7 +65,7 @@ void HealthChecker::StartProbe() {
   timeval interval = ToTimeval(config_.interval);
   evtimer_add(interval_timer_.get(), &interval);
   if (probe_) return;  // the previous probe is still bounded by its timeout
-  probe_ = StartConnect(base_, *backend_);
+  probe_ = StartConnect(base_, *backend_, tls_.get());
   if (!probe_) {
     Finish(false, "cannot create a socket");
     return;
@@ -128,8 +132,8 @@ void HealthChecker::OnResponseData() {
   std::string close = ws::BuildCloseFrame(ws::kNormal, "health check", mask);
   bufferevent_write(probe_.get(), close.data(), close.size());
   // Success is decided: hand the close frame to the kernel now, since freeing the bufferevent
-  // discards unsent output.
-  evbuffer_write(bufferevent_get_output(probe_.get()), bufferevent_getfd(probe_.get()));
+  // discards unsent output. (Over TLS the probe just ends; the bytes would need the record layer.)
+  if (!tls_) evbuffer_write(bufferevent_get_output(probe_.get()), bufferevent_getfd(probe_.get()));
   Finish(true, "");
 }
 

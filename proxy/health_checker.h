@@ -15,6 +15,7 @@
 #include "proxy/balancer.h"
 #include "proxy/core/libevent_ptr.h"
 #include "proxy/http/head_parser.h"
+#include "proxy/tls/tls_context.h"
 
 namespace wsgate {
 
@@ -23,8 +24,9 @@ class HealthChecker {
   // Called after a transition, with the backend's new state already stored in it.
   using OnChange = std::function<void(Backend& backend)>;
 
+  // With |tls| (a TLS pool) every probe speaks TLS and verifies the backend like a session does.
   HealthChecker(event_base* base, const config::HealthCheckConfig& config, BackendPtr backend,
-                OnChange on_change);
+                tls::ClientContextPtr tls, OnChange on_change);
   ~HealthChecker();
   HealthChecker(const HealthChecker&) = delete;
   HealthChecker& operator=(const HealthChecker&) = delete;
@@ -45,6 +47,7 @@ class HealthChecker {
   event_base* base_;
   config::HealthCheckConfig config_;
   BackendPtr backend_;
+  tls::ClientContextPtr tls_;
   OnChange on_change_;
   EventPtr interval_timer_;
   EventPtr timeout_timer_;

@@ -10,6 +10,7 @@
 #include "proxy/core/event_loop.h"
 #include "proxy/core/log.h"
 #include "proxy/server.h"
+#include "proxy/tls/tls_context.h"
 
 namespace {
 
@@ -93,6 +94,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto& config = std::get<wsgate::config::ProxyConfig>(loaded);
+  // Certificates and keys are part of the configuration: a bad one is an error naming the file.
+  if (auto errors = wsgate::tls::CheckFiles(config); !errors.empty()) {
+    for (const auto& error : errors) std::fprintf(stderr, "%s\n", error.Format().c_str());
+    std::fprintf(stderr, "wsgate: %zu error(s) in %s\n", errors.size(), config_path.c_str());
+    return 1;
+  }
   if (print_config) {
     std::fputs(wsgate::config::PrintConfig(config).c_str(), stdout);
     return 0;

@@ -1,5 +1,6 @@
 #include "proxy/runtime.h"
 
+#include "proxy/core/log.h"
 #include "proxy/upstream.h"
 
 namespace wsgate {
@@ -22,7 +23,68 @@ BackendPtr FindBackend(const Runtime* runtime, const std::string& pool, const st
   return nullptr;
 }
 
+std::string JoinErrors(const config::ConfigErrors& errors) {
+  std::string out;
+  for (const auto& e : errors) out += (out.empty() ? "" : "; ") + e.Format();
+  return out;
+}
+
+// Builds one context; on failure falls back to |kept| (the previous generation's) with the errors
+// logged, or fails with |error| when there is none.
+template <typename Context, typename Settings>
+bool BuildOrKeep(const Settings& settings, std::shared_ptr<Context> kept, const std::string& what,
+                 std::shared_ptr<Context>* out, std::string* error) {
+  config::ConfigErrors errors;
+  *out = Context::Build(settings, &errors);
+  if (*out) return true;
+  if (!kept) {
+    *error = JoinErrors(errors);
+    return false;
+  }
+  for (const auto& e : errors) LOG_ERROR("reload: " + e.Format());
+  LOG_ERROR("reload: " + what + " keeps its previous TLS certificates and settings");
+  *out = std::move(kept);
+  return true;
+}
+
+bool BuildTls(const config::ProxyConfig& config, const Runtime* previous, Runtime* out,
+              std::string* error) {
+  for (const auto& listener : config.listeners) {
+    if (!listener.tls.enabled) continue;
+    tls::ServerContextPtr kept;
+    if (previous != nullptr) {
+      for (const auto& [name, context] : previous->listener_tls) {
+        if (name == listener.name) kept = context;
+      }
+    }
+    tls::ServerContextPtr built;
+    if (!BuildOrKeep(listener.tls, kept, "listener " + listener.name, &built, error)) return false;
+    out->listener_tls.emplace_back(listener.name, std::move(built));
+  }
+  for (const auto& pool : config.pools) {
+    tls::ClientContextPtr kept;
+    if (previous != nullptr) {
+      for (size_t i = 0; i < previous->config.pools.size() && i < previous->pool_tls.size(); ++i) {
+        if (previous->config.pools[i].name == pool.name) kept = previous->pool_tls[i];
+      }
+    }
+    tls::ClientContextPtr built;
+    if (pool.tls.enabled && !BuildOrKeep(pool.tls, kept, "pool " + pool.name, &built, error)) {
+      return false;
+    }
+    out->pool_tls.push_back(std::move(built));
+  }
+  return true;
+}
+
 }  // namespace
+
+const tls::ServerContext* Runtime::ListenerTls(const std::string& listener) const {
+  for (const auto& [name, context] : listener_tls) {
+    if (name == listener) return context.get();
+  }
+  return nullptr;
+}
 
 Pool* Runtime::FindPool(const std::string& name) {
   for (auto& pool : pools) {
@@ -66,7 +128,10 @@ RuntimePtr BuildRuntime(config::ProxyConfig config, const Runtime* previous, std
     pools.push_back(std::move(pool));
   }
   Router router(config.routes, PoolNames(config));
-  return std::make_shared<Runtime>(Runtime{std::move(config), std::move(pools), std::move(router)});
+  auto runtime =
+      std::make_shared<Runtime>(Runtime{std::move(config), std::move(pools), std::move(router), {}, {}});
+  if (!BuildTls(runtime->config, previous, runtime.get(), error)) return nullptr;
+  return runtime;
 }
 
 RuntimePtr BuildWorkerRuntime(const Runtime& shared) {
@@ -82,7 +147,11 @@ RuntimePtr BuildWorkerRuntime(const Runtime& shared) {
   }
   config::ProxyConfig config = shared.config;
   Router router(config.routes, PoolNames(config));
-  return std::make_shared<Runtime>(Runtime{std::move(config), std::move(pools), std::move(router)});
+  auto runtime =
+      std::make_shared<Runtime>(Runtime{std::move(config), std::move(pools), std::move(router), {}, {}});
+  runtime->listener_tls = shared.listener_tls;
+  runtime->pool_tls = shared.pool_tls;
+  return runtime;
 }
 
 std::vector<BackendPtr> RemovedBackends(const Runtime& previous, const Runtime& next) {

@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "proxy/balancer.h"
 #include "proxy/router.h"
+#include "proxy/tls/tls_context.h"
 
 namespace wsgate {
 
@@ -20,14 +21,20 @@ struct Runtime {
   config::ProxyConfig config;
   std::vector<Pool> pools;
   Router router;
+  // TLS contexts, shared by every worker's copy of this generation.
+  std::vector<std::pair<std::string, tls::ServerContextPtr>> listener_tls;  // TLS listeners only
+  std::vector<tls::ClientContextPtr> pool_tls;  // by pool index; null for a plain pool
 
   Pool* FindPool(const std::string& name);
+  const tls::ServerContext* ListenerTls(const std::string& listener) const;
 };
 using RuntimePtr = std::shared_ptr<Runtime>;
 
 // Build a generation from |config|, reusing |previous|'s backends where pool name and address
-// match (|previous| may be null). Resolves backend addresses (blocking). Returns null with
-// |error| set if an address cannot be resolved.
+// match (|previous| may be null). Resolves backend addresses (blocking) and loads TLS certificates.
+// Returns null with |error| set if an address cannot be resolved or a TLS context cannot be
+// built. On a reload (|previous| set) a listener or pool whose TLS files are bad keeps its
+// previous context, and the errors are logged.
 RuntimePtr BuildRuntime(config::ProxyConfig config, const Runtime* previous, std::string* error);
 
 // A generation for one worker thread: the same config and the same (shared) backends as

@@ -82,8 +82,11 @@ void Server::OnAccept(evutil_socket_t fd, const sockaddr* peer, const std::strin
   // static buffer and close, so the excess costs no session (nor the descriptors the live
   // sessions and their backends need).
   auto answer_and_close = [&](const std::string& response) {
-    ssize_t ignored = send(fd, response.data(), response.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)ignored;
+    // A TLS client could not read a plaintext answer: it just gets the close.
+    if (current_->ListenerTls(listener) == nullptr) {
+      ssize_t ignored = send(fd, response.data(), response.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      (void)ignored;
+    }
     shutdown(fd, SHUT_WR);
     evutil_closesocket(fd);
     metrics_.Listener(listener).handshakes[metrics::kOverLimit].Add();
@@ -384,7 +387,8 @@ const config::PoolConfig* Server::PoolConfigOf(const std::string& pool) const {
 void Server::SyncHealthChecks() {
   // Rebuilt on every reload; the health state itself lives in the (shared) Backend.
   health_checkers_.clear();
-  for (Pool& pool : current_->pools) {
+  for (size_t i = 0; i < current_->pools.size(); ++i) {
+    Pool& pool = current_->pools[i];
     const config::PoolConfig* config = PoolConfigOf(pool.name);
     for (const BackendPtr& backend : pool.backends) {
       if (config == nullptr || !config->health_check.enabled) {
@@ -392,7 +396,7 @@ void Server::SyncHealthChecks() {
         continue;
       }
       health_checkers_.push_back(std::make_unique<HealthChecker>(
-          loop_.base(), config->health_check, backend,
+          loop_.base(), config->health_check, backend, current_->pool_tls[i],
           [this](Backend& changed) { OnHealthChange(changed); }));
     }
   }

@@ -105,9 +105,15 @@ Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* pe
   std::memcpy(&peer_, peer, peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
   peer_text_ = FormatSockaddr(peer);
   SetNoDelay(fd);
-  client_.bev.reset(bufferevent_socket_new(context_.loop.base(), fd,
-                                           BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
-  if (!client_.bev) evutil_closesocket(fd);
+  if (const tls::ServerContext* tls = runtime_->ListenerTls(listener_name_)) {
+    client_tls_ = true;
+    client_.plain_tcp = false;
+    client_.bev = tls->Accept(context_.loop.base(), fd);  // closes |fd| if it fails
+  } else {
+    client_.bev.reset(bufferevent_socket_new(context_.loop.base(), fd,
+                                             BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
+    if (!client_.bev) evutil_closesocket(fd);
+  }
   timer_.reset(evtimer_new(context_.loop.base(), &SessionCallbacks::Timer, this));
   throttle_timer_.reset(evtimer_new(context_.loop.base(), &SessionCallbacks::ThrottleTimer, this));
 }
@@ -245,7 +251,7 @@ void Session::HandleRequestHead() {
     }
   }
   path_.assign(handshake.path);
-  http::ForwardingInfo info{client_ip, false, id_};
+  http::ForwardingInfo info{client_ip, client_tls_, id_};
   std::string proxy_fields;
   if (context_.connections != nullptr && context_.connections->index() != nullptr) {
     proxy_fields = "X-Wsgate-Connection-Id: " + id_ + "\r\nX-Wsgate-Callback-Url: " +
@@ -271,6 +277,17 @@ void Session::HandleRequestHead() {
     return;
   }
   TryNextBackend();
+}
+
+void Session::OnTlsHandshakeFailed(metrics::TlsFailure failure, const std::string& detail) {
+  // Scanners make these constantly: counted, logged at debug only, and nothing answered.
+  CountHandshake(metrics::kTlsFailed);
+  context_.metrics.Listener(listener_name_).tls_handshake_failures[failure].Add();
+  LOG_DEBUG("session client=" + peer_text_ + " listener=" + listener_name_ +
+            " TLS handshake failed: " + detail);
+  reason_ = "TLS handshake failed: " + detail;
+  access_line_ = false;
+  Finish("client");
 }
 
 void Session::CountHandshake(metrics::HandshakeResult result) {
@@ -334,6 +351,12 @@ void Session::BeginLingeringClose() {
 }
 
 void Session::OnClientEvent(short what) {
+  if ((what & BEV_EVENT_CONNECTED) != 0 && client_tls_) {  // the TLS handshake completed
+    metrics::TlsVersion version{};
+    bool resumed = false;
+    tls::HandshakeDetails(client_.bev.get(), &version, &resumed);
+    context_.metrics.Listener(listener_name_).tls_handshakes[version][resumed ? 1 : 0].Add();
+  }
   if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) == 0) return;
   switch (state_) {
     case State::kSpliced:
@@ -342,6 +365,18 @@ void Session::OnClientEvent(short what) {
       OnPeerGone(Side::kClient, (what & BEV_EVENT_EOF) != 0);
       return;
     case State::kReadingRequest:
+      if (client_tls_ && tls::HandshakePending(client_.bev.get())) {
+        std::string detail;
+        bool plain_http = false;
+        metrics::TlsFailure failure = tls::HandshakeFailure(client_.bev.get(), &detail, &plain_http);
+        if (plain_http) {
+          static const std::string kPlainHttp =
+              http::BuildErrorResponse(400, "plain HTTP sent to a TLS port: use wss:// or https://", "");
+          tls::AnswerPlaintext(client_.bev.get(), kPlainHttp);
+        }
+        OnTlsHandshakeFailed(failure, detail);
+        return;
+      }
       reason_ = "client closed before sending a complete request";
       Finish("client");
       return;
@@ -383,7 +418,9 @@ void Session::TryNextBackend() {
   ++attempts_;
   ++chosen_backend_->active;
   response_parser_ = http::HeadParser(http::HeadKind::kResponse, RequestLimits(config()));
-  backend_.bev = StartConnect(context_.loop.base(), *chosen_backend_);
+  const tls::ClientContext* backend_tls = runtime_->pool_tls[static_cast<size_t>(pool_index_)].get();
+  backend_.plain_tcp = backend_tls == nullptr;
+  backend_.bev = StartConnect(context_.loop.base(), *chosen_backend_, backend_tls);
   if (!backend_.bev) {
     OnAttemptFailed(false, "could not create a socket", metrics::kRefused);
     return;
@@ -442,6 +479,14 @@ void Session::OnBackendEvent(short what) {
   if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) == 0) return;
   switch (state_) {
     case State::kConnecting:
+      if (tls::HandshakePending(backend_.bev.get())) {
+        std::string detail;
+        if (tls::HandshakeFailure(backend_.bev.get(), &detail) != metrics::kTlsClosed) {
+          OnAttemptFailed(false, ("TLS handshake failed: " + detail).c_str(),
+                          metrics::kTlsHandshake);
+          return;
+        }
+      }
       OnAttemptFailed(false, "connect failed", metrics::kRefused);
       return;
     case State::kAwaitingUpgrade:
@@ -901,6 +946,7 @@ void Session::OnWritable(Side to) {
     if (evbuffer_get_length(output) != 0) return;
     if (e.linger) {
       // Half-close and keep reading (and dropping) until the client's EOF; the timer bounds it.
+      if (e.bev) tls::SendCloseNotify(e.bev.get());
       shutdown(e.fd(), SHUT_WR);
       e.close_after_flush = false;
       e.throttled = false;
@@ -964,6 +1010,10 @@ void Session::StartClosingTimer() {
 void Session::OnTimer() {
   switch (state_) {
     case State::kReadingRequest:
+      if (client_tls_ && tls::HandshakePending(client_.bev.get())) {
+        OnTlsHandshakeFailed(metrics::kTlsTimeout, "not finished within timeouts.handshake");
+        return;
+      }
       Reject(408, "request head not received in time");
       return;
     case State::kLingering:
@@ -1077,7 +1127,7 @@ void Session::Finish(const char* closed_by) {
   AccessRecord record = MakeAccessRecord(false);
   if (registered_ && http_status_ == 101) NotifyDisconnect(record);
   UnregisterConnection();
-  context_.access_log.Write(record);
+  if (access_line_) context_.access_log.Write(record);
 
   context_.loop.DeferDelete(context_.registry.Release(*this));
 }

@@ -168,6 +168,7 @@ class Session final : public Deferrable {
   void HandleRequestHead();
   void Reject(int status, const std::string& reason, const std::string& extra_header = {});
   void CountHandshake(metrics::HandshakeResult result);
+  void OnTlsHandshakeFailed(metrics::TlsFailure failure, const std::string& detail);
   void BeginLingeringClose();
   // auth hook.
   void StartAuth(HeaderList headers, std::string cache_key);
@@ -234,6 +235,8 @@ class Session final : public Deferrable {
   std::list<SessionPtr>::iterator self_;  // position in the registry
   State state_ = State::kReadingRequest;
   std::string listener_name_;
+  bool client_tls_ = false;  // the listener terminates TLS
+  bool access_line_ = true;  // false for failed TLS handshakes: scanners would flood the log
   sockaddr_storage peer_{};
   std::string peer_text_;
 

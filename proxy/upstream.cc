@@ -27,9 +27,14 @@ bool ResolveAddress(const config::HostPort& address, sockaddr_storage* out, sock
   return true;
 }
 
-BufferEventPtr StartConnect(event_base* base, const Backend& backend) {
-  BufferEventPtr bev(
-      bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
+BufferEventPtr StartConnect(event_base* base, const Backend& backend,
+                            const tls::ClientContext* tls) {
+  BufferEventPtr bev;
+  if (tls != nullptr) {
+    bev = tls->Connect(base, backend.address);
+  } else {
+    bev.reset(bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
+  }
   if (!bev) return bev;
   if (bufferevent_socket_connect(bev.get(), reinterpret_cast<const sockaddr*>(&backend.sockaddr),
                                  static_cast<int>(backend.sockaddr_len)) != 0) {

@@ -6,6 +6,7 @@
 #include "config/config.h"
 #include "proxy/balancer.h"
 #include "proxy/core/libevent_ptr.h"
+#include "proxy/tls/tls_context.h"
 
 namespace wsgate {
 
@@ -15,8 +16,10 @@ bool ResolveAddress(const config::HostPort& address, sockaddr_storage* out, sock
 
 // Start a non-blocking connect to |backend|. The bufferevent reports BEV_EVENT_CONNECTED or an
 // error through its event callback (callbacks are deferred, never run inside this call).
+// With |tls| the connection speaks TLS and BEV_EVENT_CONNECTED comes after a verified handshake.
 // Returns null if the socket could not even be created.
-BufferEventPtr StartConnect(event_base* base, const Backend& backend);
+BufferEventPtr StartConnect(event_base* base, const Backend& backend,
+                            const tls::ClientContext* tls = nullptr);
 
 // Set TCP_NODELAY: frames are small and latency matters more than packet count.
 void SetNoDelay(evutil_socket_t fd);

@@ -48,11 +48,19 @@ def of_kind(info):
     return [b for b in doc_blocks() if b[2] == info]
 
 
+def make_reference_certificates(directory):
+    """The reference names certificates under certs/: make them, as an operator would."""
+    subprocess.run(["bash", os.path.join(SOURCE_DIR, "examples", "tls", "make-certs.sh"),
+                    str(directory / "certs")], check=True, capture_output=True)
+    shutil.copy(directory / "certs" / "ca.crt", directory / "certs" / "backend-ca.pem")
+
+
 def test_every_wsgate_yaml_block_passes_check(tmp_path):
     blocks = of_kind("yaml")
     checked = [b for b in blocks if not b[4]]
     assert len(checked) >= 3, "expected the configuration reference and coming-from examples"
     assert len(blocks) - len(checked) <= 3, "keep <!-- fragment --> exemptions few"
+    make_reference_certificates(tmp_path)
     failures = []
     for index, (doc, line, _, text, _) in enumerate(checked):
         path = tmp_path / f"block-{index}.yaml"
@@ -127,6 +135,7 @@ def test_configuration_reference_example_shows_every_key(tmp_path):
     doc, line, _, text, _ = next(b for b in of_kind("yaml") if b[0] == "docs/configuration.md")
     path = tmp_path / "reference.yaml"
     path.write_text(text)
+    make_reference_certificates(tmp_path)
     printed = run_wsgate("--print-config", "-c", str(path))
     assert printed.returncode == 0, printed.stderr
     known = set(key_paths(yaml.safe_load(printed.stdout)))

@@ -1490,5 +1490,158 @@ TEST(ConfigLoaderTest, ConnectionHookErrors) {
             (Strings{"t.yaml:3:3: on_disconnect.bogus: unknown key"}));
 }
 
+// --- TLS -----------------------------------------------------------------------------------------
+
+// A listener with a tls section whose body starts on line 5 (indented for the tls mapping).
+std::string TlsListener(const std::string& body) {
+  return "listeners:\n"
+         "  - name: public\n"
+         "    address: 0.0.0.0:8443\n"
+         "    tls:\n" +
+         body + kRoutes + kPools;
+}
+
+// kMinimal with a tls section for the pool; the section's body starts on line 9.
+std::string PoolTls(const std::string& body) {
+  return kListeners + kRoutes +
+         "pools:\n"
+         "  - name: chat\n"
+         "    tls:\n" +
+         body +
+         "    backends:\n"
+         "      - address: 127.0.0.1:9001\n";
+}
+
+TEST(ConfigLoaderTest, ListenerTlsEveryKey) {
+  const LoadResult result = LoadConfigString(
+      TlsListener("      certificates:\n"
+                  "        - cert: certs/chat.crt\n"
+                  "          key: /abs/chat.key\n"
+                  "        - {cert: api.crt, key: api.key}\n"
+                  "      min_version: TLSv1.3\n"
+                  "      ciphers: ECDHE+AESGCM\n"
+                  "      alpn: [http/1.1, x-custom]\n"
+                  "      client_ca: ca.pem\n"),
+      "/etc/wsgate/wsgate.yaml");
+  ASSERT_TRUE(std::holds_alternative<ProxyConfig>(result));
+  const ListenerTlsConfig& tls = std::get<ProxyConfig>(result).listeners[0].tls;
+  EXPECT_TRUE(tls.enabled);
+  ASSERT_EQ(tls.certificates.size(), 2u);
+  // Relative paths resolve against the configuration file's directory.
+  EXPECT_EQ(tls.certificates[0].cert.path, "/etc/wsgate/certs/chat.crt");
+  EXPECT_EQ(tls.certificates[0].key.path, "/abs/chat.key");
+  EXPECT_EQ(tls.certificates[1].cert.path, "/etc/wsgate/api.crt");
+  EXPECT_EQ(tls.certificates[1].key.path, "/etc/wsgate/api.key");
+  // Where each file was named, for errors found when it is loaded.
+  ConfigError origin = tls.certificates[0].cert.origin;
+  origin.message = "x";
+  EXPECT_EQ(origin.Format(), "/etc/wsgate/wsgate.yaml:6:17: listeners[0].tls.certificates[0].cert: x");
+  EXPECT_EQ(tls.min_version, ListenerTlsConfig::Version::kTls13);
+  EXPECT_EQ(tls.ciphers, "ECDHE+AESGCM");
+  EXPECT_EQ(tls.ciphers_origin.key_path, "listeners[0].tls.ciphers");
+  EXPECT_EQ(tls.alpn, (Strings{"http/1.1", "x-custom"}));
+  EXPECT_EQ(tls.client_ca.path, "/etc/wsgate/ca.pem");
+  EXPECT_EQ(tls.client_ca.origin.line, 12);
+}
+
+TEST(ConfigLoaderTest, ListenerTlsDefaults) {
+  const ProxyConfig cfg = Load(TlsListener("      certificates: [{cert: a.crt, key: a.key}]\n"));
+  const ListenerTlsConfig& tls = cfg.listeners[0].tls;
+  EXPECT_TRUE(tls.enabled);
+  EXPECT_EQ(tls.certificates[0].cert.path, "a.crt");  // "t.yaml" has no directory
+  EXPECT_EQ(tls.min_version, ListenerTlsConfig::Version::kTls12);
+  EXPECT_EQ(tls.ciphers, "");
+  EXPECT_EQ(tls.alpn, (Strings{"http/1.1"}));
+  EXPECT_TRUE(tls.client_ca.empty());
+  EXPECT_FALSE(Load(kMinimal).listeners[0].tls.enabled);
+  // An empty ALPN list turns ALPN off.
+  EXPECT_TRUE(Load(TlsListener("      certificates: [{cert: a.crt, key: a.key}]\n"
+                               "      alpn: []\n"))
+                  .listeners[0]
+                  .tls.alpn.empty());
+}
+
+TEST(ConfigLoaderTest, ListenerTlsErrors) {
+  EXPECT_EQ(Errors(TlsListener("      min_version: TLSv1.2\n")),
+            (Strings{"t.yaml:5:7: listeners[0].tls.certificates: missing required key"}));
+  EXPECT_EQ(Errors(TlsListener("      certificates: []\n")),
+            (Strings{"t.yaml:5:21: listeners[0].tls.certificates: at least one certificate is "
+                     "required"}));
+  EXPECT_EQ(Errors(TlsListener("      certificates: [{cert: a.crt}]\n")),
+            (Strings{"t.yaml:5:22: listeners[0].tls.certificates[0].key: missing required key"}));
+  EXPECT_EQ(Errors(TlsListener("      certificates: [{cert: \"\", key: a.key}]\n")),
+            (Strings{"t.yaml:5:29: listeners[0].tls.certificates[0].cert: must not be empty"}));
+  EXPECT_EQ(Errors(TlsListener("      certificates: [{cert: a.crt, key: a.key, chain: c}]\n")),
+            (Strings{"t.yaml:5:48: listeners[0].tls.certificates[0].chain: unknown key"}));
+  EXPECT_EQ(Errors(TlsListener("      certificates: [{cert: a.crt, key: a.key}]\n"
+                               "      min_version: TLSv1.1\n")),
+            (Strings{"t.yaml:6:20: listeners[0].tls.min_version: unknown min_version "
+                     "\"TLSv1.1\" (expected TLSv1.2 or TLSv1.3)"}));
+  EXPECT_EQ(Errors(TlsListener("      certificates: [{cert: a.crt, key: a.key}]\n"
+                               "      alpn: [\"\", \"has space\"]\n")),
+            (Strings{"t.yaml:6:14: listeners[0].tls.alpn[0]: must not be empty",
+                     "t.yaml:6:18: listeners[0].tls.alpn[1]: invalid ALPN protocol \"has space\" "
+                     "(expected 1..255 printable ASCII characters)"}));
+  EXPECT_EQ(Errors(TlsListener("      certificates: [{cert: a.crt, key: a.key}]\n"
+                               "      ciphers: [a]\n"
+                               "      client_ca: {}\n"
+                               "      sni: true\n")),
+            (Strings{"t.yaml:6:16: listeners[0].tls.ciphers: expected a string",
+                     "t.yaml:7:18: listeners[0].tls.client_ca: expected a string",
+                     "t.yaml:8:7: listeners[0].tls.sni: unknown key"}));
+  EXPECT_EQ(Errors(TlsListener("      on\n")),
+            (Strings{"t.yaml:5:7: listeners[0].tls: expected a mapping"}));
+}
+
+TEST(ConfigLoaderTest, PoolTlsEveryKeyAndDefaults) {
+  const LoadResult result = LoadConfigString(PoolTls("      enabled: true\n"
+                                                     "      ca: ca.pem\n"
+                                                     "      server_name: backend.internal\n"
+                                                     "      cert: client.crt\n"
+                                                     "      key: client.key\n"),
+                                             "conf/wsgate.yaml");
+  ASSERT_TRUE(std::holds_alternative<ProxyConfig>(result));
+  const PoolTlsConfig& tls = std::get<ProxyConfig>(result).pools[0].tls;
+  EXPECT_TRUE(tls.enabled);
+  EXPECT_TRUE(tls.verify);
+  EXPECT_EQ(tls.ca.path, "conf/ca.pem");
+  EXPECT_EQ(tls.server_name, "backend.internal");
+  EXPECT_EQ(tls.cert.path, "conf/client.crt");
+  EXPECT_EQ(tls.key.path, "conf/client.key");
+  EXPECT_EQ(tls.key.origin.key_path, "pools[0].tls.key");
+
+  // Present section = enabled, verifying against the system store.
+  const PoolTlsConfig bare = Load(PoolTls("      {}\n")).pools[0].tls;
+  EXPECT_TRUE(bare.enabled);
+  EXPECT_TRUE(bare.verify);
+  EXPECT_TRUE(bare.ca.empty());
+  EXPECT_EQ(bare.server_name, "");
+  EXPECT_FALSE(Load(PoolTls("      enabled: false\n")).pools[0].tls.enabled);
+  EXPECT_FALSE(Load(PoolTls("      verify: false\n")).pools[0].tls.verify);
+  EXPECT_EQ(Load(PoolTls("      server_name: 10.0.0.7\n")).pools[0].tls.server_name, "10.0.0.7");
+  EXPECT_FALSE(Load(kMinimal).pools[0].tls.enabled);
+}
+
+TEST(ConfigLoaderTest, PoolTlsErrors) {
+  EXPECT_EQ(Errors(PoolTls("      verify: no\n")),
+            (Strings{"t.yaml:9:15: pools[0].tls.verify: expected true or false"}));
+  EXPECT_EQ(Errors(PoolTls("      verify: false\n      ca: ca.pem\n")),
+            (Strings{"t.yaml:10:11: pools[0].tls.ca: ca needs verify: true"}));
+  EXPECT_EQ(Errors(PoolTls("      cert: c.crt\n")),
+            (Strings{"t.yaml:9:13: pools[0].tls.cert: cert and key must be set together"}));
+  EXPECT_EQ(Errors(PoolTls("      key: c.key\n")),
+            (Strings{"t.yaml:9:12: pools[0].tls.key: cert and key must be set together"}));
+  EXPECT_EQ(Errors(PoolTls("      server_name: \"bad name\"\n")),
+            (Strings{"t.yaml:9:20: pools[0].tls.server_name: invalid server name \"bad name\" "
+                     "(expected a host name or an IP address)"}));
+  EXPECT_EQ(Errors(PoolTls("      server_name: a..b\n")),
+            (Strings{"t.yaml:9:20: pools[0].tls.server_name: invalid server name \"a..b\" "
+                     "(expected a host name or an IP address)"}));
+  EXPECT_EQ(Errors(PoolTls("      sni: x\n")),
+            (Strings{"t.yaml:9:7: pools[0].tls.sni: unknown key"}));
+  EXPECT_EQ(Errors(PoolTls("      [a]\n")),
+            (Strings{"t.yaml:9:7: pools[0].tls: expected a mapping"}));
+}
+
 }  // namespace
 }  // namespace wsgate::config
