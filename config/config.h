@@ -85,6 +85,11 @@ struct RebalanceConfig {
   double rate = 50;        // closes per second, at most
 };
 
+// Plain HTTP requests forwarded to the pool (not WebSocket upgrades).
+struct PoolHttpConfig {
+  uint32_t max_idle_connections = 32;  // idle keep-alive backend connections kept per backend
+};
+
 struct BackendConfig {
   HostPort address;
   uint32_t weight = 1;  // 1..1000
@@ -100,6 +105,7 @@ struct PoolConfig {
   OutlierConfig outlier;
   RebalanceConfig rebalance;
   bool close_on_unhealthy = false;  // close live connections (1001) when a backend turns unhealthy
+  PoolHttpConfig http;
 };
 
 struct LimitsConfig {
@@ -114,6 +120,7 @@ struct LimitsConfig {
   uint64_t max_messages_per_second = 0;
   enum class RateAction { kClose, kThrottle };
   RateAction rate_action = RateAction::kClose;
+  uint64_t max_body_bytes = 16 * 1024 * 1024;  // plain HTTP request bodies (413 above); 0 = any
 };
 
 struct TimeoutsConfig {
@@ -127,6 +134,12 @@ struct TimeoutsConfig {
   // (pong or data) arrives within ping_timeout, close with 1001. 0 = off.
   Duration ping_interval{0};
   Duration ping_timeout{std::chrono::seconds(10)};
+  // Plain HTTP: the whole request (head and body) must arrive within |request| (408), the
+  // backend must start its response, and keep sending it, within |backend_response| (504), and
+  // an idle pooled backend connection is closed after |backend_idle|.
+  Duration request{std::chrono::seconds(60)};
+  Duration backend_response{std::chrono::seconds(60)};
+  Duration backend_idle{std::chrono::seconds(60)};
 };
 
 struct LogConfig {

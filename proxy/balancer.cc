@@ -13,6 +13,27 @@ bool Unavailable(const std::vector<BackendPtr>& backends, const PickRequest& req
   return !backends[i]->accepting();
 }
 
+int PickPreferring(Balancer& balancer, std::vector<BackendPtr>& backends,
+                   const PickRequest& request, int preferred) {
+  if (preferred >= 0 && !Unavailable(backends, request, static_cast<size_t>(preferred))) {
+    return preferred;
+  }
+  return balancer.Pick(backends, request);
+}
+
+int NoBackendStatus(uint32_t attempts, bool all_timed_out, const char** reason) {
+  if (attempts == 0) {
+    *reason = "no backend available";
+    return 503;
+  }
+  if (all_timed_out) {
+    *reason = "every backend attempt timed out";
+    return 504;
+  }
+  *reason = "every backend attempt failed";
+  return 502;
+}
+
 namespace {
 
 

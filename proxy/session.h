@@ -21,11 +21,13 @@
 #include "config/config.h"
 #include "metrics/metrics.h"
 #include "proxy/access_log.h"
+#include "proxy/backend_connection_pool.h"
 #include "proxy/balancer.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/core/libevent_ptr.h"
 #include "proxy/frame_splicer.h"
 #include "proxy/http/head_parser.h"
+#include "proxy/http_exchange.h"
 #include "proxy/router.h"
 #include "proxy/runtime.h"
 
@@ -63,9 +65,10 @@ struct SessionContext {
   const RuntimePtr& current;  // the configuration generation new sessions start under
   metrics::Registry& metrics;
   AccessLog& access_log;
+  BackendConnectionPool& http_connections;  // this loop's idle backend connections (plain HTTP)
 };
 
-class Session final : public Deferrable {
+class Session final : public Deferrable, public HttpForwarderOwner {
  public:
   // Take ownership of the accepted socket |fd|.
   Session(SessionContext& context, evutil_socket_t fd, const sockaddr* peer,
@@ -108,6 +111,7 @@ class Session final : public Deferrable {
     kRelayingResponse, // backend refused the upgrade; relaying its HTTP answer, then close
     kSpliced,          // WebSocket frames flow both ways
     kLingering,        // an HTTP answer was sent; drop input until the client closes
+    kHttp,             // plain HTTP requests, served by http_
     kFinished,
   };
   enum class Side { kClient, kBackend };
@@ -135,6 +139,11 @@ class Session final : public Deferrable {
   void Reject(int status, const std::string& reason, const std::string& extra_header = {});
   void CountHandshake(metrics::HandshakeResult result);
   void BeginLingeringClose();
+
+  // Plain HTTP (not an upgrade): http_ serves it until the connection ends or upgrades.
+  void StartHttp();
+  void OnUpgradeRequest() override;
+  void OnHttpEnd(bool linger, const char* closed_by) override;
 
   // Upstream.
   void TryNextBackend();
@@ -215,6 +224,9 @@ class Session final : public Deferrable {
   bool all_attempts_timed_out_ = true;
   uint64_t response_body_left_ = 0;
   bool response_until_eof_ = false;
+
+  std::unique_ptr<HttpForwarder> http_;
+  bool served_http_ = false;  // its requests have their own access lines
 
   std::optional<FramePipe> client_to_backend_;
   std::optional<FramePipe> backend_to_client_;

@@ -39,7 +39,7 @@ Worker::Worker(EventLoop& loop, metrics::Registry& metrics, const RuntimePtr& cu
       metrics_(metrics),
       current_(current),
       access_log_(access_log),
-      context_{loop_, registry_, current_, metrics_, access_log_} {}
+      context_{loop_, registry_, current_, metrics_, access_log_, http_connections_} {}
 
 Worker::Worker(size_t index, size_t count, RuntimePtr runtime, AccessLog& access_log,
                const std::string& version)
@@ -52,7 +52,7 @@ Worker::Worker(size_t index, size_t count, RuntimePtr runtime, AccessLog& access
       metrics_(*own_metrics_),
       current_(own_runtime_),
       access_log_(access_log),
-      context_{loop_, registry_, current_, metrics_, access_log_} {
+      context_{loop_, registry_, current_, metrics_, access_log_, http_connections_} {
   tick_timer_.reset(event_new(loop_.base(), -1, EV_PERSIST, &Worker::OnTick, this));
   timeval tick = ToTimeval(kTickInterval);
   evtimer_add(tick_timer_.get(), &tick);
@@ -63,6 +63,7 @@ Worker::~Worker() {
   // Sessions hold libevent objects of loop_'s base: free them before the loop.
   tick_timer_.reset();
   registry_.Clear();
+  http_connections_.Clear();
 }
 
 void Worker::Start() {

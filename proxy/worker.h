@@ -93,6 +93,7 @@ class Worker {
   metrics::Registry& metrics_;
   const RuntimePtr& current_;
   AccessLog& access_log_;
+  BackendConnectionPool http_connections_;  // before registry_: sessions' pooled connections
   SessionRegistry registry_;
   SessionContext context_;
   EventPtr tick_timer_;

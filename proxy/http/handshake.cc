@@ -18,14 +18,13 @@ bool IsBase64Char(char c) {
 // Fields that describe one hop and must not be forwarded (RFC 9110 §7.6.1), plus the
 // Upgrade/Connection pair, which wsgate rewrites itself.
 bool IsHopByHop(std::string_view name) {
-  static constexpr std::array<std::string_view, 9> kNames = {
-      "connection", "keep-alive", "proxy-connection", "te",
-      "trailer",    "upgrade",    "proxy-authorization", "proxy-authenticate",
-      "transfer-encoding"};
+  static constexpr std::array<std::string_view, 6> kNames = {
+      "connection", "keep-alive", "te", "trailer", "upgrade", "transfer-encoding"};
   for (auto hop : kNames) {
     if (EqualsIgnoreCase(name, hop)) return true;
   }
-  return false;
+  // Proxy-Connection, Proxy-Authorization, Proxy-Authenticate, ...: meant for this hop only.
+  return name.size() > 6 && EqualsIgnoreCase(name.substr(0, 6), "proxy-");
 }
 
 // True if a Connection field of |head| names |field| (a field to drop as hop-by-hop).
@@ -33,15 +32,6 @@ bool NamedByConnection(const HeadView& head, std::string_view field) {
   // Upgrade is handled as a hop-by-hop field anyway; Host is end-to-end and never dropped.
   if (EqualsIgnoreCase(field, "upgrade") || EqualsIgnoreCase(field, "host")) return false;
   return head.FieldHasToken("connection", field);
-}
-
-std::string_view StripPort(std::string_view host) {
-  if (!host.empty() && host.front() == '[') {
-    size_t close = host.find(']');
-    return close == std::string_view::npos ? host : host.substr(1, close - 1);
-  }
-  size_t colon = host.rfind(':');
-  return colon == std::string_view::npos ? host : host.substr(0, colon);
 }
 
 void AppendLine(std::string& out, std::string_view name, std::string_view value) {
@@ -73,6 +63,15 @@ ClientHandshake Reject(ClientHandshake result, int status, std::string reason,
 }
 
 }  // namespace
+
+std::string_view StripPort(std::string_view host) {
+  if (!host.empty() && host.front() == '[') {
+    size_t close = host.find(']');
+    return close == std::string_view::npos ? host : host.substr(1, close - 1);
+  }
+  size_t colon = host.rfind(':');
+  return colon == std::string_view::npos ? host : host.substr(0, colon);
+}
 
 std::string ComputeAccept(std::string_view key) {
   std::string input(key);
@@ -108,14 +107,20 @@ const char* StatusText(int status) {
       return "Forbidden";
     case 404:
       return "Not Found";
+    case 405:
+      return "Method Not Allowed";
     case 408:
       return "Request Timeout";
+    case 413:
+      return "Content Too Large";
     case 426:
       return "Upgrade Required";
     case 431:
       return "Request Header Fields Too Large";
     case 500:
       return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
     case 502:
       return "Bad Gateway";
     case 503:
@@ -200,6 +205,11 @@ ClientHandshake CheckClientHandshake(const HeadView& request, const ClientHandsh
 }
 
 std::string BuildUpstreamRequest(const HeadView& request, const ForwardingInfo& info) {
+  return BuildForwardedRequest(request, info, ForwardedBody::kWebSocketUpgrade);
+}
+
+std::string BuildForwardedRequest(const HeadView& request, const ForwardingInfo& info,
+                                  ForwardedBody body) {
   const HeadParser& head = request.parser();
   std::string out;
   out.reserve(head.head_length() + 256);
@@ -232,8 +242,12 @@ std::string BuildUpstreamRequest(const HeadView& request, const ForwardingInfo& 
     if (EqualsIgnoreCase(name, "host")) host_field = value;
     AppendLine(out, name, value);
   }
-  AppendLine(out, "Connection", "Upgrade");
-  AppendLine(out, "Upgrade", "websocket");
+  if (body == ForwardedBody::kWebSocketUpgrade) {
+    AppendLine(out, "Connection", "Upgrade");
+    AppendLine(out, "Upgrade", "websocket");
+  } else if (body == ForwardedBody::kChunked) {
+    AppendLine(out, "Transfer-Encoding", "chunked");  // the body is relayed with its framing
+  }
 
   if (!forwarded_for.empty()) forwarded_for.append(", ");
   forwarded_for.append(info.client_ip);
@@ -313,20 +327,24 @@ UpstreamVerdict CheckUpstreamResponse(const HeadView& response, std::string_view
 }
 
 std::string BuildRelayedResponseHead(const HeadView& response) {
+  return BuildForwardedResponseHead(response, ResponseHeadOptions{});
+}
+
+std::string BuildForwardedResponseHead(const HeadView& response,
+                                       const ResponseHeadOptions& options) {
   const HeadParser& head = response.parser();
   std::string out = "HTTP/1.1 " + std::to_string(head.status_code()) + " ";
   out.append(response.Get(head.reason()));
   out.append("\r\n");
   for (const auto& field : head.fields()) {
     std::string_view name = response.Get(field.name);
-    // Transfer-Encoding stays: the body is relayed with its framing.
-    if (!EqualsIgnoreCase(name, "transfer-encoding") &&
-        (IsHopByHop(name) || NamedByConnection(response, name))) {
-      continue;
-    }
+    // Transfer-Encoding stays when the body is relayed with its framing.
+    bool keep = options.keep_transfer_encoding && EqualsIgnoreCase(name, "transfer-encoding");
+    if (!keep && (IsHopByHop(name) || NamedByConnection(response, name))) continue;
     AppendLine(out, name, response.Get(field.value));
   }
-  AppendLine(out, "Connection", "close");
+  out.append(options.extra_header);
+  if (options.close) AppendLine(out, "Connection", "close");
   out.append("\r\n");
   return out;
 }
