@@ -605,7 +605,8 @@ void HttpForwarder::OnResponseComplete() {
 void HttpForwarder::OnClientEvent(short what) {
   if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) == 0) return;
   bool clean_eof = (what & BEV_EVENT_ERROR) == 0;
-  if (phase_ == Phase::kExchanging && request_done_ && clean_eof) {
+  bool in_flight = phase_ == Phase::kExchanging || phase_ == Phase::kConnecting;
+  if (in_flight && request_done_ && clean_eof) {
     // A half-close after a complete request: answer it, then close.
     client_eof_ = true;
     close_after_response_ = true;
