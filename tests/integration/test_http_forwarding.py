@@ -235,12 +235,13 @@ def read_response(sock, buffered=b"", head_request=False):
         return status, headers, b"", data
     if "content-length" in headers:
         length = int(headers["content-length"])
+        data = bytearray(data)
         while len(data) < length:
-            chunk = sock.recv(65536)
+            chunk = sock.recv(1 << 20)
             if not chunk:
                 raise AssertionError("connection closed inside the body")
             data += chunk
-        return status, headers, data[:length], data[length:]
+        return status, headers, bytes(data[:length]), bytes(data[length:])
     if headers.get("transfer-encoding", "").lower() == "chunked":
         body = b""
         while True:
@@ -636,3 +637,66 @@ async def test_html_page_and_websocket_on_one_port(gates, backend):
     # The echo backend runs on this event loop: block a worker thread, not the loop.
     await asyncio.to_thread(plain_then_upgrade)
     assert echo.connections[-1].messages == ["ok"]
+
+
+def parallel(fn, count):
+    results = [None] * count
+
+    def run(i):
+        results[i] = fn(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_idle_pool_cap_and_idle_timeout(gates, backend):
+    """pools[].http.max_idle_connections caps what is kept; timeouts.backend_idle ends the rest."""
+    config = make_config(pools={"web": [backend.address]}, timeouts={"backend_idle": "1s"})
+    config["pools"][0]["http"] = {"max_idle_connections": 1}
+    gate = gates.start(config)
+    slow = lambda i: curl(f"http://127.0.0.1:{gate.port}/slow/0.5?{i}").stdout
+    assert parallel(slow, 3) == [b"slow\n"] * 3
+    assert backend.connections == 3
+    # Only one of the three was kept: three parallel requests need two new connections.
+    assert parallel(slow, 3) == [b"slow\n"] * 3
+    assert backend.connections == 5
+    time.sleep(2.5)  # longer than backend_idle: the kept connection is closed
+    assert_served(gate, backend)
+    assert backend.connections == 6
+
+
+def test_slow_reader_bounds_memory(gates, backend):
+    """A client that does not read: wsgate stops reading the backend instead of buffering."""
+    gate = start(gates, backend)
+    with connect(gate) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.sendall(f"GET /size/{256 * MiB} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        time.sleep(2)
+        with open(f"/proc/{gate.proc.pid}/status") as f:
+            rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+        assert rss < 64 * 1024, f"RSS {rss} KiB with a stalled 256 MiB response"
+        status, headers, _, rest = read_response(s, head_request=True)  # the head only
+        assert status == 200 and headers["content-length"] == str(256 * MiB)
+        received = len(rest)
+        while received < 256 * MiB:
+            chunk = s.recv(1 << 20)
+            assert chunk, "connection closed inside the body"
+            received += len(chunk)
+
+
+def test_sticky_cookie_on_plain_responses(gates, backend):
+    """A sticky pool with insert_cookie sets it on HTTP answers too, so the page's WebSocket
+    lands on the backend that served the page."""
+    config = make_config(pools={"web": {"balance": "sticky", "backends": [backend.address]}})
+    config["pools"][0]["sticky"] = {"key": "cookie:sid", "insert_cookie": "wsgate_b"}
+    gate = gates.start(config)
+    with connect(gate) as s:
+        s.sendall(b"GET /page.html HTTP/1.1\r\nHost: a\r\nCookie: sid=42\r\n\r\n")
+        status, headers, _, _ = read_response(s)
+    assert status == 200
+    assert re.fullmatch(r"wsgate_b=[0-9a-f]{16}; Path=/; HttpOnly; SameSite=Lax",
+                        headers.get("set-cookie", "")), headers
