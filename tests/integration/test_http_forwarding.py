@@ -20,11 +20,26 @@ import urllib.request
 import pytest
 import websockets
 
-from harness import EchoBackend, admin_address, async_test, make_config
+from harness import WSGATE_BIN, EchoBackend, admin_address, async_test, make_config
 
 MiB = 1024 * 1024
 WAIT = 20.0
 BLOCK = os.urandom(MiB)
+
+
+def sanitized_build():
+    """ASan keeps freed memory in quarantine, so RSS says nothing about buffering there."""
+    with open(WSGATE_BIN, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+# wsgate's growth while streaming: its watermarks' worth of buffers plus allocator slack.
+RSS_GROWTH_BOUND_KIB = None if sanitized_build() else 16 * 1024
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,11 +447,11 @@ def test_response_sizes_with_bounded_rss(gates, backend):
     peak = [0]
     done = threading.Event()
 
+    baseline = rss_kib(gate.proc.pid)
+
     def sample():
         while not done.is_set():
-            with open(f"/proc/{gate.proc.pid}/status") as f:
-                rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
-            peak[0] = max(peak[0], rss)
+            peak[0] = max(peak[0], rss_kib(gate.proc.pid))
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample)
@@ -450,8 +465,9 @@ def test_response_sizes_with_bounded_rss(gates, backend):
         sampler.join()
     elapsed = time.monotonic() - started
     assert r.stdout == f"200 {large}".encode(), r.stderr
-    print(f"1 GiB through wsgate in {elapsed:.1f}s, peak RSS {peak[0]} KiB")
-    assert peak[0] < 64 * 1024, f"peak RSS {peak[0]} KiB while streaming 1 GiB"
+    print(f"\n[http 1 GiB] {elapsed:.1f}s, wsgate RSS {baseline} KiB before, peak {peak[0]} KiB")
+    if RSS_GROWTH_BOUND_KIB is not None:
+        assert peak[0] - baseline < RSS_GROWTH_BOUND_KIB, f"RSS peak {peak[0]} KiB streaming 1 GiB"
 
 
 SMUGGLING = {
@@ -672,13 +688,14 @@ def test_idle_pool_cap_and_idle_timeout(gates, backend):
 def test_slow_reader_bounds_memory(gates, backend):
     """A client that does not read: wsgate stops reading the backend instead of buffering."""
     gate = start(gates, backend)
+    baseline = rss_kib(gate.proc.pid)
     with connect(gate) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         s.sendall(f"GET /size/{256 * MiB} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
         time.sleep(2)
-        with open(f"/proc/{gate.proc.pid}/status") as f:
-            rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
-        assert rss < 64 * 1024, f"RSS {rss} KiB with a stalled 256 MiB response"
+        grown = rss_kib(gate.proc.pid) - baseline
+        if RSS_GROWTH_BOUND_KIB is not None:
+            assert grown < RSS_GROWTH_BOUND_KIB, f"RSS +{grown} KiB, stalled 256 MiB response"
         status, headers, _, rest = read_response(s, head_request=True)  # the head only
         assert status == 200 and headers["content-length"] == str(256 * MiB)
         received = len(rest)
