@@ -517,9 +517,12 @@ void HttpForwarder::RelayResponseBody() {
       if (step == ChunkStep::kDone) response_done_ = true;
     }
   }
-  if (response_framing_.kind == http::BodyKind::kUntilClose && backend_eof_ &&
-      evbuffer_get_length(in) == 0) {
-    backend_reusable_ = false;
+  if (backend_eof_ && !response_done_ && evbuffer_get_length(in) == 0) {
+    // The backend closed and everything it sent has been relayed.
+    if (response_framing_.kind != http::BodyKind::kUntilClose) {
+      BackendBroken("backend closed in the middle of the response body");
+      return;
+    }
     response_done_ = true;
   }
   // The response timeout bounds silence, so progress restarts it.
@@ -546,7 +549,8 @@ void HttpForwarder::OnBackendEvent(short what) {
   }
   if (phase_ != Phase::kExchanging) return;
   bufferevent* bev = backend_bev_.get();
-  OnBackendRead();  // bytes that arrived with the close
+  backend_eof_ = true;  // whatever completes now, this connection is not pooled
+  OnBackendRead();      // bytes that arrived with the close
   if (backend_bev_.get() != bev || phase_ != Phase::kExchanging) return;
   if (!response_head_done_) {
     bool nothing = evbuffer_get_length(bufferevent_get_input(bev)) == 0 && !response_started_;
@@ -555,6 +559,7 @@ void HttpForwarder::OnBackendEvent(short what) {
       // The backend closed this pooled connection while it was idle (a race no client can
       // avoid): retry once on a fresh connection; the request had no body to replay.
       fresh_connection_only_ = true;
+      backend_eof_ = false;
       tried_.assign(tried_.size(), false);
       attempts_ = 0;
       DropBackend();
@@ -565,13 +570,8 @@ void HttpForwarder::OnBackendEvent(short what) {
     BackendBroken("backend closed before a complete response head");
     return;
   }
-  if (response_framing_.kind == http::BodyKind::kUntilClose) {
-    backend_eof_ = true;
-    RelayResponseBody();
-    if (backend_bev_.get() != bev || phase_ != Phase::kExchanging) return;
-    return;  // the rest waits for the client to drain; OnClientWritable relays it
-  }
-  BackendBroken("backend closed in the middle of the response body");
+  // The response head went out: RelayResponseBody (run by OnBackendRead above, and again as the
+  // client drains) ends the response, or finds it cut short, once the input is used up.
 }
 
 void HttpForwarder::OnResponseComplete() {

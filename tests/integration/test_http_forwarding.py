@@ -20,26 +20,16 @@ import urllib.request
 import pytest
 import websockets
 
-from harness import WSGATE_BIN, EchoBackend, admin_address, async_test, make_config
+from harness import (EchoBackend, admin_address, async_test, make_config, rss_kib,
+                     sanitized_build)
 
 MiB = 1024 * 1024
 WAIT = 20.0
 BLOCK = os.urandom(MiB)
 
 
-def sanitized_build():
-    """ASan keeps freed memory in quarantine, so RSS says nothing about buffering there."""
-    with open(WSGATE_BIN, "rb") as f:
-        return b"__asan_init" in f.read()
-
-
 # wsgate's growth while streaming: its watermarks' worth of buffers plus allocator slack.
 RSS_GROWTH_BOUND_KIB = None if sanitized_build() else 16 * 1024
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,6 +96,17 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
                     n = min(size, MiB)
                     self.wfile.write(BLOCK[:n])
                     size -= n
+        elif path.startswith("/size-close/"):
+            size = int(path.split("/")[2])
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            while size > 0:
+                n = min(size, MiB)
+                self.wfile.write(BLOCK[:n])
+                size -= n
+            self.close_connection = True
         elif path.startswith("/chunked/"):
             size = int(path.split("/")[2])
             self.send_response(200)
@@ -278,6 +279,13 @@ def read_response(sock, buffered=b"", head_request=False):
         if not chunk:
             return status, headers, data, b""
         data += chunk
+
+
+def status_for(gate, request):
+    """Send |request| on a new connection; the status of the answer."""
+    with connect(gate) as s:
+        s.sendall(request)
+        return read_response(s)[0]
 
 
 def closed_by_peer(sock):
@@ -549,10 +557,8 @@ def test_early_response_never_reuses_the_backend_connection(gates, backend):
 def test_body_limit_413(gates, backend):
     gate = start(gates, backend, limits={"max_body_bytes": "64KiB"})
     before = len(backend.requests)
-    with connect(gate) as s:
-        s.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 70000\r\n\r\n")
-        status, _, _, _ = read_response(s)
-    assert status == 413 and len(backend.requests) == before
+    too_big = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 70000\r\n\r\n"
+    assert status_for(gate, too_big) == 413 and len(backend.requests) == before
     with connect(gate) as s:
         s.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
         for _ in range(3):
@@ -564,33 +570,22 @@ def test_body_limit_413(gates, backend):
 
 def test_request_timeout_408(gates, backend):
     gate = start(gates, backend, timeouts={"request": "1s"})
-    with connect(gate) as s:
-        s.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
-        status, _, _, _ = read_response(s)
-    assert status == 408
-    with connect(gate) as s:
-        s.sendall(b"GET /slow-head HTTP/1.1\r\nHost: a\r\n")
-        status, _, _, _ = read_response(s)
-    assert status == 408
+    partial_body = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc"
+    assert status_for(gate, partial_body) == 408
+    assert status_for(gate, b"GET /slow-head HTTP/1.1\r\nHost: a\r\n") == 408
     assert_served(gate, backend)
 
 
 def test_backend_response_timeout_504(gates, backend):
     gate = start(gates, backend, timeouts={"backend_response": "1s"})
-    with connect(gate) as s:
-        s.sendall(b"GET /slow/3 HTTP/1.1\r\nHost: a\r\n\r\n")
-        status, _, _, _ = read_response(s)
-    assert status == 504
+    assert status_for(gate, b"GET /slow/3 HTTP/1.1\r\nHost: a\r\n\r\n") == 504
     assert_served(gate, backend)
 
 
 @pytest.mark.parametrize("path", ["/bad-framing", "/garbage"])
 def test_malformed_backend_response_502(gates, backend, path):
     gate = start(gates, backend)
-    with connect(gate) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
-        status, _, _, _ = read_response(s)
-    assert status == 502
+    assert status_for(gate, f"GET {path} HTTP/1.1\r\nHost: a\r\n\r\n".encode()) == 502
     connections = backend.connections
     assert_served(gate, backend)
     assert backend.connections == connections + 1, "a broken backend connection was reused"
@@ -717,3 +712,17 @@ def test_sticky_cookie_on_plain_responses(gates, backend):
     assert status == 200
     assert re.fullmatch(r"wsgate_b=[0-9a-f]{16}; Path=/; HttpOnly; SameSite=Lax",
                         headers.get("set-cookie", "")), headers
+
+
+def test_backend_closing_after_a_length_body_under_backpressure(gates, backend):
+    """The backend sends a Content-Length body and closes while the client reads slowly: the
+    whole body arrives (not a 'closed mid-body' cut) and the client connection stays usable."""
+    gate = start(gates, backend)
+    size = 2 * MiB
+    with connect(gate) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.sendall(f"GET /size-close/{size} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        time.sleep(1.5)  # the backend has written everything and closed meanwhile
+        status, headers, body, _ = read_response(s)
+    assert status == 200 and len(body) == size and body[:MiB] == BLOCK
+    assert_served(gate, backend)
