@@ -95,6 +95,12 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   // Write an interim access-log line if the last one is older than |interval|.
   void MaybeLogInterim(std::chrono::steady_clock::duration interval);
 
+  // Plain HTTP: serving requests now; EndKeepAlive closes once the request in flight is done.
+  bool serving_http() const { return state_ == State::kHttp; }
+  void EndKeepAlive() {
+    if (state_ == State::kHttp) http_->Drain();
+  }
+
   // The backend this session uses, or null before one is chosen.
   const Backend* backend() const { return chosen_backend_.get(); }
 

@@ -181,6 +181,15 @@ void Worker::Tick(Clock::time_point now) {
     }
   });
   for (Session* session : expired) session->GoAway(config.drain.close_code, "backend draining");
+  // Draining: plain HTTP keep-alive connections end after their current request, so they do
+  // not hold the drain open.
+  if (!serving_) {
+    std::vector<Session*> http;
+    registry_.ForEach([&](Session& session) {
+      if (session.serving_http()) http.push_back(&session);
+    });
+    for (Session* session : http) session->EndKeepAlive();
+  }
 
   if (close_total_ > 0 && close_spread_.count() > 0) {
     double fraction = std::chrono::duration<double>(now - closing_started_) /

@@ -11,6 +11,7 @@ import http.server
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -726,3 +727,25 @@ def test_backend_closing_after_a_length_body_under_backpressure(gates, backend):
         status, headers, body, _ = read_response(s)
     assert status == 200 and len(body) == size and body[:MiB] == BLOCK
     assert_served(gate, backend)
+
+
+def test_drain_ends_keepalive_connections(gates, backend):
+    """SIGTERM: an idle keep-alive connection closes at once, a request in flight is answered
+    with Connection: close, and wsgate exits long before timeouts.drain."""
+    gate = start(gates, backend, timeouts={"drain": "30s"})
+    idle = connect(gate)
+    idle.sendall(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert read_response(idle)[0] == 200
+    busy = connect(gate)
+    busy.sendall(b"GET /slow/1.5 HTTP/1.1\r\nHost: a\r\n\r\n")
+    time.sleep(0.3)
+    started = time.monotonic()
+    gate.proc.send_signal(signal.SIGTERM)
+    assert closed_by_peer(idle)
+    status, headers, body, _ = read_response(busy)
+    assert status == 200 and body == b"slow\n" and headers["connection"] == "close"
+    assert closed_by_peer(busy)
+    assert gate.proc.wait(15) == 0
+    assert time.monotonic() - started < 10
+    idle.close()
+    busy.close()
