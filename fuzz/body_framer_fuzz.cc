@@ -13,7 +13,11 @@
 //   * framing: an error excludes a kind; a request is never close-delimited; Content-Length
 //     together with Transfer-Encoding is refused in a request, and so is any coding list but a
 //     single "chunked"; kLength only with a Content-Length field, kChunked only with a
-//     Transfer-Encoding field.
+//     Transfer-Encoding field;
+//   * requests: the head forwarded to the backend (BuildForwardedRequest) parses completely,
+//     carries no hop-by-hop field, and frames its body exactly as wsgate did (same kind, same
+//     length): the backend can never see a different request boundary;
+//   * responses: the head forwarded to the client frames the body the same way.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -21,6 +25,7 @@
 
 #include "fuzz/fuzz_util.h"
 #include "proxy/http/body_framer.h"
+#include "proxy/http/handshake.h"
 #include "proxy/http/head_parser.h"
 
 namespace {
@@ -133,6 +138,22 @@ void FuzzFraming(std::string_view bytes, unsigned selector) {
   if (f.kind == BodyKind::kLength) FUZZ_CHECK(has_cl && f.length > 0);
   if (f.kind == BodyKind::kChunked) FUZZ_CHECK(has_te);
   if (!response) {
+    ForwardedBody body = f.kind == BodyKind::kChunked  ? ForwardedBody::kChunked
+                         : f.kind == BodyKind::kLength ? ForwardedBody::kLength
+                                                       : ForwardedBody::kNone;
+    std::string forwarded = BuildForwardedRequest(head, ForwardingInfo{"192.0.2.1", false, "x"},
+                                                  body);
+    HeadParser again(HeadKind::kRequest, HeadLimits{1 << 20, 1 << 20, 1 << 16});
+    FUZZ_CHECK(again.Parse(forwarded) == ParseStatus::kComplete);
+    FUZZ_CHECK(again.head_length() == forwarded.size());
+    HeadView view(again, forwarded);
+    for (const char* gone : {"connection", "keep-alive", "te", "trailer", "upgrade"}) {
+      FUZZ_CHECK_MSG(view.FieldCount(gone) == 0, "%s forwarded", gone);
+    }
+    Framing g = RequestFraming(view);
+    FUZZ_CHECK(g.error == nullptr);
+    FUZZ_CHECK(g.kind == f.kind);
+    FUZZ_CHECK(g.length == f.length);
     FUZZ_CHECK(f.kind != BodyKind::kUntilClose);
     FUZZ_CHECK(!(has_cl && has_te));
     if (has_te) {
@@ -145,6 +166,18 @@ void FuzzFraming(std::string_view bytes, unsigned selector) {
     bool bodiless = (selector & 4) != 0 || status < 200 || status == 204 || status == 304;
     if (bodiless) FUZZ_CHECK(f.kind == BodyKind::kNone);
     if (!bodiless) FUZZ_CHECK(!(has_cl && has_te));
+    ResponseHeadOptions options;
+    options.close = (selector & 8) != 0;
+    std::string forwarded = BuildForwardedResponseHead(head, options);
+    HeadParser again(HeadKind::kResponse, HeadLimits{1 << 20, 1 << 20, 1 << 16});
+    FUZZ_CHECK(again.Parse(forwarded) == ParseStatus::kComplete);
+    Framing g = ResponseFraming(HeadView(again, forwarded), (selector & 4) != 0);
+    // An HTTP/1.0 response is restated as HTTP/1.1, which may only make its framing stricter.
+    if (parser.version_minor() >= 1 || !has_te) {
+      FUZZ_CHECK(g.error == nullptr);
+      FUZZ_CHECK(g.kind == f.kind);
+      FUZZ_CHECK(g.length == f.length);
+    }
   }
 }
 

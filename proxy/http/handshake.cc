@@ -29,8 +29,13 @@ bool IsHopByHop(std::string_view name) {
 
 // True if a Connection field of |head| names |field| (a field to drop as hop-by-hop).
 bool NamedByConnection(const HeadView& head, std::string_view field) {
-  // Upgrade is handled as a hop-by-hop field anyway; Host is end-to-end and never dropped.
-  if (EqualsIgnoreCase(field, "upgrade") || EqualsIgnoreCase(field, "host")) return false;
+  // Upgrade is handled as a hop-by-hop field anyway; Host is end-to-end and never dropped, and
+  // neither is Content-Length: "Connection: content-length" must not make the next hop frame
+  // the body differently from wsgate (request smuggling).
+  if (EqualsIgnoreCase(field, "upgrade") || EqualsIgnoreCase(field, "host") ||
+      EqualsIgnoreCase(field, "content-length")) {
+    return false;
+  }
   return head.FieldHasToken("connection", field);
 }
 

@@ -749,3 +749,17 @@ def test_drain_ends_keepalive_connections(gates, backend):
     assert time.monotonic() - started < 10
     idle.close()
     busy.close()
+
+
+def test_connection_cannot_strip_content_length(gates, backend):
+    """"Connection: content-length" must not make the backend frame the body differently: it
+    still gets Content-Length, so the body's bytes can never become a second request."""
+    gate = start(gates, backend)
+    with connect(gate) as s:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nConnection: content-length\r\n"
+                  b"Content-Length: 34\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n")
+        status, _, body, _ = read_response(s)
+    assert status == 200 and json.loads(body)["length"] == 34
+    assert ("content-length", "34") in backend.requests[-1]["headers"]
+    assert all(r["path"] != "/smuggled" for r in backend.requests)
+    assert_served(gate, backend)
