@@ -763,3 +763,21 @@ def test_connection_cannot_strip_content_length(gates, backend):
     assert ("content-length", "34") in backend.requests[-1]["headers"]
     assert all(r["path"] != "/smuggled" for r in backend.requests)
     assert_served(gate, backend)
+
+
+def test_two_workers_serve_parallel_keepalive_clients(gates, backend):
+    """workers: 2 — each worker has its own backend pool; parallel keep-alive clients are all
+    served, each over one client connection."""
+    gate = gates.start(make_config(pools={"web": [backend.address]}, workers=2))
+    base = f"http://127.0.0.1:{gate.port}"
+
+    def client(i):
+        r = curl("-v", *[f"{base}/w{i}-{n}" for n in range(4)])
+        return r.returncode, r.stderr.count(b"Re-using existing connection"), r.stdout
+
+    results = parallel(client, 6)
+    for i, (code, reused, out) in enumerate(results):
+        assert code == 0 and reused == 3, (i, code, reused)
+        assert all(f"/w{i}-{n}".encode() in out for n in range(4))
+    assert len(backend.requests) == 24
+    assert backend.connections <= 12
