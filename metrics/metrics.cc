@@ -231,6 +231,7 @@ void Registry::Collect(std::vector<MetricFamily>* out) const {
   auto closes = Family("wsgate_closes_total", "Closed WebSocket connections by close code.",
                        MetricType::Counter);
   for (const auto& [pool, m] : pools_) {
+    if (pool.empty()) continue;  // plain HTTP requests rejected before routing: HTTP series only
     AddHistogram(handshake_duration, m->handshake_duration, {{"pool", pool}});
     AddHistogram(connection_duration, m->connection_duration, {{"pool", pool}});
     for (size_t d = 0; d < 2; ++d) {
