@@ -156,6 +156,10 @@ bool Unavailable(const std::vector<BackendPtr>& backends, const PickRequest& req
 int PickPreferring(Balancer& balancer, std::vector<BackendPtr>& backends,
                    const PickRequest& request, int preferred);
 
+// Passive outlier detection: a failed request (connect failure or timeout, a broken backend
+// answer) counts towards ejecting |backend|; a success resets the count.
+void ReportBackendOutcome(Backend& backend, const config::OutlierConfig& outlier, bool ok);
+
 // The answer when no backend is left after |attempts| tries: 503 before any try, 504 when
 // every try timed out, else 502; *reason says which.
 int NoBackendStatus(uint32_t attempts, bool all_timed_out, const char** reason);

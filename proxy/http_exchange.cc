@@ -190,7 +190,8 @@ void HttpForwarder::ParseRequest() {
   }
   // The head is bounded by max_header_bytes, so linearising that much is cheap.
   size_t view = std::min<size_t>(length, config().limits.max_header_bytes);
-  const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ssize_t>(view)));
+  const char* data =
+      reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ssize_t>(view)));
   std::string_view buffered(data, view);
   switch (request_parser_->Parse(buffered)) {
     case http::ParseStatus::kNeedMore:
@@ -329,8 +330,15 @@ void HttpForwarder::ConnectBackend() {
   ArmTimer(config().timeouts.connect);
 }
 
+void HttpForwarder::ReportOutcome(bool ok) {
+  if (backend_) {
+    ReportBackendOutcome(*backend_, config().pools[static_cast<size_t>(pool_index_)].outlier, ok);
+  }
+}
+
 void HttpForwarder::OnAttemptFailed(bool timed_out, const char* why) {
   if (!timed_out) all_attempts_timed_out_ = false;
+  ReportOutcome(false);
   context_.metrics.Backend(backend_->pool, backend_->address)
       .connect_failures[timed_out ? metrics::kConnectTimeout : metrics::kRefused]
       .Add();
@@ -417,7 +425,8 @@ bool HttpForwarder::HandleResponseHead() {
     size_t length = evbuffer_get_length(in);
     if (length == 0) return false;
     size_t view = std::min<size_t>(length, config().limits.max_header_bytes);
-    const char* data = reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ssize_t>(view)));
+    const char* data =
+        reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ssize_t>(view)));
     std::string_view buffered(data, view);
     switch (response_parser_->Parse(buffered)) {
       case http::ParseStatus::kNeedMore:
@@ -456,6 +465,7 @@ bool HttpForwarder::HandleResponseHead() {
       return false;
     }
     status_ = status;
+    ReportOutcome(true);
     bool until_close = response_framing_.kind == http::BodyKind::kUntilClose;
     backend_reusable_ = response_parser_->version_minor() >= 1 &&
                         !response.FieldHasToken("connection", "close") && !until_close;
@@ -639,6 +649,7 @@ void HttpForwarder::OnTimer() {
       if (!request_done_) {
         Fail(408, "request body not received within timeouts.request");
       } else if (!response_head_done_) {
+        ReportOutcome(false);
         Fail(504, "backend did not respond within timeouts.backend_response");
       } else {
         Fail(504, "backend response stalled longer than timeouts.backend_response");
@@ -653,6 +664,7 @@ void HttpForwarder::OnTimer() {
 // Endings.
 
 void HttpForwarder::BackendBroken(const std::string& why) {
+  ReportOutcome(false);
   if (backend_) {
     context_.metrics.Backend(backend_->pool, backend_->address)
         .connect_failures[metrics::kBadResponse]

@@ -87,6 +87,7 @@ class HttpForwarder {
   // otherwise the client connection is cut. Either way the connection ends.
   void Fail(int status, const std::string& reason, const std::string& extra_header = {});
   void BackendBroken(const std::string& why);  // 502; the backend connection is never reused
+  void ReportOutcome(bool ok);                 // passive outlier detection
   void Record();                               // metrics and the access-log line
   void DropBackend();
   void ResetExchange();

@@ -387,20 +387,7 @@ void Session::OnBackendConnected() {
 }
 
 void Session::ReportOutcome(bool ok) {
-  const config::OutlierConfig& outlier = pool_config().outlier;
-  if (!chosen_backend_ || outlier.consecutive_failures == 0) return;
-  Backend& backend = *chosen_backend_;
-  if (ok) {
-    backend.consecutive_failures = 0;
-    return;
-  }
-  uint32_t failures = backend.consecutive_failures.fetch_add(1) + 1;
-  if (failures < outlier.consecutive_failures || backend.ejected) return;
-  backend.ejected_until = std::chrono::steady_clock::now() + outlier.ejection_time;
-  if (backend.ejected.exchange(true)) return;  // another worker ejected it first
-  LOG_WARN("outlier: backend " + backend.pool + "/" + backend.address + " ejected for " +
-           std::to_string(outlier.ejection_time.count()) + "ms after " +
-           std::to_string(backend.consecutive_failures) + " failures in a row");
+  if (chosen_backend_) ReportBackendOutcome(*chosen_backend_, pool_config().outlier, ok);
 }
 
 void Session::OnAttemptFailed(bool timed_out, const char* why, metrics::ConnectFailure failure) {

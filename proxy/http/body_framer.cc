@@ -96,7 +96,9 @@ bool ParseContentLength(std::string_view value, uint64_t* out) {
 Framing RequestFraming(const HeadView& request) {
   size_t te_fields = request.FieldCount("transfer-encoding");
   size_t cl_fields = request.FieldCount("content-length");
-  if (te_fields > 0 && cl_fields > 0) return Error("Content-Length together with Transfer-Encoding");
+  if (te_fields > 0 && cl_fields > 0) {
+    return Error("Content-Length together with Transfer-Encoding");
+  }
   if (te_fields > 0) {
     if (request.parser().version_minor() == 0) {
       return Error("Transfer-Encoding in an HTTP/1.0 request");
@@ -124,7 +126,9 @@ Framing ResponseFraming(const HeadView& response, bool request_was_head) {
   if (request_was_head || status < 200 || status == 204 || status == 304) return Framing{};
   size_t te_fields = response.FieldCount("transfer-encoding");
   size_t cl_fields = response.FieldCount("content-length");
-  if (te_fields > 0 && cl_fields > 0) return Error("Content-Length together with Transfer-Encoding");
+  if (te_fields > 0 && cl_fields > 0) {
+    return Error("Content-Length together with Transfer-Encoding");
+  }
   Framing f;
   if (te_fields > 0) {
     if (response.parser().version_minor() == 0) return Error("Transfer-Encoding in HTTP/1.0");

@@ -21,8 +21,8 @@ import urllib.request
 import pytest
 import websockets
 
-from harness import (EchoBackend, admin_address, async_test, make_config, rss_kib,
-                     sanitized_build)
+from harness import (EchoBackend, admin_address, async_test, closed_port, make_config,
+                     rss_kib, sanitized_build)
 
 MiB = 1024 * 1024
 WAIT = 20.0
@@ -781,3 +781,22 @@ def test_two_workers_serve_parallel_keepalive_clients(gates, backend):
         assert all(f"/w{i}-{n}".encode() in out for n in range(4))
     assert len(backend.requests) == 24
     assert backend.connections <= 12
+
+
+def test_outlier_ejection_counts_http_failures(gates, backend):
+    """Passive outlier detection sees plain HTTP too: a refusing backend is ejected after
+    consecutive_failures attempts and then left alone, while every request is served."""
+    dead = f"127.0.0.1:{closed_port()}"
+    config = make_config(pools={"web": {"balance": "round_robin",
+                                        "backends": [dead, backend.address]}})
+    config["pools"][0]["outlier"] = {"consecutive_failures": 2, "ejection_time": "60s"}
+    config["admin"] = {"address": "127.0.0.1:0"}
+    gate = gates.start(config)
+    for i in range(8):
+        assert status_for(gate, f"GET /o{i} HTTP/1.1\r\nHost: a\r\n\r\n".encode()) == 200
+    host, port = admin_address(gate)
+    text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=WAIT).read().decode()
+    refused = re.search(r'wsgate_backend_connect_failures_total\{pool="web",backend="%s",'
+                        r'reason="refused"\} (\d+)' % re.escape(dead), text)
+    assert refused and int(refused.group(1)) == 2, text
+    assert f'wsgate_backend_up{{pool="web",backend="{dead}"}} 0' in text
