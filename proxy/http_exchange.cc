@@ -72,7 +72,10 @@ ChunkStep MoveChunked(http::ChunkedDecoder& decoder, evbuffer* in, evbuffer* out
 
 // Judge the chunked framing of the body bytes already buffered, before any backend sees the
 // request: a smuggling attempt arrives in one piece and is refused without a backend connection.
-const char* PrevalidateChunked(evbuffer* input, size_t offset, const http::ChunkLimits& limits) {
+// *too_large: a chunk already declared takes the body over |max_body| (0 = no limit).
+const char* PrevalidateChunked(evbuffer* input, size_t offset, const http::ChunkLimits& limits,
+                               uint64_t max_body, bool* too_large) {
+  *too_large = false;
   size_t length = evbuffer_get_length(input);
   if (length <= offset) return nullptr;
   const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, -1));
@@ -80,6 +83,10 @@ const char* PrevalidateChunked(evbuffer* input, size_t offset, const http::Chunk
   size_t pos = offset;
   while (pos < length && !decoder.done() && !decoder.failed()) {
     if (decoder.in_data()) {
+      if (max_body != 0 && decoder.data_left() > max_body - decoder.body_bytes()) {
+        *too_large = true;
+        return nullptr;
+      }
       uint64_t n = std::min<uint64_t>(length - pos, decoder.data_left());
       decoder.ConsumeData(n);
       pos += static_cast<size_t>(n);
@@ -256,10 +263,15 @@ bool HttpForwarder::PrepareRequest(const http::HeadView& request) {
     return false;
   }
   if (request_framing_.kind == http::BodyKind::kChunked) {
+    bool too_large = false;
     const char* bad = PrevalidateChunked(bufferevent_get_input(client_), head.head_length(),
-                                         ChunkLimitsFor(config()));
+                                         ChunkLimitsFor(config()), max_body, &too_large);
     if (bad != nullptr) {
       Fail(400, bad);
+      return false;
+    }
+    if (too_large) {
+      Fail(413, "request body over limits.max_body_bytes");
       return false;
     }
     request_chunks_.emplace(ChunkLimitsFor(config()));

@@ -560,6 +560,10 @@ def test_body_limit_413(gates, backend):
     before = len(backend.requests)
     too_big = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 70000\r\n\r\n"
     assert status_for(gate, too_big) == 413 and len(backend.requests) == before
+    # A chunk declared over the limit is refused before any backend connection.
+    one_chunk = (b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"20000\r\nabc")
+    assert status_for(gate, one_chunk) == 413 and len(backend.requests) == before
     with connect(gate) as s:
         s.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
         for _ in range(3):
