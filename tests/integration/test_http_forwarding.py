@@ -21,8 +21,8 @@ import urllib.request
 import pytest
 import websockets
 
-from harness import (EchoBackend, admin_address, async_test, closed_port, make_config,
-                     rss_kib, sanitized_build)
+from harness import (EchoBackend, GateLauncher, admin_address, async_test, closed_port,
+                     make_config, rss_kib, sanitized_build)
 
 MiB = 1024 * 1024
 WAIT = 20.0
@@ -526,9 +526,26 @@ SMUGGLING = {
 }
 
 
+@pytest.fixture(scope="module")
+def shared_gate(tmp_path_factory):
+    """One backend and one wsgate for all smuggling vectors (each still asserts on its own)."""
+    shared_backend = HttpBackend()
+    launcher = GateLauncher(tmp_path_factory.mktemp("smuggling"))
+    gate = launcher.start(make_config(pools={"web": [shared_backend.address]}))
+    yield gate, shared_backend
+    launcher.stop_all()
+    shared_backend.stop()
+    text = gate.stderr_text()
+    for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                   "WARNING: ThreadSanitizer"):
+        assert marker not in text, text[-20000:]
+    assert gate.proc.returncode == 0, text[-20000:]
+
+
 @pytest.mark.parametrize("name", list(SMUGGLING))
-def test_smuggling_vector_rejected(gates, backend, name):
-    gate = start(gates, backend)
+def test_smuggling_vector_rejected(shared_gate, name):
+    gate, backend = shared_gate
+    assert gate.alive()
     before = len(backend.requests)
     with connect(gate) as s:
         s.sendall(SMUGGLING[name])
