@@ -119,8 +119,9 @@ void HttpForwarder::ArmTimer(std::chrono::milliseconds after) {
   evtimer_add(timer_.get(), &tv);
 }
 
-void HttpForwarder::Start() {
+void HttpForwarder::Start(std::chrono::steady_clock::time_point first_request_at) {
   phase_ = Phase::kIdle;
+  first_request_at_ = first_request_at;
   size_t high = high_watermark();
   bufferevent_setwatermark(client_, EV_READ, 0, config().limits.max_header_bytes);
   bufferevent_setwatermark(client_, EV_WRITE, high / 2, 0);
@@ -191,9 +192,15 @@ void HttpForwarder::ParseRequest() {
     request_parser_.emplace(http::HeadKind::kRequest,
                             http::HeadLimits{config().limits.max_header_bytes,
                                              config().limits.max_request_line_bytes, kMaxFields});
-    started_at_ = std::chrono::steady_clock::now();
+    auto now = std::chrono::steady_clock::now();
+    started_at_ = first_request_at_.value_or(now);
+    first_request_at_.reset();
     request_deadline_ = started_at_ + config().timeouts.request;
-    ArmTimer(config().timeouts.request);
+    // The head alone must also arrive within timeouts.handshake, like an upgrade's.
+    auto head_deadline = started_at_ + std::min(config().timeouts.handshake,
+                                                config().timeouts.request);
+    ArmTimer(std::max(std::chrono::duration_cast<std::chrono::milliseconds>(head_deadline - now),
+                      std::chrono::milliseconds(1)));
   }
   // The head is bounded by max_header_bytes, so linearising that much is cheap.
   size_t view = std::min<size_t>(length, config().limits.max_header_bytes);
@@ -647,7 +654,7 @@ void HttpForwarder::OnTimer() {
   switch (phase_) {
     case Phase::kIdle:
       if (request_parser_ || evbuffer_get_length(bufferevent_get_input(client_)) > 0) {
-        Fail(408, "request not received within timeouts.request");
+        Fail(408, "request head not received in time");
         return;
       }
       // A keep-alive connection with no request pending: close it quietly.

@@ -52,8 +52,9 @@ class HttpForwarder {
   HttpForwarder(const HttpForwarder&) = delete;
   HttpForwarder& operator=(const HttpForwarder&) = delete;
 
-  // Serve the request head buffered in the client's input (and the ones after it).
-  void Start();
+  // Serve the request head buffered in the client's input (and the ones after it); the first
+  // request's bytes started arriving at |first_request_at|.
+  void Start(std::chrono::steady_clock::time_point first_request_at);
   // The session ends or takes the connection back: drop the backend, stop every callback.
   void Stop();
 
@@ -111,6 +112,7 @@ class HttpForwarder {
   std::optional<http::HeadParser> request_parser_;  // set once bytes of a request arrived
   std::chrono::steady_clock::time_point started_at_;
   std::chrono::steady_clock::time_point request_deadline_;
+  std::optional<std::chrono::steady_clock::time_point> first_request_at_;
   std::string method_;
   std::string path_;
   bool head_request_ = false;

@@ -241,7 +241,7 @@ void Session::StartHttp() {
         HttpClientInfo{id_, peer_text_, FormatIp(reinterpret_cast<const sockaddr*>(&peer_)),
                        listener_name_});
   }
-  http_->Start();
+  http_->Start(started_at_);
 }
 
 void Session::OnUpgradeRequest() {

@@ -598,6 +598,20 @@ def test_request_timeout_408(gates, backend):
     assert_served(gate, backend)
 
 
+def test_keepalive_request_head_bounded_by_handshake_timeout(gates, backend):
+    """A later request's head on a keep-alive connection gets timeouts.handshake, like the
+    first: a slow head is answered 408 long before timeouts.request."""
+    gate = start(gates, backend, timeouts={"handshake": "1s", "request": "30s"})
+    with connect(gate) as s:
+        s.sendall(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert read_response(s)[0] == 200
+        started = time.monotonic()
+        s.sendall(b"GET /second HTTP/1.1\r\nHost: a\r\n")
+        assert read_response(s)[0] == 408
+        assert time.monotonic() - started < 10
+    assert_served(gate, backend)
+
+
 def test_backend_response_timeout_504(gates, backend):
     gate = start(gates, backend, timeouts={"backend_response": "1s"})
     assert status_for(gate, b"GET /slow/3 HTTP/1.1\r\nHost: a\r\n\r\n") == 504
