@@ -185,6 +185,13 @@ struct RebalanceConfig {
   bool operator==(const RebalanceConfig&) const = default;
 };
 
+// Plain HTTP requests forwarded to the pool (not WebSocket upgrades).
+struct PoolHttpConfig {
+  uint32_t max_idle_connections = 32;  // idle keep-alive backend connections kept per backend
+
+  bool operator==(const PoolHttpConfig&) const = default;
+};
+
 struct BackendConfig {
   HostPort address;
   uint32_t weight = 1;  // 1..1000
@@ -203,6 +210,7 @@ struct PoolConfig {
   RebalanceConfig rebalance;
   bool close_on_unhealthy = false;  // close live connections (1001) when a backend turns unhealthy
   PoolTlsConfig tls;
+  PoolHttpConfig http;
 
   bool operator==(const PoolConfig&) const = default;
 };
@@ -219,6 +227,7 @@ struct LimitsConfig {
   uint64_t max_messages_per_second = 0;
   enum class RateAction { kClose, kThrottle };
   RateAction rate_action = RateAction::kClose;
+  uint64_t max_body_bytes = 16 * 1024 * 1024;  // plain HTTP request bodies (413 above); 0 = any
   // Per client address (IPv4 address, or IPv6 /64): concurrent connections, and new connections
   // per second (token bucket with a one-second burst). Over either: 429 and close. 0 = unlimited.
   uint64_t max_connections_per_ip = 0;
@@ -241,6 +250,12 @@ struct TimeoutsConfig {
   // (pong or data) arrives within ping_timeout, close with 1001. 0 = off.
   Duration ping_interval{0};
   Duration ping_timeout{std::chrono::seconds(10)};
+  // Plain HTTP: the whole request (head and body) must arrive within |request| (408), the
+  // backend must start its response, and keep sending it, within |backend_response| (504), and
+  // an idle pooled backend connection is closed after |backend_idle|.
+  Duration request{std::chrono::seconds(60)};
+  Duration backend_response{std::chrono::seconds(60)};
+  Duration backend_idle{std::chrono::seconds(60)};
 
   bool operator==(const TimeoutsConfig&) const = default;
 };

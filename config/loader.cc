@@ -771,7 +771,7 @@ void Loader::LoadPools(const Value& v, std::vector<PoolConfig>* out) {
     const std::optional<Fields> fields =
         ReadMapping(item,
                     {"name", "balance", "backends", "sticky", "health_check", "outlier",
-                     "rebalance", "close_on_unhealthy", "tls"},
+                     "rebalance", "close_on_unhealthy", "tls", "http"},
                     false);
     if (!fields) {
       pool_names_complete_ = false;
@@ -819,6 +819,14 @@ void Loader::LoadPools(const Value& v, std::vector<PoolConfig>* out) {
     if (const Value* x = fields->Find("health_check")) LoadHealthCheck(*x, &pool.health_check);
     if (const Value* x = fields->Find("outlier")) LoadOutlier(*x, &pool.outlier);
     if (const Value* x = fields->Find("rebalance")) LoadRebalance(*x, &pool.rebalance);
+    if (const Value* x = fields->Find("http")) {
+      if (const std::optional<Fields> http = ReadMapping(*x, {"max_idle_connections"}, true)) {
+        if (const Value* idle = http->Find("max_idle_connections")) {
+          uint64_t n = 0;
+          if (ReadInt(*idle, 0, 100000, &n)) pool.http.max_idle_connections = static_cast<uint32_t>(n);
+        }
+      }
+    }
     if (const Value* x = fields->Find("close_on_unhealthy")) {
       ReadBool(*x, &pool.close_on_unhealthy);
     }
@@ -1050,7 +1058,7 @@ void Loader::LoadLimits(const Value& v, LimitsConfig* out) {
                   {"max_connections", "max_header_bytes", "max_request_line_bytes",
                    "max_message_bytes", "write_buffer_high_watermark", "allowed_origins",
                    "max_messages_per_second", "rate_action", "max_connections_per_ip",
-                   "handshake_rate_per_ip", "max_pending_handshakes"},
+                   "handshake_rate_per_ip", "max_pending_handshakes", "max_body_bytes"},
                   true);
   if (!fields) return;
   if (const Value* x = fields->Find("max_connections")) {
@@ -1069,6 +1077,9 @@ void Loader::LoadLimits(const Value& v, LimitsConfig* out) {
   }
   if (const Value* x = fields->Find("max_message_bytes")) {
     ReadSize(*x, 1, kNoMax, &out->max_message_bytes);
+  }
+  if (const Value* x = fields->Find("max_body_bytes")) {
+    ReadSize(*x, 0, kNoMax, &out->max_body_bytes);
   }
   if (const Value* x = fields->Find("write_buffer_high_watermark")) {
     ReadSize(*x, 4 * kKiB, 64 * kMiB, &out->write_buffer_high_watermark);
@@ -1109,7 +1120,7 @@ void Loader::LoadTimeouts(const Value& v, TimeoutsConfig* out) {
   const std::optional<Fields> fields =
       ReadMapping(v,
                   {"handshake", "connect", "backend_handshake", "idle", "drain", "close",
-                   "ping_interval", "ping_timeout"},
+                   "ping_interval", "ping_timeout", "request", "backend_response", "backend_idle"},
                   true);
   if (!fields) return;
   // Zero disables only the idle timeout and drain; the others would fail every connection.
@@ -1122,6 +1133,9 @@ void Loader::LoadTimeouts(const Value& v, TimeoutsConfig* out) {
       {"close", {&out->close, true}},
       {"ping_interval", {&out->ping_interval, false}},
       {"ping_timeout", {&out->ping_timeout, true}},
+      {"request", {&out->request, true}},
+      {"backend_response", {&out->backend_response, true}},
+      {"backend_idle", {&out->backend_idle, true}},
   };
   for (const auto& [key, target] : targets) {
     if (const Value* x = fields->Find(key)) ReadDuration(*x, target.second, target.first);

@@ -105,6 +105,7 @@ YAML::Node Pool(const PoolConfig& p) {
   r["tolerance"] = Number(p.rebalance.tolerance);
   r["rate"] = std::to_string(static_cast<uint64_t>(p.rebalance.rate)) + "/s";
   n["close_on_unhealthy"] = Bool(p.close_on_unhealthy);
+  n["http"]["max_idle_connections"] = Int(p.http.max_idle_connections);
   if (!(p.tls == PoolTlsConfig{})) {
     YAML::Node tls = n["tls"];
     tls["enabled"] = Bool(p.tls.enabled);
@@ -184,6 +185,7 @@ YAML::Node Root(const ProxyConfig& c) {
   limits["max_connections_per_ip"] = Int(c.limits.max_connections_per_ip);
   limits["handshake_rate_per_ip"] = Int(c.limits.handshake_rate_per_ip);
   limits["max_pending_handshakes"] = Int(c.limits.max_pending_handshakes);
+  limits["max_body_bytes"] = Size(c.limits.max_body_bytes);
 
   YAML::Node timeouts = root["timeouts"];
   timeouts["handshake"] = Duration(c.timeouts.handshake);
@@ -194,6 +196,9 @@ YAML::Node Root(const ProxyConfig& c) {
   timeouts["close"] = Duration(c.timeouts.close);
   timeouts["ping_interval"] = Duration(c.timeouts.ping_interval);
   timeouts["ping_timeout"] = Duration(c.timeouts.ping_timeout);
+  timeouts["request"] = Duration(c.timeouts.request);
+  timeouts["backend_response"] = Duration(c.timeouts.backend_response);
+  timeouts["backend_idle"] = Duration(c.timeouts.backend_idle);
 
   YAML::Node drain = root["drain"];
   drain["grace"] = Duration(c.drain.grace);

@@ -22,6 +22,10 @@ const std::vector<double> kConnectionBuckets = {1,     10,    60,     300,    90
                                                 3600,  10800, 21600,  43200,  86400,  259200,
                                                 604800};
 
+// HTTP requests: milliseconds for an API call, up to minutes for a long poll or a download.
+const std::vector<double> kHttpRequestBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                 0.25,  0.5,    1,     2.5,  5,     10,  30, 60};
+
 constexpr std::array<const char*, kFrameKinds> kFrameKindNames = {
     "text", "binary", "continuation", "ping", "pong", "close"};
 constexpr std::array<const char*, 2> kDirectionNames = {"client_to_backend", "backend_to_client"};
@@ -96,7 +100,9 @@ std::vector<uint64_t> Histogram::Counts() const {
 }
 
 PoolMetrics::PoolMetrics()
-    : handshake_duration(&kHandshakeBuckets), connection_duration(&kConnectionBuckets) {}
+    : handshake_duration(&kHandshakeBuckets),
+      connection_duration(&kConnectionBuckets),
+      http_request_duration(&kHttpRequestBuckets) {}
 
 size_t CloseCodeSlot(uint16_t code) {
   if (code >= 1000 && code <= 1003) return code - 1000;
@@ -260,6 +266,7 @@ void Registry::Collect(std::vector<MetricFamily>* out) const {
   auto closes = Family("wsgate_closes_total", "Closed WebSocket connections by close code.",
                        MetricType::Counter);
   for (const auto& [pool, m] : pools_) {
+    if (pool.empty()) continue;  // plain HTTP requests rejected before routing: HTTP series only
     AddHistogram(handshake_duration, m->handshake_duration, {{"pool", pool}});
     AddHistogram(connection_duration, m->connection_duration, {{"pool", pool}});
     for (size_t d = 0; d < 2; ++d) {
@@ -287,8 +294,29 @@ void Registry::Collect(std::vector<MetricFamily>* out) const {
       }
     }
   }
+  auto http_requests = Family("wsgate_http_requests_total",
+                              "Plain HTTP requests by pool and the status answered.",
+                              MetricType::Counter);
+  auto http_duration = Family("wsgate_http_request_duration_seconds",
+                              "Plain HTTP requests, from their first byte to the response's end.",
+                              MetricType::Histogram);
+  for (const auto& [pool, m] : pools_) {
+    bool any = false;
+    for (size_t slot = 0; slot < m->http_requests.size(); ++slot) {
+      uint64_t value = m->http_requests[slot].Get();
+      if (value == 0) continue;  // only codes that happened
+      any = true;
+      std::string code = slot < 500 ? std::to_string(slot + 100) : "0";
+      ClientMetric metric = WithLabels({{"pool", pool}, {"code", code}});
+      metric.counter.value = static_cast<double>(value);
+      http_requests.metric.push_back(std::move(metric));
+    }
+    if (any) AddHistogram(http_duration, m->http_request_duration, {{"pool", pool}});
+  }
   families.push_back(std::move(handshake_duration));
   families.push_back(std::move(connection_duration));
+  families.push_back(std::move(http_requests));
+  families.push_back(std::move(http_duration));
   families.push_back(std::move(messages));
   families.push_back(std::move(frames));
   families.push_back(std::move(bytes));

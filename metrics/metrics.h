@@ -116,7 +116,16 @@ struct PoolMetrics {
   Histogram connection_duration;
   // Close codes folded into bounded labels: each registered code, "3xxx", "4xxx", "other".
   std::array<std::array<Counter, 24>, kInitiators> closes;
+  // Plain HTTP requests by the status answered (HttpStatusSlot), and their duration.
+  std::array<Counter, 501> http_requests;
+  Histogram http_request_duration;
 };
+
+// Index of an HTTP status in PoolMetrics::http_requests: 100..599, and 500 for anything else
+// (a request the client abandoned before any answer, labelled code="0").
+inline size_t HttpStatusSlot(int status) {
+  return status >= 100 && status <= 599 ? static_cast<size_t>(status - 100) : 500;
+}
 
 // One backend of one pool.
 struct BackendMetrics {

@@ -63,7 +63,7 @@ std::string AccessLog::FormatText(const AccessRecord& r) {
   std::string line = r.interim ? "access-interim" : "access";
   line += " id=" + r.connection_id + " client=" + r.client + " listener=" + r.listener +
           " route=" + OrDash(r.route) + " pool=" + OrDash(r.pool) + " backend=" + OrDash(r.backend) +
-          " path=" + log::Quoted(r.path) + " subprotocol=" + OrDash(r.subprotocol) +
+          (r.method.empty() ? "" : " method=" + r.method) + " path=" + log::Quoted(r.path) + " subprotocol=" + OrDash(r.subprotocol) +
           " status=" + std::to_string(r.status) + " duration=" + Seconds(r.duration_seconds) + "s" +
           " bytes_in=" + std::to_string(r.bytes_in) + " bytes_out=" + std::to_string(r.bytes_out) +
           " msgs_in=" + std::to_string(r.messages_in) +
@@ -82,6 +82,7 @@ std::string AccessLog::FormatJson(const AccessRecord& r) {
   line += ",\"route\":" + JsonString(r.route);
   line += ",\"pool\":" + JsonString(r.pool);
   line += ",\"backend\":" + JsonString(r.backend);
+  if (!r.method.empty()) line += ",\"method\":" + JsonString(r.method);
   line += ",\"path\":" + JsonString(r.path);
   line += ",\"subprotocol\":" + JsonString(r.subprotocol);
   line += ",\"status\":" + std::to_string(r.status);

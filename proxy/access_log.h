@@ -18,6 +18,7 @@ struct AccessRecord {
   std::string route;
   std::string pool;
   std::string backend;
+  std::string method;  // plain HTTP requests only; empty for WebSocket connections
   std::string path;
   std::string subprotocol;
   int status = 0;

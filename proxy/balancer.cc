@@ -1,5 +1,7 @@
 #include "proxy/balancer.h"
 
+#include "proxy/core/log.h"
+
 #include <random>
 #include <unordered_map>
 
@@ -11,6 +13,42 @@ bool Unavailable(const std::vector<BackendPtr>& backends, const PickRequest& req
   const std::vector<bool>* excluded = request.excluded;
   if (excluded != nullptr && i < excluded->size() && (*excluded)[i]) return true;
   return !backends[i]->accepting();
+}
+
+int PickPreferring(Balancer& balancer, std::vector<BackendPtr>& backends,
+                   const PickRequest& request, int preferred) {
+  if (preferred >= 0 && !Unavailable(backends, request, static_cast<size_t>(preferred))) {
+    return preferred;
+  }
+  return balancer.Pick(backends, request);
+}
+
+void ReportBackendOutcome(Backend& backend, const config::OutlierConfig& outlier, bool ok) {
+  if (outlier.consecutive_failures == 0) return;
+  if (ok) {
+    backend.consecutive_failures = 0;
+    return;
+  }
+  uint32_t failures = backend.consecutive_failures.fetch_add(1) + 1;
+  if (failures < outlier.consecutive_failures || backend.ejected) return;
+  backend.ejected_until = std::chrono::steady_clock::now() + outlier.ejection_time;
+  if (backend.ejected.exchange(true)) return;  // another worker ejected it first
+  LOG_WARN("outlier: backend " + backend.pool + "/" + backend.address + " ejected for " +
+           std::to_string(outlier.ejection_time.count()) + "ms after " +
+           std::to_string(backend.consecutive_failures) + " failures in a row");
+}
+
+int NoBackendStatus(uint32_t attempts, bool all_timed_out, const char** reason) {
+  if (attempts == 0) {
+    *reason = "no backend available";
+    return 503;
+  }
+  if (all_timed_out) {
+    *reason = "every backend attempt timed out";
+    return 504;
+  }
+  *reason = "every backend attempt failed";
+  return 502;
 }
 
 namespace {

@@ -151,6 +151,19 @@ class Balancer {
 // True if |backends[i]| may not be picked for |request|.
 bool Unavailable(const std::vector<BackendPtr>& backends, const PickRequest& request, size_t i);
 
+// |preferred| (a backend named by the sticky cookie, or -1) while it may take the request, else
+// the balancer's choice; -1 if none.
+int PickPreferring(Balancer& balancer, std::vector<BackendPtr>& backends,
+                   const PickRequest& request, int preferred);
+
+// Passive outlier detection: a failed request (connect failure or timeout, a broken backend
+// answer) counts towards ejecting |backend|; a success resets the count.
+void ReportBackendOutcome(Backend& backend, const config::OutlierConfig& outlier, bool ok);
+
+// The answer when no backend is left after |attempts| tries: 503 before any try, 504 when
+// every try timed out, else 502; *reason says which.
+int NoBackendStatus(uint32_t attempts, bool all_timed_out, const char** reason);
+
 // The balancer |pool| asks for (with its sticky settings).
 std::unique_ptr<Balancer> MakeBalancer(const config::PoolConfig& pool);
 std::unique_ptr<Balancer> MakeBalancer(config::Balance kind);

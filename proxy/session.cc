@@ -195,6 +195,9 @@ void Session::OnClientRead() {
     case State::kSpliced:
       Pump(Side::kClient);
       return;
+    case State::kHttp:
+      http_->OnClientRead();
+      return;
     case State::kFinished:
       return;
   }
@@ -221,6 +224,10 @@ void Session::HandleRequestHead() {
   http::HeadView request(request_parser_, buffered);
   http::ClientHandshakePolicy policy{&config().limits.allowed_origins};
   http::ClientHandshake handshake = http::CheckClientHandshake(request, policy);
+  if (handshake.status == 426 && !handshake.is_upgrade) {
+    StartHttp();
+    return;
+  }
   if (handshake.status != 0) {
     Reject(handshake.status, handshake.reason, handshake.extra_header);
     return;
@@ -234,21 +241,10 @@ void Session::HandleRequestHead() {
   pool_index_ = match.pool;
   expected_accept_ = http::ComputeAccept(handshake.key);
   std::string client_ip = FormatIp(reinterpret_cast<const sockaddr*>(&peer_));
-  const config::PoolConfig& pool_settings = pool_config();
-  if (pool_settings.balance == config::Balance::kSticky) {
-    const config::StickyConfig& sticky = pool_settings.sticky;
-    std::string key;
-    if (http::ExtractStickyKey(request, sticky, client_ip, handshake.path, &key)) {
-      pick_.has_key = true;
-      pick_.key_hash = HashKey(key);
-    } else if (sticky.fallback == config::StickyConfig::Fallback::kReject) {
-      Reject(400, "the sticky routing key is missing");
-      return;
-    }
-    std::string_view cookie;
-    if (!sticky.insert_cookie.empty() && http::FindCookie(request, sticky.insert_cookie, &cookie)) {
-      preferred_backend_ = FindByOpaqueId(pool().backends, cookie);
-    }
+  if (!PlaceSticky(request, pool_config(), pool().backends, client_ip, handshake.path, &pick_,
+                   &preferred_backend_)) {
+    Reject(400, "the sticky routing key is missing");
+    return;
   }
   path_.assign(handshake.path);
   http::ForwardingInfo info{client_ip, client_tls_, id_};
@@ -288,6 +284,40 @@ void Session::OnTlsHandshakeFailed(metrics::TlsFailure failure, const std::strin
   reason_ = "TLS handshake failed: " + detail;
   access_line_ = false;
   Finish("client");
+}
+
+void Session::StartHttp() {
+  state_ = State::kHttp;
+  served_http_ = true;
+  event_del(timer_.get());  // the forwarder times its own requests
+  // A keep-alive HTTP connection is no handshake in progress; timeouts.request bounds each request.
+  context_.admission.EndHandshake(admission_);
+  if (!http_) {
+    http_ = std::make_unique<HttpForwarder>(
+        context_, runtime_, *this, client_.bev.get(),
+        HttpClientInfo{id_, peer_text_, FormatIp(reinterpret_cast<const sockaddr*>(&peer_)),
+                       listener_name_, client_tls_});
+  }
+  http_->Start(started_at_);
+}
+
+void Session::OnUpgradeRequest() {
+  // A WebSocket upgrade after plain requests on the same connection: the usual path from here.
+  served_http_ = false;
+  state_ = State::kReadingRequest;
+  request_parser_ = http::HeadParser(http::HeadKind::kRequest, RequestLimits(config()));
+  bufferevent_setwatermark(client_.bev.get(), EV_READ, 0, config().limits.max_header_bytes);
+  bufferevent_enable(client_.bev.get(), EV_READ);
+  ArmTimer(config().timeouts.handshake);
+  HandleRequestHead();
+}
+
+void Session::OnHttpEnd(bool linger, const char* closed_by) {
+  if (linger) {
+    BeginLingeringClose();
+  } else {
+    Finish(closed_by);
+  }
 }
 
 void Session::CountHandshake(metrics::HandshakeResult result) {
@@ -383,6 +413,9 @@ void Session::OnClientEvent(short what) {
     case State::kLingering:
       Finish("proxy");
       return;
+    case State::kHttp:
+      http_->OnClientEvent(what);
+      return;
     default:
       reason_ = "client closed during the upstream handshake";
       Finish("client");
@@ -395,22 +428,13 @@ void Session::OnClientEvent(short what) {
 
 void Session::TryNextBackend() {
   Pool& pool = this->pool();
-  int index = -1;
-  if (attempts_ <= config().retries) {
-    if (preferred_backend_ >= 0 && !Unavailable(pool.backends, pick_, static_cast<size_t>(preferred_backend_))) {
-      index = preferred_backend_;
-    } else {
-      index = pool.balancer->Pick(pool.backends, pick_);
-    }
-  }
+  int index = attempts_ <= config().retries
+                  ? PickPreferring(*pool.balancer, pool.backends, pick_, preferred_backend_)
+                  : -1;
   if (index < 0) {
-    if (attempts_ == 0) {
-      Reject(503, "no backend available", "Retry-After: 1\r\n");
-    } else if (all_attempts_timed_out_) {
-      Reject(504, "every backend attempt timed out");
-    } else {
-      Reject(502, "every backend attempt failed");
-    }
+    const char* reason = nullptr;
+    int status = NoBackendStatus(attempts_, all_attempts_timed_out_, &reason);
+    Reject(status, reason, status == 503 ? "Retry-After: 1\r\n" : "");
     return;
   }
   chosen_backend_ = pool.backends[static_cast<size_t>(index)];
@@ -442,20 +466,7 @@ void Session::OnBackendConnected() {
 }
 
 void Session::ReportOutcome(bool ok) {
-  const config::OutlierConfig& outlier = pool_config().outlier;
-  if (!chosen_backend_ || outlier.consecutive_failures == 0) return;
-  Backend& backend = *chosen_backend_;
-  if (ok) {
-    backend.consecutive_failures = 0;
-    return;
-  }
-  uint32_t failures = backend.consecutive_failures.fetch_add(1) + 1;
-  if (failures < outlier.consecutive_failures || backend.ejected) return;
-  backend.ejected_until = std::chrono::steady_clock::now() + outlier.ejection_time;
-  if (backend.ejected.exchange(true)) return;  // another worker ejected it first
-  LOG_WARN("outlier: backend " + backend.pool + "/" + backend.address + " ejected for " +
-           std::to_string(outlier.ejection_time.count()) + "ms after " +
-           std::to_string(backend.consecutive_failures) + " failures in a row");
+  if (chosen_backend_) ReportBackendOutcome(*chosen_backend_, pool_config().outlier, ok);
 }
 
 void Session::OnAttemptFailed(bool timed_out, const char* why, metrics::ConnectFailure failure) {
@@ -585,14 +596,13 @@ void Session::HandleResponseHead() {
   http_status_ = 101;
   subprotocol_.assign(response.Field("sec-websocket-protocol"));
   evbuffer* client_output = bufferevent_get_output(client_.bev.get());
-  const std::string& cookie_name = pool_config().sticky.insert_cookie;
-  if (pool_config().balance == config::Balance::kSticky && !cookie_name.empty()) {
-    // Insert before the head's final CRLF; the value is opaque and never the address.
+  std::string cookie = StickyCookieLine(pool_config(), *chosen_backend_);
+  if (!cookie.empty()) {
+    // Insert before the head's final CRLF.
     evbuffer_remove_buffer(input, client_output, response_parser_.head_length() - 2);
     evbuffer_drain(input, 2);
-    std::string line = "Set-Cookie: " + cookie_name + "=" + OpaqueBackendId(*chosen_backend_) +
-                       "; Path=/; HttpOnly; SameSite=Lax\r\n\r\n";
-    evbuffer_add(client_output, line.data(), line.size());
+    cookie.append("\r\n");
+    evbuffer_add(client_output, cookie.data(), cookie.size());
   } else {
     evbuffer_remove_buffer(input, client_output, response_parser_.head_length());
   }
@@ -845,6 +855,9 @@ void Session::GoAway(uint16_t code, const std::string& reason) {
     case State::kAwaitingUpgrade:
       Reject(503, reason, "Retry-After: 1\r\n");
       return;
+    case State::kHttp:
+      http_->Drain();  // the request in flight is answered, then the connection closes
+      return;
     case State::kRelayingResponse:
     case State::kLingering:
     case State::kFinished:
@@ -941,6 +954,10 @@ void Session::OnPeerGone(Side gone, bool clean) {
 void Session::OnWritable(Side to) {
   Endpoint& e = endpoint(to);
   if (!e.open()) return;
+  if (state_ == State::kHttp) {
+    http_->OnClientWritable();
+    return;
+  }
   evbuffer* output = e.output();
   if (e.close_after_flush) {
     if (evbuffer_get_length(output) != 0) return;
@@ -1056,6 +1073,7 @@ void Session::OnTimer() {
         if (!finished()) InsertClose(Side::kBackend, ws::kGoingAway, "idle timeout");
       }
       return;
+    case State::kHttp:
     case State::kFinished:
       return;
   }
@@ -1106,6 +1124,7 @@ void Session::Finish(const char* closed_by) {
   if (closed_by_ == nullptr) closed_by_ = closed_by;
   state_ = State::kFinished;
   context_.admission.Release(admission_, reinterpret_cast<const sockaddr*>(&peer_));
+  if (http_) http_->Stop();
   ReleaseBackend();
   client_.Close();
   backend_.Close();
@@ -1127,7 +1146,7 @@ void Session::Finish(const char* closed_by) {
   AccessRecord record = MakeAccessRecord(false);
   if (registered_ && http_status_ == 101) NotifyDisconnect(record);
   UnregisterConnection();
-  if (access_line_) context_.access_log.Write(record);
+  if (access_line_ && !served_http_) context_.access_log.Write(record);
 
   context_.loop.DeferDelete(context_.registry.Release(*this));
 }

@@ -22,6 +22,7 @@
 #include "metrics/metrics.h"
 #include "proxy/access_log.h"
 #include "proxy/admission.h"
+#include "proxy/backend_connection_pool.h"
 #include "proxy/balancer.h"
 #include "proxy/connections/hook_call.h"
 #include "proxy/connections/registry.h"
@@ -30,6 +31,7 @@
 #include "proxy/direct_socket.h"
 #include "proxy/frame_splicer.h"
 #include "proxy/http/head_parser.h"
+#include "proxy/http_exchange.h"
 #include "proxy/router.h"
 #include "proxy/runtime.h"
 
@@ -69,9 +71,10 @@ struct SessionContext {
   AccessLog& access_log;
   Admission& admission;
   ConnectionDirectory* connections = nullptr;  // the connections API's view of this loop
+  BackendConnectionPool& http_connections;  // this loop's idle backend connections (plain HTTP)
 };
 
-class Session final : public Deferrable {
+class Session final : public Deferrable, public HttpForwarderOwner {
  public:
   // Take ownership of the accepted socket |fd|.
   Session(SessionContext& context, evutil_socket_t fd, const sockaddr* peer,
@@ -100,6 +103,12 @@ class Session final : public Deferrable {
   // Write an interim access-log line if the last one is older than |interval|.
   void MaybeLogInterim(std::chrono::steady_clock::duration interval);
 
+  // Plain HTTP: serving requests now; EndKeepAlive closes once the request in flight is done.
+  bool serving_http() const { return state_ == State::kHttp; }
+  void EndKeepAlive() {
+    if (state_ == State::kHttp) http_->Drain();
+  }
+
   // The backend this session uses, or null before one is chosen.
   const Backend* backend() const { return chosen_backend_.get(); }
 
@@ -127,6 +136,7 @@ class Session final : public Deferrable {
     kRelayingResponse, // backend refused the upgrade; relaying its HTTP answer, then close
     kSpliced,          // WebSocket frames flow both ways
     kLingering,        // an HTTP answer was sent; drop input until the client closes
+    kHttp,             // plain HTTP requests, served by http_
     kFinished,
   };
   enum class Side { kClient, kBackend };
@@ -174,6 +184,11 @@ class Session final : public Deferrable {
   void StartAuth(HeaderList headers, std::string cache_key);
   void OnAuthAnswer(evhttp_request* response);
   void ApplyAuthDecision(const AuthDecision& decision);
+
+  // Plain HTTP (not an upgrade): http_ serves it until the connection ends or upgrades.
+  void StartHttp();
+  void OnUpgradeRequest() override;
+  void OnHttpEnd(bool linger, const char* closed_by) override;
 
   // Upstream.
   void TryNextBackend();
@@ -262,6 +277,9 @@ class Session final : public Deferrable {
   bool all_attempts_timed_out_ = true;
   uint64_t response_body_left_ = 0;
   bool response_until_eof_ = false;
+
+  std::unique_ptr<HttpForwarder> http_;
+  bool served_http_ = false;  // its requests have their own access lines
 
   std::optional<FramePipe> client_to_backend_;
   std::optional<FramePipe> backend_to_client_;

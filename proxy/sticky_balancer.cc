@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "proxy/http/request_key.h"
+
 // The scores must be bit-identical on every machine: forbid fused multiply-add contraction
 // (GCC already does not contract in ISO C++ mode; clang does by default where FMA exists).
 #ifdef __clang__
@@ -177,6 +179,33 @@ int FindByOpaqueId(const std::vector<BackendPtr>& backends, std::string_view tok
     }
   }
   return -1;
+}
+
+bool PlaceSticky(const http::HeadView& request, const config::PoolConfig& pool,
+                 const std::vector<BackendPtr>& backends, const std::string& client_ip,
+                 std::string_view path, PickRequest* pick, int* preferred) {
+  *preferred = -1;
+  if (pool.balance != config::Balance::kSticky) return true;
+  const config::StickyConfig& sticky = pool.sticky;
+  std::string key;
+  if (http::ExtractStickyKey(request, sticky, client_ip, path, &key)) {
+    pick->has_key = true;
+    pick->key_hash = HashKey(key);
+  } else if (sticky.fallback == config::StickyConfig::Fallback::kReject) {
+    return false;
+  }
+  std::string_view cookie;
+  if (!sticky.insert_cookie.empty() && http::FindCookie(request, sticky.insert_cookie, &cookie)) {
+    *preferred = FindByOpaqueId(backends, cookie);
+  }
+  return true;
+}
+
+std::string StickyCookieLine(const config::PoolConfig& pool, const Backend& backend) {
+  if (pool.balance != config::Balance::kSticky || pool.sticky.insert_cookie.empty()) return {};
+  // The value is opaque and never the address.
+  return "Set-Cookie: " + pool.sticky.insert_cookie + "=" + OpaqueBackendId(backend) +
+         "; Path=/; HttpOnly; SameSite=Lax\r\n";
 }
 
 }  // namespace wsgate

@@ -35,6 +35,7 @@
 
 #include "config/config.h"
 #include "proxy/balancer.h"
+#include "proxy/http/head_parser.h"
 
 namespace wsgate {
 
@@ -97,5 +98,16 @@ std::string OpaqueBackendId(const Backend& backend);
 
 // Index of the backend whose OpaqueBackendId() is |token|, or -1 (also for malformed tokens).
 int FindByOpaqueId(const std::vector<BackendPtr>& backends, std::string_view token);
+
+// Sticky placement for one request of a sticky pool: fill |pick| with the key's hash and
+// |*preferred| with the backend the insert_cookie names (-1 if none). False when the key is
+// missing and the pool's fallback is reject.
+bool PlaceSticky(const http::HeadView& request, const config::PoolConfig& pool,
+                 const std::vector<BackendPtr>& backends, const std::string& client_ip,
+                 std::string_view path, PickRequest* pick, int* preferred);
+
+// "Set-Cookie: <insert_cookie>=<opaque id>; ..." CRLF for a sticky pool that inserts a cookie,
+// else empty.
+std::string StickyCookieLine(const config::PoolConfig& pool, const Backend& backend);
 
 }  // namespace wsgate

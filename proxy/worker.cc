@@ -39,7 +39,7 @@ Worker::Worker(EventLoop& loop, metrics::Registry& metrics, const RuntimePtr& cu
       metrics_(metrics),
       current_(current),
       access_log_(access_log),
-      context_{loop_, registry_, current_, metrics_, access_log_, admission, &directory_} {}
+      context_{loop_, registry_, current_, metrics_, access_log_, admission, &directory_, http_connections_} {}
 
 Worker::Worker(size_t index, size_t count, RuntimePtr runtime, AccessLog& access_log,
                Admission& admission, const std::string& version)
@@ -52,7 +52,7 @@ Worker::Worker(size_t index, size_t count, RuntimePtr runtime, AccessLog& access
       metrics_(*own_metrics_),
       current_(own_runtime_),
       access_log_(access_log),
-      context_{loop_, registry_, current_, metrics_, access_log_, admission, &directory_} {
+      context_{loop_, registry_, current_, metrics_, access_log_, admission, &directory_, http_connections_} {
   tick_timer_.reset(event_new(loop_.base(), -1, EV_PERSIST, &Worker::OnTick, this));
   timeval tick = ToTimeval(kTickInterval);
   evtimer_add(tick_timer_.get(), &tick);
@@ -63,6 +63,7 @@ Worker::~Worker() {
   // Sessions hold libevent objects of loop_'s base: free them before the loop.
   tick_timer_.reset();
   registry_.Clear();
+  http_connections_.Clear();
 }
 
 void Worker::Start() {
@@ -187,6 +188,15 @@ void Worker::Tick(Clock::time_point now) {
     }
   });
   for (Session* session : expired) session->GoAway(config.drain.close_code, "backend draining");
+  // Draining: plain HTTP keep-alive connections end after their current request, so they do
+  // not hold the drain open.
+  if (!serving_) {
+    std::vector<Session*> http;
+    registry_.ForEach([&](Session& session) {
+      if (session.serving_http()) http.push_back(&session);
+    });
+    for (Session* session : http) session->EndKeepAlive();
+  }
 
   if (close_total_ > 0 && close_spread_.count() > 0) {
     double fraction = std::chrono::duration<double>(now - closing_started_) /

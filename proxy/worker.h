@@ -99,6 +99,7 @@ class Worker {
   const RuntimePtr& current_;
   AccessLog& access_log_;
   ConnectionDirectory directory_;
+  BackendConnectionPool http_connections_;  // before registry_: sessions' pooled connections
   SessionRegistry registry_;
   SessionContext context_;
   EventPtr tick_timer_;

@@ -20,30 +20,25 @@ bool IsBase64Char(char c) {
 // Fields that describe one hop and must not be forwarded (RFC 9110 §7.6.1), plus the
 // Upgrade/Connection pair, which wsgate rewrites itself.
 bool IsHopByHop(std::string_view name) {
-  static constexpr std::array<std::string_view, 9> kNames = {
-      "connection", "keep-alive", "proxy-connection", "te",
-      "trailer",    "upgrade",    "proxy-authorization", "proxy-authenticate",
-      "transfer-encoding"};
+  static constexpr std::array<std::string_view, 6> kNames = {
+      "connection", "keep-alive", "te", "trailer", "upgrade", "transfer-encoding"};
   for (auto hop : kNames) {
     if (EqualsIgnoreCase(name, hop)) return true;
   }
-  return false;
+  // Proxy-Connection, Proxy-Authorization, Proxy-Authenticate, ...: meant for this hop only.
+  return name.size() > 6 && EqualsIgnoreCase(name.substr(0, 6), "proxy-");
 }
 
 // True if a Connection field of |head| names |field| (a field to drop as hop-by-hop).
 bool NamedByConnection(const HeadView& head, std::string_view field) {
-  // Upgrade is handled as a hop-by-hop field anyway; Host is end-to-end and never dropped.
-  if (EqualsIgnoreCase(field, "upgrade") || EqualsIgnoreCase(field, "host")) return false;
-  return head.FieldHasToken("connection", field);
-}
-
-std::string_view StripPort(std::string_view host) {
-  if (!host.empty() && host.front() == '[') {
-    size_t close = host.find(']');
-    return close == std::string_view::npos ? host : host.substr(1, close - 1);
+  // Upgrade is handled as a hop-by-hop field anyway; Host is end-to-end and never dropped, and
+  // neither is Content-Length: "Connection: content-length" must not make the next hop frame
+  // the body differently from wsgate (request smuggling).
+  if (EqualsIgnoreCase(field, "upgrade") || EqualsIgnoreCase(field, "host") ||
+      EqualsIgnoreCase(field, "content-length")) {
+    return false;
   }
-  size_t colon = host.rfind(':');
-  return colon == std::string_view::npos ? host : host.substr(0, colon);
+  return head.FieldHasToken("connection", field);
 }
 
 void AppendLine(std::string& out, std::string_view name, std::string_view value) {
@@ -75,6 +70,15 @@ ClientHandshake Reject(ClientHandshake result, int status, std::string reason,
 }
 
 }  // namespace
+
+std::string_view StripPort(std::string_view host) {
+  if (!host.empty() && host.front() == '[') {
+    size_t close = host.find(']');
+    return close == std::string_view::npos ? host : host.substr(1, close - 1);
+  }
+  size_t colon = host.rfind(':');
+  return colon == std::string_view::npos ? host : host.substr(0, colon);
+}
 
 std::string ComputeAccept(std::string_view key) {
   std::string input(key);
@@ -130,6 +134,8 @@ const char* StatusText(int status) {
       return "Request Header Fields Too Large";
     case 500:
       return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
     case 502:
       return "Bad Gateway";
     case 503:
@@ -216,6 +222,13 @@ ClientHandshake CheckClientHandshake(const HeadView& request, const ClientHandsh
 std::string BuildUpstreamRequest(const HeadView& request, const ForwardingInfo& info,
                                  std::string_view proxy_fields,
                                  const std::vector<std::string>* drop_fields) {
+  return BuildForwardedRequest(request, info, ForwardedBody::kWebSocketUpgrade, proxy_fields,
+                               drop_fields);
+}
+
+std::string BuildForwardedRequest(const HeadView& request, const ForwardingInfo& info,
+                                  ForwardedBody body, std::string_view proxy_fields,
+                                  const std::vector<std::string>* drop_fields) {
   const HeadParser& head = request.parser();
   std::string out;
   out.reserve(head.head_length() + 256);
@@ -254,8 +267,12 @@ std::string BuildUpstreamRequest(const HeadView& request, const ForwardingInfo& 
     if (EqualsIgnoreCase(name, "host")) host_field = value;
     AppendLine(out, name, value);
   }
-  AppendLine(out, "Connection", "Upgrade");
-  AppendLine(out, "Upgrade", "websocket");
+  if (body == ForwardedBody::kWebSocketUpgrade) {
+    AppendLine(out, "Connection", "Upgrade");
+    AppendLine(out, "Upgrade", "websocket");
+  } else if (body == ForwardedBody::kChunked) {
+    AppendLine(out, "Transfer-Encoding", "chunked");  // the body is relayed with its framing
+  }
 
   if (!forwarded_for.empty()) forwarded_for.append(", ");
   forwarded_for.append(info.client_ip);
@@ -336,20 +353,24 @@ UpstreamVerdict CheckUpstreamResponse(const HeadView& response, std::string_view
 }
 
 std::string BuildRelayedResponseHead(const HeadView& response) {
+  return BuildForwardedResponseHead(response, ResponseHeadOptions{});
+}
+
+std::string BuildForwardedResponseHead(const HeadView& response,
+                                       const ResponseHeadOptions& options) {
   const HeadParser& head = response.parser();
   std::string out = "HTTP/1.1 " + std::to_string(head.status_code()) + " ";
   out.append(response.Get(head.reason()));
   out.append("\r\n");
   for (const auto& field : head.fields()) {
     std::string_view name = response.Get(field.name);
-    // Transfer-Encoding stays: the body is relayed with its framing.
-    if (!EqualsIgnoreCase(name, "transfer-encoding") &&
-        (IsHopByHop(name) || NamedByConnection(response, name))) {
-      continue;
-    }
+    // Transfer-Encoding stays when the body is relayed with its framing.
+    bool keep = options.keep_transfer_encoding && EqualsIgnoreCase(name, "transfer-encoding");
+    if (!keep && (IsHopByHop(name) || NamedByConnection(response, name))) continue;
     AppendLine(out, name, response.Get(field.value));
   }
-  AppendLine(out, "Connection", "close");
+  out.append(options.extra_header);
+  if (options.close) AppendLine(out, "Connection", "close");
   out.append("\r\n");
   return out;
 }

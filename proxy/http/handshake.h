@@ -17,6 +17,9 @@ namespace wsgate::http {
 // EVP_EncodeBlock.
 std::string ComputeAccept(std::string_view key);
 
+// A Host field value without its port ("[::1]:80" -> "::1").
+std::string_view StripPort(std::string_view host);
+
 // True if |key| is base64 that decodes to exactly 16 bytes.
 bool IsValidWebSocketKey(std::string_view key);
 
@@ -62,6 +65,15 @@ std::string BuildUpstreamRequest(const HeadView& request, const ForwardingInfo& 
                                  std::string_view proxy_fields = {},
                                  const std::vector<std::string>* drop_fields = nullptr);
 
+// How the body of a forwarded request is framed towards the backend.
+enum class ForwardedBody { kWebSocketUpgrade, kNone, kLength, kChunked };
+
+// The same rewrite for any request: a plain one loses Upgrade and every other hop-by-hop field;
+// kChunked states "Transfer-Encoding: chunked" again (Content-Length is end-to-end and stays).
+std::string BuildForwardedRequest(const HeadView& request, const ForwardingInfo& info,
+                                  ForwardedBody body, std::string_view proxy_fields = {},
+                                  const std::vector<std::string>* drop_fields = nullptr);
+
 // Outcome of checking the backend's response head.
 struct UpstreamVerdict {
   enum Kind { kUpgraded, kNotUpgraded, kInvalidUpgrade } kind = kInvalidUpgrade;
@@ -75,5 +87,16 @@ UpstreamVerdict CheckUpstreamResponse(const HeadView& response, std::string_view
 // The backend's non-101 response head rewritten for the client: the same status line and fields,
 // minus hop-by-hop fields, plus "Connection: close".
 std::string BuildRelayedResponseHead(const HeadView& response);
+
+struct ResponseHeadOptions {
+  bool keep_transfer_encoding = true;  // false when the body is relayed de-chunked
+  bool close = true;                   // append "Connection: close"
+  std::string_view extra_header;       // CRLF-terminated lines, e.g. a Set-Cookie
+};
+
+// A backend response head rewritten for the client: status line as HTTP/1.1, hop-by-hop fields
+// removed, then |options|.
+std::string BuildForwardedResponseHead(const HeadView& response,
+                                       const ResponseHeadOptions& options);
 
 }  // namespace wsgate::http

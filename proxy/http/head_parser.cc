@@ -3,7 +3,6 @@
 #include <cstring>
 
 namespace wsgate::http {
-namespace {
 
 // RFC 9110 §5.6.2 tchar.
 bool IsTokenChar(unsigned char c) {
@@ -13,6 +12,8 @@ bool IsTokenChar(unsigned char c) {
 }
 
 bool IsFieldValueChar(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
+
+namespace {
 
 char Lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 

@@ -97,6 +97,10 @@ class HeadParser {
   std::vector<HeaderField> fields_;
 };
 
+// RFC 9110 §5.6.2 tchar, and a byte allowed inside a field value (HTAB, SP, VCHAR, obs-text).
+bool IsTokenChar(unsigned char c);
+bool IsFieldValueChar(unsigned char c);
+
 // Case-insensitive ASCII comparison.
 bool EqualsIgnoreCase(std::string_view a, std::string_view b);
 

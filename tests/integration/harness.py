@@ -318,6 +318,21 @@ def admin_address(gate):
     return entries["_admin"]
 
 
+def sanitized_build(binary=WSGATE_BIN):
+    """ASan keeps freed memory in quarantine, so RSS says nothing about buffering there."""
+    with open(binary, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+def rss_kib(pid):
+    """Resident set size of a process in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def run_wsgate(*args, timeout=WAIT):
     """Run the wsgate binary to completion (for CLI tests)."""
     return subprocess.run([WSGATE_BIN, *args], stdin=subprocess.DEVNULL, capture_output=True,

@@ -12,29 +12,17 @@ import hashlib
 import os
 import struct
 
-from harness import WSGATE_BIN, async_test, make_config
+from harness import async_test, make_config, rss_kib, sanitized_build
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 FRAME_PAYLOAD = 64 * 1024
 TOTAL_FRAMES = 480  # 30 MiB: several times what kernel buffers and wsgate's watermarks hold
 
 
-def sanitized_build():
-    """ASan keeps freed memory in quarantine, so RSS says nothing about buffering there."""
-    with open(WSGATE_BIN, "rb") as f:
-        return b"__asan_init" in f.read()
-
-
 # The bound on wsgate's growth: two watermarks' worth of buffers plus allocator slack.
 RSS_BOUND_KIB = None if sanitized_build() else 8 * 1024
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def frame(payload, masked):

@@ -62,7 +62,8 @@ def test_minimal_config_prints_every_default(tmp_path):
     assert printed["limits"]["max_message_bytes"] == "16MiB"
     assert printed["timeouts"] == {
         "handshake": "10s", "connect": "5s", "backend_handshake": "5s", "idle": "0s",
-        "drain": "30s", "close": "5s", "ping_interval": "0s", "ping_timeout": "10s"}
+        "drain": "30s", "close": "5s", "ping_interval": "0s", "ping_timeout": "10s",
+        "request": "1m", "backend_response": "1m", "backend_idle": "1m"}
     assert printed["drain"] == {"grace": "0s", "close_code": 1001, "spread": "0s"}
     assert printed["log"] == {"format": "text", "access": "stderr", "flush_interval": "0s"}
     pool = printed["pools"][0]

@@ -1645,3 +1645,35 @@ TEST(ConfigLoaderTest, PoolTlsErrors) {
 
 }  // namespace
 }  // namespace wsgate::config
+
+namespace wsgate::config {
+namespace {
+
+TEST(ConfigLoaderHttpTest, PlainHttpLimitsAndTimeouts) {
+  const ProxyConfig defaults = Load(kMinimal);
+  EXPECT_EQ(defaults.limits.max_body_bytes, 16u * 1024 * 1024);
+  EXPECT_EQ(defaults.timeouts.request, milliseconds(60000));
+  EXPECT_EQ(defaults.timeouts.backend_response, milliseconds(60000));
+  EXPECT_EQ(defaults.timeouts.backend_idle, milliseconds(60000));
+  EXPECT_EQ(defaults.pools[0].http.max_idle_connections, 32u);
+  const ProxyConfig cfg = Load(
+      "limits:\n  max_body_bytes: 1MiB\ntimeouts:\n  request: 5s\n  backend_response: 2s\n"
+      "  backend_idle: 30s\n" + kListeners + kRoutes +
+      "pools:\n  - name: chat\n    http:\n      max_idle_connections: 4\n"
+      "    backends:\n      - address: 127.0.0.1:9000\n");
+  EXPECT_EQ(cfg.limits.max_body_bytes, 1024u * 1024);
+  EXPECT_EQ(cfg.timeouts.request, milliseconds(5000));
+  EXPECT_EQ(cfg.timeouts.backend_response, milliseconds(2000));
+  EXPECT_EQ(cfg.timeouts.backend_idle, milliseconds(30000));
+  EXPECT_EQ(cfg.pools[0].http.max_idle_connections, 4u);
+  EXPECT_EQ(Load("limits:\n  max_body_bytes: 0\n" + kMinimal).limits.max_body_bytes, 0u);
+  EXPECT_EQ(Errors("timeouts:\n  backend_response: 0s\n" + kMinimal),
+            Strings({"t.yaml:2:21: timeouts.backend_response: must be greater than 0"}));
+  EXPECT_EQ(Errors(kListeners + kRoutes +
+                   "pools:\n  - name: chat\n    http:\n      max_idle: 4\n"
+                   "    backends:\n      - address: 127.0.0.1:9000\n"),
+            Strings({"t.yaml:9:7: pools[0].http.max_idle: unknown key"}));
+}
+
+}  // namespace
+}  // namespace wsgate::config

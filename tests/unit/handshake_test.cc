@@ -707,3 +707,90 @@ TEST(HandshakeProxyFieldsTest, ClientWsgateFieldsDroppedAndOursAppended) {
 
 }  // namespace
 }  // namespace wsgate::http
+
+namespace wsgate::http {
+namespace {
+
+TEST(HandshakeForwardedHttpTest, PlainRequestLosesEveryHopByHopField) {
+  const std::string text =
+      "POST /api?x=1 HTTP/1.0\r\n"
+      "Host: app.example.com\r\n"
+      "Connection: keep-alive, X-Secret\r\n"
+      "X-Secret: s\r\n"
+      "Keep-Alive: timeout=5\r\n"
+      "TE: trailers\r\n"
+      "Trailer: X-Sum\r\n"
+      "Upgrade: h2c\r\n"
+      "Proxy-Authorization: Basic x\r\n"
+      "Proxy-Anything: y\r\n"
+      "Transfer-Encoding: chunked\r\n"
+      "Expect: 100-continue\r\n"
+      "X-Forwarded-Proto: https\r\n"
+      "\r\n";
+  HeadParser parser(HeadKind::kRequest, HeadLimits{});
+  ASSERT_EQ(parser.Parse(text), ParseStatus::kComplete);
+  std::string out = BuildForwardedRequest(HeadView(parser, text),
+                                          ForwardingInfo{"192.0.2.9", false, "id-1"},
+                                          ForwardedBody::kChunked);
+  EXPECT_EQ(out,
+            "POST /api?x=1 HTTP/1.1\r\n"
+            "Host: app.example.com\r\n"
+            "Expect: 100-continue\r\n"
+            "Transfer-Encoding: chunked\r\n"
+            "X-Forwarded-For: 192.0.2.9\r\n"
+            "X-Forwarded-Proto: http\r\n"
+            "X-Forwarded-Host: app.example.com\r\n"
+            "Forwarded: for=192.0.2.9;host=\"app.example.com\";proto=http\r\n"
+            "X-Request-Id: id-1\r\n"
+            "\r\n");
+  std::string plain = BuildForwardedRequest(HeadView(parser, text),
+                                            ForwardingInfo{"192.0.2.9", false, ""},
+                                            ForwardedBody::kNone);
+  EXPECT_EQ(plain.find("Transfer-Encoding"), std::string::npos);
+  EXPECT_EQ(plain.find("Upgrade"), std::string::npos);
+}
+
+TEST(HandshakeForwardedHttpTest, ResponseHeadOptions) {
+  const std::string text =
+      "HTTP/1.0 200 OK\r\n"
+      "Content-Type: text/html\r\n"
+      "Transfer-Encoding: chunked\r\n"
+      "Connection: X-Internal\r\n"
+      "X-Internal: 1\r\n"
+      "Keep-Alive: timeout=5\r\n"
+      "Proxy-Authenticate: Basic\r\n"
+      "\r\n";
+  HeadParser parser(HeadKind::kResponse, HeadLimits{});
+  ASSERT_EQ(parser.Parse(text), ParseStatus::kComplete);
+  ResponseHeadOptions keep;
+  keep.close = false;
+  EXPECT_EQ(BuildForwardedResponseHead(HeadView(parser, text), keep),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n");
+  ResponseHeadOptions dechunked;
+  dechunked.keep_transfer_encoding = false;
+  dechunked.extra_header = "Set-Cookie: b=1\r\n";
+  EXPECT_EQ(BuildForwardedResponseHead(HeadView(parser, text), dechunked),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nSet-Cookie: b=1\r\n"
+            "Connection: close\r\n\r\n");
+}
+
+}  // namespace
+}  // namespace wsgate::http
+
+namespace wsgate::http {
+namespace {
+
+TEST(HandshakeForwardedHttpTest, ConnectionCannotRemoveContentLength) {
+  const std::string text =
+      "POST / HTTP/1.1\r\nHost: h\r\nConnection: content-length, host\r\nContent-Length: 3\r\n\r\n";
+  HeadParser parser(HeadKind::kRequest, HeadLimits{});
+  ASSERT_EQ(parser.Parse(text), ParseStatus::kComplete);
+  std::string out = BuildForwardedRequest(HeadView(parser, text),
+                                          ForwardingInfo{"192.0.2.9", false, ""},
+                                          ForwardedBody::kLength);
+  EXPECT_NE(out.find("\r\nContent-Length: 3\r\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("\r\nHost: h\r\n"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace wsgate::http
