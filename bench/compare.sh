@@ -394,13 +394,16 @@ has() { local x; for x in "${ran[@]}"; do [[ $x == "$1" ]] && return 0; done; re
 metrics_cmp=0
 [[ $METRICS_CMP == 1 ]] && has wsgate && metrics_cmp=1
 
-# Estimate: a timed run is D plus ~2.5 s of connecting and closing; an idle run ~4 s + HOLD.
+# Estimate: a timed run is D plus ~1 s of connecting and closing; an idle run ~1.5 s + HOLD + the
+# connects (~5,000/s).
 proxies=0
 for t in "${ran[@]}"; do [[ $t != direct ]] && proxies=$((proxies + 1)); done
 npass=$(wc -w <<<"$WORKERS")
+idle_conns=0
+for n in $IDLE_COUNTS; do idle_conns=$((idle_conns + n)); done
 est=$(awk -v p="$npass" -v r="$REPEAT" -v n="${#ran[@]}" -v d="$DURATION" -v x="$proxies" \
-          -v ic="$(wc -w <<<"$IDLE_COUNTS")" -v h="$HOLD" -v m="$metrics_cmp" \
-          'BEGIN {print int(p * (r * (4 * n + m) * (d + 2.5) + x * ic * (4 + h)) + 10)}')
+          -v ic="$(wc -w <<<"$IDLE_COUNTS")" -v c="$idle_conns" -v h="$HOLD" -v m="$metrics_cmp" \
+          'BEGIN {print int(p * (r * (4 * n + m) * (d + 1) + x * (ic * (1.5 + h) + c / 5000)) + 5)}')
 log "== estimated duration: $((est / 60)) min $((est % 60)) s (passes workers=[$WORKERS], $REPEAT rounds, ${DURATION} s per run, targets: ${ran[*]})"
 
 started=$(date +%s)
