@@ -524,12 +524,12 @@ metrics_table() {
   local on_c=${R[1,wsgate,e128,core_us_per_op]:-} off_c=${R[1,wsgate_nometrics,e128,core_us_per_op]:-}
   local on_p=${R[1,wsgate,e128,proc_us_per_op]:-} off_p=${R[1,wsgate_nometrics,e128,proc_us_per_op]:-}
   [[ -n $on_c$on_p ]] || return 0
-  diff() { [[ $1 =~ ^[0-9.]+$ && $2 =~ ^[0-9.]+$ ]] && awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%+.1f %%", (a - b) / b * 100}'; }
+  pct_diff() { [[ $1 =~ ^[0-9.]+$ && $2 =~ ^[0-9.]+$ ]] && awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%+.1f %%", (a - b) / b * 100}'; }
   echo "| wsgate, echo 64 × 128 B, workers: 1 | metrics on | metrics off | on vs off (target < 3 %) |"
   echo "|---|---:|---:|---:|"
-  echo "| proxy-core µs/op | ${on_c:-—} | ${off_c:-—} | $(diff "$on_c" "$off_c") |"
-  echo "| proxy process CPU µs/op | ${on_p:-—} | ${off_p:-—} | $(diff "$on_p" "$off_p") |"
-  echo "| msgs/s | ${R[1,wsgate,e128,msgs_per_s]:-—} | ${R[1,wsgate_nometrics,e128,msgs_per_s]:-—} | $(diff "${R[1,wsgate,e128,msgs_per_s]:-}" "${R[1,wsgate_nometrics,e128,msgs_per_s]:-}") |"
+  echo "| proxy-core µs/op | ${on_c:-—} | ${off_c:-—} | $(pct_diff "$on_c" "$off_c") |"
+  echo "| proxy process CPU µs/op | ${on_p:-—} | ${off_p:-—} | $(pct_diff "$on_p" "$off_p") |"
+  echo "| msgs/s | ${R[1,wsgate,e128,msgs_per_s]:-—} | ${R[1,wsgate_nometrics,e128,msgs_per_s]:-—} | $(pct_diff "${R[1,wsgate,e128,msgs_per_s]:-}" "${R[1,wsgate_nometrics,e128,msgs_per_s]:-}") |"
 }
 
 versions() {
@@ -645,8 +645,9 @@ chart() {
   for i in $(seq 0 $((n - 1))); do
     local c=$((i + 2)) sep=${plots_thr:+, } style="lc rgb '${colour[${cols[$i]}]}' title '${cols[$i]}'"
     plots_thr+="$sep'$dat.thr' using $c:xtic(1) $style"
-    plots_cpu+="$sep'$dat.cpu' using $c:xtic(1) $style"
-    [[ ${cols[$i]} == direct ]] || plots_mem+="${plots_mem:+, }'$dat.mem' using $c:xtic(1) $style"
+    [[ ${cols[$i]} == direct ]] && continue  # no proxy: no proxy CPU, no proxy memory
+    plots_cpu+="${plots_cpu:+, }'$dat.cpu' using $c:xtic(1) $style"
+    plots_mem+="${plots_mem:+, }'$dat.mem' using $c:xtic(1) $style"
   done
   gnuplot >"$work/gnuplot.log" 2>&1 <<EOF
 set terminal pngcairo size 1400,1300 font 'sans,11' noenhanced
