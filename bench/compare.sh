@@ -481,11 +481,19 @@ row() {  # $1 pass, $2 label, $3 scenario (or idleN), $4 key, $5 decimals
   for t in "${ran[@]}"; do line+=" $(cell "$1" "$t" "$3" "$4" "${5:-0}") |"; done
   printf '%s\n' "$line"
 }
+# Marginal cost between the two largest idle counts: (RSS at b - RSS at a) / (b - a), which
+# leaves out start-up allocations that the per-connection figure spreads over N.
+read -r idle_a idle_b < <(tr ' ' '\n' <<<"$IDLE_COUNTS" | grep . | sort -n | tail -n2 | paste -sd' ' -)
 for w in $WORKERS; do
   for n in $IDLE_COUNTS; do for t in "${ran[@]}"; do
     k="$w,$t,idle$n"
     [[ -n ${R[$k,rss_before]:-} ]] && R[$k,mib_before]=$(awk -v k="${R[$k,rss_before]}" 'BEGIN {print k / 1024}')
   done; done
+  for t in "${ran[@]}"; do
+    [[ -n ${idle_b:-} && -n ${R[$w,$t,idle$idle_a,kib_per_conn]:-} && -n ${R[$w,$t,idle$idle_b,kib_per_conn]:-} ]] || continue
+    R[$w,$t,marginal,kib]=$(awk -v a="${R[$w,$t,idle$idle_a,rss_after]}" -v b="${R[$w,$t,idle$idle_b,rss_after]}" \
+                                -v na="$idle_a" -v nb="$idle_b" 'BEGIN {printf "%.2f", (b - a) / (nb - na)}')
+  done
 done
 
 table() {
@@ -515,6 +523,7 @@ table() {
     for n in $IDLE_COUNTS; do
       row "$w" "$wl idle $n conns: proxy KiB per connection ↓" "idle$n" kib_per_conn 2
     done
+    [[ -n ${idle_b:-} ]] && row "$w" "$wl idle: marginal KiB per connection, $idle_a → $idle_b ↓" marginal kib 2
     row "$w" "$wl idle: proxy RSS before, MiB" "idle${IDLE_COUNTS%% *}" mib_before 1
   done
 }
@@ -577,7 +586,8 @@ versions() {
   echo "  one 64 B echo, close 1000, server's TCP close; latency = connect → verified 101."
   echo "- Idle: for each count a freshly started proxy; RSS = summed VmRSS of the proxy's processes before"
   echo "  and 1 s after all connections are open; KiB per connection = delta ÷ count (a client plus a backend"
-  echo "  socket each). Held ${HOLD} s more, then checked all still open."
+  echo "  socket each); marginal = (RSS with the largest count − RSS with the next) ÷ their difference, the"
+  echo "  slope to extrapolate with. Held ${HOLD} s more, then checked all still open."
   echo "- Rounds interleave the targets (who goes first rotates), so noise spreads over all of them."
   echo "- Versions: $(versions)."
   echo "- Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r),"
