@@ -406,8 +406,20 @@ est=$(awk -v p="$npass" -v r="$REPEAT" -v n="${#ran[@]}" -v d="$DURATION" -v x="
           'BEGIN {print int(p * (r * (4 * n + m) * (d + 1) + x * (ic * (1.5 + h) + c / 5000)) + 5)}')
 log "== estimated duration: $((est / 60)) min $((est % 60)) s (passes workers=[$WORKERS], $REPEAT rounds, ${DURATION} s per run, targets: ${ran[*]})"
 
+# Busy % of the proxy's core over 2 s with nothing of ours running on it: what other work on
+# the machine adds to every proxy-core figure.
+core_background() {
+  local a b
+  a=$(awk -v c="cpu$PROXY_CPU" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
+  sleep 2
+  b=$(awk -v c="cpu$PROXY_CPU" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN {split(a, x, " "); split(b, y, " "); t = (y[1] - x[1]) + (y[2] - x[2]);
+                                  if (t > 0) printf "%.0f", (y[1] - x[1]) * 100 / t; else print "?"}'
+}
 started=$(date +%s)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+background_before=$(core_background)
+log "== CPU $PROXY_CPU is ${background_before} % busy with none of the benchmark on it"
 for w in $WORKERS; do
   if (( w == 1 )); then
     pinned=1
@@ -455,6 +467,7 @@ for w in $WORKERS; do
   done
   stop_backends
 done
+background_after=$(core_background)
 elapsed=$(( $(date +%s) - started ))
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -593,6 +606,11 @@ versions() {
   echo "- Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r),"
   echo "  $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, loopback only; open files $(ulimit -n)."
   echo "- Load average (1/5/15 min) $load_before before, $load_after after; ${elapsed} s in all."
+  echo "- Background: CPU $PROXY_CPU was ${background_before} % busy before and ${background_after} % after, with nothing"
+  echo "  of the benchmark on it (2 s each); that work is inside every proxy-core figure."
+  if [[ $background_before$background_after =~ ^[0-9]+$ ]] && (( background_before > 5 || background_after > 5 )); then
+    echo "  **Warning: the machine is not quiet: other work inflates proxy-core µs/op and lowers throughput.**"
+  fi
   (( ${#skipped[@]} > 0 )) && echo "- Skipped: ${skipped[*]}."
   echo
   echo "### Every round"
