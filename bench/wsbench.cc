@@ -7,6 +7,10 @@
 //   idle       open C connections, hold them H seconds without sending, report how many are
 //              still open, then close them.
 //
+// With --cpu-core N and/or --cpu-pid PID, echo and handshake also sample the busy time of core
+// N (/proc/stat) and the CPU time of the given processes (/proc/PID/stat) at the exact start
+// and end of the measured window, and report them per completed operation.
+//
 // Each thread (-t) has its own event_base and a share of the connections. Connections are bound
 // to source addresses 127.0.0.2..127.0.0.254 in turn (when the target is on 127/8) so the
 // ephemeral ports of one address never run out. Any error -- connect failure, bad upgrade,
@@ -17,6 +21,7 @@
 #include <netinet/ip.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,6 +34,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -66,6 +73,8 @@ struct Options {
   int connect_concurrency = 256;
   double timeout = 10;
   int verbose_errors = 5;
+  int cpu_core = -1;          // --cpu-core: sample this core's busy time over the window
+  std::vector<int> cpu_pids;  // --cpu-pid: sample these processes' utime+stime
 };
 
 enum ErrorKind { kErrConnect, kErrHandshake, kErrData, kErrClosed, kErrTimeout, kErrKinds };
@@ -136,11 +145,74 @@ struct Worker {
   int open_at_end = 0;   // open when the hold ended
 };
 
+// CPU time in clock ticks (USER_HZ) at one edge of the measured window.
+struct CpuSample {
+  bool core_ok = false;
+  uint64_t core_busy = 0;  // cpuN: user+nice+system+irq+softirq+steal (not idle, iowait)
+  bool pids_ok = false;
+  uint64_t proc = 0;       // sum of utime+stime over --cpu-pid processes (all their threads)
+};
+
+bool ReadCoreBusy(int core, uint64_t* busy) {
+  std::ifstream in("/proc/stat");
+  std::string line, want = "cpu" + std::to_string(core);
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string name;
+    fields >> name;
+    if (name != want) continue;
+    // guest and guest_nice are already counted in user and nice, so they are left out.
+    uint64_t v[8] = {};
+    for (uint64_t& x : v) fields >> x;
+    if (!fields) return false;
+    *busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+    return true;
+  }
+  return false;
+}
+
+bool ReadProcTicks(int pid, uint64_t* ticks) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t paren = text.rfind(')');  // the command name may hold spaces and parentheses
+  if (paren == std::string::npos) return false;
+  std::istringstream fields(text.substr(paren + 1));
+  std::string field;
+  uint64_t utime = 0, stime = 0;
+  for (int k = 3; k <= 15 && fields >> field; ++k) {  // field 3 is the state; 14, 15 the times
+    if (k == 14) utime = std::strtoull(field.c_str(), nullptr, 10);
+    if (k == 15) stime = std::strtoull(field.c_str(), nullptr, 10);
+  }
+  if (!fields) return false;
+  *ticks = utime + stime;
+  return true;
+}
+
+const Options* g_opt = nullptr;
+
+CpuSample SampleCpu() {
+  CpuSample s;
+  if (g_opt->cpu_core >= 0) s.core_ok = ReadCoreBusy(g_opt->cpu_core, &s.core_busy);
+  if (!g_opt->cpu_pids.empty()) {
+    s.pids_ok = true;
+    for (int pid : g_opt->cpu_pids) {
+      uint64_t t = 0;
+      s.pids_ok = s.pids_ok && ReadProcTicks(pid, &t);
+      s.proc += t;
+    }
+  }
+  return s;
+}
+
 std::atomic<int> g_reported{0};
 uint64_t g_phase_start_ns = 0;
+CpuSample g_cpu_start, g_cpu_end;
 
 struct PhaseStart {
-  void operator()() noexcept { g_phase_start_ns = wsb::NowNs(); }
+  void operator()() noexcept {
+    g_cpu_start = SampleCpu();  // before the clock starts: the window is [start, start + D]
+    g_phase_start_ns = wsb::NowNs();
+  }
 };
 
 uint64_t NextRandom(Worker* w) {
@@ -818,6 +890,8 @@ constexpr const char* kUsage =
     "  --no-spread    do not bind a source address\n"
     "  --connect-concurrency N  connects in flight at once while opening (default 256)\n"
     "  --timeout SECONDS  per-step timeout: connect+upgrade, echo, close (default 10)\n"
+    "  --cpu-core N   echo, handshake: busy time of core N over the measured window\n"
+    "  --cpu-pid PID  echo, handshake: utime+stime of PID over the window (repeat or a,b,c)\n"
     "Prints a human summary and one 'RESULT mode=... key=value ...' line. Exit status 1 if any\n"
     "error was counted, 2 on bad usage. idle prints 'IDLE_READY open=N' once all are open.\n";
 
@@ -886,6 +960,14 @@ Options ParseArgs(int argc, char** argv) {
       o.connect_concurrency = static_cast<int>(ParseNumber(arg, value()));
     } else if (arg == "--timeout") {
       o.timeout = ParseNumber(arg, value());
+    } else if (arg == "--cpu-core") {
+      o.cpu_core = static_cast<int>(ParseNumber(arg, value()));
+    } else if (arg == "--cpu-pid") {
+      std::istringstream list(value());
+      std::string pid;
+      while (std::getline(list, pid, ',')) {
+        if (!pid.empty()) o.cpu_pids.push_back(static_cast<int>(ParseNumber(arg, pid)));
+      }
     } else {
       Usage("unknown argument \"" + arg + "\"");
     }
@@ -907,6 +989,7 @@ Options ParseArgs(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   Options o = ParseArgs(argc, argv);
+  g_opt = &o;
   std::signal(SIGPIPE, SIG_IGN);
 
   std::vector<std::unique_ptr<Worker>> workers;
@@ -938,6 +1021,14 @@ int main(int argc, char** argv) {
     for (auto& w : workers) opened += w->opened;
     std::printf("IDLE_READY open=%d\n", opened);
     std::fflush(stdout);
+  } else {
+    // The workers count only what completes before start + D; sample the CPU right then.
+    uint64_t end_ns = g_phase_start_ns + static_cast<uint64_t>(o.duration * 1e9);
+    timespec until{static_cast<time_t>(end_ns / 1000000000ull),
+                   static_cast<long>(end_ns % 1000000000ull)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, nullptr) == EINTR) {
+    }
+    g_cpu_end = SampleCpu();
   }
   for (auto& t : threads) t.join();
 
@@ -963,6 +1054,36 @@ int main(int argc, char** argv) {
   auto us = [](double ns) { return ns / 1000.0; };
   std::string target = o.host + ":" + std::to_string(o.port);
 
+  // CPU per completed operation (echoed message or handshake cycle) over the window.
+  std::string cpu_human, cpu_result;
+  uint64_t ops = o.mode == Mode::kEcho ? messages : cycles;
+  if (o.mode != Mode::kIdle && (o.cpu_core >= 0 || !o.cpu_pids.empty())) {
+    double tick_s = 1.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
+    char buf[256];
+    cpu_result += " ops=" + std::to_string(ops);
+    auto add = [&](const char* name, bool ok, uint64_t a, uint64_t b) {
+      if (!ok || b < a || ops == 0) {
+        cpu_result += std::string(" ") + name + "_cpu_s=na " + name + "_us_per_op=na";
+        cpu_human += std::string("  cpu       ") + name + ": no sample\n";
+        return;
+      }
+      double secs = static_cast<double>(b - a) * tick_s;
+      double per_op = secs * 1e6 / static_cast<double>(ops);
+      std::snprintf(buf, sizeof buf, " %s_cpu_s=%.2f %s_us_per_op=%.2f", name, secs, name, per_op);
+      cpu_result += buf;
+      std::snprintf(buf, sizeof buf, "  cpu       %s: %.2f s busy in the %.1f s window, %.2f us per op\n",
+                    name, secs, o.duration, per_op);
+      cpu_human += buf;
+    };
+    if (o.cpu_core >= 0) {
+      add("core", g_cpu_start.core_ok && g_cpu_end.core_ok, g_cpu_start.core_busy,
+          g_cpu_end.core_busy);
+    }
+    if (!o.cpu_pids.empty()) {
+      add("proc", g_cpu_start.pids_ok && g_cpu_end.pids_ok, g_cpu_start.proc, g_cpu_end.proc);
+    }
+  }
+
   switch (o.mode) {
     case Mode::kEcho: {
       double rate = static_cast<double>(messages) / o.duration;
@@ -976,10 +1097,11 @@ int main(int argc, char** argv) {
                   us(hist.Percentile(50)), us(hist.Percentile(99)), us(hist.Percentile(99.9)),
                   us(static_cast<double>(hist.max())), us(hist.mean()));
       std::printf("  errors    %" PRIu64 " (%s)\n", total_errors, breakdown.c_str());
+      std::fputs(cpu_human.c_str(), stdout);
       std::printf("RESULT mode=echo conns=%d size=%zu msgs_per_s=%.0f mb_per_s=%.2f p50_us=%.1f "
-                  "p99_us=%.1f p999_us=%.1f errors=%" PRIu64 "\n",
+                  "p99_us=%.1f p999_us=%.1f%s errors=%" PRIu64 "\n",
                   o.conns, o.size, rate, mb, us(hist.Percentile(50)), us(hist.Percentile(99)),
-                  us(hist.Percentile(99.9)), total_errors);
+                  us(hist.Percentile(99.9)), cpu_result.c_str(), total_errors);
       break;
     }
     case Mode::kHandshake: {
@@ -994,10 +1116,12 @@ int main(int argc, char** argv) {
       std::printf("  cycle     p50 %.1f us, p99 %.1f us (connect -> server's TCP close)\n",
                   us(hist2.Percentile(50)), us(hist2.Percentile(99)));
       std::printf("  errors    %" PRIu64 " (%s)\n", total_errors, breakdown.c_str());
+      std::fputs(cpu_human.c_str(), stdout);
       std::printf("RESULT mode=handshake conns=%d handshakes_per_s=%.0f p50_us=%.1f p99_us=%.1f "
-                  "cycle_p50_us=%.1f cycle_p99_us=%.1f errors=%" PRIu64 "\n",
+                  "p999_us=%.1f cycle_p50_us=%.1f cycle_p99_us=%.1f%s errors=%" PRIu64 "\n",
                   o.conns, rate, us(hist.Percentile(50)), us(hist.Percentile(99)),
-                  us(hist2.Percentile(50)), us(hist2.Percentile(99)), total_errors);
+                  us(hist.Percentile(99.9)), us(hist2.Percentile(50)), us(hist2.Percentile(99)),
+                  cpu_result.c_str(), total_errors);
       break;
     }
     case Mode::kIdle:
