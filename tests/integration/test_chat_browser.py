@@ -65,9 +65,9 @@ async def test_two_pages_chat_then_follow_a_drained_backend(gates, tmp_path):
     try:
         gate = await gates.launch(chat_config(backends))
         admin = "http://%s:%d" % admin_address(gate)
-        # The page comes from a backend's own HTTP port and is told wsgate's URL. Once wsgate
-        # forwards plain HTTP, load it through wsgate instead: f"http://{gate.host}:{gate.port}/?"
-        page_url = f"http://{backends[0].address}/?ws={gate.url('/chat')}"
+        # The page loads through wsgate (plain HTTP forwarding) and opens its WebSocket on the
+        # same origin and port: /chat on the host that served it.
+        page_url = f"http://{gate.host}:{gate.port}/?"
         screenshots = artifact_dir(tmp_path)
         driver = subprocess.run(
             [shutil.which("node") or "node", DRIVER, json.dumps({
