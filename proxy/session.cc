@@ -10,6 +10,7 @@
 
 #include "proxy/core/event_loop.h"
 #include "proxy/core/log.h"
+#include "proxy/core/random.h"
 #include "proxy/http/handshake.h"
 #include "proxy/http/request_key.h"
 #include "proxy/sticky_balancer.h"
@@ -904,7 +905,7 @@ void Session::FlushPendingClose(Side to) {
   }
   uint8_t mask[4];
   bool masked = to == Side::kBackend;  // RFC 6455 §5.3: frames towards a server are masked
-  if (masked && RAND_bytes(mask, sizeof(mask)) != 1) std::memset(mask, 0x5a, sizeof(mask));
+  if (masked && !SecureRandom(mask, sizeof(mask))) std::memset(mask, 0x5a, sizeof(mask));
   std::string frame = ws::BuildCloseFrame(e.pending_close, e.pending_reason, masked ? mask : nullptr);
   e.Write(frame.data(), frame.size());
   e.sent_close = true;

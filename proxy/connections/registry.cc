@@ -2,7 +2,7 @@
 
 #include "proxy/connections/disconnect_hook.h"
 
-#include <openssl/rand.h>
+#include "proxy/core/random.h"
 
 #include <algorithm>
 #include <atomic>
@@ -13,8 +13,8 @@ namespace wsgate {
 
 std::string NewConnectionId() {
   unsigned char raw[16];
-  if (RAND_bytes(raw, sizeof(raw)) != 1) {
-    // RAND_bytes fails only if the CSPRNG cannot be seeded; stay unique within the process.
+  if (!SecureRandom(raw, sizeof(raw))) {
+    // It fails only if the CSPRNG cannot be seeded; stay unique within the process.
     static std::atomic<uint64_t> counter{0};
     uint64_t parts[2] = {
         static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()),

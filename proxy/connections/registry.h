@@ -41,7 +41,7 @@ struct HookCounters {
   std::atomic<uint64_t> auth_cache_hits{0};
 };
 
-// 128 random bits (OpenSSL RAND_bytes) as 22 characters of unpadded base64url.
+// 128 random bits (OpenSSL's CSPRNG, via SecureRandom) as 22 characters of unpadded base64url.
 std::string NewConnectionId();
 
 // Facts about an upgraded connection that do not change while it lives.
