@@ -53,7 +53,6 @@ bool DirectSocket::TakeOver(BufferEventPtr& bev, const Callbacks* callbacks, voi
   reading_ = false;
   read_full_ = false;
   want_write_ = false;
-  evbuffer_add_cb(input_.get(), &OnInputChanged, this);
   return true;
 }
 
@@ -64,13 +63,6 @@ void DirectSocket::SetReadLimit(size_t limit) {
   UpdateInterest();
 }
 
-void DirectSocket::OnInputChanged(evbuffer*, const evbuffer_cb_info* info, void* self) {
-  auto* socket = static_cast<DirectSocket*>(self);
-  // Only a drain can bring the input back under the limit.
-  if (info->n_deleted == 0 || !socket->read_full_ || socket->over_read_limit()) return;
-  socket->read_full_ = false;
-  socket->UpdateInterest();
-}
 
 void DirectSocket::SetReading(bool on) {
   if (!open() || reading_ == on) return;

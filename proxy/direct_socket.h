@@ -46,9 +46,16 @@ class DirectSocket {
   evbuffer* output() const { return output_.get(); }
 
   void SetReading(bool on);
-  // Stop reading while the input holds |limit| bytes or more (0 = no limit); reading resumes
-  // by itself once the input drains below it.
+  // Stop reading while the input holds |limit| bytes or more (0 = no limit).
   void SetReadLimit(size_t limit);
+  // Call after taking bytes from input(): polling resumes once it is below the read limit.
+  // (An evbuffer callback would do this by itself, but costs ~7 % of the relay's instructions.)
+  void InputConsumed() {
+    if (read_full_ && !over_read_limit()) {
+      read_full_ = false;
+      UpdateInterest();
+    }
+  }
   // on_write fires after a write leaves at most |low| bytes queued.
   void WatchWritable(size_t low) {
     watch_write_ = true;
@@ -64,7 +71,6 @@ class DirectSocket {
   void OnReadable();
   void OnWritable();
   void UpdateInterest();
-  static void OnInputChanged(evbuffer*, const evbuffer_cb_info*, void* self);
   bool over_read_limit() const {
     return read_limit_ != 0 && evbuffer_get_length(input_.get()) >= read_limit_;
   }

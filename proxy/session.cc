@@ -701,11 +701,16 @@ void Session::Pump(Side from) {
   Side to = Other(from);
   Endpoint& sink = endpoint(to);
   if (!source.open()) return;
-  // Whatever this pass queued towards the sink goes out before returning to the loop.
-  struct FlushOnReturn {
+  // Whatever this pass queued towards the sink goes out before returning to the loop, and the
+  // source may read again if its input was at the limit.
+  struct AfterPump {
+    Endpoint& source;
     Endpoint& sink;
-    ~FlushOnReturn() { sink.Flush(); }
-  } flush_on_return{sink};
+    ~AfterPump() {
+      sink.Flush();
+      source.InputConsumed();
+    }
+  } after_pump{source, sink};
   evbuffer* input = source.input();
   if (source.discard_input) {
     evbuffer_drain(input, evbuffer_get_length(input));

@@ -153,6 +153,7 @@ class Session final : public Deferrable, public HttpForwarderOwner {
     void SetReading(bool on);
     void Write(const void* data, size_t size);
     void Flush() { if (!bev) direct.Flush(); }  // a bufferevent flushes by itself
+    void InputConsumed() { if (!bev) direct.InputConsumed(); }
     evutil_socket_t fd() const { return bev ? bufferevent_getfd(bev.get()) : direct.fd(); }
     void Close() {
       bev.reset();

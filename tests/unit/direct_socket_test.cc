@@ -102,8 +102,11 @@ TEST_F(DirectSocketTest, ReadLimitStopsReading) {
   EXPECT_EQ(evbuffer_get_length(recorder_.socket.input()), 8u * 1024);
   RunOnce();  // at the limit the fd is no longer polled (this would spin otherwise)
   EXPECT_EQ(recorder_.reads, 1);
-  // Draining below the limit resumes reading by itself.
+  // Draining below the limit and saying so resumes reading.
   evbuffer_drain(recorder_.socket.input(), 8 * 1024);
+  RunOnce();
+  EXPECT_EQ(recorder_.reads, 1);
+  recorder_.socket.InputConsumed();
   RunOnce();
   EXPECT_EQ(recorder_.reads, 2);
   EXPECT_EQ(evbuffer_get_length(recorder_.socket.input()), 8u * 1024);
