@@ -116,7 +116,6 @@ Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* pe
     if (!client_.bev) evutil_closesocket(fd);
   }
   timer_.reset(evtimer_new(context_.loop.base(), &SessionCallbacks::Timer, this));
-  throttle_timer_.reset(evtimer_new(context_.loop.base(), &SessionCallbacks::ThrottleTimer, this));
 }
 
 Session::~Session() = default;
@@ -765,6 +764,15 @@ void Session::Pump(Side from) {
           source.throttled = true;
           timeval wait = ToTimeval(config::Duration(
               static_cast<int64_t>(pipe.SecondsUntilToken() * 1000.0) + 1));
+          // Made on first use: most connections never meet the rate, and idle ones stay small.
+          if (!throttle_timer_) {
+            throttle_timer_.reset(
+                evtimer_new(context_.loop.base(), &SessionCallbacks::ThrottleTimer, this));
+          }
+          if (!throttle_timer_) {
+            OnViolation(from, ws::kInternalError, "out of memory");
+            return;
+          }
           evtimer_add(throttle_timer_.get(), &wait);
           return;
         }

@@ -259,7 +259,7 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   Endpoint client_;
   Endpoint backend_;
   EventPtr timer_;
-  EventPtr throttle_timer_;  // resumes a client paused by rate_action: throttle
+  EventPtr throttle_timer_;  // resumes a client paused by rate_action: throttle (made on first use)
   EventPtr ping_timer_;      // keepalive (timeouts.ping_interval); created only when enabled
   std::chrono::steady_clock::time_point last_client_data_;
   bool ping_outstanding_ = false;
