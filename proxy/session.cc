@@ -249,7 +249,8 @@ void Session::HandleRequestHead() {
   path_.assign(handshake.path);
   http::ForwardingInfo info{client_ip, client_tls_, id_};
   std::string proxy_fields;
-  if (context_.connections != nullptr && context_.connections->index() != nullptr) {
+  if (context_.connections != nullptr && context_.connections->index() != nullptr &&
+      config().admin.enabled) {
     proxy_fields = "X-Wsgate-Connection-Id: " + id_ + "\r\nX-Wsgate-Callback-Url: " +
                    context_.connections->index()->public_url() + "/connections/" + id_ + "\r\n";
   }
@@ -1158,7 +1159,7 @@ void Session::Finish(const char* closed_by) {
     pool_metrics_->closes[initiator][metrics::CloseCodeSlot(close_code_)].Add();
   }
   AccessRecord record = MakeAccessRecord(false);
-  if (registered_ && http_status_ == 101) NotifyDisconnect(record);
+  if (http_status_ == 101 && context_.connections != nullptr) NotifyDisconnect(record);
   UnregisterConnection();
   if (access_line_ && !served_http_) context_.access_log.Write(record);
 

@@ -103,6 +103,8 @@ void Session::ApplyAuthDecision(const AuthDecision& decision) {
 void Session::RegisterConnection() {
   ConnectionDirectory* directory = context_.connections;
   if (directory == nullptr || directory->index() == nullptr) return;
+  // The API lives on the admin listener: without one, nobody could use the entry.
+  if (!config().admin.enabled) return;
   if (!registered_) connected_at_ = std::chrono::system_clock::now();
   ConnectionEntry entry;
   entry.id = id_;
