@@ -175,6 +175,47 @@ inline void XorMask(uint8_t* dst, const uint8_t* src, size_t n, const uint8_t ma
   for (; i < n; ++i) dst[i] = src[i] ^ rotated[i & 7];
 }
 
+// --- payload pattern (wsbench echo, soak) ---------------------------------------------------
+// Byte k of message (conn id, seq) is byte k%8 of  seed ^ (uint8(k/8) * 0x0101010101010101),
+// seed = SplitMix64 of id and seq: every connection and every message differs, and a shifted,
+// truncated or reordered byte is caught.
+
+inline uint64_t PatternWord(uint64_t seed, uint64_t block) {
+  return seed ^ (static_cast<uint64_t>(static_cast<uint8_t>(block)) * 0x0101010101010101ull);
+}
+
+inline uint8_t PatternByte(uint64_t seed, uint64_t k) {
+  return static_cast<uint8_t>(PatternWord(seed, k >> 3) >> (8 * (k & 7)));
+}
+
+// Writes bytes 0..n of message `seed`.
+inline void FillPattern(uint64_t seed, uint8_t* p, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t word = PatternWord(seed, i >> 3);
+    std::memcpy(p + i, &word, 8);
+  }
+  for (; i < n; ++i) p[i] = PatternByte(seed, i);
+}
+
+// Returns the offset of the first wrong byte in data[0..n) (message offset `pos`), or n.
+inline size_t VerifyPattern(uint64_t seed, uint64_t pos, const uint8_t* data, size_t n) {
+  size_t i = 0;
+  while (i < n && ((pos + i) & 7) != 0) {
+    if (data[i] != PatternByte(seed, pos + i)) return i;
+    ++i;
+  }
+  for (; i + 8 <= n; i += 8) {
+    uint64_t got;
+    std::memcpy(&got, data + i, 8);
+    if (got != PatternWord(seed, (pos + i) >> 3)) break;
+  }
+  for (; i < n; ++i) {
+    if (data[i] != PatternByte(seed, pos + i)) return i;
+  }
+  return n;
+}
+
 // --- HTTP head helpers ----------------------------------------------------------------------
 
 inline bool IEquals(std::string_view a, std::string_view b) {

@@ -233,37 +233,6 @@ void ArmTimer(Conn* c, double seconds) {
   evtimer_add(c->timer, &tv);
 }
 
-// --- payload pattern ------------------------------------------------------------------------
-// Byte k of message (conn id, seq) is byte k%8 of  seed ^ (uint8(k/8) * 0x0101010101010101),
-// seed = SplitMix64 of id and seq: every connection and every message differs, and a shifted,
-// truncated or reordered byte is caught.
-
-uint64_t PatternWord(uint64_t seed, uint64_t block) {
-  return seed ^ (static_cast<uint64_t>(static_cast<uint8_t>(block)) * 0x0101010101010101ull);
-}
-
-uint8_t PatternByte(uint64_t seed, uint64_t k) {
-  return static_cast<uint8_t>(PatternWord(seed, k >> 3) >> (8 * (k & 7)));
-}
-
-// Returns the offset of the first wrong byte in data[0..n) (message offset `pos`), or n.
-size_t VerifyPattern(uint64_t seed, uint64_t pos, const uint8_t* data, size_t n) {
-  size_t i = 0;
-  while (i < n && ((pos + i) & 7) != 0) {
-    if (data[i] != PatternByte(seed, pos + i)) return i;
-    ++i;
-  }
-  for (; i + 8 <= n; i += 8) {
-    uint64_t got;
-    std::memcpy(&got, data + i, 8);
-    if (got != PatternWord(seed, (pos + i) >> 3)) break;
-  }
-  for (; i < n; ++i) {
-    if (data[i] != PatternByte(seed, pos + i)) return i;
-  }
-  return n;
-}
-
 // --- connection plumbing --------------------------------------------------------------------
 
 void OnIo(evutil_socket_t, short what, void* arg);
@@ -453,12 +422,7 @@ void SendMessage(Conn* c) {
   size_t start = c->out.size();
   c->out.resize(start + size);
   uint8_t* p = c->out.data() + start;
-  size_t i = 0;
-  for (; i + 8 <= size; i += 8) {
-    uint64_t word = PatternWord(c->seed, i >> 3);
-    std::memcpy(p + i, &word, 8);
-  }
-  for (; i < size; ++i) p[i] = PatternByte(c->seed, i);
+  wsb::FillPattern(c->seed, p, size);
   wsb::XorMask(p, p, size, mask, 0);
   c->awaiting = true;
   c->msg_bytes = 0;
@@ -664,7 +628,7 @@ bool Consume(Conn* c, const uint8_t* data, size_t n) {
       if ((c->frame.opcode & 0x8) != 0) {
         c->ctrl.append(reinterpret_cast<const char*>(data + i), take);
       } else {
-        size_t bad = VerifyPattern(c->seed, c->msg_bytes, data + i, take);
+        size_t bad = wsb::VerifyPattern(c->seed, c->msg_bytes, data + i, take);
         if (bad != take) {
           Fail(c, kErrData,
                "wrong echo byte at offset " + std::to_string(c->msg_bytes + bad) + " of message " +
