@@ -43,10 +43,6 @@
 
 #include "ws_util.h"
 
-#ifndef IP_BIND_ADDRESS_NO_PORT
-#define IP_BIND_ADDRESS_NO_PORT 24
-#endif
-
 namespace {
 
 constexpr size_t kReadChunk = 256 * 1024;
@@ -162,15 +158,8 @@ uint64_t LogUniform(Worker* w, uint64_t max) {
   return std::clamp<uint64_t>(static_cast<uint64_t>(v), 1, max);
 }
 
-timeval ToTimeval(double seconds) {
-  if (seconds < 0) seconds = 0;
-  timeval tv;
-  tv.tv_sec = static_cast<time_t>(seconds);
-  tv.tv_usec = static_cast<suseconds_t>((seconds - static_cast<double>(tv.tv_sec)) * 1e6);
-  return tv;
-}
 void Arm(event* e, double seconds) {
-  timeval tv = ToTimeval(seconds);
+  timeval tv = wsb::ToTimeval(seconds);
   evtimer_add(e, &tv);
 }
 
@@ -226,20 +215,15 @@ void Fail(Conn* c, std::atomic<uint64_t>& counter, const char* kind, const std::
 
 // Writes what is queued; returns false if the connection ended.
 bool Flush(Conn* c) {
-  while (c->out_off < c->out.size()) {
-    ssize_t n = send(c->fd, c->out.data() + c->out_off, c->out.size() - c->out_off, MSG_NOSIGNAL);
-    if (n > 0) {
-      c->out_off += static_cast<size_t>(n);
-      continue;
+  wsb::SendResult r = wsb::SendQueued(c->fd, &c->out, &c->out_off);
+  if (r == wsb::SendResult::kBlocked) {
+    if (!c->writing) {
+      event_add(c->wev, nullptr);
+      c->writing = true;
     }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (!c->writing) {
-        event_add(c->wev, nullptr);
-        c->writing = true;
-      }
-      return true;
-    }
+    return true;
+  }
+  if (r == wsb::SendResult::kFailed) {
     if (c->st == St::kConnecting || c->st == St::kUpgrading) {
       Fail(c, c->w->n.connect_failed, "connect failed", Errno("send"));
     } else {
@@ -248,8 +232,6 @@ bool Flush(Conn* c) {
     }
     return false;
   }
-  c->out.clear();
-  c->out_off = 0;
   if (c->writing) {
     event_del(c->wev);
     c->writing = false;
@@ -377,14 +359,8 @@ void StartConnect(Conn* c) {
   inet_pton(AF_INET, o.host.c_str(), &dst.sin_addr);
   if ((ntohl(dst.sin_addr.s_addr) >> 24) == 127) {
     // Loopback: rotate the source over 127.0.0.2..254 so ephemeral ports never run out.
-    setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
-    uint32_t last = 2 + static_cast<uint32_t>((w->src_counter++ * static_cast<uint64_t>(o.threads) +
-                                               static_cast<uint64_t>(w->index)) %
-                                              253);
-    sockaddr_in src{};
-    src.sin_family = AF_INET;
-    src.sin_addr.s_addr = htonl((127u << 24) | last);
-    if (bind(c->fd, reinterpret_cast<sockaddr*>(&src), sizeof(src)) != 0) {
+    uint64_t turn = w->src_counter++ * static_cast<uint64_t>(o.threads) + static_cast<uint64_t>(w->index);
+    if (!wsb::BindLoopbackSource(c->fd, 2 + static_cast<uint32_t>(turn % 253))) {
       Fail(c, w->n.connect_failed, "connect failed", Errno("bind"));
       return;
     }
@@ -409,17 +385,9 @@ void OnConnected(Conn* c) {
     Fail(c, c->w->n.connect_failed, "connect failed", std::strerror(err));
     return;
   }
-  uint8_t key_bytes[16];
-  uint64_t r1 = NextRandom(c->w), r2 = NextRandom(c->w);
-  std::memcpy(key_bytes, &r1, 8);
-  std::memcpy(key_bytes + 8, &r2, 8);
-  std::string key = wsb::Base64(key_bytes, sizeof(key_bytes));
-  c->expected_accept = wsb::AcceptFor(key);
   const Options& o = *c->w->opt;
-  std::string request = "GET " + o.path + " HTTP/1.1\r\nHost: " + o.host + ":" +
-                        std::to_string(o.port) +
-                        "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " +
-                        key + "\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  uint64_t r1 = NextRandom(c->w), r2 = NextRandom(c->w);
+  std::string request = wsb::UpgradeRequest(o.host, o.port, o.path, r1, r2, &c->expected_accept);
   c->out.assign(request.begin(), request.end());
   c->out_off = 0;
   c->st = St::kUpgrading;
@@ -429,24 +397,16 @@ void OnConnected(Conn* c) {
 
 bool CheckUpgrade(Conn* c, std::string_view head) {
   Worker* w = c->w;
-  std::string_view status = head.substr(0, head.find("\r\n"));
-  if (status.substr(0, 9) != "HTTP/1.1 " || status.size() < 12) {
-    Fail(c, w->n.handshake_bad, "bad handshake", "status line \"" + std::string(status) + "\"");
-    return false;
+  int status = 0;
+  std::string problem = wsb::CheckUpgradeResponse(head, c->expected_accept, &status);
+  if (problem.empty()) return true;
+  if (status != 0 && status != 101) {
+    if (static_cast<size_t>(status) < kMaxStatus) ++w->by_status[static_cast<size_t>(status)];
+    Fail(c, w->n.handshake_status, "handshake status", problem);
+  } else {
+    Fail(c, w->n.handshake_bad, "bad handshake", problem);
   }
-  int code = std::atoi(std::string(status.substr(9, 3)).c_str());
-  if (code != 101) {
-    if (code > 0 && static_cast<size_t>(code) < kMaxStatus) ++w->by_status[static_cast<size_t>(code)];
-    Fail(c, w->n.handshake_status, "handshake status", std::string(status));
-    return false;
-  }
-  std::string_view accept;
-  if (wsb::FindHeader(head, "Sec-WebSocket-Accept", &accept) != 1 ||
-      accept != c->expected_accept) {
-    Fail(c, w->n.handshake_bad, "bad handshake", "wrong Sec-WebSocket-Accept");
-    return false;
-  }
-  return true;
+  return false;
 }
 
 void OnUpgraded(Conn* c) {
@@ -466,9 +426,7 @@ void OnUpgraded(Conn* c) {
 // A close frame from the server; false if the connection ended.
 bool OnCloseFrame(Conn* c) {
   Worker* w = c->w;
-  int code = c->ctrl.size() >= 2 ? (static_cast<uint8_t>(c->ctrl[0]) << 8) |
-                                       static_cast<uint8_t>(c->ctrl[1])
-                                 : 1005;
+  int code = wsb::CloseCode(c->ctrl);
   c->ctrl.clear();
   if (c->st == St::kClosing && code == 1000) {
     if (!c->pending.empty()) {
@@ -567,25 +525,14 @@ bool Consume(Conn* c, const uint8_t* data, size_t n) {
     if (!c->in_payload) {
       if (!c->header.Feed(data, n, &i, &c->frame)) break;
       const wsb::FrameHeader& f = c->frame;
-      if (f.masked || f.rsv != 0) {
-        Fail(c, w->n.mismatch, "echo mismatch", f.masked ? "masked server frame" : "RSV bits set");
+      if (const char* problem = wsb::ServerFrameProblem(f, c->in_msg)) {
+        Fail(c, w->n.mismatch, "echo mismatch", problem);
         return false;
       }
-      if ((f.opcode & 0x8) != 0) {
-        if (f.length > 125 || !f.fin) {
-          Fail(c, w->n.mismatch, "echo mismatch", "bad control frame");
-          return false;
-        }
-      } else {
-        if (f.opcode == wsb::kOpContinuation) {
-          if (!c->in_msg) {
-            Fail(c, w->n.mismatch, "echo mismatch", "continuation without a message");
-            return false;
-          }
-        } else {
-          if (f.opcode != wsb::kOpBinary || c->in_msg || c->pending.empty()) {
-            Fail(c, w->n.mismatch, "echo mismatch",
-                 c->pending.empty() ? "unsolicited message" : "unexpected opcode");
+      if ((f.opcode & 0x8) == 0) {
+        if (f.opcode != wsb::kOpContinuation) {
+          if (c->pending.empty()) {
+            Fail(c, w->n.mismatch, "echo mismatch", "unsolicited message");
             return false;
           }
           c->in_msg = true;
