@@ -792,8 +792,10 @@ int main(int argc, char** argv) {
     uint64_t next = start;
     while (!done.load()) {
       next += static_cast<uint64_t>(o.report * 1e9);
-      timespec until{static_cast<time_t>(next / 1000000000ull), static_cast<long>(next % 1000000000ull)};
-      while (!done.load() && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, nullptr) == EINTR) {
+      while (!done.load() && wsb::NowNs() < next) {  // short naps: the end is not kept waiting
+        uint64_t nap = std::min<uint64_t>(next - std::min(next, wsb::NowNs()), 50000000);
+        timespec ts{0, static_cast<long>(nap)};
+        nanosleep(&ts, nullptr);
       }
       if (done.load()) break;
       std::printf("PROGRESS t=%.0f open=%" PRIu64 " opened=%" PRIu64 " clean=%" PRIu64
