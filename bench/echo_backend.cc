@@ -84,29 +84,22 @@ void Append(Conn* c, std::string_view text) {
 
 // Writes what is queued. Returns false if the connection is gone.
 bool Flush(Conn* c) {
-  while (c->out_off < c->out.size()) {
-    ssize_t n = send(c->fd, c->out.data() + c->out_off, c->out.size() - c->out_off, MSG_NOSIGNAL);
-    if (n > 0) {
-      c->out_off += static_cast<size_t>(n);
-      continue;
+  wsb::SendResult r = wsb::SendQueued(c->fd, &c->out, &c->out_off);
+  if (r == wsb::SendResult::kBlocked) {
+    if (!c->writing) {
+      event_add(c->wev, nullptr);
+      c->writing = true;
     }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (!c->writing) {
-        event_add(c->wev, nullptr);
-        c->writing = true;
-      }
-      if (!c->read_paused && c->out.size() - c->out_off > kPauseAbove) {
-        event_del(c->rev);
-        c->read_paused = true;
-      }
-      return true;
+    if (!c->read_paused && c->out.size() - c->out_off > kPauseAbove) {
+      event_del(c->rev);
+      c->read_paused = true;
     }
+    return true;
+  }
+  if (r == wsb::SendResult::kFailed) {
     Destroy(c);
     return false;
   }
-  c->out.clear();
-  c->out_off = 0;
   if (c->out.capacity() > 4 * kPauseAbove) c->out.shrink_to_fit();
   if (c->writing) {
     event_del(c->wev);

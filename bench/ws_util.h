@@ -2,17 +2,27 @@
 // frame headers, masking, and a log-bucket latency histogram.
 #pragma once
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/ip.h>
 #include <openssl/evp.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 
 #include <algorithm>
 #include <bit>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
 
 namespace wsb {
 
@@ -175,6 +185,109 @@ inline void XorMask(uint8_t* dst, const uint8_t* src, size_t n, const uint8_t ma
   for (; i < n; ++i) dst[i] = src[i] ^ rotated[i & 7];
 }
 
+// --- payload pattern (wsbench echo, soak) ---------------------------------------------------
+// Byte k of message (conn id, seq) is byte k%8 of  seed ^ (uint8(k/8) * 0x0101010101010101),
+// seed = SplitMix64 of id and seq: every connection and every message differs, and a shifted,
+// truncated or reordered byte is caught.
+
+inline uint64_t PatternWord(uint64_t seed, uint64_t block) {
+  return seed ^ (static_cast<uint64_t>(static_cast<uint8_t>(block)) * 0x0101010101010101ull);
+}
+
+inline uint8_t PatternByte(uint64_t seed, uint64_t k) {
+  return static_cast<uint8_t>(PatternWord(seed, k >> 3) >> (8 * (k & 7)));
+}
+
+// Writes bytes 0..n of message `seed`.
+inline void FillPattern(uint64_t seed, uint8_t* p, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t word = PatternWord(seed, i >> 3);
+    std::memcpy(p + i, &word, 8);
+  }
+  for (; i < n; ++i) p[i] = PatternByte(seed, i);
+}
+
+// Returns the offset of the first wrong byte in data[0..n) (message offset `pos`), or n.
+inline size_t VerifyPattern(uint64_t seed, uint64_t pos, const uint8_t* data, size_t n) {
+  size_t i = 0;
+  while (i < n && ((pos + i) & 7) != 0) {
+    if (data[i] != PatternByte(seed, pos + i)) return i;
+    ++i;
+  }
+  for (; i + 8 <= n; i += 8) {
+    uint64_t got;
+    std::memcpy(&got, data + i, 8);
+    if (got != PatternWord(seed, (pos + i) >> 3)) break;
+  }
+  for (; i < n; ++i) {
+    if (data[i] != PatternByte(seed, pos + i)) return i;
+  }
+  return n;
+}
+
+// --- sockets and the client handshake (wsbench, soak) -----------------------------------------
+
+inline timeval ToTimeval(double seconds) {
+  if (seconds < 0) seconds = 0;
+  timeval tv;
+  tv.tv_sec = static_cast<time_t>(seconds);
+  tv.tv_usec = static_cast<suseconds_t>((seconds - static_cast<double>(tv.tv_sec)) * 1e6);
+  return tv;
+}
+
+enum class SendResult { kAll, kBlocked, kFailed };
+
+// Sends out[*off..] until done or the socket is full; kAll empties *out. errno tells a kFailed.
+inline SendResult SendQueued(int fd, std::vector<uint8_t>* out, size_t* off) {
+  while (*off < out->size()) {
+    ssize_t n = send(fd, out->data() + *off, out->size() - *off, MSG_NOSIGNAL);
+    if (n > 0) {
+      *off += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return SendResult::kBlocked;
+    return SendResult::kFailed;
+  }
+  out->clear();
+  *off = 0;
+  return SendResult::kAll;
+}
+
+// Binds to source 127.0.0.`last`; connect() then picks the port for the whole 4-tuple
+// (IP_BIND_ADDRESS_NO_PORT), so spreading over addresses multiplies the ephemeral ports.
+inline bool BindLoopbackSource(int fd, uint32_t last) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+  sockaddr_in src{};
+  src.sin_family = AF_INET;
+  src.sin_addr.s_addr = htonl((127u << 24) | last);
+  return bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof(src)) == 0;
+}
+
+// The upgrade request with the key made of r1, r2; *expected_accept gets its accept value.
+inline std::string UpgradeRequest(std::string_view host, uint16_t port, std::string_view path,
+                                  uint64_t r1, uint64_t r2, std::string* expected_accept) {
+  uint8_t key_bytes[16];
+  std::memcpy(key_bytes, &r1, 8);
+  std::memcpy(key_bytes + 8, &r2, 8);
+  std::string key = Base64(key_bytes, sizeof(key_bytes));
+  *expected_accept = AcceptFor(key);
+  std::string request = "GET ";
+  request.append(path).append(" HTTP/1.1\r\nHost: ").append(host).append(":");
+  request.append(std::to_string(port));
+  request.append("\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ");
+  request.append(key).append("\r\nSec-WebSocket-Version: 13\r\n\r\n");
+  return request;
+}
+
+// Close code of a close frame's payload (1005 when it has none).
+inline int CloseCode(std::string_view payload) {
+  if (payload.size() < 2) return 1005;
+  return (static_cast<uint8_t>(payload[0]) << 8) | static_cast<uint8_t>(payload[1]);
+}
+
 // --- HTTP head helpers ----------------------------------------------------------------------
 
 inline bool IEquals(std::string_view a, std::string_view b) {
@@ -216,6 +329,40 @@ inline int FindHeader(std::string_view head, std::string_view name, std::string_
     pos = end;
   }
   return count;
+}
+
+// Checks the head of an upgrade response (status line first, up to the blank line): "" for a
+// 101 with Upgrade: websocket and the expected accept, else what is wrong. *status gets the
+// status code (0 if the status line is not HTTP/1.1).
+inline std::string CheckUpgradeResponse(std::string_view head, std::string_view expected_accept,
+                                        int* status) {
+  std::string_view line = head.substr(0, head.find("\r\n"));
+  *status = 0;
+  auto digit = [&](size_t i) { return line[i] >= '0' && line[i] <= '9'; };
+  if (line.size() >= 12 && line.substr(0, 9) == "HTTP/1.1 " && digit(9) && digit(10) && digit(11)) {
+    *status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
+  }
+  if (*status != 101) return "status \"" + std::string(line) + "\"";
+  std::string_view accept, upgrade;
+  if (FindHeader(head, "Sec-WebSocket-Accept", &accept) != 1 || accept != expected_accept) {
+    return "missing or wrong Sec-WebSocket-Accept \"" + std::string(accept) + "\"";
+  }
+  if (FindHeader(head, "Upgrade", &upgrade) < 1 || !IEquals(upgrade, "websocket")) {
+    return "no Upgrade: websocket";
+  }
+  return "";
+}
+
+// What is wrong with a frame header from a server to a client sending binary messages, or
+// nullptr: frames come unmasked without RSV bits, control frames final and at most 125 bytes,
+// continuations inside a message, and a new message is binary and not inside another.
+inline const char* ServerFrameProblem(const FrameHeader& f, bool in_msg) {
+  if (f.masked) return "masked frame from the server";
+  if (f.rsv != 0) return "RSV bits set";
+  if ((f.opcode & 0x8) != 0) return f.length > 125 || !f.fin ? "bad control frame" : nullptr;
+  if (f.opcode == kOpContinuation) return in_msg ? nullptr : "continuation without a message";
+  if (f.opcode != kOpBinary) return "unexpected opcode";
+  return in_msg ? "new message inside a fragmented one" : nullptr;
 }
 
 // --- latency histogram ----------------------------------------------------------------------

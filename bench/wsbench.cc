@@ -44,10 +44,6 @@
 
 #include "ws_util.h"
 
-#ifndef IP_BIND_ADDRESS_NO_PORT
-#define IP_BIND_ADDRESS_NO_PORT 24
-#endif
-
 namespace {
 
 constexpr size_t kReadChunk = 256 * 1024;
@@ -220,48 +216,11 @@ uint64_t NextRandom(Worker* w) {
   return w->rng;
 }
 
-timeval ToTimeval(double seconds) {
-  if (seconds < 0) seconds = 0;
-  timeval tv;
-  tv.tv_sec = static_cast<time_t>(seconds);
-  tv.tv_usec = static_cast<suseconds_t>((seconds - static_cast<double>(tv.tv_sec)) * 1e6);
-  return tv;
-}
+using wsb::ToTimeval;
 
 void ArmTimer(Conn* c, double seconds) {
   timeval tv = ToTimeval(seconds);
   evtimer_add(c->timer, &tv);
-}
-
-// --- payload pattern ------------------------------------------------------------------------
-// Byte k of message (conn id, seq) is byte k%8 of  seed ^ (uint8(k/8) * 0x0101010101010101),
-// seed = SplitMix64 of id and seq: every connection and every message differs, and a shifted,
-// truncated or reordered byte is caught.
-
-uint64_t PatternWord(uint64_t seed, uint64_t block) {
-  return seed ^ (static_cast<uint64_t>(static_cast<uint8_t>(block)) * 0x0101010101010101ull);
-}
-
-uint8_t PatternByte(uint64_t seed, uint64_t k) {
-  return static_cast<uint8_t>(PatternWord(seed, k >> 3) >> (8 * (k & 7)));
-}
-
-// Returns the offset of the first wrong byte in data[0..n) (message offset `pos`), or n.
-size_t VerifyPattern(uint64_t seed, uint64_t pos, const uint8_t* data, size_t n) {
-  size_t i = 0;
-  while (i < n && ((pos + i) & 7) != 0) {
-    if (data[i] != PatternByte(seed, pos + i)) return i;
-    ++i;
-  }
-  for (; i + 8 <= n; i += 8) {
-    uint64_t got;
-    std::memcpy(&got, data + i, 8);
-    if (got != PatternWord(seed, (pos + i) >> 3)) break;
-  }
-  for (; i < n; ++i) {
-    if (data[i] != PatternByte(seed, pos + i)) return i;
-  }
-  return n;
 }
 
 // --- connection plumbing --------------------------------------------------------------------
@@ -330,26 +289,19 @@ std::string Errno(const char* what) { return std::string(what) + ": " + std::str
 
 // Writes what is queued; returns false if the connection failed.
 bool Flush(Conn* c) {
-  while (c->out_off < c->out.size()) {
-    ssize_t n = send(c->fd, c->out.data() + c->out_off, c->out.size() - c->out_off, MSG_NOSIGNAL);
-    if (n > 0) {
-      c->out_off += static_cast<size_t>(n);
-      continue;
+  wsb::SendResult r = wsb::SendQueued(c->fd, &c->out, &c->out_off);
+  if (r == wsb::SendResult::kBlocked) {
+    if (!c->writing) {
+      event_add(c->wev, nullptr);
+      c->writing = true;
     }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (!c->writing) {
-        event_add(c->wev, nullptr);
-        c->writing = true;
-      }
-      return true;
-    }
+    return true;
+  }
+  if (r == wsb::SendResult::kFailed) {
     bool opening = c->st == St::kConnecting || c->st == St::kUpgrading;
     Fail(c, opening ? kErrConnect : kErrClosed, Errno("send"));
     return false;
   }
-  c->out.clear();
-  c->out_off = 0;
   if (c->writing) {
     event_del(c->wev);
     c->writing = false;
@@ -382,17 +334,12 @@ void StartConnect(Conn* c) {
   int one = 1;
   setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   if (o.spread) {
-    // Let connect() pick the port for the whole 4-tuple instead of reserving one at bind().
-    setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
     int span = o.src_last - o.src_first + 1;
     uint32_t last = static_cast<uint32_t>(o.src_first) +
                     static_cast<uint32_t>((w->src_counter++ * static_cast<uint64_t>(o.threads) +
                                            static_cast<uint64_t>(w->index)) %
                                           static_cast<uint64_t>(span));
-    sockaddr_in src{};
-    src.sin_family = AF_INET;
-    src.sin_addr.s_addr = htonl((127u << 24) | last);
-    if (bind(c->fd, reinterpret_cast<sockaddr*>(&src), sizeof(src)) != 0) {
+    if (!wsb::BindLoopbackSource(c->fd, last)) {
       Fail(c, kErrConnect, Errno("bind"));
       return;
     }
@@ -421,17 +368,9 @@ void OnConnected(Conn* c) {
     Fail(c, kErrConnect, std::string("connect: ") + std::strerror(err));
     return;
   }
-  uint8_t key_bytes[16];
-  uint64_t r1 = NextRandom(c->w), r2 = NextRandom(c->w);
-  std::memcpy(key_bytes, &r1, 8);
-  std::memcpy(key_bytes + 8, &r2, 8);
-  std::string key = wsb::Base64(key_bytes, sizeof(key_bytes));
-  c->expected_accept = wsb::AcceptFor(key);
   const Options& o = *c->w->opt;
-  std::string request = "GET " + o.path + " HTTP/1.1\r\nHost: " + o.host + ":" +
-                        std::to_string(o.port) +
-                        "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " +
-                        key + "\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  uint64_t r1 = NextRandom(c->w), r2 = NextRandom(c->w);
+  std::string request = wsb::UpgradeRequest(o.host, o.port, o.path, r1, r2, &c->expected_accept);
   c->out.assign(request.begin(), request.end());
   c->out_off = 0;
   c->st = St::kUpgrading;
@@ -453,12 +392,7 @@ void SendMessage(Conn* c) {
   size_t start = c->out.size();
   c->out.resize(start + size);
   uint8_t* p = c->out.data() + start;
-  size_t i = 0;
-  for (; i + 8 <= size; i += 8) {
-    uint64_t word = PatternWord(c->seed, i >> 3);
-    std::memcpy(p + i, &word, 8);
-  }
-  for (; i < size; ++i) p[i] = PatternByte(c->seed, i);
+  wsb::FillPattern(c->seed, p, size);
   wsb::XorMask(p, p, size, mask, 0);
   c->awaiting = true;
   c->msg_bytes = 0;
@@ -537,22 +471,11 @@ void OnMessage(Conn* c) {
 }
 
 bool CheckUpgrade(Conn* c, std::string_view head) {
-  std::string_view status = head.substr(0, head.find("\r\n"));
-  if (status.substr(0, 13) != "HTTP/1.1 101 ") {
-    Fail(c, kErrHandshake, "status \"" + std::string(status) + "\"");
-    return false;
-  }
-  std::string_view accept, upgrade;
-  if (wsb::FindHeader(head, "Sec-WebSocket-Accept", &accept) != 1 ||
-      accept != c->expected_accept) {
-    Fail(c, kErrHandshake, "missing or wrong Sec-WebSocket-Accept \"" + std::string(accept) + "\"");
-    return false;
-  }
-  if (wsb::FindHeader(head, "Upgrade", &upgrade) < 1 || !wsb::IEquals(upgrade, "websocket")) {
-    Fail(c, kErrHandshake, "no Upgrade: websocket");
-    return false;
-  }
-  return true;
+  int status = 0;
+  std::string problem = wsb::CheckUpgradeResponse(head, c->expected_accept, &status);
+  if (problem.empty()) return true;
+  Fail(c, kErrHandshake, problem);
+  return false;
 }
 
 bool ControlDone(Conn* c) {
@@ -573,9 +496,7 @@ bool ControlDone(Conn* c) {
       c->ctrl.clear();
       return true;
     case wsb::kOpClose: {
-      int code = c->ctrl.size() >= 2 ? (static_cast<uint8_t>(c->ctrl[0]) << 8) |
-                                           static_cast<uint8_t>(c->ctrl[1])
-                                     : 1005;
+      int code = wsb::CloseCode(c->ctrl);
       c->ctrl.clear();
       if (c->st != St::kClosing) {
         Fail(c, kErrClosed, "unexpected close frame, code " + std::to_string(code));
@@ -623,27 +544,12 @@ bool Consume(Conn* c, const uint8_t* data, size_t n) {
     if (!c->in_payload) {
       if (!c->header.Feed(data, n, &i, &c->frame)) break;
       const wsb::FrameHeader& f = c->frame;
-      bool control = (f.opcode & 0x8) != 0;
-      if (f.masked || f.rsv != 0) {
-        Fail(c, kErrData, f.masked ? "masked frame from the server" : "RSV bits set");
+      if (const char* problem = wsb::ServerFrameProblem(f, c->in_msg)) {
+        Fail(c, kErrData, std::string(problem) + " (opcode " + std::to_string(f.opcode) + ")");
         return false;
       }
-      if (control) {
-        if (f.length > 125 || !f.fin) {
-          Fail(c, kErrData, "bad control frame");
-          return false;
-        }
-      } else {
-        if (f.opcode == wsb::kOpContinuation) {
-          if (!c->in_msg) {
-            Fail(c, kErrData, "continuation without a message");
-            return false;
-          }
-        } else {
-          if (f.opcode != wsb::kOpBinary || c->in_msg) {
-            Fail(c, kErrData, "unexpected opcode " + std::to_string(f.opcode));
-            return false;
-          }
+      if ((f.opcode & 0x8) == 0) {
+        if (f.opcode != wsb::kOpContinuation) {
           if (!c->awaiting) {
             Fail(c, kErrData, "unsolicited message");
             return false;
@@ -664,7 +570,7 @@ bool Consume(Conn* c, const uint8_t* data, size_t n) {
       if ((c->frame.opcode & 0x8) != 0) {
         c->ctrl.append(reinterpret_cast<const char*>(data + i), take);
       } else {
-        size_t bad = VerifyPattern(c->seed, c->msg_bytes, data + i, take);
+        size_t bad = wsb::VerifyPattern(c->seed, c->msg_bytes, data + i, take);
         if (bad != take) {
           Fail(c, kErrData,
                "wrong echo byte at offset " + std::to_string(c->msg_bytes + bad) + " of message " +
