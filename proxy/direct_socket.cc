@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <vector>
 
 namespace wsgate {
 namespace {
@@ -21,22 +22,64 @@ constexpr size_t kReadBudget = 256 * 1024;
 
 bool WouldBlock(int error) { return error == EAGAIN || error == EWOULDBLOCK || error == EINTR; }
 
+// Empty evbuffers this thread's sockets gave back. A socket keeps a buffer only while bytes wait
+// in it (HAProxy does the same with its buffers), so idle connections cost none, and a message
+// reuses a cached one instead of allocating.
+class BufferCache {
+ public:
+  ~BufferCache() {
+    for (evbuffer* buffer : free_) evbuffer_free(buffer);
+  }
+  evbuffer* Get() {
+    if (free_.empty()) return evbuffer_new();
+    evbuffer* buffer = free_.back();
+    free_.pop_back();
+    return buffer;
+  }
+  void Put(evbuffer* buffer) {
+    if (free_.size() < kMaxCached && evbuffer_get_length(buffer) == 0) {
+      free_.push_back(buffer);
+    } else {
+      evbuffer_free(buffer);
+    }
+  }
+
+ private:
+  static constexpr size_t kMaxCached = 256;
+  std::vector<evbuffer*> free_;
+};
+
+thread_local BufferCache buffer_cache;
+
 }  // namespace
+
+evbuffer* DirectSocket::AcquireBuffer() { return buffer_cache.Get(); }
+
+void DirectSocket::ReleaseBuffer(evbuffer*& buffer) {
+  if (buffer == nullptr) return;
+  buffer_cache.Put(buffer);
+  buffer = nullptr;
+}
 
 bool DirectSocket::TakeOver(BufferEventPtr& bev, const Callbacks* callbacks, void* ctx) {
   evutil_socket_t fd = bufferevent_getfd(bev.get());
   if (fd < 0) return false;
-  EvBufferPtr input(evbuffer_new());
-  EvBufferPtr output(evbuffer_new());
-  EventPtr event(event_new(bufferevent_get_base(bev.get()), fd, 0, &OnEventTrampoline, this));
-  if (!input || !output || !event) return false;
-  bufferevent_disable(bev.get(), EV_READ | EV_WRITE);
+  evbuffer* old_input = bufferevent_get_input(bev.get());
   evbuffer* old_output = bufferevent_get_output(bev.get());
+  // Buffers only for bytes already waiting; the rest are made when data comes.
+  EvBufferPtr input(evbuffer_get_length(old_input) > 0 ? AcquireBuffer() : nullptr);
+  EvBufferPtr output(evbuffer_get_length(old_output) > 0 ? AcquireBuffer() : nullptr);
+  EventPtr event(event_new(bufferevent_get_base(bev.get()), fd, 0, &OnEventTrampoline, this));
+  if ((!input && evbuffer_get_length(old_input) > 0) ||
+      (!output && evbuffer_get_length(old_output) > 0) || !event) {
+    return false;
+  }
+  bufferevent_disable(bev.get(), EV_READ | EV_WRITE);
   // A socket bufferevent freezes the front of its output (only it may drain it); it is about to
   // be freed, so take its queued bytes.
   evbuffer_unfreeze(old_output, 1);
-  if (evbuffer_add_buffer(input.get(), bufferevent_get_input(bev.get())) != 0 ||
-      evbuffer_add_buffer(output.get(), old_output) != 0) {
+  if ((input && evbuffer_add_buffer(input.get(), old_input) != 0) ||
+      (output && evbuffer_add_buffer(output.get(), old_output) != 0)) {
     evbuffer_freeze(old_output, 1);
     return false;
   }
@@ -44,8 +87,8 @@ bool DirectSocket::TakeOver(BufferEventPtr& bev, const Callbacks* callbacks, voi
   bufferevent_setfd(bev.get(), -1);
   bev.reset();
   fd_ = fd;
-  input_ = std::move(input);
-  output_ = std::move(output);
+  input_ = input.release();
+  output_ = output.release();
   event_ = std::move(event);
   callbacks_ = callbacks;
   ctx_ = ctx;
@@ -71,14 +114,15 @@ void DirectSocket::SetReading(bool on) {
 }
 
 void DirectSocket::Flush() {
-  if (!open() || want_write_ || evbuffer_get_length(output_.get()) == 0) return;
-  int written = evbuffer_write(output_.get(), fd_);
+  if (!open() || want_write_ || output_ == nullptr) return;
   // A hard error leaves the bytes queued: the socket then polls writable, and the write in
   // OnWritable() meets the error again and reports it from the event callback.
-  (void)written;
-  if (evbuffer_get_length(output_.get()) > 0) {
+  if (evbuffer_get_length(output_) > 0) evbuffer_write(output_, fd_);
+  if (evbuffer_get_length(output_) > 0) {
     want_write_ = true;
     UpdateInterest();
+  } else {
+    ReleaseBuffer(output_);
   }
 }
 
@@ -89,8 +133,8 @@ void DirectSocket::Close() {
   }
   if (fd_ >= 0) evutil_closesocket(fd_);
   fd_ = -1;
-  input_.reset();
-  output_.reset();
+  ReleaseBuffer(input_);
+  ReleaseBuffer(output_);
   interest_ = 0;
   reading_ = false;
   read_full_ = false;
@@ -112,8 +156,13 @@ void DirectSocket::OnReadable() {
   size_t want = kFirstRead;
   bool eof = false;
   bool failed = false;
+  evbuffer* input = this->input();
+  if (input == nullptr) {
+    callbacks_->on_event(ctx_, BEV_EVENT_READING | BEV_EVENT_ERROR);  // out of memory
+    return;
+  }
   while (total < kReadBudget) {
-    size_t buffered = evbuffer_get_length(input_.get());
+    size_t buffered = evbuffer_get_length(input);
     if (read_limit_ != 0) {
       if (buffered >= read_limit_) {
         // Level-triggered polling would spin on a full input: stop until it drains.
@@ -124,7 +173,7 @@ void DirectSocket::OnReadable() {
       want = std::min(want, read_limit_ - buffered);
     }
     evbuffer_iovec space[2];
-    int chunks = evbuffer_reserve_space(input_.get(), static_cast<ev_ssize_t>(want), space, 2);
+    int chunks = evbuffer_reserve_space(input, static_cast<ev_ssize_t>(want), space, 2);
     if (chunks <= 0) {
       failed = true;  // out of memory: treat like a broken connection
       break;
@@ -143,13 +192,13 @@ void DirectSocket::OnReadable() {
         space[i].iov_len = std::min(left, iov[i].iov_len);
         left -= space[i].iov_len;
       }
-      evbuffer_commit_space(input_.get(), space, used);
+      evbuffer_commit_space(input, space, used);
       total += static_cast<size_t>(got);
       if (static_cast<size_t>(got) < want) break;  // the socket is (almost surely) drained
       want = kLargeRead;
       continue;
     }
-    evbuffer_commit_space(input_.get(), space, 0);
+    evbuffer_commit_space(input, space, 0);
     if (got == 0) {
       eof = true;
     } else if (!WouldBlock(errno)) {
@@ -174,7 +223,7 @@ void DirectSocket::OnReadable() {
 }
 
 void DirectSocket::OnWritable() {
-  int written = evbuffer_write(output_.get(), fd_);
+  int written = output_ != nullptr ? evbuffer_write(output_, fd_) : 0;
   if (written < 0 && !WouldBlock(errno)) {
     want_write_ = false;
     reading_ = false;
@@ -182,10 +231,11 @@ void DirectSocket::OnWritable() {
     callbacks_->on_event(ctx_, BEV_EVENT_WRITING | BEV_EVENT_ERROR);
     return;
   }
-  size_t left = evbuffer_get_length(output_.get());
+  size_t left = output_length();
   if (left == 0) {
     want_write_ = false;
     UpdateInterest();
+    ReleaseBuffer(output_);
   }
   if (watch_write_ && left <= write_low_) callbacks_->on_write(ctx_);
 }

@@ -42,8 +42,14 @@ class DirectSocket {
 
   bool open() const { return fd_ >= 0; }
   evutil_socket_t fd() const { return fd_; }
-  evbuffer* input() const { return input_.get(); }
-  evbuffer* output() const { return output_.get(); }
+  // The buffers exist only while bytes wait in them: an empty one goes back to a per-thread
+  // cache (Flush, InputConsumed), so an idle connection holds no evbuffer. These make one on
+  // demand; the *_length() forms never do.
+  evbuffer* input() { return input_ ? input_ : (input_ = AcquireBuffer()); }
+  evbuffer* output() { return output_ ? output_ : (output_ = AcquireBuffer()); }
+  size_t input_length() const { return input_ ? evbuffer_get_length(input_) : 0; }
+  size_t output_length() const { return output_ ? evbuffer_get_length(output_) : 0; }
+  bool holds_buffers() const { return input_ != nullptr || output_ != nullptr; }
 
   void SetReading(bool on);
   // Stop reading while the input holds |limit| bytes or more (0 = no limit).
@@ -55,6 +61,7 @@ class DirectSocket {
       read_full_ = false;
       UpdateInterest();
     }
+    if (input_ != nullptr && evbuffer_get_length(input_) == 0) ReleaseBuffer(input_);
   }
   // on_write fires after a write leaves at most |low| bytes queued.
   void WatchWritable(size_t low) {
@@ -71,13 +78,14 @@ class DirectSocket {
   void OnReadable();
   void OnWritable();
   void UpdateInterest();
-  bool over_read_limit() const {
-    return read_limit_ != 0 && evbuffer_get_length(input_.get()) >= read_limit_;
-  }
+  bool over_read_limit() const { return read_limit_ != 0 && input_length() >= read_limit_; }
+  static evbuffer* AcquireBuffer();
+  // Hand |buffer| back (cached if empty, else freed) and clear the pointer.
+  static void ReleaseBuffer(evbuffer*& buffer);
 
   evutil_socket_t fd_ = -1;
-  EvBufferPtr input_;
-  EvBufferPtr output_;
+  evbuffer* input_ = nullptr;   // owned; see input()
+  evbuffer* output_ = nullptr;  // owned
   EventPtr event_;
   const Callbacks* callbacks_ = nullptr;
   void* ctx_ = nullptr;

@@ -100,8 +100,7 @@ Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* pe
       runtime_(context.current),
       id_(NewConnectionId()),
       listener_name_(std::move(listener_name)),
-      request_parser_(http::HeadKind::kRequest, RequestLimits(context.current->config)),
-      response_parser_(http::HeadKind::kResponse, RequestLimits(context.current->config)),
+      handshake_(std::make_unique<Handshake>(RequestLimits(context.current->config))),
       started_at_(std::chrono::steady_clock::now()) {
   std::memcpy(&peer_, peer, peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
   peer_text_ = FormatSockaddr(peer);
@@ -120,11 +119,11 @@ Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* pe
 
 Session::~Session() = default;
 
-evbuffer* Session::Endpoint::input() const {
+evbuffer* Session::Endpoint::input() {
   return bev ? bufferevent_get_input(bev.get()) : direct.input();
 }
 
-evbuffer* Session::Endpoint::output() const {
+evbuffer* Session::Endpoint::output() {
   return bev ? bufferevent_get_output(bev.get()) : direct.output();
 }
 
@@ -209,11 +208,11 @@ void Session::HandleRequestHead() {
   // The head is bounded by max_header_bytes, so linearising it is cheap.
   const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, -1));
   std::string_view buffered(data, length);
-  switch (request_parser_.Parse(buffered)) {
+  switch (handshake_->request_parser.Parse(buffered)) {
     case http::ParseStatus::kNeedMore:
       return;
     case http::ParseStatus::kError: {
-      http::ParseError error = request_parser_.error();
+      http::ParseError error = handshake_->request_parser.error();
       int status = error == http::ParseError::kHeadTooLarge ? 431 : 400;
       Reject(status, http::ParseErrorName(error));
       return;
@@ -221,7 +220,7 @@ void Session::HandleRequestHead() {
     case http::ParseStatus::kComplete:
       break;
   }
-  http::HeadView request(request_parser_, buffered);
+  http::HeadView request(handshake_->request_parser, buffered);
   http::ClientHandshakePolicy policy{&config().limits.allowed_origins};
   http::ClientHandshake handshake = http::CheckClientHandshake(request, policy);
   if (handshake.status == 426 && !handshake.is_upgrade) {
@@ -239,10 +238,10 @@ void Session::HandleRequestHead() {
   }
   route_index_ = match.route;
   pool_index_ = match.pool;
-  expected_accept_ = http::ComputeAccept(handshake.key);
+  handshake_->expected_accept = http::ComputeAccept(handshake.key);
   std::string client_ip = FormatIp(reinterpret_cast<const sockaddr*>(&peer_));
   if (!PlaceSticky(request, pool_config(), pool().backends, client_ip, handshake.path, &pick_,
-                   &preferred_backend_)) {
+                   &handshake_->preferred_backend)) {
     Reject(400, "the sticky routing key is missing");
     return;
   }
@@ -258,7 +257,7 @@ void Session::HandleRequestHead() {
   bool authorize = auth.enabled && config().routes[static_cast<size_t>(route_index_)].auth &&
                    context_.connections != nullptr && context_.connections->index() != nullptr;
   // With auth on, a client cannot send the headers the auth service vouches for itself.
-  upstream_request_ = http::BuildUpstreamRequest(request, info, proxy_fields,
+  handshake_->upstream_request = http::BuildUpstreamRequest(request, info, proxy_fields,
                                                  authorize ? &auth.copy_headers : nullptr);
   HeaderList auth_headers;
   std::string auth_key;
@@ -266,9 +265,9 @@ void Session::HandleRequestHead() {
     auth_headers = AuthRequestHeaders(request, auth, client_ip, id_);
     if (auth.cache_ttl.count() > 0) auth_key = AuthCacheKey(request, auth);
   }
-  evbuffer_drain(input, request_parser_.head_length());
-  tried_.assign(pool().backends.size(), false);
-  pick_.excluded = &tried_;
+  evbuffer_drain(input, handshake_->request_parser.head_length());
+  handshake_->tried.assign(pool().backends.size(), false);
+  pick_.excluded = &handshake_->tried;
   if (authorize) {
     StartAuth(std::move(auth_headers), std::move(auth_key));
     return;
@@ -306,7 +305,7 @@ void Session::OnUpgradeRequest() {
   // A WebSocket upgrade after plain requests on the same connection: the usual path from here.
   served_http_ = false;
   state_ = State::kReadingRequest;
-  request_parser_ = http::HeadParser(http::HeadKind::kRequest, RequestLimits(config()));
+  handshake_->request_parser = http::HeadParser(http::HeadKind::kRequest, RequestLimits(config()));
   bufferevent_setwatermark(client_.bev.get(), EV_READ, 0, config().limits.max_header_bytes);
   bufferevent_enable(client_.bev.get(), EV_READ);
   ArmTimer(config().timeouts.handshake);
@@ -429,20 +428,20 @@ void Session::OnClientEvent(short what) {
 
 void Session::TryNextBackend() {
   Pool& pool = this->pool();
-  int index = attempts_ <= config().retries
-                  ? PickPreferring(*pool.balancer, pool.backends, pick_, preferred_backend_)
+  int index = handshake_->attempts <= config().retries
+                  ? PickPreferring(*pool.balancer, pool.backends, pick_, handshake_->preferred_backend)
                   : -1;
   if (index < 0) {
     const char* reason = nullptr;
-    int status = NoBackendStatus(attempts_, all_attempts_timed_out_, &reason);
+    int status = NoBackendStatus(handshake_->attempts, handshake_->all_attempts_timed_out, &reason);
     Reject(status, reason, status == 503 ? "Retry-After: 1\r\n" : "");
     return;
   }
   chosen_backend_ = pool.backends[static_cast<size_t>(index)];
-  tried_[static_cast<size_t>(index)] = true;
-  ++attempts_;
+  handshake_->tried[static_cast<size_t>(index)] = true;
+  ++handshake_->attempts;
   ++chosen_backend_->active;
-  response_parser_ = http::HeadParser(http::HeadKind::kResponse, RequestLimits(config()));
+  handshake_->response_parser = http::HeadParser(http::HeadKind::kResponse, RequestLimits(config()));
   const tls::ClientContext* backend_tls = runtime_->pool_tls[static_cast<size_t>(pool_index_)].get();
   backend_.plain_tcp = backend_tls == nullptr;
   backend_.bev = StartConnect(context_.loop.base(), *chosen_backend_, backend_tls);
@@ -462,7 +461,7 @@ void Session::OnBackendConnected() {
   state_ = State::kAwaitingUpgrade;
   // Before the backend can read its callback URL: a push it sends at once must find us.
   RegisterConnection();
-  bufferevent_write(backend_.bev.get(), upstream_request_.data(), upstream_request_.size());
+  bufferevent_write(backend_.bev.get(), handshake_->upstream_request.data(), handshake_->upstream_request.size());
   ArmTimer(config().timeouts.backend_handshake);
 }
 
@@ -471,13 +470,13 @@ void Session::ReportOutcome(bool ok) {
 }
 
 void Session::OnAttemptFailed(bool timed_out, const char* why, metrics::ConnectFailure failure) {
-  if (!timed_out) all_attempts_timed_out_ = false;
+  if (!timed_out) handshake_->all_attempts_timed_out = false;
   ReportOutcome(false);
   context_.metrics.Backend(chosen_backend_->pool, chosen_backend_->address)
       .connect_failures[failure]
       .Add();
   LOG_WARN("session client=" + peer_text_ + " backend=" + chosen_backend_->address + " attempt " +
-           std::to_string(attempts_) + " failed: " + why);
+           std::to_string(handshake_->attempts) + " failed: " + why);
   ReleaseBackend();
   backend_.bev.reset();  // safe inside its own callback: libevent defers the actual free
   TryNextBackend();
@@ -540,18 +539,18 @@ void Session::HandleResponseHead() {
   size_t length = evbuffer_get_length(input);
   const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, -1));
   std::string_view buffered(data, length);
-  switch (response_parser_.Parse(buffered)) {
+  switch (handshake_->response_parser.Parse(buffered)) {
     case http::ParseStatus::kNeedMore:
       return;
     case http::ParseStatus::kError:
       Reject(502, std::string("invalid response head from backend: ") +
-                      http::ParseErrorName(response_parser_.error()));
+                      http::ParseErrorName(handshake_->response_parser.error()));
       return;
     case http::ParseStatus::kComplete:
       break;
   }
-  http::HeadView response(response_parser_, buffered);
-  http::UpstreamVerdict verdict = http::CheckUpstreamResponse(response, expected_accept_);
+  http::HeadView response(handshake_->response_parser, buffered);
+  http::UpstreamVerdict verdict = http::CheckUpstreamResponse(response, handshake_->expected_accept);
   ReportOutcome(verdict.kind == http::UpstreamVerdict::kUpgraded);
   if (verdict.kind == http::UpstreamVerdict::kInvalidUpgrade) {
     context_.metrics.Backend(chosen_backend_->pool, chosen_backend_->address)
@@ -561,7 +560,7 @@ void Session::HandleResponseHead() {
     return;
   }
   if (verdict.kind == http::UpstreamVerdict::kNotUpgraded) {
-    int status = response_parser_.status_code();
+    int status = handshake_->response_parser.status_code();
     // The body's length decides where the response ends; anything ambiguous ends at EOF.
     bool has_length = false;
     uint64_t content_length = 0;
@@ -579,11 +578,11 @@ void Session::HandleResponseHead() {
     }
     CountHandshake(metrics::kBackendRejected);
     std::string head = http::BuildRelayedResponseHead(response);
-    evbuffer_drain(input, response_parser_.head_length());
+    evbuffer_drain(input, handshake_->response_parser.head_length());
     http_status_ = status;
     reason_ = verdict.reason;
-    response_body_left_ = content_length;
-    response_until_eof_ = !has_length;
+    handshake_->response_body_left = content_length;
+    handshake_->response_until_eof = !has_length;
     state_ = State::kRelayingResponse;
     evbuffer* client_input = bufferevent_get_input(client_.bev.get());
     evbuffer_drain(client_input, evbuffer_get_length(client_input));
@@ -600,12 +599,12 @@ void Session::HandleResponseHead() {
   std::string cookie = StickyCookieLine(pool_config(), *chosen_backend_);
   if (!cookie.empty()) {
     // Insert before the head's final CRLF.
-    evbuffer_remove_buffer(input, client_output, response_parser_.head_length() - 2);
+    evbuffer_remove_buffer(input, client_output, handshake_->response_parser.head_length() - 2);
     evbuffer_drain(input, 2);
     cookie.append("\r\n");
     evbuffer_add(client_output, cookie.data(), cookie.size());
   } else {
-    evbuffer_remove_buffer(input, client_output, response_parser_.head_length());
+    evbuffer_remove_buffer(input, client_output, handshake_->response_parser.head_length());
   }
   ws::DirectionPolicy to_backend{true, verdict.permessage_deflate, verdict.other_extension,
                                  config().limits.max_message_bytes};
@@ -622,11 +621,11 @@ void Session::RelayResponseBody() {
   evbuffer* output = bufferevent_get_output(client_.bev.get());
   size_t available = evbuffer_get_length(input);
   size_t n = available;
-  if (!response_until_eof_) n = static_cast<size_t>(std::min<uint64_t>(n, response_body_left_));
+  if (!handshake_->response_until_eof) n = static_cast<size_t>(std::min<uint64_t>(n, handshake_->response_body_left));
   evbuffer_remove_buffer(input, output, n);
-  if (!response_until_eof_) {
-    response_body_left_ -= n;
-    if (response_body_left_ == 0) {
+  if (!handshake_->response_until_eof) {
+    handshake_->response_body_left -= n;
+    if (handshake_->response_body_left == 0) {
       BeginLingeringClose();
       return;
     }
@@ -643,15 +642,12 @@ void Session::RelayResponseBody() {
 
 void Session::StartSplicing() {
   state_ = State::kSpliced;
-  event_del(timer_.get());
+  if (timer_) event_del(timer_.get());
   context_.admission.EndHandshake(admission_);
   // Long-lived idle connections should hold only what splicing needs.
-  std::string().swap(upstream_request_);
-  std::string().swap(expected_accept_);
-  request_parser_ = http::HeadParser(http::HeadKind::kRequest, http::HeadLimits{});
-  response_parser_ = http::HeadParser(http::HeadKind::kResponse, http::HeadLimits{});
-  std::vector<bool>().swap(tried_);
   pick_.excluded = nullptr;
+  handshake_.reset();
+  if (config().timeouts.idle.count() == 0) timer_.reset();  // ArmTimer makes it again if needed
   size_t high = high_watermark();
   for (Side side : {Side::kClient, Side::kBackend}) {
     Endpoint& e = endpoint(side);
@@ -732,8 +728,8 @@ void Session::Pump(Side from) {
         return;
       case FramePipe::Result::kOutputFull:
         // A direct socket may take the bytes right now; pause only if the kernel is full too.
-        sink.Flush();
-        if (evbuffer_get_length(output) < limit) continue;
+        sink.Flush();  // may hand an emptied buffer back: ask the sink, not |output|
+        if (sink.output_length() < limit) continue;
         source.SetReading(false);
         source.read_paused = true;
         return;
@@ -973,9 +969,8 @@ void Session::OnWritable(Side to) {
     http_->OnClientWritable();
     return;
   }
-  evbuffer* output = e.output();
   if (e.close_after_flush) {
-    if (evbuffer_get_length(output) != 0) return;
+    if (e.output_length() != 0) return;
     if (e.linger) {
       // Half-close and keep reading (and dropping) until the client's EOF; the timer bounds it.
       if (e.bev) tls::SendCloseNotify(e.bev.get());
@@ -996,7 +991,7 @@ void Session::OnWritable(Side to) {
   }
   Side from = Other(to);
   Endpoint& source = endpoint(from);
-  if (source.read_paused && source.open() && evbuffer_get_length(output) < high_watermark()) {
+  if (source.read_paused && source.open() && e.output_length() < high_watermark()) {
     source.read_paused = false;
     if (!source.throttled) source.SetReading(true);
     if (state_ == State::kSpliced) {
@@ -1022,13 +1017,20 @@ void Session::CloseAfterFlush(Side side) {
     e.direct.WatchWritable(0);
     e.direct.Flush();
   }
-  if (evbuffer_get_length(e.output()) == 0) OnWritable(side);
+  if (e.output_length() == 0) OnWritable(side);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Timers and teardown.
 
 void Session::ArmTimer(config::Duration after) {
+  if (!timer_) {
+    timer_.reset(evtimer_new(context_.loop.base(), &SessionCallbacks::Timer, this));
+    if (!timer_) {
+      LOG_WARN("session client=" + peer_text_ + " out of memory for a timer");
+      return;  // the connection is then bounded by TCP alone
+    }
+  }
   timeval tv = ToTimeval(after);
   evtimer_add(timer_.get(), &tv);
 }

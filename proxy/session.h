@@ -149,8 +149,11 @@ class Session final : public Deferrable, public HttpForwarderOwner {
     DirectSocket direct;
     bool plain_tcp = true;        // false for TLS: bufferevent_openssl keeps the socket
     bool open() const { return bev != nullptr || direct.open(); }
-    evbuffer* input() const;
-    evbuffer* output() const;
+    evbuffer* input();
+    evbuffer* output();
+    size_t output_length() const {
+      return bev ? evbuffer_get_length(bufferevent_get_output(bev.get())) : direct.output_length();
+    }
     void SetReading(bool on);
     void Write(const void* data, size_t size);
     void Flush() { if (!bev) direct.Flush(); }  // a bufferevent flushes by itself
@@ -265,20 +268,30 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   std::chrono::steady_clock::time_point last_client_data_;
   bool ping_outstanding_ = false;
 
-  http::HeadParser request_parser_;
-  http::HeadParser response_parser_;
-  std::string upstream_request_;
-  std::string expected_accept_;
+  // What only the handshake needs. Freed once spliced, so a long-lived connection carries none
+  // of it; present in every state before that.
+  struct Handshake {
+    explicit Handshake(const http::HeadLimits& limits)
+        : request_parser(http::HeadKind::kRequest, limits),
+          response_parser(http::HeadKind::kResponse, limits) {}
+    http::HeadParser request_parser;
+    http::HeadParser response_parser;
+    std::string upstream_request;
+    std::string expected_accept;
+    std::vector<bool> tried;     // backends attempted (pick_.excluded points here)
+    int preferred_backend = -1;  // named by the insert_cookie, honoured while accepting
+    uint32_t attempts = 0;
+    bool all_attempts_timed_out = true;
+    uint64_t response_body_left = 0;  // a refused upgrade's relayed body
+    bool response_until_eof = false;
+    std::unique_ptr<HookCall> auth_call;
+    std::string auth_cache_key;
+  };
+  std::unique_ptr<Handshake> handshake_;
   int route_index_ = -1;
   int pool_index_ = -1;
   BackendPtr chosen_backend_;  // the backend currently assigned (counted in its active)
-  std::vector<bool> tried_;
   PickRequest pick_;            // sticky key for the balancer
-  int preferred_backend_ = -1;  // named by the insert_cookie, honoured while accepting
-  uint32_t attempts_ = 0;
-  bool all_attempts_timed_out_ = true;
-  uint64_t response_body_left_ = 0;
-  bool response_until_eof_ = false;
 
   std::unique_ptr<HttpForwarder> http_;
   bool served_http_ = false;  // its requests have their own access lines
@@ -292,8 +305,6 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   std::chrono::steady_clock::time_point last_activity_;
 
   // Connections API and hooks.
-  std::unique_ptr<HookCall> auth_call_;
-  std::string auth_cache_key_;
   bool registered_ = false;
   EvBufferPtr pushed_;  // API messages (whole frames) waiting for a message boundary
   uint64_t pushed_messages_ = 0;

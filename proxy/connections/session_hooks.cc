@@ -27,17 +27,17 @@ void Session::StartAuth(HeaderList headers, std::string cache_key) {
     }
   }
   state_ = State::kAuthorizing;
-  auth_cache_key_ = std::move(cache_key);
+  handshake_->auth_cache_key = std::move(cache_key);
   ArmTimer(auth.timeout + std::chrono::seconds(1));
   std::string error;
-  auth_call_ = HookCall::Start(
+  handshake_->auth_call = HookCall::Start(
       context_.loop.base(), auth.url, EVHTTP_REQ_GET, headers, {}, auth.timeout,
       [this](evhttp_request* response) {
         // A session rejected meanwhile (timer, drain) ignores the late answer.
         if (state_ == State::kAuthorizing) OnAuthAnswer(response);
       },
       &error);
-  if (!auth_call_) {
+  if (!handshake_->auth_call) {
     LOG_WARN("auth: " + error);
     counters.auth_failed.fetch_add(1, std::memory_order_relaxed);
     Reject(503, "the auth service is unavailable", "Retry-After: 1\r\n");
@@ -45,7 +45,7 @@ void Session::StartAuth(HeaderList headers, std::string cache_key) {
 }
 
 void Session::OnAuthAnswer(evhttp_request* response) {
-  context_.loop.DeferDelete(std::move(auth_call_));  // we are inside its callback
+  context_.loop.DeferDelete(std::move(handshake_->auth_call));  // we are inside its callback
   HookCounters& counters = context_.connections->index()->hook_counters();
   int status = response != nullptr ? evhttp_request_get_response_code(response) : 0;
   AuthDecision decision;
@@ -71,8 +71,8 @@ void Session::OnAuthAnswer(evhttp_request* response) {
     return;
   }
   const config::AuthConfig& auth = config().auth;
-  if (!auth_cache_key_.empty()) {
-    context_.connections->auth_cache().Put(auth_cache_key_, decision,
+  if (!handshake_->auth_cache_key.empty()) {
+    context_.connections->auth_cache().Put(handshake_->auth_cache_key, decision,
                                            std::chrono::steady_clock::now() + auth.cache_ttl,
                                            static_cast<size_t>(auth.cache_size));
   }
@@ -93,7 +93,7 @@ void Session::ApplyAuthDecision(const AuthDecision& decision) {
   counters.auth_allowed.fetch_add(1, std::memory_order_relaxed);
   std::string lines;
   for (const auto& [name, value] : decision.copy_headers) lines += name + ": " + value + "\r\n";
-  upstream_request_.insert(upstream_request_.size() - 2, lines);  // before the final CRLF
+  handshake_->upstream_request.insert(handshake_->upstream_request.size() - 2, lines);  // before the final CRLF
   TryNextBackend();
 }
 
@@ -153,8 +153,7 @@ int Session::Push(evbuffer* payload, bool text) {
       client_.sent_close || client_.pending_close != 0) {
     return 410;
   }
-  evbuffer* output = client_.output();
-  size_t queued = (upgrading ? 0 : evbuffer_get_length(output)) +
+  size_t queued = (upgrading ? 0 : client_.output_length()) +
                   (pushed_ ? evbuffer_get_length(pushed_.get()) : 0);
   if (queued >= high_watermark()) return 429;
   size_t length = evbuffer_get_length(payload);
