@@ -8,6 +8,7 @@
 #include "config/loader.h"
 #include "config/printer.h"
 #include "proxy/core/event_loop.h"
+#include "proxy/core/libevent_memory.h"
 #include "proxy/core/log.h"
 #include "proxy/server.h"
 #include "proxy/tls/tls_context.h"
@@ -110,6 +111,7 @@ int main(int argc, char** argv) {
   }
 
   std::signal(SIGPIPE, SIG_IGN);
+  wsgate::InstallLibeventAllocator();
   // Worker threads post to each other's loops: libevent must be thread-aware before any loop.
   wsgate::EventLoop::EnableThreads();
   std::string error;

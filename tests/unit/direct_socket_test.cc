@@ -1,6 +1,7 @@
 // DirectSocket over a real socketpair: large reads, immediate writes, EOF held back while reading
 // is paused, and write errors reported from the event callback rather than from Flush().
 #include "proxy/direct_socket.h"
+#include "proxy/core/libevent_memory.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -11,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <string>
 
 namespace wsgate {
@@ -158,6 +160,58 @@ TEST_F(DirectSocketTest, ShortWriteArmsWritableAndReportsDrain) {
   EXPECT_EQ(received.substr(0, 6), "queued");
   EXPECT_EQ(evbuffer_get_length(recorder_.socket.output()), 0u);
   EXPECT_GE(recorder_.writes, 1);
+}
+
+TEST_F(DirectSocketTest, HoldsBuffersOnlyWhileBytesWait) {
+  EXPECT_TRUE(recorder_.socket.holds_buffers());  // "early" and "queued" moved over
+  recorder_.socket.Flush();
+  EXPECT_EQ(ReadPeer(), "queued");
+  evbuffer_drain(recorder_.socket.input(), 5);
+  recorder_.socket.InputConsumed();
+  EXPECT_FALSE(recorder_.socket.holds_buffers());  // an idle connection costs no evbuffer
+  ASSERT_EQ(send(fds_[1], "ping", 4, 0), 4);
+  recorder_.socket.SetReading(true);
+  RunOnce();
+  ASSERT_EQ(recorder_.reads, 1);
+  EXPECT_EQ(recorder_.socket.input_length(), 4u);
+  evbuffer_remove_buffer(recorder_.socket.input(), recorder_.socket.output(), 4);
+  recorder_.socket.InputConsumed();
+  recorder_.socket.Flush();
+  EXPECT_EQ(ReadPeer(), "ping");
+  EXPECT_FALSE(recorder_.socket.holds_buffers());
+  // A short write keeps the output until EV_WRITE has drained it.
+  int small = 4096;
+  setsockopt(fds_[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+  std::string big(256 * 1024, 'b');
+  evbuffer_add(recorder_.socket.output(), big.data(), big.size());
+  recorder_.socket.Flush();
+  EXPECT_TRUE(recorder_.socket.holds_buffers());
+  std::string received;
+  for (int i = 0; i < 10000 && received.size() < big.size(); ++i) {
+    received += ReadPeer();
+    RunOnce();
+  }
+  EXPECT_EQ(received, big);
+  EXPECT_FALSE(recorder_.socket.holds_buffers());
+}
+
+TEST(LibeventAllocatorTest, ReusesChainBlocks) {
+  InstallLibeventAllocator();
+  EvBufferPtr buffer(evbuffer_new());
+  evbuffer_iovec first;
+  ASSERT_EQ(evbuffer_reserve_space(buffer.get(), 16000, &first, 1), 1);
+  first.iov_len = 100;
+  ASSERT_EQ(evbuffer_commit_space(buffer.get(), &first, 1), 0);
+  evbuffer_drain(buffer.get(), 100);  // frees the 16 KiB chain
+  evbuffer_iovec second;
+  ASSERT_EQ(evbuffer_reserve_space(buffer.get(), 16000, &second, 1), 1);
+  if (LibeventBlockCacheEnabled()) {
+    EXPECT_EQ(second.iov_base, first.iov_base);
+  }
+  second.iov_len = 16000;
+  std::memset(second.iov_base, 'q', 16000);  // the reused block is whole and writable
+  ASSERT_EQ(evbuffer_commit_space(buffer.get(), &second, 1), 0);
+  EXPECT_EQ(evbuffer_get_length(buffer.get()), 16000u);
 }
 
 }  // namespace
