@@ -331,11 +331,14 @@ run_idle() {  # $1 pass, $2 target, $3 connections: against a freshly started pr
     R[$key,failed]="did not start"; failures+=("w$w $t idle$n: did not start"); status=1; stop_proxy "$t"; return
   fi
   local ps=${proc_pids[$t]//,/ } before after=
+  local threads=1
+  (( w > 1 )) && threads=2
+  # Warm-up: 64 connections opened and closed first, so code pages faulted in and one-time
+  # allocations (every proxy has them) land in "before", not in the per-connection figure.
+  "${client_pin[@]}" "$WSBENCH" idle -c 64 -H 0 -t "$threads" -p "${port[$t]}" >"$out.warm" 2>&1 || true
   sleep 0.5
   # shellcheck disable=SC2086
   before=$(rss_kib $ps)
-  local threads=1
-  (( w > 1 )) && threads=2
   "${client_pin[@]}" "$WSBENCH" idle -c "$n" -H "$HOLD" -t "$threads" --connect-concurrency 512 -p "${port[$t]}" >"$out" 2>&1 &
   local bench=$!
   pids+=("$bench")
@@ -597,7 +600,8 @@ versions() {
   echo "  completed inside it. In \`direct\` the core figure is what else ran on CPU $PROXY_CPU (noise)."
   echo "- Echo: closed loop, every byte verified; latency = message round trip. Handshake: connect, upgrade,"
   echo "  one 64 B echo, close 1000, server's TCP close; latency = connect → verified 101."
-  echo "- Idle: for each count a freshly started proxy; RSS = summed VmRSS of the proxy's processes before"
+  echo "- Idle: for each count a freshly started proxy, warmed up by opening and closing 64 connections;"
+  echo "  RSS = summed VmRSS of the proxy's processes before (after the warm-up)"
   echo "  and 1 s after all connections are open; KiB per connection = delta ÷ count (a client plus a backend"
   echo "  socket each); marginal = (RSS with the largest count − RSS with the next) ÷ their difference, the"
   echo "  slope to extrapolate with. Held ${HOLD} s more, then checked all still open."
