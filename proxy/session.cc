@@ -103,7 +103,6 @@ Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* pe
       handshake_(std::make_unique<Handshake>(RequestLimits(context.current->config))),
       started_at_(std::chrono::steady_clock::now()) {
   std::memcpy(&peer_, peer, peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
-  peer_text_ = FormatSockaddr(peer);
   SetNoDelay(fd);
   if (const tls::ServerContext* tls = runtime_->ListenerTls(listener_name_)) {
     client_tls_ = true;
@@ -118,6 +117,10 @@ Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* pe
 }
 
 Session::~Session() = default;
+
+std::string Session::peer_text() const {
+  return FormatSockaddr(reinterpret_cast<const sockaddr*>(&peer_));
+}
 
 evbuffer* Session::Endpoint::input() {
   return bev ? bufferevent_get_input(bev.get()) : direct.input();
@@ -279,7 +282,7 @@ void Session::OnTlsHandshakeFailed(metrics::TlsFailure failure, const std::strin
   // Scanners make these constantly: counted, logged at debug only, and nothing answered.
   CountHandshake(metrics::kTlsFailed);
   context_.metrics.Listener(listener_name_).tls_handshake_failures[failure].Add();
-  LOG_DEBUG("session client=" + peer_text_ + " listener=" + listener_name_ +
+  LOG_DEBUG("session client=" + peer_text() + " listener=" + listener_name_ +
             " TLS handshake failed: " + detail);
   reason_ = "TLS handshake failed: " + detail;
   access_line_ = false;
@@ -295,7 +298,7 @@ void Session::StartHttp() {
   if (!http_) {
     http_ = std::make_unique<HttpForwarder>(
         context_, runtime_, *this, client_.bev.get(),
-        HttpClientInfo{id_, peer_text_, FormatIp(reinterpret_cast<const sockaddr*>(&peer_)),
+        HttpClientInfo{id_, peer_text(), FormatIp(reinterpret_cast<const sockaddr*>(&peer_)),
                        listener_name_, client_tls_});
   }
   http_->Start(started_at_);
@@ -359,7 +362,7 @@ void Session::Reject(int status, const std::string& reason, const std::string& e
   reason_ = reason;
   ReleaseBackend();
   backend_.bev.reset();
-  LOG_DEBUG("session client=" + peer_text_ + " rejected status=" + std::to_string(status) +
+  LOG_DEBUG("session client=" + peer_text() + " rejected status=" + std::to_string(status) +
             " reason=" + log::Quoted(reason));
   std::string response = http::BuildErrorResponse(status, reason, extra_header);
   bufferevent_write(client_.bev.get(), response.data(), response.size());
@@ -475,7 +478,7 @@ void Session::OnAttemptFailed(bool timed_out, const char* why, metrics::ConnectF
   context_.metrics.Backend(chosen_backend_->pool, chosen_backend_->address)
       .connect_failures[failure]
       .Add();
-  LOG_WARN("session client=" + peer_text_ + " backend=" + chosen_backend_->address + " attempt " +
+  LOG_WARN("session client=" + peer_text() + " backend=" + chosen_backend_->address + " attempt " +
            std::to_string(handshake_->attempts) + " failed: " + why);
   ReleaseBackend();
   backend_.bev.reset();  // safe inside its own callback: libevent defers the actual free
@@ -665,7 +668,7 @@ void Session::StartSplicing() {
     bufferevent_setwatermark(e.bev.get(), EV_WRITE, high / 2, 0);
     bufferevent_enable(e.bev.get(), EV_READ);
   }
-  LOG_DEBUG("session client=" + peer_text_ + " upgraded backend=" + chosen_backend_->address);
+  LOG_DEBUG("session client=" + peer_text() + " upgraded backend=" + chosen_backend_->address);
   CountHandshake(metrics::kUpgraded);
   pool_metrics_ = &context_.metrics.Pool(pool().name);
   pool_metrics_->handshake_duration.Observe(
@@ -802,7 +805,7 @@ void Session::OnViolation(Side from, uint16_t code, const char* what) {
     closed_by_ = "proxy";
     reason_ = std::string(from == Side::kClient ? "client " : "backend ") + what;
   }
-  LOG_INFO("session client=" + peer_text_ + " " + reason_ + ", close " + std::to_string(code));
+  LOG_INFO("session client=" + peer_text() + " " + reason_ + ", close " + std::to_string(code));
   // The offender gets the code; the peer is told the proxy gave up on the other side.
   source.discard_input = true;
   source.received_close = true;  // its stream can no longer be trusted to carry a close
@@ -1027,7 +1030,7 @@ void Session::ArmTimer(config::Duration after) {
   if (!timer_) {
     timer_.reset(evtimer_new(context_.loop.base(), &SessionCallbacks::Timer, this));
     if (!timer_) {
-      LOG_WARN("session client=" + peer_text_ + " out of memory for a timer");
+      LOG_WARN("session client=" + peer_text() + " out of memory for a timer");
       return;  // the connection is then bounded by TCP alone
     }
   }
@@ -1100,7 +1103,7 @@ AccessRecord Session::MakeAccessRecord(bool interim) const {
   AccessRecord r;
   r.interim = interim;
   r.connection_id = id_;
-  r.client = peer_text_;
+  r.client = peer_text();
   r.listener = listener_name_;
   r.route = route_index_ >= 0 ? std::to_string(route_index_) : "";
   r.pool = pool_index_ >= 0 ? runtime_->pools[static_cast<size_t>(pool_index_)].name : "";

@@ -258,7 +258,8 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   bool client_tls_ = false;  // the listener terminates TLS
   bool access_line_ = true;  // false for failed TLS handshakes: scanners would flood the log
   sockaddr_in6 peer_{};  // a sockaddr_in or sockaddr_in6 (sockaddr_storage would cost 100 bytes more)
-  std::string peer_text_;
+  // "address:port" of the client, made when needed (logs, API): not kept per connection.
+  std::string peer_text() const;
 
   Endpoint client_;
   Endpoint backend_;

@@ -109,7 +109,7 @@ void Session::RegisterConnection() {
   ConnectionEntry entry;
   entry.id = id_;
   entry.worker = directory->worker();
-  entry.client = peer_text_;
+  entry.client = peer_text();
   entry.listener = listener_name_;
   entry.route = std::to_string(route_index_);
   entry.pool = pool().name;
@@ -223,7 +223,7 @@ std::string Session::InfoJson() const {
   uint64_t messages_in = client_to_backend_ ? client_to_backend_->messages() : 0;
   uint64_t messages_out =
       (backend_to_client_ ? backend_to_client_->messages() : 0) + pushed_messages_;
-  return "{\"id\":" + JsonString(id_) + ",\"client\":" + JsonString(peer_text_) +
+  return "{\"id\":" + JsonString(id_) + ",\"client\":" + JsonString(peer_text()) +
          ",\"listener\":" + JsonString(listener_name_) + ",\"route\":" +
          std::to_string(route_index_) + ",\"pool\":" +
          JsonString(runtime_->pools[static_cast<size_t>(pool_index_)].name) + ",\"backend\":" +

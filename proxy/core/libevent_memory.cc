@@ -22,7 +22,7 @@ namespace {
 
 constexpr int kMinShift = 11;  // 2 KiB: below this glibc's own per-thread cache is fast
 constexpr int kMaxShift = 16;  // 64 KiB: the largest read a direct socket makes
-constexpr size_t kBytesPerClass = 512 * 1024;  // bounds what an idle thread keeps
+constexpr size_t kBytesPerClass = 256 * 1024;  // bounds what an idle thread keeps
 
 // Size class of a block by its usable size: only blocks just above a power of two (what
 // evbuffer chains allocate) are cached, so an odd-sized block is never handed out for a size
