@@ -59,7 +59,7 @@ std::string Listener::BoundAddress() const {
 
 void Listener::OnAccept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int, void* ctx) {
   auto* self = static_cast<Listener*>(ctx);
-  evutil_make_socket_nonblocking(fd);
+  // Already non-blocking: evconnlistener accepts with SOCK_NONBLOCK (no LEV_OPT_LEAVE_SOCKETS_BLOCKING).
   self->on_accept_(fd, addr, self->config_.name);
 }
 

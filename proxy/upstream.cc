@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <cstring>
 
@@ -33,7 +34,14 @@ BufferEventPtr StartConnect(event_base* base, const Backend& backend,
   if (tls != nullptr) {
     bev = tls->Connect(base, backend.address);
   } else {
-    bev.reset(bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
+    // Made non-blocking here, which spares libevent's fcntl calls on every connect.
+    evutil_socket_t fd = socket(backend.sockaddr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return bev;
+    bev.reset(bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
+    if (!bev) {
+      evutil_closesocket(fd);
+      return bev;
+    }
   }
   if (!bev) return bev;
   if (bufferevent_socket_connect(bev.get(), reinterpret_cast<const sockaddr*>(&backend.sockaddr),
