@@ -1,5 +1,7 @@
 #include "proxy/listener.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -28,6 +30,7 @@ bool Listener::Bind(std::string* error) {
   }
   evconnlistener_set_error_cb(listener_.get(), &Listener::OnError);
   resume_timer_.reset(evtimer_new(base_, &Listener::OnResume, this));
+  SetListenerNoDelay();
   return true;
 }
 
@@ -42,7 +45,14 @@ bool Listener::Adopt(int fd, std::string* error) {
   }
   evconnlistener_set_error_cb(listener_.get(), &Listener::OnError);
   resume_timer_.reset(evtimer_new(base_, &Listener::OnResume, this));
+  SetListenerNoDelay();
   return true;
+}
+
+void Listener::SetListenerNoDelay() {
+  int one = 1;
+  nodelay_inherited_ = setsockopt(evconnlistener_get_fd(listener_.get()), IPPROTO_TCP, TCP_NODELAY,
+                                  &one, sizeof(one)) == 0;
 }
 
 int Listener::fd() const { return evconnlistener_get_fd(listener_.get()); }
@@ -60,6 +70,7 @@ std::string Listener::BoundAddress() const {
 void Listener::OnAccept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int, void* ctx) {
   auto* self = static_cast<Listener*>(ctx);
   // Already non-blocking: evconnlistener accepts with SOCK_NONBLOCK (no LEV_OPT_LEAVE_SOCKETS_BLOCKING).
+  if (!self->nodelay_inherited_) SetNoDelay(fd);
   self->on_accept_(fd, addr, self->config_.name);
 }
 

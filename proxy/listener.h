@@ -40,6 +40,10 @@ class Listener {
   AcceptFn on_accept_;
   ListenerPtr listener_;
   EventPtr resume_timer_;
+  // Linux copies TCP_NODELAY from a listening socket to the sockets it accepts: set once here,
+  // it saves a setsockopt per connection. Accepted sockets get it themselves if that failed.
+  bool nodelay_inherited_ = false;
+  void SetListenerNoDelay();
 };
 
 }  // namespace wsgate

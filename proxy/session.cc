@@ -103,7 +103,7 @@ Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* pe
       handshake_(std::make_unique<Handshake>(RequestLimits(context.current->config))),
       started_at_(std::chrono::steady_clock::now()) {
   std::memcpy(&peer_, peer, peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
-  SetNoDelay(fd);
+  // TCP_NODELAY is already set: the listener's, inherited (Listener::SetListenerNoDelay).
   if (const tls::ServerContext* tls = runtime_->ListenerTls(listener_name_)) {
     client_tls_ = true;
     client_.plain_tcp = false;
