@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstring>
+#include <memory>
 
 namespace wsgate::http {
 namespace {
@@ -81,11 +82,19 @@ std::string_view StripPort(std::string_view host) {
 }
 
 std::string ComputeAccept(std::string_view key) {
-  std::string input(key);
-  input.append(kWebSocketGuid);
+  // EVP_sha1() makes every digest fetch SHA-1 from the provider again (OpenSSL 3), and a new
+  // context costs two allocations: fetch once, and keep one context per thread.
+  static EVP_MD* const sha1 = EVP_MD_fetch(nullptr, "SHA1", nullptr);
+  struct ContextFree {
+    void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
+  };
+  thread_local const std::unique_ptr<EVP_MD_CTX, ContextFree> ctx(EVP_MD_CTX_new());
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int digest_len = 0;
-  if (EVP_Digest(input.data(), input.size(), digest, &digest_len, EVP_sha1(), nullptr) != 1) {
+  if (sha1 == nullptr || ctx == nullptr || EVP_DigestInit_ex(ctx.get(), sha1, nullptr) != 1 ||
+      EVP_DigestUpdate(ctx.get(), key.data(), key.size()) != 1 ||
+      EVP_DigestUpdate(ctx.get(), kWebSocketGuid.data(), kWebSocketGuid.size()) != 1 ||
+      EVP_DigestFinal_ex(ctx.get(), digest, &digest_len) != 1) {
     return {};
   }
   unsigned char encoded[64];

@@ -2,8 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -76,6 +78,31 @@ TEST(HandshakeTest, ComputeAcceptRfcExample) {
   EXPECT_EQ(ComputeAccept(kKey), kAccept);
   EXPECT_EQ(ComputeAccept("x3JJHMbDL1EzLkh9GBhXDw=="), "HSmrc0sMlYUkAGmm5OPpG2HaGWk=");
   EXPECT_EQ(ComputeAccept(kKey).size(), 28u);
+}
+
+// ComputeAccept keeps one digest context per thread: repeated, interleaved and concurrent calls
+// each give their own key's answer.
+TEST(HandshakeTest, ComputeAcceptRepeatedAndConcurrent) {
+  EXPECT_EQ(ComputeAccept(""), "Kfh9QIsMVZcl6xEPYxPHzW8SZ8w=");
+  EXPECT_EQ(ComputeAccept(std::string(200, 'x')), "2/xdrRDawKrkzT3zWJGBWn134JI=");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(ComputeAccept(kKey), kAccept);
+    EXPECT_EQ(ComputeAccept("x3JJHMbDL1EzLkh9GBhXDw=="), "HSmrc0sMlYUkAGmm5OPpG2HaGWk=");
+  }
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&wrong, t] {
+      for (int i = 0; i < 500; ++i) {
+        bool odd = (i + t) % 2 != 0;
+        std::string_view key = odd ? kKey : "x3JJHMbDL1EzLkh9GBhXDw==";
+        std::string_view want = odd ? kAccept : "HSmrc0sMlYUkAGmm5OPpG2HaGWk=";
+        if (ComputeAccept(key) != want) ++wrong;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(wrong.load(), 0);
 }
 
 TEST(HandshakeTest, IsValidWebSocketKey) {
