@@ -531,6 +531,64 @@ TEST(HandshakeTest, BuildUpstreamRequestDropsFieldsNamedByConnection) {
   EXPECT_EQ(view.Field("upgrade"), "websocket");
 }
 
+TEST(HandshakeTest, HopByHopFields) {
+  const std::string text =
+      "GET / HTTP/1.1\r\n"
+      "Host: a\r\n"
+      "Connection: Upgrade, X-A\r\n"
+      "connection: ,\t x-b \t,, close\r\n"
+      "CONNECTION: Host, CONTENT-LENGTH, Keep-Alive\r\n"
+      "\r\n";
+  HeadParser parser(HeadKind::kRequest, HeadLimits{});
+  ASSERT_EQ(parser.Parse(text), ParseStatus::kComplete);
+  const HopByHopFields hop(HeadView(parser, text));
+  // Hop-by-hop by name, whatever the case and whatever Connection says.
+  for (std::string_view name : {"Connection", "keep-alive", "TE", "Trailer", "UPGRADE",
+                                "Transfer-Encoding", "Proxy-Connection", "proxy-authorization",
+                                "Proxy-X"}) {
+    EXPECT_TRUE(hop.Contains(name)) << name;
+  }
+  // Named by any of the three Connection fields, matched case-insensitively.
+  for (std::string_view name : {"X-A", "x-a", "X-B", "Close"}) {
+    EXPECT_TRUE(hop.Contains(name)) << name;
+  }
+  // End-to-end although named, and fields nobody named.
+  for (std::string_view name : {"Host", "Content-Length", "X-C", "Proxy-", "Upgradex", "T",
+                                "Trailers", "x-a-b", "Cookie"}) {
+    EXPECT_FALSE(hop.Contains(name)) << name;
+  }
+
+  const std::string plain = "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n";
+  HeadParser response(HeadKind::kResponse, HeadLimits{});
+  ASSERT_EQ(response.Parse(plain), ParseStatus::kComplete);
+  const HopByHopFields none(HeadView(response, plain));
+  EXPECT_FALSE(none.Contains("X-A"));
+  EXPECT_FALSE(none.Contains("Content-Length"));
+  EXPECT_TRUE(none.Contains("Keep-Alive"));
+}
+
+TEST(HandshakeTest, BuildUpstreamRequestDropsFieldsNamedBySeveralConnectionFields) {
+  Fields fields = Replace(kClientFields, "connection", "keep-alive, Upgrade");
+  fields = Plus(fields, "CONNECTION", "X-Trace");
+  fields = Plus(fields, "connection", "\tcookie ,x-session");
+  fields = Plus(fields, "x-trace", "1");
+  fields = Plus(fields, "COOKIE", "a=1");
+  fields = Plus(fields, "X-Session", "s");
+  fields = Plus(fields, "X-Kept", "k");
+  Parsed req(MakeHead(kStart, fields), HeadKind::kRequest);
+  std::string out = BuildUpstreamRequest(req.view(), ForwardingInfo{"192.0.2.1", false, ""});
+  Parsed upstream(out, HeadKind::kRequest);
+  ASSERT_EQ(upstream.status(), ParseStatus::kComplete);
+  HeadView view = upstream.view();
+  EXPECT_EQ(view.FieldCount("x-trace"), 0u);
+  EXPECT_EQ(view.FieldCount("cookie"), 0u);
+  EXPECT_EQ(view.FieldCount("x-session"), 0u);
+  EXPECT_EQ(view.Field("x-kept"), "k");
+  EXPECT_EQ(view.FieldCount("connection"), 1u);
+  EXPECT_EQ(view.Field("connection"), "Upgrade");
+  EXPECT_EQ(CheckClientHandshake(view, {}).status, 0);
+}
+
 const Fields kUpgradeFields = {
     {"Upgrade", "websocket"},
     {"Connection", "Upgrade"},
