@@ -212,21 +212,26 @@ ParseError HeadParser::ParseField(std::string_view line, uint32_t base) {
   for (size_t i = start; i < stop; ++i) {
     if (!IsFieldValueChar(static_cast<unsigned char>(line[i]))) return ParseError::kBadFieldValue;
   }
+  // One allocation for a typical head instead of one per doubling; the parser is short-lived.
+  if (fields_.empty()) fields_.reserve(16);
   fields_.push_back(HeaderField{Span{base, static_cast<uint32_t>(colon)},
                                 Span{static_cast<uint32_t>(base + start),
                                      static_cast<uint32_t>(stop - start)}});
   return ParseError::kNone;
 }
 
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (kLower[static_cast<unsigned char>(a[i])] != kLower[static_cast<unsigned char>(b[i])]) {
+namespace detail {
+
+bool EqualsIgnoreCaseSameSize(const char* x, const char* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (kLower[static_cast<unsigned char>(x[i])] != kLower[static_cast<unsigned char>(y[i])]) {
       return false;
     }
   }
   return true;
 }
+
+}  // namespace detail
 
 bool ListContainsToken(std::string_view list, std::string_view token) {
   size_t pos = 0;

@@ -598,6 +598,47 @@ TEST(HeadParserTest, EqualsIgnoreCaseFoldsOnlyAsciiLetters) {
   }
 }
 
+// Every length up to 40, a difference at every position, and bytes next to the letter ranges
+// and with the high bit set, against a plain definition.
+TEST(HeadParserTest, EqualsIgnoreCaseEveryLengthAndPosition) {
+  auto reference = [](std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i) {
+      auto lower = [](unsigned char c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; };
+      if (lower(static_cast<unsigned char>(a[i])) != lower(static_cast<unsigned char>(b[i]))) {
+        return false;
+      }
+    }
+    return true;
+  };
+  const std::string_view tricky = "@AZ[`az{\x00\x7f\x80\xc1\xda\xe1\xfa\xff" "09-_"sv;
+  for (size_t n = 0; n <= 40; ++n) {
+    std::string a;
+    for (size_t i = 0; i < n; ++i) a.push_back(tricky[(i * 7 + n) % tricky.size()]);
+    std::string upper = a;
+    for (char& c : upper) {
+      if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
+    }
+    ASSERT_TRUE(EqualsIgnoreCase(a, upper)) << n;
+    ASSERT_TRUE(EqualsIgnoreCase(upper, a)) << n;
+    for (size_t i = 0; i < n; ++i) {
+      for (char c : tricky) {
+        std::string b = upper;
+        b[i] = c;
+        ASSERT_EQ(EqualsIgnoreCase(a, b), reference(a, b)) << n << " " << i << " " << int{c};
+        b[i] = static_cast<char>(a[i] ^ 0x20);  // the case bit alone
+        ASSERT_EQ(EqualsIgnoreCase(a, b), reference(a, b)) << n << " " << i;
+        ASSERT_EQ(EqualsIgnoreCase(b, a), reference(b, a)) << n << " " << i;
+      }
+    }
+  }
+  // Views into a larger buffer: no byte outside the view takes part.
+  const std::string buffer = "xxSec-WebSocket-Keyyy";
+  EXPECT_TRUE(EqualsIgnoreCase(std::string_view(buffer).substr(2, 17), "sec-websocket-key"));
+  EXPECT_TRUE(EqualsIgnoreCase(std::string_view(buffer).substr(2, 4), "SEC-"));
+  EXPECT_FALSE(EqualsIgnoreCase(std::string_view(buffer).substr(2, 18), "sec-websocket-keyx"));
+}
+
 TEST(HeadParserTest, ByteClasses) {
   const std::string_view tchar_symbols = "!#$%&'*+-.^_`|~";
   for (int c = 0; c < 256; ++c) {
