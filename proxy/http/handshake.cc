@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstring>
+#include <memory>
 
 namespace wsgate::http {
 namespace {
@@ -19,26 +20,26 @@ bool IsBase64Char(char c) {
 
 // Fields that describe one hop and must not be forwarded (RFC 9110 §7.6.1), plus the
 // Upgrade/Connection pair, which wsgate rewrites itself.
-bool IsHopByHop(std::string_view name) {
-  static constexpr std::array<std::string_view, 6> kNames = {
-      "connection", "keep-alive", "te", "trailer", "upgrade", "transfer-encoding"};
-  for (auto hop : kNames) {
-    if (EqualsIgnoreCase(name, hop)) return true;
+bool IsHopByHopName(std::string_view name) {
+  bool listed = false;
+  switch (name.size()) {  // compare only against names of the same length
+    case 2:
+      listed = EqualsIgnoreCase(name, "te");
+      break;
+    case 7:
+      listed = EqualsIgnoreCase(name, "trailer") || EqualsIgnoreCase(name, "upgrade");
+      break;
+    case 10:
+      listed = EqualsIgnoreCase(name, "connection") || EqualsIgnoreCase(name, "keep-alive");
+      break;
+    case 17:
+      listed = EqualsIgnoreCase(name, "transfer-encoding");
+      break;
+    default:
+      break;
   }
   // Proxy-Connection, Proxy-Authorization, Proxy-Authenticate, ...: meant for this hop only.
-  return name.size() > 6 && EqualsIgnoreCase(name.substr(0, 6), "proxy-");
-}
-
-// True if a Connection field of |head| names |field| (a field to drop as hop-by-hop).
-bool NamedByConnection(const HeadView& head, std::string_view field) {
-  // Upgrade is handled as a hop-by-hop field anyway; Host is end-to-end and never dropped, and
-  // neither is Content-Length: "Connection: content-length" must not make the next hop frame
-  // the body differently from wsgate (request smuggling).
-  if (EqualsIgnoreCase(field, "upgrade") || EqualsIgnoreCase(field, "host") ||
-      EqualsIgnoreCase(field, "content-length")) {
-    return false;
-  }
-  return head.FieldHasToken("connection", field);
+  return listed || (name.size() > 6 && EqualsIgnoreCase(name.substr(0, 6), "proxy-"));
 }
 
 void AppendLine(std::string& out, std::string_view name, std::string_view value) {
@@ -71,6 +72,37 @@ ClientHandshake Reject(ClientHandshake result, int status, std::string reason,
 
 }  // namespace
 
+HopByHopFields::HopByHopFields(const HeadView& head) {
+  for (const auto& field : head.parser().fields()) {
+    if (!EqualsIgnoreCase(head.Get(field.name), "connection")) continue;
+    std::string_view list = head.Get(field.value);
+    size_t pos = 0;
+    while (pos <= list.size()) {
+      size_t comma = list.find(',', pos);
+      if (comma == std::string_view::npos) comma = list.size();
+      std::string_view item = list.substr(pos, comma - pos);
+      while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+      while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+      pos = comma + 1;
+      // Host is end-to-end and never dropped, and neither is Content-Length: "Connection:
+      // content-length" must not make the next hop frame the body differently from wsgate
+      // (request smuggling). Hop-by-hop names go anyway; leaving them out keeps the usual
+      // "Upgrade" and "keep-alive" lists from allocating.
+      if (item.empty() || IsHopByHopName(item) || EqualsIgnoreCase(item, "host") ||
+          EqualsIgnoreCase(item, "content-length")) {
+        continue;
+      }
+      named_.push_back(item);
+    }
+  }
+}
+
+bool HopByHopFields::Contains(std::string_view name) const {
+  if (IsHopByHopName(name)) return true;
+  return std::any_of(named_.begin(), named_.end(),
+                     [name](std::string_view named) { return EqualsIgnoreCase(named, name); });
+}
+
 std::string_view StripPort(std::string_view host) {
   if (!host.empty() && host.front() == '[') {
     size_t close = host.find(']');
@@ -81,11 +113,19 @@ std::string_view StripPort(std::string_view host) {
 }
 
 std::string ComputeAccept(std::string_view key) {
-  std::string input(key);
-  input.append(kWebSocketGuid);
+  // EVP_sha1() makes every digest fetch SHA-1 from the provider again (OpenSSL 3), and a new
+  // context costs two allocations: fetch once, and keep one context per thread.
+  static EVP_MD* const sha1 = EVP_MD_fetch(nullptr, "SHA1", nullptr);
+  struct ContextFree {
+    void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
+  };
+  thread_local const std::unique_ptr<EVP_MD_CTX, ContextFree> ctx(EVP_MD_CTX_new());
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int digest_len = 0;
-  if (EVP_Digest(input.data(), input.size(), digest, &digest_len, EVP_sha1(), nullptr) != 1) {
+  if (sha1 == nullptr || ctx == nullptr || EVP_DigestInit_ex(ctx.get(), sha1, nullptr) != 1 ||
+      EVP_DigestUpdate(ctx.get(), key.data(), key.size()) != 1 ||
+      EVP_DigestUpdate(ctx.get(), kWebSocketGuid.data(), kWebSocketGuid.size()) != 1 ||
+      EVP_DigestFinal_ex(ctx.get(), digest, &digest_len) != 1) {
     return {};
   }
   unsigned char encoded[64];
@@ -240,10 +280,11 @@ std::string BuildForwardedRequest(const HeadView& request, const ForwardingInfo&
   std::string forwarded_for;
   std::string forwarded;
   std::string_view host_field;
+  const HopByHopFields hop_by_hop(request);
   for (const auto& field : head.fields()) {
     std::string_view name = request.Get(field.name);
     std::string_view value = request.Get(field.value);
-    if (IsHopByHop(name) || NamedByConnection(request, name)) continue;
+    if (hop_by_hop.Contains(name)) continue;
     if (EqualsIgnoreCase(name, "x-forwarded-for")) {
       if (!forwarded_for.empty()) forwarded_for.append(", ");
       forwarded_for.append(value);
@@ -362,11 +403,12 @@ std::string BuildForwardedResponseHead(const HeadView& response,
   std::string out = "HTTP/1.1 " + std::to_string(head.status_code()) + " ";
   out.append(response.Get(head.reason()));
   out.append("\r\n");
+  const HopByHopFields hop_by_hop(response);
   for (const auto& field : head.fields()) {
     std::string_view name = response.Get(field.name);
     // Transfer-Encoding stays when the body is relayed with its framing.
     bool keep = options.keep_transfer_encoding && EqualsIgnoreCase(name, "transfer-encoding");
-    if (!keep && (IsHopByHop(name) || NamedByConnection(response, name))) continue;
+    if (!keep && hop_by_hop.Contains(name)) continue;
     AppendLine(out, name, response.Get(field.value));
   }
   out.append(options.extra_header);

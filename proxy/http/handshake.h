@@ -48,6 +48,19 @@ std::string BuildErrorResponse(int status, std::string_view reason, std::string_
 
 const char* StatusText(int status);
 
+// The fields of a head that must not be forwarded: hop-by-hop by name (Connection, Keep-Alive,
+// TE, Trailer, Upgrade, Transfer-Encoding, Proxy-*; RFC 9110 §7.6.1) or named by one of its
+// Connection fields, except Host and Content-Length. The Connection lists are read once, so
+// testing every field of a head costs no scan of all its fields per field.
+class HopByHopFields {
+ public:
+  explicit HopByHopFields(const HeadView& head);
+  bool Contains(std::string_view name) const;
+
+ private:
+  std::vector<std::string_view> named_;  // views into the head's buffer
+};
+
 // Who the client is, for the forwarding headers.
 struct ForwardingInfo {
   std::string client_ip;  // "1.2.3.4" or "2001:db8::1"

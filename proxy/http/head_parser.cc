@@ -1,21 +1,37 @@
 #include "proxy/http/head_parser.h"
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 
 namespace wsgate::http {
-
-// RFC 9110 §5.6.2 tchar.
-bool IsTokenChar(unsigned char c) {
-  if (c >= '0' && c <= '9') return true;
-  if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return true;
-  return std::strchr("!#$%&'*+-.^_`|~", c) != nullptr && c != 0;
-}
-
-bool IsFieldValueChar(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
-
 namespace {
 
-char Lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+// Byte classes, so the per-byte checks of the hot loops are one table load each.
+constexpr uint8_t kTokenClass = 1;       // RFC 9110 §5.6.2 tchar
+constexpr uint8_t kFieldValueClass = 2;  // HTAB, SP, VCHAR, obs-text
+
+constexpr std::array<uint8_t, 256> MakeByteClasses() {
+  std::array<uint8_t, 256> classes{};
+  for (int c = 0; c < 256; ++c) {
+    bool token = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    for (char t : std::string_view("!#$%&'*+-.^_`|~")) token = token || c == t;
+    bool value = c == '\t' || (c >= 0x20 && c != 0x7f);
+    classes[static_cast<size_t>(c)] =
+        static_cast<uint8_t>((token ? kTokenClass : 0) | (value ? kFieldValueClass : 0));
+  }
+  return classes;
+}
+constexpr std::array<uint8_t, 256> kByteClasses = MakeByteClasses();
+
+constexpr std::array<unsigned char, 256> MakeLowerTable() {
+  std::array<unsigned char, 256> lower{};
+  for (int c = 0; c < 256; ++c) {
+    lower[static_cast<size_t>(c)] = static_cast<unsigned char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
+  }
+  return lower;
+}
+constexpr std::array<unsigned char, 256> kLower = MakeLowerTable();
 
 // "HTTP/d.d" → major, minor.
 bool ParseVersion(std::string_view text, int* major, int* minor) {
@@ -27,6 +43,9 @@ bool ParseVersion(std::string_view text, int* major, int* minor) {
 }
 
 }  // namespace
+
+bool IsTokenChar(unsigned char c) { return (kByteClasses[c] & kTokenClass) != 0; }
+bool IsFieldValueChar(unsigned char c) { return (kByteClasses[c] & kFieldValueClass) != 0; }
 
 const char* ParseErrorName(ParseError error) {
   switch (error) {
@@ -66,24 +85,35 @@ ParseStatus HeadParser::Parse(std::string_view buffered) {
   while (true) {
     if (scan_ < pos_) scan_ = pos_;
     // Find the end of the current line: CRLF. A lone LF, or CR followed by anything else, fails.
+    // Every byte before |limit| is within both limits, so there only CR and LF matter and
+    // memchr finds them; the verdict is the one a byte-by-byte scan gives, whatever the split.
+    size_t limit = std::min(buffered.size(), limits_.max_head_bytes);
+    if (!start_line_done_ && limit - pos_ > limits_.max_start_line_bytes) {
+      limit = pos_ + limits_.max_start_line_bytes + 1;  // pos_ <= limit always
+    }
     size_t end = std::string_view::npos;
-    while (scan_ < buffered.size()) {
-      // Judge the limits byte by byte, so the verdict never depends on how the bytes were split.
-      if (!start_line_done_ && scan_ - pos_ > limits_.max_start_line_bytes) {
-        return Fail(ParseError::kStartLineTooLong);
+    const char* data = buffered.data();
+    const void* cr = scan_ < limit ? std::memchr(data + scan_, '\r', limit - scan_) : nullptr;
+    size_t stop = cr != nullptr ? static_cast<size_t>(static_cast<const char*>(cr) - data) : limit;
+    if (stop > scan_ && std::memchr(data + scan_, '\n', stop - scan_) != nullptr) {
+      return Fail(ParseError::kBareLF);
+    }
+    scan_ = stop;
+    if (cr == nullptr) {
+      // A byte at |limit| is over one of the limits; the start-line limit is judged first.
+      if (scan_ < buffered.size()) {
+        if (!start_line_done_ && scan_ - pos_ > limits_.max_start_line_bytes) {
+          return Fail(ParseError::kStartLineTooLong);
+        }
+        return Fail(ParseError::kHeadTooLarge);
       }
-      if (scan_ >= limits_.max_head_bytes) return Fail(ParseError::kHeadTooLarge);
-      char c = buffered[scan_];
-      if (c == '\n') return Fail(ParseError::kBareLF);
-      if (c == '\r') {
-        // A line ending here cannot end within the head limit.
-        if (scan_ + 2 > limits_.max_head_bytes) return Fail(ParseError::kHeadTooLarge);
-        if (scan_ + 1 >= buffered.size()) break;  // need the next byte
+    } else {
+      // A line ending here cannot end within the head limit.
+      if (scan_ + 2 > limits_.max_head_bytes) return Fail(ParseError::kHeadTooLarge);
+      if (scan_ + 1 < buffered.size()) {  // else: need the byte after the CR
         if (buffered[scan_ + 1] != '\n') return Fail(ParseError::kBareCR);
         end = scan_;
-        break;
       }
-      ++scan_;
     }
     if (end == std::string_view::npos) {
       size_t line_so_far = scan_ - pos_;  // excludes a CR still waiting for its LF
@@ -170,8 +200,10 @@ ParseError HeadParser::ParseField(std::string_view line, uint32_t base) {
   if (colon == std::string_view::npos || colon == 0) return ParseError::kBadFieldName;
   for (size_t i = 0; i < colon; ++i) {
     auto c = static_cast<unsigned char>(line[i]);
-    if (c == ' ' || c == '\t') return ParseError::kSpaceBeforeColon;
-    if (!IsTokenChar(c)) return ParseError::kBadFieldName;
+    if (!IsTokenChar(c)) {
+      // SP and HTAB are not tchars, so testing them only here gives the same verdict.
+      return c == ' ' || c == '\t' ? ParseError::kSpaceBeforeColon : ParseError::kBadFieldName;
+    }
   }
   size_t start = colon + 1;
   size_t stop = line.size();
@@ -180,19 +212,26 @@ ParseError HeadParser::ParseField(std::string_view line, uint32_t base) {
   for (size_t i = start; i < stop; ++i) {
     if (!IsFieldValueChar(static_cast<unsigned char>(line[i]))) return ParseError::kBadFieldValue;
   }
+  // One allocation for a typical head instead of one per doubling; the parser is short-lived.
+  if (fields_.empty()) fields_.reserve(16);
   fields_.push_back(HeaderField{Span{base, static_cast<uint32_t>(colon)},
                                 Span{static_cast<uint32_t>(base + start),
                                      static_cast<uint32_t>(stop - start)}});
   return ParseError::kNone;
 }
 
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (Lower(a[i]) != Lower(b[i])) return false;
+namespace detail {
+
+bool EqualsIgnoreCaseSameSize(const char* x, const char* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (kLower[static_cast<unsigned char>(x[i])] != kLower[static_cast<unsigned char>(y[i])]) {
+      return false;
+    }
   }
   return true;
 }
+
+}  // namespace detail
 
 bool ListContainsToken(std::string_view list, std::string_view token) {
   size_t pos = 0;

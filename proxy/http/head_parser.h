@@ -101,8 +101,14 @@ class HeadParser {
 bool IsTokenChar(unsigned char c);
 bool IsFieldValueChar(unsigned char c);
 
-// Case-insensitive ASCII comparison.
-bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+namespace detail {
+bool EqualsIgnoreCaseSameSize(const char* a, const char* b, size_t n);
+}  // namespace detail
+
+// Case-insensitive ASCII comparison. Inline, so the usual miss, a different length, costs no call.
+inline bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && detail::EqualsIgnoreCaseSameSize(a.data(), b.data(), a.size());
+}
 
 // True if the comma-separated |list| (RFC 9110 #rule) contains |token|, case-insensitively.
 bool ListContainsToken(std::string_view list, std::string_view token);

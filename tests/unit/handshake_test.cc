@@ -2,8 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -76,6 +78,31 @@ TEST(HandshakeTest, ComputeAcceptRfcExample) {
   EXPECT_EQ(ComputeAccept(kKey), kAccept);
   EXPECT_EQ(ComputeAccept("x3JJHMbDL1EzLkh9GBhXDw=="), "HSmrc0sMlYUkAGmm5OPpG2HaGWk=");
   EXPECT_EQ(ComputeAccept(kKey).size(), 28u);
+}
+
+// ComputeAccept keeps one digest context per thread: repeated, interleaved and concurrent calls
+// each give their own key's answer.
+TEST(HandshakeTest, ComputeAcceptRepeatedAndConcurrent) {
+  EXPECT_EQ(ComputeAccept(""), "Kfh9QIsMVZcl6xEPYxPHzW8SZ8w=");
+  EXPECT_EQ(ComputeAccept(std::string(200, 'x')), "2/xdrRDawKrkzT3zWJGBWn134JI=");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(ComputeAccept(kKey), kAccept);
+    EXPECT_EQ(ComputeAccept("x3JJHMbDL1EzLkh9GBhXDw=="), "HSmrc0sMlYUkAGmm5OPpG2HaGWk=");
+  }
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&wrong, t] {
+      for (int i = 0; i < 500; ++i) {
+        bool odd = (i + t) % 2 != 0;
+        std::string_view key = odd ? kKey : "x3JJHMbDL1EzLkh9GBhXDw==";
+        std::string_view want = odd ? kAccept : "HSmrc0sMlYUkAGmm5OPpG2HaGWk=";
+        if (ComputeAccept(key) != want) ++wrong;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(wrong.load(), 0);
 }
 
 TEST(HandshakeTest, IsValidWebSocketKey) {
@@ -502,6 +529,64 @@ TEST(HandshakeTest, BuildUpstreamRequestDropsFieldsNamedByConnection) {
   EXPECT_EQ(view.FieldCount("connection"), 1u);
   EXPECT_EQ(view.Field("connection"), "Upgrade");
   EXPECT_EQ(view.Field("upgrade"), "websocket");
+}
+
+TEST(HandshakeTest, HopByHopFields) {
+  const std::string text =
+      "GET / HTTP/1.1\r\n"
+      "Host: a\r\n"
+      "Connection: Upgrade, X-A\r\n"
+      "connection: ,\t x-b \t,, close\r\n"
+      "CONNECTION: Host, CONTENT-LENGTH, Keep-Alive\r\n"
+      "\r\n";
+  HeadParser parser(HeadKind::kRequest, HeadLimits{});
+  ASSERT_EQ(parser.Parse(text), ParseStatus::kComplete);
+  const HopByHopFields hop(HeadView(parser, text));
+  // Hop-by-hop by name, whatever the case and whatever Connection says.
+  for (std::string_view name : {"Connection", "keep-alive", "TE", "Trailer", "UPGRADE",
+                                "Transfer-Encoding", "Proxy-Connection", "proxy-authorization",
+                                "Proxy-X"}) {
+    EXPECT_TRUE(hop.Contains(name)) << name;
+  }
+  // Named by any of the three Connection fields, matched case-insensitively.
+  for (std::string_view name : {"X-A", "x-a", "X-B", "Close"}) {
+    EXPECT_TRUE(hop.Contains(name)) << name;
+  }
+  // End-to-end although named, and fields nobody named.
+  for (std::string_view name : {"Host", "Content-Length", "X-C", "Proxy-", "Upgradex", "T",
+                                "Trailers", "x-a-b", "Cookie"}) {
+    EXPECT_FALSE(hop.Contains(name)) << name;
+  }
+
+  const std::string plain = "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n";
+  HeadParser response(HeadKind::kResponse, HeadLimits{});
+  ASSERT_EQ(response.Parse(plain), ParseStatus::kComplete);
+  const HopByHopFields none(HeadView(response, plain));
+  EXPECT_FALSE(none.Contains("X-A"));
+  EXPECT_FALSE(none.Contains("Content-Length"));
+  EXPECT_TRUE(none.Contains("Keep-Alive"));
+}
+
+TEST(HandshakeTest, BuildUpstreamRequestDropsFieldsNamedBySeveralConnectionFields) {
+  Fields fields = Replace(kClientFields, "connection", "keep-alive, Upgrade");
+  fields = Plus(fields, "CONNECTION", "X-Trace");
+  fields = Plus(fields, "connection", "\tcookie ,x-session");
+  fields = Plus(fields, "x-trace", "1");
+  fields = Plus(fields, "COOKIE", "a=1");
+  fields = Plus(fields, "X-Session", "s");
+  fields = Plus(fields, "X-Kept", "k");
+  Parsed req(MakeHead(kStart, fields), HeadKind::kRequest);
+  std::string out = BuildUpstreamRequest(req.view(), ForwardingInfo{"192.0.2.1", false, ""});
+  Parsed upstream(out, HeadKind::kRequest);
+  ASSERT_EQ(upstream.status(), ParseStatus::kComplete);
+  HeadView view = upstream.view();
+  EXPECT_EQ(view.FieldCount("x-trace"), 0u);
+  EXPECT_EQ(view.FieldCount("cookie"), 0u);
+  EXPECT_EQ(view.FieldCount("x-session"), 0u);
+  EXPECT_EQ(view.Field("x-kept"), "k");
+  EXPECT_EQ(view.FieldCount("connection"), 1u);
+  EXPECT_EQ(view.Field("connection"), "Upgrade");
+  EXPECT_EQ(CheckClientHandshake(view, {}).status, 0);
 }
 
 const Fields kUpgradeFields = {

@@ -482,6 +482,60 @@ TEST(HeadParserTest, HeadTooLarge) {
               HeadLimits{.max_head_bytes = 128, .max_start_line_bytes = 256, .max_fields = 128});
 }
 
+// The line scan skips to the next CR; a bare LF or a limit is still judged at the first byte
+// where a byte-by-byte scan would judge it.
+TEST(HeadParserTest, BareLFAgainstTheLimits) {
+  HeadLimits limits{.max_head_bytes = 1024, .max_start_line_bytes = 64, .max_fields = 128};
+  // LF as byte 64 of the start line: the line is still within the limit, so a bare LF.
+  ExpectError({"LF at the start-line limit", RequestLineOfLength(64) + "\nHost: a\r\n\r\n",
+               ParseError::kBareLF},
+              limits);
+  // LF as byte 65: that byte is already over the limit.
+  ExpectError({"LF past the start-line limit", RequestLineOfLength(65) + "\nHost: a\r\n\r\n",
+               ParseError::kStartLineTooLong},
+              limits);
+  // A bare LF early in a long line is reported before the line reaches the limit.
+  ExpectError({"LF before the start-line limit", "GET /\n" + std::string(100, 'a'),
+               ParseError::kBareLF},
+              limits);
+  // Same for the head limit: 16 + 3 + 108 = 127 bytes, LF at byte 127 or 128.
+  HeadLimits head{.max_head_bytes = 128, .max_start_line_bytes = 64, .max_fields = 128};
+  const std::string start = "GET / HTTP/1.1\r\nX: ";
+  ExpectError({"LF at the last byte of the head", start + std::string(108, 'v') + "\n",
+               ParseError::kBareLF},
+              head);
+  ExpectError({"LF past the head limit", start + std::string(109, 'v') + "\n",
+               ParseError::kHeadTooLarge},
+              head);
+  // A CR as the head's last allowed byte leaves no room for its LF.
+  ExpectError({"CR at the last byte of the head", start + std::string(108, 'v') + "\r\n\r\n",
+               ParseError::kHeadTooLarge},
+              head);
+  ExpectError({"bare CR before the head limit", start + "a\rb" + std::string(200, 'v'),
+               ParseError::kBareCR},
+              head);
+  // A field line, unlike the start line, is only bounded by the head limit.
+  std::string long_field = "GET / HTTP/1.1\r\nX: " + std::string(200, 'v') + "\r\n\r\n";
+  EXPECT_EQ(ParseAll(long_field, HeadKind::kRequest, limits).status, ParseStatus::kComplete);
+  EXPECT_EQ(ParseBytewise(long_field, HeadKind::kRequest, limits).status,
+            ParseStatus::kComplete);
+}
+
+TEST(HeadParserTest, NeedMoreWhileTheLineHasNoEnd) {
+  HeadParser p(HeadKind::kRequest, HeadLimits{});
+  std::string data = "GET / HTTP/1.1\r\nHost: example.com";
+  EXPECT_EQ(p.Parse(data), ParseStatus::kNeedMore);
+  data += "\r";
+  EXPECT_EQ(p.Parse(data), ParseStatus::kNeedMore);  // the CR waits for its LF
+  data += "\n";
+  EXPECT_EQ(p.Parse(data), ParseStatus::kNeedMore);
+  EXPECT_EQ(p.Parse(data), ParseStatus::kNeedMore);  // nothing new: same answer
+  data += "\r\n";
+  EXPECT_EQ(p.Parse(data), ParseStatus::kComplete);
+  ASSERT_EQ(p.fields().size(), 1u);
+  EXPECT_EQ(p.fields()[0].value.In(data), "example.com");
+}
+
 TEST(HeadParserTest, TooManyFields) {
   HeadLimits limits{.max_head_bytes = 16 * 1024, .max_start_line_bytes = 8 * 1024,
                     .max_fields = 3};
@@ -523,6 +577,78 @@ TEST(HeadParserTest, EqualsIgnoreCase) {
   EXPECT_FALSE(EqualsIgnoreCase("upgrade", "upgrad"));
   EXPECT_FALSE(EqualsIgnoreCase("[", "{"));  // 0x5b vs 0x7b: not letters
   EXPECT_FALSE(EqualsIgnoreCase("@", "`"));
+}
+
+TEST(HeadParserTest, EqualsIgnoreCaseFoldsOnlyAsciiLetters) {
+  EXPECT_TRUE(EqualsIgnoreCase("Sec-WebSocket-Key", "sec-websocket-key"));
+  EXPECT_TRUE(EqualsIgnoreCase("AZaz09", "azAZ09"));
+  EXPECT_FALSE(EqualsIgnoreCase("\xc0", "\xe0"));  // Latin-1 letters are not folded
+  EXPECT_FALSE(EqualsIgnoreCase("\xc3\xa9", "\xc3\x89"));
+  EXPECT_TRUE(EqualsIgnoreCase("caf\xc3\xa9", "CAF\xc3\xa9"));
+  EXPECT_FALSE(EqualsIgnoreCase("host", "hosu"));
+  EXPECT_FALSE(EqualsIgnoreCase("host", "host "));
+  for (int c = 0; c < 256; ++c) {
+    const char a = static_cast<char>(c);
+    for (int d = 0; d < 256; ++d) {
+      const char b = static_cast<char>(d);
+      bool same = c == d || ((c | 0x20) == (d | 0x20) && (c | 0x20) >= 'a' && (c | 0x20) <= 'z');
+      ASSERT_EQ(EqualsIgnoreCase(std::string_view(&a, 1), std::string_view(&b, 1)), same)
+          << c << " " << d;
+    }
+  }
+}
+
+// Every length up to 40, a difference at every position, and bytes next to the letter ranges
+// and with the high bit set, against a plain definition.
+TEST(HeadParserTest, EqualsIgnoreCaseEveryLengthAndPosition) {
+  auto reference = [](std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i) {
+      auto lower = [](unsigned char c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; };
+      if (lower(static_cast<unsigned char>(a[i])) != lower(static_cast<unsigned char>(b[i]))) {
+        return false;
+      }
+    }
+    return true;
+  };
+  const std::string_view tricky = "@AZ[`az{\x00\x7f\x80\xc1\xda\xe1\xfa\xff" "09-_"sv;
+  for (size_t n = 0; n <= 40; ++n) {
+    std::string a;
+    for (size_t i = 0; i < n; ++i) a.push_back(tricky[(i * 7 + n) % tricky.size()]);
+    std::string upper = a;
+    for (char& c : upper) {
+      if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
+    }
+    ASSERT_TRUE(EqualsIgnoreCase(a, upper)) << n;
+    ASSERT_TRUE(EqualsIgnoreCase(upper, a)) << n;
+    for (size_t i = 0; i < n; ++i) {
+      for (char c : tricky) {
+        std::string b = upper;
+        b[i] = c;
+        ASSERT_EQ(EqualsIgnoreCase(a, b), reference(a, b)) << n << " " << i << " " << int{c};
+        b[i] = static_cast<char>(a[i] ^ 0x20);  // the case bit alone
+        ASSERT_EQ(EqualsIgnoreCase(a, b), reference(a, b)) << n << " " << i;
+        ASSERT_EQ(EqualsIgnoreCase(b, a), reference(b, a)) << n << " " << i;
+      }
+    }
+  }
+  // Views into a larger buffer: no byte outside the view takes part.
+  const std::string buffer = "xxSec-WebSocket-Keyyy";
+  EXPECT_TRUE(EqualsIgnoreCase(std::string_view(buffer).substr(2, 17), "sec-websocket-key"));
+  EXPECT_TRUE(EqualsIgnoreCase(std::string_view(buffer).substr(2, 4), "SEC-"));
+  EXPECT_FALSE(EqualsIgnoreCase(std::string_view(buffer).substr(2, 18), "sec-websocket-keyx"));
+}
+
+TEST(HeadParserTest, ByteClasses) {
+  const std::string_view tchar_symbols = "!#$%&'*+-.^_`|~";
+  for (int c = 0; c < 256; ++c) {
+    bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    bool token =
+        alnum || (c != 0 && tchar_symbols.find(static_cast<char>(c)) != std::string_view::npos);
+    bool value = c == '\t' || (c >= 0x20 && c <= 0x7e) || c >= 0x80;
+    EXPECT_EQ(IsTokenChar(static_cast<unsigned char>(c)), token) << c;
+    EXPECT_EQ(IsFieldValueChar(static_cast<unsigned char>(c)), value) << c;
+  }
 }
 
 TEST(HeadParserTest, ListContainsToken) {
