@@ -51,8 +51,22 @@ int NoBackendStatus(uint32_t attempts, bool all_timed_out, const char** reason) 
   return 502;
 }
 
-namespace {
+BackendPtr BackendAttempts::Next(Pool& pool, PickRequest& pick, int preferred, uint32_t retries,
+                                 int* status, const char** reason) {
+  pick.excluded = &tried_;
+  int index = count_ <= retries ? PickPreferring(*pool.balancer, pool.backends, pick, preferred) : -1;
+  if (index < 0) {
+    *status = NoBackendStatus(count_, all_timed_out_, reason);
+    return nullptr;
+  }
+  BackendPtr backend = pool.backends[static_cast<size_t>(index)];
+  tried_[static_cast<size_t>(index)] = true;
+  ++count_;
+  ++backend->active;
+  return backend;
+}
 
+namespace {
 
 class LeastConnBalancer final : public Balancer {
  public:

@@ -174,4 +174,35 @@ struct Pool {
   std::unique_ptr<Balancer> balancer;
 };
 
+// One request's tries over a pool: which backends were tried, how many tries, and whether every
+// failure was a timeout. Upgrades and plain HTTP requests retry the same way through it.
+class BackendAttempts {
+ public:
+  // Start over for a pool of |backends| backends.
+  void Reset(size_t backends) {
+    tried_.assign(backends, false);
+    count_ = 0;
+    all_timed_out_ = true;
+  }
+  // Forget the tries but keep whether all timed out (a retry on a fresh connection).
+  void Restart() {
+    tried_.assign(tried_.size(), false);
+    count_ = 0;
+  }
+  // The next backend to try (counted in its active), honouring |preferred| (-1: none) and the
+  // sticky key in |pick|; null once |retries| retries are spent or no backend may take it,
+  // with *status and *reason set as NoBackendStatus says.
+  BackendPtr Next(Pool& pool, PickRequest& pick, int preferred, uint32_t retries, int* status,
+                  const char** reason);
+  void Failed(bool timed_out) {
+    if (!timed_out) all_timed_out_ = false;
+  }
+  uint32_t count() const { return count_; }
+
+ private:
+  std::vector<bool> tried_;
+  uint32_t count_ = 0;
+  bool all_timed_out_ = true;
+};
+
 }  // namespace wsgate

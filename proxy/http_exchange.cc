@@ -308,26 +308,19 @@ bool HttpForwarder::PrepareRequest(const http::HeadView& request) {
   if (request_framing_.kind == http::BodyKind::kLength) body = http::ForwardedBody::kLength;
   if (request_framing_.kind == http::BodyKind::kChunked) body = http::ForwardedBody::kChunked;
   upstream_head_ = http::BuildForwardedRequest(request, forwarding, body);
-  tried_.assign(pool.backends.size(), false);
-  pick_.excluded = &tried_;
+  attempts_.Reset(pool.backends.size());
   return true;
 }
 
 void HttpForwarder::ConnectBackend() {
   Pool& pool = runtime_->pools[static_cast<size_t>(pool_index_)];
-  int index = attempts_ <= config().retries
-                  ? PickPreferring(*pool.balancer, pool.backends, pick_, preferred_backend_)
-                  : -1;
-  if (index < 0) {
-    const char* reason = nullptr;
-    int status = NoBackendStatus(attempts_, all_attempts_timed_out_, &reason);
+  int status = 0;
+  const char* reason = nullptr;
+  backend_ = attempts_.Next(pool, pick_, preferred_backend_, config().retries, &status, &reason);
+  if (!backend_) {
     Fail(status, reason, status == 503 ? "Retry-After: 1\r\n" : "");
     return;
   }
-  backend_ = pool.backends[static_cast<size_t>(index)];
-  tried_[static_cast<size_t>(index)] = true;
-  ++attempts_;
-  ++backend_->active;
   if (!fresh_connection_only_) backend_bev_ = context_.http_connections.Take(*backend_);
   backend_reused_ = backend_bev_ != nullptr;
   if (!backend_bev_) {
@@ -360,13 +353,13 @@ void HttpForwarder::ReportOutcome(bool ok) {
 }
 
 void HttpForwarder::OnAttemptFailed(bool timed_out, const char* why) {
-  if (!timed_out) all_attempts_timed_out_ = false;
+  attempts_.Failed(timed_out);
   ReportOutcome(false);
   context_.metrics.Backend(backend_->pool, backend_->address)
       .connect_failures[timed_out ? metrics::kConnectTimeout : metrics::kRefused]
       .Add();
   LOG_WARN("http client=" + info_.peer_text + " backend=" + backend_->address + " attempt " +
-           std::to_string(attempts_) + " failed: " + why);
+           std::to_string(attempts_.count()) + " failed: " + why);
   DropBackend();
   ConnectBackend();
 }
@@ -593,8 +586,7 @@ void HttpForwarder::OnBackendEvent(short what) {
       // avoid): retry once on a fresh connection; the request had no body to replay.
       fresh_connection_only_ = true;
       backend_eof_ = false;
-      tried_.assign(tried_.size(), false);
-      attempts_ = 0;
+      attempts_.Restart();
       DropBackend();
       phase_ = Phase::kConnecting;
       ConnectBackend();
@@ -763,9 +755,7 @@ void HttpForwarder::ResetExchange() {
   pool_index_ = -1;
   pick_ = PickRequest{};
   preferred_backend_ = -1;
-  tried_.clear();
-  attempts_ = 0;
-  all_attempts_timed_out_ = true;
+  attempts_.Reset(0);
   backend_reused_ = false;
   fresh_connection_only_ = false;
   backend_eof_ = false;

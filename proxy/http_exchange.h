@@ -130,9 +130,7 @@ class HttpForwarder {
   int pool_index_ = -1;
   PickRequest pick_;
   int preferred_backend_ = -1;
-  std::vector<bool> tried_;
-  uint32_t attempts_ = 0;
-  bool all_attempts_timed_out_ = true;
+  BackendAttempts attempts_;
   BackendPtr backend_;
   BufferEventPtr backend_bev_;
   bool backend_reused_ = false;

@@ -269,8 +269,7 @@ void Session::HandleRequestHead() {
     if (auth.cache_ttl.count() > 0) auth_key = AuthCacheKey(request, auth);
   }
   evbuffer_drain(input, handshake_->request_parser.head_length());
-  handshake_->tried.assign(pool().backends.size(), false);
-  pick_.excluded = &handshake_->tried;
+  handshake_->attempts.Reset(pool().backends.size());
   if (authorize) {
     StartAuth(std::move(auth_headers), std::move(auth_key));
     return;
@@ -431,19 +430,14 @@ void Session::OnClientEvent(short what) {
 
 void Session::TryNextBackend() {
   Pool& pool = this->pool();
-  int index = handshake_->attempts <= config().retries
-                  ? PickPreferring(*pool.balancer, pool.backends, pick_, handshake_->preferred_backend)
-                  : -1;
-  if (index < 0) {
-    const char* reason = nullptr;
-    int status = NoBackendStatus(handshake_->attempts, handshake_->all_attempts_timed_out, &reason);
+  int status = 0;
+  const char* reason = nullptr;
+  chosen_backend_ = handshake_->attempts.Next(pool, pick_, handshake_->preferred_backend,
+                                              config().retries, &status, &reason);
+  if (!chosen_backend_) {
     Reject(status, reason, status == 503 ? "Retry-After: 1\r\n" : "");
     return;
   }
-  chosen_backend_ = pool.backends[static_cast<size_t>(index)];
-  handshake_->tried[static_cast<size_t>(index)] = true;
-  ++handshake_->attempts;
-  ++chosen_backend_->active;
   handshake_->response_parser = http::HeadParser(http::HeadKind::kResponse, RequestLimits(config()));
   const tls::ClientContext* backend_tls = runtime_->pool_tls[static_cast<size_t>(pool_index_)].get();
   backend_.plain_tcp = backend_tls == nullptr;
@@ -473,13 +467,13 @@ void Session::ReportOutcome(bool ok) {
 }
 
 void Session::OnAttemptFailed(bool timed_out, const char* why, metrics::ConnectFailure failure) {
-  if (!timed_out) handshake_->all_attempts_timed_out = false;
+  handshake_->attempts.Failed(timed_out);
   ReportOutcome(false);
   context_.metrics.Backend(chosen_backend_->pool, chosen_backend_->address)
       .connect_failures[failure]
       .Add();
   LOG_WARN("session client=" + peer_text() + " backend=" + chosen_backend_->address + " attempt " +
-           std::to_string(handshake_->attempts) + " failed: " + why);
+           std::to_string(handshake_->attempts.count()) + " failed: " + why);
   ReleaseBackend();
   backend_.bev.reset();  // safe inside its own callback: libevent defers the actual free
   TryNextBackend();

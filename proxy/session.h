@@ -279,10 +279,8 @@ class Session final : public Deferrable, public HttpForwarderOwner {
     http::HeadParser response_parser;
     std::string upstream_request;
     std::string expected_accept;
-    std::vector<bool> tried;     // backends attempted (pick_.excluded points here)
+    BackendAttempts attempts;    // pick_.excluded points into it while connecting
     int preferred_backend = -1;  // named by the insert_cookie, honoured while accepting
-    uint32_t attempts = 0;
-    bool all_attempts_timed_out = true;
     uint64_t response_body_left = 0;  // a refused upgrade's relayed body
     bool response_until_eof = false;
     std::unique_ptr<HookCall> auth_call;

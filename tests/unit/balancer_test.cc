@@ -220,5 +220,59 @@ TEST(BalancerTest, DrainingBackendsAreExcluded) {
   }
 }
 
+// A least-connections pool of |n| backends and one request's attempts over it.
+struct AttemptsFixture {
+  explicit AttemptsFixture(size_t n)
+      : pool{"p", MakeBackends(std::vector<uint32_t>(n, 1)), MakeBalancer(config::Balance::kLeastConn)} {
+    attempts.Reset(n);
+  }
+  BackendPtr Next(uint32_t retries, int preferred = -1) {
+    return attempts.Next(pool, pick, preferred, retries, &status, &reason);
+  }
+  Pool pool;
+  BackendAttempts attempts;
+  PickRequest pick;
+  int status = 0;
+  const char* reason = nullptr;
+};
+
+TEST(BackendAttemptsTest, TriesEachBackendOnceWithinTheRetries) {
+  AttemptsFixture f(3);
+  std::vector<BackendPtr> chosen;
+  for (int i = 0; i < 3; ++i) {
+    BackendPtr next = f.Next(5);
+    ASSERT_TRUE(next);
+    EXPECT_EQ(next->active, 1);  // counted as soon as it is chosen
+    EXPECT_EQ(std::count(chosen.begin(), chosen.end(), next), 0);  // never twice
+    chosen.push_back(next);
+    f.attempts.Failed(/*timed_out=*/i != 1);
+  }
+  EXPECT_FALSE(f.Next(5));
+  EXPECT_EQ(f.status, 502);  // one failure was not a timeout
+  EXPECT_EQ(f.attempts.count(), 3u);
+}
+
+TEST(BackendAttemptsTest, RetriesBoundTheTriesAndTimeoutsGive504) {
+  AttemptsFixture f(3);
+  ASSERT_TRUE(f.Next(1));
+  f.attempts.Failed(true);
+  ASSERT_TRUE(f.Next(1));  // the one retry
+  f.attempts.Failed(true);
+  EXPECT_FALSE(f.Next(1));
+  EXPECT_EQ(f.status, 504);
+  EXPECT_STREQ(f.reason, "every backend attempt timed out");
+  f.attempts.Restart();  // a fresh round keeps "all timed out" but may try every backend again
+  EXPECT_TRUE(f.Next(1));
+}
+
+TEST(BackendAttemptsTest, PreferredBackendFirstAndNoneAvailableIs503) {
+  AttemptsFixture f(2);
+  EXPECT_EQ(f.Next(2, /*preferred=*/1), f.pool.backends[1]);
+  for (auto& backend : f.pool.backends) backend->draining = true;
+  f.attempts.Reset(2);
+  EXPECT_FALSE(f.Next(2));
+  EXPECT_EQ(f.status, 503);
+}
+
 }  // namespace
 }  // namespace wsgate
