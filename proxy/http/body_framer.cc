@@ -25,23 +25,17 @@ std::string_view Trim(std::string_view s) {
 bool TransferCodings(const HeadView& head, std::vector<std::string_view>* codings) {
   for (const auto& field : head.parser().fields()) {
     if (!EqualsIgnoreCase(head.Get(field.name), "transfer-encoding")) continue;
-    std::string_view list = head.Get(field.value);
-    size_t pos = 0;
-    while (true) {
-      size_t comma = list.find(',', pos);
-      std::string_view item = Trim(list.substr(pos, comma == std::string_view::npos
-                                                         ? std::string_view::npos
-                                                         : comma - pos));
+    bool bad = ForEachListItem(head.Get(field.value), [codings](std::string_view item) {
       // A coding may carry parameters (RFC 9112 §7); only chunked matters, and it has none.
       std::string_view name = Trim(item.substr(0, item.find(';')));
-      if (name.empty()) return false;
+      if (name.empty()) return true;
       for (char c : name) {
-        if (!IsTokenChar(static_cast<unsigned char>(c))) return false;
+        if (!IsTokenChar(static_cast<unsigned char>(c))) return true;
       }
       codings->push_back(item);
-      if (comma == std::string_view::npos) break;
-      pos = comma + 1;
-    }
+      return false;
+    });
+    if (bad) return false;
   }
   return true;
 }

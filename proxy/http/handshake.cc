@@ -74,25 +74,17 @@ ClientHandshake Reject(ClientHandshake result, int status, std::string reason,
 HopByHopFields::HopByHopFields(const HeadView& head) {
   for (const auto& field : head.parser().fields()) {
     if (!EqualsIgnoreCase(head.Get(field.name), "connection")) continue;
-    std::string_view list = head.Get(field.value);
-    size_t pos = 0;
-    while (pos <= list.size()) {
-      size_t comma = list.find(',', pos);
-      if (comma == std::string_view::npos) comma = list.size();
-      std::string_view item = list.substr(pos, comma - pos);
-      while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-      while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-      pos = comma + 1;
+    ForEachListItem(head.Get(field.value), [this](std::string_view item) {
       // Host is end-to-end and never dropped, and neither is Content-Length: "Connection:
       // content-length" must not make the next hop frame the body differently from wsgate
       // (request smuggling). Hop-by-hop names go anyway; leaving them out keeps the usual
       // "Upgrade" and "keep-alive" lists from allocating.
-      if (item.empty() || IsHopByHopName(item) || EqualsIgnoreCase(item, "host") ||
-          EqualsIgnoreCase(item, "content-length")) {
-        continue;
+      if (!item.empty() && !IsHopByHopName(item) && !EqualsIgnoreCase(item, "host") &&
+          !EqualsIgnoreCase(item, "content-length")) {
+        named_.push_back(item);
       }
-      named_.push_back(item);
-    }
+      return false;
+    });
   }
 }
 
@@ -371,22 +363,16 @@ UpstreamVerdict CheckUpstreamResponse(const HeadView& response, std::string_view
   }
   for (const auto& field : head.fields()) {
     if (!EqualsIgnoreCase(response.Get(field.name), "sec-websocket-extensions")) continue;
-    std::string_view list = response.Get(field.value);
-    size_t pos = 0;
-    while (pos < list.size()) {
-      size_t comma = list.find(',', pos);
-      if (comma == std::string_view::npos) comma = list.size();
-      std::string_view item = list.substr(pos, comma - pos);
-      item = item.substr(0, item.find(';'));
-      while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-      while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-      if (EqualsIgnoreCase(item, "permessage-deflate")) {
+    ForEachListItem(response.Get(field.value), [&verdict](std::string_view item) {
+      std::string_view name = item.substr(0, item.find(';'));
+      while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
+      if (EqualsIgnoreCase(name, "permessage-deflate")) {
         verdict.permessage_deflate = true;
-      } else if (!item.empty()) {
+      } else if (!name.empty()) {
         verdict.other_extension = true;
       }
-      pos = comma + 1;
-    }
+      return false;
+    });
   }
   verdict.kind = UpstreamVerdict::kUpgraded;
   return verdict;

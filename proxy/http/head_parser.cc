@@ -234,17 +234,7 @@ bool EqualsIgnoreCaseSameSize(const char* x, const char* y, size_t n) {
 }  // namespace detail
 
 bool ListContainsToken(std::string_view list, std::string_view token) {
-  size_t pos = 0;
-  while (pos <= list.size()) {
-    size_t comma = list.find(',', pos);
-    if (comma == std::string_view::npos) comma = list.size();
-    std::string_view item = list.substr(pos, comma - pos);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (EqualsIgnoreCase(item, token)) return true;
-    pos = comma + 1;
-  }
-  return false;
+  return ForEachListItem(list, [token](std::string_view item) { return EqualsIgnoreCase(item, token); });
 }
 
 std::string_view HeadView::Field(std::string_view name, bool* found) const {

@@ -113,6 +113,23 @@ inline bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
 // True if the comma-separated |list| (RFC 9110 #rule) contains |token|, case-insensitively.
 bool ListContainsToken(std::string_view list, std::string_view token);
 
+// Call |fn| with each item of the comma-separated |list| (RFC 9110 #rule), trimmed of spaces
+// and tabs (empty items included), until it returns true; returns whether one did.
+template <typename Fn>
+bool ForEachListItem(std::string_view list, Fn&& fn) {
+  size_t pos = 0;
+  while (pos <= list.size()) {
+    size_t comma = list.find(',', pos);
+    if (comma == std::string_view::npos) comma = list.size();
+    std::string_view item = list.substr(pos, comma - pos);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (fn(item)) return true;
+    pos = comma + 1;
+  }
+  return false;
+}
+
 // A parsed head viewed against its buffer: lookups by field name.
 class HeadView {
  public:
