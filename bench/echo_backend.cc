@@ -247,20 +247,16 @@ bool Process(Conn* c, const uint8_t* data, size_t n) {
 }
 
 void OnReadable(Conn* c) {
-  std::vector<uint8_t>& buf = c->w->rbuf;
-  while (true) {
-    ssize_t n = recv(c->fd, buf.data(), buf.size(), 0);
-    if (n > 0) {
-      bool more = Process(c, buf.data(), static_cast<size_t>(n));
-      if (!Flush(c)) return;
-      if (!more || c->read_paused || static_cast<size_t>(n) < buf.size()) return;
-      continue;
+  bool gone = false;  // Flush() failed and destroyed the connection
+  wsb::RecvEnd end = wsb::RecvUntilBlocked(c->fd, c->w->rbuf, [c, &gone](const uint8_t* data, size_t n) {
+    bool more = Process(c, data, n);
+    if (!Flush(c)) {
+      gone = true;
+      return false;
     }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-    Destroy(c);  // EOF or reset
-    return;
-  }
+    return more && !c->read_paused;
+  });
+  if (!gone && (end == wsb::RecvEnd::kClosed || end == wsb::RecvEnd::kFailed)) Destroy(c);  // EOF or reset
 }
 
 void OnIo(evutil_socket_t, short what, void* arg) {

@@ -581,31 +581,23 @@ bool Consume(Conn* c, const uint8_t* data, size_t n) {
 }
 
 void OnReadable(Conn* c) {
-  std::vector<uint8_t>& buf = c->w->rbuf;
-  while (true) {
-    ssize_t n = recv(c->fd, buf.data(), buf.size(), 0);
-    if (n > 0) {
-      if (!Consume(c, buf.data(), static_cast<size_t>(n))) return;
-      if (c->fd < 0 || static_cast<size_t>(n) < buf.size()) return;
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-    Worker* w = c->w;
-    if (c->st == St::kClosing && c->close_received) {
-      Inc(w->n.clean);
-      Recycle(c, w->opt->reconnect_ms);
-      return;
-    }
-    std::string why = n == 0 ? "EOF" : Errno("recv");
-    if (c->st == St::kConnecting || c->st == St::kUpgrading) {
-      Fail(c, w->n.connect_failed, "connect failed", why + " before the upgrade");
-      return;
-    }
-    Inc(w->n.inflight_at_abrupt, c->pending.size());
-    Fail(c, w->n.abrupt, "closed without a close frame", why);
+  wsb::RecvEnd end = wsb::RecvUntilBlocked(c->fd, c->w->rbuf, [c](const uint8_t* data, size_t n) {
+    return Consume(c, data, n) && c->fd >= 0;
+  });
+  if (end == wsb::RecvEnd::kStopped || end == wsb::RecvEnd::kDrained) return;
+  Worker* w = c->w;
+  if (c->st == St::kClosing && c->close_received) {
+    Inc(w->n.clean);
+    Recycle(c, w->opt->reconnect_ms);
     return;
   }
+  std::string why = end == wsb::RecvEnd::kClosed ? "EOF" : Errno("recv");
+  if (c->st == St::kConnecting || c->st == St::kUpgrading) {
+    Fail(c, w->n.connect_failed, "connect failed", why + " before the upgrade");
+    return;
+  }
+  Inc(w->n.inflight_at_abrupt, c->pending.size());
+  Fail(c, w->n.abrupt, "closed without a close frame", why);
 }
 
 void OnIo(evutil_socket_t, short what, void* arg) {

@@ -1,5 +1,5 @@
-// Small helpers shared by wsbench and echo_backend: clock, handshake accept key, RFC 6455
-// frame headers, masking, and a log-bucket latency histogram.
+// Small helpers shared by wsbench, soak and echo_backend: clock, handshake accept key, RFC 6455
+// frame headers, masking, a non-blocking receive loop, and a log-bucket latency histogram.
 #pragma once
 
 #include <arpa/inet.h>
@@ -257,6 +257,27 @@ inline SendResult SendQueued(int fd, std::vector<uint8_t>* out, size_t* off) {
 
 // Binds to source 127.0.0.`last`; connect() then picks the port for the whole 4-tuple
 // (IP_BIND_ADDRESS_NO_PORT), so spreading over addresses multiplies the ephemeral ports.
+// How RecvUntilBlocked stopped: |consume| said stop, the socket has nothing more for now, or
+// the peer closed (recv returned 0) or failed (errno says why).
+enum class RecvEnd { kStopped, kDrained, kClosed, kFailed };
+
+// Read |fd| into |buf| and hand each chunk to |consume(data, n)| (false = stop) until the
+// socket is drained: a short read means it is, which spares the extra EAGAIN recv.
+template <typename Consume>
+RecvEnd RecvUntilBlocked(int fd, std::vector<uint8_t>& buf, Consume&& consume) {
+  while (true) {
+    ssize_t n = recv(fd, buf.data(), buf.size(), 0);
+    if (n > 0) {
+      if (!consume(buf.data(), static_cast<size_t>(n))) return RecvEnd::kStopped;
+      if (static_cast<size_t>(n) < buf.size()) return RecvEnd::kDrained;
+      continue;
+    }
+    if (n == 0) return RecvEnd::kClosed;
+    if (errno == EINTR) continue;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? RecvEnd::kDrained : RecvEnd::kFailed;
+  }
+}
+
 inline bool BindLoopbackSource(int fd, uint32_t last) {
   int one = 1;
   setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));

@@ -601,23 +601,15 @@ bool Consume(Conn* c, const uint8_t* data, size_t n) {
 }
 
 void OnReadable(Conn* c) {
-  std::vector<uint8_t>& buf = c->w->rbuf;
-  while (true) {
-    ssize_t n = recv(c->fd, buf.data(), buf.size(), 0);
-    if (n > 0) {
-      if (!Consume(c, buf.data(), static_cast<size_t>(n))) return;
-      if (c->fd < 0 || static_cast<size_t>(n) < buf.size()) return;
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-    if (c->st == St::kClosing && c->close_received) {
-      OnClosed(c);  // EOF (or reset) after the close handshake: done
-      return;
-    }
-    Fail(c, kErrClosed, n == 0 ? "connection closed by the peer" : Errno("recv"));
+  wsb::RecvEnd end = wsb::RecvUntilBlocked(c->fd, c->w->rbuf, [c](const uint8_t* data, size_t n) {
+    return Consume(c, data, n) && c->fd >= 0;
+  });
+  if (end == wsb::RecvEnd::kStopped || end == wsb::RecvEnd::kDrained) return;
+  if (c->st == St::kClosing && c->close_received) {
+    OnClosed(c);  // EOF (or reset) after the close handshake: done
     return;
   }
+  Fail(c, kErrClosed, end == wsb::RecvEnd::kClosed ? "connection closed by the peer" : Errno("recv"));
 }
 
 void OnIo(evutil_socket_t, short what, void* arg) {
