@@ -70,7 +70,10 @@ async def test_large_and_small_messages_interleaved_keep_their_order(gates):
             body = stamp + os.urandom(max(0, size - len(stamp)))
             message = body.hex()[:size] if n % 3 == 1 else body
             sent.append(message)
-        sender = asyncio.ensure_future(asyncio.gather(*(ws.send(m) for m in sent)))
+        async def send_all():
+            for message in sent:
+                await ws.send(message)
+        sender = asyncio.ensure_future(send_all())  # sends while the echoes come back
         for n, message in enumerate(sent):
             echoed = await recv(ws, timeout=60)
             assert type(echoed) is type(message), (index, n)
