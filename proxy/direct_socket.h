@@ -126,14 +126,14 @@ class DirectSocket {
   static void ReleaseBuffer(evbuffer*& buffer);
 
   evutil_socket_t fd_ = -1;
+  int splice_fd_ = -1;  // the pipe reads go to while splicing (fills fd_'s padding)
   evbuffer* input_ = nullptr;   // owned; see input()
   evbuffer* output_ = nullptr;  // owned
   EventPtr event_;
   const Callbacks* callbacks_ = nullptr;
   void* ctx_ = nullptr;
   size_t read_limit_ = 0;
-  int splice_fd_ = -1;          // the pipe reads go to while splicing
-  uint32_t splice_limit_ = 0;   // bytes still to splice into it (≤ a pipe's capacity)
+  uint32_t splice_limit_ = 0;   // bytes still to splice into the pipe (≤ its capacity)
   uint32_t spliced_ = 0;        // see TakeSplicedBytes()
   size_t write_low_ = 0;
   short interest_ = 0;  // what event_ is registered for
