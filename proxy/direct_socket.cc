@@ -1,9 +1,12 @@
 #include "proxy/direct_socket.h"
 
 #include <event2/buffer.h>
+#include <fcntl.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <vector>
 
@@ -51,7 +54,69 @@ class BufferCache {
 
 thread_local BufferCache buffer_cache;
 
+// Large enough that a 256 KiB read budget needs few round trips through it; the kernel may
+// refuse (pipe-user-pages-soft), and then the default 64 KiB serves.
+constexpr int kSplicePipeSize = 256 * 1024;
+
+std::atomic<uint64_t> next_pipe_pool_id{1};
+
+// This thread's splice pipes. Sessions left at shutdown are freed on another thread; their
+// pipes are then closed, not pooled (the owner id tells).
+class SplicePipePool {
+ public:
+  ~SplicePipePool() {
+    for (SplicePipe* pipe : free_) Destroy(pipe);
+  }
+  SplicePipe* Take() {
+    if (!free_.empty()) {
+      SplicePipe* pipe = free_.back();
+      free_.pop_back();
+      return pipe;
+    }
+    if (created_ >= kMaxSplicePipesPerThread) return nullptr;
+    int fds[2];
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return nullptr;
+    fcntl(fds[1], F_SETPIPE_SZ, kSplicePipeSize);
+    int capacity = fcntl(fds[1], F_GETPIPE_SZ);
+    auto* pipe = new SplicePipe;
+    pipe->read_fd = fds[0];
+    pipe->write_fd = fds[1];
+    pipe->capacity = capacity > 0 ? static_cast<size_t>(capacity) : 64 * 1024;
+    pipe->owner = id_;
+    ++created_;
+    return pipe;
+  }
+  void Return(SplicePipe* pipe) {
+    if (pipe->owner != id_) {
+      Destroy(pipe);
+      return;
+    }
+    if (pipe->held == 0 && free_.size() < kMaxSplicePipesPerThread) {
+      free_.push_back(pipe);
+      return;
+    }
+    Destroy(pipe);  // bytes of a frame nobody will receive: cheaper to close than to drain
+    --created_;
+  }
+
+ private:
+  static void Destroy(SplicePipe* pipe) {
+    close(pipe->read_fd);
+    close(pipe->write_fd);
+    delete pipe;
+  }
+  uint64_t id_ = next_pipe_pool_id.fetch_add(1, std::memory_order_relaxed);
+  size_t created_ = 0;  // in use or free
+  std::vector<SplicePipe*> free_;
+};
+
+thread_local SplicePipePool splice_pipe_pool;
+
 }  // namespace
+
+void SplicePipeReturn::operator()(SplicePipe* pipe) const { splice_pipe_pool.Return(pipe); }
+
+SplicePipePtr TakeSplicePipe() { return SplicePipePtr(splice_pipe_pool.Take()); }
 
 evbuffer* DirectSocket::AcquireBuffer() { return buffer_cache.Get(); }
 
@@ -140,6 +205,9 @@ void DirectSocket::Close() {
   read_full_ = false;
   want_write_ = false;
   watch_write_ = false;
+  write_failed_ = false;
+  StopSplicing();
+  spliced_ = 0;
 }
 
 void DirectSocket::OnEventTrampoline(evutil_socket_t, short what, void* self) {
@@ -151,8 +219,81 @@ void DirectSocket::OnEventTrampoline(evutil_socket_t, short what, void* self) {
   if ((what & EV_READ) != 0 && socket->reading_) socket->OnReadable();
 }
 
+void DirectSocket::SpliceInto(int pipe_write_fd, size_t limit) {
+  if (splice_fd_ != pipe_write_fd) spliced_ = 0;
+  splice_fd_ = pipe_write_fd;
+  splice_limit_ = static_cast<uint32_t>(std::min<size_t>(limit, UINT32_MAX));
+}
+
+size_t DirectSocket::SpliceFrom(int pipe_read_fd, size_t n) {
+  if (!open() || want_write_) return 0;
+  size_t moved = 0;
+  while (moved < n) {
+    ssize_t got = splice(pipe_read_fd, nullptr, fd_, nullptr, n - moved,
+                         SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (got > 0) {
+      moved += static_cast<size_t>(got);
+      continue;
+    }
+    if (got < 0 && errno == EINTR) continue;
+    // Full, or failed: either way wait for EV_WRITE, where a failure is reported like a
+    // failed write.
+    if (got < 0 && !WouldBlock(errno)) write_failed_ = true;
+    want_write_ = true;
+    UpdateInterest();
+    break;
+  }
+  return moved;
+}
+
+void DirectSocket::OnSpliceReadable(size_t total) {
+  bool eof = false;
+  bool failed = false;
+  while (total < kReadBudget && splice_fd_ >= 0 && splice_limit_ > 0) {
+    size_t want = std::min<size_t>(splice_limit_, kReadBudget - total);
+    ssize_t got = splice(fd_, nullptr, splice_fd_, nullptr, want,
+                         SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (got > 0) {
+      total += static_cast<size_t>(got);
+      splice_limit_ -= static_cast<uint32_t>(got);
+      spliced_ += static_cast<uint32_t>(got);
+      // The session moves the bytes on and sets the next limit (or pauses reading).
+      callbacks_->on_read(ctx_);
+      if (!open()) return;
+      if (!reading_) break;
+      continue;
+    }
+    if (got == 0) {
+      eof = true;
+    } else if (errno == EINTR) {
+      continue;
+    } else if (!WouldBlock(errno)) {
+      failed = true;
+    }
+    // EAGAIN: the socket is drained (the pipe cannot be full: the limit is its free space).
+    break;
+  }
+  ReportEndOfInput(eof, failed);
+}
+
+void DirectSocket::ReportEndOfInput(bool eof, bool failed) {
+  // While the session holds reading paused (backpressure) the end of the stream waits: it is
+  // read again, and reported, once reading resumes and the bytes before it have moved on.
+  if ((eof || failed) && reading_) {
+    reading_ = false;
+    UpdateInterest();
+    callbacks_->on_event(ctx_, static_cast<short>(BEV_EVENT_READING |
+                                                  (eof ? BEV_EVENT_EOF : BEV_EVENT_ERROR)));
+  }
+}
+
 void DirectSocket::OnReadable() {
+  if (splice_fd_ >= 0) {  // never read past the pipe's bytes into input()
+    OnSpliceReadable(0);
+    return;
+  }
   size_t total = 0;
+  size_t reported = 0;  // of |total|, bytes on_read has seen
   size_t want = kFirstRead;
   bool eof = false;
   bool failed = false;
@@ -195,6 +336,23 @@ void DirectSocket::OnReadable() {
       evbuffer_commit_space(input, space, used);
       total += static_cast<size_t>(got);
       if (static_cast<size_t>(got) < want) break;  // the socket is (almost surely) drained
+      if (want == kFirstRead) {
+        // A full first read may be the head of a large frame: let the session look before
+        // reading on, so the rest of its payload can go by splice instead.
+        callbacks_->on_read(ctx_);
+        if (!open()) return;
+        reported = total;
+        if (splice_fd_ >= 0) {
+          OnSpliceReadable(total);
+          return;
+        }
+        if (!reading_) break;
+        input = this->input();  // the session may have handed an emptied one back
+        if (input == nullptr) {
+          failed = true;
+          break;
+        }
+      }
       want = kLargeRead;
       continue;
     }
@@ -208,23 +366,17 @@ void DirectSocket::OnReadable() {
     }
     break;
   }
-  if (total > 0) {
+  if (total > reported) {
     callbacks_->on_read(ctx_);
     if (!open()) return;
   }
-  // While the session holds reading paused (backpressure) the end of the stream waits: it is
-  // read again, and reported, once reading resumes and the bytes before it have moved on.
-  if ((eof || failed) && reading_) {
-    reading_ = false;
-    UpdateInterest();
-    callbacks_->on_event(ctx_, static_cast<short>(BEV_EVENT_READING |
-                                                  (eof ? BEV_EVENT_EOF : BEV_EVENT_ERROR)));
-  }
+  ReportEndOfInput(eof, failed);
 }
 
 void DirectSocket::OnWritable() {
   int written = output_ != nullptr ? evbuffer_write(output_, fd_) : 0;
-  if (written < 0 && !WouldBlock(errno)) {
+  if (write_failed_ || (written < 0 && !WouldBlock(errno))) {
+    write_failed_ = false;
     want_write_ = false;
     reading_ = false;
     UpdateInterest();

@@ -18,10 +18,30 @@
 #include <event2/event.h>
 
 #include <cstddef>
+#include <cstdint>
+#include <memory>
 
 #include "proxy/core/libevent_ptr.h"
 
 namespace wsgate {
+
+// A kernel pipe that large frame payloads pass through between two sockets with splice(2), so
+// they are never copied to user space. Pipes come from a small per-thread pool.
+struct SplicePipe {
+  int read_fd = -1;
+  int write_fd = -1;
+  size_t capacity = 0;
+  size_t held = 0;      // bytes spliced in and not yet out
+  uint64_t owner = 0;   // the pool (thread) it came from
+};
+// At most this many pipes (2 descriptors each) per thread; beyond that frames use the evbuffers.
+constexpr size_t kMaxSplicePipesPerThread = 16;
+struct SplicePipeReturn {
+  void operator()(SplicePipe* pipe) const;  // back to the pool if empty, else closed
+};
+using SplicePipePtr = std::unique_ptr<SplicePipe, SplicePipeReturn>;
+// An empty pipe from this thread's pool, or null when all are in use (or pipe2 fails).
+SplicePipePtr TakeSplicePipe();
 
 class DirectSocket {
  public:
@@ -73,9 +93,31 @@ class DirectSocket {
   void Flush();
   void Close();
 
+  // Splicing. While a limit is set, readable events move up to |limit| bytes from the socket
+  // into |pipe_write_fd| (no more than the read budget per event) instead of into input(), and
+  // on_read fires after each move. EOF and errors are reported as for reads. Call again to set
+  // a new limit; StopSplicing() goes back to reading into input().
+  void SpliceInto(int pipe_write_fd, size_t limit);
+  void StopSplicing() {
+    splice_fd_ = -1;
+    splice_limit_ = 0;
+  }
+  // Bytes spliced into the pipe since the last call.
+  size_t TakeSplicedBytes() {
+    size_t n = spliced_;
+    spliced_ = 0;
+    return n;
+  }
+  // Move up to |n| bytes from |pipe_read_fd| to the socket; the output must be empty. Returns
+  // the bytes moved. When the socket takes fewer, EV_WRITE is armed: on_write follows once it
+  // is writable (or on_event, from the event callback, if the socket failed).
+  size_t SpliceFrom(int pipe_read_fd, size_t n);
+
  private:
   static void OnEventTrampoline(evutil_socket_t, short what, void* self);
   void OnReadable();
+  void OnSpliceReadable(size_t total);  // |total|: bytes this event already read
+  void ReportEndOfInput(bool eof, bool failed);
   void OnWritable();
   void UpdateInterest();
   bool over_read_limit() const { return read_limit_ != 0 && input_length() >= read_limit_; }
@@ -84,18 +126,22 @@ class DirectSocket {
   static void ReleaseBuffer(evbuffer*& buffer);
 
   evutil_socket_t fd_ = -1;
+  int splice_fd_ = -1;  // the pipe reads go to while splicing (fills fd_'s padding)
   evbuffer* input_ = nullptr;   // owned; see input()
   evbuffer* output_ = nullptr;  // owned
   EventPtr event_;
   const Callbacks* callbacks_ = nullptr;
   void* ctx_ = nullptr;
   size_t read_limit_ = 0;
+  uint32_t splice_limit_ = 0;   // bytes still to splice into the pipe (≤ its capacity)
+  uint32_t spliced_ = 0;        // see TakeSplicedBytes()
   size_t write_low_ = 0;
   short interest_ = 0;  // what event_ is registered for
   bool reading_ = false;    // the session wants input
   bool read_full_ = false;  // ...but the input is at its limit, so the fd is not polled
   bool want_write_ = false;
   bool watch_write_ = false;
+  bool write_failed_ = false;  // a splice to the socket failed; reported on EV_WRITE
 };
 
 }  // namespace wsgate

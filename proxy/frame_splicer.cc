@@ -125,6 +125,12 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
   }
 }
 
+void FramePipe::SplicedToSink(size_t n) {
+  remaining_ -= n;
+  bytes_ += n;
+  if (metrics_ != nullptr) metrics_->bytes[direction_].Add(n);
+}
+
 bool FramePipe::MoveFrameBytes(evbuffer* source, evbuffer* sink, size_t available) {
   size_t n = static_cast<size_t>(std::min<uint64_t>(available, remaining_));
   // evbuffer_remove_buffer hands whole chains over without copying the payload.

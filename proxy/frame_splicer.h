@@ -60,6 +60,14 @@ class FramePipe {
   bool at_message_boundary() const { return remaining_ == 0 && !sequencer_.in_message(); }
   bool close_relayed() const { return close_relayed_; }
 
+  // Kernel splicing of a data frame's payload tail, past both evbuffers. Bytes of the current
+  // frame not yet moved by Pump(); 0 between frames and for close frames, which are parsed.
+  uint64_t spliceable_bytes() const { return current_is_close_ ? 0 : remaining_; }
+  // |n| of those bytes reached the sink socket (counted like relayed bytes) or were dropped.
+  // Until they do, at_boundary() stays false, so nothing can be inserted before them.
+  void SplicedToSink(size_t n);
+  void SplicedAndDropped(size_t n) { remaining_ -= n; }
+
   uint16_t violation_code() const { return violation_code_; }
   // Close code of the close frame that passed (1005 if it had none); 0 if none passed.
   uint16_t close_code() const { return close_code_; }

@@ -12,6 +12,7 @@
 
 #include "config/loader.h"
 #include "proxy/core/event_loop.h"
+#include "proxy/direct_socket.h"
 #include "proxy/core/log.h"
 #include "proxy/http/handshake.h"
 #include "proxy/sticky_balancer.h"
@@ -118,18 +119,19 @@ std::unique_ptr<Server> Server::Create(config::ProxyConfig config, std::string c
   if (!runtime) return nullptr;
   server->current_ = std::move(runtime);
   server->admission_.Configure(server->current_->config.limits);
-  // Keep descriptors for listeners, the admin listener, health probes, logs and libevent itself.
+  size_t workers = server->current_->config.workers;
+  if (workers == 0) workers = std::max(1u, std::thread::hardware_concurrency());
+  // Keep descriptors for listeners, the admin listener, health probes, logs, libevent itself,
+  // and each loop's splice pipes.
   rlimit nofile{};
   if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
-    size_t reserve = 32;
+    size_t reserve = 32 + 2 * kMaxSplicePipesPerThread * workers;
     for (const auto& pool : server->current_->pools) reserve += pool.backends.size();
     size_t limit = static_cast<size_t>(nofile.rlim_cur);
     server->max_sessions_by_fds_ = limit > reserve ? (limit - reserve) / 2 : 1;
     LOG_INFO("descriptor limit " + std::to_string(limit) + ": at most " +
              std::to_string(server->max_sessions_by_fds_) + " concurrent connections");
   }
-  size_t workers = server->current_->config.workers;
-  if (workers == 0) workers = std::max(1u, std::thread::hardware_concurrency());
   if (workers == 1) {
     server->workers_.push_back(std::make_unique<Worker>(server->loop_, server->metrics_,
                                                         server->current_, server->access_log_,

@@ -87,6 +87,10 @@ struct SessionCallbacks {
 
 namespace {
 
+// A data frame's payload goes by splice(2), past user space, once at least this much of it is
+// still to come: below it the pipe's extra syscalls cost more than the copies they save.
+constexpr uint64_t kSpliceThreshold = 16 * 1024;
+
 http::HeadLimits RequestLimits(const config::ProxyConfig& config) {
   return http::HeadLimits{config.limits.max_header_bytes, config.limits.max_request_line_bytes,
                           128};
@@ -705,6 +709,8 @@ void Session::Pump(Side from) {
     }
   } after_pump{source, sink};
   evbuffer* input = source.input();
+  // Bytes in the pipe are part of the current frame: they reach the sink before anything else.
+  if (source.splice && !DrainSplice(from)) return;
   if (source.discard_input) {
     evbuffer_drain(input, evbuffer_get_length(input));
     return;
@@ -722,6 +728,7 @@ void Session::Pump(Side from) {
     FramePipe::Result result = pipe.Pump(input, output, limit);
     switch (result) {
       case FramePipe::Result::kDrained:
+        MaybeStartSplice(from);
         return;
       case FramePipe::Result::kOutputFull:
         // A direct socket may take the bytes right now; pause only if the kernel is full too.
@@ -779,6 +786,86 @@ void Session::Pump(Side from) {
         return;
     }
   }
+}
+
+// Splicing moves only the tail of a large data frame, once everything before it has gone the
+// evbuffer way: the source's input is empty and the sink's output has been written out. The
+// frame counts as relayed only as its bytes reach the sink socket, so FramePipe stays off its
+// boundary and no close, ping or pushed message can overtake bytes waiting in the pipe.
+void Session::MaybeStartSplice(Side from) {
+  Endpoint& source = endpoint(from);
+  Endpoint& sink = endpoint(Other(from));
+  FramePipe& frames = pipe_from(from);
+  uint64_t left = frames.spliceable_bytes();
+  if (left < kSpliceThreshold || source.splice || state_ != State::kSpliced) return;
+  if (source.bev || sink.bev || !source.direct.open() || !sink.direct.open()) return;
+  if (source.discard_input || sink.sent_close || source.direct.input_length() != 0) return;
+  sink.Flush();
+  if (sink.output_length() != 0) return;  // its queued bytes go first
+  source.splice = TakeSplicePipe();
+  if (!source.splice) return;  // all this thread's pipes are busy: stay on the evbuffers
+  source.direct.SpliceInto(source.splice->write_fd,
+                           static_cast<size_t>(std::min<uint64_t>(left, source.splice->capacity)));
+}
+
+bool Session::DrainSplice(Side from) {
+  Endpoint& source = endpoint(from);
+  Endpoint& sink = endpoint(Other(from));
+  FramePipe& frames = pipe_from(from);
+  SplicePipe& pipe = *source.splice;
+  pipe.held += source.direct.TakeSplicedBytes();
+  if (source.discard_input || !sink.direct.open() || sink.sent_close) {
+    frames.SplicedAndDropped(pipe.held);  // nobody will receive them (the pipe is closed)
+    EndSplice(source);
+    return true;
+  }
+  if (from == Side::kClient && pipe.held > 0) {
+    last_client_data_ = std::chrono::steady_clock::now();  // the client is alive
+    ping_outstanding_ = false;
+  }
+  if (pipe.held > 0) {
+    size_t moved = sink.direct.SpliceFrom(pipe.read_fd, pipe.held);
+    pipe.held -= moved;
+    frames.SplicedToSink(moved);
+    if (pipe.held > 0) {
+      // The sink is full: its EV_WRITE is armed, and OnWritable resumes this side.
+      source.SetReading(false);
+      source.read_paused = true;
+      return false;
+    }
+  }
+  uint64_t left = frames.spliceable_bytes();
+  if (left == 0) {
+    EndSplice(source);  // the frame is delivered; the next header is read as usual
+    return true;
+  }
+  source.direct.SpliceInto(pipe.write_fd, static_cast<size_t>(std::min<uint64_t>(left, pipe.capacity)));
+  return true;
+}
+
+void Session::SpliceToOutput(Side from) {
+  Endpoint& source = endpoint(from);
+  Endpoint& sink = endpoint(Other(from));
+  FramePipe& frames = pipe_from(from);
+  SplicePipe& pipe = *source.splice;
+  pipe.held += source.direct.TakeSplicedBytes();
+  if (sink.open() && !sink.sent_close && !source.discard_input) {
+    evbuffer* output = sink.output();
+    while (pipe.held > 0) {
+      int got = evbuffer_read(output, pipe.read_fd, static_cast<int>(std::min<size_t>(pipe.held, INT32_MAX)));
+      if (got <= 0) break;
+      pipe.held -= static_cast<size_t>(got);
+      frames.SplicedToSink(static_cast<size_t>(got));
+    }
+    sink.Flush();
+  }
+  frames.SplicedAndDropped(pipe.held);
+  EndSplice(source);
+}
+
+void Session::EndSplice(Endpoint& source) {
+  source.direct.StopSplicing();
+  source.splice.reset();  // back to the pool if empty, else closed
 }
 
 void Session::OnViolation(Side from, uint16_t code, const char* what) {
@@ -927,6 +1014,7 @@ void Session::CloseEndpointIfDone(Side side) {
 
 void Session::OnPeerGone(Side gone, bool clean) {
   Endpoint& g = endpoint(gone);
+  if (g.splice) SpliceToOutput(gone);
   if (clean && g.received_close && !g.sent_close && g.open()) {
     // A half-close after its close frame (RFC 6455 §7.1.1 lets an endpoint stop sending once
     // it has sent Close): keep the socket to deliver the close reply, bounded by the close timer.

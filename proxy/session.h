@@ -162,7 +162,9 @@ class Session final : public Deferrable, public HttpForwarderOwner {
     void Close() {
       bev.reset();
       direct.Close();
+      splice.reset();
     }
+    SplicePipePtr splice;         // while part of a frame from it goes by splice(2)
     bool sent_close = false;      // a close frame to it has been queued
     bool received_close = false;  // a close frame from it has been read
     uint16_t pending_close = 0;   // close code to insert once the pipe reaches a boundary
@@ -213,6 +215,14 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   void Pump(Side from);
   void OnWritable(Side to);
   void OnPeerGone(Side gone, bool clean);
+  // Kernel splicing of large frame payloads between two direct sockets (see session.cc).
+  void MaybeStartSplice(Side from);
+  // Move the pipe's bytes to the sink; false if it cannot take them all yet (reading from
+  // |from| is then paused until it can).
+  bool DrainSplice(Side from);
+  // The source is gone: its bytes still in the pipe go to the sink's output, as read bytes do.
+  void SpliceToOutput(Side from);
+  static void EndSplice(Endpoint& source);
   void InsertClose(Side to, uint16_t code, const std::string& reason);
   // |from| broke the protocol or a limit: it gets |code|, its peer 1001 (backend) or 1011.
   void OnViolation(Side from, uint16_t code, const char* what);

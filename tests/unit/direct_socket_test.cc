@@ -91,7 +91,9 @@ TEST_F(DirectSocketTest, ReadsLargeBurstsInOneEvent) {
   ASSERT_EQ(send(fds_[1], big.data(), big.size(), 0), static_cast<ssize_t>(big.size()));
   recorder_.socket.SetReading(true);
   RunOnce();
-  EXPECT_EQ(recorder_.reads, 1);
+  // All in one event; on_read also fires after the first (16 KiB) read, so the session can
+  // start splicing a large frame before the rest of it is read.
+  EXPECT_EQ(recorder_.reads, 2);
   EXPECT_EQ(evbuffer_get_length(recorder_.socket.input()), 5u + big.size());
 }
 
