@@ -153,7 +153,9 @@ int Session::Push(evbuffer* payload, bool text) {
       client_.sent_close || client_.pending_close != 0) {
     return 410;
   }
+  // A backend frame being spliced to the client waits in the pipe, not in the client's output.
   size_t queued = (upgrading ? 0 : client_.output_length()) +
+                  (backend_.splice ? backend_.splice->held : 0) +
                   (pushed_ ? evbuffer_get_length(pushed_.get()) : 0);
   if (queued >= high_watermark()) return 429;
   size_t length = evbuffer_get_length(payload);
