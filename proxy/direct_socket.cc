@@ -370,6 +370,12 @@ void DirectSocket::OnReadable() {
     callbacks_->on_read(ctx_);
     if (!open()) return;
   }
+  // A read that found nothing leaves its reserved chain in the buffer: free both rather than
+  // keep (or cache) an idle buffer holding up to 64 KiB.
+  if (input_ != nullptr && evbuffer_get_length(input_) == 0) {
+    evbuffer_free(input_);
+    input_ = nullptr;
+  }
   ReportEndOfInput(eof, failed);
 }
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include "proxy/core/log.h"
@@ -22,7 +23,7 @@ bool Listener::Bind(std::string* error) {
   if (!ResolveAddress(config_.address, &addr, &addr_len, error)) return false;
   listener_.reset(evconnlistener_new_bind(
       base_, &Listener::OnAccept, this,
-      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,
+      LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,
       reinterpret_cast<sockaddr*>(&addr), static_cast<int>(addr_len)));
   if (!listener_) {
     *error = "cannot listen on " + config_.address.text + ": " + std::strerror(errno);
@@ -38,7 +39,7 @@ bool Listener::Adopt(int fd, std::string* error) {
   evutil_make_socket_nonblocking(fd);
   // Backlog 0: the socket is already listening; keep its accept queue as it is.
   listener_.reset(evconnlistener_new(base_, &Listener::OnAccept, this,
-                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd));
+                                     LEV_OPT_CLOSE_ON_EXEC, 0, fd));
   if (!listener_) {
     *error = "cannot adopt the listening socket of " + config_.name;
     return false;
@@ -53,6 +54,31 @@ void Listener::SetListenerNoDelay() {
   int one = 1;
   nodelay_inherited_ = setsockopt(evconnlistener_get_fd(listener_.get()), IPPROTO_TCP, TCP_NODELAY,
                                   &one, sizeof(one)) == 0;
+}
+
+namespace {
+
+// A timer-only event_base_once passes fd -1 to its callback, so the fd travels in |arg|.
+void CloseLater(evutil_socket_t, short, void* arg) {
+  evutil_closesocket(static_cast<evutil_socket_t>(reinterpret_cast<intptr_t>(arg)));
+}
+
+}  // namespace
+
+// The fd is closed one loop pass after the listener is freed. A handed-over listening socket
+// shares its open file with the new process, so closing it does not take it out of this
+// process's epoll set; with the epoll changelist the removal is only applied on the next pass,
+// and an fd already closed by then stays registered and wakes this loop for every connection
+// the new process gets.
+Listener::~Listener() {
+  if (!listener_) return;
+  evutil_socket_t fd = evconnlistener_get_fd(listener_.get());
+  listener_.reset();
+  timeval now{0, 0};
+  if (fd >= 0 && event_base_once(base_, -1, EV_TIMEOUT, &CloseLater,
+                                 reinterpret_cast<void*>(static_cast<intptr_t>(fd)), &now) != 0) {
+    evutil_closesocket(fd);
+  }
 }
 
 int Listener::fd() const { return evconnlistener_get_fd(listener_.get()); }

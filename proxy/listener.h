@@ -17,6 +17,7 @@ class Listener {
       std::function<void(evutil_socket_t fd, const sockaddr* peer, const std::string& listener)>;
 
   Listener(event_base* base, const config::ListenerConfig& config, AcceptFn on_accept);
+  ~Listener();
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
 

@@ -825,6 +825,7 @@ bool Session::DrainSplice(Side from) {
   }
   if (pipe.held > 0) {
     size_t moved = sink.direct.SpliceFrom(pipe.read_fd, pipe.held);
+    if (moved > 0) last_activity_ = std::chrono::steady_clock::now();  // a slow sink is not idle
     pipe.held -= moved;
     frames.SplicedToSink(moved);
     if (pipe.held > 0) {

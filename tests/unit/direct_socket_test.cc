@@ -219,3 +219,46 @@ TEST(LibeventAllocatorTest, ReusesChainBlocks) {
 }  // namespace
 }  // namespace wsgate
 
+
+// Review finding (memory): a read that exactly fills the first 16 KiB reservation calls on_read
+// (the session drains the input and InputConsumed() hands the buffer back), then reserves a 64 KiB
+// chain for the next read; when that read finds nothing (EAGAIN) the reservation is committed
+// empty and no on_read follows, so the idle socket keeps an evbuffer holding an empty 64 KiB chain.
+namespace wsgate {
+namespace {
+
+struct Consumer {
+  DirectSocket socket;
+  int reads = 0;
+};
+void ConsumeAll(void* ctx) {
+  auto* c = static_cast<Consumer*>(ctx);
+  ++c->reads;
+  evbuffer_drain(c->socket.input(), c->socket.input_length());  // what Pump does
+  c->socket.InputConsumed();
+}
+void Ignore(void*) {}
+void IgnoreEvent(void*, short) {}
+constexpr DirectSocket::Callbacks kConsumer{&ConsumeAll, &Ignore, &IgnoreEvent};
+
+TEST(DirectSocketIdleTest, ExactFirstReadLeavesNoBufferBehind) {
+  EventBasePtr base(event_base_new());
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  evutil_make_socket_nonblocking(fds[0]);
+  BufferEventPtr bev(bufferevent_socket_new(base.get(), fds[0], BEV_OPT_CLOSE_ON_FREE));
+  Consumer consumer;
+  ASSERT_TRUE(consumer.socket.TakeOver(bev, &kConsumer, &consumer));
+  consumer.socket.SetReading(true);
+  std::string message(16 * 1024 - 128, 'm');  // kFirstRead bytes
+  ASSERT_EQ(send(fds[1], message.data(), message.size(), 0), static_cast<ssize_t>(message.size()));
+  event_base_loop(base.get(), EVLOOP_NONBLOCK);
+  EXPECT_EQ(consumer.reads, 1);
+  EXPECT_EQ(consumer.socket.input_length(), 0u);
+  EXPECT_FALSE(consumer.socket.holds_buffers()) << "idle socket still holds an input evbuffer";
+  consumer.socket.Close();
+  close(fds[1]);
+}
+
+}  // namespace
+}  // namespace wsgate

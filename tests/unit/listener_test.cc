@@ -1,6 +1,7 @@
 // Listener over real loopback sockets: accepted sockets arrive non-blocking and with TCP_NODELAY,
 // which they inherit from the listening socket (no per-connection setsockopt or fcntl).
 #include "proxy/listener.h"
+#include "proxy/core/event_loop.h"
 
 #include <event2/event.h>
 #include <fcntl.h>
@@ -49,6 +50,63 @@ TEST(ListenerTest, AcceptedSocketsAreNonBlockingWithNoDelay) {
   close(client);
   EXPECT_EQ(nodelay, 1);
   EXPECT_TRUE(nonblocking);
+}
+
+// A listening socket handed over to a new process (SCM_RIGHTS; dup() stands in here) stays open
+// there, so closing it here does not take it out of this process's epoll set. With the epoll
+// changelist the removal is applied only on the next loop pass; the Listener therefore closes
+// its fd after that pass, or the old loop would wake for every connection queued for the new
+// process, reported on whatever socket reuses the descriptor number.
+struct Spurious {
+  int reads = 0;
+  event_base* base = nullptr;
+};
+
+TEST(ListenerTest, HandedOverListenerClosedUnderChangelistLeavesNoStaleWakeups) {
+  EventLoop loop;
+  config::ListenerConfig config;
+  config.name = "public";
+  config.address = config::HostPort{"127.0.0.1", 0, "127.0.0.1:0"};
+  auto listener = std::make_unique<Listener>(
+      loop.base(), config, [](evutil_socket_t fd, const sockaddr*, const std::string&) { close(fd); });
+  std::string error;
+  ASSERT_TRUE(listener->Bind(&error)) << error;
+  std::string bound = listener->BoundAddress();
+  uint16_t port = static_cast<uint16_t>(std::stoi(bound.substr(bound.rfind(':') + 1)));
+  int new_process_copy = dup(listener->fd());  // what SCM_RIGHTS gives the new process
+  int listener_fd = listener->fd();
+  event_base_loop(loop.base(), EVLOOP_NONBLOCK);  // registered with epoll
+  listener.reset();                               // OnHandedOver: CloseListeners()
+  event_base_loop(loop.base(), EVLOOP_NONBLOCK);  // the loop goes on (the old process drains)
+  int pair[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+  ASSERT_EQ(pair[0], listener_fd);  // a later socket (say a backend connect) reuses the number
+  Spurious spurious;
+  spurious.base = loop.base();
+  EventPtr ev(event_new(
+      loop.base(), pair[0], EV_READ | EV_PERSIST,
+      [](evutil_socket_t fd, short, void* ctx) {
+        char c;
+        if (recv(fd, &c, 1, MSG_DONTWAIT) < 0) ++static_cast<Spurious*>(ctx)->reads;
+      },
+      &spurious));
+  event_add(ev.get(), nullptr);
+  // A client connects; the new process has not accepted it yet.
+  int client = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+  ASSERT_EQ(connect(client, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0);
+  timeval limit{0, 100000};
+  event_base_loopexit(loop.base(), &limit);
+  event_base_dispatch(loop.base());
+  close(client);
+  close(pair[0]);
+  close(pair[1]);
+  close(new_process_copy);
+  EXPECT_EQ(spurious.reads, 0) << "EV_READ reported with nothing to read, from the closed "
+                                  "listener's stale epoll registration";
 }
 
 }  // namespace
