@@ -18,6 +18,25 @@
 namespace wsgate {
 namespace {
 
+uint16_t PortOf(const Listener& listener) {
+  std::string bound = listener.BoundAddress();
+  return static_cast<uint16_t>(std::stoi(bound.substr(bound.rfind(':') + 1)));
+}
+
+// A blocking TCP connection to 127.0.0.1:|port|, or -1.
+int ConnectLoopback(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 TEST(ListenerTest, AcceptedSocketsAreNonBlockingWithNoDelay) {
   EventBasePtr base(event_base_new());
   config::ListenerConfig config;
@@ -36,14 +55,9 @@ TEST(ListenerTest, AcceptedSocketsAreNonBlockingWithNoDelay) {
                     });
   std::string error;
   ASSERT_TRUE(listener.Bind(&error)) << error;
-  std::string bound = listener.BoundAddress();
-  uint16_t port = static_cast<uint16_t>(std::stoi(bound.substr(bound.rfind(':') + 1)));
-  int client = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(port);
-  inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
-  ASSERT_EQ(connect(client, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0);
+  uint16_t port = PortOf(listener);
+  int client = ConnectLoopback(port);
+  ASSERT_GE(client, 0);
   timeval limit{5, 0};
   event_base_loopexit(base.get(), &limit);
   event_base_dispatch(base.get());
@@ -71,8 +85,7 @@ TEST(ListenerTest, HandedOverListenerClosedUnderChangelistLeavesNoStaleWakeups) 
       loop.base(), config, [](evutil_socket_t fd, const sockaddr*, const std::string&) { close(fd); });
   std::string error;
   ASSERT_TRUE(listener->Bind(&error)) << error;
-  std::string bound = listener->BoundAddress();
-  uint16_t port = static_cast<uint16_t>(std::stoi(bound.substr(bound.rfind(':') + 1)));
+  uint16_t port = PortOf(*listener);
   int new_process_copy = dup(listener->fd());  // what SCM_RIGHTS gives the new process
   int listener_fd = listener->fd();
   event_base_loop(loop.base(), EVLOOP_NONBLOCK);  // registered with epoll
@@ -92,12 +105,8 @@ TEST(ListenerTest, HandedOverListenerClosedUnderChangelistLeavesNoStaleWakeups) 
       &spurious));
   event_add(ev.get(), nullptr);
   // A client connects; the new process has not accepted it yet.
-  int client = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(port);
-  inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
-  ASSERT_EQ(connect(client, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0);
+  int client = ConnectLoopback(port);
+  ASSERT_GE(client, 0);
   timeval limit{0, 100000};
   event_base_loopexit(loop.base(), &limit);
   event_base_dispatch(loop.base());
