@@ -84,12 +84,8 @@ void Append(Conn* c, std::string_view text) {
 
 // Writes what is queued. Returns false if the connection is gone.
 bool Flush(Conn* c) {
-  wsb::SendResult r = wsb::SendQueued(c->fd, &c->out, &c->out_off);
+  wsb::SendResult r = wsb::SendWatchingWritable(c->fd, &c->out, &c->out_off, c->wev, &c->writing);
   if (r == wsb::SendResult::kBlocked) {
-    if (!c->writing) {
-      event_add(c->wev, nullptr);
-      c->writing = true;
-    }
     if (!c->read_paused && c->out.size() - c->out_off > kPauseAbove) {
       event_del(c->rev);
       c->read_paused = true;
@@ -101,10 +97,6 @@ bool Flush(Conn* c) {
     return false;
   }
   if (c->out.capacity() > 4 * kPauseAbove) c->out.shrink_to_fit();
-  if (c->writing) {
-    event_del(c->wev);
-    c->writing = false;
-  }
   if (c->closing) {
     Destroy(c);
     return false;

@@ -215,14 +215,7 @@ void Fail(Conn* c, std::atomic<uint64_t>& counter, const char* kind, const std::
 
 // Writes what is queued; returns false if the connection ended.
 bool Flush(Conn* c) {
-  wsb::SendResult r = wsb::SendQueued(c->fd, &c->out, &c->out_off);
-  if (r == wsb::SendResult::kBlocked) {
-    if (!c->writing) {
-      event_add(c->wev, nullptr);
-      c->writing = true;
-    }
-    return true;
-  }
+  wsb::SendResult r = wsb::SendWatchingWritable(c->fd, &c->out, &c->out_off, c->wev, &c->writing);
   if (r == wsb::SendResult::kFailed) {
     if (c->st == St::kConnecting || c->st == St::kUpgrading) {
       Fail(c, c->w->n.connect_failed, "connect failed", Errno("send"));
@@ -231,10 +224,6 @@ bool Flush(Conn* c) {
       Fail(c, c->w->n.abrupt, "closed without a close frame", Errno("send"));
     }
     return false;
-  }
-  if (c->writing) {
-    event_del(c->wev);
-    c->writing = false;
   }
   return true;
 }

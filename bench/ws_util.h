@@ -3,6 +3,7 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
 #include <openssl/evp.h>
@@ -253,6 +254,23 @@ inline SendResult SendQueued(int fd, std::vector<uint8_t>* out, size_t* off) {
   out->clear();
   *off = 0;
   return SendResult::kAll;
+}
+
+// SendQueued, keeping |write_event| added exactly while bytes wait for the socket (|*watching|
+// says whether it is): added when the socket is full, removed once everything went out.
+inline SendResult SendWatchingWritable(int fd, std::vector<uint8_t>* out, size_t* off,
+                                       event* write_event, bool* watching) {
+  SendResult r = SendQueued(fd, out, off);
+  bool want = r == SendResult::kBlocked;
+  if (r != SendResult::kFailed && want != *watching) {
+    if (want) {
+      event_add(write_event, nullptr);
+    } else {
+      event_del(write_event);
+    }
+    *watching = want;
+  }
+  return r;
 }
 
 // Binds to source 127.0.0.`last`; connect() then picks the port for the whole 4-tuple

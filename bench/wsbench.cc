@@ -289,22 +289,11 @@ std::string Errno(const char* what) { return std::string(what) + ": " + std::str
 
 // Writes what is queued; returns false if the connection failed.
 bool Flush(Conn* c) {
-  wsb::SendResult r = wsb::SendQueued(c->fd, &c->out, &c->out_off);
-  if (r == wsb::SendResult::kBlocked) {
-    if (!c->writing) {
-      event_add(c->wev, nullptr);
-      c->writing = true;
-    }
-    return true;
-  }
+  wsb::SendResult r = wsb::SendWatchingWritable(c->fd, &c->out, &c->out_off, c->wev, &c->writing);
   if (r == wsb::SendResult::kFailed) {
     bool opening = c->st == St::kConnecting || c->st == St::kUpgrading;
     Fail(c, opening ? kErrConnect : kErrClosed, Errno("send"));
     return false;
-  }
-  if (c->writing) {
-    event_del(c->wev);
-    c->writing = false;
   }
   return true;
 }

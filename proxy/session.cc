@@ -804,8 +804,12 @@ void Session::MaybeStartSplice(Side from) {
   if (sink.output_length() != 0) return;  // its queued bytes go first
   source.splice = TakeSplicePipe();
   if (!source.splice) return;  // all this thread's pipes are busy: stay on the evbuffers
-  source.direct.SpliceInto(source.splice->write_fd,
-                           static_cast<size_t>(std::min<uint64_t>(left, source.splice->capacity)));
+  SpliceMore(source, left);
+}
+
+void Session::SpliceMore(Endpoint& source, uint64_t frame_left) {
+  SplicePipe& pipe = *source.splice;
+  source.direct.SpliceInto(pipe.write_fd, static_cast<size_t>(std::min<uint64_t>(frame_left, pipe.capacity)));
 }
 
 bool Session::DrainSplice(Side from) {
@@ -840,7 +844,7 @@ bool Session::DrainSplice(Side from) {
     EndSplice(source);  // the frame is delivered; the next header is read as usual
     return true;
   }
-  source.direct.SpliceInto(pipe.write_fd, static_cast<size_t>(std::min<uint64_t>(left, pipe.capacity)));
+  SpliceMore(source, left);
   return true;
 }
 

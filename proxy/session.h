@@ -223,6 +223,8 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   // The source is gone: its bytes still in the pipe go to the sink's output, as read bytes do.
   void SpliceToOutput(Side from);
   static void EndSplice(Endpoint& source);
+  // Let |source| splice up to the rest of its frame (|frame_left| bytes), as the pipe holds.
+  static void SpliceMore(Endpoint& source, uint64_t frame_left);
   void InsertClose(Side to, uint16_t code, const std::string& reason);
   // |from| broke the protocol or a limit: it gets |code|, its peer 1001 (backend) or 1011.
   void OnViolation(Side from, uint16_t code, const char* what);
