@@ -2,6 +2,8 @@
 
 #include <event2/buffer.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -164,6 +166,34 @@ bool DirectSocket::TakeOver(BufferEventPtr& bev, const Callbacks* callbacks, voi
   return true;
 }
 
+bool DirectSocket::Connect(event_base* base, const sockaddr* address, socklen_t length,
+                           const Callbacks* callbacks, void* ctx) {
+  Close();
+  evutil_socket_t fd = socket(address->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  EventPtr event(event_new(base, fd, 0, &OnEventTrampoline, this));
+  if (!event) {
+    evutil_closesocket(fd);
+    errno = ENOMEM;
+    return false;
+  }
+  if (connect(fd, address, length) != 0 && errno != EINPROGRESS) {
+    int error = errno;
+    evutil_closesocket(fd);
+    errno = error;
+    return false;
+  }
+  // Frames are small and latency matters more than packet count.
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  fd_ = fd;
+  event_ = std::move(event);
+  callbacks_ = callbacks;
+  ctx_ = ctx;
+  connecting_ = true;
+  return true;
+}
+
 void DirectSocket::SetReadLimit(size_t limit) {
   read_limit_ = limit;
   if (!open()) return;
@@ -182,7 +212,7 @@ void DirectSocket::Flush() {
   if (!open() || want_write_ || output_ == nullptr) return;
   // A hard error leaves the bytes queued: the socket then polls writable, and the write in
   // OnWritable() meets the error again and reports it from the event callback.
-  if (evbuffer_get_length(output_) > 0) evbuffer_write(output_, fd_);
+  if (evbuffer_get_length(output_) > 0 && evbuffer_write(output_, fd_) > 0) connecting_ = false;
   if (evbuffer_get_length(output_) > 0) {
     want_write_ = true;
     UpdateInterest();
@@ -196,8 +226,12 @@ void DirectSocket::Close() {
     event_del(event_.get());
     event_.reset();
   }
-  if (fd_ >= 0) evutil_closesocket(fd_);
+  if (fd_ >= 0) {
+    evutil_closesocket(fd_);
+    ++closes_;
+  }
   fd_ = -1;
+  connecting_ = false;
   ReleaseBuffer(input_);
   ReleaseBuffer(output_);
   interest_ = 0;
@@ -213,8 +247,9 @@ void DirectSocket::Close() {
 void DirectSocket::OnEventTrampoline(evutil_socket_t, short what, void* self) {
   auto* socket = static_cast<DirectSocket*>(self);
   if ((what & EV_WRITE) != 0) {
+    uint32_t epoch = socket->closes_;
     socket->OnWritable();
-    if (!socket->open()) return;
+    if (socket->ClosedSince(epoch)) return;
   }
   if ((what & EV_READ) != 0 && socket->reading_) socket->OnReadable();
 }
@@ -249,6 +284,7 @@ size_t DirectSocket::SpliceFrom(int pipe_read_fd, size_t n) {
 void DirectSocket::OnSpliceReadable(size_t total) {
   bool eof = false;
   bool failed = false;
+  const uint32_t epoch = closes_;
   while (total < kReadBudget && splice_fd_ >= 0 && splice_limit_ > 0) {
     size_t want = std::min<size_t>(splice_limit_, kReadBudget - total);
     ssize_t got = splice(fd_, nullptr, splice_fd_, nullptr, want,
@@ -259,7 +295,7 @@ void DirectSocket::OnSpliceReadable(size_t total) {
       spliced_ += static_cast<uint32_t>(got);
       // The session moves the bytes on and sets the next limit (or pauses reading).
       callbacks_->on_read(ctx_);
-      if (!open()) return;
+      if (ClosedSince(epoch)) return;
       if (!reading_) break;
       continue;
     }
@@ -297,6 +333,7 @@ void DirectSocket::OnReadable() {
   size_t want = kFirstRead;
   bool eof = false;
   bool failed = false;
+  const uint32_t epoch = closes_;
   evbuffer* input = this->input();
   if (input == nullptr) {
     callbacks_->on_event(ctx_, BEV_EVENT_READING | BEV_EVENT_ERROR);  // out of memory
@@ -340,7 +377,7 @@ void DirectSocket::OnReadable() {
         // A full first read may be the head of a large frame: let the session look before
         // reading on, so the rest of its payload can go by splice instead.
         callbacks_->on_read(ctx_);
-        if (!open()) return;
+        if (ClosedSince(epoch)) return;
         reported = total;
         if (splice_fd_ >= 0) {
           OnSpliceReadable(total);
@@ -368,7 +405,7 @@ void DirectSocket::OnReadable() {
   }
   if (total > reported) {
     callbacks_->on_read(ctx_);
-    if (!open()) return;
+    if (ClosedSince(epoch)) return;
   }
   // A read that found nothing leaves its reserved chain in the buffer: free both rather than
   // keep (or cache) an idle buffer holding up to 64 KiB.
@@ -394,6 +431,12 @@ void DirectSocket::OnWritable() {
     want_write_ = false;
     UpdateInterest();
     ReleaseBuffer(output_);
+  }
+  if (connecting_ && written > 0) {
+    connecting_ = false;
+    uint32_t epoch = closes_;
+    callbacks_->on_event(ctx_, BEV_EVENT_CONNECTED);
+    if (ClosedSince(epoch)) return;
   }
   if (watch_write_ && left <= write_low_) callbacks_->on_write(ctx_);
 }

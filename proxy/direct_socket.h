@@ -8,15 +8,24 @@
 // Payload bytes stay in evbuffer chains; nothing is copied in user space. TLS stays on
 // bufferevent_openssl.
 //
+// A backend connection can also start here (Connect): then the handshake runs on it too, and the
+// upgrade request is written speculatively right after connect(), as a nearby backend has usually
+// completed the TCP handshake by then. That spares the bufferevent's EPOLLOUT round trip, its
+// SO_ERROR query and its FIONREAD ioctl.
+//
 // The callbacks mirror bufferevent's (read, write below the low watermark, and EOF/error events
-// with BEV_EVENT_* flags), so the session's trampolines serve both. They may Close() this socket;
-// DirectSocket never touches itself after a callback that did.
+// with BEV_EVENT_* flags, plus BEV_EVENT_CONNECTED), so the session's trampolines serve both.
+// They may Close() this socket, and even Connect() it again; DirectSocket never touches itself
+// after a callback that did.
 #pragma once
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include <sys/socket.h>
+
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -59,6 +68,13 @@ class DirectSocket {
   // Take |bev|'s socket and buffered bytes (moved, not copied), then free |bev|. On allocation
   // failure returns false and leaves |bev| as it was. Reading starts disabled.
   bool TakeOver(BufferEventPtr& bev, const Callbacks* callbacks, void* ctx);
+  // Start a non-blocking TCP connect (TCP_NODELAY set). Returns false, with errno, if the socket
+  // could not be made or the connect failed at once. Until the first write succeeds the socket is
+  // connecting(): queue bytes and Flush(); success is reported as on_event(BEV_EVENT_CONNECTED)
+  // if the first try would have blocked, and failure as a write error, from the event callback.
+  bool Connect(event_base* base, const sockaddr* address, socklen_t length,
+               const Callbacks* callbacks, void* ctx);
+  bool connecting() const { return connecting_; }
 
   bool open() const { return fd_ >= 0; }
   evutil_socket_t fd() const { return fd_; }
@@ -86,11 +102,12 @@ class DirectSocket {
   // on_write fires after a write leaves at most |low| bytes queued.
   void WatchWritable(size_t low) {
     watch_write_ = true;
-    write_low_ = low;
+    write_low_ = static_cast<uint32_t>(std::min<size_t>(low, UINT32_MAX));
   }
   // Write what is queued now; what the kernel does not take waits for EV_WRITE. Never calls
   // back: a failed write is reported from the event callback on the next loop pass.
   void Flush();
+  // Safe inside this socket's own callbacks.
   void Close();
 
   // Splicing. While a limit is set, readable events move up to |limit| bytes from the socket
@@ -115,6 +132,9 @@ class DirectSocket {
 
  private:
   static void OnEventTrampoline(evutil_socket_t, short what, void* self);
+  // True once the socket was closed (and perhaps reopened) since |epoch| = closes_ was read: a
+  // callback did it, so nothing of the old connection may be touched.
+  bool ClosedSince(uint32_t epoch) const { return closes_ != epoch; }
   void OnReadable();
   void OnSpliceReadable(size_t total);  // |total|: bytes this event already read
   void ReportEndOfInput(bool eof, bool failed);
@@ -135,13 +155,16 @@ class DirectSocket {
   size_t read_limit_ = 0;
   uint32_t splice_limit_ = 0;   // bytes still to splice into the pipe (≤ its capacity)
   uint32_t spliced_ = 0;        // see TakeSplicedBytes()
-  size_t write_low_ = 0;
+  uint32_t write_low_ = 0;
+  uint32_t closes_ = 0;  // Close() calls; see ClosedSince()
   short interest_ = 0;  // what event_ is registered for
   bool reading_ = false;    // the session wants input
   bool read_full_ = false;  // ...but the input is at its limit, so the fd is not polled
   bool want_write_ = false;
   bool watch_write_ = false;
   bool write_failed_ = false;  // a splice to the socket failed; reported on EV_WRITE
+  bool connecting_ = false;    // Connect() done, no byte written yet
 };
+static_assert(sizeof(DirectSocket) <= 80, "two per idle connection: keep it small");
 
 }  // namespace wsgate

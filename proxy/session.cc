@@ -144,6 +144,14 @@ void Session::Endpoint::SetReading(bool on) {
   }
 }
 
+void Session::Endpoint::SetReadLimit(size_t limit) {
+  if (bev) {
+    bufferevent_setwatermark(bev.get(), EV_READ, 0, limit);
+  } else {
+    direct.SetReadLimit(limit);
+  }
+}
+
 void Session::Endpoint::Write(const void* data, size_t size) {
   evbuffer_add(output(), data, size);
   Flush();
@@ -364,7 +372,7 @@ void Session::Reject(int status, const std::string& reason, const std::string& e
   http_status_ = status;
   reason_ = reason;
   ReleaseBackend();
-  backend_.bev.reset();
+  backend_.Close();
   LOG_DEBUG("session client=" + peer_text() + " rejected status=" + std::to_string(status) +
             " reason=" + log::Quoted(reason));
   std::string response = http::BuildErrorResponse(status, reason, extra_header);
@@ -377,7 +385,7 @@ void Session::BeginLingeringClose() {
   // input never turns our close into a reset that destroys the answer in flight.
   state_ = State::kLingering;
   ReleaseBackend();
-  backend_.bev.reset();
+  backend_.Close();
   evbuffer* input = bufferevent_get_input(client_.bev.get());
   evbuffer_drain(input, evbuffer_get_length(input));
   bufferevent_setwatermark(client_.bev.get(), EV_READ, 0, 0);
@@ -445,6 +453,11 @@ void Session::TryNextBackend() {
   handshake_->response_parser = http::HeadParser(http::HeadKind::kResponse, RequestLimits(config()));
   const tls::ClientContext* backend_tls = runtime_->pool_tls[static_cast<size_t>(pool_index_)].get();
   backend_.plain_tcp = backend_tls == nullptr;
+  state_ = State::kConnecting;
+  if (backend_.plain_tcp) {
+    ConnectDirect();
+    return;
+  }
   backend_.bev = StartConnect(context_.loop.base(), *chosen_backend_, backend_tls);
   if (!backend_.bev) {
     OnAttemptFailed(false, "could not create a socket", metrics::kRefused);
@@ -454,15 +467,38 @@ void Session::TryNextBackend() {
                     &SessionCallbacks::BackendWrite, &SessionCallbacks::BackendEvent, this);
   bufferevent_setwatermark(backend_.bev.get(), EV_READ, 0, config().limits.max_header_bytes);
   bufferevent_enable(backend_.bev.get(), EV_READ);
-  state_ = State::kConnecting;
   ArmTimer(config().timeouts.connect);
+}
+
+void Session::ConnectDirect() {
+  DirectSocket& socket = backend_.direct;
+  if (!socket.Connect(context_.loop.base(), reinterpret_cast<const sockaddr*>(&chosen_backend_->sockaddr),
+                      chosen_backend_->sockaddr_len, &SessionCallbacks::kBackendDirect, this)) {
+    std::string why = std::string("connect failed: ") + std::strerror(errno);
+    OnAttemptFailed(false, why.c_str(), metrics::kRefused);
+    return;
+  }
+  socket.SetReadLimit(config().limits.max_header_bytes);
+  socket.SetReading(true);
+  // Before the backend can read its callback URL: a push it sends at once must find us.
+  RegisterConnection();
+  // Written now rather than on EPOLLOUT: a nearby backend has usually accepted the connection
+  // within connect() itself. If not, the bytes wait and success comes as BEV_EVENT_CONNECTED.
+  backend_.Write(handshake_->upstream_request.data(), handshake_->upstream_request.size());
+  if (socket.connecting()) {
+    ArmTimer(config().timeouts.connect);
+    return;
+  }
+  OnBackendConnected();
 }
 
 void Session::OnBackendConnected() {
   state_ = State::kAwaitingUpgrade;
-  // Before the backend can read its callback URL: a push it sends at once must find us.
-  RegisterConnection();
-  bufferevent_write(backend_.bev.get(), handshake_->upstream_request.data(), handshake_->upstream_request.size());
+  if (backend_.bev) {  // a direct socket was sent the request already
+    // Before the backend can read its callback URL: a push it sends at once must find us.
+    RegisterConnection();
+    bufferevent_write(backend_.bev.get(), handshake_->upstream_request.data(), handshake_->upstream_request.size());
+  }
   ArmTimer(config().timeouts.backend_handshake);
 }
 
@@ -479,7 +515,7 @@ void Session::OnAttemptFailed(bool timed_out, const char* why, metrics::ConnectF
   LOG_WARN("session client=" + peer_text() + " backend=" + chosen_backend_->address + " attempt " +
            std::to_string(handshake_->attempts.count()) + " failed: " + why);
   ReleaseBackend();
-  backend_.bev.reset();  // safe inside its own callback: libevent defers the actual free
+  backend_.Close();  // safe inside its own callback (libevent defers a bufferevent's free)
   TryNextBackend();
 }
 
@@ -491,7 +527,7 @@ void Session::OnBackendEvent(short what) {
   if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) == 0) return;
   switch (state_) {
     case State::kConnecting:
-      if (tls::HandshakePending(backend_.bev.get())) {
+      if (backend_.bev && tls::HandshakePending(backend_.bev.get())) {
         std::string detail;
         if (tls::HandshakeFailure(backend_.bev.get(), &detail) != metrics::kTlsClosed) {
           OnAttemptFailed(false, ("TLS handshake failed: " + detail).c_str(),
@@ -536,7 +572,7 @@ void Session::OnBackendRead() {
 }
 
 void Session::HandleResponseHead() {
-  evbuffer* input = bufferevent_get_input(backend_.bev.get());
+  evbuffer* input = backend_.input();
   size_t length = evbuffer_get_length(input);
   const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, -1));
   std::string_view buffered(data, length);
@@ -588,7 +624,7 @@ void Session::HandleResponseHead() {
     evbuffer* client_input = bufferevent_get_input(client_.bev.get());
     evbuffer_drain(client_input, evbuffer_get_length(client_input));
     bufferevent_write(client_.bev.get(), head.data(), head.size());
-    bufferevent_setwatermark(backend_.bev.get(), EV_READ, 0, high_watermark());
+    backend_.SetReadLimit(high_watermark());
     ArmTimer(config().timeouts.backend_handshake);
     RelayResponseBody();
     return;
@@ -618,12 +654,13 @@ void Session::HandleResponseHead() {
 }
 
 void Session::RelayResponseBody() {
-  evbuffer* input = bufferevent_get_input(backend_.bev.get());
+  evbuffer* input = backend_.input();
   evbuffer* output = bufferevent_get_output(client_.bev.get());
   size_t available = evbuffer_get_length(input);
   size_t n = available;
   if (!handshake_->response_until_eof) n = static_cast<size_t>(std::min<uint64_t>(n, handshake_->response_body_left));
   evbuffer_remove_buffer(input, output, n);
+  backend_.InputConsumed();
   if (!handshake_->response_until_eof) {
     handshake_->response_body_left -= n;
     if (handshake_->response_body_left == 0) {
@@ -633,7 +670,7 @@ void Session::RelayResponseBody() {
   }
   if (n > 0) ArmTimer(config().timeouts.backend_handshake);
   if (evbuffer_get_length(output) >= high_watermark()) {
-    bufferevent_disable(backend_.bev.get(), EV_READ);
+    backend_.SetReading(false);
     backend_.read_paused = true;
   }
 }
@@ -654,7 +691,8 @@ void Session::StartSplicing() {
     Endpoint& e = endpoint(side);
     const DirectSocket::Callbacks* direct_callbacks =
         side == Side::kClient ? &SessionCallbacks::kClientDirect : &SessionCallbacks::kBackendDirect;
-    if (e.plain_tcp && e.direct.TakeOver(e.bev, direct_callbacks, this)) {
+    // A backend connection was direct from the start; a client moves to it now.
+    if (e.plain_tcp && (e.direct.open() || e.direct.TakeOver(e.bev, direct_callbacks, this))) {
       e.direct.SetReadLimit(high);
       e.direct.WatchWritable(high / 2);
       e.direct.SetReading(true);
@@ -1067,11 +1105,7 @@ void Session::OnWritable(Side to) {
       shutdown(e.fd(), SHUT_WR);
       e.close_after_flush = false;
       e.throttled = false;
-      if (e.bev) {
-        bufferevent_setwatermark(e.bev.get(), EV_READ, 0, 0);
-      } else {
-        e.direct.SetReadLimit(0);
-      }
+      e.SetReadLimit(0);
       e.SetReading(true);
       return;
     }

@@ -142,8 +142,9 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   };
   enum class Side { kClient, kBackend };
 
-  // One side's socket: a bufferevent drives it through the handshake (and for TLS throughout);
-  // once spliced, a plain TCP socket moves to |direct|. Exactly one of the two is open.
+  // One side's socket. TLS runs on a bufferevent throughout. A plain-TCP backend connection is
+  // |direct| from connect() on; a plain-TCP client goes through the handshake on a bufferevent
+  // (the HTTP forwarder needs one) and moves to |direct| once spliced. At most one is open.
   struct Endpoint {
     BufferEventPtr bev;
     DirectSocket direct;
@@ -155,6 +156,7 @@ class Session final : public Deferrable, public HttpForwarderOwner {
       return bev ? evbuffer_get_length(bufferevent_get_output(bev.get())) : direct.output_length();
     }
     void SetReading(bool on);
+    void SetReadLimit(size_t limit);  // stop reading while the input holds this much (0: none)
     void Write(const void* data, size_t size);
     void Flush() { if (!bev) direct.Flush(); }  // a bufferevent flushes by itself
     void InputConsumed() { if (!bev) direct.InputConsumed(); }
@@ -199,6 +201,7 @@ class Session final : public Deferrable, public HttpForwarderOwner {
 
   // Upstream.
   void TryNextBackend();
+  void ConnectDirect();  // a plain-TCP backend: connect and send the request at once
   void OnBackendConnected();
   void OnAttemptFailed(bool timed_out, const char* why, metrics::ConnectFailure failure);
   void OnBackendRead();

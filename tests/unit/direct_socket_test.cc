@@ -1,12 +1,16 @@
 // DirectSocket over a real socketpair: large reads, immediate writes, EOF held back while reading
-// is paused, and write errors reported from the event callback rather than from Flush().
+// is paused, and write errors reported from the event callback rather than from Flush(). And
+// over loopback TCP: Connect() with the first write sent at once, refusals, reconnecting.
 #include "proxy/direct_socket.h"
 #include "proxy/core/libevent_memory.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -215,7 +219,6 @@ TEST(LibeventAllocatorTest, ReusesChainBlocks) {
   ASSERT_EQ(evbuffer_commit_space(buffer.get(), &second, 1), 0);
   EXPECT_EQ(evbuffer_get_length(buffer.get()), 16000u);
 }
-
 }  // namespace
 }  // namespace wsgate
 
@@ -258,6 +261,156 @@ TEST(DirectSocketIdleTest, ExactFirstReadLeavesNoBufferBehind) {
   EXPECT_FALSE(consumer.socket.holds_buffers()) << "idle socket still holds an input evbuffer";
   consumer.socket.Close();
   close(fds[1]);
+}
+
+// Connect(): backend connections start on a DirectSocket, and the first bytes go out at once.
+class DirectSocketConnectTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    base_.reset(event_base_new());
+    listener_ = ListenOnLoopback(&address_);
+    ASSERT_GE(listener_, 0);
+    fcntl(listener_, F_SETFL, O_NONBLOCK);
+  }
+  void TearDown() override {
+    if (listener_ >= 0) close(listener_);
+  }
+  static int ListenOnLoopback(sockaddr_in* address) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    *address = sockaddr_in{};
+    address->sin_family = AF_INET;
+    address->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(*address);
+    if (bind(fd, reinterpret_cast<sockaddr*>(address), length) != 0 || listen(fd, 8) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(address), &length) != 0) {
+      close(fd);
+      return -1;
+    }
+    return fd;
+  }
+  // A loopback port nobody listens on: bound, then closed.
+  static sockaddr_in RefusingAddress() {
+    sockaddr_in address{};
+    int fd = ListenOnLoopback(&address);
+    close(fd);
+    return address;
+  }
+  std::string Receive(int fd, size_t want) {
+    std::string out;
+    char buffer[4096];
+    for (int i = 0; i < 200 && out.size() < want; ++i) {
+      event_base_loop(base_.get(), EVLOOP_NONBLOCK);
+      ssize_t n = recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+      if (n > 0) out.append(buffer, static_cast<size_t>(n));
+      if (n <= 0) usleep(5000);
+    }
+    return out;
+  }
+  // Accepts while running the loop: a retry is only made from an event callback.
+  int Accept() {
+    for (int i = 0; i < 200; ++i) {
+      int fd = accept4(listener_, nullptr, nullptr, SOCK_NONBLOCK);
+      if (fd >= 0) return fd;
+      event_base_loop(base_.get(), EVLOOP_NONBLOCK);
+      usleep(5000);
+    }
+    return -1;
+  }
+  const sockaddr* address() const { return reinterpret_cast<const sockaddr*>(&address_); }
+
+  EventBasePtr base_;
+  int listener_ = -1;
+  sockaddr_in address_{};
+};
+
+struct ConnectRecorder {
+  DirectSocket socket;
+  int connected = 0;
+  int errors = 0;
+  int reads = 0;
+  const sockaddr* retry_to = nullptr;  // on error: reconnect there inside the callback
+  event_base* socket_base = nullptr;
+};
+void ConnectRead(void* ctx) { ++static_cast<ConnectRecorder*>(ctx)->reads; }
+void ConnectEvent(void* ctx, short what);
+constexpr DirectSocket::Callbacks kConnectCallbacks{&ConnectRead, &Ignore, &ConnectEvent};
+void ConnectEvent(void* ctx, short what) {
+  auto* r = static_cast<ConnectRecorder*>(ctx);
+  if ((what & BEV_EVENT_CONNECTED) != 0) ++r->connected;
+  if ((what & BEV_EVENT_ERROR) == 0) return;
+  ++r->errors;
+  if (r->retry_to == nullptr) {
+    r->socket.Close();
+    return;
+  }
+  const sockaddr* to = r->retry_to;
+  r->retry_to = nullptr;
+  // What the session does on a failed attempt: the same object connects again, inside its own
+  // callback, so DirectSocket must not go on with the old connection's event.
+  ASSERT_TRUE(r->socket.Connect(r->socket_base, to, sizeof(sockaddr_in), &kConnectCallbacks, r));
+  evbuffer_add(r->socket.output(), "retried", 7);
+  r->socket.Flush();
+}
+
+TEST_F(DirectSocketConnectTest, FirstWriteGoesOutWithTheConnect) {
+  ConnectRecorder r;
+  r.socket_base = base_.get();
+  ASSERT_TRUE(r.socket.Connect(base_.get(), address(), sizeof(address_), &kConnectCallbacks, &r));
+  EXPECT_TRUE(r.socket.connecting());
+  int one = 0;
+  socklen_t length = sizeof(one);
+  ASSERT_EQ(getsockopt(r.socket.fd(), IPPROTO_TCP, TCP_NODELAY, &one, &length), 0);
+  EXPECT_EQ(one, 1);
+  evbuffer_add(r.socket.output(), "GET / HTTP/1.1\r\n\r\n", 18);
+  r.socket.Flush();
+  // On loopback the TCP handshake completes inside connect(), so the write needs no EPOLLOUT;
+  // elsewhere it waits and BEV_EVENT_CONNECTED reports it. Either way: connected exactly once.
+  bool at_once = !r.socket.connecting();
+  int accepted = Accept();
+  ASSERT_GE(accepted, 0);
+  EXPECT_EQ(Receive(accepted, 18), "GET / HTTP/1.1\r\n\r\n");
+  EXPECT_FALSE(r.socket.connecting());
+  EXPECT_EQ(r.connected, at_once ? 0 : 1);
+  EXPECT_EQ(r.errors, 0);
+  // And it reads like any direct socket.
+  r.socket.SetReading(true);
+  ASSERT_EQ(send(accepted, "HTTP/1.1 101", 12, 0), 12);
+  for (int i = 0; i < 100 && r.reads == 0; ++i) {
+    event_base_loop(base_.get(), EVLOOP_NONBLOCK);
+    usleep(2000);
+  }
+  EXPECT_EQ(r.reads, 1);
+  EXPECT_EQ(r.socket.input_length(), 12u);
+  close(accepted);
+  r.socket.Close();
+}
+
+TEST_F(DirectSocketConnectTest, RefusedConnectIsAnErrorAndReconnectingInsideTheCallbackWorks) {
+  sockaddr_in refusing = RefusingAddress();
+  ConnectRecorder r;
+  r.socket_base = base_.get();
+  r.retry_to = address();
+  bool started = r.socket.Connect(base_.get(), reinterpret_cast<const sockaddr*>(&refusing),
+                                  sizeof(refusing), &kConnectCallbacks, &r);
+  if (!started) {
+    // Refused within connect() itself: the caller tries the next backend, as the session does.
+    EXPECT_EQ(errno, ECONNREFUSED);
+    ASSERT_TRUE(r.socket.Connect(base_.get(), address(), sizeof(address_), &kConnectCallbacks, &r));
+    evbuffer_add(r.socket.output(), "retried", 7);
+    r.socket.Flush();
+  } else {
+    evbuffer_add(r.socket.output(), "first", 5);
+    r.socket.Flush();  // never reports: the failure comes from the event callback
+    EXPECT_EQ(r.errors, 0);
+  }
+  int accepted = Accept();
+  ASSERT_GE(accepted, 0);
+  EXPECT_EQ(Receive(accepted, 7), "retried");
+  EXPECT_EQ(r.errors, started ? 1 : 0);
+  EXPECT_EQ(r.connected, 0);  // the refused attempt never reported success
+  EXPECT_TRUE(r.socket.open());
+  close(accepted);
+  r.socket.Close();
 }
 
 }  // namespace
