@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Benchmark wsgate against no proxy (direct), HAProxy, nginx and Caddy, all in front of the same
-# four echo_backend processes, on loopback; see bench/README.md for the method.
+# Benchmark wsgate against no proxy (direct), a minimal TCP relay (relay: bench/tcp_relay.cc, the
+# floor of an epoll proxy), HAProxy, nginx and Caddy, all in front of the same four echo_backend
+# processes, on loopback; see bench/README.md for the method.
 #
-#   scripts/build.sh build          # or: cmake --build build --target wsgate wsbench echo_backend
+#   scripts/build.sh build          # or: cmake --build build --target wsgate wsbench echo_backend tcp_relay
 #   bench/compare.sh build          # or BUILD_DIR=build bench/compare.sh
 #
 # Prints one markdown table (each figure and its ratio to HAProxy), writes it with the method,
@@ -19,7 +20,8 @@ BUILD_DIR=$(cd "$BUILD_DIR" 2>/dev/null && pwd) || { echo "compare.sh: no build 
 WSGATE=${WSGATE:-$BUILD_DIR/wsgate}
 WSBENCH=$BUILD_DIR/bench/wsbench
 BACKEND=$BUILD_DIR/bench/echo_backend
-TARGETS=${TARGETS:-"direct wsgate haproxy nginx caddy"}
+RELAY=$BUILD_DIR/bench/tcp_relay
+TARGETS=${TARGETS:-"direct relay wsgate haproxy nginx caddy"}
 WORKERS=${WORKERS:-"1 2"}             # passes: 1 = one thread/worker, proxy pinned; 2 = two, unpinned
 DURATION=${DURATION:-5}               # measured seconds per timed run
 REPEAT=${REPEAT:-3}                   # rounds; the median of each figure is reported
@@ -38,7 +40,7 @@ log() { printf '%s\n' "$*" >&2; }
 die() { log "compare.sh: $*"; exit 2; }
 
 for bin in "$WSGATE" "$WSBENCH" "$BACKEND"; do
-  [[ -x $bin ]] || die "$bin is missing; build first: cmake --build $BUILD_DIR --target wsgate wsbench echo_backend"
+  [[ -x $bin ]] || die "$bin is missing; build first: cmake --build $BUILD_DIR --target wsgate wsbench echo_backend tcp_relay"
 done
 (( $(nproc) >= 2 )) || die "needs at least 2 CPUs (proxy on one, load generator and backends on another)"
 command -v taskset >/dev/null || die "taskset (util-linux) is missing"
@@ -129,8 +131,9 @@ rss_kib() {  # summed VmRSS of the given pids
 backend_ports=()
 for i in $(seq 0 $((NBACKENDS - 1))); do backend_ports+=($((PORT_BASE + i))); done
 declare -A port=([direct]=${backend_ports[0]} [wsgate]=$((PORT_BASE + 10)) [wsgate_nometrics]=$((PORT_BASE + 11))
-                 [haproxy]=$((PORT_BASE + 12)) [nginx]=$((PORT_BASE + 13)) [caddy]=$((PORT_BASE + 14)))
-for p in "${backend_ports[@]}" "${port[wsgate]}" "${port[wsgate_nometrics]}" "${port[haproxy]}" "${port[nginx]}" "${port[caddy]}"; do
+                 [haproxy]=$((PORT_BASE + 12)) [nginx]=$((PORT_BASE + 13)) [caddy]=$((PORT_BASE + 14))
+                 [relay]=$((PORT_BASE + 15)))
+for p in "${backend_ports[@]}" "${port[wsgate]}" "${port[wsgate_nometrics]}" "${port[haproxy]}" "${port[nginx]}" "${port[caddy]}" "${port[relay]}"; do
   port_in_use "$p" && die "port $p is in use (set PORT_BASE)"
 done
 
@@ -229,6 +232,14 @@ start_proxy() {  # $1 target, $2 workers
   local t=$1 n=$2 pid
   case $t in
     direct) return 0 ;;
+    relay)  # single-threaded whatever the pass's workers
+      local backends=() p
+      for p in "${backend_ports[@]}"; do backends+=(-b "127.0.0.1:$p"); done
+      rm -f "$work/$t.ready"
+      "${proxy_pin[@]}" "$RELAY" -l "${port[$t]}" -r "$work/$t.ready" "${backends[@]}" >>"$work/$t.log" 2>&1 &
+      pid=$!
+      wait_until "$pid" file_ready "$work/$t.ready" || { pids+=("$pid"); main_pid[$t]=$pid; return 1; }
+      proc_pids[$t]=$pid ;;
     wsgate|wsgate_nometrics)
       rm -f "$work/$t.ready"
       "${proxy_pin[@]}" "$WSGATE" -c "$work/$t.yaml" --ready-file "$work/$t.ready" --log-level warn >>"$work/$t.log" 2>&1 &
@@ -264,7 +275,7 @@ stop_proxy() {
   proc_pids[$1]=""
 }
 installed() {
-  case $1 in direct|wsgate|wsgate_nometrics) return 0 ;; *) command -v "$1" >/dev/null ;; esac
+  case $1 in direct|wsgate|wsgate_nometrics) return 0 ;; relay) [[ -x $RELAY ]] ;; *) command -v "$1" >/dev/null ;; esac
 }
 
 backend_pids=()
@@ -390,8 +401,10 @@ pick_medians() {  # $1 pass, $2 target, $3 scenario: the median of every figure 
 ran=()
 skipped=()
 for t in $TARGETS; do
-  case $t in direct|wsgate|haproxy|nginx|caddy) ;; *) die "unknown target $t" ;; esac
-  if installed "$t"; then ran+=("$t"); else skipped+=("$t (not installed)"); log "== $t: not installed: skipped"; fi
+  case $t in direct|relay|wsgate|haproxy|nginx|caddy) ;; *) die "unknown target $t" ;; esac
+  why="not installed"
+  [[ $t == relay ]] && why="not built: $RELAY"
+  if installed "$t"; then ran+=("$t"); else skipped+=("$t ($why)"); log "== $t: $why: skipped"; fi
 done
 has() { local x; for x in "${ran[@]}"; do [[ $x == "$1" ]] && return 0; done; return 1; }
 metrics_cmp=0
@@ -563,6 +576,7 @@ versions() {
   has haproxy && v+=("HAProxy $(haproxy -v 2>/dev/null | head -n1 | awk '{print $3}')")
   has nginx && v+=("$(nginx -v 2>&1 | sed 's/^nginx version: //')")
   has caddy && v+=("Caddy $(caddy version 2>/dev/null | awk '{print $1}')")
+  has relay && v+=("relay: bench/tcp_relay.cc, built $(date -u -r "$RELAY" +'%Y-%m-%d %H:%M UTC')")
   local joined
   printf -v joined '%s; ' "${v[@]}"
   echo "${joined%; }"
@@ -576,6 +590,11 @@ versions() {
   echo "Ratios are target ÷ $ref (↑ higher is better, ↓ lower is better); each figure is the median"
   echo "over $REPEAT rounds of ${DURATION} s. wN = the pass with N threads/workers per proxy. **FAIL** = a round"
   echo "of that cell failed or counted an error (listed below)."
+  if has relay; then
+    echo "\`relay\` is the minimal TCP relay (bench/tcp_relay.cc), one thread in every pass (w2 too): its"
+    echo "proxy-core µs/op is the floor any epoll proxy pays on this kernel; the distance to it is a proxy's own cost"
+    echo "(with 64 KiB it copies, while wsgate splices payloads of 16 KiB and more, so it can be below it there)."
+  fi
   echo
   metrics_table
   echo
@@ -585,8 +604,12 @@ versions() {
   echo "  every proxy balances them by least connections (wsgate \`balance: least_conn\`, HAProxy"
   echo "  \`balance leastconn\`, nginx \`least_conn\`, Caddy \`lb_policy least_conn\`). \`direct\` = wsbench"
   echo "  straight to one backend, the ceiling of the load-generator core."
+  echo "- \`relay\`: bench/tcp_relay.cc, a minimal TCP relay on raw epoll (level-triggered; one read() and"
+  echo "  one write() per chunk through a 256 KiB buffer, epoll_ctl only when backpressure starts or ends; no"
+  echo "  HTTP or WebSocket work), least connections over the same backends, one thread in both passes."
+  echo "  The floor of a user-space epoll proxy: what every proxy pays the kernel per operation."
   echo "- One thread per proxy in pass w1: wsgate \`workers: 1\`, HAProxy \`nbthread 1\`, nginx"
-  echo "  \`worker_processes 1\`, Caddy \`GOMAXPROCS=1\`; in w2 the same with 2. Logging off everywhere"
+  echo "  \`worker_processes 1\`, Caddy \`GOMAXPROCS=1\`; in w2 the same with 2 (relay: 1). Logging off everywhere"
   echo "  (wsgate \`log: {access: off}\`, no HAProxy \`log\`, nginx \`access_log off\`, Caddy log level ERROR)."
   echo "- Pinning in w1: the proxy alone on CPU $PROXY_CPU (taskset), wsbench and the backends on CPU $CLIENT_CPU."
   echo "  In w2 nothing is pinned and wsbench runs 2 threads: the load generator and backends compete with"
@@ -649,8 +672,9 @@ chart() {
   command -v gnuplot >/dev/null || { log "compare.sh: gnuplot missing: no chart"; return 0; }
   has "$ref" || return 0
   local dat="$work/chart" t s w k cols=() n
-  for t in "${ran[@]}"; do [[ $t == "$ref" || $t == direct ]] || cols+=("$t"); done
+  for t in "${ran[@]}"; do [[ $t == "$ref" || $t == direct || $t == relay ]] || cols+=("$t"); done
   cols=("$ref" "${cols[@]}")
+  has relay && cols+=(relay)  # the two references last: the floor, then no proxy
   has direct && cols+=(direct)
   # ratio W T S KEY: value ÷ reference's (blank when missing)
   ratio() { awk -v v="${R[$1,$2,$3,$4]:-}" -v b="${R[$1,$ref,$3,$4]:-}" 'BEGIN {if (v != "" && b + 0 > 0) printf "%.3f", v / b; else printf "-"}'; }
@@ -673,7 +697,8 @@ chart() {
   done; done
   n=${#cols[@]}
   local plots_thr="" plots_cpu="" plots_mem="" i
-  declare -A colour=([haproxy]='#8c8c8c' [wsgate]='#1a9850' [nginx]='#4575b4' [caddy]='#f46d43' [direct]='#d9d9d9')
+  declare -A colour=([haproxy]='#8c8c8c' [wsgate]='#1a9850' [nginx]='#4575b4' [caddy]='#f46d43' [relay]='#9e9ac8'
+                     [direct]='#d9d9d9')
   for i in $(seq 0 $((n - 1))); do
     local c=$((i + 2)) sep=${plots_thr:+, } style="lc rgb '${colour[${cols[$i]}]}' title '${cols[$i]}'"
     plots_thr+="$sep'$dat.thr' using $c:xtic(1) $style"
@@ -700,7 +725,7 @@ plot $plots_cpu
 unset arrow 1
 set title 'Proxy RSS per idle connection, KiB (absolute) — lower is better'
 set logscale y
-set yrange [0.5:*]
+set yrange [0.05:*]  # the relay takes ~0.2 KiB
 plot $plots_mem
 unset multiplot
 EOF
