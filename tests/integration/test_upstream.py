@@ -295,6 +295,43 @@ async def test_connect_refused_after_a_syn_retransmit_is_retried(gates):
     await assert_still_serving(gate, greeting=True)
 
 
+@async_test(timeout=30)
+async def test_response_head_over_max_header_bytes_is_502_and_a_bad_response(gates):
+    """A response head that outgrows limits.max_header_bytes gives 502 at once.
+
+    Reading stops at the limit, so the verdict must come from the bytes read by then rather
+    than from timeouts.backend_handshake. It is a failed attempt like a bad 101: counted as
+    bad_response and towards outlier ejection (the next client finds no backend). A normal
+    client is served afterwards.
+    """
+    async def oversized(peer):
+        await read_http_request(peer)
+        await peer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nX-Pad: " + b"p" * 6000 + b"\r\n\r\n")
+        return await peer.wait_eof(10)
+
+    backend = await ScriptedBackend(oversized).start()
+    good = await EchoBackend().start()
+    config = bad_and_good([backend.address], good,
+                          limits={"max_header_bytes": "4KiB", "max_request_line_bytes": "1KiB"},
+                          timeouts={"backend_handshake": "5s"})
+    config["pools"][0]["outlier"] = {"consecutive_failures": 1}
+    config["admin"] = {"address": "127.0.0.1:0"}
+    gate = await gates.launch(config)
+    client = await RawClient.connect(gate.port)
+    started = time.monotonic()
+    await client.write(upgrade_request(path="/bad/big-head"))
+    await assert_rejected(client, 502, timeout=4)
+    assert time.monotonic() - started < 2, "the 502 waited for a timeout"
+    assert metric(gate, "wsgate_backend_connect_failures_total", backend=backend.address,
+                  reason="bad_response") == 1
+    again = await RawClient.connect(gate.port)
+    await again.write(upgrade_request(path="/bad/again"))
+    await assert_rejected(again, 503)
+    assert len(backend.peers) == 1, "the backend was not ejected after its bad answer"
+    await assert_still_serving(gate)
+
+
 PIPELINED = b"GET /secret HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
