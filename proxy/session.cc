@@ -580,22 +580,19 @@ void Session::HandleResponseHead() {
     case http::ParseStatus::kNeedMore:
       return;
     case http::ParseStatus::kError:
-      Reject(502, std::string("invalid response head from backend: ") +
-                      http::ParseErrorName(handshake_->response_parser.error()));
+      RejectBadResponse(std::string("invalid response head from backend: ") +
+                        http::ParseErrorName(handshake_->response_parser.error()));
       return;
     case http::ParseStatus::kComplete:
       break;
   }
   http::HeadView response(handshake_->response_parser, buffered);
   http::UpstreamVerdict verdict = http::CheckUpstreamResponse(response, handshake_->expected_accept);
-  ReportOutcome(verdict.kind == http::UpstreamVerdict::kUpgraded);
   if (verdict.kind == http::UpstreamVerdict::kInvalidUpgrade) {
-    context_.metrics.Backend(chosen_backend_->pool, chosen_backend_->address)
-        .connect_failures[metrics::kBadResponse]
-        .Add();
-    Reject(502, verdict.reason);
+    RejectBadResponse(verdict.reason);
     return;
   }
+  ReportOutcome(verdict.kind == http::UpstreamVerdict::kUpgraded);
   if (verdict.kind == http::UpstreamVerdict::kNotUpgraded) {
     int status = handshake_->response_parser.status_code();
     // The body's length decides where the response ends; anything ambiguous ends at EOF.
@@ -651,6 +648,16 @@ void Session::HandleResponseHead() {
   backend_to_client_.emplace(to_client);
   client_to_backend_->set_message_rate(config().limits.max_messages_per_second);
   StartSplicing();
+}
+
+void Session::RejectBadResponse(const std::string& reason) {
+  // Garbage, a head over max_header_bytes and a 101 that fails its checks alike: the attempt
+  // failed, for the metrics and for outlier ejection.
+  ReportOutcome(false);
+  context_.metrics.Backend(chosen_backend_->pool, chosen_backend_->address)
+      .connect_failures[metrics::kBadResponse]
+      .Add();
+  Reject(502, reason);
 }
 
 void Session::RelayResponseBody() {

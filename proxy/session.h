@@ -207,6 +207,7 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   void OnBackendRead();
   void OnBackendEvent(short what);
   void HandleResponseHead();
+  void RejectBadResponse(const std::string& reason);  // 502, counted as a bad_response
   void ReportOutcome(bool ok);  // passive outlier detection
   const config::PoolConfig& pool_config() const {
     return runtime_->config.pools[static_cast<size_t>(pool_index_)];

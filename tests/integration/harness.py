@@ -24,6 +24,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 
 import websockets
@@ -318,6 +319,26 @@ def admin_address(gate):
     return entries["_admin"]
 
 
+def metrics_text(gate):
+    """GET /metrics from a gate's admin listener (the config needs an ``admin`` section)."""
+    host, port = admin_address(gate)
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=WAIT) as response:
+        return response.read().decode()
+
+
+def metric(gate, name, **labels):
+    """Sum of the series of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in metrics_text(gate).splitlines():
+        match = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", line)
+        if not match or match.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(match.group(3))
+    return total
+
+
 def sanitized_build(binary=WSGATE_BIN):
     """ASan keeps freed memory in quarantine, so RSS says nothing about buffering there."""
     with open(binary, "rb") as f:
@@ -448,10 +469,11 @@ class EchoBackend:
         """host:port string for the config."""
         return f"127.0.0.1:{self.port}"
 
-    async def start(self):
-        """Start listening; return self."""
+    async def start(self, sock=None):
+        """Start listening (on ``sock``, a listening socket, if given); return self."""
+        where = {"sock": sock} if sock is not None else {"host": "127.0.0.1", "port": 0}
         self.server = await websockets.serve(
-            self._handle, "127.0.0.1", 0, max_size=32 * MiB, compression=self.compression,
+            self._handle, **where, max_size=32 * MiB, compression=self.compression,
             subprotocols=self.subprotocols, ping_interval=None, close_timeout=5,
             max_queue=None)
         self.port = self.server.sockets[0].getsockname()[1]
@@ -1021,10 +1043,27 @@ class Blackhole:
         """host:port string for the config."""
         return f"127.0.0.1:{self.port}"
 
+    def release(self):
+        """Stop dropping SYNs and hand over the listener (to a server that will accept).
+
+        The fillers go and the one queued connection is accepted and closed, so the queue has
+        room again: a connect() still in SYN_SENT completes when the kernel retransmits its SYN.
+        """
+        for filler in self.fillers:
+            filler.close()
+        self.fillers = []
+        listener, self.listener = self.listener, None
+        listener.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            queued, _ = listener.accept()
+            queued.close()
+        return listener
+
     def close(self):
         """Release the sockets."""
         for sock in [*self.fillers, self.listener]:
-            sock.close()
+            if sock is not None:
+                sock.close()
 
     async def aclose(self):
         """Cleanup hook."""

@@ -13,13 +13,12 @@ import socket
 import ssl
 import subprocess
 import time
-import urllib.request
 
 import pytest
 import websockets
 
-from harness import (MiB, SOURCE_DIR, WAIT, EchoBackend, async_test, make_config, recv, register_cleanup, run_wsgate, wait_until,
-                     ws_connect)
+from harness import (MiB, SOURCE_DIR, WAIT, EchoBackend, async_test, make_config, metric, recv,
+                     register_cleanup, run_wsgate, wait_until, ws_connect)
 
 MAKE_CERTS = os.path.join(SOURCE_DIR, "examples", "tls", "make-certs.sh")
 EXAMPLE = os.path.join(SOURCE_DIR, "examples", "tls", "wsgate-tls.yaml")
@@ -66,25 +65,6 @@ def client_context(certs, cert=None):
 def wss_url(gate, listener="public", path="/"):
     host, port = gate.listeners[listener]
     return f"wss://localhost:{port}{path}"
-
-
-def metrics_text(gate):
-    host, port = gate.listeners["_admin"]
-    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=WAIT) as response:
-        return response.read().decode()
-
-
-def metric(gate, name, **labels):
-    """Sum of the series of ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for line in metrics_text(gate).splitlines():
-        match = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", line)
-        if not match or match.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(match.group(3))
-    return total
 
 
 def start_gate(gates, config):

@@ -10,7 +10,7 @@ import pytest
 from harness import (OP_CLOSE, OP_TEXT, DemoBackendProcess, EchoBackend, RawClient,
                      ScriptedBackend, accept_for, accept_then_drop, assert_rejected,
                      assert_still_serving, async_test, backend_accept, blackhole,
-                     close_payload, closed_port, encode_frame, make_config, read_frame,
+                     close_payload, closed_port, encode_frame, make_config, metric, read_frame,
                      read_http_request, read_http_response, read_until_close, recv,
                      request_key, start_echo_backends, upgrade_request, wait_ws_closed,
                      ws_connect)
@@ -214,6 +214,122 @@ async def test_backend_timing_out_on_connect_is_skipped(gates):
         timeouts={"connect": "300ms"}))
     names = [await one_greeting(gate) for _ in range(4)]
     assert set(names) <= {"b0", "b1"} and len(names) == 4
+
+
+async def greeting_through_a_late_connect(gate, change_hole, path="/"):
+    """Upgrade while the first backend tried is a blackhole that ``change_hole()`` alters 0.3 s
+    in; return (client, greeting) once the upgrade and an echo went through.
+
+    The backend connect stays in SYN_SENT (the hole drops SYNs), so the upgrade request cannot
+    be written at once; the kernel retransmits the SYN about 1 s after the connect.
+    """
+    async def later():
+        await asyncio.sleep(0.3)
+        await change_hole()
+
+    changing = asyncio.ensure_future(later())
+    started = time.monotonic()
+    client, greeting = await greeting_of(gate, path)
+    elapsed = time.monotonic() - started
+    await changing
+    assert elapsed >= 0.8, f"upgraded after {elapsed:.2f}s: the hole did not hold the connect"
+    await client.send_frame(OP_TEXT, b"made it late")
+    assert (await read_frame(client)).payload == b"made it late"
+    return client, greeting
+
+
+@async_test(timeout=60)
+async def test_connect_completing_after_a_syn_retransmit_is_served(gates):
+    """The backend starts accepting while the connect is in SYN_SENT.
+
+    On loopback the TCP handshake normally completes inside connect() and the upgrade request
+    goes out at once; here the first write would block, so the request waits until the socket
+    turns writable (BEV_EVENT_CONNECTED), and the upgrade then goes through within
+    timeouts.connect.
+    """
+    hole = blackhole()
+    late = EchoBackend(name="late", greet=True)
+    good = await EchoBackend().start()
+    gate = await gates.launch(bad_and_good([hole.address], good, retries=0,
+                                           timeouts={"connect": "5s"}))
+
+    async def start_accepting():
+        await late.start(sock=hole.release())
+
+    client, greeting = await greeting_through_a_late_connect(gate, start_accepting, "/bad/late")
+    assert greeting == "hello from late"
+    await client.send_frame(OP_CLOSE, close_payload(1000))
+    await read_until_close(client)
+    client.close()
+    [record] = await late.wait_connections(1)
+    assert record.path == "/bad/late"
+    await assert_still_serving(gate)
+    await assert_still_serving(gate, path="/bad/again", greeting=True)
+
+
+@async_test(timeout=60)
+async def test_connect_refused_after_a_syn_retransmit_is_retried(gates):
+    """The port closes while the connect is in SYN_SENT: the retransmitted SYN is refused.
+
+    The refusal shows up on the socket's write event (reason "refused": no reset, no timeout),
+    and the next backend is connected from inside that callback on the same socket object,
+    usually under the same fd number, which the epoll changelist must register afresh.
+    """
+    hole = blackhole()
+    good = await EchoBackend(name="good", greet=True).start()
+    config = make_config(pools={"p": {"balance": "round_robin",  # the hole is picked first
+                                      "backends": [hole.address, good.address]}},
+                         retries=1, timeouts={"connect": "5s"})
+    config["admin"] = {"address": "127.0.0.1:0"}
+    gate = await gates.launch(config)
+
+    async def close_hole():
+        hole.close()
+
+    _, greeting = await greeting_through_a_late_connect(gate, close_hole)
+    assert greeting == "hello from good"
+    failures = {reason: metric(gate, "wsgate_backend_connect_failures_total",
+                               backend=hole.address, reason=reason)
+                for reason in ("refused", "reset", "timeout")}
+    assert failures == {"refused": 1, "reset": 0, "timeout": 0}, failures
+    await assert_still_serving(gate, greeting=True)
+
+
+@async_test(timeout=30)
+async def test_response_head_over_max_header_bytes_is_502_and_a_bad_response(gates):
+    """A response head that outgrows limits.max_header_bytes gives 502 at once.
+
+    Reading stops at the limit, so the verdict must come from the bytes read by then rather
+    than from timeouts.backend_handshake. It is a failed attempt like a bad 101: counted as
+    bad_response and towards outlier ejection (the next client finds no backend). A normal
+    client is served afterwards.
+    """
+    async def oversized(peer):
+        await read_http_request(peer)
+        await peer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nX-Pad: " + b"p" * 6000 + b"\r\n\r\n")
+        return await peer.wait_eof(10)
+
+    backend = await ScriptedBackend(oversized).start()
+    good = await EchoBackend().start()
+    config = bad_and_good([backend.address], good,
+                          limits={"max_header_bytes": "4KiB", "max_request_line_bytes": "1KiB"},
+                          timeouts={"backend_handshake": "5s"})
+    config["pools"][0]["outlier"] = {"consecutive_failures": 1}
+    config["admin"] = {"address": "127.0.0.1:0"}
+    gate = await gates.launch(config)
+    client = await RawClient.connect(gate.port)
+    started = time.monotonic()
+    await client.write(upgrade_request(path="/bad/big-head"))
+    await assert_rejected(client, 502, timeout=4)
+    assert time.monotonic() - started < 2, "the 502 waited for a timeout"
+    assert metric(gate, "wsgate_backend_connect_failures_total", backend=backend.address,
+                  reason="bad_response") == 1
+    again = await RawClient.connect(gate.port)
+    await again.write(upgrade_request(path="/bad/again"))
+    await assert_rejected(again, 503)
+    assert len(backend.peers) == 1, "the backend was not ejected after its bad answer"
+    await assert_still_serving(gate)
 
 
 PIPELINED = b"GET /secret HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
