@@ -2,8 +2,6 @@
 
 #include <event2/buffer.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -166,26 +164,14 @@ bool DirectSocket::TakeOver(BufferEventPtr& bev, const Callbacks* callbacks, voi
   return true;
 }
 
-bool DirectSocket::Connect(event_base* base, const sockaddr* address, socklen_t length,
-                           const Callbacks* callbacks, void* ctx) {
+bool DirectSocket::AdoptConnecting(event_base* base, evutil_socket_t fd, const Callbacks* callbacks,
+                                   void* ctx) {
   Close();
-  evutil_socket_t fd = socket(address->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
   EventPtr event(event_new(base, fd, 0, &OnEventTrampoline, this));
   if (!event) {
     evutil_closesocket(fd);
-    errno = ENOMEM;
     return false;
   }
-  if (connect(fd, address, length) != 0 && errno != EINPROGRESS) {
-    int error = errno;
-    evutil_closesocket(fd);
-    errno = error;
-    return false;
-  }
-  // Frames are small and latency matters more than packet count.
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   fd_ = fd;
   event_ = std::move(event);
   callbacks_ = callbacks;

@@ -8,22 +8,20 @@
 // Payload bytes stay in evbuffer chains; nothing is copied in user space. TLS stays on
 // bufferevent_openssl.
 //
-// A backend connection can also start here (Connect): then the handshake runs on it too, and the
+// A backend connection can also start here (AdoptConnecting): then the handshake runs on it too, and the
 // upgrade request is written speculatively right after connect(), as a nearby backend has usually
 // completed the TCP handshake by then. That spares the bufferevent's EPOLLOUT round trip, its
 // SO_ERROR query and its FIONREAD ioctl.
 //
 // The callbacks mirror bufferevent's (read, write below the low watermark, and EOF/error events
 // with BEV_EVENT_* flags, plus BEV_EVENT_CONNECTED), so the session's trampolines serve both.
-// They may Close() this socket, and even Connect() it again; DirectSocket never touches itself
+// They may Close() this socket, and even adopt a new connection in it; DirectSocket never touches itself
 // after a callback that did.
 #pragma once
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstddef>
@@ -68,12 +66,11 @@ class DirectSocket {
   // Take |bev|'s socket and buffered bytes (moved, not copied), then free |bev|. On allocation
   // failure returns false and leaves |bev| as it was. Reading starts disabled.
   bool TakeOver(BufferEventPtr& bev, const Callbacks* callbacks, void* ctx);
-  // Start a non-blocking TCP connect (TCP_NODELAY set). Returns false, with errno, if the socket
-  // could not be made or the connect failed at once. Until the first write succeeds the socket is
+  // Drive |fd|, a socket whose non-blocking connect() is under way (StartConnectSocket). Returns
+  // false (and closes |fd|) if out of memory. Until the first write succeeds the socket is
   // connecting(): queue bytes and Flush(); success is reported as on_event(BEV_EVENT_CONNECTED)
   // if the first try would have blocked, and failure as a write error, from the event callback.
-  bool Connect(event_base* base, const sockaddr* address, socklen_t length,
-               const Callbacks* callbacks, void* ctx);
+  bool AdoptConnecting(event_base* base, evutil_socket_t fd, const Callbacks* callbacks, void* ctx);
   bool connecting() const { return connecting_; }
 
   bool open() const { return fd_ >= 0; }
@@ -163,7 +160,7 @@ class DirectSocket {
   bool want_write_ = false;
   bool watch_write_ = false;
   bool write_failed_ = false;  // a splice to the socket failed; reported on EV_WRITE
-  bool connecting_ = false;    // Connect() done, no byte written yet
+  bool connecting_ = false;    // adopted while connecting, no byte written yet
 };
 static_assert(sizeof(DirectSocket) <= 80, "two per idle connection: keep it small");
 

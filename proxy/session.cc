@@ -472,10 +472,14 @@ void Session::TryNextBackend() {
 
 void Session::ConnectDirect() {
   DirectSocket& socket = backend_.direct;
-  if (!socket.Connect(context_.loop.base(), reinterpret_cast<const sockaddr*>(&chosen_backend_->sockaddr),
-                      chosen_backend_->sockaddr_len, &SessionCallbacks::kBackendDirect, this)) {
+  evutil_socket_t fd = StartConnectSocket(*chosen_backend_);
+  if (fd < 0) {
     std::string why = std::string("connect failed: ") + std::strerror(errno);
     OnAttemptFailed(false, why.c_str(), metrics::kRefused);
+    return;
+  }
+  if (!socket.AdoptConnecting(context_.loop.base(), fd, &SessionCallbacks::kBackendDirect, this)) {
+    OnAttemptFailed(false, "out of memory", metrics::kRefused);
     return;
   }
   socket.SetReadLimit(config().limits.max_header_bytes);

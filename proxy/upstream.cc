@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <cerrno>
 #include <cstring>
 
 namespace wsgate {
@@ -52,6 +53,20 @@ BufferEventPtr StartConnect(event_base* base, const Backend& backend,
   }
   SetNoDelay(bufferevent_getfd(bev.get()));
   return bev;
+}
+
+evutil_socket_t StartConnectSocket(const Backend& backend) {
+  evutil_socket_t fd = socket(backend.sockaddr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&backend.sockaddr), backend.sockaddr_len) != 0 &&
+      errno != EINPROGRESS) {
+    int error = errno;
+    evutil_closesocket(fd);
+    errno = error;
+    return -1;
+  }
+  SetNoDelay(fd);
+  return fd;
 }
 
 void SetNoDelay(evutil_socket_t fd) {

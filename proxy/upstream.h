@@ -21,6 +21,10 @@ bool ResolveAddress(const config::HostPort& address, sockaddr_storage* out, sock
 BufferEventPtr StartConnect(event_base* base, const Backend& backend,
                             const tls::ClientContext* tls = nullptr);
 
+// A non-blocking TCP_NODELAY socket with a connect() to |backend| under way (or done). Returns -1,
+// with errno, if the socket could not be made or the connect failed at once.
+evutil_socket_t StartConnectSocket(const Backend& backend);
+
 // Set TCP_NODELAY: frames are small and latency matters more than packet count.
 void SetNoDelay(evutil_socket_t fd);
 

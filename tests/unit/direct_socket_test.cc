@@ -1,8 +1,10 @@
 // DirectSocket over a real socketpair: large reads, immediate writes, EOF held back while reading
 // is paused, and write errors reported from the event callback rather than from Flush(). And
-// over loopback TCP: Connect() with the first write sent at once, refusals, reconnecting.
+// over loopback TCP: a connecting socket (StartConnectSocket + AdoptConnecting) with the first
+// write sent at once, refusals, reconnecting.
 #include "proxy/direct_socket.h"
 #include "proxy/core/libevent_memory.h"
+#include "proxy/upstream.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -263,7 +265,7 @@ TEST(DirectSocketIdleTest, ExactFirstReadLeavesNoBufferBehind) {
   close(fds[1]);
 }
 
-// Connect(): backend connections start on a DirectSocket, and the first bytes go out at once.
+// Backend connections start on a DirectSocket, and the first bytes go out at once.
 class DirectSocketConnectTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -323,6 +325,16 @@ class DirectSocketConnectTest : public ::testing::Test {
   sockaddr_in address_{};
 };
 
+// What the session does: the connect from upstream, the socket driven by a DirectSocket.
+bool ConnectTo(DirectSocket& socket, event_base* base, const sockaddr* to,
+               const DirectSocket::Callbacks* callbacks, void* ctx) {
+  Backend backend;
+  std::memcpy(&backend.sockaddr, to, sizeof(sockaddr_in));
+  backend.sockaddr_len = sizeof(sockaddr_in);
+  evutil_socket_t fd = StartConnectSocket(backend);
+  return fd >= 0 && socket.AdoptConnecting(base, fd, callbacks, ctx);
+}
+
 struct ConnectRecorder {
   DirectSocket socket;
   int connected = 0;
@@ -347,7 +359,7 @@ void ConnectEvent(void* ctx, short what) {
   r->retry_to = nullptr;
   // What the session does on a failed attempt: the same object connects again, inside its own
   // callback, so DirectSocket must not go on with the old connection's event.
-  ASSERT_TRUE(r->socket.Connect(r->socket_base, to, sizeof(sockaddr_in), &kConnectCallbacks, r));
+  ASSERT_TRUE(ConnectTo(r->socket, r->socket_base, to, &kConnectCallbacks, r));
   evbuffer_add(r->socket.output(), "retried", 7);
   r->socket.Flush();
 }
@@ -355,7 +367,7 @@ void ConnectEvent(void* ctx, short what) {
 TEST_F(DirectSocketConnectTest, FirstWriteGoesOutWithTheConnect) {
   ConnectRecorder r;
   r.socket_base = base_.get();
-  ASSERT_TRUE(r.socket.Connect(base_.get(), address(), sizeof(address_), &kConnectCallbacks, &r));
+  ASSERT_TRUE(ConnectTo(r.socket, base_.get(), address(), &kConnectCallbacks, &r));
   EXPECT_TRUE(r.socket.connecting());
   int one = 0;
   socklen_t length = sizeof(one);
@@ -390,12 +402,12 @@ TEST_F(DirectSocketConnectTest, RefusedConnectIsAnErrorAndReconnectingInsideTheC
   ConnectRecorder r;
   r.socket_base = base_.get();
   r.retry_to = address();
-  bool started = r.socket.Connect(base_.get(), reinterpret_cast<const sockaddr*>(&refusing),
-                                  sizeof(refusing), &kConnectCallbacks, &r);
+  bool started = ConnectTo(r.socket, base_.get(), reinterpret_cast<const sockaddr*>(&refusing),
+                             &kConnectCallbacks, &r);
   if (!started) {
     // Refused within connect() itself: the caller tries the next backend, as the session does.
     EXPECT_EQ(errno, ECONNREFUSED);
-    ASSERT_TRUE(r.socket.Connect(base_.get(), address(), sizeof(address_), &kConnectCallbacks, &r));
+    ASSERT_TRUE(ConnectTo(r.socket, base_.get(), address(), &kConnectCallbacks, &r));
     evbuffer_add(r.socket.output(), "retried", 7);
     r.socket.Flush();
   } else {
