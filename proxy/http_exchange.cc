@@ -643,7 +643,10 @@ void HttpForwarder::OnClientEvent(short what) {
     Record();
   }
   Stop();
-  owner_.OnHttpEnd(false, "client");
+  // A response may still wait in the output buffer (it completed in this loop pass, before the
+  // client's EOF was read): a half-close is no reason to drop it, so flush before closing.
+  bool answer_queued = clean_eof && evbuffer_get_length(bufferevent_get_output(client_)) > 0;
+  owner_.OnHttpEnd(answer_queued, "client");
 }
 
 void HttpForwarder::OnTimer() {

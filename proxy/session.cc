@@ -425,6 +425,14 @@ void Session::OnClientEvent(short what) {
       Finish("client");
       return;
     case State::kLingering:
+      if ((what & BEV_EVENT_EOF) != 0 && client_.close_after_flush &&
+          client_.output_length() != 0) {
+        // The client only half-closed: its answer still goes out, then the socket closes
+        // (nothing is left to read, so no lingering after the flush).
+        client_.linger = false;
+        client_.SetReading(false);
+        return;
+      }
       Finish("proxy");
       return;
     case State::kHttp:
