@@ -68,6 +68,7 @@ std::string AccessLog::FormatText(const AccessRecord& r) {
           " bytes_in=" + std::to_string(r.bytes_in) + " bytes_out=" + std::to_string(r.bytes_out) +
           " msgs_in=" + std::to_string(r.messages_in) +
           " msgs_out=" + std::to_string(r.messages_out) +
+          " pushed=" + std::to_string(r.messages_pushed) +
           " close_code=" + std::to_string(r.close_code) + " closed_by=" + OrDash(r.closed_by) +
           " reason=" + log::Quoted(r.reason);
   return line;
@@ -91,6 +92,7 @@ std::string AccessLog::FormatJson(const AccessRecord& r) {
   line += ",\"bytes_out\":" + std::to_string(r.bytes_out);
   line += ",\"messages_in\":" + std::to_string(r.messages_in);
   line += ",\"messages_out\":" + std::to_string(r.messages_out);
+  line += ",\"messages_pushed\":" + std::to_string(r.messages_pushed);
   line += ",\"close_code\":" + std::to_string(r.close_code);
   line += ",\"closed_by\":" + JsonString(r.closed_by);
   line += ",\"reason\":" + JsonString(r.reason) + "}";

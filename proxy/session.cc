@@ -1254,9 +1254,12 @@ AccessRecord Session::MakeAccessRecord(bool interim) const {
   r.duration_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count();
   r.bytes_in = client_to_backend_ ? client_to_backend_->bytes() : 0;
-  r.bytes_out = backend_to_client_ ? backend_to_client_->bytes() : 0;
+  // Pushes reach the client like backend messages do, so they count in the *_out figures (and
+  // on their own in messages_pushed); the on_disconnect hook reports the same record.
+  r.bytes_out = (backend_to_client_ ? backend_to_client_->bytes() : 0) + pushed_bytes_;
   r.messages_in = client_to_backend_ ? client_to_backend_->messages() : 0;
-  r.messages_out = backend_to_client_ ? backend_to_client_->messages() : 0;
+  r.messages_out = (backend_to_client_ ? backend_to_client_->messages() : 0) + pushed_messages_;
+  r.messages_pushed = pushed_messages_;
   r.close_code = close_code_;
   r.closed_by = closed_by_ != nullptr ? closed_by_ : "";
   r.reason = reason_;

@@ -140,9 +140,10 @@ void Session::NotifyDisconnect(const AccessRecord& r) {
       std::to_string(r.duration_seconds) + ",\"close_code\":" + std::to_string(r.close_code) +
       ",\"close_reason\":" + JsonString(r.reason) + ",\"initiator\":" + JsonString(r.closed_by) +
       ",\"bytes_from_client\":" + std::to_string(r.bytes_in) +
-      ",\"bytes_to_client\":" + std::to_string(r.bytes_out + pushed_bytes_) +
+      ",\"bytes_to_client\":" + std::to_string(r.bytes_out) +
       ",\"messages_from_client\":" + std::to_string(r.messages_in) +
-      ",\"messages_to_client\":" + std::to_string(r.messages_out + pushed_messages_) + "}";
+      ",\"messages_to_client\":" + std::to_string(r.messages_out) +
+      ",\"pushed_messages\":" + std::to_string(r.messages_pushed) + "}";
   context_.connections->disconnect_hook(context_.loop).Send(hook, std::move(body));
 }
 

@@ -233,3 +233,39 @@ async def test_disconnect_webhook_queue_full_drops_are_counted(gates):
     ws = await ws_connect(gate.url("/q"))
     await ws.send("alive")
     assert await recv(ws) == "alive"
+
+
+@async_test(timeout=60)
+async def test_access_log_and_disconnect_webhook_agree_on_counts_with_pushes(gates):
+    """Pushes are messages the client was sent: the access line's msgs_out/bytes_out and the
+    webhook's messages_to_client/bytes_to_client both include them, and both say how many were
+    pushes (issue 17: msgs_out=1 against messages_to_client 3)."""
+    received = []
+    hook = HttpService(lambda _h, body: (received.append(json.loads(body)) or (204, []))).start()
+    backend = await BackendProcess().start()
+    config = gate_config(backend)
+    config["on_disconnect"] = {"url": hook.url + "/gone"}
+    gate = await gates.launch(config)
+
+    ws = await ws_connect(gate.url("/counts"))
+    await backend.wait_records(1)
+    cid = backend.record_for("/counts")["id"]
+    await ws.send("ping-me")
+    assert await recv(ws) == "ping-me"
+    for text in ("push-1", "push-2"):
+        assert (await api(gate, "POST", f"/connections/{cid}", text.encode(),
+                          "text/plain; charset=utf-8"))[0] == 200
+        assert await recv(ws) == text
+    await ws.close(1000, "done")
+    await wait_until(lambda: received, 20, "the on_disconnect webhook")
+    await wait_until(lambda: any(f"id={cid}" in line for line in gate.access_lines()), 20,
+                     "the access line")
+    event = received[0]
+    line = next(line for line in gate.access_lines() if f"id={cid}" in line)
+    fields = dict(re.findall(r"(\w+)=(\S+)", line))
+    assert event["messages_to_client"] == int(fields["msgs_out"]) == 3, (event, line)
+    assert event["pushed_messages"] == int(fields["pushed"]) == 2, (event, line)
+    assert event["messages_from_client"] == int(fields["msgs_in"]) == 1
+    assert event["bytes_to_client"] == int(fields["bytes_out"]) > len("push-1push-2ping-me")
+    assert event["bytes_from_client"] == int(fields["bytes_in"])
+    assert (event["initiator"], fields["closed_by"]) == ("client", "client")
