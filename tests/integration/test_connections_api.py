@@ -283,17 +283,21 @@ async def test_push_before_the_101_is_delivered_right_after_it(gates):
 @pytest.mark.parametrize("workers", [1, 2])
 @async_test(timeout=150)
 async def test_10000_pushes_to_100_clients_while_the_backend_streams_fragmented(gates, workers):
+    # The stream is sized so the clients (in this one Python process, with the pushing threads)
+    # need a small share of a core: at 16 KiB x 16 fragments every 20 ms the receivers needed all
+    # of it, starved the pushing threads of the GIL, and a busy machine timed the test out.
     connections, per_connection = 100, 100
+    stream = "stream=1&fragments=8&size=2048"
     backend = await BackendProcess().start()
     gate = await gates.launch(gate_config(
         backend, workers=workers, limits={"write_buffer_high_watermark": 1024 * 1024}))
     clients = []
     for i in range(connections):
-        clients.append(await ws_connect(gate.url(f"/c/{i}?stream=1&fragments=16&size=16384")))
+        clients.append(await ws_connect(gate.url(f"/c/{i}?{stream}")))
     await backend.wait_records(connections)
     ids = {}
     for i in range(connections):
-        ids[i] = backend.record_for(f"/c/{i}?stream=1&fragments=16&size=16384")["id"]
+        ids[i] = backend.record_for(f"/c/{i}?{stream}")["id"]
     assert len(set(ids.values())) == connections
 
     async def receive_all(i, ws):
@@ -329,7 +333,7 @@ async def test_10000_pushes_to_100_clients_while_the_backend_streams_fragmented(
         assert pushed == [f"P:{i}:{n}" for n in range(per_connection)], i
         assert streamed[-1] == "B:done"
         for k, message in enumerate(streamed[:-1]):
-            assert message.startswith(f"B:{k}:") and len(message) == 16384
+            assert message.startswith(f"B:{k}:") and len(message) == 2048
         any_interleaved = any_interleaved or interleaved
     assert any_interleaved, "no push arrived while the backend was still streaming"
     print(f"workers={workers}: {connections * per_connection} pushes answered in "
