@@ -14,9 +14,18 @@ fail() { echo "installed: $*" >&2; exit 1; }
 files=(/usr/bin/wsgate /etc/wsgate/wsgate.yaml /lib/systemd/system/wsgate.service
        /usr/share/doc/wsgate/README.md /usr/share/doc/wsgate/configuration.md
        /usr/share/doc/wsgate/operations.md /usr/share/doc/wsgate/metrics.md
-       /usr/share/doc/wsgate/coming-from.md)
+       /usr/share/doc/wsgate/coming-from.md /usr/share/doc/wsgate/connections-api.md)
 for f in "${files[@]}"; do [ -s "$root$f" ] || fail "missing $root$f"; done
 ok "${#files[@]} files"
+
+# Every page a shipped page links to ships too (README's docs/X.md links land beside it).
+doc_dir="$root/usr/share/doc/wsgate"
+for page in "$doc_dir"/*.md; do
+  for target in $(grep -o '([A-Za-z0-9_./-]*\.md' "$page" | tr -d '(' | sort -u); do
+    [ -s "$doc_dir/$(basename "$target")" ] || fail "$page links to $target, which is not installed"
+  done
+done
+ok "links between the installed doc pages"
 
 wsgate="$root/usr/bin/wsgate"
 "$wsgate" --version | grep -q '^wsgate [0-9]' || fail "wsgate --version"

@@ -1,7 +1,7 @@
 """Every configuration block in the docs is real: each ```yaml block of docs/*.md and README.md
 passes `wsgate --check` (a block preceded by `<!-- fragment -->` is a partial example and is
-skipped), ```haproxy and ```nginx blocks pass `haproxy -c` / `nginx -t`, and ```yaml envoy
-blocks parse as YAML."""
+skipped), ```haproxy, ```nginx and ```caddy blocks pass `haproxy -c` / `nginx -t` /
+`caddy validate`, and ```yaml envoy and ```yaml traefik blocks parse as YAML."""
 
 import glob
 import os
@@ -109,6 +109,24 @@ def test_nginx_blocks_are_valid(tmp_path):
                                      "-c", path, "-g", f"pid {tmp_path}/nginx.pid;"])
 
 
+@pytest.mark.skipif(not installed("caddy"), reason="caddy is not installed")
+def test_caddy_blocks_are_valid(tmp_path):
+    check_blocks("caddy", tmp_path, installed("caddy"),
+                 lambda tool, path: ["env", f"HOME={tmp_path}", f"XDG_DATA_HOME={tmp_path}",
+                                     f"XDG_CONFIG_HOME={tmp_path}", tool, "validate",
+                                     "--config", path, "--adapter", "caddyfile"])
+
+
+def test_traefik_blocks_parse():
+    """Traefik is not packaged for Debian 12: its blocks are checked as YAML with the shape of a
+    static (entryPoints) or dynamic (http.routers / http.services) configuration."""
+    blocks = of_kind("yaml traefik")
+    assert len(blocks) >= 2
+    for doc, line, _, text, _ in blocks:
+        config = yaml.safe_load(text)
+        assert "entryPoints" in config or "services" in config.get("http", {}), f"{doc}:{line}"
+
+
 def test_envoy_blocks_parse():
     blocks = of_kind("yaml envoy")
     assert blocks
@@ -146,3 +164,29 @@ def test_configuration_reference_example_shows_every_key(tmp_path):
     undocumented = [k for k in known if f"`{k.rsplit('.', 1)[-1]}`" not in reference
                     and f".{k.rsplit('.', 1)[-1]}`" not in reference]
     assert not undocumented, f"keys without a row in {doc}: {undocumented}"
+
+
+def test_every_table_renders():
+    """Each run of table rows starts with a header and its |---| separator line, so no row is
+    left to render as raw pipes (a blank or prose line inside a table splits it)."""
+    paths = sorted(glob.glob(os.path.join(SOURCE_DIR, "docs", "*.md")))
+    paths.append(os.path.join(SOURCE_DIR, "README.md"))
+    problems = []
+    for path in paths:
+        with open(path) as f:
+            lines = f.read().split("\n")
+        in_code = False
+        run = []
+        for number, line in enumerate(lines + [""], 1):
+            if line.startswith("```"):
+                in_code = not in_code
+            if not in_code and line.startswith("|"):
+                run.append((number, line))
+                continue
+            if run:
+                first_number, _ = run[0]
+                if len(run) < 2 or not re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", run[1][1].strip()):
+                    problems.append(f"{os.path.relpath(path, SOURCE_DIR)}:{first_number}: "
+                                    "table rows without a header and separator line")
+                run = []
+    assert not problems, "\n".join(problems)
