@@ -4,9 +4,10 @@ limits.handshake_rate_per_ip answer 429 and close), and the cap on handshakes in
 connections, are never affected; after each refusal a normal client is still served."""
 
 import asyncio
+import time
 
-from harness import (EchoBackend, RawClient, assert_rejected, assert_still_serving, async_test,
-                     make_config, upgrade_request, wait_until)
+from harness import (WAIT, EchoBackend, RawClient, assert_rejected, assert_still_serving,
+                     async_test, make_config, read_http_response, upgrade_request, wait_until)
 
 
 async def open_upgraded(gate, count, source="127.0.0.1"):
@@ -22,6 +23,39 @@ async def refused(gate, status, source="127.0.0.1"):
     client = await RawClient.connect(gate.port, source=source)
     await client.write(upgrade_request(path="/refused"))
     return await assert_rejected(client, status)
+
+
+async def first_refusal(gate, status, timeout=WAIT):
+    """Upgrade until one is refused with |status| (a state wsgate reaches once it has processed
+    connections made just before); return that response. A probe that is upgraded instead is
+    closed and the next one follows."""
+    deadline = time.monotonic() + timeout
+    while True:
+        client = await RawClient.connect(gate.port)
+        await client.write(upgrade_request(path="/probe"))
+        response = await read_http_response(client, WAIT)
+        if response.status == status:
+            assert response.has_token("Connection", "close"), response.raw_head
+            assert await client.wait_eof(WAIT), f"TCP stayed open after the {status} response"
+            client.close()
+            return response
+        assert response.status == 101, response.start_line
+        assert time.monotonic() < deadline, f"never refused with {status}"
+        client.close()
+        await asyncio.sleep(0.02)
+
+
+async def served_eventually(gate, timeout=WAIT):
+    """A normal client is served once wsgate has processed earlier closes; retried until then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await assert_still_serving(gate)
+            return
+        except Exception:  # refused while the closes are still being processed
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
 
 
 @async_test(timeout=60)
@@ -94,8 +128,7 @@ async def test_pending_handshakes_over_the_cap_get_503_at_once(gates):
         client = await RawClient.connect(gate.port)
         await client.write(upgrade_request(path="/slow")[:30])
         slow.append(client)
-    await asyncio.sleep(0.3)  # every slow one has been accepted
-    response = await refused(gate, 503)
+    response = await first_refusal(gate, 503)  # once wsgate has accepted every slow one
     assert b"too many handshakes in progress" in response.body
     assert response.get("Retry-After") == "1"
     # Established connections do not count: a slow client finishing its head is upgraded.
@@ -106,6 +139,5 @@ async def test_pending_handshakes_over_the_cap_get_503_at_once(gates):
     # With the slow ones gone, new clients are served again.
     for client in slow:
         client.close()
-    await asyncio.sleep(0.3)
-    await assert_still_serving(gate)
+    await served_eventually(gate)  # once wsgate has seen the slow ones go
     finisher.close()

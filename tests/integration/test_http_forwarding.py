@@ -778,7 +778,10 @@ def test_drain_ends_keepalive_connections(gates, backend):
     assert read_response(idle)[0] == 200
     busy = connect(gate)
     busy.sendall(b"GET /slow/1.5 HTTP/1.1\r\nHost: a\r\n\r\n")
-    time.sleep(0.3)
+    deadline = time.monotonic() + WAIT  # the backend records the request before its 1.5 s wait
+    while not any(r["path"] == "/slow/1.5" for r in backend.requests):
+        assert time.monotonic() < deadline, "the slow request never reached the backend"
+        time.sleep(0.01)
     started = time.monotonic()
     gate.proc.send_signal(signal.SIGTERM)
     assert closed_by_peer(idle)
