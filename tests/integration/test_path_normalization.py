@@ -15,7 +15,8 @@ import subprocess
 import pytest
 
 from harness import (EchoBackend, RawClient, assert_rejected, assert_still_serving, async_test,
-                     make_config, run_wsgate, upgrade_request, ws_connect)
+                     make_config, run_wsgate, start_echo_backends, upgrade_request,
+                     ws_connect)
 from test_connection_hooks import HttpService
 from test_http_forwarding import HttpBackend, RecordingHandler
 
@@ -239,3 +240,24 @@ def test_check_rejects_a_bad_paths_value(gates):
     assert result.returncode == 1
     assert re.search(r":\d+:\d+: paths\.escaped_slashes: unknown escaped_slashes \"decode\" "
                      r"\(expected reject or keep\)", result.stderr), result.stderr
+
+
+@async_test(timeout=60)
+async def test_sticky_path_key_hashes_the_normalised_path(gates):
+    backends = await start_echo_backends(4, greet=True)
+    config = make_config({"p": {"balance": "sticky", "backends": [b.address for b in backends]}})
+    config["pools"][0]["sticky"] = {"key": "path", "load_factor": 0}
+    gate = await gates.launch(config)
+
+    async def backend_for(target):
+        ws = await ws_connect(gate.url(target))
+        greeting = await asyncio.wait_for(ws.recv(), 20)  # "hello from bN"
+        await ws.close()
+        return greeting.rsplit(" ", 1)[-1]
+
+    home = await backend_for("/rooms/42")
+    # Before normalisation each spelling hashed differently (4 backends: 1 in 4^5 to pass).
+    for target in ["/rooms/x/../42", "/rooms/./42", "/%72ooms/42", "/a/b/../../rooms/%34%32",
+                   "/rooms/%2e/42?q=1"]:
+        assert await backend_for(target) == home, target
+    assert {c.path.split("?")[0] for c in backends[int(home[1:])].connections} == {"/rooms/42"}
