@@ -109,6 +109,16 @@ struct RouteMatch {
   bool operator==(const RouteMatch&) const = default;
 };
 
+// paths: how the request target's path is normalised before routing (proxy/http/request_target.h).
+struct PathsConfig {
+  enum class EscapedSlashes { kReject, kKeep };
+  bool normalize = true;  // decode unreserved escapes, remove dot segments; false = raw target
+  bool merge_slashes = false;  // "//a///b" -> "/a/b"
+  EscapedSlashes escaped_slashes = EscapedSlashes::kReject;  // %2F, %5C, "\": 400, or forwarded
+
+  bool operator==(const PathsConfig&) const = default;
+};
+
 struct RouteConfig {
   RouteMatch match;
   std::string pool;
@@ -281,6 +291,7 @@ struct ProxyConfig {
   std::vector<ListenerConfig> listeners;
   AdminConfig admin;
   std::vector<RouteConfig> routes;
+  PathsConfig paths;
   std::vector<PoolConfig> pools;
   LimitsConfig limits;
   TimeoutsConfig timeouts;

@@ -241,6 +241,7 @@ class Loader {
   void LoadOutlier(const Value& v, OutlierConfig* out);
   void LoadRebalance(const Value& v, RebalanceConfig* out);
   void LoadRoutes(const Value& v, std::vector<RouteConfig>* out);
+  void LoadPaths(const Value& v, PathsConfig* out);
   void LoadLimits(const Value& v, LimitsConfig* out);
   void LoadTimeouts(const Value& v, TimeoutsConfig* out);
   void LoadDrain(const Value& v, DrainConfig* out);
@@ -612,8 +613,8 @@ void Loader::LoadRoot(const YAML::Node& root, ProxyConfig* cfg) {
   const Value root_value{root, "", root.Mark()};
   const std::optional<Fields> fields = ReadMapping(
       root_value,
-      {"workers", "listeners", "admin", "routes", "pools", "limits", "timeouts", "drain", "log",
-       "metrics",
+      {"workers", "listeners", "admin", "routes", "paths", "pools", "limits", "timeouts", "drain",
+       "log", "metrics",
        "retries", "auth", "on_disconnect"},
       false);
   if (!fields) return;
@@ -627,6 +628,7 @@ void Loader::LoadRoot(const YAML::Node& root, ProxyConfig* cfg) {
   // Pools before routes: routes are checked against the pool names.
   if (const Value* v = Require(*fields, "pools")) LoadPools(*v, &cfg->pools);
   if (const Value* v = Require(*fields, "routes")) LoadRoutes(*v, &cfg->routes);
+  if (const Value* v = fields->Find("paths")) LoadPaths(*v, &cfg->paths);
   if (const Value* v = fields->Find("limits")) LoadLimits(*v, &cfg->limits);
   if (const Value* v = fields->Find("timeouts")) LoadTimeouts(*v, &cfg->timeouts);
   if (const Value* v = fields->Find("drain")) LoadDrain(*v, &cfg->drain);
@@ -1049,6 +1051,24 @@ void Loader::LoadRoutes(const Value& v, std::vector<RouteConfig>* out) {
       }
     }
     out->push_back(std::move(route));
+  }
+}
+
+void Loader::LoadPaths(const Value& v, PathsConfig* out) {
+  const std::optional<Fields> fields =
+      ReadMapping(v, {"normalize", "merge_slashes", "escaped_slashes"}, true);
+  if (!fields) return;
+  if (const Value* x = fields->Find("normalize")) ReadBool(*x, &out->normalize);
+  if (const Value* x = fields->Find("merge_slashes")) ReadBool(*x, &out->merge_slashes);
+  std::string text;
+  if (const Value* x = fields->Find("escaped_slashes"); x && ReadString(*x, &text)) {
+    if (text == "reject") {
+      out->escaped_slashes = PathsConfig::EscapedSlashes::kReject;
+    } else if (text == "keep") {
+      out->escaped_slashes = PathsConfig::EscapedSlashes::kKeep;
+    } else {
+      Error(*x, "unknown escaped_slashes " + Quote(text) + " (expected reject or keep)");
+    }
   }
 }
 

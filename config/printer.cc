@@ -46,6 +46,8 @@ constexpr std::pair<HealthCheckConfig::Type, const char*> kCheckTypeNames[] = {
     {HealthCheckConfig::Type::kWebSocket, "websocket"}};
 constexpr std::pair<LimitsConfig::RateAction, const char*> kRateActionNames[] = {
     {LimitsConfig::RateAction::kClose, "close"}, {LimitsConfig::RateAction::kThrottle, "throttle"}};
+constexpr std::pair<PathsConfig::EscapedSlashes, const char*> kEscapedSlashesNames[] = {
+    {PathsConfig::EscapedSlashes::kReject, "reject"}, {PathsConfig::EscapedSlashes::kKeep, "keep"}};
 constexpr std::pair<LogConfig::Format, const char*> kLogFormatNames[] = {
     {LogConfig::Format::kText, "text"}, {LogConfig::Format::kJson, "json"}};
 
@@ -169,6 +171,10 @@ YAML::Node Root(const ProxyConfig& c) {
     routes.push_back(n);
   }
   root["routes"] = routes;
+  YAML::Node paths = root["paths"];
+  paths["normalize"] = Bool(c.paths.normalize);
+  paths["merge_slashes"] = Bool(c.paths.merge_slashes);
+  paths["escaped_slashes"] = NameOf(c.paths.escaped_slashes, kEscapedSlashesNames);
   YAML::Node pools(YAML::NodeType::Sequence);
   for (const PoolConfig& p : c.pools) pools.push_back(Pool(p));
   root["pools"] = pools;

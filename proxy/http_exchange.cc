@@ -5,6 +5,7 @@
 #include "proxy/core/event_loop.h"
 #include "proxy/core/log.h"
 #include "proxy/http/handshake.h"
+#include "proxy/http/request_target.h"
 #include "proxy/session.h"
 #include "proxy/sticky_balancer.h"
 #include "proxy/upstream.h"
@@ -257,6 +258,14 @@ bool HttpForwarder::PrepareRequest(const http::HeadView& request) {
     Fail(400, "request target must be in origin-form");
     return false;
   }
+  // Everything from here on (route, sticky key, access log, backend) sees one target.
+  std::string routed_target;
+  http::TargetError target_error = http::NormalizeTarget(target, config().paths, &routed_target);
+  if (target_error != http::TargetError::kNone) {
+    Fail(400, http::TargetErrorReason(target_error));
+    return false;
+  }
+  path_.assign(routed_target, 0, routed_target.find('?'));
   client_keep_alive_ = !client_http10_ && !request.FieldHasToken("connection", "close");
   request_framing_ = http::RequestFraming(request);
   if (request_framing_.error != nullptr) {
@@ -304,6 +313,7 @@ bool HttpForwarder::PrepareRequest(const http::HeadView& request) {
   }
   http::ForwardingInfo forwarding{info_.client_ip, info_.client_tls,
                                   info_.connection_id + "-" + std::to_string(requests_)};
+  forwarding.target = routed_target;
   http::ForwardedBody body = http::ForwardedBody::kNone;
   if (request_framing_.kind == http::BodyKind::kLength) body = http::ForwardedBody::kLength;
   if (request_framing_.kind == http::BodyKind::kChunked) body = http::ForwardedBody::kChunked;

@@ -23,6 +23,14 @@ bool HostMatches(const std::string& pattern, std::string_view host) {
   return http::EqualsIgnoreCase(pattern, host);
 }
 
+// "/public" matches "/public" and "/public/..." but not "/publicity"; a prefix ending in "/"
+// (or "/" itself) is a plain prefix.
+bool PathMatches(const std::string& prefix, std::string_view path) {
+  if (path.substr(0, prefix.size()) != prefix) return false;
+  return prefix.empty() || prefix.back() == '/' || path.size() == prefix.size() ||
+         path[prefix.size()] == '/';
+}
+
 }  // namespace
 
 Router::Router(const std::vector<config::RouteConfig>& routes,
@@ -43,7 +51,7 @@ Router::Match Router::Route(std::string_view host, std::string_view path) const 
   for (size_t i = 0; i < entries_.size(); ++i) {
     const Entry& entry = entries_[i];
     if (entry.pool < 0 || !HostMatches(entry.host, host)) continue;
-    if (path.substr(0, entry.path_prefix.size()) != entry.path_prefix) continue;
+    if (!PathMatches(entry.path_prefix, path)) continue;
     return Match{static_cast<int>(i), entry.pool};
   }
   return Match{};

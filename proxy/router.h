@@ -22,6 +22,8 @@ class Router {
   };
 
   // |host| is the Host field without port; matching is case-insensitive. |path| excludes the query.
+  // A path prefix matches whole segments: "/public" takes "/public" and "/public/x", not
+  // "/publicity"; a prefix ending in "/" matches any path that starts with it.
   Match Route(std::string_view host, std::string_view path) const;
 
  private:

@@ -13,6 +13,7 @@
 #include "proxy/core/random.h"
 #include "proxy/http/handshake.h"
 #include "proxy/http/request_key.h"
+#include "proxy/http/request_target.h"
 #include "proxy/sticky_balancer.h"
 #include "proxy/upstream.h"
 
@@ -246,7 +247,16 @@ void Session::HandleRequestHead() {
     Reject(handshake.status, handshake.reason, handshake.extra_header);
     return;
   }
-  Router::Match match = runtime_->router.Route(handshake.host, handshake.path);
+  // Everything from here on (route, auth, sticky key, access log, backend) sees one target.
+  std::string target;
+  http::TargetError target_error =
+      http::NormalizeTarget(request.Get(request.parser().target()), config().paths, &target);
+  if (target_error != http::TargetError::kNone) {
+    Reject(400, http::TargetErrorReason(target_error));
+    return;
+  }
+  std::string_view path = std::string_view(target).substr(0, target.find('?'));
+  Router::Match match = runtime_->router.Route(handshake.host, path);
   if (match.pool < 0) {
     Reject(404, "no route for this host and path");
     return;
@@ -255,13 +265,14 @@ void Session::HandleRequestHead() {
   pool_index_ = match.pool;
   handshake_->expected_accept = http::ComputeAccept(handshake.key);
   std::string client_ip = FormatIp(reinterpret_cast<const sockaddr*>(&peer_));
-  if (!PlaceSticky(request, pool_config(), pool().backends, client_ip, handshake.path, &pick_,
+  if (!PlaceSticky(request, pool_config(), pool().backends, client_ip, path, &pick_,
                    &handshake_->preferred_backend)) {
     Reject(400, "the sticky routing key is missing");
     return;
   }
-  path_.assign(handshake.path);
+  path_.assign(path);
   http::ForwardingInfo info{client_ip, client_tls_, id_};
+  info.target = target;
   std::string proxy_fields;
   if (context_.connections != nullptr && context_.connections->index() != nullptr &&
       config().admin.enabled) {
@@ -277,8 +288,8 @@ void Session::HandleRequestHead() {
   HeaderList auth_headers;
   std::string auth_key;
   if (authorize) {
-    auth_headers = AuthRequestHeaders(request, auth, client_ip, id_);
-    if (auth.cache_ttl.count() > 0) auth_key = AuthCacheKey(request, auth);
+    auth_headers = AuthRequestHeaders(request, auth, client_ip, id_, target);
+    if (auth.cache_ttl.count() > 0) auth_key = AuthCacheKey(request, auth, target);
   }
   evbuffer_drain(input, handshake_->request_parser.head_length());
   handshake_->attempts.Reset(pool().backends.size());

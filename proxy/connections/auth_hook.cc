@@ -3,7 +3,8 @@
 namespace wsgate {
 
 HeaderList AuthRequestHeaders(const http::HeadView& request, const config::AuthConfig& auth,
-                              const std::string& client_ip, const std::string& connection_id) {
+                              const std::string& client_ip, const std::string& connection_id,
+                              std::string_view target) {
   HeaderList headers;
   for (const std::string& name : auth.forward_headers) {
     bool found = false;
@@ -11,15 +12,16 @@ HeaderList AuthRequestHeaders(const http::HeadView& request, const config::AuthC
     if (found) headers.emplace_back(name, std::string(value));
   }
   const http::HeadParser& head = request.parser();
-  headers.emplace_back("X-Original-Uri", std::string(request.Get(head.target())));
+  headers.emplace_back("X-Original-Uri", std::string(target));
   headers.emplace_back("X-Original-Method", std::string(request.Get(head.method())));
   headers.emplace_back("X-Forwarded-For", client_ip);
   headers.emplace_back("X-Wsgate-Connection-Id", connection_id);
   return headers;
 }
 
-std::string AuthCacheKey(const http::HeadView& request, const config::AuthConfig& auth) {
-  std::string key(request.Get(request.parser().target()));
+std::string AuthCacheKey(const http::HeadView& request, const config::AuthConfig& auth,
+                         std::string_view target) {
+  std::string key(target);
   for (const std::string& name : auth.forward_headers) {
     bool found = false;
     std::string_view value = request.Field(name, &found);

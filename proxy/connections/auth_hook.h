@@ -3,8 +3,8 @@
 // builds the request and holds the cache. Pure apart from the clock: unit-tested.
 //
 // The auth request is a GET to auth.url carrying the client's auth.forward_headers, plus
-// X-Original-Uri (the request target), X-Original-Method, X-Forwarded-For and the connection's
-// X-Wsgate-Connection-Id. A 2xx answer lets
+// X-Original-Uri (the request target as routed, i.e. normalised), X-Original-Method,
+// X-Forwarded-For and the connection's X-Wsgate-Connection-Id. A 2xx answer lets
 // the client through with auth.copy_headers added upstream; 401/403 is relayed; anything else,
 // or no answer within auth.timeout, is a 503.
 #pragma once
@@ -27,12 +27,15 @@ using HeaderList = std::vector<std::pair<std::string, std::string>>;
 
 // Headers of the auth request for |request| (the client's upgrade) from |client_ip|, which
 // will be connection |connection_id| if allowed (sent as X-Wsgate-Connection-Id).
+// |target| is the request target as routed (normalised), sent as X-Original-Uri.
 HeaderList AuthRequestHeaders(const http::HeadView& request, const config::AuthConfig& auth,
-                              const std::string& client_ip, const std::string& connection_id);
+                              const std::string& client_ip, const std::string& connection_id,
+                              std::string_view target);
 
 // The cache key: the target and the forwarded headers' values (client_ip is not part of it,
 // so a decision must not depend on it when caching is on).
-std::string AuthCacheKey(const http::HeadView& request, const config::AuthConfig& auth);
+std::string AuthCacheKey(const http::HeadView& request, const config::AuthConfig& auth,
+                         std::string_view target);
 
 struct AuthDecision {
   int status = 0;            // the auth service's answer: 2xx, 401 or 403

@@ -265,7 +265,7 @@ std::string BuildForwardedRequest(const HeadView& request, const ForwardingInfo&
   out.reserve(head.head_length() + 256);
   out.append(request.Get(head.method()));
   out.push_back(' ');
-  out.append(request.Get(head.target()));
+  out.append(info.target.empty() ? request.Get(head.target()) : info.target);
   out.append(" HTTP/1.1\r\n");
 
   std::string forwarded_for;

@@ -66,6 +66,7 @@ struct ForwardingInfo {
   std::string client_ip;  // "1.2.3.4" or "2001:db8::1"
   bool client_tls = false;
   std::string request_id;  // sent as X-Request-Id unless the client sent one
+  std::string_view target = {};  // request target sent upstream (normalised); empty = as sent
 };
 
 // The upgrade request sent to the backend: the client's request line and fields, minus

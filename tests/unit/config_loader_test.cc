@@ -1677,3 +1677,31 @@ TEST(ConfigLoaderHttpTest, PlainHttpLimitsAndTimeouts) {
 
 }  // namespace
 }  // namespace wsgate::config
+
+namespace wsgate::config {
+namespace {
+
+TEST(ConfigLoaderPathsTest, DefaultsValuesAndErrors) {
+  const ProxyConfig defaults = Load(kMinimal);
+  EXPECT_TRUE(defaults.paths.normalize);
+  EXPECT_FALSE(defaults.paths.merge_slashes);
+  EXPECT_EQ(defaults.paths.escaped_slashes, PathsConfig::EscapedSlashes::kReject);
+  const ProxyConfig cfg = Load(
+      "paths:\n  normalize: false\n  merge_slashes: true\n  escaped_slashes: keep\n" + kMinimal);
+  EXPECT_FALSE(cfg.paths.normalize);
+  EXPECT_TRUE(cfg.paths.merge_slashes);
+  EXPECT_EQ(cfg.paths.escaped_slashes, PathsConfig::EscapedSlashes::kKeep);
+  EXPECT_EQ(Load("paths:\n  escaped_slashes: reject\n" + kMinimal).paths, defaults.paths);
+  EXPECT_EQ(Load("paths:\n" + kMinimal).paths, defaults.paths);  // empty section: defaults
+  EXPECT_EQ(Errors("paths:\n  escaped_slashes: decode\n" + kMinimal),
+            Strings({"t.yaml:2:20: paths.escaped_slashes: unknown escaped_slashes \"decode\" "
+                     "(expected reject or keep)"}));
+  EXPECT_EQ(Errors("paths:\n  normalize: yes\n  merge: true\n" + kMinimal),
+            Strings({"t.yaml:2:14: paths.normalize: expected true or false",
+                     "t.yaml:3:3: paths.merge: unknown key"}));
+  EXPECT_EQ(Errors("paths: [normalize]\n" + kMinimal),
+            Strings({"t.yaml:1:8: paths: expected a mapping"}));
+}
+
+}  // namespace
+}  // namespace wsgate::config

@@ -63,7 +63,8 @@ TEST(ConfigPrinter, MinimalFileGetsEveryDefault) {
                            "close_code: 1001", "balance: least_conn", "weight: 1",
                            "tolerance: 1.2", "rate: 50/s", "ejection_time: 30s",
                            "rate_action: close", "access: stderr", "format: text",
-                           "enabled: true", "allowed_origins: []"}) {
+                           "enabled: true", "allowed_origins: []", "normalize: true",
+                           "merge_slashes: false", "escaped_slashes: reject"}) {
     EXPECT_NE(printed.find(line), std::string::npos) << "missing \"" << line << "\" in\n"
                                                       << printed;
   }
@@ -117,6 +118,7 @@ TEST(ConfigPrinter, EveryNonDefaultSettingRoundTrips) {
       " backend_idle: 7s}\n"
       "drain: {grace: 5s, close_code: 1012, spread: 10s}\n"
       "log: {format: json, access: \"/var/log/wsgate access.log\", flush_interval: 1m}\n"
+      "paths: {normalize: false, merge_slashes: true, escaped_slashes: keep}\n"
       "metrics: {enabled: false}\n"
       "retries: 0\n"
       "auth: {url: \"http://127.0.0.1:9000/auth\", forward_headers: [Cookie],"

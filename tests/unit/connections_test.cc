@@ -147,14 +147,16 @@ class AuthHeadTest : public ::testing::Test {
     ASSERT_EQ(parser_.Parse(text_), http::ParseStatus::kComplete);
   }
   http::HeadView view() const { return http::HeadView(parser_, text_); }
+  std::string_view Target() const { return view().Get(parser_.target()); }
   std::string text_;
   http::HeadParser parser_{http::HeadKind::kRequest, http::HeadLimits{}};
 };
 
 TEST_F(AuthHeadTest, ForwardsOnlyTheChosenHeadersPlusTheOriginalRequest) {
-  Parse("GET /chat?room=1 HTTP/1.1\r\nHost: a\r\nCookie: s=1\r\nX-Other: no\r\n\r\n");
+  Parse("GET /x/../chat?room=1 HTTP/1.1\r\nHost: a\r\nCookie: s=1\r\nX-Other: no\r\n\r\n");
   config::AuthConfig auth;  // Cookie, Authorization, Origin
-  HeaderList headers = AuthRequestHeaders(view(), auth, "10.0.0.1", "id-1");
+  // X-Original-Uri is the target as routed (normalised), not as sent.
+  HeaderList headers = AuthRequestHeaders(view(), auth, "10.0.0.1", "id-1", "/chat?room=1");
   HeaderList expected = {{"Cookie", "s=1"},
                          {"X-Original-Uri", "/chat?room=1"},
                          {"X-Original-Method", "GET"},
@@ -166,18 +168,18 @@ TEST_F(AuthHeadTest, ForwardsOnlyTheChosenHeadersPlusTheOriginalRequest) {
 TEST_F(AuthHeadTest, CacheKeyDependsOnTargetAndForwardedValuesOnly) {
   config::AuthConfig auth;
   Parse("GET /a HTTP/1.1\r\nHost: a\r\nCookie: s=1\r\nX-Other: 1\r\n\r\n");
-  std::string base = AuthCacheKey(view(), auth);
+  std::string base = AuthCacheKey(view(), auth, Target());
   Parse("GET /a HTTP/1.1\r\nHost: b\r\nCookie: s=1\r\nX-Other: 2\r\n\r\n");
-  EXPECT_EQ(AuthCacheKey(view(), auth), base);
+  EXPECT_EQ(AuthCacheKey(view(), auth, Target()), base);
   Parse("GET /a HTTP/1.1\r\nHost: a\r\nCookie: s=2\r\n\r\n");
-  EXPECT_NE(AuthCacheKey(view(), auth), base);
+  EXPECT_NE(AuthCacheKey(view(), auth, Target()), base);
   Parse("GET /b HTTP/1.1\r\nHost: a\r\nCookie: s=1\r\n\r\n");
-  EXPECT_NE(AuthCacheKey(view(), auth), base);
+  EXPECT_NE(AuthCacheKey(view(), auth, Target()), base);
   // An empty Cookie differs from none, and values cannot bleed into the next header.
   Parse("GET /a HTTP/1.1\r\nHost: a\r\nCookie:\r\n\r\n");
-  std::string empty_cookie = AuthCacheKey(view(), auth);
+  std::string empty_cookie = AuthCacheKey(view(), auth, Target());
   Parse("GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
-  EXPECT_NE(AuthCacheKey(view(), auth), empty_cookie);
+  EXPECT_NE(AuthCacheKey(view(), auth, Target()), empty_cookie);
 }
 
 TEST(AuthCacheTest, ExpiresAndStaysBounded) {

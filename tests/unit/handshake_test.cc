@@ -769,6 +769,21 @@ TEST(HandshakeRequestIdTest, AddedUnlessTheClientSentOne) {
   }
 }
 
+TEST(HandshakeUpstreamTest, RequestLineCarriesTheRoutedTarget) {
+  const std::string text =
+      "GET /public/%2e%2e/private?q=%2e HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+      "Sec-WebSocket-Version: 13\r\n\r\n";
+  HeadParser parser(HeadKind::kRequest, HeadLimits{});
+  ASSERT_EQ(parser.Parse(text), ParseStatus::kComplete);
+  ForwardingInfo info{"10.0.0.1", false, ""};
+  std::string as_sent = BuildUpstreamRequest(HeadView(parser, text), info);
+  EXPECT_EQ(as_sent.rfind("GET /public/%2e%2e/private?q=%2e HTTP/1.1\r\n", 0), 0u) << as_sent;
+  info.target = "/private?q=%2e";
+  std::string routed = BuildUpstreamRequest(HeadView(parser, text), info);
+  EXPECT_EQ(routed.rfind("GET /private?q=%2e HTTP/1.1\r\n", 0), 0u) << routed;
+}
+
 TEST(HandshakeProxyFieldsTest, ClientWsgateFieldsDroppedAndOursAppended) {
   const std::string text =
       "GET /chat HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -81,11 +81,30 @@ TEST(RouterTest, PathPrefix) {
   Router router(kRoutes, kPools);
   ExpectRoute(router, "other.org", "/public", 3, 4);
   ExpectRoute(router, "other.org", "/public/feed", 3, 4);
-  ExpectRoute(router, "other.org", "/publicity", 3, 4);  // a plain string prefix
+  ExpectRoute(router, "other.org", "/public/", 3, 4);
+  ExpectRoute(router, "other.org", "/public?x", 5, 0);   // |path| never has a query
+  // Whole segments only: a route meant for /public must not catch /public-admin.
+  ExpectRoute(router, "other.org", "/publicity", 5, 0);
+  ExpectRoute(router, "other.org", "/public-admin/x", 5, 0);
+  ExpectRoute(router, "other.org", "/public.json", 5, 0);
   ExpectRoute(router, "other.org", "/Public", 5, 0);     // paths are case-sensitive
   ExpectRoute(router, "other.org", "/pub", 5, 0);
   ExpectRoute(router, "other.org", "", 5, 0);
   ExpectRoute(router, "api.example.com", "/V1", 1, 1);
+}
+
+TEST(RouterTest, PrefixEndingInSlashIsPlain) {
+  const std::vector<config::RouteConfig> routes = {
+      MakeRoute("", "/api/", "p0"),
+      MakeRoute("", "/", "p1"),
+  };
+  Router router(routes, {"p0", "p1"});
+  ExpectRoute(router, "a.test", "/api/", 0, 0);
+  ExpectRoute(router, "a.test", "/api/v1", 0, 0);
+  ExpectRoute(router, "a.test", "/api", 1, 1);  // not under "/api/"
+  ExpectRoute(router, "a.test", "/apix", 1, 1);
+  ExpectRoute(router, "a.test", "/", 1, 1);
+  ExpectRoute(router, "a.test", "/anything", 1, 1);
 }
 
 TEST(RouterTest, CatchAll) {
