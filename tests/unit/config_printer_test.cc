@@ -63,7 +63,7 @@ TEST(ConfigPrinter, MinimalFileGetsEveryDefault) {
                            "close_code: 1001", "balance: least_conn", "weight: 1",
                            "tolerance: 1.2", "rate: 50/s", "ejection_time: 30s",
                            "rate_action: close", "access: stderr", "format: text",
-                           "enabled: true", "allowed_origins: []"}) {
+                           "enabled: true", "allowed_origins: []", "trusted_proxies: []"}) {
     EXPECT_NE(printed.find(line), std::string::npos) << "missing \"" << line << "\" in\n"
                                                       << printed;
   }
@@ -122,7 +122,8 @@ TEST(ConfigPrinter, EveryNonDefaultSettingRoundTrips) {
       "auth: {url: \"http://127.0.0.1:9000/auth\", forward_headers: [Cookie],"
       " copy_headers: [X-User-Id], timeout: 3s, cache_ttl: 30s, cache_size: 5}\n"
       "on_disconnect: {url: \"http://127.0.0.1:9000/gone\", timeout: 1s, retries: 5,"
-      " queue_size: 9}\n",
+      " queue_size: 9}\n"
+      "trusted_proxies: [\"10.0.0.0/8\", 127.0.0.1, \"::1/128\", \"2001:db8::/32\"]\n",
       "all.yaml"));
 }
 
