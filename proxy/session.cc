@@ -14,6 +14,7 @@
 #include "proxy/http/handshake.h"
 #include "proxy/http/request_key.h"
 #include "proxy/sticky_balancer.h"
+#include "proxy/trusted_peer.h"
 #include "proxy/upstream.h"
 
 namespace wsgate {
@@ -261,7 +262,9 @@ void Session::HandleRequestHead() {
     return;
   }
   path_.assign(handshake.path);
-  http::ForwardingInfo info{client_ip, client_tls_, id_};
+  const auto* peer = reinterpret_cast<const sockaddr*>(&peer_);
+  http::ForwardingInfo info{client_ip, client_tls_, id_,
+                            IsTrustedPeer(config().trusted_proxies, peer)};
   std::string proxy_fields;
   if (context_.connections != nullptr && context_.connections->index() != nullptr &&
       config().admin.enabled) {
@@ -271,9 +274,9 @@ void Session::HandleRequestHead() {
   const config::AuthConfig& auth = config().auth;
   bool authorize = auth.enabled && config().routes[static_cast<size_t>(route_index_)].auth &&
                    context_.connections != nullptr && context_.connections->index() != nullptr;
-  // With auth on, a client cannot send the headers the auth service vouches for itself.
-  handshake_->upstream_request = http::BuildUpstreamRequest(request, info, proxy_fields,
-                                                 authorize ? &auth.copy_headers : nullptr);
+  // On every route, a client cannot send the headers the auth service vouches for itself.
+  handshake_->upstream_request =
+      http::BuildUpstreamRequest(request, info, proxy_fields, &auth.copy_headers);
   HeaderList auth_headers;
   std::string auth_key;
   if (authorize) {
@@ -310,7 +313,9 @@ void Session::StartHttp() {
     http_ = std::make_unique<HttpForwarder>(
         context_, runtime_, *this, client_.bev.get(),
         HttpClientInfo{id_, peer_text(), FormatIp(reinterpret_cast<const sockaddr*>(&peer_)),
-                       listener_name_, client_tls_});
+                       listener_name_, client_tls_,
+                       IsTrustedPeer(config().trusted_proxies,
+                                     reinterpret_cast<const sockaddr*>(&peer_))});
   }
   http_->Start(started_at_);
 }
