@@ -163,12 +163,14 @@ bool IsValidHostValue(std::string_view value) {
     size_t close = value.find(']');
     if (close == std::string_view::npos) return false;
     // IPv6address only: no zone (RFC 6874 is for URIs, not Host) and no IPvFuture.
-    std::string literal(value.substr(1, close - 1));
-    in6_addr address{};
-    if (literal.find('\0') != std::string::npos ||
-        inet_pton(AF_INET6, literal.c_str(), &address) != 1) {
+    std::string_view literal = value.substr(1, close - 1);
+    char text[INET6_ADDRSTRLEN] = {};  // inet_pton wants a NUL-terminated copy
+    if (literal.size() >= sizeof(text) || literal.find('\0') != std::string_view::npos) {
       return false;
     }
+    literal.copy(text, literal.size());
+    in6_addr address{};
+    if (inet_pton(AF_INET6, text, &address) != 1) return false;
     std::string_view rest = value.substr(close + 1);
     if (!rest.empty()) {
       if (rest.front() != ':') return false;
@@ -187,16 +189,27 @@ bool IsValidHostValue(std::string_view value) {
 }
 
 const char* CheckHostAndCredentials(const HeadView& request) {
-  bool host_found = false;
-  std::string_view host = request.Field("host", &host_found);
-  if (request.FieldCount("host") > 1) return "more than one Host field";
-  if (host_found && !host.empty() && !IsValidHostValue(host)) {
+  // One pass over the fields, comparing only names of the right length.
+  std::string_view host;
+  int hosts = 0;
+  int authorizations = 0;
+  int proxy_authorizations = 0;
+  for (const auto& field : request.parser().fields()) {
+    std::string_view name = request.Get(field.name);
+    if (name.size() == 4 && EqualsIgnoreCase(name, "host")) {
+      if (++hosts == 1) host = request.Get(field.value);
+    } else if (name.size() == 13 && EqualsIgnoreCase(name, "authorization")) {
+      ++authorizations;
+    } else if (name.size() == 19 && EqualsIgnoreCase(name, "proxy-authorization")) {
+      ++proxy_authorizations;
+    }
+  }
+  if (hosts > 1) return "more than one Host field";
+  if (!host.empty() && !IsValidHostValue(host)) {
     return "invalid Host field (expected host[:port] or [IPv6]:port)";
   }
-  if (request.FieldCount("authorization") > 1) return "more than one Authorization field";
-  if (request.FieldCount("proxy-authorization") > 1) {
-    return "more than one Proxy-Authorization field";
-  }
+  if (authorizations > 1) return "more than one Authorization field";
+  if (proxy_authorizations > 1) return "more than one Proxy-Authorization field";
   return nullptr;
 }
 

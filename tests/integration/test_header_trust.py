@@ -12,6 +12,7 @@ from harness import (EchoBackend, RawClient, assert_rejected, assert_still_servi
                      make_config, raw_echo_check, read_http_response, upgrade_request,
                      wait_until)
 from test_connection_hooks import HttpService, auth_answer
+from test_drain import reload
 from test_http_forwarding import HttpBackend
 
 FORWARDING = ("x-forwarded-for", "x-real-ip", "forwarded", "x-forwarded-proto",
@@ -272,4 +273,24 @@ async def test_a_second_credential_cannot_ride_on_a_cached_allow(gates, http_bac
     # The identical request still rides on the cache.
     await upgrade_headers(gate, backend, "/allow/1", extra=good)
     assert len(auth.requests) == 2
+    await assert_normal_clients_served(gate, http_backend)
+
+
+@async_test(timeout=90)
+async def test_trusted_proxies_reload_applies_to_new_connections(gates, http_backend):
+    backend = await EchoBackend().start()
+    config = config_for(backend, http_backend)
+    gate = await gates.launch(config)
+    up = await upgrade_headers(gate, backend, "/public/a", extra=SPOOFED)
+    assert values(up, "X-Forwarded-For") == ["127.0.0.1"]
+    config["trusted_proxies"] = ["127.0.0.1/32"]
+    await reload(gate, config, gates)
+    up = await upgrade_headers(gate, backend, "/public/b", extra=SPOOFED)
+    assert values(up, "X-Forwarded-For") == ["10.1.1.1, 127.0.0.1"]
+    # A bad entry is refused with its position; the running list stays.
+    config["trusted_proxies"] = ["127.0.0.1/32", "10.1.0.0/8"]
+    text = await reload(gate, config, gates, expect="reload failed")
+    assert "trusted_proxies[1]: not a CIDR \"10.1.0.0/8\"" in text
+    up = await upgrade_headers(gate, backend, "/public/c", extra=SPOOFED)
+    assert values(up, "X-Forwarded-For") == ["10.1.1.1, 127.0.0.1"]
     await assert_normal_clients_served(gate, http_backend)

@@ -311,7 +311,8 @@ TEST(HandshakeTest, IsValidHostValue) {
   for (std::string_view bad :
        {"", ":80", "a b.test", "evil.test@app.test", "app.test/evil?x=", "app.test:80:81",
         "app.test:", "app.test:65536", "app.test:123456", "app.test:8o", "app.test:-1",
-        "app.test:+80", "[::1", "[::1]x", "[::1]:", "[::1]:65536", "[192.0.2.1]", "[fe80::1%25eth0]",
+        "app.test:+80", "[::1", "[::1]x", "[::1]:", "[::1]:65536", "[192.0.2.1]",
+        "[fe80::1%25eth0]",
         "[v1.fe]", "::1", "app.test#x", "app.test?x", "app%4", "app%zz.test", "a\\b", "a\"b",
         "[]", "app.test\t"}) {
     EXPECT_FALSE(IsValidHostValue(bad)) << bad;
