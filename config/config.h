@@ -5,6 +5,7 @@
 // Equality is memberwise, so a config printed and loaded again can be compared with the original.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -25,6 +26,16 @@ struct HostPort {
   std::string ToString() const { return text; }
 
   bool operator==(const HostPort&) const = default;
+};
+
+// A trusted_proxies entry: an IPv4 or IPv6 network, host bits zero.
+struct Cidr {
+  bool ipv6 = false;
+  std::array<uint8_t, 16> network{};  // network byte order; IPv4 uses the first 4 bytes
+  uint8_t prefix_length = 0;          // 0..32 or 0..128
+  std::string text;                   // as written, for --print-config and logs
+
+  bool operator==(const Cidr&) const = default;
 };
 
 // A file named in the configuration. |origin| says where (file:line:column and key path, message
@@ -301,6 +312,8 @@ struct ProxyConfig {
   uint32_t retries = 2;
   AuthConfig auth;
   DisconnectHookConfig on_disconnect;
+  // Peers whose X-Forwarded-*, X-Real-IP and Forwarded fields are believed; empty = nobody.
+  std::vector<Cidr> trusted_proxies;
 
   const PoolConfig* FindPool(const std::string& name) const {
     for (const auto& pool : pools) {

@@ -248,6 +248,7 @@ class Loader {
   void LoadLog(const Value& v, LogConfig* out);
   void LoadAuth(const Value& v, AuthConfig* out);
   void LoadDisconnectHook(const Value& v, DisconnectHookConfig* out);
+  void LoadTrustedProxies(const Value& v, std::vector<Cidr>* out);
   // An http:// (or https://) URL with a host; false after reporting the error.
   bool ReadUrl(const Value& v, bool allow_https, std::string* out);
   void ReadHeaderNames(const Value& v, std::vector<std::string>* out);
@@ -615,7 +616,7 @@ void Loader::LoadRoot(const YAML::Node& root, ProxyConfig* cfg) {
       root_value,
       {"workers", "listeners", "admin", "routes", "paths", "pools", "limits", "timeouts", "drain",
        "log", "metrics",
-       "retries", "auth", "on_disconnect"},
+       "retries", "auth", "on_disconnect", "trusted_proxies"},
       false);
   if (!fields) return;
 
@@ -643,6 +644,9 @@ void Loader::LoadRoot(const YAML::Node& root, ProxyConfig* cfg) {
   }
   if (const Value* v = fields->Find("auth")) LoadAuth(*v, &cfg->auth);
   if (const Value* v = fields->Find("on_disconnect")) LoadDisconnectHook(*v, &cfg->on_disconnect);
+  if (const Value* v = fields->Find("trusted_proxies")) {
+    LoadTrustedProxies(*v, &cfg->trusted_proxies);
+  }
 }
 
 bool Loader::ReadUrl(const Value& v, bool allow_https, std::string* out) {
@@ -676,6 +680,23 @@ void Loader::ReadHeaderNames(const Value& v, std::vector<std::string>* out) {
       continue;
     }
     out->push_back(std::move(name));
+  }
+}
+
+void Loader::LoadTrustedProxies(const Value& v, std::vector<Cidr>* out) {
+  const std::optional<std::vector<Value>> items = ReadSequence(v);
+  if (!items) return;
+  for (const Value& item : *items) {
+    std::string text;
+    if (!ReadString(item, &text)) continue;
+    std::optional<Cidr> cidr = ParseCidr(text);
+    if (!cidr) {
+      Error(item, "not a CIDR " + Quote(text) +
+                      " (expected e.g. 10.0.0.0/8, 2001:db8::/32 or one address; no bits set "
+                      "past the prefix)");
+      continue;
+    }
+    out->push_back(std::move(*cidr));
   }
 }
 

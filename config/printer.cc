@@ -218,6 +218,9 @@ YAML::Node Root(const ProxyConfig& c) {
 
   root["metrics"]["enabled"] = Bool(c.metrics.enabled);
   root["retries"] = Int(c.retries);
+  std::vector<std::string> trusted;
+  for (const Cidr& cidr : c.trusted_proxies) trusted.push_back(cidr.text);
+  root["trusted_proxies"] = Strings(trusted);
 
   if (c.auth.enabled) {  // the section's presence is what enables it
     YAML::Node auth = root["auth"];

@@ -1,6 +1,9 @@
 #include "config/units.h"
 
+#include <arpa/inet.h>
+
 #include <array>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <utility>
@@ -134,6 +137,46 @@ std::optional<HostPort> ParseHostPort(std::string_view text, bool allow_port_zer
   result.port = static_cast<uint16_t>(port);
   result.text = std::string(text);
   return result;
+}
+
+std::optional<Cidr> ParseCidr(std::string_view text) {
+  const size_t slash = text.find('/');
+  const std::string address(text.substr(0, slash));
+  Cidr cidr;
+  cidr.ipv6 = address.find(':') != std::string::npos;
+  const int family = cidr.ipv6 ? AF_INET6 : AF_INET;
+  // inet_pton stops at a NUL, which must not hide trailing bytes.
+  if (address.find('\0') != std::string::npos) return std::nullopt;
+  if (inet_pton(family, address.c_str(), cidr.network.data()) != 1) return std::nullopt;
+  const unsigned max_prefix = cidr.ipv6 ? 128 : 32;
+  unsigned prefix = max_prefix;
+  if (slash != std::string_view::npos) {
+    const std::string_view digits = text.substr(slash + 1);
+    uint64_t value = 0;
+    std::string_view rest;
+    // No sign, no leading zeros ("/08"), nothing after the digits.
+    if (!ParseLeadingUint(digits, &value, &rest) || !rest.empty() || value > max_prefix ||
+        (digits.size() > 1 && digits.front() == '0')) {
+      return std::nullopt;
+    }
+    prefix = static_cast<unsigned>(value);
+  }
+  cidr.prefix_length = static_cast<uint8_t>(prefix);
+  for (unsigned bit = prefix; bit < max_prefix; ++bit) {
+    if ((cidr.network[bit / 8] >> (7 - bit % 8)) & 1) return std::nullopt;  // host bits set
+  }
+  cidr.text = std::string(text);
+  return cidr;
+}
+
+bool CidrContains(const Cidr& cidr, bool ipv6, const uint8_t* address) {
+  if (ipv6 != cidr.ipv6) return false;
+  const unsigned whole_bytes = cidr.prefix_length / 8u;
+  if (std::memcmp(cidr.network.data(), address, whole_bytes) != 0) return false;
+  const unsigned rest_bits = cidr.prefix_length % 8u;
+  if (rest_bits == 0) return true;
+  const auto mask = static_cast<uint8_t>(0xFF << (8 - rest_bits));
+  return (address[whole_bytes] & mask) == cidr.network[whole_bytes];
 }
 
 std::string FormatDuration(Duration d) {

@@ -21,6 +21,14 @@ std::optional<uint64_t> ParseSize(std::string_view text);
 // Accepts "host:port" and "[v6]:port"; port 1..65535 (0 allowed when |allow_port_zero|).
 std::optional<HostPort> ParseHostPort(std::string_view text, bool allow_port_zero);
 
+// Accepts "10.0.0.0/8", "2001:db8::/32" and a bare address (a /32 or /128). The address is
+// strict inet_pton syntax (no zone); bits past the prefix must be zero.
+std::optional<Cidr> ParseCidr(std::string_view text);
+
+// True if the |ipv6| (16 bytes) or IPv4 (4 bytes) |address| lies in |cidr|; an address of the
+// other family never does.
+bool CidrContains(const Cidr& cidr, bool ipv6, const uint8_t* address);
+
 // The inverse of the parsers above, the way an operator would write the value: "250ms", "5s",
 // "2m", "0s"; "256", "1KiB", "64MiB". Parsing the result gives the value back.
 std::string FormatDuration(Duration d);

@@ -4,7 +4,7 @@
 // either a config or at least one error; every error names the file, has a non-empty one-line
 // message and a consistent position, and errors come in file order; a config that loads
 // satisfies the invariants the rest of wsgate relies on (at least one listener, pool and route,
-// routes name existing pools, ports and limits in range).
+// routes name existing pools, ports, limits and trusted_proxies prefixes in range).
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -50,6 +50,10 @@ void CheckConfig(const ProxyConfig& cfg) {
   FUZZ_CHECK(cfg.source_path == kFileName);
   FUZZ_CHECK(cfg.workers <= 1024);
   FUZZ_CHECK(cfg.retries <= 100);
+  for (const Cidr& cidr : cfg.trusted_proxies) {
+    FUZZ_CHECK(cidr.prefix_length <= (cidr.ipv6 ? 128 : 32));
+    FUZZ_CHECK(!cidr.text.empty());
+  }
   FUZZ_CHECK(!cfg.listeners.empty());
   for (const auto& l : cfg.listeners) {
     FUZZ_CHECK(!l.name.empty());

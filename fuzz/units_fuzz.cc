@@ -1,12 +1,18 @@
-// Fuzz target: ParseDuration, ParseSize, ParseHostPort (config/units.h).
+// Fuzz target: ParseDuration, ParseSize, ParseHostPort, ParseCidr (config/units.h).
 //
 // The whole input is the text of one config value. Properties: no crash; ParseSize and
 // ParseDuration agree with straightforward reference parsers; a successful ParseSize result
 // written back as plain digits (and as "<n>B") parses to the same value; a successful duration
 // written back as "<n>ms" parses to the same value; ParseHostPort results are in range, and
-// re-formatting host and port gives text that parses to the same host and port.
+// re-formatting host and port gives text that parses to the same host and port; a ParseCidr
+// result agrees with inet_pton, has no bits past its prefix, contains its own network and
+// parses back from inet_ntop's text with the same prefix.
+#include <arpa/inet.h>
+
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <string>
@@ -123,6 +129,40 @@ void CheckHostPort(std::string_view text) {
                  static_cast<int>(text.size()), text.data());
 }
 
+void CheckCidr(std::string_view text) {
+  const std::optional<Cidr> cidr = ParseCidr(text);
+  if (!cidr) return;
+  FUZZ_CHECK(cidr->text == text);
+  const unsigned max_prefix = cidr->ipv6 ? 128 : 32;
+  FUZZ_CHECK(cidr->prefix_length <= max_prefix);
+  for (unsigned bit = cidr->prefix_length; bit < 128; ++bit) {
+    FUZZ_CHECK(((cidr->network[bit / 8] >> (7 - bit % 8)) & 1) == 0);
+  }
+  FUZZ_CHECK(CidrContains(*cidr, cidr->ipv6, cidr->network.data()));
+  FUZZ_CHECK(!CidrContains(*cidr, !cidr->ipv6, cidr->network.data()));
+  // The address part is exactly what inet_pton reads; written back canonically it parses to
+  // the same network.
+  const std::string address(text.substr(0, text.find('/')));
+  uint8_t parsed[16] = {};
+  FUZZ_CHECK(inet_pton(cidr->ipv6 ? AF_INET6 : AF_INET, address.c_str(), parsed) == 1);
+  FUZZ_CHECK(std::memcmp(parsed, cidr->network.data(), cidr->ipv6 ? 16 : 4) == 0);
+  char canonical[INET6_ADDRSTRLEN] = {};
+  FUZZ_CHECK(inet_ntop(cidr->ipv6 ? AF_INET6 : AF_INET, parsed, canonical, sizeof(canonical)));
+  const std::string again_text = std::string(canonical) + "/" + std::to_string(cidr->prefix_length);
+  const std::optional<Cidr> again = ParseCidr(again_text);
+  FUZZ_CHECK_MSG(again && again->network == cidr->network &&
+                     again->prefix_length == cidr->prefix_length && again->ipv6 == cidr->ipv6,
+                 "\"%s\" (from \"%.*s\") does not parse back", again_text.c_str(),
+                 static_cast<int>(text.size()), text.data());
+  // Flipping the last bit inside the prefix leaves the network (unless the prefix is empty).
+  if (cidr->prefix_length > 0) {
+    std::array<uint8_t, 16> outside = cidr->network;
+    const unsigned bit = cidr->prefix_length - 1u;
+    outside[bit / 8] = static_cast<uint8_t>(outside[bit / 8] ^ (0x80 >> (bit % 8)));
+    FUZZ_CHECK(!CidrContains(*cidr, cidr->ipv6, outside.data()));
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -132,5 +172,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   CheckSize(text);
   CheckDuration(text);
   CheckHostPort(text);
+  CheckCidr(text);
   return 0;
 }

@@ -250,6 +250,10 @@ bool HttpForwarder::PrepareRequest(const http::HeadView& request) {
     Fail(400, "exactly one Host field is required");
     return false;
   }
+  if (const char* bad = http::CheckHostAndCredentials(request)) {
+    Fail(400, bad);
+    return false;
+  }
   if (method_ == "CONNECT") {
     Fail(501, "CONNECT is not supported");
     return false;
@@ -312,12 +316,15 @@ bool HttpForwarder::PrepareRequest(const http::HeadView& request) {
     return false;
   }
   http::ForwardingInfo forwarding{info_.client_ip, info_.client_tls,
-                                  info_.connection_id + "-" + std::to_string(requests_)};
+                                  info_.connection_id + "-" + std::to_string(requests_),
+                                  info_.peer_trusted};
   forwarding.target = routed_target;
   http::ForwardedBody body = http::ForwardedBody::kNone;
   if (request_framing_.kind == http::BodyKind::kLength) body = http::ForwardedBody::kLength;
   if (request_framing_.kind == http::BodyKind::kChunked) body = http::ForwardedBody::kChunked;
-  upstream_head_ = http::BuildForwardedRequest(request, forwarding, body);
+  // The auth hook's copy_headers are wsgate's to state, on every route; never the client's.
+  upstream_head_ =
+      http::BuildForwardedRequest(request, forwarding, body, {}, &config().auth.copy_headers);
   attempts_.Reset(pool.backends.size());
   return true;
 }

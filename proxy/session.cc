@@ -15,6 +15,7 @@
 #include "proxy/http/request_key.h"
 #include "proxy/http/request_target.h"
 #include "proxy/sticky_balancer.h"
+#include "proxy/trusted_peer.h"
 #include "proxy/upstream.h"
 
 namespace wsgate {
@@ -271,7 +272,9 @@ void Session::HandleRequestHead() {
     return;
   }
   path_.assign(path);
-  http::ForwardingInfo info{client_ip, client_tls_, id_};
+  const auto* peer = reinterpret_cast<const sockaddr*>(&peer_);
+  http::ForwardingInfo info{client_ip, client_tls_, id_,
+                            IsTrustedPeer(config().trusted_proxies, peer)};
   info.target = target;
   std::string proxy_fields;
   if (context_.connections != nullptr && context_.connections->index() != nullptr &&
@@ -282,9 +285,9 @@ void Session::HandleRequestHead() {
   const config::AuthConfig& auth = config().auth;
   bool authorize = auth.enabled && config().routes[static_cast<size_t>(route_index_)].auth &&
                    context_.connections != nullptr && context_.connections->index() != nullptr;
-  // With auth on, a client cannot send the headers the auth service vouches for itself.
-  handshake_->upstream_request = http::BuildUpstreamRequest(request, info, proxy_fields,
-                                                 authorize ? &auth.copy_headers : nullptr);
+  // On every route, a client cannot send the headers the auth service vouches for itself.
+  handshake_->upstream_request =
+      http::BuildUpstreamRequest(request, info, proxy_fields, &auth.copy_headers);
   HeaderList auth_headers;
   std::string auth_key;
   if (authorize) {
@@ -321,7 +324,9 @@ void Session::StartHttp() {
     http_ = std::make_unique<HttpForwarder>(
         context_, runtime_, *this, client_.bev.get(),
         HttpClientInfo{id_, peer_text(), FormatIp(reinterpret_cast<const sockaddr*>(&peer_)),
-                       listener_name_, client_tls_});
+                       listener_name_, client_tls_,
+                       IsTrustedPeer(config().trusted_proxies,
+                                     reinterpret_cast<const sockaddr*>(&peer_))});
   }
   http_->Start(started_at_);
 }

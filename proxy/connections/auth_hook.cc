@@ -1,16 +1,29 @@
 #include "proxy/connections/auth_hook.h"
 
 namespace wsgate {
+namespace {
+
+// Every value of every auth.forward_headers field, in order: what the hook is asked about and
+// what the cache key covers come from this one walk, so the two cannot disagree.
+template <typename Fn>
+void ForEachForwardedValue(const http::HeadView& request, const config::AuthConfig& auth, Fn fn) {
+  const http::HeadParser& head = request.parser();
+  for (const std::string& name : auth.forward_headers) {
+    for (const auto& field : head.fields()) {
+      if (http::EqualsIgnoreCase(request.Get(field.name), name)) fn(name, request.Get(field.value));
+    }
+  }
+}
+
+}  // namespace
 
 HeaderList AuthRequestHeaders(const http::HeadView& request, const config::AuthConfig& auth,
                               const std::string& client_ip, const std::string& connection_id,
                               std::string_view target) {
   HeaderList headers;
-  for (const std::string& name : auth.forward_headers) {
-    bool found = false;
-    std::string_view value = request.Field(name, &found);
-    if (found) headers.emplace_back(name, std::string(value));
-  }
+  ForEachForwardedValue(request, auth, [&headers](const std::string& name, std::string_view value) {
+    headers.emplace_back(name, std::string(value));
+  });
   const http::HeadParser& head = request.parser();
   headers.emplace_back("X-Original-Uri", std::string(target));
   headers.emplace_back("X-Original-Method", std::string(request.Get(head.method())));
@@ -21,18 +34,22 @@ HeaderList AuthRequestHeaders(const http::HeadView& request, const config::AuthC
 
 std::string AuthCacheKey(const http::HeadView& request, const config::AuthConfig& auth,
                          std::string_view target) {
-  std::string key(target);
+  const http::HeadParser& head = request.parser();
+  std::string key(request.Get(head.method()));
+  key.push_back(' ');
+  key.append(target);
+  // Length-prefixed, so no choice of values can make two different sets collide; each name's
+  // values are counted, so a value cannot move from one name to the next.
   for (const std::string& name : auth.forward_headers) {
-    bool found = false;
-    std::string_view value = request.Field(name, &found);
-    // Length-prefixed, so no choice of values can make two different sets collide.
     key.push_back('\0');
-    if (found) {
-      key += std::to_string(value.size());
-      key.push_back(':');
-      key.append(value);
-    }
+    key.append(std::to_string(request.FieldCount(name)));
+    key.push_back('\0');
   }
+  ForEachForwardedValue(request, auth, [&key](const std::string&, std::string_view value) {
+    key += std::to_string(value.size());
+    key.push_back(':');
+    key.append(value);
+  });
   return key;
 }
 

@@ -2,9 +2,10 @@
 // its answers (auth.cache_ttl). The session does the asking (Session::StartAuth); this file
 // builds the request and holds the cache. Pure apart from the clock: unit-tested.
 //
-// The auth request is a GET to auth.url carrying the client's auth.forward_headers, plus
-// X-Original-Uri (the request target as routed, i.e. normalised), X-Original-Method,
-// X-Forwarded-For and the connection's X-Wsgate-Connection-Id. A 2xx answer lets
+// The auth request is a GET to auth.url carrying the client's auth.forward_headers (every
+// field of each name, in order: the backend gets them all too), plus X-Original-Uri (the
+// request target as routed, i.e. normalised), X-Original-Method, X-Forwarded-For and the
+// connection's X-Wsgate-Connection-Id. A 2xx answer lets
 // the client through with auth.copy_headers added upstream; 401/403 is relayed; anything else,
 // or no answer within auth.timeout, is a 503.
 #pragma once
@@ -32,8 +33,9 @@ HeaderList AuthRequestHeaders(const http::HeadView& request, const config::AuthC
                               const std::string& client_ip, const std::string& connection_id,
                               std::string_view target);
 
-// The cache key: the target and the forwarded headers' values (client_ip is not part of it,
-// so a decision must not depend on it when caching is on).
+// The cache key: exactly what AuthRequestHeaders sends but the per-connection parts (method,
+// the normalised |target| and every forwarded header value; client_ip and the connection id
+// are not part of it, so a decision must not depend on them when caching is on).
 std::string AuthCacheKey(const http::HeadView& request, const config::AuthConfig& auth,
                          std::string_view target);
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <openssl/evp.h>
 
 #include <cstring>
@@ -61,6 +63,57 @@ std::string ForwardedValue(std::string_view value, bool is_ipv6_node) {
   return out;
 }
 
+bool IsHexDigit(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+// RFC 3986 §3.2.2 reg-name: unreserved / pct-encoded / sub-delims, here at least one character.
+bool IsRegName(std::string_view name) {
+  if (name.empty()) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    bool unreserved = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '-' || c == '.' || c == '_' || c == '~';
+    bool sub_delim = std::string_view("!$&'()*+,;=").find(c) != std::string_view::npos;
+    if (unreserved || sub_delim) continue;
+    if (c == '%' && i + 2 < name.size() && IsHexDigit(name[i + 1]) && IsHexDigit(name[i + 2])) {
+      i += 2;
+      continue;
+    }
+    return false;
+  }
+  return true;
+}
+
+// RFC 3986 port, bounded to what TCP can address: 1 to 5 digits, at most 65535.
+bool IsPort(std::string_view port) {
+  if (port.empty() || port.size() > 5) return false;
+  unsigned value = 0;
+  for (char c : port) {
+    if (c < '0' || c > '9') return false;
+    value = value * 10 + static_cast<unsigned>(c - '0');
+  }
+  return value <= 65535;
+}
+
+// The forwarding fields wsgate states itself unless a trusted proxy already did.
+enum class PeerStated { kNone, kRealIp, kProto, kHost, kPort };
+
+PeerStated PeerStatedField(std::string_view name) {
+  switch (name.size()) {
+    case 9:
+      return EqualsIgnoreCase(name, "x-real-ip") ? PeerStated::kRealIp : PeerStated::kNone;
+    case 16:
+      if (EqualsIgnoreCase(name, "x-forwarded-host")) return PeerStated::kHost;
+      if (EqualsIgnoreCase(name, "x-forwarded-port")) return PeerStated::kPort;
+      return PeerStated::kNone;
+    case 17:
+      return EqualsIgnoreCase(name, "x-forwarded-proto") ? PeerStated::kProto : PeerStated::kNone;
+    default:
+      return PeerStated::kNone;
+  }
+}
+
 ClientHandshake Reject(ClientHandshake result, int status, std::string reason,
                        std::string extra = {}) {
   result.status = status;
@@ -101,6 +154,63 @@ std::string_view StripPort(std::string_view host) {
   }
   size_t colon = host.rfind(':');
   return colon == std::string_view::npos ? host : host.substr(0, colon);
+}
+
+bool IsValidHostValue(std::string_view value) {
+  std::string_view port;
+  bool has_port = false;
+  if (!value.empty() && value.front() == '[') {
+    size_t close = value.find(']');
+    if (close == std::string_view::npos) return false;
+    // IPv6address only: no zone (RFC 6874 is for URIs, not Host) and no IPvFuture.
+    std::string_view literal = value.substr(1, close - 1);
+    char text[INET6_ADDRSTRLEN] = {};  // inet_pton wants a NUL-terminated copy
+    if (literal.size() >= sizeof(text) || literal.find('\0') != std::string_view::npos) {
+      return false;
+    }
+    literal.copy(text, literal.size());
+    in6_addr address{};
+    if (inet_pton(AF_INET6, text, &address) != 1) return false;
+    std::string_view rest = value.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return false;
+      has_port = true;
+      port = rest.substr(1);
+    }
+  } else {
+    size_t colon = value.find(':');
+    if (!IsRegName(value.substr(0, colon))) return false;  // an IPv4 literal is a reg-name too
+    if (colon != std::string_view::npos) {
+      has_port = true;
+      port = value.substr(colon + 1);
+    }
+  }
+  return !has_port || IsPort(port);
+}
+
+const char* CheckHostAndCredentials(const HeadView& request) {
+  // One pass over the fields, comparing only names of the right length.
+  std::string_view host;
+  int hosts = 0;
+  int authorizations = 0;
+  int proxy_authorizations = 0;
+  for (const auto& field : request.parser().fields()) {
+    std::string_view name = request.Get(field.name);
+    if (name.size() == 4 && EqualsIgnoreCase(name, "host")) {
+      if (++hosts == 1) host = request.Get(field.value);
+    } else if (name.size() == 13 && EqualsIgnoreCase(name, "authorization")) {
+      ++authorizations;
+    } else if (name.size() == 19 && EqualsIgnoreCase(name, "proxy-authorization")) {
+      ++proxy_authorizations;
+    }
+  }
+  if (hosts > 1) return "more than one Host field";
+  if (!host.empty() && !IsValidHostValue(host)) {
+    return "invalid Host field (expected host[:port] or [IPv6]:port)";
+  }
+  if (authorizations > 1) return "more than one Authorization field";
+  if (proxy_authorizations > 1) return "more than one Proxy-Authorization field";
+  return nullptr;
 }
 
 std::string ComputeAccept(std::string_view key) {
@@ -218,6 +328,7 @@ ClientHandshake CheckClientHandshake(const HeadView& request, const ClientHandsh
   if (request.FieldCount("host") != 1 || result.host.empty()) {
     return Reject(result, 400, "exactly one non-empty Host field is required");
   }
+  if (const char* bad = CheckHostAndCredentials(request)) return Reject(result, 400, bad);
   if (!request.FieldHasToken("connection", "upgrade")) {
     return Reject(result, 400, "Connection must contain the Upgrade token");
   }
@@ -271,23 +382,34 @@ std::string BuildForwardedRequest(const HeadView& request, const ForwardingInfo&
   std::string forwarded_for;
   std::string forwarded;
   std::string_view host_field;
+  bool has_real_ip = false;
+  bool has_proto = false;
+  bool has_host = false;
   const HopByHopFields hop_by_hop(request);
   for (const auto& field : head.fields()) {
     std::string_view name = request.Get(field.name);
     std::string_view value = request.Get(field.value);
     if (hop_by_hop.Contains(name)) continue;
+    // Only a trusted proxy's chain is extended; anyone else's is dropped, not believed.
     if (EqualsIgnoreCase(name, "x-forwarded-for")) {
+      if (!info.peer_trusted) continue;
       if (!forwarded_for.empty()) forwarded_for.append(", ");
       forwarded_for.append(value);
       continue;
     }
     if (EqualsIgnoreCase(name, "forwarded")) {
+      if (!info.peer_trusted) continue;
       if (!forwarded.empty()) forwarded.append(", ");
       forwarded.append(value);
       continue;
     }
-    // The proxy states these itself; a client must not be able to spoof them.
-    if (EqualsIgnoreCase(name, "x-forwarded-proto") || EqualsIgnoreCase(name, "x-forwarded-host")) {
+    // The proxy states these itself; only a trusted proxy may have stated them first.
+    if (PeerStated stated = PeerStatedField(name); stated != PeerStated::kNone) {
+      if (!info.peer_trusted) continue;
+      has_real_ip |= stated == PeerStated::kRealIp;
+      has_proto |= stated == PeerStated::kProto;
+      has_host |= stated == PeerStated::kHost;
+      AppendLine(out, name, value);
       continue;
     }
     if (name.size() >= 9 && EqualsIgnoreCase(name.substr(0, 9), "x-wsgate-")) continue;
@@ -309,9 +431,10 @@ std::string BuildForwardedRequest(const HeadView& request, const ForwardingInfo&
   if (!forwarded_for.empty()) forwarded_for.append(", ");
   forwarded_for.append(info.client_ip);
   AppendLine(out, "X-Forwarded-For", forwarded_for);
+  if (!has_real_ip) AppendLine(out, "X-Real-IP", info.client_ip);
   const char* proto = info.client_tls ? "https" : "http";
-  AppendLine(out, "X-Forwarded-Proto", proto);
-  AppendLine(out, "X-Forwarded-Host", host_field);
+  if (!has_proto) AppendLine(out, "X-Forwarded-Proto", proto);
+  if (!has_host) AppendLine(out, "X-Forwarded-Host", host_field);
 
   bool ipv6 = info.client_ip.find(':') != std::string::npos;
   std::string element = "for=";

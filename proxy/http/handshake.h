@@ -20,6 +20,17 @@ std::string ComputeAccept(std::string_view key);
 // A Host field value without its port ("[::1]:80" -> "::1").
 std::string_view StripPort(std::string_view host);
 
+// True if |value| is a non-empty Host value: uri-host [":" port] (RFC 9112 §3.2, RFC 3986
+// §3.2.2), where uri-host is a reg-name (IPv4 literals included) or a bracketed IPv6 literal,
+// and port is 1 to 5 digits, at most 65535. Refuses "a b", "u@h", "h/p", "h:1:2", "[v1.x]".
+bool IsValidHostValue(std::string_view value);
+
+// The fields no forwarded request may get wrong, beyond the parser's checks: at most one Host,
+// whose value, when not empty, IsValidHostValue; at most one Authorization and one
+// Proxy-Authorization, so the credentials the auth hook checks are the only ones the backend
+// can read. Returns the reason to answer 400 with, or nullptr.
+const char* CheckHostAndCredentials(const HeadView& request);
+
 // True if |key| is base64 that decodes to exactly 16 bytes.
 bool IsValidWebSocketKey(std::string_view key);
 
@@ -63,18 +74,26 @@ class HopByHopFields {
 
 // Who the client is, for the forwarding headers.
 struct ForwardingInfo {
-  std::string client_ip;  // "1.2.3.4" or "2001:db8::1"
+  std::string client_ip;  // "1.2.3.4" or "2001:db8::1": the connecting peer
   bool client_tls = false;
   std::string request_id;  // sent as X-Request-Id unless the client sent one
+  bool peer_trusted = false;  // the peer is in trusted_proxies: its forwarding fields are kept
   std::string_view target = {};  // request target sent upstream (normalised); empty = as sent
 };
 
 // The upgrade request sent to the backend: the client's request line and fields, minus
-// hop-by-hop fields (except the Upgrade/Connection pair the handshake needs), with
-// X-Forwarded-For appended, X-Forwarded-Proto / X-Forwarded-Host replaced, and Forwarded appended.
+// hop-by-hop fields (except the Upgrade/Connection pair the handshake needs), with the
+// forwarding fields wsgate owns:
+// * from an untrusted peer, every X-Forwarded-For, X-Real-IP, Forwarded, X-Forwarded-Proto,
+//   X-Forwarded-Host and X-Forwarded-Port the client sent is dropped, and wsgate states
+//   X-Forwarded-For and X-Real-IP (the peer), X-Forwarded-Proto, X-Forwarded-Host (Host) and
+//   Forwarded (for, host, proto);
+// * from a trusted peer (|info|.peer_trusted), X-Forwarded-For gets the peer appended, Forwarded
+//   gets wsgate's element appended, and X-Real-IP, X-Forwarded-Proto, X-Forwarded-Host and
+//   X-Forwarded-Port are kept as sent (wsgate's own when absent).
 // |proxy_fields| ("Name: value\r\n" lines wsgate states itself, e.g. X-Wsgate-Connection-Id) go
 // last; any X-Wsgate-* field the client sent is dropped, so none can be spoofed, and so is any
-// field named in |drop_fields| (the auth hook's copy_headers).
+// field named in |drop_fields| (the auth hook's copy_headers, on every route).
 std::string BuildUpstreamRequest(const HeadView& request, const ForwardingInfo& info,
                                  std::string_view proxy_fields = {},
                                  const std::vector<std::string>* drop_fields = nullptr);

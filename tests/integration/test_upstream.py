@@ -476,9 +476,12 @@ def forwarded_elements(values):
 
 @async_test(timeout=30)
 async def test_forwarding_headers_appended_and_others_pass_through(gates):
-    """X-Forwarded-*, Forwarded appended; subprotocol, extensions, cookies, custom kept."""
+    """From a trusted proxy, X-Forwarded-For and Forwarded are appended; subprotocol,
+    extensions, cookies, custom kept (untrusted peers: test_header_trust.py)."""
     echo = await EchoBackend().start()
-    gate = await gates.launch(make_config(pools={"p": [echo.address]}))
+    config = make_config(pools={"p": [echo.address]})
+    config["trusted_proxies"] = ["127.0.0.1"]
+    gate = await gates.launch(config)
     client = await RawClient.connect(gate.port)
     extra = [("X-Forwarded-For", "203.0.113.7"), ("Forwarded", "for=203.0.113.7"),
              ("Sec-WebSocket-Protocol", "chat, superchat"),

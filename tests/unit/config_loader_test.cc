@@ -1472,6 +1472,29 @@ TEST(ConfigLoaderTest, ConnectionHookDefaults) {
   EXPECT_EQ(cfg.on_disconnect.queue_size, 10000u);
 }
 
+TEST(ConfigLoaderTest, TrustedProxies) {
+  ProxyConfig empty = Load(kMinimal);
+  EXPECT_TRUE(empty.trusted_proxies.empty());  // default: trust no one
+  ProxyConfig cfg = Load("trusted_proxies: [\"10.0.0.0/8\", 127.0.0.1, \"::1/128\"]\n" + kMinimal);
+  ASSERT_EQ(cfg.trusted_proxies.size(), 3u);
+  EXPECT_EQ(cfg.trusted_proxies[0].prefix_length, 8);
+  EXPECT_EQ(cfg.trusted_proxies[1].prefix_length, 32);
+  EXPECT_TRUE(cfg.trusted_proxies[2].ipv6);
+  EXPECT_EQ(cfg.trusted_proxies[2].text, "::1/128");
+}
+
+TEST(ConfigLoaderTest, TrustedProxiesErrors) {
+  const std::string kExpected =
+      " (expected e.g. 10.0.0.0/8, 2001:db8::/32 or one address; no bits set past the prefix)";
+  EXPECT_EQ(Errors("trusted_proxies: [10.0.0.0/8, 10.0.0.0/33]\n" + kMinimal),
+            (Strings{"t.yaml:1:31: trusted_proxies[1]: not a CIDR \"10.0.0.0/33\"" + kExpected}));
+  EXPECT_EQ(Errors("trusted_proxies:\n  - 10.1.0.0/8\n  - example.com\n" + kMinimal),
+            (Strings{"t.yaml:2:5: trusted_proxies[0]: not a CIDR \"10.1.0.0/8\"" + kExpected,
+                     "t.yaml:3:5: trusted_proxies[1]: not a CIDR \"example.com\"" + kExpected}));
+  EXPECT_EQ(Errors("trusted_proxies: 10.0.0.0/8\n" + kMinimal),
+            (Strings{"t.yaml:1:18: trusted_proxies: expected a sequence"}));
+}
+
 TEST(ConfigLoaderTest, ConnectionHookErrors) {
   EXPECT_EQ(Errors("admin:\n  public_url: ftp://x\n" + kMinimal),
             (Strings{"t.yaml:2:15: admin.public_url: expected an http:// or https:// URL without "

@@ -64,7 +64,8 @@ TEST(ConfigPrinter, MinimalFileGetsEveryDefault) {
                            "tolerance: 1.2", "rate: 50/s", "ejection_time: 30s",
                            "rate_action: close", "access: stderr", "format: text",
                            "enabled: true", "allowed_origins: []", "normalize: true",
-                           "merge_slashes: false", "escaped_slashes: reject"}) {
+                           "merge_slashes: false", "escaped_slashes: reject",
+                           "trusted_proxies: []"}) {
     EXPECT_NE(printed.find(line), std::string::npos) << "missing \"" << line << "\" in\n"
                                                       << printed;
   }
@@ -124,7 +125,8 @@ TEST(ConfigPrinter, EveryNonDefaultSettingRoundTrips) {
       "auth: {url: \"http://127.0.0.1:9000/auth\", forward_headers: [Cookie],"
       " copy_headers: [X-User-Id], timeout: 3s, cache_ttl: 30s, cache_size: 5}\n"
       "on_disconnect: {url: \"http://127.0.0.1:9000/gone\", timeout: 1s, retries: 5,"
-      " queue_size: 9}\n",
+      " queue_size: 9}\n"
+      "trusted_proxies: [\"10.0.0.0/8\", 127.0.0.1, \"::1/128\", \"2001:db8::/32\"]\n",
       "all.yaml"));
 }
 

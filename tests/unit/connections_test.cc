@@ -182,6 +182,29 @@ TEST_F(AuthHeadTest, CacheKeyDependsOnTargetAndForwardedValuesOnly) {
   EXPECT_NE(AuthCacheKey(view(), auth, Target()), empty_cookie);
 }
 
+TEST_F(AuthHeadTest, EveryValueOfAForwardedHeaderIsAskedAboutAndKeyed) {
+  config::AuthConfig auth;  // Cookie, Authorization, Origin
+  Parse("GET /a HTTP/1.1\r\nHost: a\r\nCookie: s=1\r\ncookie: t=2\r\n\r\n");
+  HeaderList expected = {{"Cookie", "s=1"},
+                         {"Cookie", "t=2"},
+                         {"X-Original-Uri", "/a"},
+                         {"X-Original-Method", "GET"},
+                         {"X-Forwarded-For", "10.0.0.1"},
+                         {"X-Wsgate-Connection-Id", "id-1"}};
+  EXPECT_EQ(AuthRequestHeaders(view(), auth, "10.0.0.1", "id-1", Target()), expected);
+  std::string both = AuthCacheKey(view(), auth, Target());
+  // The backend gets every value, so a second value the hook never saw must not share a key.
+  Parse("GET /a HTTP/1.1\r\nHost: a\r\nCookie: s=1\r\n\r\n");
+  EXPECT_NE(AuthCacheKey(view(), auth, Target()), both);
+  Parse("GET /a HTTP/1.1\r\nHost: a\r\nCookie: s=1\r\nCookie: t=3\r\n\r\n");
+  EXPECT_NE(AuthCacheKey(view(), auth, Target()), both);
+  // A value cannot move between names without changing the key.
+  Parse("GET /a HTTP/1.1\r\nHost: a\r\nCookie: s=1\r\nAuthorization: t=2\r\n\r\n");
+  EXPECT_NE(AuthCacheKey(view(), auth, Target()), both);
+  Parse("GET /a HTTP/1.1\r\nHost: a\r\nCookie: s=1\r\ncookie: t=2\r\n\r\n");
+  EXPECT_EQ(AuthCacheKey(view(), auth, Target()), both);
+}
+
 TEST(AuthCacheTest, ExpiresAndStaysBounded) {
   AuthCache cache;
   auto now = AuthCache::Clock::now();

@@ -217,6 +217,7 @@ TEST(HandshakeTest, ClientHandshakeRejections) {
   const std::string kVersionExtra = "Sec-WebSocket-Version: 13\r\n";
   const std::string kHostReason = "exactly one non-empty Host field is required";
   const std::string kNoUpgrade = "this endpoint only accepts WebSocket upgrades";
+  const std::string kBadHost = "invalid Host field (expected host[:port] or [IPv6]:port)";
   const std::vector<RejectCase> cases = {
       {"HTTP/2.0", "GET /chat HTTP/2.0", kClientFields, 505, "only HTTP/1.1 is supported", "",
        false},
@@ -245,6 +246,20 @@ TEST(HandshakeTest, ClientHandshakeRejections) {
       {"two Host", kGet, Plus(kClientFields, "Host", "example.com"), 400, kHostReason},
       {"empty Host", kGet, Replace(kClientFields, "host", ""), 400, kHostReason},
       {"Host is only a port", kGet, Replace(kClientFields, "host", ":8080"), 400, kHostReason},
+      {"Host with a space", kGet, Replace(kClientFields, "host", "a b.test"), 400, kBadHost},
+      {"Host with userinfo", kGet, Replace(kClientFields, "host", "evil.test@app.test"), 400,
+       kBadHost},
+      {"Host with a path", kGet, Replace(kClientFields, "host", "app.test/evil?x="), 400,
+       kBadHost},
+      {"Host with two ports", kGet, Replace(kClientFields, "host", "app.test:80:81"), 400,
+       kBadHost},
+      {"two Authorization", kGet,
+       Plus(Plus(kClientFields, "Authorization", "Bearer a"), "authorization", "Bearer b"), 400,
+       "more than one Authorization field"},
+      {"two Proxy-Authorization", kGet,
+       Plus(Plus(kClientFields, "Proxy-Authorization", "Basic a"), "Proxy-Authorization",
+            "Basic a"),
+       400, "more than one Proxy-Authorization field"},
       {"no Connection", kGet, Without(kClientFields, "connection"), 400,
        "Connection must contain the Upgrade token"},
       {"Connection: keep-alive", kGet, Replace(kClientFields, "connection", "keep-alive"), 400,
@@ -284,6 +299,43 @@ TEST(HandshakeTest, ClientHandshakeRejections) {
     EXPECT_EQ(hs.extra_header, c.extra_header);
     EXPECT_EQ(hs.is_upgrade, c.is_upgrade);
   }
+}
+
+TEST(HandshakeTest, IsValidHostValue) {
+  for (std::string_view good :
+       {"a", "app.test", "app.test:80", "app.test:65535", "app.test:0", "APP.Test:08080",
+        "192.0.2.1", "192.0.2.1:443", "[::1]", "[::1]:8080", "[2001:db8::5]:443",
+        "[::ffff:192.0.2.1]", "xn--bcher-kva.example", "a_b-c~d", "%41pp.test", "a!$&'()*+,;=b"}) {
+    EXPECT_TRUE(IsValidHostValue(good)) << good;
+  }
+  for (std::string_view bad :
+       {"", ":80", "a b.test", "evil.test@app.test", "app.test/evil?x=", "app.test:80:81",
+        "app.test:", "app.test:65536", "app.test:123456", "app.test:8o", "app.test:-1",
+        "app.test:+80", "[::1", "[::1]x", "[::1]:", "[::1]:65536", "[192.0.2.1]",
+        "[fe80::1%25eth0]",
+        "[v1.fe]", "::1", "app.test#x", "app.test?x", "app%4", "app%zz.test", "a\\b", "a\"b",
+        "[]", "app.test\t"}) {
+    EXPECT_FALSE(IsValidHostValue(bad)) << bad;
+  }
+}
+
+TEST(HandshakeTest, CheckHostAndCredentials) {
+  auto check = [](const Fields& fields) {
+    Parsed req(MakeHead("GET / HTTP/1.1", fields), HeadKind::kRequest);
+    EXPECT_EQ(req.status(), ParseStatus::kComplete);
+    const char* reason = CheckHostAndCredentials(req.view());
+    return std::string(reason != nullptr ? reason : "");
+  };
+  EXPECT_EQ(check({{"Host", "a.test"}, {"Authorization", "Bearer t"}}), "");
+  EXPECT_EQ(check({}), "");                // whether Host is required is the caller's rule
+  EXPECT_EQ(check({{"Host", ""}}), "");    // an empty Host is the caller's call too
+  EXPECT_EQ(check({{"Host", "a.test"}, {"host", "a.test"}}), "more than one Host field");
+  EXPECT_EQ(check({{"Host", "u@a.test"}}),
+            "invalid Host field (expected host[:port] or [IPv6]:port)");
+  EXPECT_EQ(check({{"Host", "a.test"}, {"Authorization", "Bearer t"}, {"AUTHORIZATION", ""}}),
+            "more than one Authorization field");
+  EXPECT_EQ(check({{"Host", "a.test"}, {"Proxy-Authorization", "a"}, {"proxy-authorization", "b"}}),
+            "more than one Proxy-Authorization field");
 }
 
 TEST(HandshakeTest, RejectionStillReportsHostAndPath) {
@@ -428,11 +480,11 @@ TEST(HandshakeTest, BuildUpstreamRequestExact) {
             "Authorization: Bearer t\r\n"
             "Connection: Upgrade\r\n"
             "Upgrade: websocket\r\n"
-            "X-Forwarded-For: 203.0.113.7, 198.51.100.2\r\n"
+            "X-Forwarded-For: 198.51.100.2\r\n"
+            "X-Real-IP: 198.51.100.2\r\n"
             "X-Forwarded-Proto: http\r\n"
             "X-Forwarded-Host: example.com:8080\r\n"
-            "Forwarded: for=203.0.113.7;proto=https, "
-            "for=198.51.100.2;host=\"example.com:8080\";proto=http\r\n"
+            "Forwarded: for=198.51.100.2;host=\"example.com:8080\";proto=http\r\n"
             "\r\n");
 
   // The result is itself a valid upgrade request.
@@ -468,6 +520,7 @@ TEST(HandshakeTest, BuildUpstreamRequestIpv6AndTls) {
             "Connection: Upgrade\r\n"
             "Upgrade: websocket\r\n"
             "X-Forwarded-For: ::1\r\n"
+            "X-Real-IP: ::1\r\n"
             "X-Forwarded-Proto: https\r\n"
             "X-Forwarded-Host: [2001:db8::5]:8443\r\n"
             "Forwarded: for=\"[::1]\";host=\"[2001:db8::5]:8443\";proto=https\r\n"
@@ -477,7 +530,7 @@ TEST(HandshakeTest, BuildUpstreamRequestIpv6AndTls) {
   EXPECT_EQ(CheckClientHandshake(upstream.view(), {}).status, 0);
 }
 
-TEST(HandshakeTest, BuildUpstreamRequestMergesForwardingFields) {
+Fields SpoofedForwardingFields() {
   Fields fields = Plus(kClientFields, "X-Forwarded-For", "10.0.0.1");
   fields = Plus(fields, "x-forwarded-for", "10.0.0.2, 10.0.0.3");
   fields = Plus(fields, "Forwarded", "for=10.0.0.1");
@@ -485,21 +538,68 @@ TEST(HandshakeTest, BuildUpstreamRequestMergesForwardingFields) {
   fields = Plus(fields, "x-forwarded-proto", "ws");
   fields = Plus(fields, "X-FORWARDED-PROTO", "wss");
   fields = Plus(fields, "X-Forwarded-Host", "spoof");
-  Parsed req(MakeHead(kStart, fields), HeadKind::kRequest);
+  fields = Plus(fields, "X-Real-IP", "10.9.9.9");
+  fields = Plus(fields, "x-real-ip", "10.9.9.8");
+  fields = Plus(fields, "X-Forwarded-Port", "1");
+  return fields;
+}
+
+TEST(HandshakeTest, BuildUpstreamRequestReplacesForwardingFieldsFromAnUntrustedPeer) {
+  Parsed req(MakeHead(kStart, SpoofedForwardingFields()), HeadKind::kRequest);
   std::string out = BuildUpstreamRequest(req.view(), ForwardingInfo{"192.0.2.1", true, ""});
   Parsed upstream(out, HeadKind::kRequest);
   ASSERT_EQ(upstream.status(), ParseStatus::kComplete);
   HeadView view = upstream.view();
   EXPECT_EQ(view.FieldCount("x-forwarded-for"), 1u);
-  EXPECT_EQ(view.Field("x-forwarded-for"), "10.0.0.1, 10.0.0.2, 10.0.0.3, 192.0.2.1");
+  EXPECT_EQ(view.Field("x-forwarded-for"), "192.0.2.1");
+  EXPECT_EQ(view.FieldCount("x-real-ip"), 1u);
+  EXPECT_EQ(view.Field("x-real-ip"), "192.0.2.1");
   EXPECT_EQ(view.FieldCount("x-forwarded-proto"), 1u);
   EXPECT_EQ(view.Field("x-forwarded-proto"), "https");
   EXPECT_EQ(view.FieldCount("x-forwarded-host"), 1u);
   EXPECT_EQ(view.Field("x-forwarded-host"), "example.com:8080");
+  EXPECT_EQ(view.FieldCount("x-forwarded-port"), 0u);
+  EXPECT_EQ(view.FieldCount("forwarded"), 1u);
+  EXPECT_EQ(view.Field("forwarded"), "for=192.0.2.1;host=\"example.com:8080\";proto=https");
+}
+
+TEST(HandshakeTest, BuildUpstreamRequestExtendsForwardingFieldsFromATrustedPeer) {
+  Parsed req(MakeHead(kStart, SpoofedForwardingFields()), HeadKind::kRequest);
+  ForwardingInfo info{"192.0.2.1", true, "", /*peer_trusted=*/true};
+  std::string out = BuildUpstreamRequest(req.view(), info);
+  Parsed upstream(out, HeadKind::kRequest);
+  ASSERT_EQ(upstream.status(), ParseStatus::kComplete);
+  HeadView view = upstream.view();
+  // The chains get this hop appended.
+  EXPECT_EQ(view.FieldCount("x-forwarded-for"), 1u);
+  EXPECT_EQ(view.Field("x-forwarded-for"), "10.0.0.1, 10.0.0.2, 10.0.0.3, 192.0.2.1");
   EXPECT_EQ(view.FieldCount("forwarded"), 1u);
   EXPECT_EQ(view.Field("forwarded"),
             "for=10.0.0.1, for=10.0.0.2;by=10.0.0.9, "
             "for=192.0.2.1;host=\"example.com:8080\";proto=https");
+  // What the trusted proxy stated about the original client stays as it sent it.
+  EXPECT_EQ(view.FieldCount("x-real-ip"), 2u);
+  EXPECT_EQ(view.Field("x-real-ip"), "10.9.9.9");
+  EXPECT_EQ(view.FieldCount("x-forwarded-proto"), 2u);
+  EXPECT_EQ(view.Field("x-forwarded-proto"), "ws");
+  EXPECT_EQ(view.FieldCount("x-forwarded-host"), 1u);
+  EXPECT_EQ(view.Field("x-forwarded-host"), "spoof");
+  EXPECT_EQ(view.Field("x-forwarded-port"), "1");
+}
+
+TEST(HandshakeTest, BuildUpstreamRequestStatesMissingFieldsForATrustedPeer) {
+  Parsed req(MakeHead(kStart, kClientFields), HeadKind::kRequest);
+  ForwardingInfo info{"192.0.2.1", false, "", /*peer_trusted=*/true};
+  std::string out = BuildUpstreamRequest(req.view(), info);
+  Parsed upstream(out, HeadKind::kRequest);
+  ASSERT_EQ(upstream.status(), ParseStatus::kComplete);
+  HeadView view = upstream.view();
+  EXPECT_EQ(view.Field("x-forwarded-for"), "192.0.2.1");
+  EXPECT_EQ(view.Field("x-real-ip"), "192.0.2.1");
+  EXPECT_EQ(view.Field("x-forwarded-proto"), "http");
+  EXPECT_EQ(view.Field("x-forwarded-host"), "example.com:8080");
+  EXPECT_EQ(view.Field("forwarded"), "for=192.0.2.1;host=\"example.com:8080\";proto=http");
+  EXPECT_EQ(view.FieldCount("x-forwarded-port"), 0u);
 }
 
 TEST(HandshakeTest, BuildUpstreamRequestQuotesForwardedHost) {
@@ -838,6 +938,7 @@ TEST(HandshakeForwardedHttpTest, PlainRequestLosesEveryHopByHopField) {
             "Expect: 100-continue\r\n"
             "Transfer-Encoding: chunked\r\n"
             "X-Forwarded-For: 192.0.2.9\r\n"
+            "X-Real-IP: 192.0.2.9\r\n"
             "X-Forwarded-Proto: http\r\n"
             "X-Forwarded-Host: app.example.com\r\n"
             "Forwarded: for=192.0.2.9;host=\"app.example.com\";proto=http\r\n"

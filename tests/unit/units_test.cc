@@ -123,6 +123,61 @@ TEST(ParseHostPortTest, RejectsMalformedText) {
   }
 }
 
+TEST(ParseCidrTest, AcceptsNetworksAndBareAddresses) {
+  std::optional<Cidr> v4 = ParseCidr("10.0.0.0/8");
+  ASSERT_TRUE(v4);
+  EXPECT_FALSE(v4->ipv6);
+  EXPECT_EQ(v4->prefix_length, 8);
+  EXPECT_EQ(v4->network[0], 10);
+  EXPECT_EQ(v4->text, "10.0.0.0/8");
+  std::optional<Cidr> host = ParseCidr("127.0.0.1");
+  ASSERT_TRUE(host);
+  EXPECT_EQ(host->prefix_length, 32);
+  std::optional<Cidr> v6 = ParseCidr("2001:db8::/32");
+  ASSERT_TRUE(v6);
+  EXPECT_TRUE(v6->ipv6);
+  EXPECT_EQ(v6->prefix_length, 32);
+  std::optional<Cidr> loopback = ParseCidr("::1");
+  ASSERT_TRUE(loopback);
+  EXPECT_EQ(loopback->prefix_length, 128);
+  for (const char* text : {"0.0.0.0/0", "::/0", "::1/128", "192.168.1.128/25", "10.1.2.3/32",
+                           "::ffff:10.0.0.0/104", "fe80::/10"}) {
+    EXPECT_TRUE(ParseCidr(text)) << text;
+  }
+}
+
+TEST(ParseCidrTest, RejectsMalformedText) {
+  for (const char* text :
+       {"", "/8", "10.0.0.0/", "10.0.0.0/33", "::/129", "10.0.0.0/08", "10.0.0.0/-1",
+        "10.0.0.0/+8", "10.0.0.0/8/8", "10.0.0.0 /8", " 10.0.0.0/8", "10.0.0.0/8 ", "10.0.0/8",
+        "10.0.0.256", "010.0.0.1", "10.1.0.0/8", "2001:db8::1/32", "fe80::1%eth0", "[::1]",
+        "[::1]/128", "example.com", "10.0.0.0/4294967304", "1.2.3.4:80", "::1::2"}) {
+    EXPECT_EQ(ParseCidr(text), std::nullopt) << "\"" << text << "\"";
+  }
+  EXPECT_EQ(ParseCidr(std::string_view("10.0.0.1\0/8", 11)), std::nullopt);
+  EXPECT_EQ(ParseCidr(std::string_view("10.0.0.1\0x", 10)), std::nullopt);
+}
+
+TEST(ParseCidrTest, ContainsMatchesThePrefixOnly) {
+  const uint8_t in[4] = {192, 168, 1, 200};
+  const uint8_t out[4] = {192, 168, 1, 100};
+  std::optional<Cidr> upper = ParseCidr("192.168.1.128/25");
+  ASSERT_TRUE(upper);
+  EXPECT_TRUE(CidrContains(*upper, false, in));
+  EXPECT_FALSE(CidrContains(*upper, false, out));
+  std::optional<Cidr> any = ParseCidr("0.0.0.0/0");
+  ASSERT_TRUE(any);
+  EXPECT_TRUE(CidrContains(*any, false, out));
+  uint8_t v6[16] = {0x20, 0x01, 0x0d, 0xb8};
+  EXPECT_FALSE(CidrContains(*any, true, v6));  // families never mix
+  std::optional<Cidr> doc = ParseCidr("2001:db8::/33");
+  ASSERT_TRUE(doc);
+  EXPECT_TRUE(CidrContains(*doc, true, v6));
+  v6[4] = 0x80;
+  EXPECT_FALSE(CidrContains(*doc, true, v6));
+  EXPECT_FALSE(CidrContains(*doc, false, in));
+}
+
 TEST(FormatTest, DurationsAndSizesParseBackToTheirValue) {
   EXPECT_EQ(FormatDuration(Duration{0}), "0s");
   EXPECT_EQ(FormatDuration(Duration{1500}), "1500ms");
