@@ -312,6 +312,10 @@ void Server::Reload() {
     LOG_WARN("reload ignored: draining");
     return;
   }
+  if (config_path_.empty()) {
+    LOG_WARN("reload ignored: started from --listen/--backend, there is no file to reload");
+    return;
+  }
   LOG_INFO("received SIGHUP: reloading " + config_path_);
   auto loaded = config::LoadConfigFile(config_path_);
   if (auto* errors = std::get_if<config::ConfigErrors>(&loaded)) {
