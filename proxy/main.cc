@@ -8,6 +8,8 @@
 #include <variant>
 #include <vector>
 
+#include <event2/event.h>
+
 #include "config/flags_config.h"
 #include "config/loader.h"
 #include "config/printer.h"
@@ -60,6 +62,18 @@ const std::vector<std::string_view> kFlags = {
 [[noreturn]] void UsageError(const std::string& message) {
   std::fprintf(stderr, "wsgate: %s\nRun \"wsgate --help\" for usage.\n", message.c_str());
   std::exit(2);
+}
+
+void LibeventLog(int severity, const char* message) {
+  wsgate::log::Level level = wsgate::log::Level::kError;
+  if (severity == EVENT_LOG_DEBUG) {
+    level = wsgate::log::Level::kDebug;
+  } else if (severity == EVENT_LOG_MSG) {
+    level = wsgate::log::Level::kInfo;
+  } else if (severity == EVENT_LOG_WARN) {
+    level = wsgate::log::Level::kWarn;
+  }
+  if (wsgate::log::Enabled(level)) wsgate::log::Write(level, std::string("libevent: ") + message);
 }
 
 }  // namespace
@@ -144,8 +158,19 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto& config = std::get<wsgate::config::ProxyConfig>(loaded);
+  const bool serving = !print_config && !check_only;
+  // From here on a serving process logs in the configured format (--check and --print-config
+  // answer a person at a terminal: text).
+  if (serving && config.log.format == wsgate::config::LogConfig::Format::kJson) {
+    wsgate::log::SetFormat(wsgate::log::Format::kJson);
+  }
   // Certificates and keys are part of the configuration: a bad one is an error naming the file.
   if (auto errors = wsgate::tls::CheckFiles(config); !errors.empty()) {
+    if (wsgate::log::JsonFormat()) {
+      for (const auto& error : errors) LOG_ERROR(error.Format());
+      LOG_ERROR(std::to_string(errors.size()) + " error(s) in " + source);
+      return 1;
+    }
     for (const auto& error : errors) std::fprintf(stderr, "%s\n", error.Format().c_str());
     std::fprintf(stderr, "wsgate: %zu error(s) in %s\n", errors.size(), source.c_str());
     return 1;
@@ -161,6 +186,8 @@ int main(int argc, char** argv) {
   }
 
   std::signal(SIGPIPE, SIG_IGN);
+  // libevent's own warnings go through the logger too, so they follow log.format.
+  event_set_log_callback(LibeventLog);
   wsgate::InstallLibeventAllocator();
   // Worker threads post to each other's loops: libevent must be thread-aware before any loop.
   wsgate::EventLoop::EnableThreads();
