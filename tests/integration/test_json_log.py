@@ -6,8 +6,8 @@ import re
 import signal
 
 from harness import (EchoBackend, RawClient, assert_rejected, assert_still_serving, async_test,
-                     closed_port, make_config, read_http_response, recv, upgrade_request,
-                     wait_until, ws_connect)
+                     closed_port, make_config, read_http_response, recv, run_wsgate,
+                     upgrade_request, wait_until, ws_connect)
 
 LEVELS = {"debug", "info", "warn", "error"}
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -119,3 +119,23 @@ async def test_failed_reload_errors_are_json(gates, tmp_path):
     await wait_until(lambda: any(o["level"] == "error" and "bogus_key: unknown key" in o["msg"]
                                  for o in json_lines(gate)), what="the reload error line")
     await assert_still_serving(gate)
+
+
+def test_start_up_errors_after_loading_are_json(tmp_path):
+    """A certificate file that cannot be read stops the start with JSON error lines (exit 1);
+    --check on the same file answers in text, for a person."""
+    path = tmp_path / "tls.yaml"
+    path.write_text("listeners:\n"
+                    "  - name: secure\n"
+                    "    address: 127.0.0.1:0\n"
+                    "    tls: {certificates: [{cert: missing.crt, key: missing.key}]}\n"
+                    "routes: [{pool: app}]\n"
+                    "pools: [{name: app, backends: [{address: 127.0.0.1:9001}]}]\n"
+                    "log: {format: json}\n")
+    result = run_wsgate("-c", str(path))
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert lines and all(o["level"] == "error" and TIME.match(o["time"]) for o in lines), lines
+    assert any("missing.crt" in o["msg"] and f"{path}:4:" in o["msg"] for o in lines), lines
+    check = run_wsgate("--check", "-c", str(path))
+    assert check.returncode == 1 and check.stderr.startswith(f"{path}:4:"), check.stderr
