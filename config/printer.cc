@@ -275,21 +275,29 @@ std::string PrintDefaults() {
   optional.admin.enabled = true;
   optional.auth.enabled = true;
   optional.on_disconnect.enabled = true;
+  optional.listeners[0].tls.enabled = true;
+  optional.pools[0].balance = Balance::kSticky;
   optional.pools[0].health_check.enabled = true;
+  optional.pools[0].tls.enabled = true;
   const YAML::Node root = Root(optional, PrintOptions{});
   YAML::Node sections;
+  YAML::Node listener;
+  listener["name"] = "public";
+  listener["tls"] = root["listeners"][0]["tls"];
+  sections["listeners"].push_back(listener);
   sections["admin"] = root["admin"];
-  sections["auth"] = root["auth"];
-  sections["on_disconnect"] = root["on_disconnect"];
   YAML::Node pool;
   pool["name"] = "app";
-  pool["health_check"] = root["pools"][0]["health_check"];
-  YAML::Node pools(YAML::NodeType::Sequence);
-  pools.push_back(pool);
-  sections["pools"] = pools;
+  pool["balance"] = "sticky";
+  for (const char* key : {"sticky", "health_check", "tls"}) pool[key] = root["pools"][0][key];
+  sections["pools"].push_back(pool);
+  sections["auth"] = root["auth"];
+  sections["on_disconnect"] = root["on_disconnect"];
   YAML::Emitter out;
   out << sections;
-  text += "\n# Present = enabled. Their defaults (auth.url and on_disconnect.url have none):\n";
+  text +=
+      "\n# Present = enabled. Their defaults (tls.certificates, auth.url and on_disconnect.url\n"
+      "# have none):\n";
   std::string_view rest = out.c_str();
   while (!rest.empty()) {
     const size_t end = rest.find('\n');

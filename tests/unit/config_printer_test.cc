@@ -169,7 +169,8 @@ TEST(ConfigPrinter, DefaultsLoadBackToTheDefaults) {
   // The switch-on sections are documented, commented out.
   for (const char* line : {"# admin:", "#   address: 127.0.0.1:9901", "# auth:",
                            "#   cache_size: 10000", "# on_disconnect:", "#     health_check:",
-                           "#       unhealthy_threshold: 3"}) {
+                           "#       unhealthy_threshold: 3", "#     sticky:",
+                           "#       load_factor: 1.25", "#       min_version: TLSv1.2"}) {
     EXPECT_NE(printed.find(std::string(line) + "\n"), std::string::npos) << line << "\n" << printed;
   }
 }
