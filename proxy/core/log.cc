@@ -15,8 +15,6 @@ namespace {
 std::atomic<int> g_level{static_cast<int>(Level::kInfo)};
 std::atomic<int> g_format{static_cast<int>(Format::kText)};
 
-}  // namespace
-
 const char* LevelName(Level level) {
   switch (level) {
     case Level::kDebug:
@@ -30,6 +28,8 @@ const char* LevelName(Level level) {
   }
   return "?";
 }
+
+}  // namespace
 
 void SetFormat(Format format) {
   g_format.store(static_cast<int>(format), std::memory_order_relaxed);

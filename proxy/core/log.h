@@ -15,7 +15,6 @@ enum class Format { kText = 0, kJson = 1 };
 void SetLevel(Level level);
 void SetFormat(Format format);
 bool JsonFormat();
-const char* LevelName(Level level);
 bool ParseLevel(std::string_view text, Level* out);
 bool Enabled(Level level);
 void Write(Level level, std::string_view message);
