@@ -22,6 +22,7 @@
 #include <system_error>
 #include <utility>
 
+#include "config/suggest.h"
 #include "config/units.h"
 
 namespace wsgate::config {
@@ -106,6 +107,16 @@ std::string Quote(std::string_view text) {
   }
   out += '"';
   return out;
+}
+
+// "unknown balance "stiky" (did you mean "sticky"? expected least_conn, ...)": the closest
+// spelling first, since it is most likely what was meant.
+std::string UnknownValue(std::string_view what, std::string_view text,
+                         std::initializer_list<std::string_view> names, std::string_view expected) {
+  const std::string closest = ClosestName(text, names);
+  return "unknown " + std::string(what) + " " + Quote(text) + " (" +
+         (closest.empty() ? "" : "did you mean \"" + closest + "\"? ") + "expected " +
+         std::string(expected) + ")";
 }
 
 std::string FormatRange(uint64_t min, uint64_t max, std::string (*format)(uint64_t)) {
@@ -281,7 +292,7 @@ std::optional<Fields> Loader::ReadMapping(const Value& v,
     const std::string& name = key.Scalar();
     std::string path = JoinKey(v.path, name);
     if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
-      Error(key_mark, std::move(path), "unknown key");
+      Error(key_mark, std::move(path), "unknown key" + DidYouMean(name, allowed));
       continue;
     }
     if (fields.Find(name) != nullptr) {
@@ -558,7 +569,8 @@ void Loader::LoadListenerTls(const Value& v, ListenerTlsConfig* out) {
     } else if (text == "TLSv1.3") {
       out->min_version = ListenerTlsConfig::Version::kTls13;
     } else {
-      Error(*x, "unknown min_version " + Quote(text) + " (expected TLSv1.2 or TLSv1.3)");
+      // A version is never a typo of another: no suggestion.
+      Error(*x, UnknownValue("min_version", text, {}, "TLSv1.2 or TLSv1.3"));
     }
   }
   if (const Value* x = fields->Find("ciphers"); x && ReadString(*x, &out->ciphers)) {
@@ -827,8 +839,9 @@ void Loader::LoadPools(const Value& v, std::vector<PoolConfig>* out) {
           }
         }
         if (!balance_known) {
-          Error(*balance, "unknown balance " + Quote(text) +
-                              " (expected least_conn, round_robin, random_two or sticky)");
+          Error(*balance, UnknownValue("balance", text,
+                                       {"least_conn", "round_robin", "random_two", "sticky"},
+                                       "least_conn, round_robin, random_two or sticky"));
         }
       }
     }
@@ -948,8 +961,8 @@ void Loader::LoadSticky(const Value& v, StickyConfig* out) {
     } else if (text == "reject") {
       out->fallback = Fallback::kReject;
     } else {
-      Error(*fallback,
-            "unknown fallback " + Quote(text) + " (expected least_conn, round_robin or reject)");
+      Error(*fallback, UnknownValue("fallback", text, {"least_conn", "round_robin", "reject"},
+                                    "least_conn, round_robin or reject"));
     }
   }
   if (const Value* x = fields->Find("load_factor")) {
@@ -997,8 +1010,8 @@ void Loader::LoadHealthCheck(const Value& v, HealthCheckConfig* out) {
         }
       }
       if (!type_known) {
-        Error(*type,
-              "unknown health check type " + Quote(text) + " (expected tcp, http or websocket)");
+        Error(*type, UnknownValue("health check type", text, {"tcp", "http", "websocket"},
+                                  "tcp, http or websocket"));
       }
     }
   }
@@ -1068,7 +1081,10 @@ void Loader::LoadRoutes(const Value& v, std::vector<RouteConfig>* out) {
     }
     if (const Value* pool = Require(*fields, "pool"); pool && ReadName(*pool, &route.pool)) {
       if (pool_names_complete_ && pool_names_.count(route.pool) == 0) {
-        Error(*pool, "unknown pool " + Quote(route.pool));
+        std::vector<std::string_view> names(pool_names_.begin(), pool_names_.end());
+        const std::string closest = ClosestName(route.pool, names);
+        Error(*pool, "unknown pool " + Quote(route.pool) +
+                         (closest.empty() ? "" : " (did you mean " + Quote(closest) + "?)"));
       }
     }
     out->push_back(std::move(route));
@@ -1144,7 +1160,7 @@ void Loader::LoadLimits(const Value& v, LimitsConfig* out) {
     } else if (action == "throttle") {
       out->rate_action = LimitsConfig::RateAction::kThrottle;
     } else {
-      Error(*x, "unknown rate_action " + Quote(action) + " (expected close or throttle)");
+      Error(*x, UnknownValue("rate_action", action, {"close", "throttle"}, "close or throttle"));
     }
   }
   if (const Value* x = fields->Find("allowed_origins")) {
@@ -1209,7 +1225,7 @@ void Loader::LoadLog(const Value& v, LogConfig* out) {
     } else if (text == "json") {
       out->format = LogConfig::Format::kJson;
     } else {
-      Error(*x, "unknown log format " + Quote(text) + " (expected text or json)");
+      Error(*x, UnknownValue("log format", text, {"text", "json"}, "text or json"));
     }
   }
   if (const Value* x = fields->Find("access"); x && ReadString(*x, &text)) {

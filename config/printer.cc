@@ -129,7 +129,7 @@ YAML::Node Pool(const PoolConfig& p) {
   return n;
 }
 
-YAML::Node Root(const ProxyConfig& c) {
+YAML::Node Root(const ProxyConfig& c, const PrintOptions& options) {
   YAML::Node root;
   root["workers"] = Int(c.workers);
   YAML::Node listeners(YAML::NodeType::Sequence);
@@ -158,7 +158,8 @@ YAML::Node Root(const ProxyConfig& c) {
   root["listeners"] = listeners;
   if (c.admin.enabled) {  // the section's presence is what enables it
     root["admin"]["address"] = c.admin.address.text;
-    root["admin"]["token"] = c.admin.token;
+    root["admin"]["token"] =
+        c.admin.token.empty() || options.show_secrets ? c.admin.token : kRedacted;
     root["admin"]["public_url"] = c.admin.public_url;
   }
   YAML::Node routes(YAML::NodeType::Sequence);
@@ -243,11 +244,75 @@ YAML::Node Root(const ProxyConfig& c) {
 
 }  // namespace
 
-std::string PrintConfig(const ProxyConfig& config) {
+std::string PrintConfig(const ProxyConfig& config, const PrintOptions& options) {
   YAML::Emitter out;
-  out << Root(config);
+  out << Root(config, options);
   std::string text = out.c_str();
   text += '\n';
+  return text;
+}
+
+}  // namespace wsgate::config
+
+namespace wsgate::config {
+
+ProxyConfig DefaultConfig() {
+  ProxyConfig config;
+  ListenerConfig listener;
+  listener.name = "public";
+  listener.address = {.host = "127.0.0.1", .port = 8080, .text = "127.0.0.1:8080"};
+  config.listeners.push_back(std::move(listener));
+  RouteConfig route;
+  route.pool = "app";
+  config.routes.push_back(std::move(route));
+  PoolConfig pool;
+  pool.name = "app";
+  BackendConfig backend;
+  backend.address = {.host = "127.0.0.1", .port = 9001, .text = "127.0.0.1:9001"};
+  pool.backends.push_back(std::move(backend));
+  config.pools.push_back(std::move(pool));
+  return config;
+}
+
+std::string PrintDefaults() {
+  std::string text =
+      "# wsgate defaults: every setting at its default value. listeners, routes and pools have\n"
+      "# no defaults; the ones below are examples so that this file loads as it is.\n";
+  text += PrintConfig(DefaultConfig());
+  // Sections that switch a feature on by being present: their defaults, commented out.
+  ProxyConfig optional = DefaultConfig();
+  optional.admin.enabled = true;
+  optional.auth.enabled = true;
+  optional.on_disconnect.enabled = true;
+  optional.listeners[0].tls.enabled = true;
+  optional.pools[0].balance = Balance::kSticky;
+  optional.pools[0].health_check.enabled = true;
+  optional.pools[0].tls.enabled = true;
+  const YAML::Node root = Root(optional, PrintOptions{});
+  YAML::Node sections;
+  YAML::Node listener;
+  listener["name"] = "public";
+  listener["tls"] = root["listeners"][0]["tls"];
+  sections["listeners"].push_back(listener);
+  sections["admin"] = root["admin"];
+  YAML::Node pool;
+  pool["name"] = "app";
+  pool["balance"] = "sticky";
+  for (const char* key : {"sticky", "health_check", "tls"}) pool[key] = root["pools"][0][key];
+  sections["pools"].push_back(pool);
+  sections["auth"] = root["auth"];
+  sections["on_disconnect"] = root["on_disconnect"];
+  YAML::Emitter out;
+  out << sections;
+  text +=
+      "\n# Present = enabled. Their defaults (tls.certificates, auth.url and on_disconnect.url\n"
+      "# have none):\n";
+  std::string_view rest = out.c_str();
+  while (!rest.empty()) {
+    const size_t end = rest.find('\n');
+    text += "# " + std::string(rest.substr(0, end)) + "\n";
+    rest.remove_prefix(end == std::string_view::npos ? rest.size() : end + 1);
+  }
   return text;
 }
 

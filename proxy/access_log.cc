@@ -17,17 +17,8 @@ namespace {
 
 std::string OrDash(const std::string& text) { return text.empty() ? "-" : text; }
 
-std::string Timestamp() {
-  timeval tv{};
-  gettimeofday(&tv, nullptr);
-  tm utc{};
-  gmtime_r(&tv.tv_sec, &utc);
-  char stamp[96];
-  std::snprintf(stamp, sizeof(stamp), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", utc.tm_year + 1900,
-                utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
-                static_cast<long>(tv.tv_usec / 1000));
-  return stamp;
-}
+// Absent values are "-" in text lines and null in JSON ones.
+std::string JsonOrNull(const std::string& text) { return text.empty() ? "null" : JsonString(text); }
 
 std::string Seconds(double seconds) {
   char text[32];
@@ -56,6 +47,9 @@ bool AccessLog::Configure(const config::LogConfig& config, std::string* error) {
   fd_ = fd;
   off_ = off;
   format_ = config.format;
+  // Every other log line follows the same format, so stderr is all text or all JSON.
+  log::SetFormat(config.format == config::LogConfig::Format::kJson ? log::Format::kJson
+                                                                    : log::Format::kText);
   return true;
 }
 
@@ -75,26 +69,31 @@ std::string AccessLog::FormatText(const AccessRecord& r) {
 }
 
 std::string AccessLog::FormatJson(const AccessRecord& r) {
-  std::string line = "{\"time\":\"" + Timestamp() + "\",\"type\":\"" +
+  // The text line's field names; numbers as JSON numbers; time, level and msg like every other
+  // JSON log line.
+  std::string line = "{\"time\":\"" + log::Timestamp() + "\",\"level\":\"info\",\"msg\":\"" +
                      (r.interim ? "access-interim" : "access") + "\"";
   line += ",\"id\":" + JsonString(r.connection_id);
   line += ",\"client\":" + JsonString(r.client);
   line += ",\"listener\":" + JsonString(r.listener);
-  line += ",\"route\":" + JsonString(r.route);
-  line += ",\"pool\":" + JsonString(r.pool);
-  line += ",\"backend\":" + JsonString(r.backend);
+  // The route's index in the configuration; null before one matched.
+  const bool numeric_route = !r.route.empty() && r.route.find_first_not_of("0123456789") ==
+                                                    std::string::npos;
+  line += ",\"route\":" + (numeric_route ? r.route : JsonOrNull(r.route));
+  line += ",\"pool\":" + JsonOrNull(r.pool);
+  line += ",\"backend\":" + JsonOrNull(r.backend);
   if (!r.method.empty()) line += ",\"method\":" + JsonString(r.method);
   line += ",\"path\":" + JsonString(r.path);
-  line += ",\"subprotocol\":" + JsonString(r.subprotocol);
+  line += ",\"subprotocol\":" + JsonOrNull(r.subprotocol);
   line += ",\"status\":" + std::to_string(r.status);
-  line += ",\"duration_seconds\":" + Seconds(r.duration_seconds);
+  line += ",\"duration\":" + Seconds(r.duration_seconds);
   line += ",\"bytes_in\":" + std::to_string(r.bytes_in);
   line += ",\"bytes_out\":" + std::to_string(r.bytes_out);
-  line += ",\"messages_in\":" + std::to_string(r.messages_in);
-  line += ",\"messages_out\":" + std::to_string(r.messages_out);
-  line += ",\"messages_pushed\":" + std::to_string(r.messages_pushed);
+  line += ",\"msgs_in\":" + std::to_string(r.messages_in);
+  line += ",\"msgs_out\":" + std::to_string(r.messages_out);
+  line += ",\"pushed\":" + std::to_string(r.messages_pushed);
   line += ",\"close_code\":" + std::to_string(r.close_code);
-  line += ",\"closed_by\":" + JsonString(r.closed_by);
+  line += ",\"closed_by\":" + JsonOrNull(r.closed_by);
   line += ",\"reason\":" + JsonString(r.reason) + "}";
   return line;
 }
@@ -111,11 +110,17 @@ void AccessLog::Write(const AccessRecord& record) {
   }
   if (off) return;
   if (!to_file) {
-    // On stderr the logger adds the timestamp and level, like every other line.
-    LOG_INFO(json ? FormatJson(record) : FormatText(record));
+    // On stderr, lines look like every other log line: the logger adds time and level to text;
+    // a JSON line carries them itself.
+    if (!log::Enabled(log::Level::kInfo)) return;
+    if (json) {
+      log::WriteLine(FormatJson(record));
+    } else {
+      log::Write(log::Level::kInfo, FormatText(record));
+    }
     return;
   }
-  std::string line = json ? FormatJson(record) : Timestamp() + " " + FormatText(record);
+  std::string line = json ? FormatJson(record) : log::Timestamp() + " " + FormatText(record);
   line.push_back('\n');
   // The descriptor is used under the lock so a reopen never closes it mid-write.
   std::lock_guard<std::mutex> lock(mutex_);

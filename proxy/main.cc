@@ -1,12 +1,19 @@
 // wsgate entry point: command-line flags, config loading, exit codes.
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <variant>
+#include <vector>
 
+#include <event2/event.h>
+
+#include "config/flags_config.h"
 #include "config/loader.h"
 #include "config/printer.h"
+#include "config/suggest.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/core/libevent_memory.h"
 #include "proxy/core/log.h"
@@ -17,15 +24,22 @@ namespace {
 
 constexpr const char* kUsage =
     "Usage: wsgate -c FILE [--ready-file PATH] [--upgrade-socket PATH] [--log-level LEVEL]\n"
-    "       wsgate --check -c FILE\n"
-    "       wsgate --print-config -c FILE\n"
+    "       wsgate --listen HOST:PORT --backend HOST:PORT [--backend HOST:PORT ...] [options]\n"
+    "       wsgate --check (-c FILE | --listen ... --backend ...)\n"
+    "       wsgate --print-config (-c FILE | --listen ... --backend ...)\n"
+    "       wsgate --print-defaults\n"
+    "       wsgate --version | --help\n"
     "\n"
     "A WebSocket-aware reverse proxy and load balancer.\n"
     "\n"
-    "  -c, --config FILE     YAML configuration file (required)\n"
+    "  -c, --config FILE     YAML configuration file\n"
+    "      --listen HOST:PORT   without a file: accept clients here (one listener \"public\")\n"
+    "      --backend HOST:PORT  without a file: a backend of the one pool \"app\" (least_conn,\n"
+    "                        no admin listener); repeat for more backends\n"
     "      --check           validate the configuration and exit: 0 if valid, 1 with errors\n"
     "      --print-config    validate, then print the effective configuration as YAML with\n"
-    "                        every default filled in, and exit\n"
+    "                        every default filled in (admin.token as <redacted>), and exit\n"
+    "      --print-defaults  print every setting's default as a loadable YAML file, and exit\n"
     "      --ready-file PATH after binding, write one line \"NAME HOST:PORT\" per listener\n"
     "      --upgrade-socket PATH  zero-downtime upgrade: if a wsgate already serves PATH, take its\n"
     "                        listening sockets over (it then drains and exits); then serve PATH\n"
@@ -37,29 +51,62 @@ constexpr const char* kUsage =
     "Signals: SIGTERM/SIGINT drain and stop (a second one stops at once), SIGQUIT stops at\n"
     "once, SIGHUP reloads the configuration without dropping connections.\n";
 
+// Every flag, for "did you mean" on a misspelt one.
+const std::vector<std::string_view> kFlags = {
+    "-c",         "--config",       "--listen",         "--backend",
+    "--check",    "--print-config", "--print-defaults", "--ready-file",
+    "--upgrade-socket", "--log-level", "--version",     "-h",
+    "--help"};
+
+// Command-line mistakes exit 2 with a short pointer to --help (the full text buries the error).
+[[noreturn]] void UsageError(const std::string& message) {
+  std::fprintf(stderr, "wsgate: %s\nRun \"wsgate --help\" for usage.\n", message.c_str());
+  std::exit(2);
+}
+
+void LibeventLog(int severity, const char* message) {
+  wsgate::log::Level level = wsgate::log::Level::kError;
+  if (severity == EVENT_LOG_DEBUG) {
+    level = wsgate::log::Level::kDebug;
+  } else if (severity == EVENT_LOG_MSG) {
+    level = wsgate::log::Level::kInfo;
+  } else if (severity == EVENT_LOG_WARN) {
+    level = wsgate::log::Level::kWarn;
+  }
+  if (wsgate::log::Enabled(level)) wsgate::log::Write(level, std::string("libevent: ") + message);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string config_path;
+  std::string listen;
+  std::vector<std::string> backends;
   std::string ready_file;
   std::string upgrade_socket;
   bool check_only = false;
   bool print_config = false;
+  bool print_defaults = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&](const char* flag) -> const char* {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "wsgate: %s needs a value\n%s", flag, kUsage);
-        std::exit(2);
-      }
+      if (i + 1 >= argc) UsageError(std::string(flag) + " needs a value");
       return argv[++i];
     };
     if (arg == "-c" || arg == "--config") {
       config_path = value("-c");
+    } else if (arg == "--listen") {
+      if (!listen.empty()) UsageError("--listen given twice (one listener from the flags)");
+      listen = value("--listen");
+      if (listen.empty()) UsageError("--listen needs a value");
+    } else if (arg == "--backend") {
+      backends.emplace_back(value("--backend"));
     } else if (arg == "--check") {
       check_only = true;
     } else if (arg == "--print-config") {
       print_config = true;
+    } else if (arg == "--print-defaults") {
+      print_defaults = true;
     } else if (arg == "--ready-file") {
       ready_file = value("--ready-file");
     } else if (arg == "--upgrade-socket") {
@@ -68,8 +115,9 @@ int main(int argc, char** argv) {
       wsgate::log::Level level{};
       const char* text = value("--log-level");
       if (!wsgate::log::ParseLevel(text, &level)) {
-        std::fprintf(stderr, "wsgate: unknown log level \"%s\"\n", text);
-        return 2;
+        UsageError(std::string("unknown log level \"") + text + "\"" +
+                   wsgate::config::DidYouMean(text, {"debug", "info", "warn", "error"}) +
+                   " (expected debug, info, warn or error)");
       }
       wsgate::log::SetLevel(level);
     } else if (arg == "--version") {
@@ -79,26 +127,52 @@ int main(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       return 0;
     } else {
-      std::fprintf(stderr, "wsgate: unknown argument \"%s\"\n%s", arg.c_str(), kUsage);
-      return 2;
+      // "--check=x" is not a form we take, but its flag part is what to compare.
+      const std::string flag = arg.substr(0, arg.find('='));
+      UsageError("unknown argument \"" + arg + "\"" + wsgate::config::DidYouMean(flag, kFlags));
     }
   }
-  if (config_path.empty()) {
-    std::fprintf(stderr, "wsgate: -c FILE is required\n%s", kUsage);
-    return 2;
+  if (print_defaults) {
+    std::fputs(wsgate::config::PrintDefaults().c_str(), stdout);
+    return 0;
+  }
+  const bool from_flags = !listen.empty() || !backends.empty();
+  if (from_flags && !config_path.empty()) {
+    UsageError("-c cannot be combined with --listen/--backend: give either a file or the flags");
+  }
+  if (from_flags && listen.empty()) UsageError("--backend needs --listen HOST:PORT");
+  if (from_flags && backends.empty()) UsageError("--listen needs at least one --backend HOST:PORT");
+  if (!from_flags && config_path.empty()) {
+    UsageError("a configuration is required: -c FILE, or --listen and --backend");
   }
 
-  auto loaded = wsgate::config::LoadConfigFile(config_path);
+  // Where errors point the reader: the file, or the flags.
+  const std::string source = from_flags ? "the command line" : config_path;
+  auto loaded = from_flags ? wsgate::config::LoadFlagsConfig(listen, backends)
+                           : wsgate::config::LoadConfigFile(config_path);
   if (auto* errors = std::get_if<wsgate::config::ConfigErrors>(&loaded)) {
-    for (const auto& error : *errors) std::fprintf(stderr, "%s\n", error.Format().c_str());
-    std::fprintf(stderr, "wsgate: %zu error(s) in %s\n", errors->size(), config_path.c_str());
+    for (const auto& error : *errors) {
+      std::fprintf(stderr, "%s%s\n", from_flags ? "wsgate: " : "", error.Format().c_str());
+    }
+    std::fprintf(stderr, "wsgate: %zu error(s) in %s\n", errors->size(), source.c_str());
     return 1;
   }
   auto& config = std::get<wsgate::config::ProxyConfig>(loaded);
+  const bool serving = !print_config && !check_only;
+  // From here on a serving process logs in the configured format (--check and --print-config
+  // answer a person at a terminal: text).
+  if (serving && config.log.format == wsgate::config::LogConfig::Format::kJson) {
+    wsgate::log::SetFormat(wsgate::log::Format::kJson);
+  }
   // Certificates and keys are part of the configuration: a bad one is an error naming the file.
   if (auto errors = wsgate::tls::CheckFiles(config); !errors.empty()) {
+    if (wsgate::log::JsonFormat()) {
+      for (const auto& error : errors) LOG_ERROR(error.Format());
+      LOG_ERROR(std::to_string(errors.size()) + " error(s) in " + source);
+      return 1;
+    }
     for (const auto& error : errors) std::fprintf(stderr, "%s\n", error.Format().c_str());
-    std::fprintf(stderr, "wsgate: %zu error(s) in %s\n", errors.size(), config_path.c_str());
+    std::fprintf(stderr, "wsgate: %zu error(s) in %s\n", errors.size(), source.c_str());
     return 1;
   }
   if (print_config) {
@@ -106,11 +180,14 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (check_only) {
-    std::printf("%s: configuration is valid\n", config_path.c_str());
+    std::printf("%s: configuration is valid\n",
+                from_flags ? "command line" : config_path.c_str());
     return 0;
   }
 
   std::signal(SIGPIPE, SIG_IGN);
+  // libevent's own warnings go through the logger too, so they follow log.format.
+  event_set_log_callback(LibeventLog);
   wsgate::InstallLibeventAllocator();
   // Worker threads post to each other's loops: libevent must be thread-aware before any loop.
   wsgate::EventLoop::EnableThreads();

@@ -11,6 +11,7 @@
 #include <variant>
 
 #include "config/loader.h"
+#include "metrics/process_metrics.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/direct_socket.h"
 #include "proxy/core/log.h"
@@ -312,6 +313,10 @@ void Server::Reload() {
     LOG_WARN("reload ignored: draining");
     return;
   }
+  if (config_path_.empty()) {
+    LOG_WARN("reload ignored: started from --listen/--backend, there is no file to reload");
+    return;
+  }
   LOG_INFO("received SIGHUP: reloading " + config_path_);
   auto loaded = config::LoadConfigFile(config_path_);
   if (auto* errors = std::get_if<config::ConfigErrors>(&loaded)) {
@@ -580,7 +585,8 @@ std::string Server::MetricsText() {
   for (const auto& worker : workers_) {
     if (worker->own_metrics() != nullptr) registries.push_back(worker->own_metrics());
   }
-  return metrics::Registry::Serialize(registries) + connections_api_->MetricsText();
+  return metrics::Registry::Serialize(registries) + connections_api_->MetricsText() +
+         metrics::ProcessMetricsText();
 }
 
 std::string Server::BackendsJson() {

@@ -7,10 +7,13 @@
 #include <cstdio>
 #include <ctime>
 
+#include "proxy/core/json.h"
+
 namespace wsgate::log {
 namespace {
 
 std::atomic<int> g_level{static_cast<int>(Level::kInfo)};
+std::atomic<int> g_format{static_cast<int>(Format::kText)};
 
 const char* LevelName(Level level) {
   switch (level) {
@@ -27,6 +30,14 @@ const char* LevelName(Level level) {
 }
 
 }  // namespace
+
+void SetFormat(Format format) {
+  g_format.store(static_cast<int>(format), std::memory_order_relaxed);
+}
+
+bool JsonFormat() {
+  return g_format.load(std::memory_order_relaxed) == static_cast<int>(Format::kJson);
+}
 
 void SetLevel(Level level) { g_level.store(static_cast<int>(level), std::memory_order_relaxed); }
 
@@ -49,19 +60,37 @@ bool Enabled(Level level) {
   return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed);
 }
 
-void Write(Level level, std::string_view message) {
+std::string Timestamp() {
   timeval tv{};
   gettimeofday(&tv, nullptr);
   tm utc{};
   gmtime_r(&tv.tv_sec, &utc);
   char stamp[64];
-  int n = std::snprintf(stamp, sizeof(stamp), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s ",
-                        utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min,
-                        utc.tm_sec, static_cast<long>(tv.tv_usec / 1000), LevelName(level));
+  std::snprintf(stamp, sizeof(stamp), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", utc.tm_year + 1900,
+                utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
+                static_cast<long>(tv.tv_usec / 1000));
+  return stamp;
+}
+
+void Write(Level level, std::string_view message) {
   std::string line;
-  line.reserve(static_cast<size_t>(n) + message.size() + 1);
-  line.append(stamp, static_cast<size_t>(n));
-  line.append(message);
+  if (JsonFormat()) {
+    line = "{\"time\":\"" + Timestamp() + "\",\"level\":\"" + LevelName(level) +
+           "\",\"msg\":" + JsonString(std::string(message)) + "}";
+  } else {
+    char name[8];
+    std::snprintf(name, sizeof(name), "%-5s", LevelName(level));
+    line.reserve(32 + message.size());
+    line = Timestamp() + " " + name + " ";
+    line.append(message);
+  }
+  WriteLine(line);
+}
+
+void WriteLine(std::string_view text) {
+  std::string line;
+  line.reserve(text.size() + 1);
+  line.append(text);
   line.push_back('\n');
   // One write() per line keeps lines whole when several threads log.
   size_t off = 0;

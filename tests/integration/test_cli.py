@@ -8,9 +8,11 @@ import signal
 import subprocess
 
 import pytest
+import yaml
 
-from harness import (SOURCE_DIR, EchoBackend, assert_still_serving, async_test,
-                     make_config, recv, run_wsgate, to_yaml, ws_connect)
+from harness import (SOURCE_DIR, WAIT, WSGATE_BIN, EchoBackend, Gate, assert_still_serving, async_test,
+                     make_config, recv, run_wsgate, start_echo_backends, to_yaml, wait_until,
+                     ws_connect)
 
 VALID_YAML = """\
 workers: 1
@@ -72,8 +74,9 @@ def test_help(wsgate_bin):
     result = run_wsgate("--help")
     assert result.returncode == 0, result.stderr
     text = result.stdout + result.stderr
-    for option in ("-c", "--check", "--print-config", "--ready-file", "--log-level",
-                   "--version"):
+    for option in ("-c", "--config", "--listen", "--backend", "--check", "--print-config",
+                   "--print-defaults", "--ready-file", "--upgrade-socket", "--log-level",
+                   "--version", "--help"):
         assert option in text, f"--help does not mention {option}:\n{text}"
 
 
@@ -225,3 +228,115 @@ async def test_sigterm_with_open_tunnel_exits_zero_within_drain(gates):
     assert status == 0
     await asyncio.wait_for(ws.wait_closed(), 5)
     assert ws.close_code is not None
+
+
+@pytest.mark.parametrize("typo, flag", [("--chek", "--check"), ("--lissen", "--listen"),
+                                        ("--print-defualts", "--print-defaults"),
+                                        ("--backends", "--backend")])
+def test_unknown_flag_suggests_the_closest(wsgate_bin, typo, flag):
+    """A misspelt flag: exit 2 and a "did you mean" naming the flag."""
+    result = run_wsgate(typo, "-c", "x.yaml")
+    assert result.returncode == 2
+    assert f'unknown argument "{typo}" (did you mean "{flag}"?)' in result.stderr, result.stderr
+    assert "--help" in result.stderr
+
+
+def test_unknown_log_level_suggests(wsgate_bin):
+    result = run_wsgate("--log-level", "wran", "-c", "x.yaml")
+    assert result.returncode == 2
+    assert 'unknown log level "wran" (did you mean "warn"?' in result.stderr, result.stderr
+
+
+async def launch_from_flags(gates, *args):
+    """Start wsgate with command-line flags only (no -c) and wait for its ready file."""
+    index = len(gates.gates)
+    ready = os.path.join(gates.tmp_path, f"flags-{index}.ready")
+    stderr_path = os.path.join(gates.tmp_path, f"flags-{index}.stderr")
+    stdout_path = os.path.join(gates.tmp_path, f"flags-{index}.stdout")
+    # The fixture prints each gate's "config" on failure: here that is the command line.
+    command_path = os.path.join(gates.tmp_path, f"flags-{index}.args")
+    command = [WSGATE_BIN, *args, "--ready-file", ready]
+    with open(command_path, "w") as f:
+        f.write(" ".join(command) + "\n")
+    with open(stderr_path, "wb") as err, open(stdout_path, "wb") as out:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+    gate = Gate(proc, command_path, ready, stderr_path, stdout_path)
+    gates.gates.append(gate)
+    await wait_until(lambda: gate.poll_ready(1), WAIT, "ready file of wsgate started from flags")
+    return gate
+
+
+@async_test(timeout=60)
+async def test_listen_and_backend_flags_serve_without_a_file(gates):
+    """--listen/--backend: a real client reaches both real backends (least_conn), no admin."""
+    first, second = await start_echo_backends(2, greet=True)
+    gate = await launch_from_flags(gates, "--listen", "127.0.0.1:0",
+                                   "--backend", first.address, "--backend", second.address)
+    assert set(gate.listeners) == {"public"}, gate.listeners  # no _admin: admin is off
+    ws_a = await ws_connect(gate.url("/chat"))
+    greeting_a = await recv(ws_a)
+    # least_conn: with the first connection still open, the second goes to the other backend.
+    ws_b = await ws_connect(gate.url("/chat"))
+    greeting_b = await recv(ws_b)
+    assert {greeting_a, greeting_b} == {f"hello from {first.name}", f"hello from {second.name}"}
+    for ws in (ws_a, ws_b):
+        await ws.send("through the flags")
+        assert await recv(ws) == "through the flags"
+        await ws.close()
+    # SIGHUP has no file to reread: a warning, and the proxy keeps serving.
+    gate.proc.send_signal(signal.SIGHUP)
+    await wait_until(lambda: "reload ignored" in gate.stderr_text(), WAIT, "reload warning")
+    await assert_still_serving(gate, greeting=True)
+
+
+def test_flags_print_config_loads_back_to_the_same(wsgate_bin, tmp_path):
+    """--print-config with the flags prints the equivalent file; it passes --check and prints
+    back to itself."""
+    flags = ["--listen", "127.0.0.1:8080", "--backend", "127.0.0.1:9001",
+             "--backend", "127.0.0.1:9002"]
+    result = run_wsgate(*flags, "--print-config")
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    assert printed["listeners"] == [{"name": "public", "address": "127.0.0.1:8080"}]
+    pool = printed["pools"][0]
+    assert pool["balance"] == "least_conn"
+    assert [b["address"] for b in pool["backends"]] == ["127.0.0.1:9001", "127.0.0.1:9002"]
+    assert printed["routes"] == [{"pool": pool["name"], "auth": True}]
+    assert "admin" not in printed
+    path = tmp_path / "from-flags.yaml"
+    path.write_text(result.stdout)
+    check = run_wsgate("--check", "-c", str(path))
+    assert check.returncode == 0, check.stderr
+    again = run_wsgate("--print-config", "-c", str(path))
+    assert again.returncode == 0 and again.stdout == result.stdout
+    assert run_wsgate(*flags, "--check").returncode == 0
+
+
+def test_config_file_and_flags_together_are_refused(wsgate_bin, config_file):
+    result = run_wsgate("-c", config_file(VALID_YAML), "--listen", "127.0.0.1:0",
+                        "--backend", "127.0.0.1:9001")
+    assert result.returncode == 2
+    assert "-c cannot be combined with --listen/--backend" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "127.0.0.1:9001"], "--backend needs --listen"),
+    (["--listen", "127.0.0.1:0"], "--listen needs at least one --backend"),
+    (["--listen", "127.0.0.1:0", "--listen", "127.0.0.1:1", "--backend", "127.0.0.1:9001"],
+     "--listen given twice"),
+    (["--listen"], "--listen needs a value"),
+])
+def test_incomplete_flags_are_usage_errors(wsgate_bin, args, message):
+    result = run_wsgate(*args)
+    assert result.returncode == 2
+    assert message in result.stderr, result.stderr
+
+
+def test_bad_flag_values_name_the_flag(wsgate_bin):
+    """Errors in --listen/--backend values say which flag, not a position in a file."""
+    result = run_wsgate("--listen", "localhost", "--backend", "127.0.0.1:9001",
+                        "--backend", "127.0.0.1:99999")
+    assert result.returncode == 1
+    assert 'wsgate: --listen: invalid address "localhost"' in result.stderr, result.stderr
+    assert 'wsgate: --backend: invalid address "127.0.0.1:99999"' in result.stderr
+    assert "error(s) in the command line" in result.stderr

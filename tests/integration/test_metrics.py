@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -580,6 +581,62 @@ async def test_promtool_check_metrics(gates):
     output = (result.stdout + result.stderr).strip()
     assert result.returncode == 0 and output == "", (
         f"promtool check metrics exit {result.returncode}:\n{output}")
+
+
+def proc_fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def proc_start_time(pid):
+    """Start time since the epoch, computed as the Prometheus client libraries do."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    with open("/proc/stat") as f:
+        boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    return boot + int(fields[22 - 3]) / os.sysconf("SC_CLK_TCK")
+
+
+@async_test(timeout=60)
+async def test_process_metrics_match_the_kernel(gates):
+    """process_* families: the client libraries' names and types, values as /proc says."""
+    echo = await EchoBackend().start()
+    before = time.time()
+    gate = await gates.launch(metrics_config(pools={"p": [echo.address]}))
+    pid = gate.proc.pid
+    first = await scrape(gate)
+    assert {name: first.types.get(name) for name in (
+        "process_cpu_seconds_total", "process_open_fds", "process_max_fds",
+        "process_virtual_memory_bytes", "process_resident_memory_bytes",
+        "process_start_time_seconds")} == {
+        "process_cpu_seconds_total": "counter", "process_open_fds": "gauge",
+        "process_max_fds": "gauge", "process_virtual_memory_bytes": "gauge",
+        "process_resident_memory_bytes": "gauge", "process_start_time_seconds": "gauge"}
+    assert first.get("process_max_fds") == resource.prlimit(pid, resource.RLIMIT_NOFILE)[0]
+    start = first.get("process_start_time_seconds")
+    assert start == pytest.approx(proc_start_time(pid), abs=0.02)
+    assert before - 2 <= start <= time.time() + 1
+    with open(f"/proc/{pid}/status") as f:
+        status = dict(line.split(":", 1) for line in f)
+    vm_size = int(status["VmSize"].split()[0]) * 1024
+    assert first.get("process_virtual_memory_bytes") == pytest.approx(vm_size, rel=0.2)
+    assert 1024 * 1024 < first.get("process_resident_memory_bytes") < vm_size
+
+    # Open connections hold descriptors; the gauge follows them as they come and go.
+    fds_idle = first.get("process_open_fds")
+    assert abs(fds_idle - proc_fd_count(pid)) <= 3
+    clients = [await ws_connect(gate.url()) for _ in range(5)]
+    for ws in clients:
+        await ws.send("x")
+        assert await recv(ws) == "x"
+    busy = await scrape(gate)
+    # Each tunnel holds a client and a backend descriptor.
+    assert busy.get("process_open_fds") >= fds_idle + 10
+    assert abs(busy.get("process_open_fds") - proc_fd_count(pid)) <= 3
+    # CPU time is a counter: it never goes back, and the traffic cost some.
+    assert busy.get("process_cpu_seconds_total") >= first.get("process_cpu_seconds_total")
+    for ws in clients:
+        await ws.close()
+    await assert_still_serving(gate)
 
 
 # ------------------------------------------------------------------------------------------

@@ -96,3 +96,44 @@ async def test_printed_config_serves_traffic(gates, tmp_path):
     await ws.send("through the printout")
     assert await recv(ws) == "through the printout"
     await ws.close()
+
+
+def test_admin_token_is_redacted_but_shown_as_set(tmp_path):
+    """The admin token never appears in the printout; "<redacted>" says one is set, and the
+    printout still passes --check."""
+    path = tmp_path / "with-token.yaml"
+    path.write_text("listeners: [{name: public, address: 127.0.0.1:0}]\n"
+                    "admin: {address: 127.0.0.1:0, token: hunter2-very-secret}\n"
+                    "routes: [{pool: app}]\n"
+                    "pools: [{name: app, backends: [{address: 127.0.0.1:9001}]}]\n")
+    text = print_config(path)
+    assert "hunter2-very-secret" not in text
+    assert yaml.safe_load(text)["admin"]["token"] == "<redacted>"
+    copy = tmp_path / "printed.yaml"
+    copy.write_text(text)
+    check = run_wsgate("--check", "-c", str(copy))
+    assert check.returncode == 0, check.stderr
+    # No token: printed as empty, not as redacted.
+    path.write_text(path.read_text().replace(", token: hunter2-very-secret", ""))
+    assert yaml.safe_load(print_config(path))["admin"]["token"] == ""
+
+
+def test_print_defaults_loads_and_round_trips(tmp_path):
+    """--print-defaults needs no file, passes --check and prints back to itself."""
+    result = run_wsgate("--print-defaults")
+    assert result.returncode == 0, result.stderr
+    defaults = yaml.safe_load(result.stdout)
+    assert defaults["workers"] == 1 and defaults["retries"] == 2
+    assert defaults["timeouts"]["drain"] == "30s"
+    assert defaults["log"] == {"format": "text", "access": "stderr", "flush_interval": "0s"}
+    assert defaults["pools"][0]["balance"] == "least_conn"
+    # The sections that switch something on are documented as comments.
+    assert "# admin:\n#   address: 127.0.0.1:9901\n" in result.stdout
+    assert "#     health_check:\n" in result.stdout
+    path = tmp_path / "defaults.yaml"
+    path.write_text(result.stdout)
+    check = run_wsgate("--check", "-c", str(path))
+    assert check.returncode == 0, check.stderr
+    printed = print_config(path)
+    assert yaml.safe_load(printed) == defaults
+    assert result.stdout.startswith("#") and printed in result.stdout

@@ -1,4 +1,5 @@
 #include "config/loader.h"
+#include "config/suggest.h"
 
 #include <gtest/gtest.h>
 
@@ -305,16 +306,69 @@ TEST(ConfigLoaderTest, MoreThanOneDocument) {
 // --- Keys ----------------------------------------------------------------------------------------
 
 TEST(ConfigLoaderTest, UnknownTopLevelKey) {
-  EXPECT_EQ(Errors("listner: x\n" + kMinimal), (Strings{"t.yaml:1:1: listner: unknown key"}));
+  EXPECT_EQ(Errors("listner: x\n" + kMinimal),
+            (Strings{"t.yaml:1:1: listner: unknown key (did you mean \"listeners\"?)"}));
 }
 
 TEST(ConfigLoaderTest, UnknownNestedKeys) {
   EXPECT_EQ(Errors("limits:\n  max_conns: 5\n" + kMinimal),
             (Strings{"t.yaml:2:3: limits.max_conns: unknown key"}));
   EXPECT_EQ(Errors("routes:\n  - match: {hots: a.com}\n    pool: chat\n" + kListeners + kPools),
-            (Strings{"t.yaml:2:13: routes[0].match.hots: unknown key"}));
+            (Strings{"t.yaml:2:13: routes[0].match.hots: unknown key (did you mean \"host\"?)"}));
   EXPECT_EQ(Errors(kMinimal + "        wieght: 2\n"),
-            (Strings{"t.yaml:10:9: pools[0].backends[0].wieght: unknown key"}));
+            (Strings{"t.yaml:10:9: pools[0].backends[0].wieght: unknown key "
+                     "(did you mean \"weight\"?)"}));
+}
+
+// --- Did you mean ------------------------------------------------------------------------------
+
+TEST(SuggestTest, EditDistance) {
+  EXPECT_EQ(EditDistance("address", "address"), 0u);
+  EXPECT_EQ(EditDistance("adress", "address"), 1u);   // deletion
+  EXPECT_EQ(EditDistance("caht", "chat"), 1u);        // adjacent swap
+  EXPECT_EQ(EditDistance("Least_Conn", "least_conn"), 0u);  // case is not a typo
+  EXPECT_EQ(EditDistance("", "abc"), 3u);
+  EXPECT_EQ(EditDistance("kitten", "sitting"), 3u);
+}
+
+TEST(SuggestTest, ClosestNameOnlyWhenClose) {
+  EXPECT_EQ(ClosestName("adress", {"name", "address", "tls"}), "address");
+  EXPECT_EQ(ClosestName("--chek", {"--check", "--config"}), "--check");
+  EXPECT_EQ(ClosestName("udp", {"tcp", "http", "websocket"}), "");  // 2 edits in 3 letters
+  EXPECT_EQ(ClosestName("max_conns", {"max_connections"}), "");
+  EXPECT_EQ(ClosestName("address", {"address"}), "");  // an exact match is no suggestion
+  EXPECT_EQ(ClosestName("", {"a"}), "");
+  EXPECT_EQ(ClosestName(std::string(1000, 'a'), {"a"}), "");
+  EXPECT_EQ(DidYouMean("wieght", {"address", "weight", "id"}), " (did you mean \"weight\"?)");
+  EXPECT_EQ(DidYouMean("bogus", {"address", "weight", "id"}), "");
+}
+
+TEST(ConfigLoaderTest, SuggestsKeys) {
+  EXPECT_EQ(Errors("listeners:\n  - name: public\n    adress: 0.0.0.0:8080\n" + kRoutes + kPools),
+            (Strings{"t.yaml:2:5: listeners[0].address: missing required key",
+                     "t.yaml:3:5: listeners[0].adress: unknown key (did you mean \"address\"?)"}));
+  EXPECT_EQ(Errors(kMinimal + "limits:\n  max_conections: 5\n"),
+            (Strings{"t.yaml:11:3: limits.max_conections: unknown key "
+                     "(did you mean \"max_connections\"?)"}));
+}
+
+TEST(ConfigLoaderTest, SuggestsPoolNames) {
+  EXPECT_EQ(Errors("routes:\n  - pool: caht\n" + kListeners + kPools),
+            (Strings{"t.yaml:2:11: routes[0].pool: unknown pool \"caht\" "
+                     "(did you mean \"chat\"?)"}));
+}
+
+TEST(ConfigLoaderTest, SuggestsEnumValues) {
+  EXPECT_EQ(Errors(kMinimal + "log:\n  format: jsno\n"),
+            (Strings{"t.yaml:11:11: log.format: unknown log format \"jsno\" "
+                     "(did you mean \"json\"? expected text or json)"}));
+  EXPECT_EQ(Errors(kMinimal + "limits:\n  rate_action: throtle\n"),
+            (Strings{"t.yaml:11:16: limits.rate_action: unknown rate_action \"throtle\" "
+                     "(did you mean \"throttle\"? expected close or throttle)"}));
+  EXPECT_EQ(Errors(kListeners + kRoutes + kPools + "    balance: Least_Conn\n"),
+            (Strings{"t.yaml:10:14: pools[0].balance: unknown balance \"Least_Conn\" "
+                     "(did you mean \"least_conn\"? expected least_conn, round_robin, "
+                     "random_two or sticky)"}));
 }
 
 TEST(ConfigLoaderTest, DuplicateKey) {
@@ -793,7 +847,7 @@ TEST(ConfigLoaderDrainTest, BadDurationAndUnknownKey) {
   EXPECT_EQ(Errors("drain:\n  spread: soon\n  graze: 1s\n" + kMinimal),
             Strings({"t.yaml:2:11: drain.spread: invalid duration \"soon\" (expected e.g. 250ms, "
                      "5s, 2m, 1h, 1d)",
-                     "t.yaml:3:3: drain.graze: unknown key"}));
+                     "t.yaml:3:3: drain.graze: unknown key (did you mean \"grace\"?)"}));
 }
 
 TEST(ConfigLoaderAdminTest, TokenRequiredOffLoopback) {
@@ -1005,10 +1059,13 @@ TEST(ConfigLoaderPoolTest, UnknownKeysInNewSections) {
                             "    health_check: {intervall: 1s}\n"
                             "    outlier: {failures: 1}\n"
                             "    rebalance: {enable: true}\n")),
-            (Strings{"t.yaml:4:25: pools[0].sticky.lod_factor: unknown key",
-                     "t.yaml:5:20: pools[0].health_check.intervall: unknown key",
+            (Strings{"t.yaml:4:25: pools[0].sticky.lod_factor: unknown key "
+                     "(did you mean \"load_factor\"?)",
+                     "t.yaml:5:20: pools[0].health_check.intervall: unknown key "
+                     "(did you mean \"interval\"?)",
                      "t.yaml:6:15: pools[0].outlier.failures: unknown key",
-                     "t.yaml:7:17: pools[0].rebalance.enable: unknown key"}));
+                     "t.yaml:7:17: pools[0].rebalance.enable: unknown key "
+                     "(did you mean \"enabled\"?)"}));
   EXPECT_EQ(Errors(PoolWith("    sticky_key: path\n")),
             (Strings{"t.yaml:3:5: pools[0].sticky_key: unknown key"}));
   EXPECT_EQ(Errors(PoolWith("    outlier: 5\n")),
@@ -1023,7 +1080,8 @@ TEST(ConfigLoaderPoolTest, StickySettingsNeedStickyBalance) {
   // An unreadable balance is reported alone, without a second error about the sticky section.
   EXPECT_EQ(Errors(PoolWith("    balance: stiky\n    sticky: {key: path}\n")),
             (Strings{"t.yaml:3:14: pools[0].balance: unknown balance \"stiky\" "
-                     "(expected least_conn, round_robin, random_two or sticky)"}));
+                     "(did you mean \"sticky\"? expected least_conn, round_robin, "
+                     "random_two or sticky)"}));
 }
 
 TEST(ConfigLoaderPoolTest, StickyKeyIsRequiredInTheSection) {
@@ -1197,7 +1255,7 @@ TEST(ConfigLoaderPoolTest, HealthCheckPathNeedsHttpOrWebSocket) {
   // An unknown type is reported alone.
   EXPECT_EQ(Errors(PoolWith("    health_check: {type: htp, path: /healthz}\n")),
             (Strings{"t.yaml:3:26: pools[0].health_check.type: unknown health check type "
-                     "\"htp\" (expected tcp, http or websocket)"}));
+                     "\"htp\" (did you mean \"http\"? expected tcp, http or websocket)"}));
 }
 
 TEST(ConfigLoaderPoolTest, HealthCheckThresholdsOutOfRange) {

@@ -7,6 +7,7 @@
 #include <string>
 #include <variant>
 
+#include "config/flags_config.h"
 #include "config/loader.h"
 
 namespace wsgate::config {
@@ -25,11 +26,12 @@ ProxyConfig MustLoad(const std::string& yaml, const std::string& name) {
 
 // load(print(load(x))) == load(x), and printing is stable.
 void ExpectRoundTrip(const ProxyConfig& loaded) {
-  const std::string printed = PrintConfig(loaded);
+  const PrintOptions show_secrets{.show_secrets = true};
+  const std::string printed = PrintConfig(loaded, show_secrets);
   ProxyConfig again = MustLoad(printed, "printed.yaml");
   again.source_path = loaded.source_path;
   EXPECT_TRUE(again == loaded) << "printed config loads differently:\n" << printed;
-  EXPECT_EQ(PrintConfig(again), printed);
+  EXPECT_EQ(PrintConfig(again, show_secrets), printed);
 }
 
 TEST(ConfigPrinter, EveryExampleConfigRoundTrips) {
@@ -140,6 +142,69 @@ TEST(ConfigPrinter, StickyKeySourcesRoundTrip) {
             key + "}, backends: [{address: 127.0.0.1:9001}]}]\n",
         "sticky.yaml"));
   }
+}
+
+TEST(ConfigPrinter, SecretsAreRedactedButShownAsSet) {
+  const std::string base =
+      "listeners: [{name: public, address: 127.0.0.1:8080}]\n"
+      "routes: [{pool: app}]\n"
+      "pools: [{name: app, backends: [{address: 127.0.0.1:9001}]}]\n";
+  const ProxyConfig with_token =
+      MustLoad(base + "admin: {address: 127.0.0.1:9901, token: s3cr3t-t0ken}\n", "t.yaml");
+  const std::string printed = PrintConfig(with_token);
+  EXPECT_EQ(printed.find("s3cr3t-t0ken"), std::string::npos) << printed;
+  EXPECT_NE(printed.find("token: <redacted>\n"), std::string::npos) << printed;
+  // The redacted printout is still a valid file.
+  EXPECT_EQ(MustLoad(printed, "printed.yaml").admin.token, kRedacted);
+  EXPECT_NE(PrintConfig(with_token, {.show_secrets = true}).find("token: s3cr3t-t0ken"),
+            std::string::npos);
+  // Unset stays visibly unset, not "<redacted>".
+  const ProxyConfig without_token =
+      MustLoad(base + "admin: {address: 127.0.0.1:9901}\n", "t.yaml");
+  EXPECT_NE(PrintConfig(without_token).find("token: \"\""), std::string::npos);
+}
+
+TEST(ConfigPrinter, DefaultsLoadBackToTheDefaults) {
+  const std::string printed = PrintDefaults();
+  ProxyConfig loaded = MustLoad(printed, "defaults.yaml");
+  loaded.source_path.clear();
+  EXPECT_TRUE(loaded == DefaultConfig()) << printed;
+  ExpectRoundTrip(loaded);
+  // The switch-on sections are documented, commented out.
+  for (const char* line : {"# admin:", "#   address: 127.0.0.1:9901", "# auth:",
+                           "#   cache_size: 10000", "# on_disconnect:", "#     health_check:",
+                           "#       unhealthy_threshold: 3", "#     sticky:",
+                           "#       load_factor: 1.25", "#       min_version: TLSv1.2"}) {
+    EXPECT_NE(printed.find(std::string(line) + "\n"), std::string::npos) << line << "\n" << printed;
+  }
+}
+
+TEST(FlagsConfig, ListenAndBackendsMakeOneLeastConnPool) {
+  LoadResult result = LoadFlagsConfig("127.0.0.1:8080", {"127.0.0.1:9001", "[::1]:9002"});
+  ASSERT_TRUE(std::holds_alternative<ProxyConfig>(result));
+  const ProxyConfig& config = std::get<ProxyConfig>(result);
+  EXPECT_TRUE(config.source_path.empty());
+  ASSERT_EQ(config.listeners.size(), 1u);
+  EXPECT_EQ(config.listeners[0].address.text, "127.0.0.1:8080");
+  EXPECT_FALSE(config.admin.enabled);
+  ASSERT_EQ(config.pools.size(), 1u);
+  EXPECT_EQ(config.pools[0].balance, Balance::kLeastConn);
+  ASSERT_EQ(config.pools[0].backends.size(), 2u);
+  EXPECT_EQ(config.pools[0].backends[1].address.host, "::1");
+  ASSERT_EQ(config.routes.size(), 1u);
+  EXPECT_EQ(config.routes[0].pool, config.pools[0].name);
+  ExpectRoundTrip(config);
+}
+
+TEST(FlagsConfig, ErrorsNameTheFlag) {
+  LoadResult result = LoadFlagsConfig("nowhere", {"127.0.0.1:9001", "127.0.0.1:0", "a: b"});
+  ASSERT_TRUE(std::holds_alternative<ConfigErrors>(result));
+  std::vector<std::string> texts;
+  for (const ConfigError& e : std::get<ConfigErrors>(result)) texts.push_back(e.Format());
+  EXPECT_EQ(texts, (std::vector<std::string>{
+                       "--listen: invalid address \"nowhere\" (expected host:port or [v6]:port)",
+                       "--backend: invalid address \"127.0.0.1:0\" (port must be 1..65535)",
+                       "--backend: invalid address \"a: b\" (expected host:port or [v6]:port)"}));
 }
 
 }  // namespace
