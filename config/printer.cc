@@ -156,8 +156,15 @@ YAML::Node Root(const ProxyConfig& c) {
   root["listeners"] = listeners;
   if (c.admin.enabled) {  // the section's presence is what enables it
     root["admin"]["address"] = c.admin.address.text;
-    root["admin"]["token"] = c.admin.token;
+    // The file, never its contents; the two keys exclude each other.
+    if (c.admin.token_file.empty()) {
+      root["admin"]["token"] = c.admin.token;
+    } else {
+      root["admin"]["token_file"] = c.admin.token_file.path;
+    }
     root["admin"]["public_url"] = c.admin.public_url;
+    root["admin"]["allowed_origins"] = Strings(c.admin.allowed_origins);
+    root["admin"]["allowed_hosts"] = Strings(c.admin.allowed_hosts);
   }
   YAML::Node routes(YAML::NodeType::Sequence);
   for (const RouteConfig& r : c.routes) {
