@@ -200,6 +200,8 @@ async def test_upgrade_hands_over_admin_tls_and_several_listeners(tmp_path):
     config["admin"] = {"address": "127.0.0.1:0"}
     old, old_ready, old_err = spawn(str(tmp_path), "old", config, socket_path)
     new = None
+    stop = asyncio.Event()
+    loops = []
     try:
         await wait_until(lambda: ready_entries_of(old_ready) is not None, 10, "old ready file")
         ports = ready_entries_of(old_ready)
@@ -210,7 +212,6 @@ async def test_upgrade_hands_over_admin_tls_and_several_listeners(tmp_path):
         await long_lived.send("before")
         assert await recv(long_lived) == "before"
 
-        stop = asyncio.Event()
         results = {"ok": 0, "admin_ok": 0, "errors": []}
 
         async def client_loop(url):
@@ -233,14 +234,15 @@ async def test_upgrade_hands_over_admin_tls_and_several_listeners(tmp_path):
                 else:
                     results["errors"].append(f"admin: {status} {body}")
 
-        loops = [asyncio.create_task(client_loop(url)) for url in urls]
+        loops += [asyncio.create_task(client_loop(url)) for url in urls]
         loops.append(asyncio.create_task(admin_loop()))
         await wait_until(lambda: results["ok"] >= 30 and results["admin_ok"] >= 5, 20,
                          "client loops running")
 
         new, new_ready, new_err = spawn(str(tmp_path), "new", config, socket_path)
-        await wait_until(lambda: ready_entries_of(new_ready) is not None, 10,
-                         "new ready file: " + read(new_err))
+        await wait_until(lambda: ready_entries_of(new_ready) is not None or new.poll() is not None,
+                         10, "new ready file")
+        assert new.poll() is None, read(new_err)
         assert ready_entries_of(new_ready) == ports, "the new process serves the same ports"
         await wait_until(lambda: "handed 4 listening socket(s)" in read(old_err), 10,
                          "handover logged")
@@ -270,8 +272,12 @@ async def test_upgrade_hands_over_admin_tls_and_several_listeners(tmp_path):
         assert "admin took over" in read(new_err), read(new_err)
         assert "cannot listen" not in read(new_err)
     finally:
+        stop.set()
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
         for proc in (old, new):
             if proc is not None and proc.poll() is None:
-                proc.terminate()
+                proc.kill()
                 proc.wait(10)
         await backend.stop()
