@@ -289,6 +289,13 @@ bool Server::SyncAdmin(std::string* error) {
       admin_address_text_ = admin.address.text;
       LOG_INFO(std::string("admin ") + (inherited >= 0 ? "took over " : "listening on ") +
                admin_->BoundAddress());
+    } else if (!admin_ && takeover_ != nullptr && inherited < 0) {
+      // Upgrading from a wsgate that does not hand its admin socket over: it holds the address
+      // until it exits, so bind it then instead of failing the upgrade.
+      LOG_WARN("upgrade: " + bind_error + "; binding it again every 500ms until the old process "
+               "releases it");
+      ArmAdminRetry();
+      return true;
     } else if (!admin_) {
       AppendError(error, bind_error);
       return false;
@@ -307,6 +314,27 @@ bool Server::SyncAdmin(std::string* error) {
   connection_index_.set_public_url(
       admin.public_url.empty() ? "http://" + admin_->BoundAddress() : admin.public_url);
   return ok;
+}
+
+void Server::ArmAdminRetry() {
+  if (!admin_retry_timer_) {
+    admin_retry_timer_.reset(evtimer_new(loop_.base(), &Server::OnAdminRetry, this));
+  }
+  timeval half_second{0, 500 * 1000};
+  evtimer_add(admin_retry_timer_.get(), &half_second);
+}
+
+void Server::OnAdminRetry(evutil_socket_t, short, void* ctx) {
+  auto* self = static_cast<Server*>(ctx);
+  if (self->admin_ || self->phase_ != Phase::kServing) return;
+  std::string error;
+  if (!self->SyncAdmin(&error)) {
+    self->ArmAdminRetry();
+    return;
+  }
+  if (!self->ready_file_.empty() && !self->WriteReadyFile(self->ready_file_, &error)) {
+    LOG_ERROR(error);
+  }
 }
 
 bool Server::WriteReadyFile(const std::string& path, std::string* error) const {

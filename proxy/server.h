@@ -72,6 +72,9 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   // to for each address that could not be bound; what was listening stays.
   bool SyncListeners(std::string* error);
   bool SyncAdmin(std::string* error);
+  // Bind the admin address again soon: the process being upgraded still holds it.
+  void ArmAdminRetry();
+  static void OnAdminRetry(evutil_socket_t, short, void* ctx);
   void SyncHealthChecks();
   void OnHealthChange(Backend& backend);
   void OnAccept(evutil_socket_t fd, const sockaddr* peer, const std::string& listener);
@@ -114,6 +117,7 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   std::vector<EventPtr> signal_events_;
   EventPtr phase_timer_;
   EventPtr tick_timer_;
+  EventPtr admin_retry_timer_;
 
   Phase phase_ = Phase::kServing;
   std::chrono::steady_clock::time_point phase_started_;

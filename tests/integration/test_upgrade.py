@@ -8,8 +8,10 @@ sockets over, drains its connections with 1001 and exits 0. No connection attemp
 import asyncio
 import http.client
 import os
+import socket
 import ssl
 import subprocess
+import threading
 import time
 
 import websockets
@@ -280,4 +282,64 @@ async def test_upgrade_hands_over_admin_tls_and_several_listeners(tmp_path):
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+        await backend.stop()
+
+
+@async_test(timeout=60)
+async def test_upgrade_from_a_wsgate_that_keeps_its_admin_socket(tmp_path):
+    """An older wsgate hands over only its listeners and holds the admin address until it exits:
+    the new process starts anyway and binds the admin address once it is free."""
+    backend = EchoBackend()
+    await backend.start()
+    public = socket.socket()
+    public.bind(("127.0.0.1", 0))
+    public.listen(64)
+    admin = socket.socket()
+    admin.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    admin.bind(("127.0.0.1", 0))
+    admin.listen(1)
+    admin_port = admin.getsockname()[1]
+    socket_path = os.path.join(str(tmp_path), "upgrade.sock")
+    handover = socket.socket(socket.AF_UNIX)
+    handover.bind(socket_path)
+    handover.listen(1)
+    released = threading.Event()
+
+    def old_process():
+        """The handover protocol of proxy/handover.cc, as an older wsgate speaks it."""
+        peer, _ = handover.accept()
+        with peer:
+            assert peer.recv(64) == b"TAKEOVER 1\n"
+            socket.send_fds(peer, [b"public\n"], [public.fileno()])
+            assert peer.recv(64).startswith(b"READY")
+            peer.sendall(b"OK\n")
+        # It drains for a while, then exits and so releases the admin address.
+        admin.close()
+        released.set()
+
+    old = threading.Thread(target=old_process, daemon=True)
+    old.start()
+    config = make_config(pools={"echo": [backend.address]},
+                         listeners=[{"name": "public",
+                                     "address": f"127.0.0.1:{public.getsockname()[1]}"}])
+    config["admin"] = {"address": f"127.0.0.1:{admin_port}"}
+    new, new_ready, new_err = spawn(str(tmp_path), "new", config, socket_path)
+    try:
+        await wait_until(lambda: released.is_set() or new.poll() is not None, 10, "handover")
+        assert new.poll() is None, read(new_err)
+        await wait_until(lambda: (ready_entries_of(new_ready) or {}).get("_admin") == admin_port,
+                         10, "admin bound after the old process released it")
+        assert "binding it again every 500ms" in read(new_err), read(new_err)
+        status, body = await asyncio.to_thread(admin_get, admin_port, "/readyz")
+        assert status == 200, body
+        public.close()  # the new process holds its own reference
+        async with websockets.connect(f"ws://127.0.0.1:{ready_entries_of(new_ready)['public']}/",
+                                      compression=None) as ws:
+            await ws.send("served")
+            assert await recv(ws) == "served"
+    finally:
+        new.terminate()
+        assert new.wait(10) == 0, read(new_err)
+        public.close()
+        handover.close()
         await backend.stop()
