@@ -255,6 +255,8 @@ def test_compose_example(tmp_path):
     job = prometheus["scrape_configs"][0]
     assert job["static_configs"][0]["targets"] == [f"wsgate:{port_of(config['admin']['address'])}"]
     assert job["authorization"]["credentials"] == config["admin"]["token"]
+    # It sends Host: wsgate:9901, a name: the admin listener must accept it.
+    assert "wsgate" in config["admin"]["allowed_hosts"]
     if shutil.which("promtool"):
         result = subprocess.run(["promtool", "check", "config", prometheus_path],
                                 capture_output=True, text=True, timeout=30)
