@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
@@ -733,6 +734,12 @@ void Loader::LoadListeners(const Value& v, std::vector<ListenerConfig>* out) {
 
 void Loader::ReadTokenFile(const Value& v, AdminConfig* out) {
   const std::string& path = out->token_file.path;
+  // Only a regular file: opening a FIFO or a terminal could block the reload forever.
+  struct stat info {};
+  if (stat(path.c_str(), &info) == 0 && !S_ISREG(info.st_mode)) {
+    Error(v, "token file " + Quote(path) + " is not a regular file");
+    return;
+  }
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (f == nullptr) {
     Error(v, "cannot read " + Quote(path) + ": " + std::generic_category().message(errno));

@@ -843,6 +843,9 @@ TEST(ConfigLoaderAdminTest, TokenFileErrors) {
                      "\" must hold one line of visible ASCII"}));
   EXPECT_EQ(Errors("admin:\n  token: x\n  token_file: " + two_lines + "\n" + kMinimal),
             Strings({"t.yaml:3:15: admin.token_file: cannot be set together with admin.token"}));
+  EXPECT_EQ(Errors("admin:\n  token_file: " + ::testing::TempDir() + "\n" + kMinimal),
+            Strings({"t.yaml:2:15: admin.token_file: token file \"" + ::testing::TempDir() +
+                     "\" is not a regular file"}));
   EXPECT_EQ(Errors("admin:\n  token_file: \"\"\n" + kMinimal),
             Strings({"t.yaml:2:15: admin.token_file: must not be empty"}));
   // Off loopback an unreadable file is one error, not also "token is required".
