@@ -416,6 +416,7 @@ void Server::Reload() {
     LOG_ERROR("reload failed: " + error + "; still running the previous configuration");
     return;
   }
+  error.clear();
   const bool complete = Apply(std::move(next), &error);
   metrics_.reloads(complete ? metrics::kReloadSuccess : metrics::kReloadPartial).Add();
   std::string ready_error;
