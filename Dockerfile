@@ -17,8 +17,11 @@ COPY --from=build /build/wsgate_*.deb /tmp/
 RUN apt-get update \
  && apt-get install -y --no-install-recommends /tmp/wsgate_*.deb ca-certificates \
  && rm -rf /var/lib/apt/lists/* /tmp/wsgate_*.deb \
+ && rm -f /etc/wsgate/admin.token && sed -i '/^  token_file:/d' /etc/wsgate/wsgate.yaml \
  && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin wsgate
 # /etc/wsgate/wsgate.yaml comes from the package (packaging/wsgate.yaml); mount your own over it.
+# Without systemd there is no credential to read the admin token from, and postinst's token would
+# be the same in every container: both go. The admin listener stays on the container's loopback.
 # Numeric, so Kubernetes' runAsNonRoot can verify it (examples/kubernetes/deployment.yaml).
 USER 10001:10001
 # 8080: the public WebSocket listener. 9901: the admin listener (/healthz, /readyz, /metrics);

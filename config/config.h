@@ -98,9 +98,15 @@ struct AdminConfig {
   bool enabled = false;  // true when the `admin` section is present
   HostPort address{.host = "127.0.0.1", .port = 9901, .text = "127.0.0.1:9901"};
   std::string token;     // bearer token; required when address is not loopback
+  // Where the token was read from (trailing newline stripped); set = |token| holds its contents.
+  ConfigFile token_file;
   // Base of the callback URLs sent to backends ("http://10.0.0.5:9901", no trailing slash);
   // empty = "http://" + the bound admin address.
   std::string public_url;
+  // Exact Origin values a browser page may call the admin API from; empty = none.
+  std::vector<std::string> allowed_origins;
+  // Host header names accepted besides the bound address, loopback names and public_url's host.
+  std::vector<std::string> allowed_hosts;
 
   bool operator==(const AdminConfig&) const = default;
 };

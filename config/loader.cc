@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
@@ -245,6 +246,8 @@ class Loader {
   void LoadListenerTls(const Value& v, ListenerTlsConfig* out);
   void LoadPoolTls(const Value& v, PoolTlsConfig* out);
   void LoadAdmin(const Value& v, AdminConfig* out);
+  // Read admin.token_file into out->token; errors point at |v|.
+  void ReadTokenFile(const Value& v, AdminConfig* out);
   void LoadPools(const Value& v, std::vector<PoolConfig>* out);
   void LoadBackends(const Value& v, std::vector<BackendConfig>* out);
   void LoadSticky(const Value& v, StickyConfig* out);
@@ -764,9 +767,56 @@ void Loader::LoadListeners(const Value& v, std::vector<ListenerConfig>* out) {
   }
 }
 
+void Loader::ReadTokenFile(const Value& v, AdminConfig* out) {
+  const std::string& path = out->token_file.path;
+  // Only a regular file: opening a FIFO or a terminal could block the reload forever.
+  struct stat info {};
+  if (stat(path.c_str(), &info) == 0 && !S_ISREG(info.st_mode)) {
+    Error(v, "token file " + Quote(path) + " is not a regular file");
+    return;
+  }
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    Error(v, "cannot read " + Quote(path) + ": " + std::generic_category().message(errno));
+    return;
+  }
+  // A token is a line of text; anything much longer is the wrong file.
+  constexpr size_t kMaxTokenFileBytes = 4096;
+  char buf[kMaxTokenFileBytes + 1];
+  const size_t got = std::fread(buf, 1, sizeof(buf), f);
+  const int read_errno = errno;
+  const bool read_failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (read_failed) {
+    Error(v, "cannot read " + Quote(path) + ": " + std::generic_category().message(read_errno));
+    return;
+  }
+  if (got > kMaxTokenFileBytes) {
+    Error(v, "token file " + Quote(path) + " is larger than 4KiB");
+    return;
+  }
+  std::string text(buf, got);
+  if (!text.empty() && text.back() == '\n') text.pop_back();
+  if (!text.empty() && text.back() == '\r') text.pop_back();
+  if (text.empty()) {
+    Error(v, "token file " + Quote(path) + " is empty");
+    return;
+  }
+  // It goes into an Authorization header: one word of visible ASCII.
+  for (unsigned char c : text) {
+    if (c <= ' ' || c >= 0x7f) {
+      Error(v, "token file " + Quote(path) + " must hold one line of visible ASCII");
+      return;
+    }
+  }
+  out->token = std::move(text);
+}
+
 void Loader::LoadAdmin(const Value& v, AdminConfig* out) {
   // `admin:` with no body still enables the admin listener on its default address.
-  const std::optional<Fields> fields = ReadMapping(v, {"address", "token", "public_url"}, true);
+  const std::optional<Fields> fields = ReadMapping(
+      v, {"address", "token", "token_file", "public_url", "allowed_origins", "allowed_hosts"},
+      true);
   if (!fields) return;
   out->enabled = true;
   const Value* address = fields->Find("address");
@@ -774,7 +824,38 @@ void Loader::LoadAdmin(const Value& v, AdminConfig* out) {
   if (address != nullptr) {
     address_ok = ReadHostPort(*address, /*allow_port_zero=*/true, &out->address);
   }
-  if (const Value* token = fields->Find("token")) ReadString(*token, &out->token);
+  const Value* token = fields->Find("token");
+  if (token != nullptr) ReadString(*token, &out->token);
+  if (const Value* file = fields->Find("token_file")) {
+    if (token != nullptr) {
+      Error(*file, "cannot be set together with admin.token");
+    } else if (ReadFile(*file, false, &out->token_file)) {
+      ReadTokenFile(*file, out);
+    }
+  }
+  if (const Value* x = fields->Find("allowed_origins")) {
+    if (const std::optional<std::vector<Value>> items = ReadSequence(*x)) {
+      for (const Value& item : *items) {
+        std::string origin;
+        if (ReadName(item, &origin)) out->allowed_origins.push_back(std::move(origin));
+      }
+    }
+  }
+  if (const Value* x = fields->Find("allowed_hosts")) {
+    if (const std::optional<std::vector<Value>> items = ReadSequence(*x)) {
+      for (const Value& item : *items) {
+        std::string host;
+        if (!ReadString(item, &host)) continue;
+        if (!IsServerName(host)) {
+          Error(item, "invalid host " + Quote(host) + " (expected a name or IP address, no port)");
+          continue;
+        }
+        std::transform(host.begin(), host.end(), host.begin(),
+                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+        out->allowed_hosts.push_back(std::move(host));
+      }
+    }
+  }
   // An empty public_url means the default, so --print-config output loads back unchanged.
   const Value* url = fields->Find("public_url");
   if (url != nullptr && url->node.IsScalar() && url->node.Scalar().empty()) url = nullptr;
@@ -785,7 +866,8 @@ void Loader::LoadAdmin(const Value& v, AdminConfig* out) {
   // The admin API can drain backends: off loopback it must not be open to anyone who can reach it.
   const std::string& host = out->address.host;
   bool loopback = host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
-  if (address_ok && !loopback && out->token.empty()) {
+  // A token_file that failed has its own error already.
+  if (address_ok && !loopback && out->token.empty() && fields->Find("token_file") == nullptr) {
     if (address != nullptr) {
       Error(*address, "admin.token is required when the admin listener is not on loopback");
     } else {

@@ -158,9 +158,17 @@ YAML::Node Root(const ProxyConfig& c, const PrintOptions& options) {
   root["listeners"] = listeners;
   if (c.admin.enabled) {  // the section's presence is what enables it
     root["admin"]["address"] = c.admin.address.text;
-    root["admin"]["token"] =
-        c.admin.token.empty() || options.show_secrets ? c.admin.token : kRedacted;
+    // The file, never its contents; the two keys exclude each other. An inline token is a
+    // secret: redacted unless the caller asks for it (round-trip tests).
+    if (c.admin.token_file.empty()) {
+      root["admin"]["token"] =
+          c.admin.token.empty() || options.show_secrets ? c.admin.token : kRedacted;
+    } else {
+      root["admin"]["token_file"] = c.admin.token_file.path;
+    }
     root["admin"]["public_url"] = c.admin.public_url;
+    root["admin"]["allowed_origins"] = Strings(c.admin.allowed_origins);
+    root["admin"]["allowed_hosts"] = Strings(c.admin.allowed_hosts);
   }
   YAML::Node routes(YAML::NodeType::Sequence);
   for (const RouteConfig& r : c.routes) {

@@ -40,6 +40,10 @@ constexpr std::array<const char*, kTlsFailures> kTlsFailureNames = {
     "not_tls",         "protocol_version",        "no_shared_cipher",
     "no_client_certificate", "bad_certificate",   "no_application_protocol",
     "timeout",         "closed",                  "other"};
+constexpr std::array<const char*, kReloadResults> kReloadResultNames = {"success", "partial",
+                                                                        "failure"};
+constexpr std::array<const char*, kAdminRefusals> kAdminRefusalNames = {"host", "origin",
+                                                                        "fetch_site"};
 // Close code labels, in the order of CloseCodeSlot().
 constexpr std::array<const char*, 24> kCloseCodeNames = {
     "1000", "1001", "1002", "1003", "1005", "1006", "1007", "1008", "1009", "1010", "1011", "1012",
@@ -348,13 +352,22 @@ void Registry::Collect(std::vector<MetricFamily>* out) const {
 
   auto reloads = Family("wsgate_config_reloads_total", "Configuration reloads by result.",
                         MetricType::Counter);
-  ClientMetric ok = WithLabels({{"result", "success"}});
-  ok.counter.value = static_cast<double>(reloads_ok_.Get());
-  ClientMetric failed = WithLabels({{"result", "failure"}});
-  failed.counter.value = static_cast<double>(reloads_failed_.Get());
-  reloads.metric.push_back(std::move(ok));
-  reloads.metric.push_back(std::move(failed));
+  for (size_t r = 0; r < kReloadResults; ++r) {
+    ClientMetric m = WithLabels({{"result", kReloadResultNames[r]}});
+    m.counter.value = static_cast<double>(reloads_[r].Get());
+    reloads.metric.push_back(std::move(m));
+  }
   families.push_back(std::move(reloads));
+
+  auto refused = Family("wsgate_admin_requests_refused_total",
+                        "Admin requests refused for their Host, Origin or Sec-Fetch-Site.",
+                        MetricType::Counter);
+  for (size_t r = 0; r < kAdminRefusals; ++r) {
+    ClientMetric m = WithLabels({{"reason", kAdminRefusalNames[r]}});
+    m.counter.value = static_cast<double>(admin_refused_[r].Get());
+    refused.metric.push_back(std::move(m));
+  }
+  families.push_back(std::move(refused));
 
   auto rebalance = Family("wsgate_rebalance_closes_total",
                           "Connections closed with 1012 to rebalance a pool.", MetricType::Counter);

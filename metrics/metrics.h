@@ -105,6 +105,15 @@ enum TlsFailure {
   kTlsOther,
   kTlsFailures
 };
+// How a SIGHUP reload ended: kPartial = applied, but some listener could not be bound.
+enum ReloadResult { kReloadSuccess = 0, kReloadPartial, kReloadFailure, kReloadResults };
+// Why the admin listener refused a request before looking at the token.
+enum AdminRefusal {
+  kAdminRefusedHost = 0,   // Host is not an address of this admin listener (DNS rebinding)
+  kAdminRefusedOrigin,     // Origin not in admin.allowed_origins (a web page)
+  kAdminRefusedFetchSite,  // Sec-Fetch-Site other than none, without an allowed Origin
+  kAdminRefusals
+};
 
 // Frame and message counts of one pool, one block per pool name.
 struct PoolMetrics {
@@ -164,7 +173,8 @@ class Registry {
   ListenerMetrics& Listener(const std::string& listener);
 
   Gauge& draining() { return draining_; }
-  Counter& reloads(bool ok) { return ok ? reloads_ok_ : reloads_failed_; }
+  Counter& reloads(ReloadResult result) { return reloads_[result]; }
+  Counter& admin_refused(AdminRefusal reason) { return admin_refused_[reason]; }
   Counter& rebalance_closes() { return rebalance_closes_; }
 
   // The Prometheus text exposition format (version 0.0.4) of every metric.
@@ -186,8 +196,8 @@ class Registry {
       connections_;
   std::map<std::string, std::unique_ptr<ListenerMetrics>> listeners_;
   Gauge draining_;
-  Counter reloads_ok_;
-  Counter reloads_failed_;
+  std::array<Counter, kReloadResults> reloads_;
+  std::array<Counter, kAdminRefusals> admin_refused_;
   Counter rebalance_closes_;
 };
 

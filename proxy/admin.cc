@@ -1,11 +1,17 @@
 #include "proxy/admin.h"
 
+#include <arpa/inet.h>
 #include <event2/buffer.h>
+#include <event2/listener.h>
 #include <openssl/crypto.h>
 #include <event2/keyvalq_struct.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <cerrno>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <vector>
 
 #include "proxy/connections/api.h"
@@ -47,10 +53,11 @@ void AdminReply(evhttp_request* request, int status, const std::string& body,
 
 std::unique_ptr<AdminServer> AdminServer::Create(event_base* base, const config::HostPort& address,
                                                  std::string token, AdminHandler& handler,
-                                                 std::string* error) {
-  std::unique_ptr<AdminServer> server(new AdminServer(std::move(token), handler));
+                                                 int inherited_fd, std::string* error) {
+  std::unique_ptr<AdminServer> server(new AdminServer(base, std::move(token), handler));
   server->http_ = evhttp_new(base);
   if (server->http_ == nullptr) {
+    if (inherited_fd >= 0) evutil_closesocket(inherited_fd);
     *error = "cannot create the admin HTTP server";
     return nullptr;
   }
@@ -60,17 +67,119 @@ std::unique_ptr<AdminServer> AdminServer::Create(event_base* base, const config:
   evhttp_set_max_body_size(server->http_, 64 * 1024);
   evhttp_set_timeout(server->http_, 10);
   evhttp_set_gencb(server->http_, &AdminServer::OnRequest, server.get());
-  server->socket_ = evhttp_bind_socket_with_handle(server->http_, address.host.c_str(), address.port);
+  // Our own evconnlistener without LEV_OPT_CLOSE_ON_FREE: the destructor closes the socket itself.
+  evconnlistener* listener = nullptr;
+  if (inherited_fd >= 0) {
+    evutil_make_socket_nonblocking(inherited_fd);
+    // Backlog 0: the socket already listens; its accept queue stays as it is.
+    listener = evconnlistener_new(base, nullptr, nullptr, LEV_OPT_CLOSE_ON_EXEC, 0, inherited_fd);
+    if (listener == nullptr) {
+      evutil_closesocket(inherited_fd);
+      *error = "cannot adopt the admin listening socket";
+      return nullptr;
+    }
+  } else {
+    sockaddr_storage addr{};
+    socklen_t addr_len = 0;
+    if (!ResolveAddress(address, &addr, &addr_len, error)) {
+      *error = "cannot listen on admin address " + address.text + ": " + *error;
+      return nullptr;
+    }
+    listener = evconnlistener_new_bind(base, nullptr, nullptr,
+                                       LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 128,
+                                       reinterpret_cast<sockaddr*>(&addr),
+                                       static_cast<int>(addr_len));
+    if (listener == nullptr) {
+      *error = "cannot listen on admin address " + address.text + ": " + std::strerror(errno);
+      return nullptr;
+    }
+  }
+  server->fd_ = evconnlistener_get_fd(listener);
+  server->socket_ = evhttp_bind_listener(server->http_, listener);
   if (server->socket_ == nullptr) {
-    *error = "cannot listen on admin address " + address.text;
+    evconnlistener_free(listener);
+    evutil_closesocket(server->fd_);
+    server->fd_ = -1;
+    *error = "cannot serve admin address " + address.text;
     return nullptr;
   }
   return server;
 }
 
+namespace {
+
+// A timer-only event_base_once passes fd -1 to its callback, so the fd travels in |arg|.
+void CloseLater(evutil_socket_t, short, void* arg) {
+  evutil_closesocket(static_cast<evutil_socket_t>(reinterpret_cast<intptr_t>(arg)));
+}
+
+}  // namespace
+
+// As in ~Listener: the fd is closed one loop pass after evhttp dropped it from the loop, because
+// a socket handed over to a new process would otherwise stay in this loop's epoll set.
 AdminServer::~AdminServer() {
   *alive_ = false;
   if (http_ != nullptr) evhttp_free(http_);
+  timeval now{0, 0};
+  if (fd_ >= 0 && event_base_once(base_, -1, EV_TIMEOUT, &CloseLater,
+                                  reinterpret_cast<void*>(static_cast<intptr_t>(fd_)), &now) != 0) {
+    evutil_closesocket(fd_);
+  }
+}
+
+int AdminServer::fd() const { return fd_; }
+
+void AdminServer::StopAccepting() {
+  evconnlistener_disable(evhttp_bound_socket_get_listener(socket_));
+}
+
+void AdminServer::set_request_policy(const config::AdminConfig& config) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  std::string bound_host = config.address.host;
+  char text[INET6_ADDRSTRLEN] = {};
+  if (getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    if (addr.ss_family == AF_INET &&
+        inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&addr)->sin_addr, text, sizeof(text))) {
+      bound_host = text;
+    } else if (addr.ss_family == AF_INET6 &&
+               inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&addr)->sin6_addr, text,
+                         sizeof(text))) {
+      bound_host = text;
+    }
+  }
+  policy_ = MakeAdminRequestPolicy(bound_host, config.address.host, config.public_url,
+                                   config.allowed_hosts, config.allowed_origins);
+}
+
+const char* AdminServer::Refusal(evhttp_request* request) {
+  AdminRequestHeaders headers;
+  const evkeyvalq* fields = evhttp_request_get_input_headers(request);
+  for (const evkeyval* field = fields->tqh_first; field != nullptr; field = field->next.tqe_next) {
+    if (evutil_ascii_strcasecmp(field->key, "Host") == 0) {
+      headers.host = field->value;
+      ++headers.host_count;
+    } else if (evutil_ascii_strcasecmp(field->key, "Origin") == 0) {
+      headers.origin = field->value;
+      ++headers.origin_count;
+    } else if (evutil_ascii_strcasecmp(field->key, "Sec-Fetch-Site") == 0) {
+      headers.fetch_site = field->value;
+    }
+  }
+  switch (CheckAdminRequest(policy_, headers)) {
+    case AdminVerdict::kAllowed:
+      return nullptr;
+    case AdminVerdict::kBadHost:
+      handler_.CountRefused(metrics::kAdminRefusedHost);
+      return "Host is not an address of this admin listener";
+    case AdminVerdict::kBadOrigin:
+      handler_.CountRefused(metrics::kAdminRefusedOrigin);
+      return "Origin is not in admin.allowed_origins";
+    case AdminVerdict::kBadFetchSite:
+      handler_.CountRefused(metrics::kAdminRefusedFetchSite);
+      return "cross-site request (Sec-Fetch-Site) without an allowed Origin";
+  }
+  return nullptr;
 }
 
 void AdminServer::set_max_body_size(size_t bytes) {
@@ -93,8 +202,7 @@ bool AdminServer::Authorized(evhttp_request* request) const {
 std::string AdminServer::BoundAddress() const {
   sockaddr_storage addr{};
   socklen_t len = sizeof(addr);
-  evutil_socket_t fd = evhttp_bound_socket_get_fd(socket_);
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "unknown";
+  if (getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "unknown";
   return FormatSockaddr(reinterpret_cast<sockaddr*>(&addr));
 }
 
@@ -108,6 +216,11 @@ void AdminServer::Handle(evhttp_request* request) {
   std::string path = raw_path != nullptr ? raw_path : "/";
   evhttp_cmd_type method = evhttp_request_get_command(request);
   bool is_get = method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD;
+
+  // Before anything else, probes included: a refused request learns nothing and changes nothing.
+  if (const char* refusal = Refusal(request)) {
+    return AdminReply(request, 403, "{\"error\":" + JsonString(refusal) + "}\n");
+  }
 
   if (path == "/healthz") {
     if (!is_get) return AdminReply(request, 405, "{\"error\":\"use GET\"}\n");

@@ -5,7 +5,8 @@
 // POST /admin/backends/{pool}/{address}/drain and .../undrain. Everything else is 404.
 // /connections... is the connections API (proxy/connections/api.h).
 // When a bearer token is configured, every route but /healthz and /readyz requires it; it is
-// compared in constant time.
+// compared in constant time. Before that, every route refuses requests a web page could have
+// sent (a foreign Host or Origin, proxy/admin_guard.h) with 403.
 #pragma once
 
 #include <event2/http.h>
@@ -15,6 +16,8 @@
 #include <string>
 
 #include "config/config.h"
+#include "metrics/metrics.h"
+#include "proxy/admin_guard.h"
 #include "proxy/core/json.h"
 
 namespace wsgate {
@@ -31,6 +34,8 @@ class AdminHandler {
   // Drain or undrain one backend. Returns an HTTP status; |body| gets the JSON answer.
   virtual int SetBackendDraining(const std::string& pool, const std::string& address,
                                  bool draining, std::string* body) = 0;
+  // A request was refused before authorization (403).
+  virtual void CountRefused(metrics::AdminRefusal reason) = 0;
 };
 
 class ConnectionsApi;
@@ -41,16 +46,24 @@ void AdminReply(evhttp_request* request, int status, const std::string& body,
 
 class AdminServer {
  public:
-  // Bind |address|. Returns null with |error| set if it cannot.
+  // Bind |address|, or serve |inherited_fd| (a listening socket handed over by the process being
+  // upgraded; ownership moves here) when it is >= 0. Returns null with |error| set if it cannot.
   static std::unique_ptr<AdminServer> Create(event_base* base, const config::HostPort& address,
                                              std::string token, AdminHandler& handler,
-                                             std::string* error);
+                                             int inherited_fd, std::string* error);
   ~AdminServer();
   AdminServer(const AdminServer&) = delete;
   AdminServer& operator=(const AdminServer&) = delete;
 
   std::string BoundAddress() const;
+  // The listening socket (for a binary upgrade's handover).
+  int fd() const;
+  // After a handover: accept nothing more (the new process does); requests on connections
+  // already accepted are still answered.
+  void StopAccepting();
   void set_token(std::string token) { token_ = std::move(token); }
+  // Host and Origin rules from the config, with this listener's bound address.
+  void set_request_policy(const config::AdminConfig& config);
   void set_connections_api(ConnectionsApi* api) { connections_api_ = api; }
   void set_max_body_size(size_t bytes);
   // False once this server is gone: a reply computed on a worker must then not be sent (evhttp
@@ -58,18 +71,24 @@ class AdminServer {
   std::shared_ptr<const bool> alive() const { return alive_; }
 
  private:
-  AdminServer(std::string token, AdminHandler& handler) : token_(std::move(token)), handler_(handler) {}
+  AdminServer(event_base* base, std::string token, AdminHandler& handler)
+      : base_(base), token_(std::move(token)), handler_(handler) {}
   static void OnRequest(evhttp_request* request, void* ctx);
   void Handle(evhttp_request* request);
 
   bool Authorized(evhttp_request* request) const;
+  // Null when |request| may proceed; else the reason it is refused (already counted).
+  const char* Refusal(evhttp_request* request);
 
+  event_base* base_;
   std::string token_;
+  AdminRequestPolicy policy_;
   AdminHandler& handler_;
   ConnectionsApi* connections_api_ = nullptr;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   evhttp* http_ = nullptr;
   evhttp_bound_socket* socket_ = nullptr;
+  int fd_ = -1;  // not closed by evhttp: see ~AdminServer
 };
 
 }  // namespace wsgate

@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <thread>
@@ -171,17 +174,43 @@ std::unique_ptr<Server> Server::Create(config::ProxyConfig config, std::string c
   return server;
 }
 
+namespace {
+
+// Name of the admin listener's socket in a binary upgrade's handover (as in the ready file).
+constexpr const char* kAdminHandoverName = "_admin";
+
+void AppendError(std::string* errors, const std::string& error) {
+  if (!errors->empty()) *errors += "; ";
+  *errors += error;
+}
+
+// Whether |fd| listens on |address|'s port (any port is fine for port 0).
+bool ListensOnPort(int fd, const config::HostPort& address) {
+  if (address.port == 0) return true;
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return false;
+  if (addr.ss_family == AF_INET) {
+    return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port) == address.port;
+  }
+  if (addr.ss_family == AF_INET6) {
+    return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port) == address.port;
+  }
+  return false;
+}
+
+}  // namespace
+
 bool Server::SyncListeners(std::string* error) {
   const auto& wanted = current_->config.listeners;
-  // Keep a listener whose name and address are unchanged: its socket (and accept queue) stays,
-  // so no connection attempt is refused across a reload.
+  // Keep every listener whose name is still configured: one with an unchanged address keeps its
+  // socket (and accept queue), so no connection attempt is refused across a reload; one whose
+  // address changed is replaced only once the new address is bound.
   std::vector<std::unique_ptr<Listener>> kept;
   for (auto& listener : listeners_) {
     bool still_wanted = false;
     for (const auto& config : wanted) {
-      if (config.name == listener->name() && config.address.text == listener->address_text()) {
-        still_wanted = true;
-      }
+      if (config.name == listener->name()) still_wanted = true;
     }
     if (still_wanted) {
       kept.push_back(std::move(listener));
@@ -192,11 +221,11 @@ bool Server::SyncListeners(std::string* error) {
   listeners_ = std::move(kept);
   bool ok = true;
   for (const auto& config : wanted) {
-    bool exists = false;
-    for (const auto& listener : listeners_) {
-      if (listener->name() == config.name) exists = true;
+    auto existing = std::find_if(listeners_.begin(), listeners_.end(),
+                                 [&](const auto& l) { return l->name() == config.name; });
+    if (existing != listeners_.end() && (*existing)->address_text() == config.address.text) {
+      continue;
     }
-    if (exists) continue;
     auto on_accept = [this](evutil_socket_t fd, const sockaddr* peer, const std::string& name) {
       OnAccept(fd, peer, name);
     };
@@ -204,7 +233,8 @@ bool Server::SyncListeners(std::string* error) {
     int inherited = takeover_ != nullptr ? takeover_->Take(config.name) : -1;
     bool adopted = false;
     if (inherited >= 0) {
-      adopted = listener->Adopt(inherited, error);
+      std::string adopt_error;  // not fatal: bound afresh below
+      adopted = listener->Adopt(inherited, &adopt_error);
       // A listener whose address changed in the new config is bound afresh.
       if (adopted && config.address.port != 0 &&
           listener->BoundAddress() != config.address.text &&
@@ -214,13 +244,24 @@ bool Server::SyncListeners(std::string* error) {
         adopted = false;
       }
     }
-    if (!adopted && !listener->Bind(error)) {
+    std::string bind_error;
+    if (!adopted && !listener->Bind(&bind_error)) {
       ok = false;
+      if (existing != listeners_.end()) {
+        bind_error += " (listener=" + config.name + " keeps listening on " +
+                      (*existing)->BoundAddress() + ")";
+      }
+      AppendError(error, bind_error);
       continue;
     }
     LOG_INFO("listener=" + listener->name() + (adopted ? " took over " : " listening on ") +
              listener->BoundAddress());
-    listeners_.push_back(std::move(listener));
+    if (existing != listeners_.end()) {
+      LOG_INFO("listener=" + config.name + " closed " + (*existing)->BoundAddress());
+      *existing = std::move(listener);
+    } else {
+      listeners_.push_back(std::move(listener));
+    }
   }
   return ok;
 }
@@ -232,15 +273,40 @@ bool Server::SyncAdmin(std::string* error) {
     admin_address_text_.clear();
     return true;
   }
-  if (admin_ && admin.address.text == admin_address_text_) {
-    admin_->set_token(admin.token);
-  } else {
-    admin_.reset();
-    admin_ = AdminServer::Create(loop_.base(), admin.address, admin.token, *this, error);
-    if (!admin_) return false;
-    admin_address_text_ = admin.address.text;
-    LOG_INFO("admin listening on " + admin_->BoundAddress());
+  bool ok = true;
+  if (!admin_ || admin.address.text != admin_address_text_) {
+    int inherited = takeover_ != nullptr ? takeover_->Take(kAdminHandoverName) : -1;
+    if (inherited >= 0 && !ListensOnPort(inherited, admin.address)) {
+      close(inherited);  // the new config moved the admin listener: bind afresh
+      inherited = -1;
+    }
+    // A new address is bound before the old one closes, so a failed reload keeps the old.
+    std::string bind_error;
+    std::unique_ptr<AdminServer> next = AdminServer::Create(loop_.base(), admin.address,
+                                                            admin.token, *this, inherited,
+                                                            &bind_error);
+    if (next) {
+      admin_ = std::move(next);
+      admin_address_text_ = admin.address.text;
+      LOG_INFO(std::string("admin ") + (inherited >= 0 ? "took over " : "listening on ") +
+               admin_->BoundAddress());
+    } else if (!admin_ && takeover_ != nullptr && inherited < 0) {
+      // Upgrading from a wsgate that does not hand its admin socket over: it holds the address
+      // until it exits, so bind it then instead of failing the upgrade.
+      LOG_WARN("upgrade: " + bind_error + "; binding it again every 500ms until the old process "
+               "releases it");
+      ArmAdminRetry();
+      return true;
+    } else if (!admin_) {
+      AppendError(error, bind_error);
+      return false;
+    } else {
+      AppendError(error, bind_error + " (admin keeps listening on " + admin_->BoundAddress() + ")");
+      ok = false;
+    }
   }
+  admin_->set_token(admin.token);
+  admin_->set_request_policy(admin);
   // A pushed message may be as large as a relayed one; bodies beyond that never reach us.
   uint64_t max_message = current_->config.limits.max_message_bytes;
   admin_->set_max_body_size(static_cast<size_t>(std::max<uint64_t>(64 * 1024, max_message + 1)));
@@ -248,7 +314,28 @@ bool Server::SyncAdmin(std::string* error) {
   connections_api_->set_max_message_bytes(max_message);
   connection_index_.set_public_url(
       admin.public_url.empty() ? "http://" + admin_->BoundAddress() : admin.public_url);
-  return true;
+  return ok;
+}
+
+void Server::ArmAdminRetry() {
+  if (!admin_retry_timer_) {
+    admin_retry_timer_.reset(evtimer_new(loop_.base(), &Server::OnAdminRetry, this));
+  }
+  timeval half_second{0, 500 * 1000};
+  evtimer_add(admin_retry_timer_.get(), &half_second);
+}
+
+void Server::OnAdminRetry(evutil_socket_t, short, void* ctx) {
+  auto* self = static_cast<Server*>(ctx);
+  if (self->admin_ || self->phase_ != Phase::kServing) return;
+  std::string error;
+  if (!self->SyncAdmin(&error)) {
+    self->ArmAdminRetry();
+    return;
+  }
+  if (!self->ready_file_.empty() && !self->WriteReadyFile(self->ready_file_, &error)) {
+    LOG_ERROR(error);
+  }
 }
 
 bool Server::WriteReadyFile(const std::string& path, std::string* error) const {
@@ -321,8 +408,7 @@ void Server::Reload() {
   auto loaded = config::LoadConfigFile(config_path_);
   if (auto* errors = std::get_if<config::ConfigErrors>(&loaded)) {
     for (const auto& error : *errors) LOG_ERROR("reload: " + error.Format());
-    ++reloads_failed_;
-    metrics_.reloads(false).Add();
+    metrics_.reloads(metrics::kReloadFailure).Add();
     LOG_ERROR("reload failed with " + std::to_string(errors->size()) +
               " error(s); still running the previous configuration");
     return;
@@ -330,16 +416,21 @@ void Server::Reload() {
   std::string error;
   RuntimePtr next =
       BuildRuntime(std::move(std::get<config::ProxyConfig>(loaded)), current_.get(), &error);
-  if (!next || !Apply(std::move(next), &error)) {
-    ++reloads_failed_;
-    metrics_.reloads(false).Add();
+  if (!next) {
+    metrics_.reloads(metrics::kReloadFailure).Add();
     LOG_ERROR("reload failed: " + error + "; still running the previous configuration");
     return;
   }
-  ++reloads_ok_;
-  metrics_.reloads(true).Add();
-  if (!ready_file_.empty() && !WriteReadyFile(ready_file_, &error)) LOG_ERROR(error);
-  LOG_INFO("reload complete");
+  error.clear();
+  const bool complete = Apply(std::move(next), &error);
+  metrics_.reloads(complete ? metrics::kReloadSuccess : metrics::kReloadPartial).Add();
+  std::string ready_error;
+  if (!ready_file_.empty() && !WriteReadyFile(ready_file_, &ready_error)) LOG_ERROR(ready_error);
+  if (complete) {
+    LOG_INFO("reload complete");
+  } else {
+    LOG_ERROR("reload partial: " + error + "; everything else of the new configuration is applied");
+  }
 }
 
 bool Server::Apply(RuntimePtr next, std::string* error) {
@@ -374,14 +465,10 @@ bool Server::Apply(RuntimePtr next, std::string* error) {
   // Reopens a file destination too, so SIGHUP after log rotation starts the new file.
   std::string log_error;
   if (!access_log_.Configure(current_->config.log, &log_error)) LOG_ERROR("reload: " + log_error);
-  // Listener or admin bind failures are logged; what could be opened stays open.
-  std::string listener_error;
-  bool ok = SyncListeners(&listener_error) && SyncAdmin(&listener_error);
-  if (!ok) {
-    LOG_ERROR("reload: " + listener_error);
-    *error = listener_error;
-  }
-  return true;
+  // What cannot be bound is reported; what was open stays open.
+  const bool listeners_ok = SyncListeners(error);
+  const bool admin_ok = SyncAdmin(error);
+  return listeners_ok && admin_ok;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -430,6 +517,7 @@ std::vector<std::pair<std::string, int>> Server::ListenerSockets() {
   std::vector<std::pair<std::string, int>> sockets;
   if (phase_ != Phase::kServing) return sockets;
   for (const auto& listener : listeners_) sockets.emplace_back(listener->name(), listener->fd());
+  if (admin_) sockets.emplace_back(kAdminHandoverName, admin_->fd());
   return sockets;
 }
 
@@ -438,8 +526,10 @@ void Server::OnHandedOver() {
   LOG_INFO("upgrade: the new process is accepting; draining " + std::to_string(LiveSessions()) +
            " connections");
   ForEachWorker([](Worker& worker) { worker.set_serving(false); });
-  // No grace period: the new process already accepts on the same sockets.
+  // No grace period: the new process already accepts on the same sockets. The admin API is the
+  // new process's from now on (requests already accepted here are still answered).
   phase_ = Phase::kGrace;
+  if (admin_) admin_->StopAccepting();
   CloseListeners();
 }
 
@@ -608,6 +698,8 @@ std::string Server::BackendsJson() {
   out += "]}\n";
   return out;
 }
+
+void Server::CountRefused(metrics::AdminRefusal reason) { metrics_.admin_refused(reason).Add(); }
 
 int Server::SetBackendDraining(const std::string& pool_name, const std::string& address,
                                bool draining, std::string* body) {

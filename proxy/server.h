@@ -59,14 +59,22 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   std::string MetricsText() override;
   int SetBackendDraining(const std::string& pool, const std::string& address, bool draining,
                          std::string* body) override;
+  void CountRefused(metrics::AdminRefusal reason) override;
 
  private:
   enum class Phase { kServing, kGrace, kDraining, kClosing, kStopping };
 
   explicit Server(std::string config_path);
+  // False when some listener (or the admin listener) could not be bound: the rest is applied
+  // and |error| says what is missing.
   bool Apply(RuntimePtr next, std::string* error);
+  // Bind what the config names and close what it no longer does. False with |error| appended
+  // to for each address that could not be bound; what was listening stays.
   bool SyncListeners(std::string* error);
   bool SyncAdmin(std::string* error);
+  // Bind the admin address again soon: the process being upgraded still holds it.
+  void ArmAdminRetry();
+  static void OnAdminRetry(evutil_socket_t, short, void* ctx);
   void SyncHealthChecks();
   void OnHealthChange(Backend& backend);
   void OnAccept(evutil_socket_t fd, const sockaddr* peer, const std::string& listener);
@@ -109,12 +117,11 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   std::vector<EventPtr> signal_events_;
   EventPtr phase_timer_;
   EventPtr tick_timer_;
+  EventPtr admin_retry_timer_;
 
   Phase phase_ = Phase::kServing;
   std::chrono::steady_clock::time_point phase_started_;
   std::chrono::steady_clock::time_point last_progress_log_;
-  size_t reloads_ok_ = 0;
-  size_t reloads_failed_ = 0;
   // Sessions the descriptor limit allows (each holds a client and a backend socket); beyond it
   // new clients get a quick 503 that costs no session.
   size_t max_sessions_by_fds_ = SIZE_MAX;

@@ -17,5 +17,12 @@ cmake --build "$build_dir" -j"${WSGATE_JOBS:-$(nproc)}" --target wsgate
 rm -rf "$staging_dir"
 DESTDIR="$(realpath -m "$staging_dir")" cmake --install "$build_dir" --strip
 (cd "$build_dir" && cpack -G DEB >/dev/null)
-"$staging_dir/usr/bin/wsgate" --check -c "$staging_dir/etc/wsgate/wsgate.yaml"
+# The packaged config reads the admin token from the service's credentials directory, which
+# exists only while systemd runs it: check the config with a stand-in token there.
+check_dir=$(mktemp -d)
+trap 'rm -rf "$check_dir"' EXIT
+echo stand-in-token > "$check_dir/admin-token"
+sed "s|/run/credentials/wsgate.service/admin-token|$check_dir/admin-token|" \
+  "$staging_dir/etc/wsgate/wsgate.yaml" > "$check_dir/wsgate.yaml"
+"$staging_dir/usr/bin/wsgate" --check -c "$check_dir/wsgate.yaml"
 ls "$build_dir"/wsgate_*.deb

@@ -41,6 +41,20 @@ def longest_drain(config_path):
                                     c["drain"]["spread"], c["timeouts"]["close"]))
 
 
+def packaged_config_with_token(directory):
+    """packaging/wsgate.yaml with its token_file (systemd's credential copy of the token, which
+    exists only under the unit) pointed at a stand-in token; returns its path."""
+    token = os.path.join(str(directory), "admin-token")
+    with open(token, "w") as f:
+        f.write("stand-in-token\n")
+    with open(PACKAGED_CONFIG) as f:
+        text = f.read()
+    path = os.path.join(str(directory), "packaged.yaml")
+    with open(path, "w") as f:
+        f.write(text.replace("/run/credentials/wsgate.service/admin-token", token))
+    return path
+
+
 def check_config(path):
     result = run_wsgate("--check", "-c", str(path))
     assert result.returncode == 0, f"{path} fails --check:\n{result.stderr}"
@@ -126,6 +140,10 @@ def test_install_tree_and_healthcheck(tmp_path, gates):
         config = yaml.safe_load(f)
     config["listeners"][0]["address"] = "127.0.0.1:0"
     config["admin"]["address"] = "127.0.0.1:0"
+    # systemd's credential copy of /etc/wsgate/admin.token, which exists only under the unit.
+    token = tmp_path / "admin-token"
+    token.write_text("test-token\n")
+    config["admin"]["token_file"] = str(token)
     gates.binary = str(staging / "usr" / "bin" / "wsgate")
     gate = gates.start(yaml.safe_dump(config))
     probe = healthcheck_command(admin_address(gate)[1])
@@ -155,7 +173,7 @@ def unit_settings():
     return settings
 
 
-def test_systemd_unit():
+def test_systemd_unit(tmp_path):
     s = {k: v[-1] for k, v in unit_settings().items()}
     reloads = unit_settings()["ExecReload"]
     assert reloads[-1] == "/bin/kill -HUP $MAINPID"
@@ -163,12 +181,19 @@ def test_systemd_unit():
     assert s["KillSignal"] == "SIGTERM"
     assert s["LimitNOFILE"] == "1048576"
     # systemd must not SIGKILL wsgate while it drains with the shipped config.
-    assert seconds(s["TimeoutStopSec"]) > longest_drain(PACKAGED_CONFIG)
+    assert seconds(s["TimeoutStopSec"]) > longest_drain(packaged_config_with_token(tmp_path))
     for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
                        "PrivateTmp": "yes", "DynamicUser": "yes",
                        "CapabilityBoundingSet": "CAP_NET_BIND_SERVICE",
                        "AmbientCapabilities": "CAP_NET_BIND_SERVICE"}.items():
         assert s.get(key) == value, f"{key}={s.get(key)}"
+    # DynamicUser cannot read the root-only token file: systemd hands it over as a credential,
+    # under the unit's name, where the packaged config reads it.
+    assert "admin-token:/etc/wsgate/admin.token" in unit_settings()["LoadCredential"]
+    assert os.path.basename(UNIT) == "wsgate.service"
+    with open(PACKAGED_CONFIG) as f:
+        assert yaml.safe_load(f)["admin"]["token_file"] == \
+            "/run/credentials/wsgate.service/admin-token"
     # Two descriptors per connection: the shipped max_connections fits the descriptor limit.
     with open(PACKAGED_CONFIG) as f:
         assert 2 * yaml.safe_load(f)["limits"]["max_connections"] < int(s["LimitNOFILE"])
@@ -230,6 +255,8 @@ def test_compose_example(tmp_path):
     job = prometheus["scrape_configs"][0]
     assert job["static_configs"][0]["targets"] == [f"wsgate:{port_of(config['admin']['address'])}"]
     assert job["authorization"]["credentials"] == config["admin"]["token"]
+    # It sends Host: wsgate:9901, a name: the admin listener must accept it.
+    assert "wsgate" in config["admin"]["allowed_hosts"]
     if shutil.which("promtool"):
         result = subprocess.run(["promtool", "check", "config", prometheus_path],
                                 capture_output=True, text=True, timeout=30)

@@ -6,14 +6,18 @@ sockets over, drains its connections with 1001 and exits 0. No connection attemp
 """
 
 import asyncio
+import http.client
 import os
+import socket
+import ssl
 import subprocess
+import threading
 import time
 
 import websockets
 
-from harness import (WSGATE_BIN, EchoBackend, async_test, make_config, recv, to_yaml,
-                     wait_until)
+from harness import (SOURCE_DIR, WSGATE_BIN, EchoBackend, async_test, make_config, recv,
+                     to_yaml, wait_until)
 
 
 def spawn(tmp_path, tag, config, socket_path):
@@ -147,4 +151,195 @@ async def test_upgrade_socket_without_a_running_process_starts_fresh(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(10) == 0, read(err)
+        await backend.stop()
+
+
+def ready_entries_of(ready):
+    """{name: port} from a complete ready file, or None."""
+    try:
+        with open(ready) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    if not text.endswith("\n"):
+        return None
+    return {line.split()[0]: int(line.split()[1].rpartition(":")[2]) for line in text.splitlines()}
+
+
+def admin_get(port, path):
+    """(status, body) of GET path on the admin listener, or (None, error) if refused."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    except OSError as error:
+        return None, repr(error)
+    finally:
+        connection.close()
+
+
+@async_test(timeout=120)
+async def test_upgrade_hands_over_admin_tls_and_several_listeners(tmp_path):
+    """Every shipped config has an admin section: the new process must take the admin socket
+    over too (it used to fail to bind it and exit, leaving the old one running forever)."""
+    backend = EchoBackend()
+    await backend.start()
+    certs = os.path.join(str(tmp_path), "certs")
+    os.makedirs(certs)
+    subprocess.run(["bash", os.path.join(SOURCE_DIR, "examples", "tls", "make-certs.sh"), certs],
+                   check=True, capture_output=True, timeout=60)
+    tls_context = ssl.create_default_context(cafile=os.path.join(certs, "ca.crt"))
+    socket_path = os.path.join(str(tmp_path), "upgrade.sock")
+    config = make_config(pools={"echo": [backend.address]},
+                         timeouts={"drain": "4s", "close": "2s"},
+                         listeners=[{"name": "public", "address": "127.0.0.1:0"},
+                                    {"name": "second", "address": "127.0.0.1:0"},
+                                    {"name": "secure", "address": "127.0.0.1:0", "tls": {
+                                        "certificates": [{
+                                            "cert": os.path.join(certs, "chat.crt"),
+                                            "key": os.path.join(certs, "chat.key")}]}}])
+    config["admin"] = {"address": "127.0.0.1:0"}
+    old, old_ready, old_err = spawn(str(tmp_path), "old", config, socket_path)
+    new = None
+    stop = asyncio.Event()
+    loops = []
+    try:
+        await wait_until(lambda: ready_entries_of(old_ready) is not None, 10, "old ready file")
+        ports = ready_entries_of(old_ready)
+        assert set(ports) == {"public", "second", "secure", "_admin"}, ports
+        urls = [f"ws://127.0.0.1:{ports['public']}/", f"ws://127.0.0.1:{ports['second']}/",
+                f"wss://localhost:{ports['secure']}/"]
+        long_lived = await websockets.connect(urls[0], compression=None)
+        await long_lived.send("before")
+        assert await recv(long_lived) == "before"
+
+        results = {"ok": 0, "admin_ok": 0, "errors": []}
+
+        async def client_loop(url):
+            while not stop.is_set():
+                try:
+                    async with websockets.connect(
+                            url, compression=None, open_timeout=5,
+                            ssl=tls_context if url.startswith("wss") else None) as ws:
+                        await ws.send("ping")
+                        assert await recv(ws, 5) == "ping"
+                    results["ok"] += 1
+                except Exception as error:  # noqa: BLE001 - every failure is the finding
+                    results["errors"].append(f"{url}: {error!r}")
+
+        async def admin_loop():
+            while not stop.is_set():
+                status, body = await asyncio.to_thread(admin_get, ports["_admin"], "/healthz")
+                if status == 200:
+                    results["admin_ok"] += 1
+                else:
+                    results["errors"].append(f"admin: {status} {body}")
+
+        loops += [asyncio.create_task(client_loop(url)) for url in urls]
+        loops.append(asyncio.create_task(admin_loop()))
+        await wait_until(lambda: results["ok"] >= 30 and results["admin_ok"] >= 5, 20,
+                         "client loops running")
+
+        new, new_ready, new_err = spawn(str(tmp_path), "new", config, socket_path)
+        await wait_until(lambda: ready_entries_of(new_ready) is not None or new.poll() is not None,
+                         10, "new ready file")
+        assert new.poll() is None, read(new_err)
+        assert ready_entries_of(new_ready) == ports, "the new process serves the same ports"
+        await wait_until(lambda: "handed 4 listening socket(s)" in read(old_err), 10,
+                         "handover logged")
+        await wait_until(lambda: "took over" in read(new_err) and old.poll() is None
+                         and "the new process is accepting" in read(old_err), 10,
+                         "old process draining")
+
+        # While the old process still drains (the long-lived client keeps it busy), the admin
+        # API is the new one's: a draining process would answer /readyz 503.
+        assert old.poll() is None
+        for _ in range(20):
+            status, body = await asyncio.to_thread(admin_get, ports["_admin"], "/readyz")
+            assert status == 200, (status, body)
+        status, body = await asyncio.to_thread(admin_get, ports["_admin"], "/metrics")
+        assert status == 200 and "\nwsgate_draining 0\n" in body, body[-2000:]
+
+        await asyncio.wait_for(long_lived.wait_closed(), 15)
+        assert long_lived.close_code == 1001, long_lived.close_code
+        await wait_until(lambda: old.poll() is not None, 15, "old process exit")
+        assert old.returncode == 0, read(old_err)
+
+        ok_at_exit = results["ok"]
+        await wait_until(lambda: results["ok"] >= ok_at_exit + 30, 20, "served by the new process")
+        stop.set()
+        await asyncio.gather(*loops)
+        assert results["errors"] == [], results["errors"][:5]
+        assert "admin took over" in read(new_err), read(new_err)
+        assert "cannot listen" not in read(new_err)
+    finally:
+        stop.set()
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        for proc in (old, new):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        await backend.stop()
+
+
+@async_test(timeout=60)
+async def test_upgrade_from_a_wsgate_that_keeps_its_admin_socket(tmp_path):
+    """An older wsgate hands over only its listeners and holds the admin address until it exits:
+    the new process starts anyway and binds the admin address once it is free."""
+    backend = EchoBackend()
+    await backend.start()
+    public = socket.socket()
+    public.bind(("127.0.0.1", 0))
+    public.listen(64)
+    admin = socket.socket()
+    admin.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    admin.bind(("127.0.0.1", 0))
+    admin.listen(1)
+    admin_port = admin.getsockname()[1]
+    socket_path = os.path.join(str(tmp_path), "upgrade.sock")
+    handover = socket.socket(socket.AF_UNIX)
+    handover.bind(socket_path)
+    handover.listen(1)
+    released = threading.Event()
+
+    def old_process():
+        """The handover protocol of proxy/handover.cc, as an older wsgate speaks it."""
+        peer, _ = handover.accept()
+        with peer:
+            assert peer.recv(64) == b"TAKEOVER 1\n"
+            socket.send_fds(peer, [b"public\n"], [public.fileno()])
+            assert peer.recv(64).startswith(b"READY")
+            peer.sendall(b"OK\n")
+        # It drains for a while, then exits and so releases the admin address.
+        admin.close()
+        released.set()
+
+    old = threading.Thread(target=old_process, daemon=True)
+    old.start()
+    config = make_config(pools={"echo": [backend.address]},
+                         listeners=[{"name": "public",
+                                     "address": f"127.0.0.1:{public.getsockname()[1]}"}])
+    config["admin"] = {"address": f"127.0.0.1:{admin_port}"}
+    new, new_ready, new_err = spawn(str(tmp_path), "new", config, socket_path)
+    try:
+        await wait_until(lambda: released.is_set() or new.poll() is not None, 10, "handover")
+        assert new.poll() is None, read(new_err)
+        await wait_until(lambda: (ready_entries_of(new_ready) or {}).get("_admin") == admin_port,
+                         10, "admin bound after the old process released it")
+        assert "binding it again every 500ms" in read(new_err), read(new_err)
+        status, body = await asyncio.to_thread(admin_get, admin_port, "/readyz")
+        assert status == 200, body
+        public.close()  # the new process holds its own reference
+        async with websockets.connect(f"ws://127.0.0.1:{ready_entries_of(new_ready)['public']}/",
+                                      compression=None) as ws:
+            await ws.send("served")
+            assert await recv(ws) == "served"
+    finally:
+        new.terminate()
+        assert new.wait(10) == 0, read(new_err)
+        public.close()
+        handover.close()
         await backend.stop()

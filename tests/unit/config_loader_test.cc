@@ -862,6 +862,81 @@ TEST(ConfigLoaderAdminTest, TokenRequiredOffLoopback) {
   EXPECT_TRUE(loopback.admin.token.empty());
 }
 
+// An absolute path under the test's temp dir holding |text|.
+std::string WriteTokenFile(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + name;
+  std::ofstream(path, std::ios::binary) << text;
+  return path;
+}
+
+TEST(ConfigLoaderAdminTest, TokenFileIsReadWithoutItsNewline) {
+  const std::string path = WriteTokenFile("wsgate_admin_token", "s3cret-Token/+=\n");
+  const ProxyConfig cfg =
+      Load("admin:\n  address: 0.0.0.0:9901\n  token_file: " + path + "\n" + kMinimal);
+  EXPECT_EQ(cfg.admin.token, "s3cret-Token/+=");
+  EXPECT_EQ(cfg.admin.token_file.path, path);
+  // Satisfies the token requirement off loopback; CRLF is stripped too.
+  const std::string crlf = WriteTokenFile("wsgate_admin_token_crlf", "abc\r\n");
+  EXPECT_EQ(Load("admin:\n  token_file: " + crlf + "\n" + kMinimal).admin.token, "abc");
+  std::remove(path.c_str());
+  std::remove(crlf.c_str());
+}
+
+TEST(ConfigLoaderAdminTest, TokenFileErrors) {
+  const std::string empty = WriteTokenFile("wsgate_admin_token_empty", "\n");
+  EXPECT_EQ(Errors("admin:\n  token_file: " + empty + "\n" + kMinimal),
+            Strings({"t.yaml:2:15: admin.token_file: token file \"" + empty + "\" is empty"}));
+  const std::string missing = ::testing::TempDir() + "wsgate_admin_token_missing";
+  std::remove(missing.c_str());
+  EXPECT_EQ(Errors("admin:\n  token_file: " + missing + "\n" + kMinimal),
+            Strings({"t.yaml:2:15: admin.token_file: cannot read \"" + missing +
+                     "\": No such file or directory"}));
+  const std::string two_lines = WriteTokenFile("wsgate_admin_token_two", "abc\ndef\n");
+  EXPECT_EQ(Errors("admin:\n  token_file: " + two_lines + "\n" + kMinimal),
+            Strings({"t.yaml:2:15: admin.token_file: token file \"" + two_lines +
+                     "\" must hold one line of visible ASCII"}));
+  EXPECT_EQ(Errors("admin:\n  token: x\n  token_file: " + two_lines + "\n" + kMinimal),
+            Strings({"t.yaml:3:15: admin.token_file: cannot be set together with admin.token"}));
+  EXPECT_EQ(Errors("admin:\n  token_file: " + ::testing::TempDir() + "\n" + kMinimal),
+            Strings({"t.yaml:2:15: admin.token_file: token file \"" + ::testing::TempDir() +
+                     "\" is not a regular file"}));
+  EXPECT_EQ(Errors("admin:\n  token_file: \"\"\n" + kMinimal),
+            Strings({"t.yaml:2:15: admin.token_file: must not be empty"}));
+  // Off loopback an unreadable file is one error, not also "token is required".
+  EXPECT_EQ(Errors("admin:\n  address: 0.0.0.0:9901\n  token_file: " + empty + "\n" + kMinimal),
+            Strings({"t.yaml:3:15: admin.token_file: token file \"" + empty + "\" is empty"}));
+  std::remove(empty.c_str());
+  std::remove(two_lines.c_str());
+}
+
+TEST(ConfigLoaderAdminTest, TokenFileRelativeToTheConfig) {
+  const std::string path = WriteTokenFile("wsgate_admin_token_rel", "rel\n");
+  const std::string config = ::testing::TempDir() + "wsgate_admin_rel.yaml";
+  std::ofstream(config, std::ios::binary)
+      << "admin:\n  token_file: wsgate_admin_token_rel\n" + kMinimal;
+  LoadResult result = LoadConfigFile(config);
+  ASSERT_TRUE(std::holds_alternative<ProxyConfig>(result));
+  EXPECT_EQ(std::get<ProxyConfig>(result).admin.token, "rel");
+  std::remove(path.c_str());
+  std::remove(config.c_str());
+}
+
+TEST(ConfigLoaderAdminTest, AllowedOriginsAndHosts) {
+  const ProxyConfig defaults = Load("admin:\n" + kMinimal);
+  EXPECT_TRUE(defaults.admin.allowed_origins.empty());
+  EXPECT_TRUE(defaults.admin.allowed_hosts.empty());
+  const ProxyConfig cfg = Load(
+      "admin:\n  allowed_origins: [\"https://ops.example.com\"]\n"
+      "  allowed_hosts: [Gate.Internal, 10.0.0.5, \"::1\"]\n" + kMinimal);
+  EXPECT_EQ(cfg.admin.allowed_origins, Strings({"https://ops.example.com"}));
+  EXPECT_EQ(cfg.admin.allowed_hosts, Strings({"gate.internal", "10.0.0.5", "::1"}));
+  EXPECT_EQ(Errors("admin:\n  allowed_hosts: [\"gate:9901\"]\n  allowed_origins: [\"\"]\n" +
+                   kMinimal),
+            Strings({"t.yaml:2:19: admin.allowed_hosts[0]: invalid host \"gate:9901\" (expected "
+                     "a name or IP address, no port)",
+                     "t.yaml:3:21: admin.allowed_origins[0]: must not be empty"}));
+}
+
 }  // namespace
 }  // namespace wsgate::config
 

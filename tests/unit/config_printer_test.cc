@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <variant>
 
@@ -88,7 +90,8 @@ TEST(ConfigPrinter, EveryNonDefaultSettingRoundTrips) {
       "    address: 0.0.0.0:8443\n"
       "    tls: {certificates: [{cert: a.crt, key: a.key}, {cert: /b.crt, key: /b.key}],"
       " min_version: TLSv1.3, ciphers: \"ECDHE+AESGCM\", alpn: [], client_ca: ca.pem}\n"
-      "admin: {address: 127.0.0.2:9901, token: \"true\", public_url: \"http://10.0.0.5:9901\"}\n"
+      "admin: {address: 127.0.0.2:9901, token: \"true\", public_url: \"http://10.0.0.5:9901\","
+      " allowed_origins: [\"https://ops.example\"], allowed_hosts: [gate.internal, \"::1\"]}\n"
       "routes:\n"
       "  - {match: {host: \"*.example.com\", path_prefix: /chat}, pool: sticky, auth: false}\n"
       "  - {match: {host: \"123\"}, pool: checked}\n"
@@ -130,6 +133,24 @@ TEST(ConfigPrinter, EveryNonDefaultSettingRoundTrips) {
       " queue_size: 9}\n"
       "trusted_proxies: [\"10.0.0.0/8\", 127.0.0.1, \"::1/128\", \"2001:db8::/32\"]\n",
       "all.yaml"));
+}
+
+TEST(ConfigPrinter, TokenFileIsPrintedNotItsContents) {
+  const std::string path = ::testing::TempDir() + "wsgate_printer_token";
+  std::ofstream(path, std::ios::binary) << "t0ken-contents\n";
+  const ProxyConfig loaded = MustLoad(
+      "listeners: [{name: public, address: 127.0.0.1:8080}]\n"
+      "admin: {address: 0.0.0.0:9901, token_file: " + path + "}\n"
+      "routes: [{pool: app}]\n"
+      "pools: [{name: app, backends: [{address: 127.0.0.1:9001}]}]\n",
+      "token.yaml");
+  EXPECT_EQ(loaded.admin.token, "t0ken-contents");
+  const std::string printed = PrintConfig(loaded);
+  EXPECT_NE(printed.find("token_file: " + path), std::string::npos) << printed;
+  EXPECT_EQ(printed.find("t0ken-contents"), std::string::npos) << printed;
+  EXPECT_EQ(printed.find("token:"), std::string::npos) << printed;
+  ExpectRoundTrip(loaded);
+  std::remove(path.c_str());
 }
 
 TEST(ConfigPrinter, StickyKeySourcesRoundTrip) {
