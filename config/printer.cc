@@ -46,6 +46,10 @@ constexpr std::pair<HealthCheckConfig::Type, const char*> kCheckTypeNames[] = {
     {HealthCheckConfig::Type::kWebSocket, "websocket"}};
 constexpr std::pair<LimitsConfig::RateAction, const char*> kRateActionNames[] = {
     {LimitsConfig::RateAction::kClose, "close"}, {LimitsConfig::RateAction::kThrottle, "throttle"}};
+constexpr std::pair<LimitsConfig::Compression, const char*> kCompressionNames[] = {
+    {LimitsConfig::Compression::kInspect, "inspect"},
+    {LimitsConfig::Compression::kStrip, "strip"},
+    {LimitsConfig::Compression::kPassthrough, "passthrough"}};
 constexpr std::pair<LogConfig::Format, const char*> kLogFormatNames[] = {
     {LogConfig::Format::kText, "text"}, {LogConfig::Format::kJson, "json"}};
 
@@ -186,6 +190,7 @@ YAML::Node Root(const ProxyConfig& c) {
   limits["handshake_rate_per_ip"] = Int(c.limits.handshake_rate_per_ip);
   limits["max_pending_handshakes"] = Int(c.limits.max_pending_handshakes);
   limits["max_body_bytes"] = Size(c.limits.max_body_bytes);
+  limits["compression"] = NameOf(c.limits.compression, kCompressionNames);
 
   YAML::Node timeouts = root["timeouts"];
   timeouts["handshake"] = Duration(c.timeouts.handshake);
