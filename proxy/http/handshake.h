@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "proxy/http/extensions.h"
 #include "proxy/http/head_parser.h"
 
 namespace wsgate::http {
@@ -93,6 +94,7 @@ struct UpstreamVerdict {
   std::string reason;
   bool permessage_deflate = false;   // RSV1 allowed on data frames
   bool other_extension = false;      // an unknown extension: all RSV bits allowed
+  DeflateParams deflate;             // what permessage-deflate agreed, when it did
 };
 
 UpstreamVerdict CheckUpstreamResponse(const HeadView& response, std::string_view expected_accept);
