@@ -46,6 +46,7 @@ FramePipe::Result FramePipe::Violation(uint16_t code) {
 
 uint16_t FramePipe::InspectFrameBytes(evbuffer* source, size_t n) {
   bool frame_done = n == remaining_;
+  uint64_t inflated_before = inflate_->message_bytes();
   size_t skip = std::min<size_t>(frame_header_left_, n);
   frame_header_left_ = static_cast<uint8_t>(frame_header_left_ - skip);
   size_t left = n - skip;
@@ -88,6 +89,9 @@ uint16_t FramePipe::InspectFrameBytes(evbuffer* source, size_t n) {
   }
   if (status == ws::InflateCounter::Status::kOk && frame_done && frame_ends_message_) {
     status = inflate_->EndMessage();
+  }
+  if (metrics_ != nullptr) {
+    metrics_->inflated_bytes[direction_].Add(inflate_->message_bytes() - inflated_before);
   }
   switch (status) {
     case ws::InflateCounter::Status::kOk:

@@ -62,7 +62,7 @@ def hwm_kib(pid):
 @async_test(timeout=60)
 async def test_inspect_relays_compressed_messages_under_the_limit_both_ways(gates):
     backend = await EchoBackend(compression="deflate").start()
-    gate = await gates.launch(gate_config(backend, limit="1MiB"))
+    gate = await gates.launch(gate_config(backend, limit="1MiB", admin=True))
     ws = await ws_connect(gate.url("/ok"), compression="deflate", max_size=None)
     assert [e.name for e in ws.extensions] == ["permessage-deflate"]
     # Compressible and incompressible, near the limit after inflating, and empty.
@@ -76,6 +76,10 @@ async def test_inspect_relays_compressed_messages_under_the_limit_both_ways(gate
     assert "permessage-deflate" in backend.connections[0].headers["Sec-WebSocket-Extensions"]
     await ws.close()
     assert (await backend.wait_closed_record(0)).close_code == 1000
+    # Every message went through the inflater both ways (the empty one inflates to nothing).
+    total = sum(len(m.encode() if isinstance(m, str) else m) for m in messages) + 100000
+    for direction in ("client_to_backend", "backend_to_client"):
+        assert metric(gate, "wsgate_inflated_bytes_total", direction=direction) == total
     await assert_still_serving(gate, compression="deflate")
 
 
