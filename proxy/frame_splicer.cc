@@ -45,10 +45,11 @@ FramePipe::Result FramePipe::Violation(uint16_t code) {
 }
 
 uint16_t FramePipe::InspectFrameBytes(evbuffer* source, size_t n) {
+  Inflation& in = *inflation_;
   bool frame_done = n == remaining_;
-  uint64_t inflated_before = inflate_->message_bytes();
-  size_t skip = std::min<size_t>(frame_header_left_, n);
-  frame_header_left_ = static_cast<uint8_t>(frame_header_left_ - skip);
+  uint64_t inflated_before = in.counter.message_bytes();
+  size_t skip = std::min<size_t>(in.header_left, n);
+  in.header_left = static_cast<uint8_t>(in.header_left - skip);
   size_t left = n - skip;
   ws::InflateCounter::Status status = ws::InflateCounter::Status::kOk;
   evbuffer_ptr at;
@@ -66,17 +67,17 @@ uint16_t FramePipe::InspectFrameBytes(evbuffer* source, size_t n) {
          ++i) {
       const auto* data = static_cast<const uint8_t*>(vectors[i].iov_base);
       size_t length = std::min(vectors[i].iov_len, left);
-      if (!frame_masked_) {
-        status = inflate_->Feed(data, length);
+      if (!in.masked) {
+        status = in.counter.Feed(data, length);
       } else {
         uint8_t unmasked[4096];
         for (size_t done = 0; done < length && status == ws::InflateCounter::Status::kOk;) {
           size_t chunk = std::min(length - done, sizeof(unmasked));
           for (size_t k = 0; k < chunk; ++k) {
-            unmasked[k] = data[done + k] ^ frame_mask_[(frame_mask_phase_ + k) & 3];
+            unmasked[k] = data[done + k] ^ in.mask[(in.mask_phase + k) & 3];
           }
-          frame_mask_phase_ = static_cast<uint8_t>((frame_mask_phase_ + chunk) & 3);
-          status = inflate_->Feed(unmasked, chunk);
+          in.mask_phase = static_cast<uint8_t>((in.mask_phase + chunk) & 3);
+          status = in.counter.Feed(unmasked, chunk);
           done += chunk;
         }
       }
@@ -87,11 +88,11 @@ uint16_t FramePipe::InspectFrameBytes(evbuffer* source, size_t n) {
       return ws::kInternalError;
     }
   }
-  if (status == ws::InflateCounter::Status::kOk && frame_done && frame_ends_message_) {
-    status = inflate_->EndMessage();
+  if (status == ws::InflateCounter::Status::kOk && frame_done && in.ends_message) {
+    status = in.counter.EndMessage();
   }
   if (metrics_ != nullptr) {
-    metrics_->inflated_bytes[direction_].Add(inflate_->message_bytes() - inflated_before);
+    metrics_->inflated_bytes[direction_].Add(in.counter.message_bytes() - inflated_before);
   }
   switch (status) {
     case ws::InflateCounter::Status::kOk:
@@ -154,8 +155,9 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
     // limits.compression: inspect. Decided before Admit() so a held frame is parsed again later.
     bool compressed_frame = false;
     if (inflate_window_bits_ != 0 && sink != nullptr && !header.IsControl()) {
-      compressed_frame = header.opcode == ws::kContinuation ? inflating_message_
-                                                            : (header.rsv & 0x4) != 0;
+      compressed_frame = header.opcode == ws::kContinuation
+                             ? inflation_ != nullptr && inflation_->in_message
+                             : (header.rsv & 0x4) != 0;
       uint64_t total = header.header_length + header.payload_length;
       if (compressed_frame && total <= inflate_hold_bytes_ && available < total) {
         return Result::kDrained;  // inflate it whole, before any of it moves
@@ -169,25 +171,23 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
     }
     if (uint16_t code = sequencer_.Admit(header); code != 0) return Violation(code);
     frame_forwarded_ = false;
-    if (!header.IsControl()) {
-      if (header.opcode != ws::kContinuation) {
-        inflating_message_ = compressed_frame;
-        if (compressed_frame) {
-          if (!inflate_) {
-            inflate_ = std::make_unique<ws::InflateCounter>(inflate_window_bits_,
-                                                            inflate_context_takeover_);
-          }
-          inflate_->BeginMessage(sequencer_.policy().max_message_bytes);
-        }
+    inflating_frame_ = compressed_frame;  // never a control frame between fragments
+    if (compressed_frame) {
+      if (!inflation_) {
+        inflation_ = std::make_unique<Inflation>(inflate_window_bits_, inflate_context_takeover_);
       }
-      inflating_frame_ = compressed_frame;
-      frame_ends_message_ = header.fin;
-      frame_header_left_ = static_cast<uint8_t>(header.header_length);
-      frame_masked_ = header.masked;
-      std::copy(header.mask, header.mask + 4, frame_mask_);
-      frame_mask_phase_ = 0;
-    } else {
-      inflating_frame_ = false;  // a control frame between fragments is not compressed
+      Inflation& in = *inflation_;
+      if (header.opcode != ws::kContinuation) {
+        in.counter.BeginMessage(sequencer_.policy().max_message_bytes);
+      }
+      in.in_message = !header.fin;
+      in.ends_message = header.fin;
+      in.header_left = static_cast<uint8_t>(header.header_length);
+      in.masked = header.masked;
+      std::copy(header.mask, header.mask + 4, in.mask);
+      in.mask_phase = 0;
+    } else if (inflation_ && !header.IsControl()) {
+      inflation_->in_message = false;  // an uncompressed message, or one not inspected
     }
 
     current_is_close_ = header.opcode == ws::kClose;

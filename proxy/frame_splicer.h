@@ -64,7 +64,9 @@ class FramePipe {
   // Part of the current frame has reached the sink, so a close frame cannot be inserted until
   // it ends (after a kViolation inside a frame it never will).
   bool frame_started() const { return remaining_ > 0 && frame_forwarded_; }
-  const ws::InflateCounter* inflate_counter() const { return inflate_.get(); }
+  const ws::InflateCounter* inflate_counter() const {
+    return inflation_ ? &inflation_->counter : nullptr;
+  }
 
   // Seconds until the next message may start (after kRateLimited).
   double SecondsUntilToken() const { return rate_ > 0 ? (1.0 - tokens_) / rate_ : 0; }
@@ -114,20 +116,9 @@ class FramePipe {
   bool current_is_close_ = false;
   bool frame_forwarded_ = false;  // some of the current frame went to the sink
   bool violation_in_inflate_ = false;
-
-  // permessage-deflate inspection (set_inflate); the counter is made on the first compressed
-  // message, so a connection that never compresses holds none of it.
-  std::unique_ptr<ws::InflateCounter> inflate_;
-  uint32_t inflate_hold_bytes_ = 0;
-  uint8_t frame_mask_[4] = {0, 0, 0, 0};
-  uint8_t frame_header_left_ = 0;  // header bytes of the current frame not yet inspected
-  uint8_t frame_mask_phase_ = 0;   // payload bytes inspected, mod 4
+  bool inflating_frame_ = false;  // the current frame's payload is inflated (set_inflate)
   uint8_t inflate_window_bits_ = 0;  // 0: no inspection
   bool inflate_context_takeover_ = true;
-  bool inflating_message_ = false;  // the open message is compressed and inspected
-  bool inflating_frame_ = false;    // the current frame's payload is inflated
-  bool frame_masked_ = false;
-  bool frame_ends_message_ = false;
   bool stop_requested_ = false;
   bool stop_at_message_ = false;
   bool close_relayed_ = false;
@@ -144,6 +135,21 @@ class FramePipe {
   std::chrono::steady_clock::time_point refilled_at_{};
   metrics::PoolMetrics* metrics_ = nullptr;
   metrics::Direction direction_ = metrics::kClientToBackend;
+  uint32_t inflate_hold_bytes_ = 0;  // fills the padding after direction_
+
+  // permessage-deflate inspection (set_inflate). Made on the first compressed message, so a
+  // connection that never compresses holds none of it (and every pipe stays small).
+  struct Inflation {
+    Inflation(uint8_t window_bits, bool context_takeover) : counter(window_bits, context_takeover) {}
+    ws::InflateCounter counter;
+    uint8_t mask[4] = {0, 0, 0, 0};  // the current frame's
+    uint8_t header_left = 0;         // header bytes of the current frame not yet inspected
+    uint8_t mask_phase = 0;          // payload bytes of the current frame inspected, mod 4
+    bool masked = false;
+    bool ends_message = false;  // the current frame has FIN
+    bool in_message = false;    // the open message is compressed
+  };
+  std::unique_ptr<Inflation> inflation_;
 };
 
 }  // namespace wsgate
