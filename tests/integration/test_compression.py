@@ -11,6 +11,7 @@ import time
 import zlib
 
 import websockets
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 from harness import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, EchoBackend,
                      RawClient, ScriptedBackend, assert_rejected, assert_still_serving,
@@ -76,8 +77,21 @@ async def test_inspect_relays_compressed_messages_under_the_limit_both_ways(gate
     assert "permessage-deflate" in backend.connections[0].headers["Sec-WebSocket-Extensions"]
     await ws.close()
     assert (await backend.wait_closed_record(0)).close_code == 1000
+    # Without context takeover each message is inflated from a fresh state.
+    fresh = ClientPerMessageDeflateFactory(client_no_context_takeover=True,
+                                           server_no_context_takeover=True)
+    ws = await ws_connect(gate.url("/fresh"), compression=None, extensions=[fresh],
+                          max_size=None)
+    assert ws.extensions[0].local_no_context_takeover
+    assert ws.extensions[0].remote_no_context_takeover
+    for message in messages[:2] * 2:
+        await ws.send(message)
+        assert await recv(ws) == message
+    await ws.close()
+    assert (await backend.wait_closed_record(1)).close_code == 1000
     # Every message went through the inflater both ways (the empty one inflates to nothing).
-    total = sum(len(m.encode() if isinstance(m, str) else m) for m in messages) + 100000
+    total = sum(len(m.encode() if isinstance(m, str) else m) for m in messages + messages[:2] * 2)
+    total += 100000
     for direction in ("client_to_backend", "backend_to_client"):
         assert metric(gate, "wsgate_inflated_bytes_total", direction=direction) == total
     await assert_still_serving(gate, compression="deflate")
@@ -125,6 +139,10 @@ async def test_inspect_backend_message_over_the_limit(gates):
     received = []
 
     async def handler(ws):
+        if ws.path != "/down":
+            async for message in ws:
+                await ws.send(message)
+            return
         await ws.send("z" * 300_000)
         with contextlib.suppress(websockets.ConnectionClosed):
             await ws.wait_closed()
@@ -140,6 +158,7 @@ async def test_inspect_backend_message_over_the_limit(gates):
         assert ws.close_code == 1011, ws.close_code
         await wait_until(lambda: received, what="backend close")
         assert received == [1009]
+        await assert_still_serving(gate, compression="deflate")
     finally:
         server.close()
         await server.wait_closed()
