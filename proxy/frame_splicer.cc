@@ -159,7 +159,10 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
                              ? inflation_ != nullptr && inflation_->in_message
                              : (header.rsv & 0x4) != 0;
       uint64_t total = header.header_length + header.payload_length;
-      if (compressed_frame && total <= inflate_hold_bytes_ && available < total) {
+      // A frame that breaks the protocol is not waited for: it fails at once, as without
+      // inspection.
+      if (compressed_frame && total <= inflate_hold_bytes_ && available < total &&
+          sequencer_.Check(header) == 0) {
         return Result::kDrained;  // inflate it whole, before any of it moves
       }
     }
