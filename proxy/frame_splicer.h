@@ -140,7 +140,8 @@ class FramePipe {
   // permessage-deflate inspection (set_inflate). Made on the first compressed message, so a
   // connection that never compresses holds none of it (and every pipe stays small).
   struct Inflation {
-    Inflation(uint8_t window_bits, bool context_takeover) : counter(window_bits, context_takeover) {}
+    Inflation(uint8_t window_bits, bool context_takeover)
+        : counter(window_bits, context_takeover) {}
     ws::InflateCounter counter;
     uint8_t mask[4] = {0, 0, 0, 0};  // the current frame's
     uint8_t header_left = 0;         // header bytes of the current frame not yet inspected
