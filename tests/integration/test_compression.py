@@ -8,13 +8,15 @@ import asyncio
 import contextlib
 import os
 import time
+import urllib.request
 import zlib
 
 import websockets
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 from harness import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, EchoBackend,
-                     RawClient, ScriptedBackend, assert_rejected, assert_still_serving,
+                     RawClient, ScriptedBackend, admin_address, assert_rejected,
+                     assert_still_serving,
                      async_test, backend_accept, encode_frame, make_config, metric, read_frame,
                      read_until_close, recv, upgrade_request, wait_until, wait_ws_closed,
                      ws_connect)
@@ -321,5 +323,37 @@ async def test_passthrough_counts_compressed_bytes(gates):
     await ws.send("a" * 300_000)
     assert await recv(ws) == "a" * 300_000
     assert backend.connections[0].messages == ["a" * 300_000]
+    await ws.close()
+    await assert_still_serving(gate, compression="deflate")
+
+
+@async_test(timeout=60)
+async def test_pushed_messages_pass_between_inspected_compressed_ones(gates):
+    """A connections-API push is an uncompressed message inserted between the backend's: the
+    inflater of that direction skips it and keeps its context for the next compressed one."""
+    backend = await EchoBackend(compression="deflate").start()
+    config = gate_config(backend, limit="1MiB")
+    config["admin"] = {"address": "127.0.0.1:0", "token": "push-token"}
+    gate = await gates.launch(config)
+    ws = await ws_connect(gate.url("/push"), compression="deflate", max_size=None)
+    text = "context " * 2000
+    await ws.send(text)
+    assert await recv(ws) == text
+    connection_id = backend.connections[0].headers["X-Wsgate-Connection-Id"]
+    host, port = admin_address(gate)
+
+    def push():
+        request = urllib.request.Request(
+            f"http://{host}:{port}/connections/{connection_id}", data=b"pushed", method="POST",
+            headers={"Authorization": "Bearer push-token",
+                     "Content-Type": "text/plain; charset=utf-8"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+
+    assert await asyncio.to_thread(push) == 200
+    assert await recv(ws) == "pushed"
+    for _ in range(3):  # back-references into the earlier messages still inflate
+        await ws.send(text)
+        assert await recv(ws) == text
     await ws.close()
     await assert_still_serving(gate, compression="deflate")
