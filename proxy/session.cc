@@ -613,10 +613,13 @@ void Session::HandleResponseHead() {
   }
   http::HeadView response(handshake_->response_parser, buffered);
   http::UpstreamVerdict verdict = http::CheckUpstreamResponse(response, handshake_->expected_accept);
-  if (verdict.permessage_deflate &&
+  if ((verdict.permessage_deflate || verdict.deflate_frame) &&
+      verdict.kind == http::UpstreamVerdict::kUpgraded &&
       config().limits.compression == config::LimitsConfig::Compression::kStrip) {
     verdict.kind = http::UpstreamVerdict::kInvalidUpgrade;  // it was never offered
-    verdict.reason = "101 accepts permessage-deflate, which wsgate did not offer";
+    verdict.reason = verdict.permessage_deflate
+                         ? "101 accepts permessage-deflate, which wsgate did not offer"
+                         : "101 accepts x-webkit-deflate-frame, which wsgate did not offer";
   }
   if (verdict.kind == http::UpstreamVerdict::kInvalidUpgrade) {
     RejectBadResponse(verdict.reason);

@@ -380,6 +380,7 @@ UpstreamVerdict CheckUpstreamResponse(const HeadView& response, std::string_view
         return !extension_error.empty();
       } else if (!name.empty()) {
         verdict.other_extension = true;
+        if (EqualsIgnoreCase(name, "x-webkit-deflate-frame")) verdict.deflate_frame = true;
       }
       return false;
     });

@@ -95,6 +95,7 @@ struct UpstreamVerdict {
   bool permessage_deflate = false;   // RSV1 allowed on data frames
   bool other_extension = false;      // an unknown extension: all RSV bits allowed
   DeflateParams deflate;             // what permessage-deflate agreed, when it did
+  bool deflate_frame = false;        // x-webkit-deflate-frame (also counts as other_extension)
 };
 
 UpstreamVerdict CheckUpstreamResponse(const HeadView& response, std::string_view expected_accept);

@@ -695,6 +695,7 @@ TEST(HandshakeTest, UpstreamExtensions) {
     EXPECT_EQ(v.kind, UpstreamVerdict::kUpgraded);
     EXPECT_EQ(v.permessage_deflate, c.deflate);
     EXPECT_EQ(v.other_extension, c.other);
+    EXPECT_EQ(v.deflate_frame, c.values[0] == "x-webkit-deflate-frame");
   }
 }
 
