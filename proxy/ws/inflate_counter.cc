@@ -2,6 +2,8 @@
 
 #include <zlib.h>
 
+#include <algorithm>
+
 namespace wsgate::ws {
 
 struct InflateCounter::Stream {
@@ -37,8 +39,14 @@ void InflateCounter::BeginMessage(uint64_t limit) {
 }
 
 InflateCounter::Status InflateCounter::Feed(const uint8_t* data, size_t length) {
-  if (length == 0 || stream_ended_) return Status::kOk;  // bytes after BFINAL are ignored
-  Status status = Inflate(data, length);
+  Status status = Status::kOk;
+  // Bytes after a BFINAL block are ignored; zlib counts input in 32 bits.
+  while (length > 0 && !stream_ended_ && status == Status::kOk) {
+    size_t chunk = std::min<size_t>(length, 1u << 30);
+    status = Inflate(data, chunk);
+    data += chunk;
+    length -= chunk;
+  }
   if (status != Status::kOk) Release();  // the connection ends; hold nothing until it does
   return status;
 }
