@@ -6,7 +6,7 @@
 FROM debian:bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake pkg-config dpkg-dev \
-      file libevent-dev libssl-dev libyaml-cpp-dev prometheus-cpp-dev \
+      file libevent-dev libssl-dev libyaml-cpp-dev prometheus-cpp-dev zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

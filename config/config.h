@@ -262,6 +262,11 @@ struct LimitsConfig {
   // Connections still in their handshake (request head, backend connect, 101) at once; over it
   // new connections get 503 at once, so slow senders cannot hold every slot.
   uint64_t max_pending_handshakes = 10000;
+  // permessage-deflate against max_message_bytes: inspect inflates compressed messages (only to
+  // count them) and closes 1009 past the limit; strip removes the offer from the upgrade sent
+  // to the backend; passthrough counts compressed bytes only.
+  enum class Compression { kInspect, kStrip, kPassthrough };
+  Compression compression = Compression::kInspect;
 
   bool operator==(const LimitsConfig&) const = default;
 };

@@ -1197,7 +1197,8 @@ void Loader::LoadLimits(const Value& v, LimitsConfig* out) {
                   {"max_connections", "max_header_bytes", "max_request_line_bytes",
                    "max_message_bytes", "write_buffer_high_watermark", "allowed_origins",
                    "max_messages_per_second", "rate_action", "max_connections_per_ip",
-                   "handshake_rate_per_ip", "max_pending_handshakes", "max_body_bytes"},
+                   "handshake_rate_per_ip", "max_pending_handshakes", "max_body_bytes",
+                   "compression"},
                   true);
   if (!fields) return;
   if (const Value* x = fields->Find("max_connections")) {
@@ -1243,6 +1244,19 @@ void Loader::LoadLimits(const Value& v, LimitsConfig* out) {
       out->rate_action = LimitsConfig::RateAction::kThrottle;
     } else {
       Error(*x, UnknownValue("rate_action", action, {"close", "throttle"}, "close or throttle"));
+    }
+  }
+  std::string compression;
+  if (const Value* x = fields->Find("compression"); x && ReadString(*x, &compression)) {
+    if (compression == "inspect") {
+      out->compression = LimitsConfig::Compression::kInspect;
+    } else if (compression == "strip") {
+      out->compression = LimitsConfig::Compression::kStrip;
+    } else if (compression == "passthrough") {
+      out->compression = LimitsConfig::Compression::kPassthrough;
+    } else {
+      Error(*x, "unknown compression " + Quote(compression) +
+                    " (expected inspect, strip or passthrough)");
     }
   }
   if (const Value* x = fields->Find("allowed_origins")) {

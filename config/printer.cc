@@ -48,6 +48,10 @@ constexpr std::pair<LimitsConfig::RateAction, const char*> kRateActionNames[] = 
     {LimitsConfig::RateAction::kClose, "close"}, {LimitsConfig::RateAction::kThrottle, "throttle"}};
 constexpr std::pair<PathsConfig::EscapedSlashes, const char*> kEscapedSlashesNames[] = {
     {PathsConfig::EscapedSlashes::kReject, "reject"}, {PathsConfig::EscapedSlashes::kKeep, "keep"}};
+constexpr std::pair<LimitsConfig::Compression, const char*> kCompressionNames[] = {
+    {LimitsConfig::Compression::kInspect, "inspect"},
+    {LimitsConfig::Compression::kStrip, "strip"},
+    {LimitsConfig::Compression::kPassthrough, "passthrough"}};
 constexpr std::pair<LogConfig::Format, const char*> kLogFormatNames[] = {
     {LogConfig::Format::kText, "text"}, {LogConfig::Format::kJson, "json"}};
 
@@ -201,6 +205,7 @@ YAML::Node Root(const ProxyConfig& c, const PrintOptions& options) {
   limits["handshake_rate_per_ip"] = Int(c.limits.handshake_rate_per_ip);
   limits["max_pending_handshakes"] = Int(c.limits.max_pending_handshakes);
   limits["max_body_bytes"] = Size(c.limits.max_body_bytes);
+  limits["compression"] = NameOf(c.limits.compression, kCompressionNames);
 
   YAML::Node timeouts = root["timeouts"];
   timeouts["handshake"] = Duration(c.timeouts.handshake);

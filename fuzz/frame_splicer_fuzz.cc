@@ -17,7 +17,9 @@
 //   D  chunks as in B, with StopAtBoundary() requested part-way, then a null sink, as the
 //      session does when it inserts a close frame;
 //   E  chunks as in B, with StopAtMessageBoundary() requested after every chunk, as the session
-//      does while a pushed message waits.
+//      does while a pushed message waits;
+//   F  chunks as in B with permessage-deflate inspection on (window, context takeover and hold
+//      size derived from the input), as limits.compression: inspect runs it.
 // Properties:
 //   * A and B forward identical bytes and end in the same state (frames, messages, bytes,
 //     close code/reason, violation, close relayed, result);
@@ -27,9 +29,13 @@
 //     a close it ends on a frame boundary;
 //   * kDrained never leaves more than a close frame's worth of input waiting;
 //   * E forwards the same bytes as A, and every kMessageBoundary comes where the sink ends
-//     outside any message (a pushed message inserted there cannot split a fragmented one).
+//     outside any message (a pushed message inserted there cannot split a fragmented one);
+//   * F forwards a prefix of what B does, short of it by at most one held frame unless
+//     inflating found a violation (1009, 1007 or 1011), which leaves the sink at a frame
+//     boundary exactly when none of the frame went out; other violations are B's.
 #include <event2/buffer.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -83,6 +89,8 @@ struct Feeder {
   evbuffer* sink;  // null: parse and drop
   size_t watermark;
   Run* run;
+  size_t max_waiting = ws::kMaxHeaderBytes + ws::kMaxControlPayload;  // held input allowed
+  bool inflating = false;  // a violation may stop inside a frame
 
   // Pump until the pipe wants more input or has stopped for good. Returns false once no more
   // input should be fed (violation).
@@ -95,7 +103,7 @@ struct Feeder {
       switch (r) {
         case FramePipe::Result::kDrained:
           // Only a partial header or an incomplete close frame may wait.
-          FUZZ_CHECK(evbuffer_get_length(source) < ws::kMaxHeaderBytes + ws::kMaxControlPayload);
+          FUZZ_CHECK(evbuffer_get_length(source) < max_waiting);
           return true;
         case FramePipe::Result::kRateLimited:
           FUZZ_CHECK(false);  // the fuzz target sets no message rate
@@ -124,8 +132,10 @@ struct Feeder {
         case FramePipe::Result::kViolation:
           FUZZ_CHECK(pipe->violation_code() == ws::kProtocolError ||
                      pipe->violation_code() == ws::kMessageTooBig ||
-                     pipe->violation_code() == ws::kInvalidPayload);
-          FUZZ_CHECK(pipe->at_boundary());
+                     pipe->violation_code() == ws::kInvalidPayload ||
+                     (inflating && pipe->violation_code() == ws::kInternalError));
+          FUZZ_CHECK(pipe->at_boundary() || (inflating && pipe->violation_in_inflate()));
+          FUZZ_CHECK(pipe->at_boundary() == !pipe->frame_started());
           run->violated = true;
           return false;
       }
@@ -305,6 +315,34 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!feeder.PumpAll()) break;
     }
   }
+  // F: chunks, inflating compressed messages.
+  FramePipe pipe_f(policy);
+  Run run_f;
+  static constexpr size_t kHolds[4] = {0, 1, 64, 4096};
+  const size_t hold = kHolds[(seed >> 8) & 3];
+  {
+    EvBuffer source = NewBuffer();
+    EvBuffer sink = NewBuffer();
+    pipe_f.set_inflate(static_cast<uint8_t>(8 + (seed >> 4) % 8), ((seed >> 7) & 1) != 0, hold);
+    Feeder feeder{&pipe_f, source.get(), sink.get(), watermark, &run_f,
+                  std::max(hold + 1, ws::kMaxHeaderBytes + ws::kMaxControlPayload), true};
+    size_t fed = 0;
+    for (size_t cut : cuts) {
+      add(source.get(), fed, cut);
+      fed = cut;
+      if (!feeder.PumpAll()) break;
+    }
+  }
+  FUZZ_CHECK_MSG(run_b.sink.compare(0, run_f.sink.size(), run_f.sink) == 0 &&
+                     run_f.sink.size() <= run_b.sink.size(),
+                 "inflating changed the bytes forwarded");
+  if (pipe_f.violation_in_inflate()) {
+    FUZZ_CHECK(run_f.violated);
+  } else {
+    FUZZ_CHECK(pipe_f.violation_code() == pipe_b.violation_code());
+    FUZZ_CHECK(run_b.sink.size() - run_f.sink.size() <= hold);
+  }
+
   FUZZ_CHECK_MSG(run_a.sink == run_e.sink, "message stops changed the bytes forwarded");
   CheckSameState(pipe_a, pipe_e, "no stop vs message stops", true);
   for (size_t offset : run_e.message_stops) {

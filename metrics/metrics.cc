@@ -267,6 +267,10 @@ void Registry::Collect(std::vector<MetricFamily>* out) const {
   auto bytes = Family("wsgate_bytes_total", "WebSocket bytes relayed (frame headers included).",
                       MetricType::Counter);
   auto frames = Family("wsgate_frames_total", "WebSocket frames relayed.", MetricType::Counter);
+  auto inflated = Family("wsgate_inflated_bytes_total",
+                         "Size of compressed WebSocket payloads once inflated (compression: "
+                         "inspect).",
+                         MetricType::Counter);
   auto closes = Family("wsgate_closes_total", "Closed WebSocket connections by close code.",
                        MetricType::Counter);
   for (const auto& [pool, m] : pools_) {
@@ -280,6 +284,9 @@ void Registry::Collect(std::vector<MetricFamily>* out) const {
       ClientMetric b = WithLabels({{"pool", pool}, {"direction", kDirectionNames[d]}});
       b.counter.value = static_cast<double>(m->bytes[d].Get());
       bytes.metric.push_back(std::move(b));
+      ClientMetric in = WithLabels({{"pool", pool}, {"direction", kDirectionNames[d]}});
+      in.counter.value = static_cast<double>(m->inflated_bytes[d].Get());
+      inflated.metric.push_back(std::move(in));
       for (size_t k = 0; k < kFrameKinds; ++k) {
         ClientMetric f = WithLabels(
             {{"pool", pool}, {"direction", kDirectionNames[d]}, {"opcode", kFrameKindNames[k]}});
@@ -324,6 +331,7 @@ void Registry::Collect(std::vector<MetricFamily>* out) const {
   families.push_back(std::move(messages));
   families.push_back(std::move(frames));
   families.push_back(std::move(bytes));
+  families.push_back(std::move(inflated));
   families.push_back(std::move(closes));
 
   auto up = Family("wsgate_backend_up", "1 if the backend takes new connections.",

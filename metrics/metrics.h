@@ -120,6 +120,7 @@ struct PoolMetrics {
   PoolMetrics();
   std::array<Counter, 2> messages;
   std::array<Counter, 2> bytes;
+  std::array<Counter, 2> inflated_bytes;  // permessage-deflate payloads inflated to count them
   std::array<std::array<Counter, kFrameKinds>, 2> frames;
   Histogram handshake_duration;
   Histogram connection_duration;

@@ -38,7 +38,73 @@ bool FramePipe::TakeToken() {
 
 FramePipe::Result FramePipe::Violation(uint16_t code) {
   violation_code_ = code;
+  // A frame stopped by inspection before any of it moved is dropped whole: the sink is at a
+  // boundary again and can still get a close frame.
+  if (!frame_forwarded_) remaining_ = 0;
   return Result::kViolation;
+}
+
+uint16_t FramePipe::InspectFrameBytes(evbuffer* source, size_t n) {
+  Inflation& in = *inflation_;
+  bool frame_done = n == remaining_;
+  uint64_t inflated_before = in.counter.message_bytes();
+  size_t skip = std::min<size_t>(in.header_left, n);
+  in.header_left = static_cast<uint8_t>(in.header_left - skip);
+  size_t left = n - skip;
+  ws::InflateCounter::Status status = ws::InflateCounter::Status::kOk;
+  evbuffer_ptr at;
+  if (left > 0 && evbuffer_ptr_set(source, &at, skip, EVBUFFER_PTR_SET) != 0) {
+    return ws::kInternalError;
+  }
+  while (left > 0 && status == ws::InflateCounter::Status::kOk) {
+    // Read the payload where it lies in the evbuffer's chains; only a masked chunk is copied,
+    // to unmask it, into a small buffer that is reused.
+    evbuffer_iovec vectors[4];
+    int count = evbuffer_peek(source, static_cast<ev_ssize_t>(left), &at, vectors, 4);
+    if (count <= 0) return ws::kInternalError;
+    size_t advanced = 0;
+    for (int i = 0; i < std::min(count, 4) && left > 0 && status == ws::InflateCounter::Status::kOk;
+         ++i) {
+      const auto* data = static_cast<const uint8_t*>(vectors[i].iov_base);
+      size_t length = std::min(vectors[i].iov_len, left);
+      if (!in.masked) {
+        status = in.counter.Feed(data, length);
+      } else {
+        uint8_t unmasked[4096];
+        for (size_t done = 0; done < length && status == ws::InflateCounter::Status::kOk;) {
+          size_t chunk = std::min(length - done, sizeof(unmasked));
+          for (size_t k = 0; k < chunk; ++k) {
+            unmasked[k] = data[done + k] ^ in.mask[(in.mask_phase + k) & 3];
+          }
+          in.mask_phase = static_cast<uint8_t>((in.mask_phase + chunk) & 3);
+          status = in.counter.Feed(unmasked, chunk);
+          done += chunk;
+        }
+      }
+      left -= length;
+      advanced += length;
+    }
+    if (left > 0 && evbuffer_ptr_set(source, &at, advanced, EVBUFFER_PTR_ADD) != 0) {
+      return ws::kInternalError;
+    }
+  }
+  if (status == ws::InflateCounter::Status::kOk && frame_done && in.ends_message) {
+    status = in.counter.EndMessage();
+  }
+  if (metrics_ != nullptr) {
+    metrics_->inflated_bytes[direction_].Add(in.counter.message_bytes() - inflated_before);
+  }
+  switch (status) {
+    case ws::InflateCounter::Status::kOk:
+      return 0;
+    case ws::InflateCounter::Status::kTooBig:
+      return ws::kMessageTooBig;
+    case ws::InflateCounter::Status::kInvalid:
+      return ws::kInvalidPayload;
+    case ws::InflateCounter::Status::kNoMemory:
+      break;
+  }
+  return ws::kInternalError;
 }
 
 FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_watermark) {
@@ -46,6 +112,13 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
     size_t available = evbuffer_get_length(source);
     if (remaining_ > 0) {
       if (available == 0) return Result::kDrained;
+      if (inflating_frame_ && sink != nullptr) {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(available, remaining_));
+        if (uint16_t code = InspectFrameBytes(source, n); code != 0) {
+        violation_in_inflate_ = true;
+        return Violation(code);
+      }
+      }
       if (MoveFrameBytes(source, sink, available)) return Result::kCloseRelayed;
       if (sink != nullptr && evbuffer_get_length(sink) >= high_watermark) {
         return Result::kOutputFull;
@@ -79,6 +152,20 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
       case ws::HeaderStatus::kComplete:
         break;
     }
+    // limits.compression: inspect. Decided before Admit() so a held frame is parsed again later.
+    bool compressed_frame = false;
+    if (inflate_window_bits_ != 0 && sink != nullptr && !header.IsControl()) {
+      compressed_frame = header.opcode == ws::kContinuation
+                             ? inflation_ != nullptr && inflation_->in_message
+                             : (header.rsv & 0x4) != 0;
+      uint64_t total = header.header_length + header.payload_length;
+      // A frame that breaks the protocol is not waited for: it fails at once, as without
+      // inspection.
+      if (compressed_frame && total <= inflate_hold_bytes_ && available < total &&
+          sequencer_.Check(header) == 0) {
+        return Result::kDrained;  // inflate it whole, before any of it moves
+      }
+    }
     // The rate counts messages, so only a frame that starts one spends a token; it is checked
     // before Admit() so a throttled frame is simply parsed again later.
     if (rate_ > 0 && sink != nullptr && (header.opcode == ws::kText || header.opcode == ws::kBinary) &&
@@ -86,6 +173,25 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
       return Result::kRateLimited;
     }
     if (uint16_t code = sequencer_.Admit(header); code != 0) return Violation(code);
+    frame_forwarded_ = false;
+    inflating_frame_ = compressed_frame;  // never a control frame between fragments
+    if (compressed_frame) {
+      if (!inflation_) {
+        inflation_ = std::make_unique<Inflation>(inflate_window_bits_, inflate_context_takeover_);
+      }
+      Inflation& in = *inflation_;
+      if (header.opcode != ws::kContinuation) {
+        in.counter.BeginMessage(sequencer_.policy().max_message_bytes);
+      }
+      in.in_message = !header.fin;
+      in.ends_message = header.fin;
+      in.header_left = static_cast<uint8_t>(header.header_length);
+      in.masked = header.masked;
+      std::copy(header.mask, header.mask + 4, in.mask);
+      in.mask_phase = 0;
+    } else if (inflation_ && !header.IsControl()) {
+      inflation_->in_message = false;  // an uncompressed message, or one not inspected
+    }
 
     current_is_close_ = header.opcode == ws::kClose;
     if (current_is_close_) {
@@ -118,6 +224,13 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
     }
     // Header and payload move together: a small frame that fills its chain moves as that chain.
     remaining_ = header.header_length + header.payload_length;
+    if (inflating_frame_) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(available, remaining_));
+      if (uint16_t code = InspectFrameBytes(source, n); code != 0) {
+        violation_in_inflate_ = true;
+        return Violation(code);
+      }
+    }
     if (MoveFrameBytes(source, sink, available)) return Result::kCloseRelayed;
     if (sink != nullptr && evbuffer_get_length(sink) >= high_watermark) {
       return Result::kOutputFull;
@@ -135,6 +248,7 @@ bool FramePipe::MoveFrameBytes(evbuffer* source, evbuffer* sink, size_t availabl
   size_t n = static_cast<size_t>(std::min<uint64_t>(available, remaining_));
   // evbuffer_remove_buffer hands whole chains over without copying the payload.
   if (sink != nullptr) {
+    if (n > 0) frame_forwarded_ = true;
     evbuffer_remove_buffer(source, sink, n);
     bytes_ += n;  // counts what was relayed, not what was dropped
     if (metrics_ != nullptr) metrics_->bytes[direction_].Add(n);

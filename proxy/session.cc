@@ -93,6 +93,13 @@ namespace {
 // still to come: below it the pipe's extra syscalls cost more than the copies they save.
 constexpr uint64_t kSpliceThreshold = 16 * 1024;
 
+// The reason logged (and sent in the close frame) for a violation FramePipe reports.
+const char* ViolationText(uint16_t code, bool in_inflate) {
+  if (code == ws::kMessageTooBig) return "message too big";
+  if (!in_inflate) return "protocol error";
+  return code == ws::kInvalidPayload ? "invalid compressed data" : "out of memory for inflating";
+}
+
 http::HeadLimits RequestLimits(const config::ProxyConfig& config) {
   return http::HeadLimits{config.limits.max_header_bytes, config.limits.max_request_line_bytes,
                           128};
@@ -286,8 +293,22 @@ void Session::HandleRequestHead() {
   bool authorize = auth.enabled && config().routes[static_cast<size_t>(route_index_)].auth &&
                    context_.connections != nullptr && context_.connections->index() != nullptr;
   // On every route, a client cannot send the headers the auth service vouches for itself.
+  const std::vector<std::string>* drop_fields = &auth.copy_headers;
+  std::vector<std::string> drop_with_extensions;
+  if (config().limits.compression == config::LimitsConfig::Compression::kStrip &&
+      request.FieldCount("sec-websocket-extensions") != 0) {
+    // No deflate offer reaches the backend, so nothing is compressed; other offers stay.
+    drop_with_extensions = *drop_fields;
+    drop_with_extensions.emplace_back("sec-websocket-extensions");
+    drop_fields = &drop_with_extensions;
+    for (const auto& field : handshake_->request_parser.fields()) {
+      if (!http::EqualsIgnoreCase(request.Get(field.name), "sec-websocket-extensions")) continue;
+      std::string kept = http::StripDeflateOffers(request.Get(field.value));
+      if (!kept.empty()) proxy_fields.append("Sec-WebSocket-Extensions: " + kept + "\r\n");
+    }
+  }
   handshake_->upstream_request =
-      http::BuildUpstreamRequest(request, info, proxy_fields, &auth.copy_headers);
+      http::BuildUpstreamRequest(request, info, proxy_fields, drop_fields);
   HeaderList auth_headers;
   std::string auth_key;
   if (authorize) {
@@ -616,6 +637,14 @@ void Session::HandleResponseHead() {
   }
   http::HeadView response(handshake_->response_parser, buffered);
   http::UpstreamVerdict verdict = http::CheckUpstreamResponse(response, handshake_->expected_accept);
+  if ((verdict.permessage_deflate || verdict.deflate_frame) &&
+      verdict.kind == http::UpstreamVerdict::kUpgraded &&
+      config().limits.compression == config::LimitsConfig::Compression::kStrip) {
+    verdict.kind = http::UpstreamVerdict::kInvalidUpgrade;  // it was never offered
+    verdict.reason = verdict.permessage_deflate
+                         ? "101 accepts permessage-deflate, which wsgate did not offer"
+                         : "101 accepts x-webkit-deflate-frame, which wsgate did not offer";
+  }
   if (verdict.kind == http::UpstreamVerdict::kInvalidUpgrade) {
     RejectBadResponse(verdict.reason);
     return;
@@ -674,6 +703,16 @@ void Session::HandleResponseHead() {
   to_client.expect_masked = false;
   client_to_backend_.emplace(to_backend);
   backend_to_client_.emplace(to_client);
+  if (verdict.permessage_deflate &&
+      config().limits.compression == config::LimitsConfig::Compression::kInspect) {
+    // Each direction inflates with its sender's window and context takeover (RFC 7692 §7.1).
+    const http::DeflateParams& deflate = verdict.deflate;
+    size_t hold = high_watermark();
+    client_to_backend_->set_inflate(deflate.client_max_window_bits,
+                                    !deflate.client_no_context_takeover, hold);
+    backend_to_client_->set_inflate(deflate.server_max_window_bits,
+                                    !deflate.server_no_context_takeover, hold);
+  }
   client_to_backend_->set_message_rate(config().limits.max_messages_per_second);
   StartSplicing();
 }
@@ -854,8 +893,7 @@ void Session::Pump(Side from) {
         return;
       case FramePipe::Result::kViolation:
         OnViolation(from, pipe.violation_code(),
-                    pipe.violation_code() == ws::kMessageTooBig ? "message too big"
-                                                                : "protocol error");
+                    ViolationText(pipe.violation_code(), pipe.violation_in_inflate()));
         return;
     }
   }
@@ -969,8 +1007,19 @@ void Session::OnViolation(Side from, uint16_t code, const char* what) {
   source.discard_input = true;
   source.received_close = true;  // its stream can no longer be trusted to carry a close
   evbuffer_drain(input, evbuffer_get_length(input));
-  InsertClose(to, from == Side::kClient ? ws::kGoingAway : ws::kInternalError,
-              from == Side::kClient ? "client protocol error" : "backend protocol error");
+  if (pipe_from(from).frame_started()) {
+    // Only compression inspection stops inside a frame: part of it already reached the peer, so
+    // no close frame can follow it. The peer's connection ends without one (it sees 1006) and
+    // never receives the rest of the message.
+    sink.Close();
+    if (!source.open()) {
+      Finish(closed_by_);
+      return;
+    }
+  } else {
+    InsertClose(to, from == Side::kClient ? ws::kGoingAway : ws::kInternalError,
+                from == Side::kClient ? "client protocol error" : "backend protocol error");
+  }
   if (finished()) return;
   InsertClose(from, code, what);
   if (finished()) return;

@@ -8,7 +8,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 packages=(
   build-essential cmake pkg-config
-  libevent-dev libssl-dev libyaml-cpp-dev prometheus-cpp-dev libgtest-dev
+  libevent-dev libssl-dev libyaml-cpp-dev prometheus-cpp-dev zlib1g-dev libgtest-dev
   python3 python3-websockets python3-yaml
 )
 if [ "${1:-}" != "--runtime-only" ]; then

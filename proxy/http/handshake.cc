@@ -484,18 +484,34 @@ UpstreamVerdict CheckUpstreamResponse(const HeadView& response, std::string_view
     verdict.reason = "101 with a missing or wrong Sec-WebSocket-Accept";
     return verdict;
   }
+  std::string extension_error;
   for (const auto& field : head.fields()) {
     if (!EqualsIgnoreCase(response.Get(field.name), "sec-websocket-extensions")) continue;
-    ForEachListItem(response.Get(field.value), [&verdict](std::string_view item) {
+    ForEachListItem(response.Get(field.value), [&verdict, &extension_error](std::string_view item) {
       std::string_view name = item.substr(0, item.find(';'));
       while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
       if (EqualsIgnoreCase(name, "permessage-deflate")) {
+        // The parameters decide how wsgate inflates (limits.compression: inspect), so an answer
+        // it cannot read is refused like any other bad 101 (RFC 7692 §7.1: the client fails).
+        if (verdict.permessage_deflate) {
+          extension_error = "101 accepts permessage-deflate twice";
+          return true;
+        }
         verdict.permessage_deflate = true;
+        extension_error = ParseDeflateResponse(item, &verdict.deflate);
+        if (!extension_error.empty()) extension_error = "101 with " + extension_error;
+        return !extension_error.empty();
       } else if (!name.empty()) {
         verdict.other_extension = true;
+        if (EqualsIgnoreCase(name, "x-webkit-deflate-frame")) verdict.deflate_frame = true;
       }
       return false;
     });
+    if (!extension_error.empty()) {
+      verdict.reason = std::move(extension_error);
+      verdict.permessage_deflate = false;
+      return verdict;
+    }
   }
   verdict.kind = UpstreamVerdict::kUpgraded;
   return verdict;

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "proxy/http/extensions.h"
 #include "proxy/http/head_parser.h"
 
 namespace wsgate::http {
@@ -113,6 +114,8 @@ struct UpstreamVerdict {
   std::string reason;
   bool permessage_deflate = false;   // RSV1 allowed on data frames
   bool other_extension = false;      // an unknown extension: all RSV bits allowed
+  DeflateParams deflate;             // what permessage-deflate agreed, when it did
+  bool deflate_frame = false;        // x-webkit-deflate-frame (also counts as other_extension)
 };
 
 UpstreamVerdict CheckUpstreamResponse(const HeadView& response, std::string_view expected_accept);

@@ -39,6 +39,16 @@ HeaderStatus ParseFrameHeader(const uint8_t* data, size_t length, FrameHeader* o
 
 uint16_t MessageSequencer::Admit(const FrameHeader& h) {
   message_completed_ = false;
+  if (uint16_t code = Check(h); code != 0) return code;
+  if (h.IsControl()) return 0;
+  if (h.opcode != kContinuation) message_bytes_ = 0;
+  message_bytes_ += h.payload_length;
+  in_message_ = !h.fin;
+  message_completed_ = h.fin;
+  return 0;
+}
+
+uint16_t MessageSequencer::Check(const FrameHeader& h) const {
   // §5.1: a server must not mask, a client must.
   if (h.masked != policy_.expect_masked) return kProtocolError;
   // §5.2: reserved bits need a negotiated extension; permessage-deflate defines RSV1 on the
@@ -58,19 +68,13 @@ uint16_t MessageSequencer::Admit(const FrameHeader& h) {
     case kText:
     case kBinary:
       if (in_message_) return kProtocolError;  // §5.4: a new message inside a fragmented one
-      message_bytes_ = 0;
-      break;
+      return h.payload_length > policy_.max_message_bytes ? kMessageTooBig : 0;
     case kContinuation:
       if (!in_message_) return kProtocolError;
-      break;
+      return h.payload_length > policy_.max_message_bytes - message_bytes_ ? kMessageTooBig : 0;
     default:
       return kProtocolError;  // reserved opcodes
   }
-  if (h.payload_length > policy_.max_message_bytes - message_bytes_) return kMessageTooBig;
-  message_bytes_ += h.payload_length;
-  in_message_ = !h.fin;
-  message_completed_ = h.fin;
-  return 0;
 }
 
 bool IsValidWireCloseCode(uint16_t code) {

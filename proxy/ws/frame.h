@@ -72,6 +72,8 @@ class MessageSequencer {
   // Check |header| against RFC 6455 and the policy, and advance the state. Return 0 if the frame
   // may pass, or the close code to send the sender (1002 protocol error, 1009 too big).
   uint16_t Admit(const FrameHeader& header);
+  // What Admit() would return for |header|, without advancing the state.
+  uint16_t Check(const FrameHeader& header) const;
 
   // True after a data frame with FIN completed a message in the last Admit().
   bool message_completed() const { return message_completed_; }

@@ -1543,6 +1543,17 @@ TEST(ConfigLoaderRateTest, MessageRateAndAction) {
                      "close or throttle)"}));
 }
 
+TEST(ConfigLoaderLimitsTest, Compression) {
+  EXPECT_EQ(Load(kMinimal).limits.compression, LimitsConfig::Compression::kInspect);
+  EXPECT_EQ(Load("limits:\n  compression: strip\n" + kMinimal).limits.compression,
+            LimitsConfig::Compression::kStrip);
+  EXPECT_EQ(Load("limits:\n  compression: passthrough\n" + kMinimal).limits.compression,
+            LimitsConfig::Compression::kPassthrough);
+  EXPECT_EQ(Errors("limits:\n  compression: gzip\n" + kMinimal),
+            Strings({"t.yaml:2:16: limits.compression: unknown compression \"gzip\" (expected "
+                     "inspect, strip or passthrough)"}));
+}
+
 }  // namespace
 }  // namespace wsgate::config
 

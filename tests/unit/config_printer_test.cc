@@ -66,9 +66,9 @@ TEST(ConfigPrinter, MinimalFileGetsEveryDefault) {
                            "handshake: 10s", "drain: 30s", "ping_timeout: 10s", "idle: 0s",
                            "close_code: 1001", "balance: least_conn", "weight: 1",
                            "tolerance: 1.2", "rate: 50/s", "ejection_time: 30s",
-                           "rate_action: close", "access: stderr", "format: text",
-                           "enabled: true", "allowed_origins: []", "normalize: true",
-                           "merge_slashes: false", "escaped_slashes: reject",
+                           "rate_action: close", "compression: inspect", "access: stderr",
+                           "format: text", "enabled: true", "allowed_origins: []",
+                           "normalize: true", "merge_slashes: false", "escaped_slashes: reject",
                            "trusted_proxies: []"}) {
     EXPECT_NE(printed.find(line), std::string::npos) << "missing \"" << line << "\" in\n"
                                                       << printed;
@@ -118,7 +118,7 @@ TEST(ConfigPrinter, EveryNonDefaultSettingRoundTrips) {
       " max_message_bytes: 1GB, write_buffer_high_watermark: 5MB,"
       " allowed_origins: [\"https://a.example\", \"null\"], max_messages_per_second: 9,"
       " rate_action: throttle, max_connections_per_ip: 4, handshake_rate_per_ip: 3,"
-      " max_pending_handshakes: 77, max_body_bytes: 1MiB}\n"
+      " max_pending_handshakes: 77, max_body_bytes: 1MiB, compression: strip}\n"
       "timeouts: {handshake: 1d, connect: 1h, backend_handshake: 61s, idle: 5m, drain: 0,"
       " close: 1ms, ping_interval: 20s, ping_timeout: 3s, request: 9s, backend_response: 8s,"
       " backend_idle: 7s}\n"

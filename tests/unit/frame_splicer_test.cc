@@ -2,6 +2,7 @@
 
 #include <event2/buffer.h>
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include <cstdint>
 #include <random>
@@ -687,6 +688,128 @@ TEST(FramePipeTest, MessageBoundaryRequestAtAnIdleBoundaryStopsAtOnce) {
   pipe.StopAtMessageBoundary();
   EXPECT_EQ(pipe.Pump(source.get(), sink.get(), kNoLimit), Result::kMessageBoundary);
   EXPECT_EQ(pipe.Pump(source.get(), sink.get(), kNoLimit), Result::kDrained);
+}
+
+}  // namespace
+}  // namespace wsgate
+
+namespace wsgate {
+namespace {
+
+// permessage-deflate payload of one message (raw DEFLATE, sync flush, tail removed).
+std::string Deflate(std::string_view text) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, 9, Z_DEFLATED, -15, 9, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string out(text.size() + 1024, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data()));
+  z.avail_in = static_cast<uInt>(text.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&z, Z_SYNC_FLUSH), Z_OK);
+  out.resize(out.size() - z.avail_out - 4);
+  deflateEnd(&z);
+  return out;
+}
+
+const uint8_t kMask[4] = {0x11, 0x22, 0x33, 0x44};
+
+FramePipe InspectingPipe(uint64_t limit, size_t hold) {
+  ws::DirectionPolicy policy = FromClient();
+  policy.allow_rsv1 = true;
+  policy.max_message_bytes = limit;
+  FramePipe pipe(policy);
+  pipe.set_inflate(15, true, hold);
+  return pipe;
+}
+
+TEST(FramePipeInflateTest, CountsMaskedFragmentsFedByteByByte) {
+  FramePipe pipe = InspectingPipe(10000, 0);
+  std::string text(10000, 'q');
+  std::string payload = Deflate(text);
+  std::string first = MakeFrame(ws::kText, false, payload.substr(0, 5), kMask, 0x4);
+  std::string ping = MakeFrame(ws::kPing, true, "p", kMask);
+  std::string compressed =
+      first + ping + MakeFrame(ws::kContinuation, true, payload.substr(5), kMask);
+  std::string stream = compressed + MakeFrame(ws::kText, true, "plain", kMask);
+  Buffer source;
+  Buffer sink;
+  for (size_t i = 0; i < stream.size(); ++i) {
+    source.Add(std::string_view(&stream[i], 1));
+    ASSERT_EQ(pipe.Pump(source.get(), sink.get(), kNoLimit), Result::kDrained);
+    // The compressed frames never go by splice(2): their bytes must be seen.
+    bool in_ping = i >= first.size() && i < first.size() + ping.size();
+    if (i < compressed.size() && !in_ping) {
+      EXPECT_EQ(pipe.spliceable_bytes(), 0u) << i;
+    }
+  }
+  EXPECT_EQ(sink.Peek(), stream);  // relayed unchanged
+  ASSERT_NE(pipe.inflate_counter(), nullptr);
+  EXPECT_EQ(pipe.inflate_counter()->message_bytes(), text.size());
+  EXPECT_EQ(pipe.messages(), 2u);
+}
+
+TEST(FramePipeInflateTest, UncompressedMessagesAreNotInflated) {
+  FramePipe pipe = InspectingPipe(100, 0);
+  Buffer source;
+  Buffer sink;
+  std::string big(50000, 'u');
+  std::string frame = MakeFrame(ws::kBinary, true, big.substr(0, 90), kMask);
+  source.Add(frame + MakeFrame(ws::kBinary, true, big.substr(0, 100), kMask).substr(0, 20));
+  EXPECT_EQ(pipe.Pump(source.get(), sink.get(), kNoLimit), Result::kDrained);
+  EXPECT_EQ(pipe.inflate_counter(), nullptr);  // no zlib state without a compressed message
+  EXPECT_EQ(pipe.spliceable_bytes(), 100u + 6 - 20);
+}
+
+TEST(FramePipeInflateTest, SmallFrameOverTheLimitNeverStarts) {
+  FramePipe pipe = InspectingPipe(4096, 64 * 1024);
+  std::string ok = MakeFrame(ws::kText, true, Deflate(std::string(4096, 'a')), kMask, 0x4);
+  std::string bomb = MakeFrame(ws::kText, true, Deflate(std::string(300000, 'a')), kMask, 0x4);
+  ASSERT_LT(bomb.size(), 4096u);  // its compressed size alone passes the limit
+  Buffer source;
+  Buffer sink;
+  source.Add(ok + bomb.substr(0, bomb.size() - 1));
+  // A small compressed frame is held until whole: nothing of it moves yet.
+  EXPECT_EQ(pipe.Pump(source.get(), sink.get(), kNoLimit), Result::kDrained);
+  EXPECT_EQ(sink.Peek(), ok);
+  EXPECT_EQ(source.size(), bomb.size() - 1);
+  source.Add(bomb.substr(bomb.size() - 1));
+  EXPECT_EQ(pipe.Pump(source.get(), sink.get(), kNoLimit), Result::kViolation);
+  EXPECT_EQ(pipe.violation_code(), ws::kMessageTooBig);
+  EXPECT_TRUE(pipe.violation_in_inflate());
+  EXPECT_EQ(sink.Peek(), ok);
+  EXPECT_FALSE(pipe.frame_started());
+  EXPECT_TRUE(pipe.at_boundary());  // a close frame can still be inserted towards the sink
+}
+
+TEST(FramePipeInflateTest, LargeFrameCrossingTheLimitIsCut) {
+  FramePipe pipe = InspectingPipe(100000, 1024);
+  std::mt19937 rng(5);
+  std::string noise(20000, '\0');
+  for (char& c : noise) c = static_cast<char>(rng());
+  std::string frame =
+      MakeFrame(ws::kBinary, true, Deflate(noise + std::string(1000000, '\0')), kMask, 0x4);
+  Buffer source;
+  Buffer sink;
+  source.Add(frame.substr(0, 10000));  // incompressible: inflates to about as much, under 100000
+  EXPECT_EQ(pipe.Pump(source.get(), sink.get(), kNoLimit), Result::kDrained);
+  EXPECT_EQ(sink.Peek(), frame.substr(0, 10000));
+  source.Add(frame.substr(10000));
+  EXPECT_EQ(pipe.Pump(source.get(), sink.get(), kNoLimit), Result::kViolation);
+  EXPECT_EQ(pipe.violation_code(), ws::kMessageTooBig);
+  EXPECT_TRUE(pipe.frame_started());  // its start went: no close frame can follow it
+  EXPECT_FALSE(pipe.at_boundary());
+  EXPECT_LT(sink.size(), frame.size());
+}
+
+TEST(FramePipeInflateTest, InvalidDataIs1007) {
+  FramePipe pipe = InspectingPipe(100000, 1024);
+  Buffer source;
+  Buffer sink;
+  source.Add(MakeFrame(ws::kText, true, "\xff\xff\xff\xff", kMask, 0x4));
+  EXPECT_EQ(pipe.Pump(source.get(), sink.get(), kNoLimit), Result::kViolation);
+  EXPECT_EQ(pipe.violation_code(), ws::kInvalidPayload);
+  EXPECT_TRUE(pipe.violation_in_inflate());
+  EXPECT_EQ(sink.size(), 0u);
 }
 
 }  // namespace

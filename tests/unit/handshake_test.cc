@@ -795,6 +795,46 @@ TEST(HandshakeTest, UpstreamExtensions) {
     EXPECT_EQ(v.kind, UpstreamVerdict::kUpgraded);
     EXPECT_EQ(v.permessage_deflate, c.deflate);
     EXPECT_EQ(v.other_extension, c.other);
+    EXPECT_EQ(v.deflate_frame, c.values[0] == "x-webkit-deflate-frame");
+  }
+}
+
+TEST(HandshakeTest, UpstreamDeflateParameters) {
+  Fields f = Plus(kUpgradeFields, "Sec-WebSocket-Extensions",
+                  "permessage-deflate; server_no_context_takeover; server_max_window_bits=9;"
+                  " client_max_window_bits=\"12\"");
+  UpstreamVerdict v = Verdict(k101, f);
+  ASSERT_EQ(v.kind, UpstreamVerdict::kUpgraded);
+  EXPECT_TRUE(v.permessage_deflate);
+  EXPECT_TRUE(v.deflate.server_no_context_takeover);
+  EXPECT_FALSE(v.deflate.client_no_context_takeover);
+  EXPECT_EQ(v.deflate.server_max_window_bits, 9);
+  EXPECT_EQ(v.deflate.client_max_window_bits, 12);
+
+  // RFC 7692 §7.1: an answer wsgate cannot follow fails the upgrade (a bad 101: 502).
+  const std::vector<std::pair<std::vector<std::string>, std::string>> invalid = {
+      {{"permessage-deflate; server_max_window_bits=16"},
+       "101 with permessage-deflate server_max_window_bits must be 8..15"},
+      {{"permessage-deflate; server_max_window_bits"},
+       "101 with permessage-deflate server_max_window_bits must be 8..15"},
+      {{"permessage-deflate; client_max_window_bits=7"},
+       "101 with permessage-deflate client_max_window_bits must be 8..15"},
+      {{"permessage-deflate; server_no_context_takeover; server_no_context_takeover"},
+       "101 with duplicate permessage-deflate parameter server_no_context_takeover"},
+      {{"permessage-deflate; x_foo=1"},
+       "101 with unknown permessage-deflate parameter \"x_foo\""},
+      {{"permessage-deflate, permessage-deflate"}, "101 accepts permessage-deflate twice"},
+      {{"permessage-deflate", "permessage-deflate; server_no_context_takeover"},
+       "101 accepts permessage-deflate twice"},
+  };
+  for (const auto& [values, reason] : invalid) {
+    SCOPED_TRACE(values[0]);
+    Fields g = kUpgradeFields;
+    for (const auto& value : values) g = Plus(g, "Sec-WebSocket-Extensions", value);
+    UpstreamVerdict bad = Verdict(k101, g);
+    EXPECT_EQ(bad.kind, UpstreamVerdict::kInvalidUpgrade);
+    EXPECT_EQ(bad.reason, reason);
+    EXPECT_FALSE(bad.permessage_deflate);
   }
 }
 

@@ -1,0 +1,97 @@
+#include "proxy/http/extensions.h"
+
+#include "proxy/http/head_parser.h"
+
+namespace wsgate::http {
+namespace {
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// The element's name: everything before its first ';'.
+std::string_view ElementName(std::string_view element) {
+  return Trim(element.substr(0, element.find(';')));
+}
+
+// RFC 7692 §7.1.2: a window size is 8..15 in decimal, without leading zeros; RFC 6455 §9.1
+// allows it quoted.
+bool ParseWindowBits(std::string_view value, uint8_t* out) {
+  if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
+    value = value.substr(1, value.size() - 2);
+  }
+  if (value.size() == 1 && value[0] >= '8' && value[0] <= '9') {
+    *out = static_cast<uint8_t>(value[0] - '0');
+    return true;
+  }
+  if (value.size() == 2 && value[0] == '1' && value[1] >= '0' && value[1] <= '5') {
+    *out = static_cast<uint8_t>(10 + value[1] - '0');
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string ParseDeflateResponse(std::string_view element, DeflateParams* out) {
+  DeflateParams params;
+  bool seen[4] = {false, false, false, false};
+  size_t pos = element.find(';');
+  while (pos != std::string_view::npos) {
+    size_t next = element.find(';', pos + 1);
+    std::string_view param =
+        Trim(element.substr(pos + 1, next == std::string_view::npos ? std::string_view::npos
+                                                                     : next - pos - 1));
+    pos = next;
+    size_t equals = param.find('=');
+    std::string_view name = Trim(param.substr(0, equals));
+    bool has_value = equals != std::string_view::npos;
+    std::string_view value = has_value ? Trim(param.substr(equals + 1)) : std::string_view();
+    int index = -1;
+    if (EqualsIgnoreCase(name, "server_no_context_takeover")) {
+      index = 0;
+      if (has_value) return "permessage-deflate server_no_context_takeover with a value";
+      params.server_no_context_takeover = true;
+    } else if (EqualsIgnoreCase(name, "client_no_context_takeover")) {
+      index = 1;
+      if (has_value) return "permessage-deflate client_no_context_takeover with a value";
+      params.client_no_context_takeover = true;
+    } else if (EqualsIgnoreCase(name, "server_max_window_bits")) {
+      index = 2;
+      if (!has_value || !ParseWindowBits(value, &params.server_max_window_bits)) {
+        return "permessage-deflate server_max_window_bits must be 8..15";
+      }
+    } else if (EqualsIgnoreCase(name, "client_max_window_bits")) {
+      index = 3;
+      // A server should state the value; without one the client's default (15) stands.
+      if (has_value && !ParseWindowBits(value, &params.client_max_window_bits)) {
+        return "permessage-deflate client_max_window_bits must be 8..15";
+      }
+    } else {
+      return "unknown permessage-deflate parameter \"" + std::string(name) + "\"";
+    }
+    if (seen[index]) return "duplicate permessage-deflate parameter " + std::string(name);
+    seen[index] = true;
+  }
+  *out = params;
+  return {};
+}
+
+std::string StripDeflateOffers(std::string_view value) {
+  std::string kept;
+  ForEachListItem(value, [&kept](std::string_view item) {
+    std::string_view name = ElementName(item);
+    if (name.empty() || EqualsIgnoreCase(name, "permessage-deflate") ||
+        EqualsIgnoreCase(name, "x-webkit-deflate-frame")) {
+      return false;
+    }
+    if (!kept.empty()) kept.append(", ");
+    kept.append(item);
+    return false;
+  });
+  return kept;
+}
+
+}  // namespace wsgate::http

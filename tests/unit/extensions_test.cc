@@ -1,0 +1,81 @@
+#include "proxy/http/extensions.h"
+
+#include <gtest/gtest.h>
+
+namespace wsgate::http {
+namespace {
+
+DeflateParams Parse(std::string_view element, std::string* error = nullptr) {
+  DeflateParams params;
+  std::string why = ParseDeflateResponse(element, &params);
+  if (error != nullptr) *error = why;
+  EXPECT_TRUE(error != nullptr || why.empty()) << why;
+  return params;
+}
+
+TEST(ExtensionsTest, DeflateDefaults) {
+  DeflateParams p = Parse("permessage-deflate");
+  EXPECT_FALSE(p.server_no_context_takeover);
+  EXPECT_FALSE(p.client_no_context_takeover);
+  EXPECT_EQ(p.server_max_window_bits, 15);
+  EXPECT_EQ(p.client_max_window_bits, 15);
+}
+
+TEST(ExtensionsTest, DeflateEveryParameter) {
+  DeflateParams p = Parse(
+      "permessage-deflate; server_no_context_takeover ;CLIENT_NO_CONTEXT_TAKEOVER;"
+      " server_max_window_bits = 8; client_max_window_bits=\"10\"");
+  EXPECT_TRUE(p.server_no_context_takeover);
+  EXPECT_TRUE(p.client_no_context_takeover);
+  EXPECT_EQ(p.server_max_window_bits, 8);
+  EXPECT_EQ(p.client_max_window_bits, 10);
+  // Without a value the client's window stays at its default.
+  EXPECT_EQ(Parse("permessage-deflate; client_max_window_bits").client_max_window_bits, 15);
+  for (int bits = 8; bits <= 15; ++bits) {
+    std::string element = "permessage-deflate; server_max_window_bits=" + std::to_string(bits);
+    EXPECT_EQ(Parse(element).server_max_window_bits, bits);
+  }
+}
+
+TEST(ExtensionsTest, DeflateInvalid) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"permessage-deflate; server_max_window_bits=7",
+       "permessage-deflate server_max_window_bits must be 8..15"},
+      {"permessage-deflate; server_max_window_bits=016",
+       "permessage-deflate server_max_window_bits must be 8..15"},
+      {"permessage-deflate; server_max_window_bits=09",
+       "permessage-deflate server_max_window_bits must be 8..15"},
+      {"permessage-deflate; server_max_window_bits=",
+       "permessage-deflate server_max_window_bits must be 8..15"},
+      {"permessage-deflate; client_max_window_bits=abc",
+       "permessage-deflate client_max_window_bits must be 8..15"},
+      {"permessage-deflate; server_no_context_takeover=1",
+       "permessage-deflate server_no_context_takeover with a value"},
+      {"permessage-deflate; client_no_context_takeover=",
+       "permessage-deflate client_no_context_takeover with a value"},
+      {"permessage-deflate; client_max_window_bits=9; client_max_window_bits=9",
+       "duplicate permessage-deflate parameter client_max_window_bits"},
+      {"permessage-deflate; ", "unknown permessage-deflate parameter \"\""},
+      {"permessage-deflate; mode=fast", "unknown permessage-deflate parameter \"mode\""},
+  };
+  for (const auto& [element, reason] : cases) {
+    SCOPED_TRACE(element);
+    std::string error;
+    Parse(element, &error);
+    EXPECT_EQ(error, reason);
+  }
+}
+
+TEST(ExtensionsTest, StripDeflateOffers) {
+  EXPECT_EQ(StripDeflateOffers("permessage-deflate; client_max_window_bits"), "");
+  EXPECT_EQ(StripDeflateOffers("permessage-deflate; server_max_window_bits=10, "
+                               "permessage-deflate, x-webkit-deflate-frame"),
+            "");
+  EXPECT_EQ(StripDeflateOffers("x-foo; a=1, PerMessage-Deflate ;x=1, x-bar"), "x-foo; a=1, x-bar");
+  EXPECT_EQ(StripDeflateOffers("x-foo"), "x-foo");
+  EXPECT_EQ(StripDeflateOffers(" , ,"), "");
+  EXPECT_EQ(StripDeflateOffers("permessage-deflatex"), "permessage-deflatex");
+}
+
+}  // namespace
+}  // namespace wsgate::http
