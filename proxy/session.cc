@@ -295,16 +295,27 @@ void Session::HandleRequestHead() {
   // On every route, a client cannot send the headers the auth service vouches for itself.
   const std::vector<std::string>* drop_fields = &auth.copy_headers;
   std::vector<std::string> drop_with_extensions;
-  if (config().limits.compression == config::LimitsConfig::Compression::kStrip &&
+  const config::LimitsConfig::Compression compression = config().limits.compression;
+  if (compression != config::LimitsConfig::Compression::kPassthrough &&
       request.FieldCount("sec-websocket-extensions") != 0) {
-    // No deflate offer reaches the backend, so nothing is compressed; other offers stay.
-    drop_with_extensions = *drop_fields;
-    drop_with_extensions.emplace_back("sec-websocket-extensions");
-    drop_fields = &drop_with_extensions;
+    // strip: no deflate offer reaches the backend, so nothing is compressed. inspect: the
+    // per-frame deflate drafts, which are never inflated, do not either (a backend that took
+    // one would let a compressed message pass counted by its compressed size). Other offers
+    // stay.
+    bool per_frame_only = compression == config::LimitsConfig::Compression::kInspect;
+    std::string kept_fields;
+    bool changed = false;
     for (const auto& field : handshake_->request_parser.fields()) {
       if (!http::EqualsIgnoreCase(request.Get(field.name), "sec-websocket-extensions")) continue;
-      std::string kept = http::StripDeflateOffers(request.Get(field.value));
-      if (!kept.empty()) proxy_fields.append("Sec-WebSocket-Extensions: " + kept + "\r\n");
+      std::string kept = http::StripDeflateOffers(request.Get(field.value), per_frame_only);
+      if (kept != request.Get(field.value)) changed = true;
+      if (!kept.empty()) kept_fields.append("Sec-WebSocket-Extensions: " + kept + "\r\n");
+    }
+    if (changed) {
+      drop_with_extensions = *drop_fields;
+      drop_with_extensions.emplace_back("sec-websocket-extensions");
+      drop_fields = &drop_with_extensions;
+      proxy_fields.append(kept_fields);
     }
   }
   handshake_->upstream_request =
@@ -637,13 +648,15 @@ void Session::HandleResponseHead() {
   }
   http::HeadView response(handshake_->response_parser, buffered);
   http::UpstreamVerdict verdict = http::CheckUpstreamResponse(response, handshake_->expected_accept);
-  if ((verdict.permessage_deflate || verdict.deflate_frame) &&
-      verdict.kind == http::UpstreamVerdict::kUpgraded &&
-      config().limits.compression == config::LimitsConfig::Compression::kStrip) {
+  const bool strip = config().limits.compression == config::LimitsConfig::Compression::kStrip;
+  const bool inspect = config().limits.compression == config::LimitsConfig::Compression::kInspect;
+  if (verdict.kind == http::UpstreamVerdict::kUpgraded &&
+      ((strip && verdict.permessage_deflate) || ((strip || inspect) && verdict.deflate_frame))) {
     verdict.kind = http::UpstreamVerdict::kInvalidUpgrade;  // it was never offered
-    verdict.reason = verdict.permessage_deflate
+    verdict.reason = verdict.permessage_deflate && strip
                          ? "101 accepts permessage-deflate, which wsgate did not offer"
-                         : "101 accepts x-webkit-deflate-frame, which wsgate did not offer";
+                         : "101 accepts " + verdict.deflate_frame_name +
+                               ", which wsgate did not offer";
   }
   if (verdict.kind == http::UpstreamVerdict::kInvalidUpgrade) {
     RejectBadResponse(verdict.reason);

@@ -79,12 +79,17 @@ std::string ParseDeflateResponse(std::string_view element, DeflateParams* out) {
   return {};
 }
 
-std::string StripDeflateOffers(std::string_view value) {
+bool IsPerFrameDeflate(std::string_view name) {
+  return EqualsIgnoreCase(name, "x-webkit-deflate-frame") ||
+         EqualsIgnoreCase(name, "deflate-frame") || EqualsIgnoreCase(name, "perframe-deflate");
+}
+
+std::string StripDeflateOffers(std::string_view value, bool per_frame_only) {
   std::string kept;
-  ForEachListItem(value, [&kept](std::string_view item) {
+  ForEachListItem(value, [&kept, per_frame_only](std::string_view item) {
     std::string_view name = ElementName(item);
-    if (name.empty() || EqualsIgnoreCase(name, "permessage-deflate") ||
-        EqualsIgnoreCase(name, "x-webkit-deflate-frame")) {
+    if (name.empty() || IsPerFrameDeflate(name) ||
+        (!per_frame_only && EqualsIgnoreCase(name, "permessage-deflate"))) {
       return false;
     }
     if (!kept.empty()) kept.append(", ");

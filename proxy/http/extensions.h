@@ -24,8 +24,13 @@ struct DeflateParams {
 // not: an unknown, duplicate or out-of-range parameter fails the upgrade (RFC 7692 §7.1).
 std::string ParseDeflateResponse(std::string_view element, DeflateParams* out);
 
+// The pre-RFC 7692 per-frame deflate drafts (x-webkit-deflate-frame, deflate-frame,
+// perframe-deflate): they compress with RSV1 as well, but wsgate never inflates them.
+bool IsPerFrameDeflate(std::string_view name);
+
 // |value| (one Sec-WebSocket-Extensions field value) without its permessage-deflate and
-// x-webkit-deflate-frame elements, the others kept in order; empty if none remain.
-std::string StripDeflateOffers(std::string_view value);
+// per-frame deflate elements (only the per-frame ones if |per_frame_only|), the others kept in
+// order; empty if none remain.
+std::string StripDeflateOffers(std::string_view value, bool per_frame_only = false);
 
 }  // namespace wsgate::http

@@ -503,7 +503,10 @@ UpstreamVerdict CheckUpstreamResponse(const HeadView& response, std::string_view
         return !extension_error.empty();
       } else if (!name.empty()) {
         verdict.other_extension = true;
-        if (EqualsIgnoreCase(name, "x-webkit-deflate-frame")) verdict.deflate_frame = true;
+        if (IsPerFrameDeflate(name)) {
+          verdict.deflate_frame = true;
+          verdict.deflate_frame_name.assign(name);
+        }
       }
       return false;
     });

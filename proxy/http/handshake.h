@@ -115,7 +115,8 @@ struct UpstreamVerdict {
   bool permessage_deflate = false;   // RSV1 allowed on data frames
   bool other_extension = false;      // an unknown extension: all RSV bits allowed
   DeflateParams deflate;             // what permessage-deflate agreed, when it did
-  bool deflate_frame = false;        // x-webkit-deflate-frame (also counts as other_extension)
+  bool deflate_frame = false;        // a per-frame deflate draft (also counts as other_extension)
+  std::string deflate_frame_name;    // which one, as the 101 spelled it
 };
 
 UpstreamVerdict CheckUpstreamResponse(const HeadView& response, std::string_view expected_accept);

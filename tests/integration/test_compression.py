@@ -18,6 +18,7 @@ from harness import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Ec
                      RawClient, ScriptedBackend, admin_address, assert_rejected,
                      assert_still_serving,
                      async_test, backend_accept, encode_frame, make_config, metric, read_frame,
+                     read_http_response,
                      read_until_close, recv, upgrade_request, wait_until, wait_ws_closed,
                      ws_connect)
 
@@ -363,3 +364,57 @@ async def test_pushed_messages_pass_between_inspected_compressed_ones(gates):
         assert await recv(ws) == text
     await ws.close()
     await assert_still_serving(gate, compression="deflate")
+
+
+
+@async_test(timeout=60)
+async def test_per_frame_deflate_cannot_bypass_the_inflated_limit(gates):
+    """deflate-frame / x-webkit-deflate-frame (pre-RFC 7692 drafts, still accepted by Netty's
+    default WebSocketServerCompressionHandler) compress frames with RSV1 too, but wsgate does
+    not inflate them. Under inspect or strip their offers must not reach the backend, or a
+    client could send a decompression bomb counted by its compressed size."""
+    backend = await EchoBackend(compression="deflate").start()
+    cases = (("inspect", "x-webkit-deflate-frame"),
+             ("inspect", "deflate-frame, permessage-deflate"),
+             ("strip", "deflate-frame; no_context_takeover, x-other"),
+             ("strip", "perframe-deflate"))
+    launched = {}
+    for index, (compression, offer) in enumerate(cases):
+        if compression not in launched:
+            launched[compression] = await gates.launch(
+                gate_config(backend, compression=compression, limit="4KiB"))
+        gate = launched[compression]
+        client = await RawClient.connect(gate.port)
+        await client.handshake(path="/pf", extra=[("Sec-WebSocket-Extensions", offer)])
+        await backend.wait_connections(index + 1)
+        headers = backend.connections[index].headers
+        offered = ", ".join(headers.get_all("Sec-WebSocket-Extensions"))
+        assert "deflate-frame" not in offered, (compression, offer, offered)
+        if compression == "inspect" and "permessage-deflate" in offer:
+            assert "permessage-deflate" in offered, offered
+        if "x-other" in offer:
+            assert "x-other" in offered, offered
+        await client.send_frame(OP_CLOSE, b"\x03\xe8")
+        await client.expect_close()
+
+    # A backend that accepts per-frame deflate although it was not offered is refused, as
+    # under strip: otherwise the 4 KiB limit would count the bomb below by its 300 bytes.
+    async def accepts_deflate_frame(peer):
+        await backend_accept(peer, extra_headers=[("Sec-WebSocket-Extensions",
+                                                   "x-webkit-deflate-frame")])
+        await peer.wait_eof(10)
+
+    bad = await ScriptedBackend(accepts_deflate_frame).start()
+    gate = await gates.launch(make_config(pools={"bad": [bad.address]}, retries=0,
+                                          limits={"max_message_bytes": "4KiB"}))
+    client = await RawClient.connect(gate.port)
+    await client.write(upgrade_request(path="/bomb", extra=[
+        ("Sec-WebSocket-Extensions", "x-webkit-deflate-frame")]))
+    response = await read_http_response(client)
+    if response.status == 101:
+        await client.send_frame(OP_BINARY, deflate_message(b"\x00" * 300_000), rsv=4)
+        await asyncio.sleep(0.5)
+        received = bytes(bad.peers[0].received)
+        raise AssertionError(f"per-frame deflate accepted under inspect; {len(received)} bytes "
+                             "(a 300 KB message) reached the backend past a 4 KiB limit")
+    assert response.status == 502, response.start_line

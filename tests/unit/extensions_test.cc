@@ -75,6 +75,19 @@ TEST(ExtensionsTest, StripDeflateOffers) {
   EXPECT_EQ(StripDeflateOffers("x-foo"), "x-foo");
   EXPECT_EQ(StripDeflateOffers(" , ,"), "");
   EXPECT_EQ(StripDeflateOffers("permessage-deflatex"), "permessage-deflatex");
+  // The per-frame drafts compress with RSV1 too (Netty still accepts deflate-frame).
+  EXPECT_EQ(StripDeflateOffers("Deflate-Frame; no_context_takeover, x-foo, perframe-deflate"),
+            "x-foo");
+}
+
+TEST(ExtensionsTest, StripPerFrameDeflateOffersOnly) {
+  EXPECT_EQ(StripDeflateOffers("x-webkit-deflate-frame, permessage-deflate; "
+                               "client_max_window_bits, deflate-frame, x-foo",
+                               true),
+            "permessage-deflate; client_max_window_bits, x-foo");
+  EXPECT_EQ(StripDeflateOffers("permessage-deflate", true), "permessage-deflate");
+  EXPECT_TRUE(IsPerFrameDeflate("X-WebKit-Deflate-Frame"));
+  EXPECT_FALSE(IsPerFrameDeflate("permessage-deflate"));
 }
 
 }  // namespace
