@@ -758,6 +758,9 @@ void Loader::LoadListeners(const Value& v, std::vector<ListenerConfig>* out) {
     if (const Value* name = Require(*fields, "name"); name && ReadName(*name, &listener.name)) {
       if (!names.insert(listener.name).second) {
         Error(*name, "duplicate listener name " + Quote(listener.name));
+      } else if (listener.name == "_admin") {
+        // The admin listener's name in a binary upgrade's handover and in the ready file.
+        Error(*name, "listener name \"_admin\" is reserved for the admin listener");
       }
     }
     if (const Value* address = Require(*fields, "address")) {

@@ -1,6 +1,7 @@
 #include "proxy/router.h"
 
 #include "proxy/http/head_parser.h"
+#include "proxy/http/request_target.h"
 
 namespace wsgate {
 namespace {
@@ -34,9 +35,17 @@ bool PathMatches(const std::string& prefix, std::string_view path) {
 }  // namespace
 
 Router::Router(const std::vector<config::RouteConfig>& routes,
-               const std::vector<std::string>& pool_names) {
+               const std::vector<std::string>& pool_names, const config::PathsConfig* paths) {
   for (const auto& route : routes) {
     Entry entry{Lower(route.match.host), route.match.path_prefix, -1};
+    // Paths are matched normalised: a prefix that is not ("/%7Euser", "/caf%c3%a9", "/a/./b")
+    // would never match, and its requests would fall through to a later (maybe auth: false) route.
+    std::string normalized;
+    if (paths != nullptr && entry.path_prefix.find_first_of("?#") == std::string::npos &&
+        http::NormalizeTarget(entry.path_prefix, *paths, &normalized) == http::TargetError::kNone) {
+      // "/a/" stays a plain prefix; "/a/." -> "/a/" as well.
+      entry.path_prefix = std::move(normalized);
+    }
     if (!entry.host.empty() && entry.host.back() == '.') entry.host.pop_back();
     for (size_t i = 0; i < pool_names.size(); ++i) {
       if (pool_names[i] == route.pool) entry.pool = static_cast<int>(i);

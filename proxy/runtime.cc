@@ -127,7 +127,7 @@ RuntimePtr BuildRuntime(config::ProxyConfig config, const Runtime* previous, std
     }
     pools.push_back(std::move(pool));
   }
-  Router router(config.routes, PoolNames(config));
+  Router router(config.routes, PoolNames(config), &config.paths);
   auto runtime =
       std::make_shared<Runtime>(Runtime{std::move(config), std::move(pools), std::move(router), {}, {}});
   if (!BuildTls(runtime->config, previous, runtime.get(), error)) return nullptr;
@@ -146,7 +146,7 @@ RuntimePtr BuildWorkerRuntime(const Runtime& shared) {
     pools.push_back(std::move(pool));
   }
   config::ProxyConfig config = shared.config;
-  Router router(config.routes, PoolNames(config));
+  Router router(config.routes, PoolNames(config), &config.paths);
   auto runtime =
       std::make_shared<Runtime>(Runtime{std::move(config), std::move(pools), std::move(router), {}, {}});
   runtime->listener_tls = shared.listener_tls;

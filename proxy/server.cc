@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstring>
 #include <thread>
 #include <cstdio>
 #include <fstream>
@@ -184,17 +185,30 @@ void AppendError(std::string* errors, const std::string& error) {
   *errors += error;
 }
 
-// Whether |fd| listens on |address|'s port (any port is fine for port 0).
-bool ListensOnPort(int fd, const config::HostPort& address) {
-  if (address.port == 0) return true;
-  sockaddr_storage addr{};
-  socklen_t len = sizeof(addr);
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return false;
-  if (addr.ss_family == AF_INET) {
-    return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port) == address.port;
+// Whether |fd| listens on |address|: the same IP address (as binding it would resolve it) and
+// port (any port is fine for port 0). A socket on another IP must not be adopted: moving the
+// admin listener from 0.0.0.0:9901 (with a token) to 127.0.0.1:9901 (where none is required)
+// would otherwise leave the token-less admin API on every interface.
+bool ListensOn(int fd, const config::HostPort& address) {
+  sockaddr_storage bound{};
+  socklen_t len = sizeof(bound);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len) != 0) return false;
+  sockaddr_storage wanted{};
+  socklen_t wanted_len = 0;
+  std::string error;
+  if (!ResolveAddress(address, &wanted, &wanted_len, &error)) return false;
+  if (bound.ss_family != wanted.ss_family) return false;
+  if (bound.ss_family == AF_INET) {
+    const auto& b = reinterpret_cast<const sockaddr_in&>(bound);
+    const auto& w = reinterpret_cast<const sockaddr_in&>(wanted);
+    return b.sin_addr.s_addr == w.sin_addr.s_addr &&
+           (address.port == 0 || ntohs(b.sin_port) == address.port);
   }
-  if (addr.ss_family == AF_INET6) {
-    return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port) == address.port;
+  if (bound.ss_family == AF_INET6) {
+    const auto& b = reinterpret_cast<const sockaddr_in6&>(bound);
+    const auto& w = reinterpret_cast<const sockaddr_in6&>(wanted);
+    return std::memcmp(&b.sin6_addr, &w.sin6_addr, sizeof(in6_addr)) == 0 &&
+           (address.port == 0 || ntohs(b.sin6_port) == address.port);
   }
   return false;
 }
@@ -276,7 +290,7 @@ bool Server::SyncAdmin(std::string* error) {
   bool ok = true;
   if (!admin_ || admin.address.text != admin_address_text_) {
     int inherited = takeover_ != nullptr ? takeover_->Take(kAdminHandoverName) : -1;
-    if (inherited >= 0 && !ListensOnPort(inherited, admin.address)) {
+    if (inherited >= 0 && !ListensOn(inherited, admin.address)) {
       close(inherited);  // the new config moved the admin listener: bind afresh
       inherited = -1;
     }
@@ -305,7 +319,9 @@ bool Server::SyncAdmin(std::string* error) {
       ok = false;
     }
   }
-  admin_->set_token(admin.token);
+  // A listener kept on its old address never loses its token: "no token" is only allowed for the
+  // new (loopback) address, and the kept one may be on 0.0.0.0. A new token still applies.
+  if (ok || !admin.token.empty()) admin_->set_token(admin.token);
   admin_->set_request_policy(admin);
   // A pushed message may be as large as a relayed one; bodies beyond that never reach us.
   uint64_t max_message = current_->config.limits.max_message_bytes;

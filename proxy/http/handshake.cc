@@ -114,6 +114,30 @@ PeerStated PeerStatedField(std::string_view name) {
   }
 }
 
+// |name| lower-cased with "_" read as "-": how CGI-style servers (WSGI, Rack, PHP-FPM) name a
+// field, where "X_User_Id" and "X-User-Id" both become HTTP_X_USER_ID.
+std::string CgiName(std::string_view name) {
+  std::string out(name);
+  for (char& c : out) {
+    if (c == '_') c = '-';
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+  }
+  return out;
+}
+
+// True if |name| (which holds a "_") is, to a CGI-style backend, a field wsgate states itself or
+// drops: a forwarding field, an X-Wsgate-* field, or one of |drop_fields|.
+bool IsOwnedFieldAlias(std::string_view name, const std::vector<std::string>* drop_fields) {
+  const std::string alias = CgiName(name);
+  if (alias == "x-forwarded-for" || alias == "forwarded" ||
+      PeerStatedField(alias) != PeerStated::kNone || alias.rfind("x-wsgate-", 0) == 0) {
+    return true;
+  }
+  return drop_fields != nullptr &&
+         std::any_of(drop_fields->begin(), drop_fields->end(),
+                     [&alias](const std::string& drop) { return CgiName(drop) == alias; });
+}
+
 ClientHandshake Reject(ClientHandshake result, int status, std::string reason,
                        std::string extra = {}) {
   result.status = status;
@@ -390,6 +414,9 @@ std::string BuildForwardedRequest(const HeadView& request, const ForwardingInfo&
     std::string_view name = request.Get(field.name);
     std::string_view value = request.Get(field.value);
     if (hop_by_hop.Contains(name)) continue;
+    // "X_Forwarded_For" or "X_User_Id" is another field to wsgate, but the same one to a
+    // CGI-style backend: an underscore alias of a field wsgate owns is dropped, trusted peer or not.
+    if (name.find('_') != std::string_view::npos && IsOwnedFieldAlias(name, drop_fields)) continue;
     // Only a trusted proxy's chain is extended; anyone else's is dropped, not believed.
     if (EqualsIgnoreCase(name, "x-forwarded-for")) {
       if (!info.peer_trusted) continue;

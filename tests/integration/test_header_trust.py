@@ -123,6 +123,27 @@ async def test_copy_headers_from_the_client_are_dropped_on_every_route(gates, ht
 
 
 @async_test(timeout=90)
+async def test_underscore_aliases_of_owned_fields_are_dropped(gates, http_backend):
+    """WSGI (gunicorn < 22), Rack (Puma) and PHP name "X_User_Id" HTTP_X_USER_ID, like
+    "X-User-Id": the alias must not smuggle a vouched-for or forwarding field past wsgate."""
+    auth = HttpService(auth_answer).start()
+    backend = await EchoBackend().start()
+    gate = await gates.launch(config_for(backend, http_backend, auth_url=auth.url))
+    spoof = [("X_User_Id", "admin"), ("x_tenant", "other"), ("X_Forwarded_For", "10.1.1.1"),
+             ("X_Real_IP", "10.1.1.1"), ("X_Forwarded_Proto", "https"),
+             ("X_Wsgate_Connection_Id", "spoofed"), ("X_Keep", "yes")]
+    up = await upgrade_headers(gate, backend, "/public/feed", extra=spoof)
+    authed = await upgrade_headers(gate, backend, "/allow/7", extra=spoof)
+    plain = await plain_headers(gate, http_backend, "/http/page", extra=spoof)
+    for headers in (up, authed, plain):
+        names = [name.lower() for name, _ in (headers if isinstance(headers, list)
+                                                else headers.raw_items())]
+        assert [name for name in names if "_" in name] == ["x_keep"], names
+    assert values(authed, "X-User-Id") == ["user-7"]
+    await assert_normal_clients_served(gate, http_backend)
+
+
+@async_test(timeout=90)
 async def test_forwarding_fields_from_an_untrusted_peer_are_replaced(gates, http_backend):
     backend = await EchoBackend().start()
     gate = await gates.launch(config_for(backend, http_backend))  # trusted_proxies: none

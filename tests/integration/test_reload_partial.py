@@ -95,3 +95,41 @@ async def test_reload_with_an_address_in_use_is_partial_and_keeps_the_old_socket
     finally:
         blocker.close()
         await backend.stop()
+
+
+def admin_status(host, port, path, token=None):
+    import http.client
+    connection = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        headers = {"Host": f"127.0.0.1:{port}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        connection.request("GET", path, headers=headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+@async_test(timeout=60)
+async def test_admin_kept_on_its_old_address_keeps_its_old_token(gates):
+    """admin moves from 0.0.0.0 (token required) to a loopback address (none required) that is
+    taken: the wildcard listener stays, and must not start answering without the token."""
+    backend = EchoBackend()
+    await backend.start()
+    config = make_config(pools={"echo": [backend.address]})
+    config["admin"] = {"address": "0.0.0.0:0", "token": "s3cret"}
+    gate = await gates.launch(config)
+    _, port = admin_address(gate)
+    blocker = taken_port()
+    blocked = blocker.getsockname()[1]
+    try:
+        assert await asyncio.to_thread(admin_status, "127.0.0.2", port, "/metrics") == 401
+        config["admin"] = {"address": f"127.0.0.1:{blocked}"}
+        await reload(gate, gates, config, "admin keeps listening on")
+        # 127.0.0.2 reaches the kept 0.0.0.0 socket.
+        assert await asyncio.to_thread(admin_status, "127.0.0.2", port, "/metrics") == 401
+        assert await asyncio.to_thread(admin_status, "127.0.0.2", port, "/metrics",
+                                       "s3cret") == 200
+    finally:
+        blocker.close()
+        await backend.stop()

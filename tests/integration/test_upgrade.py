@@ -343,3 +343,61 @@ async def test_upgrade_from_a_wsgate_that_keeps_its_admin_socket(tmp_path):
         public.close()
         handover.close()
         await backend.stop()
+
+
+def admin_request(host, port, path, token=None):
+    """(status, body) of GET path at host:port, or (None, error) if refused or unanswered."""
+    connection = http.client.HTTPConnection(host, port, timeout=3)
+    try:
+        headers = {"Host": f"127.0.0.1:{port}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    except OSError as error:
+        return None, repr(error)
+    finally:
+        connection.close()
+
+
+@async_test(timeout=90)
+async def test_upgrade_moving_admin_to_loopback_does_not_keep_the_wildcard_socket(tmp_path):
+    """The old process serves the admin API on 0.0.0.0:P with a token; the new config moves it to
+    127.0.0.1:P, where no token is required. The new process must bind 127.0.0.1:P, not adopt the
+    wildcard socket (same port), which would leave the token-less API on every interface."""
+    backend = EchoBackend()
+    await backend.start()
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    admin_port = probe.getsockname()[1]
+    probe.close()
+    socket_path = os.path.join(str(tmp_path), "upgrade.sock")
+    config = make_config(pools={"echo": [backend.address]},
+                         timeouts={"drain": "1s", "close": "1s"})
+    config["admin"] = {"address": f"0.0.0.0:{admin_port}", "token": "s3cret"}
+    old, old_ready, old_err = spawn(str(tmp_path), "old", config, socket_path)
+    new = None
+    try:
+        await wait_until(lambda: ready_entries_of(old_ready) is not None, 10, "old ready file")
+        status, _ = await asyncio.to_thread(admin_request, "127.0.0.2", admin_port, "/metrics")
+        assert status == 401  # wildcard, token required
+        config["admin"] = {"address": f"127.0.0.1:{admin_port}"}
+        new, new_ready, new_err = spawn(str(tmp_path), "new", config, socket_path)
+        await wait_until(lambda: old.poll() is not None, 20, "old process exit")
+        await wait_until(lambda: (ready_entries_of(new_ready) or {}).get("_admin") == admin_port,
+                         10, "new admin listening")
+        assert new.poll() is None, read(new_err)
+        status, body = await asyncio.to_thread(admin_request, "127.0.0.1", admin_port, "/readyz")
+        assert status == 200, body
+        # 127.0.0.2 reaches a 0.0.0.0 socket, never a 127.0.0.1 one.
+        status, body = await asyncio.to_thread(admin_request, "127.0.0.2", admin_port, "/metrics")
+        assert status is None, (status, body[:200])
+        with open(new_ready) as f:
+            assert f"_admin 127.0.0.1:{admin_port}" in f.read()
+    finally:
+        for proc in (old, new):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        await backend.stop()

@@ -583,6 +583,14 @@ TEST(ConfigLoaderTest, DuplicateListenerName) {
             (Strings{"t.yaml:4:11: listeners[1].name: duplicate listener name \"public\""}));
 }
 
+// "_admin" names the admin socket in the upgrade handover: a listener of that name would take
+// it (or leak its own socket) in the new process.
+TEST(ConfigLoaderTest, ReservedListenerName) {
+  EXPECT_EQ(Errors("listeners:\n  - name: _admin\n    address: 0.0.0.0:8080\n" + kRoutes + kPools),
+            (Strings{"t.yaml:2:11: listeners[0].name: listener name \"_admin\" is reserved for "
+                     "the admin listener"}));
+}
+
 TEST(ConfigLoaderTest, DuplicatePoolName) {
   EXPECT_EQ(Errors(kMinimal + "  - name: chat\n    backends:\n      - address: 127.0.0.1:9002\n"),
             (Strings{"t.yaml:10:11: pools[1].name: duplicate pool name \"chat\""}));

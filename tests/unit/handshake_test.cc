@@ -945,6 +945,31 @@ TEST(HandshakeProxyFieldsTest, ClientWsgateFieldsDroppedAndOursAppended) {
   EXPECT_EQ(view.Field("x-keep"), "yes");
 }
 
+// WSGI, Rack and PHP-FPM name both "X-User-Id" and "X_User_Id" HTTP_X_USER_ID: an underscore
+// alias of a field wsgate owns must not reach the backend either, from any peer.
+TEST(HandshakeProxyFieldsTest, UnderscoreAliasesOfOwnedFieldsDropped) {
+  const std::string text =
+      "GET /chat HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+      "X_User_Id: spoofed\r\nx-user_id: spoofed\r\nX_Forwarded_For: 10.9.9.9\r\n"
+      "X_Real_IP: 10.9.9.9\r\nX_Forwarded_Proto: https\r\nx_forwarded_host: evil\r\n"
+      "X_Forwarded_Port: 443\r\nX_Wsgate_Connection_Id: spoofed\r\nX_Keep: yes\r\n\r\n";
+  HeadParser parser(HeadKind::kRequest, HeadLimits{});
+  ASSERT_EQ(parser.Parse(text), ParseStatus::kComplete);
+  std::vector<std::string> drop = {"X-User-Id"};
+  for (bool trusted : {false, true}) {
+    ForwardingInfo info{"10.0.0.1", false, "id", trusted};
+    std::string out = BuildUpstreamRequest(HeadView(parser, text), info,
+                                           "X-Wsgate-Connection-Id: real\r\n", &drop);
+    HeadParser again(HeadKind::kRequest, HeadLimits{});
+    ASSERT_EQ(again.Parse(out), ParseStatus::kComplete) << out;
+    EXPECT_EQ(out.find('_'), out.find("X_Keep") + 1) << out;  // the only "_" left
+    HeadView view(again, out);
+    EXPECT_EQ(view.Field("x_keep"), "yes");
+    EXPECT_EQ(view.Field("x-forwarded-for"), "10.0.0.1");
+  }
+}
+
 }  // namespace
 }  // namespace wsgate::http
 

@@ -107,6 +107,26 @@ TEST(RouterTest, PrefixEndingInSlashIsPlain) {
   ExpectRoute(router, "a.test", "/anything", 1, 1);
 }
 
+// Requests are routed by their normalised path (paths.normalize): a prefix written in another
+// form must be compared in normal form too, or its requests fall through to the catch-all.
+TEST(RouterTest, PrefixIsNormalisedLikeTheTargets) {
+  const std::vector<config::RouteConfig> routes = {
+      MakeRoute("", "/%7euser/admin", "p0"),
+      MakeRoute("", "/caf%c3%a9", "p0"),
+      MakeRoute("", "/a/./b/../c", "p0"),
+      MakeRoute("", "//merged", "p0"),
+      MakeRoute("", "/", "p1"),
+  };
+  config::PathsConfig paths;
+  paths.merge_slashes = true;
+  Router router(routes, {"p0", "p1"}, &paths);
+  ExpectRoute(router, "a.test", "/~user/admin", 0, 0);  // what "/%7Euser/admin" normalises to
+  ExpectRoute(router, "a.test", "/caf%C3%A9", 1, 0);
+  ExpectRoute(router, "a.test", "/a/c/x", 2, 0);
+  ExpectRoute(router, "a.test", "/merged", 3, 0);
+  ExpectRoute(router, "a.test", "/other", 4, 1);
+}
+
 TEST(RouterTest, CatchAll) {
   Router router(kRoutes, kPools);
   ExpectRoute(router, "other.org", "/", 5, 0);
