@@ -1023,10 +1023,13 @@ void Session::OnViolation(Side from, uint16_t code, const char* what) {
   if (pipe_from(from).frame_started()) {
     // Only compression inspection stops inside a frame: part of it already reached the peer, so
     // no close frame can follow it. The peer's connection ends without one (it sees 1006) and
-    // never receives the rest of the message.
-    sink.Close();
+    // never receives the rest of the message, but what was queued for it before the cut frame
+    // (whole messages wsgate accepted) is still delivered first, and so is what it sends the
+    // other way until then.
+    CloseAfterFlush(to);
+    if (finished()) return;
     if (!source.open()) {
-      Finish(closed_by_);
+      if (!sink.open()) Finish(closed_by_);
       return;
     }
   } else {
