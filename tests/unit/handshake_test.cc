@@ -305,7 +305,7 @@ TEST(HandshakeTest, IsValidHostValue) {
   for (std::string_view good :
        {"a", "app.test", "app.test:80", "app.test:65535", "app.test:0", "APP.Test:08080",
         "192.0.2.1", "192.0.2.1:443", "[::1]", "[::1]:8080", "[2001:db8::5]:443",
-        "[::ffff:192.0.2.1]", "xn--bcher-kva.example", "a_b-c~d", "%41pp.test", "a!$&'()*+,;=b"}) {
+        "[::ffff:192.0.2.1]", "xn--bcher-kva.example", "a_b-c~d"}) {
     EXPECT_TRUE(IsValidHostValue(good)) << good;
   }
   for (std::string_view bad :
@@ -313,7 +313,8 @@ TEST(HandshakeTest, IsValidHostValue) {
         "app.test:", "app.test:65536", "app.test:123456", "app.test:8o", "app.test:-1",
         "app.test:+80", "[::1", "[::1]x", "[::1]:", "[::1]:65536", "[192.0.2.1]",
         "[fe80::1%25eth0]",
-        "[v1.fe]", "::1", "app.test#x", "app.test?x", "app%4", "app%zz.test", "a\\b", "a\"b",
+        "[v1.fe]", "::1", "app.test#x", "app.test?x", "app%4", "app%zz.test", "%41pp.test",
+        "adm%69n.test", "a.test,b.test", "a!$&'()*+;=b", "a\\b", "a\"b",
         "[]", "app.test\t"}) {
     EXPECT_FALSE(IsValidHostValue(bad)) << bad;
   }
