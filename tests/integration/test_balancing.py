@@ -891,7 +891,14 @@ async def test_rebalance_after_scale_up(gates):
     assert sum(final_clients) == n and final_admin == final_clients, summary
     assert balanced_at is not None and level(final_admin), (
         f"not within +-10% of {n // 4} each within 12s: {summary}")
-    assert peak <= rate + 1, f"more than {rate}+1 closes in one second: {summary}"
+    # The closes are timestamped when this process's event loop gets to them, which on a busy
+    # machine bunches them by up to a few hundred ms: allow that jitter in both checks, which
+    # still fail for a limiter that closes everything at once (here 200 closes within ~0.1 s).
+    jitter = 0.5
+    assert peak <= rate * (1 + jitter) + 1, f"more than {rate}+1 closes in one second: {summary}"
+    span = times[-1] - times[0]
+    assert span >= (len(times) - rate - 1) / rate - jitter, (
+        f"{len(times)} closes within {span:.2f}s at {rate}/s: {summary}")
 
 
 @async_test(timeout=90)
