@@ -5,11 +5,13 @@ reload removed disappear once its last connection is gone.
 
 import asyncio
 import json
+import os
+import re
 import socket
 import time
 
-from harness import (WAIT, EchoBackend, ScriptedBackend, assert_still_serving, async_test,
-                     read_http_request, recv, ws_connect)
+from harness import (SOURCE_DIR, WAIT, EchoBackend, ScriptedBackend, assert_still_serving,
+                     async_test, read_http_request, recv, ws_connect)
 from test_balancing import reload
 from test_metrics import admin, metrics_config, scrape, wait_metric
 
@@ -185,3 +187,16 @@ async def test_removed_backend_series_vanish_once_drained(gates):
     assert after.series("wsgate_messages_total", pool="p")
     await assert_agree(gate, {("p", kept.address): "healthy"})
     await assert_still_serving(gate, greeting=True)
+
+
+@async_test(timeout=30)
+async def test_docs_list_exactly_the_exposed_families(gates):
+    """docs/metrics.md has one table row for each family /metrics declares, and no other."""
+    echo = await EchoBackend().start()
+    gate = await gates.launch(metrics_config(pools={"p": [echo.address]}))
+    exposed = set((await scrape(gate)).types)
+    with open(os.path.join(SOURCE_DIR, "docs", "metrics.md")) as f:
+        text = f.read().split("## Access log")[0]
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", text, re.MULTILINE))
+    assert exposed == documented, (f"exposed, not documented: {sorted(exposed - documented)}; "
+                                   f"documented, not exposed: {sorted(documented - exposed)}")
