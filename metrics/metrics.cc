@@ -45,7 +45,7 @@ ClientMetric Series(const Values&... values) {
 template <FamilyId id, size_t N, typename... Values>
 void AddIndexed(std::vector<MetricFamily>& families, const std::array<Counter, N>& counters,
                 const Values&... values) {
-  static_assert(N >= kFamilySpecs[id].index.size(), "a counter for every label value");
+  static_assert(N == kFamilySpecs[id].index.size(), "one counter for each label value");
   for (size_t i = 0; i < kFamilySpecs[id].index.size(); ++i) {
     ClientMetric metric = Series<id>(values..., kFamilySpecs[id].index[i]);
     metric.counter.value = static_cast<double>(counters[i].Get());
