@@ -8,6 +8,8 @@
 #include <map>
 #include <sstream>
 
+#include "metrics/process_metrics.h"
+
 namespace wsgate::metrics {
 namespace {
 
@@ -26,46 +28,61 @@ const std::vector<double> kConnectionBuckets = {1,     10,    60,     300,    90
 const std::vector<double> kHttpRequestBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                  0.25,  0.5,    1,     2.5,  5,     10,  30, 60};
 
-constexpr std::array<const char*, kFrameKinds> kFrameKindNames = {
-    "text", "binary", "continuation", "ping", "pong", "close"};
-constexpr std::array<const char*, 2> kDirectionNames = {"client_to_backend", "backend_to_client"};
-constexpr std::array<const char*, kHandshakeResults> kHandshakeResultNames = {
-    "upgraded",        "bad_request",      "forbidden",  "too_large",  "timeout",  "no_backend",
-    "backend_failed",  "backend_rejected", "tls_failed", "over_limit", "not_found",
-    "address_limit"};
-constexpr std::array<const char*, kInitiators> kInitiatorNames = {"client", "backend", "proxy"};
-constexpr std::array<const char*, kConnectFailures> kConnectFailureNames = {
-    "refused", "timeout", "reset", "bad_response", "tls_handshake"};
-constexpr std::array<const char*, kTlsFailures> kTlsFailureNames = {
-    "not_tls",         "protocol_version",        "no_shared_cipher",
-    "no_client_certificate", "bad_certificate",   "no_application_protocol",
-    "timeout",         "closed",                  "other"};
-constexpr std::array<const char*, kReloadResults> kReloadResultNames = {"success", "partial",
-                                                                        "failure"};
-constexpr std::array<const char*, kAdminRefusals> kAdminRefusalNames = {"host", "origin",
-                                                                        "fetch_site"};
-// Close code labels, in the order of CloseCodeSlot().
-constexpr std::array<const char*, 24> kCloseCodeNames = {
-    "1000", "1001", "1002", "1003", "1005", "1006", "1007", "1008", "1009", "1010", "1011", "1012",
-    "1013", "1014", "1015", "3xxx", "4xxx", "other", "", "", "", "", "", ""};
-
-ClientMetric WithLabels(std::vector<ClientMetric::Label> labels) {
+// A series of family |id|, one value per label declared for it, in the declared order.
+template <FamilyId id, typename... Values>
+ClientMetric Series(const Values&... values) {
+  static_assert(sizeof...(Values) == kFamilySpecs[id].label_count,
+                "one value for each label the family declares");
   ClientMetric metric;
-  metric.label = std::move(labels);
+  size_t i = 0;
+  ((metric.label.push_back({std::string(kFamilySpecs[id].labels[i++]), std::string(values)})),
+   ...);
   return metric;
 }
 
-MetricFamily Family(const char* name, const char* help, MetricType type) {
+// One series per value of the family's index enum, labelled with the scope's |values| and then
+// the index label, each counting |counters[i]|.
+template <FamilyId id, size_t N, typename... Values>
+void AddIndexed(std::vector<MetricFamily>& families, const std::array<Counter, N>& counters,
+                const Values&... values) {
+  static_assert(N == kFamilySpecs[id].index.size(), "one counter for each label value");
+  for (size_t i = 0; i < kFamilySpecs[id].index.size(); ++i) {
+    ClientMetric metric = Series<id>(values..., kFamilySpecs[id].index[i]);
+    metric.counter.value = static_cast<double>(counters[i].Get());
+    families[id].metric.push_back(std::move(metric));
+  }
+}
+
+MetricFamily Family(FamilyId id) {
+  static constexpr MetricType kTypes[] = {MetricType::Counter, MetricType::Gauge,
+                                          MetricType::Histogram};
   MetricFamily family;
-  family.name = name;
-  family.help = help;
-  family.type = type;
+  family.name = kFamilySpecs[id].name;
+  family.help = kFamilySpecs[id].help;
+  family.type = kTypes[static_cast<int>(kFamilySpecs[id].type)];
   return family;
 }
 
-void AddHistogram(MetricFamily& family, const Histogram& histogram,
-                  std::vector<ClientMetric::Label> labels) {
-  ClientMetric metric = WithLabels(std::move(labels));
+// Every declared family, without series, indexed by FamilyId.
+std::vector<MetricFamily> EmptyFamilies() {
+  std::vector<MetricFamily> families;
+  families.reserve(kFamilies);
+  for (size_t id = 0; id < kFamilies; ++id) families.push_back(Family(static_cast<FamilyId>(id)));
+  return families;
+}
+
+// A series without labels holding |value| as its family's type wants it.
+void AddValue(std::vector<MetricFamily>& families, FamilyId id, double value) {
+  ClientMetric metric;
+  if (kFamilySpecs[id].type == Type::kCounter) {
+    metric.counter.value = value;
+  } else {
+    metric.gauge.value = value;
+  }
+  families[id].metric.push_back(std::move(metric));
+}
+
+void AddHistogram(MetricFamily& family, const Histogram& histogram, ClientMetric metric) {
   std::vector<uint64_t> counts = histogram.Counts();
   uint64_t cumulative = 0;
   for (size_t i = 0; i < counts.size(); ++i) {
@@ -147,170 +164,63 @@ ListenerMetrics& Registry::Listener(const std::string& listener) {
   return *slot;
 }
 
-std::string Registry::Serialize() const { return Serialize({this}); }
-
-std::string Registry::Serialize(const std::vector<const Registry*>& registries) {
-  std::vector<MetricFamily> merged;
-  for (const Registry* registry : registries) {
-    std::vector<MetricFamily> families;
-    registry->Collect(&families);
-    if (merged.empty()) {
-      merged = std::move(families);
-      continue;
-    }
-    // Every registry yields the same families in the same order.
-    for (size_t f = 0; f < families.size() && f < merged.size(); ++f) {
-      MetricFamily& into = merged[f];
-      if (into.name == "wsgate_build_info") continue;  // one process, one build
-      std::map<std::vector<std::pair<std::string, std::string>>, size_t> index;
-      auto key_of = [](const ClientMetric& m) {
-        std::vector<std::pair<std::string, std::string>> key;
-        for (const auto& label : m.label) key.emplace_back(label.name, label.value);
-        return key;
-      };
-      for (size_t i = 0; i < into.metric.size(); ++i) index[key_of(into.metric[i])] = i;
-      for (ClientMetric& metric : families[f].metric) {
-        auto found = index.find(key_of(metric));
-        if (found == index.end()) {
-          index[key_of(metric)] = into.metric.size();
-          into.metric.push_back(std::move(metric));
-          continue;
-        }
-        ClientMetric& target = into.metric[found->second];
-        target.counter.value += metric.counter.value;
-        target.gauge.value += metric.gauge.value;
-        target.histogram.sample_count += metric.histogram.sample_count;
-        target.histogram.sample_sum += metric.histogram.sample_sum;
-        for (size_t b = 0; b < target.histogram.bucket.size() && b < metric.histogram.bucket.size();
-             ++b) {
-          target.histogram.bucket[b].cumulative_count += metric.histogram.bucket[b].cumulative_count;
-        }
-      }
-    }
-  }
-  std::ostringstream out;
-  prometheus::TextSerializer().Serialize(out, merged);
-  return out.str();
-}
-
 void Registry::Collect(std::vector<MetricFamily>* out) const {
   std::lock_guard<std::mutex> lock(mutex_);
+  *out = EmptyFamilies();
   std::vector<MetricFamily>& families = *out;
 
-  auto active = Family("wsgate_connections_active", "Open client connections by backend.",
-                       MetricType::Gauge);
-  auto total = Family("wsgate_connections_total", "Client connections upgraded, by backend.",
-                      MetricType::Counter);
   for (const auto& [key, m] : connections_) {
     const auto& [listener, pool, backend] = key;
-    std::vector<ClientMetric::Label> labels = {
-        {"listener", listener}, {"pool", pool}, {"backend", backend}};
-    ClientMetric a = WithLabels(labels);
-    a.gauge.value = static_cast<double>(m->active.Get());
-    active.metric.push_back(std::move(a));
-    ClientMetric t = WithLabels(labels);
-    t.counter.value = static_cast<double>(m->total.Get());
-    total.metric.push_back(std::move(t));
+    ClientMetric active = Series<kConnectionsActive>(listener, pool, backend);
+    active.gauge.value = static_cast<double>(m->active.Get());
+    families[kConnectionsActive].metric.push_back(std::move(active));
+    ClientMetric total = Series<kConnectionsTotal>(listener, pool, backend);
+    total.counter.value = static_cast<double>(m->total.Get());
+    families[kConnectionsTotal].metric.push_back(std::move(total));
   }
-  families.push_back(std::move(active));
-  families.push_back(std::move(total));
 
-  auto handshakes = Family("wsgate_handshakes_total", "Client handshakes by outcome.",
-                           MetricType::Counter);
   for (const auto& [listener, m] : listeners_) {
-    for (size_t r = 0; r < kHandshakeResults; ++r) {
-      ClientMetric metric =
-          WithLabels({{"listener", listener}, {"result", kHandshakeResultNames[r]}});
-      metric.counter.value = static_cast<double>(m->handshakes[r].Get());
-      handshakes.metric.push_back(std::move(metric));
-    }
+    AddIndexed<kHandshakesTotal>(families, m->handshakes, listener);
   }
-  families.push_back(std::move(handshakes));
-
-  auto tls_failures = Family("wsgate_tls_handshake_failures_total",
-                             "Failed client TLS handshakes by reason.", MetricType::Counter);
   for (const auto& [listener, m] : listeners_) {
-    for (size_t r = 0; r < kTlsFailures; ++r) {
-      ClientMetric metric = WithLabels({{"listener", listener}, {"reason", kTlsFailureNames[r]}});
-      metric.counter.value = static_cast<double>(m->tls_handshake_failures[r].Get());
-      tls_failures.metric.push_back(std::move(metric));
-    }
+    AddIndexed<kTlsHandshakeFailuresTotal>(families, m->tls_handshake_failures, listener);
   }
-  families.push_back(std::move(tls_failures));
-
-  auto tls_handshakes = Family("wsgate_tls_handshakes_total",
-                               "Completed client TLS handshakes by version and resumption.",
-                               MetricType::Counter);
-  static constexpr std::array<const char*, kTlsVersions> kTlsVersionNames = {"TLSv1.2", "TLSv1.3"};
   for (const auto& [listener, m] : listeners_) {
     for (size_t v = 0; v < kTlsVersions; ++v) {
       for (size_t resumed = 0; resumed < 2; ++resumed) {
         const uint64_t count = m->tls_handshakes[v][resumed].Get();
         if (count == 0) continue;  // plain listeners have none
-        ClientMetric metric = WithLabels({{"listener", listener},
-                                          {"version", kTlsVersionNames[v]},
-                                          {"resumed", resumed != 0 ? "true" : "false"}});
+        ClientMetric metric = Series<kTlsHandshakesTotal>(listener, kTlsVersionLabels[v],
+                                                          resumed != 0 ? "true" : "false");
         metric.counter.value = static_cast<double>(count);
-        tls_handshakes.metric.push_back(std::move(metric));
+        families[kTlsHandshakesTotal].metric.push_back(std::move(metric));
       }
     }
   }
-  families.push_back(std::move(tls_handshakes));
 
-  auto handshake_duration =
-      Family("wsgate_handshake_duration_seconds",
-             "Time from accept to the 101 relayed to the client.", MetricType::Histogram);
-  auto connection_duration = Family("wsgate_connection_duration_seconds",
-                                    "Lifetime of upgraded connections.", MetricType::Histogram);
-  auto messages = Family("wsgate_messages_total", "Whole WebSocket messages relayed.",
-                         MetricType::Counter);
-  auto bytes = Family("wsgate_bytes_total", "WebSocket bytes relayed (frame headers included).",
-                      MetricType::Counter);
-  auto frames = Family("wsgate_frames_total", "WebSocket frames relayed.", MetricType::Counter);
-  auto inflated = Family("wsgate_inflated_bytes_total",
-                         "Size of compressed WebSocket payloads once inflated (compression: "
-                         "inspect).",
-                         MetricType::Counter);
-  auto closes = Family("wsgate_closes_total", "Closed WebSocket connections by close code.",
-                       MetricType::Counter);
   for (const auto& [pool, m] : pools_) {
     if (pool.empty()) continue;  // plain HTTP requests rejected before routing: HTTP series only
-    AddHistogram(handshake_duration, m->handshake_duration, {{"pool", pool}});
-    AddHistogram(connection_duration, m->connection_duration, {{"pool", pool}});
-    for (size_t d = 0; d < 2; ++d) {
-      ClientMetric msg = WithLabels({{"pool", pool}, {"direction", kDirectionNames[d]}});
-      msg.counter.value = static_cast<double>(m->messages[d].Get());
-      messages.metric.push_back(std::move(msg));
-      ClientMetric b = WithLabels({{"pool", pool}, {"direction", kDirectionNames[d]}});
-      b.counter.value = static_cast<double>(m->bytes[d].Get());
-      bytes.metric.push_back(std::move(b));
-      ClientMetric in = WithLabels({{"pool", pool}, {"direction", kDirectionNames[d]}});
-      in.counter.value = static_cast<double>(m->inflated_bytes[d].Get());
-      inflated.metric.push_back(std::move(in));
-      for (size_t k = 0; k < kFrameKinds; ++k) {
-        ClientMetric f = WithLabels(
-            {{"pool", pool}, {"direction", kDirectionNames[d]}, {"opcode", kFrameKindNames[k]}});
-        f.counter.value = static_cast<double>(m->frames[d][k].Get());
-        frames.metric.push_back(std::move(f));
-      }
+    AddHistogram(families[kHandshakeDurationSeconds], m->handshake_duration,
+                 Series<kHandshakeDurationSeconds>(pool));
+    AddHistogram(families[kConnectionDurationSeconds], m->connection_duration,
+                 Series<kConnectionDurationSeconds>(pool));
+    AddIndexed<kMessagesTotal>(families, m->messages, pool);
+    AddIndexed<kBytesTotal>(families, m->bytes, pool);
+    AddIndexed<kInflatedBytesTotal>(families, m->inflated_bytes, pool);
+    for (size_t d = 0; d < kDirections; ++d) {
+      AddIndexed<kFramesTotal>(families, m->frames[d], pool, kDirectionLabels[d]);
     }
     for (size_t i = 0; i < kInitiators; ++i) {
-      for (size_t c = 0; c < 18; ++c) {
+      for (size_t c = 0; c < kCloseCodeLabels.size(); ++c) {
         uint64_t value = m->closes[i][c].Get();
         if (value == 0) continue;  // keep the exposition short: only codes that happened
-        ClientMetric metric = WithLabels(
-            {{"pool", pool}, {"initiator", kInitiatorNames[i]}, {"code", kCloseCodeNames[c]}});
+        ClientMetric metric =
+            Series<kClosesTotal>(pool, kInitiatorLabels[i], kCloseCodeLabels[c]);
         metric.counter.value = static_cast<double>(value);
-        closes.metric.push_back(std::move(metric));
+        families[kClosesTotal].metric.push_back(std::move(metric));
       }
     }
   }
-  auto http_requests = Family("wsgate_http_requests_total",
-                              "Plain HTTP requests by pool and the status answered.",
-                              MetricType::Counter);
-  auto http_duration = Family("wsgate_http_request_duration_seconds",
-                              "Plain HTTP requests, from their first byte to the response's end.",
-                              MetricType::Histogram);
   for (const auto& [pool, m] : pools_) {
     bool any = false;
     for (size_t slot = 0; slot < m->http_requests.size(); ++slot) {
@@ -318,78 +228,153 @@ void Registry::Collect(std::vector<MetricFamily>* out) const {
       if (value == 0) continue;  // only codes that happened
       any = true;
       std::string code = slot < 500 ? std::to_string(slot + 100) : "0";
-      ClientMetric metric = WithLabels({{"pool", pool}, {"code", code}});
+      ClientMetric metric = Series<kHttpRequestsTotal>(pool, code);
       metric.counter.value = static_cast<double>(value);
-      http_requests.metric.push_back(std::move(metric));
+      families[kHttpRequestsTotal].metric.push_back(std::move(metric));
     }
-    if (any) AddHistogram(http_duration, m->http_request_duration, {{"pool", pool}});
+    if (any) {
+      AddHistogram(families[kHttpRequestDurationSeconds], m->http_request_duration,
+                   Series<kHttpRequestDurationSeconds>(pool));
+    }
   }
-  families.push_back(std::move(handshake_duration));
-  families.push_back(std::move(connection_duration));
-  families.push_back(std::move(http_requests));
-  families.push_back(std::move(http_duration));
-  families.push_back(std::move(messages));
-  families.push_back(std::move(frames));
-  families.push_back(std::move(bytes));
-  families.push_back(std::move(inflated));
-  families.push_back(std::move(closes));
 
-  auto up = Family("wsgate_backend_up", "1 if the backend takes new connections.",
-                   MetricType::Gauge);
-  auto failures = Family("wsgate_backend_connect_failures_total",
-                         "Failed backend attempts before an upgrade.", MetricType::Counter);
+  // wsgate_backend_up is not counted but computed when scraped (Serialize).
   for (const auto& [key, m] : backends_) {
-    ClientMetric u = WithLabels({{"pool", key.first}, {"backend", key.second}});
-    u.gauge.value = static_cast<double>(m->up.Get());
-    up.metric.push_back(std::move(u));
-    for (size_t r = 0; r < kConnectFailures; ++r) {
-      ClientMetric f = WithLabels(
-          {{"pool", key.first}, {"backend", key.second}, {"reason", kConnectFailureNames[r]}});
-      f.counter.value = static_cast<double>(m->connect_failures[r].Get());
-      failures.metric.push_back(std::move(f));
+    AddIndexed<kBackendConnectFailuresTotal>(families, m->connect_failures, key.first,
+                                             key.second);
+  }
+
+  AddValue(families, kDraining, static_cast<double>(draining_.Get()));
+  AddIndexed<kConfigReloadsTotal>(families, reloads_);
+  AddIndexed<kAdminRequestsRefusedTotal>(families, admin_refused_);
+  AddValue(families, kRebalanceClosesTotal, static_cast<double>(rebalance_closes_.Get()));
+
+  ClientMetric build = Series<kBuildInfo>(version_);
+  build.gauge.value = 1;
+  families[kBuildInfo].metric.push_back(std::move(build));
+}
+
+namespace {
+
+using SeriesKey = std::vector<std::pair<std::string, std::string>>;
+
+SeriesKey KeyOf(const ClientMetric& metric) {
+  SeriesKey key;
+  for (const auto& label : metric.label) key.emplace_back(label.name, label.value);
+  return key;
+}
+
+// Adds |from|'s series to |into|'s: identical series are summed, new ones appended.
+void Merge(MetricFamily& into, MetricFamily& from) {
+  std::map<SeriesKey, size_t> index;
+  for (size_t i = 0; i < into.metric.size(); ++i) index[KeyOf(into.metric[i])] = i;
+  for (ClientMetric& metric : from.metric) {
+    auto found = index.find(KeyOf(metric));
+    if (found == index.end()) {
+      index[KeyOf(metric)] = into.metric.size();
+      into.metric.push_back(std::move(metric));
+      continue;
+    }
+    ClientMetric& target = into.metric[found->second];
+    target.counter.value += metric.counter.value;
+    target.gauge.value += metric.gauge.value;
+    target.histogram.sample_count += metric.histogram.sample_count;
+    target.histogram.sample_sum += metric.histogram.sample_sum;
+    for (size_t b = 0; b < target.histogram.bucket.size() && b < metric.histogram.bucket.size();
+         ++b) {
+      target.histogram.bucket[b].cumulative_count += metric.histogram.bucket[b].cumulative_count;
     }
   }
-  families.push_back(std::move(up));
-  families.push_back(std::move(failures));
+}
 
-  auto draining = Family("wsgate_draining", "1 while the process drains.", MetricType::Gauge);
-  ClientMetric d;
-  d.gauge.value = static_cast<double>(draining_.Get());
-  draining.metric.push_back(std::move(d));
-  families.push_back(std::move(draining));
-
-  auto reloads = Family("wsgate_config_reloads_total", "Configuration reloads by result.",
-                        MetricType::Counter);
-  for (size_t r = 0; r < kReloadResults; ++r) {
-    ClientMetric m = WithLabels({{"result", kReloadResultNames[r]}});
-    m.counter.value = static_cast<double>(reloads_[r].Get());
-    reloads.metric.push_back(std::move(m));
+// The value of |metric|'s label |name|, or empty.
+std::string_view LabelValue(const ClientMetric& metric, std::string_view name) {
+  for (const auto& label : metric.label) {
+    if (label.name == name) return label.value;
   }
-  families.push_back(std::move(reloads));
+  return {};
+}
 
-  auto refused = Family("wsgate_admin_requests_refused_total",
-                        "Admin requests refused for their Host, Origin or Sec-Fetch-Site.",
-                        MetricType::Counter);
-  for (size_t r = 0; r < kAdminRefusals; ++r) {
-    ClientMetric m = WithLabels({{"reason", kAdminRefusalNames[r]}});
-    m.counter.value = static_cast<double>(admin_refused_[r].Get());
-    refused.metric.push_back(std::move(m));
+// Series of backends no longer listed (removed by a reload and drained) are left out, and
+// wsgate_backend_up and the connect failures of every listed backend are written in (pool,
+// backend) order, a listed backend without failures yet as zeros.
+void ApplyBackends(const std::vector<BackendState>& backends, std::vector<MetricFamily>& families) {
+  std::map<std::pair<std::string, std::string>, bool> up;
+  // A backend removed and added again is listed twice: the configured one (listed first) wins.
+  for (const BackendState& backend : backends) {
+    up.emplace(std::pair(backend.pool, backend.address), backend.up);
   }
-  families.push_back(std::move(refused));
+  auto listed = [&up](const ClientMetric& metric) {
+    return up.contains({std::string(LabelValue(metric, "pool")),
+                        std::string(LabelValue(metric, "backend"))});
+  };
+  for (FamilyId id : {kConnectionsActive, kConnectionsTotal}) {
+    std::erase_if(families[id].metric, [&](const ClientMetric& m) { return !listed(m); });
+  }
 
-  auto rebalance = Family("wsgate_rebalance_closes_total",
-                          "Connections closed with 1012 to rebalance a pool.", MetricType::Counter);
-  ClientMetric r;
-  r.counter.value = static_cast<double>(rebalance_closes_.Get());
-  rebalance.metric.push_back(std::move(r));
-  families.push_back(std::move(rebalance));
+  std::map<SeriesKey, double> failures;
+  for (const ClientMetric& metric : families[kBackendConnectFailuresTotal].metric) {
+    failures[KeyOf(metric)] = metric.counter.value;
+  }
+  families[kBackendConnectFailuresTotal].metric.clear();
+  for (const auto& [key, is_up] : up) {
+    const auto& [pool, backend] = key;
+    ClientMetric series = Series<kBackendUp>(pool, backend);
+    series.gauge.value = is_up ? 1 : 0;
+    families[kBackendUp].metric.push_back(std::move(series));
+    for (std::string_view reason : kConnectFailureLabels) {
+      ClientMetric failure = Series<kBackendConnectFailuresTotal>(pool, backend, reason);
+      auto found = failures.find(KeyOf(failure));
+      failure.counter.value = found != failures.end() ? found->second : 0;
+      families[kBackendConnectFailuresTotal].metric.push_back(std::move(failure));
+    }
+  }
+}
 
-  auto build = Family("wsgate_build_info", "Always 1; the version is in the label.",
-                      MetricType::Gauge);
-  ClientMetric b = WithLabels({{"version", version_}});
-  b.gauge.value = 1;
-  build.metric.push_back(std::move(b));
-  families.push_back(std::move(build));
+void AddConnectionsApi(const ConnectionsApiSample& api, std::vector<MetricFamily>& families) {
+  for (const auto& [key, count] : api.requests) {
+    ClientMetric metric =
+        Series<kConnectionsApiRequestsTotal>(key.first, std::to_string(key.second));
+    metric.counter.value = static_cast<double>(count);
+    families[kConnectionsApiRequestsTotal].metric.push_back(std::move(metric));
+  }
+  AddValue(families, kConnectionsApiConnections, static_cast<double>(api.connections));
+  AddValue(families, kDisconnectWebhookDeliveredTotal,
+           static_cast<double>(api.disconnect_delivered));
+  AddValue(families, kDisconnectWebhookRetriesTotal, static_cast<double>(api.disconnect_retried));
+  AddValue(families, kDisconnectWebhookFailedTotal, static_cast<double>(api.disconnect_failed));
+  AddValue(families, kDisconnectWebhookDroppedTotal, static_cast<double>(api.disconnect_dropped));
+  AddValue(families, kAuthAllowedTotal, static_cast<double>(api.auth_allowed));
+  AddValue(families, kAuthDeniedTotal, static_cast<double>(api.auth_denied));
+  AddValue(families, kAuthFailedTotal, static_cast<double>(api.auth_failed));
+  AddValue(families, kAuthCacheHitsTotal, static_cast<double>(api.auth_cache_hits));
+}
+
+}  // namespace
+
+std::string Serialize(const Scrape& scrape) {
+  std::vector<MetricFamily> merged = EmptyFamilies();
+  bool first = true;
+  for (const Registry* registry : scrape.registries) {
+    std::vector<MetricFamily> families;
+    registry->Collect(&families);
+    for (size_t id = 0; id < kFamilies; ++id) {
+      if (!first && id == kBuildInfo) continue;  // one process, one build
+      Merge(merged[id], families[id]);
+    }
+    first = false;
+  }
+  ApplyBackends(scrape.backends, merged);
+  AddConnectionsApi(scrape.connections_api, merged);
+  if (scrape.process) CollectProcessMetrics(&merged);
+  // A process value that cannot be read is left out, family and all.
+  for (size_t id = kProcessCpuSecondsTotal; id < kFamilies; ++id) {
+    if (merged[id].metric.empty()) merged[id].name.clear();
+  }
+  std::erase_if(merged, [](const MetricFamily& family) { return family.name.empty(); });
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, merged);
+  return out.str();
 }
 
 }  // namespace wsgate::metrics

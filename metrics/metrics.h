@@ -4,8 +4,9 @@
 // blocks below (resolved once per connection, never looked up by name per frame). Each block is
 // written by one event-loop thread only, with relaxed loads and stores (no locked instruction,
 // no shared cache line with another writer); a scrape reads them and serializes the Prometheus
-// text format with prometheus-cpp's TextSerializer. Blocks live as long as the registry, so a
-// reload never invalidates a pointer a live connection holds.
+// text format with prometheus-cpp's TextSerializer. Every family is declared once, in
+// families.h. Blocks live as long as the registry, so a reload never invalidates a pointer a
+// live connection holds.
 #pragma once
 
 #include <array>
@@ -17,6 +18,8 @@
 #include <string>
 #include <tuple>
 #include <vector>
+
+#include "metrics/families.h"
 
 namespace prometheus {
 struct MetricFamily;
@@ -66,66 +69,17 @@ class Histogram {
   std::atomic<uint64_t> sum_micros_{0};
 };
 
-enum Direction { kClientToBackend = 0, kBackendToClient = 1 };
-enum FrameKind { kText = 0, kBinary, kContinuation, kPing, kPong, kClose, kFrameKinds };
-enum HandshakeResult {
-  kUpgraded = 0,
-  kBadRequest,
-  kForbidden,
-  kTooLarge,
-  kTimeout,
-  kNoBackend,
-  kBackendFailed,
-  kBackendRejected,
-  kTlsFailed,
-  kOverLimit,
-  kNotFound,
-  kAddressLimit,  // 429: limits.max_connections_per_ip or handshake_rate_per_ip
-  kHandshakeResults
-};
-enum Initiator { kByClient = 0, kByBackend, kByProxy, kInitiators };
-enum ConnectFailure {
-  kRefused = 0,
-  kConnectTimeout,
-  kReset,
-  kBadResponse,
-  kTlsHandshake,  // backend TLS handshake failed (e.g. its certificate did not verify)
-  kConnectFailures
-};
-// Why a client's TLS handshake failed; bounded, so scanners cannot grow the label set.
-enum TlsFailure {
-  kTlsNotTls = 0,          // plain HTTP or other non-TLS bytes on a TLS port
-  kTlsProtocolVersion,     // below min_version
-  kTlsNoSharedCipher,
-  kTlsNoClientCertificate, // mTLS and the client sent none
-  kTlsBadCertificate,      // mTLS and the client's certificate did not verify
-  kTlsNoApplicationProtocol,  // ALPN without a common protocol
-  kTlsTimeout,             // not finished within timeouts.handshake
-  kTlsClosed,              // the client closed or reset mid-handshake
-  kTlsOther,
-  kTlsFailures
-};
-// How a SIGHUP reload ended: kPartial = applied, but some listener could not be bound.
-enum ReloadResult { kReloadSuccess = 0, kReloadPartial, kReloadFailure, kReloadResults };
-// Why the admin listener refused a request before looking at the token.
-enum AdminRefusal {
-  kAdminRefusedHost = 0,   // Host is not an address of this admin listener (DNS rebinding)
-  kAdminRefusedOrigin,     // Origin not in admin.allowed_origins (a web page)
-  kAdminRefusedFetchSite,  // Sec-Fetch-Site other than none, without an allowed Origin
-  kAdminRefusals
-};
-
 // Frame and message counts of one pool, one block per pool name.
 struct PoolMetrics {
   PoolMetrics();
-  std::array<Counter, 2> messages;
-  std::array<Counter, 2> bytes;
-  std::array<Counter, 2> inflated_bytes;  // permessage-deflate payloads inflated to count them
-  std::array<std::array<Counter, kFrameKinds>, 2> frames;
+  std::array<Counter, kDirections> messages;
+  std::array<Counter, kDirections> bytes;
+  std::array<Counter, kDirections> inflated_bytes;  // permessage-deflate payloads inflated
+  std::array<std::array<Counter, kFrameKinds>, kDirections> frames;
   Histogram handshake_duration;
   Histogram connection_duration;
   // Close codes folded into bounded labels: each registered code, "3xxx", "4xxx", "other".
-  std::array<std::array<Counter, 24>, kInitiators> closes;
+  std::array<std::array<Counter, kCloseCodeLabels.size()>, kInitiators> closes;
   // Plain HTTP requests by the status answered (HttpStatusSlot), and their duration.
   std::array<Counter, 501> http_requests;
   Histogram http_request_duration;
@@ -138,8 +92,8 @@ inline size_t HttpStatusSlot(int status) {
 }
 
 // One backend of one pool.
+// (wsgate_backend_up is computed when scraped: Scrape::backends.)
 struct BackendMetrics {
-  Gauge up;  // 1 healthy and accepting, 0 otherwise
   std::array<Counter, kConnectFailures> connect_failures;
 };
 
@@ -148,8 +102,6 @@ struct ConnectionMetrics {
   Gauge active;
   Counter total;
 };
-
-enum TlsVersion { kTls12 = 0, kTls13, kTlsVersions };
 
 struct ListenerMetrics {
   std::array<Counter, kHandshakeResults> handshakes;
@@ -178,14 +130,10 @@ class Registry {
   Counter& admin_refused(AdminRefusal reason) { return admin_refused_[reason]; }
   Counter& rebalance_closes() { return rebalance_closes_; }
 
-  // The Prometheus text exposition format (version 0.0.4) of every metric.
-  std::string Serialize() const;
-  // The same for several registries (one per worker thread) as one: identical series are summed
-  // (counters, gauges and histogram buckets); the first registry's version labels build_info.
-  static std::string Serialize(const std::vector<const Registry*>& registries);
+  // Every family of kFamilySpecs, by FamilyId, with the series this registry counts.
+  void Collect(std::vector<prometheus::MetricFamily>* families) const;
 
  private:
-  void Collect(std::vector<prometheus::MetricFamily>* families) const;
 
   // Guards the maps below (lookups happen once per connection; a scrape reads them from another
   // thread). The counters themselves are atomics and need no lock.
@@ -201,5 +149,42 @@ class Registry {
   std::array<Counter, kAdminRefusals> admin_refused_;
   Counter rebalance_closes_;
 };
+
+// A backend as it is when scraped.
+struct BackendState {
+  std::string pool;
+  std::string address;
+  bool up = false;  // takes new connections: what /readyz and the admin backends API say
+};
+
+// The connections API's own counters (main thread), sampled when scraped.
+struct ConnectionsApiSample {
+  std::map<std::pair<std::string, int>, uint64_t> requests;  // (method, status) -> answered
+  uint64_t connections = 0;                                  // reachable now
+  uint64_t disconnect_delivered = 0;
+  uint64_t disconnect_retried = 0;
+  uint64_t disconnect_failed = 0;
+  uint64_t disconnect_dropped = 0;
+  uint64_t auth_allowed = 0;
+  uint64_t auth_denied = 0;
+  uint64_t auth_failed = 0;
+  uint64_t auth_cache_hits = 0;
+};
+
+// Everything one /metrics answer reports.
+struct Scrape {
+  // One per worker thread (or one): identical series are summed (counters, gauges, histogram
+  // buckets); the first one's version labels build_info.
+  std::vector<const Registry*> registries;
+  // Every backend that exists now: configured, or removed by a reload and still draining. Series
+  // labelled with a backend not listed (removed and drained) are left out; wsgate_backend_up
+  // comes from here, so it never disagrees with /readyz.
+  std::vector<BackendState> backends;
+  ConnectionsApiSample connections_api;
+  bool process = true;  // the process_* families, read from /proc now
+};
+
+// The Prometheus text exposition format (version 0.0.4) of every family in kFamilySpecs.
+std::string Serialize(const Scrape& scrape);
 
 }  // namespace wsgate::metrics

@@ -6,19 +6,19 @@
 
 #include <prometheus/client_metric.h>
 #include <prometheus/metric_family.h>
-#include <prometheus/text_serializer.h>
 
 #include <charconv>
 #include <fstream>
 #include <sstream>
 #include <vector>
 
+#include "metrics/families.h"
+
 namespace wsgate::metrics {
 namespace {
 
 using prometheus::ClientMetric;
 using prometheus::MetricFamily;
-using prometheus::MetricType;
 
 bool ParseUint(std::string_view text, uint64_t* out) {
   if (text.empty()) return false;
@@ -47,20 +47,15 @@ std::optional<uint64_t> OpenFds() {
   return count;
 }
 
-void AddFamily(std::vector<MetricFamily>* families, const char* name, const char* help,
-              MetricType type, double value) {
-  MetricFamily family;
-  family.name = name;
-  family.help = help;
-  family.type = type;
+// One unlabelled series of family |id|, as its declared type wants it.
+void Add(std::vector<MetricFamily>* families, FamilyId id, double value) {
   ClientMetric metric;
-  if (type == MetricType::Counter) {
+  if (kFamilySpecs[id].type == Type::kCounter) {
     metric.counter.value = value;
   } else {
     metric.gauge.value = value;
   }
-  family.metric.push_back(std::move(metric));
-  families->push_back(std::move(family));
+  (*families)[id].metric.push_back(std::move(metric));
 }
 
 }  // namespace
@@ -109,48 +104,38 @@ std::optional<uint64_t> ParseBootTime(std::string_view text) {
   return std::nullopt;
 }
 
-std::string ProcessMetricsText() {
-  std::vector<MetricFamily> families;
+void CollectProcessMetrics(std::vector<MetricFamily>* families) {
   const std::optional<std::string> stat_text = ReadSmallFile("/proc/self/stat");
   const std::optional<ProcStat> stat =
       stat_text ? ParseProcStat(*stat_text) : std::optional<ProcStat>();
   const long ticks_per_second = sysconf(_SC_CLK_TCK);
   const long page_size = sysconf(_SC_PAGESIZE);
   if (stat && ticks_per_second > 0) {
-    AddFamily(&families, "process_cpu_seconds_total",
-             "Total user and system CPU time spent in seconds.", MetricType::Counter,
-             static_cast<double>(stat->utime_ticks + stat->stime_ticks) /
-                 static_cast<double>(ticks_per_second));
+    Add(families, kProcessCpuSecondsTotal,
+        static_cast<double>(stat->utime_ticks + stat->stime_ticks) /
+            static_cast<double>(ticks_per_second));
   }
   if (const std::optional<uint64_t> fds = OpenFds()) {
-    AddFamily(&families, "process_open_fds", "Number of open file descriptors.",
-             MetricType::Gauge, static_cast<double>(*fds));
+    Add(families, kProcessOpenFds, static_cast<double>(*fds));
   }
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
-    AddFamily(&families, "process_max_fds", "Maximum number of open file descriptors.",
-             MetricType::Gauge, static_cast<double>(limit.rlim_cur));
+    Add(families, kProcessMaxFds, static_cast<double>(limit.rlim_cur));
   }
   if (stat) {
-    AddFamily(&families, "process_virtual_memory_bytes", "Virtual memory size in bytes.",
-             MetricType::Gauge, static_cast<double>(stat->vsize_bytes));
+    Add(families, kProcessVirtualMemoryBytes, static_cast<double>(stat->vsize_bytes));
     if (page_size > 0) {
-      AddFamily(&families, "process_resident_memory_bytes", "Resident memory size in bytes.",
-               MetricType::Gauge,
-               static_cast<double>(stat->rss_pages) * static_cast<double>(page_size));
+      Add(families, kProcessResidentMemoryBytes,
+          static_cast<double>(stat->rss_pages) * static_cast<double>(page_size));
     }
   }
   const std::optional<std::string> system_stat = ReadSmallFile("/proc/stat");
   const std::optional<uint64_t> boot = system_stat ? ParseBootTime(*system_stat) : std::nullopt;
   if (stat && boot && ticks_per_second > 0) {
-    AddFamily(&families, "process_start_time_seconds",
-             "Start time of the process since unix epoch in seconds.", MetricType::Gauge,
-             static_cast<double>(*boot) + static_cast<double>(stat->start_time_ticks) /
-                                              static_cast<double>(ticks_per_second));
+    Add(families, kProcessStartTimeSeconds,
+        static_cast<double>(*boot) + static_cast<double>(stat->start_time_ticks) /
+                                         static_cast<double>(ticks_per_second));
   }
-  std::ostringstream out;
-  prometheus::TextSerializer().Serialize(out, families);
-  return out.str();
 }
 
 }  // namespace wsgate::metrics

@@ -8,6 +8,11 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
+
+namespace prometheus {
+struct MetricFamily;
+}  // namespace prometheus
 
 namespace wsgate::metrics {
 
@@ -27,7 +32,8 @@ std::optional<ProcStat> ParseProcStat(std::string_view text);
 // The "btime" line of /proc/stat: boot time in seconds since the epoch.
 std::optional<uint64_t> ParseBootTime(std::string_view text);
 
-// The six families in the Prometheus text format; a value that cannot be read is left out.
-std::string ProcessMetricsText();
+// One series in each of the six process_* families of |families| (indexed by FamilyId); a value
+// that cannot be read is left out.
+void CollectProcessMetrics(std::vector<prometheus::MetricFamily>* families);
 
 }  // namespace wsgate::metrics

@@ -15,7 +15,6 @@
 #include <variant>
 
 #include "config/loader.h"
-#include "metrics/process_metrics.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/direct_socket.h"
 #include "proxy/core/log.h"
@@ -643,7 +642,6 @@ void Server::Tick() {
   auto now = Clock::now();
   for (Pool& pool : current_->pools) {
     for (const BackendPtr& backend : pool.backends) {
-      metrics_.Backend(pool.name, backend->address).up.Set(backend->accepting() ? 1 : 0);
       if (backend->ejected && now >= backend->ejected_until.load()) {
         backend->ejected = false;
         backend->consecutive_failures = 0;
@@ -686,27 +684,34 @@ std::string Server::NotReadyReason() {
   return {};
 }
 
-std::string Server::MetricsText() {
-  std::vector<const metrics::Registry*> registries = {&metrics_};
-  for (const auto& worker : workers_) {
-    if (worker->own_metrics() != nullptr) registries.push_back(worker->own_metrics());
+std::vector<BackendPtr> Server::ExistingBackends() {
+  std::vector<BackendPtr> backends;
+  for (const Pool& pool : current_->pools) {
+    backends.insert(backends.end(), pool.backends.begin(), pool.backends.end());
   }
-  return metrics::Registry::Serialize(registries) + connections_api_->MetricsText() +
-         metrics::ProcessMetricsText();
+  std::erase_if(retired_, [](const BackendPtr& backend) { return backend->active <= 0; });
+  backends.insert(backends.end(), retired_.begin(), retired_.end());
+  return backends;
+}
+
+std::string Server::MetricsText() {
+  metrics::Scrape scrape;
+  scrape.registries = {&metrics_};
+  for (const auto& worker : workers_) {
+    if (worker->own_metrics() != nullptr) scrape.registries.push_back(worker->own_metrics());
+  }
+  // Computed now, from what /readyz and the backends API read, so they never disagree.
+  for (const BackendPtr& backend : ExistingBackends()) {
+    scrape.backends.push_back({backend->pool, backend->address, backend->accepting()});
+  }
+  scrape.connections_api = connections_api_->MetricsSample();
+  return metrics::Serialize(scrape);
 }
 
 std::string Server::BackendsJson() {
   std::string out = "{\"backends\":[";
   bool first = true;
-  for (const Pool& pool : current_->pools) {
-    for (const BackendPtr& backend : pool.backends) {
-      if (!first) out.push_back(',');
-      first = false;
-      out += BackendJson(*backend);
-    }
-  }
-  std::erase_if(retired_, [](const BackendPtr& backend) { return backend->active <= 0; });
-  for (const BackendPtr& backend : retired_) {
+  for (const BackendPtr& backend : ExistingBackends()) {
     if (!first) out.push_back(',');
     first = false;
     out += BackendJson(*backend);

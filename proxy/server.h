@@ -68,6 +68,8 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   // False when some listener (or the admin listener) could not be bound: the rest is applied
   // and |error| says what is missing.
   bool Apply(RuntimePtr next, std::string* error);
+  // The backends of every pool, then those removed by a reload that still have connections.
+  std::vector<BackendPtr> ExistingBackends();
   // Bind what the config names and close what it no longer does. False with |error| appended
   // to for each address that could not be bound; what was listening stays.
   bool SyncListeners(std::string* error);

@@ -259,39 +259,23 @@ void ConnectionsApi::HandleList(evhttp_request* request) {
   Finish(request, "GET", 200, body);
 }
 
-std::string ConnectionsApi::MetricsText() const {
-  std::string out =
-      "# HELP wsgate_connections_api_requests_total Connections API requests by method and "
-      "answered status.\n# TYPE wsgate_connections_api_requests_total counter\n";
-  for (const auto& [key, count] : answered_) {
-    out += "wsgate_connections_api_requests_total{method=\"" + key.first + "\",status=\"" +
-           std::to_string(key.second) + "\"} " + std::to_string(count) + "\n";
-  }
-  out += "# HELP wsgate_connections_api_connections Connections the API can reach now.\n"
-         "# TYPE wsgate_connections_api_connections gauge\nwsgate_connections_api_connections " +
-         std::to_string(index_.size()) + "\n";
+metrics::ConnectionsApiSample ConnectionsApi::MetricsSample() const {
+  metrics::ConnectionsApiSample sample;
+  sample.requests = answered_;
+  sample.connections = index_.size();
   const HookCounters& hooks = index_.hook_counters();
-  auto counter = [&out](const char* name, const char* help, const std::atomic<uint64_t>& value) {
-    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n" + name +
-           " " + std::to_string(value.load(std::memory_order_relaxed)) + "\n";
+  auto value = [](const std::atomic<uint64_t>& counter) {
+    return counter.load(std::memory_order_relaxed);
   };
-  counter("wsgate_disconnect_webhook_delivered_total", "on_disconnect events delivered (2xx).",
-          hooks.disconnect_delivered);
-  counter("wsgate_disconnect_webhook_retries_total", "on_disconnect deliveries retried.",
-          hooks.disconnect_retried);
-  counter("wsgate_disconnect_webhook_failed_total",
-          "on_disconnect events given up after every retry.", hooks.disconnect_failed);
-  counter("wsgate_disconnect_webhook_dropped_total",
-          "on_disconnect events dropped because the queue was full.", hooks.disconnect_dropped);
-  counter("wsgate_auth_allowed_total", "Upgrades the auth hook allowed (2xx).",
-          hooks.auth_allowed);
-  counter("wsgate_auth_denied_total", "Upgrades the auth hook denied (401/403 relayed).",
-          hooks.auth_denied);
-  counter("wsgate_auth_failed_total", "Upgrades answered 503: the auth hook timed out or failed.",
-          hooks.auth_failed);
-  counter("wsgate_auth_cache_hits_total", "Auth decisions served from auth.cache_ttl's cache.",
-          hooks.auth_cache_hits);
-  return out;
+  sample.disconnect_delivered = value(hooks.disconnect_delivered);
+  sample.disconnect_retried = value(hooks.disconnect_retried);
+  sample.disconnect_failed = value(hooks.disconnect_failed);
+  sample.disconnect_dropped = value(hooks.disconnect_dropped);
+  sample.auth_allowed = value(hooks.auth_allowed);
+  sample.auth_denied = value(hooks.auth_denied);
+  sample.auth_failed = value(hooks.auth_failed);
+  sample.auth_cache_hits = value(hooks.auth_cache_hits);
+  return sample;
 }
 
 }  // namespace wsgate

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "metrics/metrics.h"
 #include "proxy/connections/registry.h"
 #include "proxy/core/event_loop.h"
 
@@ -36,8 +37,8 @@ class ConnectionsApi {
   // The admin server answered |request| 401 before it reached Handle().
   void CountUnauthorized(evhttp_request* request);
 
-  // Prometheus text for the API's own counters (main thread).
-  std::string MetricsText() const;
+  // The API's own counters and the hooks' (main thread), for /metrics.
+  metrics::ConnectionsApiSample MetricsSample() const;
 
  private:
   void HandleList(evhttp_request* request);

@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "metrics/metrics.h"
+
 namespace wsgate::metrics {
 namespace {
 
@@ -35,8 +37,8 @@ TEST(ParseBootTime, FindsTheBtimeLine) {
   EXPECT_FALSE(ParseBootTime("btime soon\n"));
 }
 
-TEST(ProcessMetricsText, HasTheSixStandardFamilies) {
-  const std::string text = ProcessMetricsText();
+TEST(ProcessMetrics, HasTheSixStandardFamilies) {
+  const std::string text = Serialize(Scrape{});
   for (const char* line :
        {"# TYPE process_cpu_seconds_total counter\n", "# TYPE process_open_fds gauge\n",
         "# TYPE process_max_fds gauge\n", "# TYPE process_virtual_memory_bytes gauge\n",
