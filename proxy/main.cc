@@ -201,11 +201,12 @@ int main(int argc, char** argv) {
       LOG_INFO("upgrade: " + error + "; starting fresh");
     }
   }
-  auto server = wsgate::Server::Create(std::move(config), config_path, takeover.get(), &error);
-  if (!server) {
-    LOG_ERROR("cannot start: " + error);
+  auto created = wsgate::Server::Create(std::move(config), config_path, takeover.get());
+  if (!created) {
+    LOG_ERROR("cannot start: " + created.error());
     return 1;
   }
+  std::unique_ptr<wsgate::Server> server = std::move(created).value();
   if (takeover) {
     // Both processes now accept on the same sockets; tell the old one to drain.
     if (!takeover->SendReady(&error)) LOG_WARN("upgrade: " + error);

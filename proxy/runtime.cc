@@ -93,7 +93,8 @@ Pool* Runtime::FindPool(const std::string& name) {
   return nullptr;
 }
 
-RuntimePtr BuildRuntime(config::ProxyConfig config, const Runtime* previous, std::string* error) {
+Result<RuntimePtr> BuildRuntime(config::ProxyConfig config, const Runtime* previous) {
+  std::string error;
   std::vector<Pool> pools;
   for (const auto& pool_config : config.pools) {
     Pool pool;
@@ -117,9 +118,8 @@ RuntimePtr BuildRuntime(config::ProxyConfig config, const Runtime* previous, std
         backend->address = backend_config.address.text;
         backend->id = std::move(id);
         if (!ResolveAddress(backend_config.address, &backend->sockaddr, &backend->sockaddr_len,
-                            error)) {
-          *error = "pool " + pool.name + ": " + *error;
-          return nullptr;
+                            &error)) {
+          return Fail("pool " + pool.name + ": " + error);
         }
       }
       backend->weight = backend_config.weight;
@@ -130,7 +130,7 @@ RuntimePtr BuildRuntime(config::ProxyConfig config, const Runtime* previous, std
   Router router(config.routes, PoolNames(config));
   auto runtime =
       std::make_shared<Runtime>(Runtime{std::move(config), std::move(pools), std::move(router), {}, {}});
-  if (!BuildTls(runtime->config, previous, runtime.get(), error)) return nullptr;
+  if (!BuildTls(runtime->config, previous, runtime.get(), &error)) return Fail(std::move(error));
   return runtime;
 }
 
