@@ -1,5 +1,6 @@
 #include "proxy/runtime.h"
 
+#include "config/validate.h"
 #include "proxy/core/log.h"
 #include "proxy/upstream.h"
 
@@ -91,6 +92,32 @@ Pool* Runtime::FindPool(const std::string& name) {
     if (pool.name == name) return &pool;
   }
   return nullptr;
+}
+
+config::ConfigErrors ValidateConfig(const config::ProxyConfig& config, const Runtime* previous) {
+  config::ValidateChecks checks;
+  checks.tls_files = [previous](const config::ProxyConfig& full) {
+    if (previous == nullptr) return tls::CheckFiles(full);
+    config::ProxyConfig fresh_tls = full;  // only what has no previous context to keep
+    for (auto& listener : fresh_tls.listeners) {
+      if (previous->ListenerTls(listener.name) != nullptr) listener.tls.enabled = false;
+    }
+    for (auto& pool : fresh_tls.pools) {
+      for (size_t i = 0; i < previous->config.pools.size() && i < previous->pool_tls.size(); ++i) {
+        if (previous->config.pools[i].name == pool.name && previous->pool_tls[i]) {
+          pool.tls.enabled = false;
+        }
+      }
+    }
+    return tls::CheckFiles(fresh_tls);
+  };
+  if (previous != nullptr) {
+    checks.already_resolved = [previous](const std::string& pool, const config::HostPort& address) {
+      const BackendPtr kept = FindBackend(previous, pool, address.text);
+      return kept != nullptr && !kept->removed;
+    };
+  }
+  return config::Validate(config, checks);
 }
 
 Result<RuntimePtr> BuildRuntime(config::ProxyConfig config, const Runtime* previous) {

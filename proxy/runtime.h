@@ -31,6 +31,13 @@ struct Runtime {
 };
 using RuntimePtr = std::shared_ptr<Runtime>;
 
+// The validation stage (config/validate.h) with the proxy's TLS file check: run on --check, at
+// start (|previous| null) and on reload. On a reload what |previous| already has is left as
+// BuildRuntime leaves it: a kept backend is not resolved again, and a TLS listener or pool with
+// bad files keeps its previous context (BuildRuntime logs why).
+[[nodiscard]] config::ConfigErrors ValidateConfig(const config::ProxyConfig& config,
+                                                  const Runtime* previous);
+
 // Build a generation from |config|, reusing |previous|'s backends where pool name and address
 // match (|previous| may be null). Resolves backend addresses (blocking) and loads TLS certificates.
 // Fails if an address cannot be resolved or a TLS context cannot be built. On a reload

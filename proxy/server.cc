@@ -420,6 +420,11 @@ void Server::Reload() {
     return;
   }
   auto& config = std::get<config::ProxyConfig>(loaded);
+  // The same validation stage as --check and start.
+  if (config::ConfigErrors invalid = ValidateConfig(config, current_.get()); !invalid.empty()) {
+    fail_with(invalid);
+    return;
+  }
   Result<RuntimePtr> next = BuildRuntime(std::move(config), current_.get());
   if (!next) {
     metrics_.reloads(metrics::kReloadFailure).Add();
