@@ -223,8 +223,12 @@ struct BackendConfig {
   HostPort address;
   uint32_t weight = 1;  // 1..1000
   std::string id;       // hashing identity; default: the address text
+  ConfigError origin;   // where |address| was written, for errors found by config/validate.h
 
-  bool operator==(const BackendConfig&) const = default;
+  // Where it was written is not part of the setting.
+  bool operator==(const BackendConfig& other) const {
+    return address == other.address && weight == other.weight && id == other.id;
+  }
 };
 
 struct PoolConfig {

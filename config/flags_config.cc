@@ -30,7 +30,12 @@ LoadResult LoadFlagsConfig(const std::string& listen, const std::vector<std::str
   LoadResult result = LoadConfigString(out.c_str(), "command line");
   auto* errors = std::get_if<ConfigErrors>(&result);
   if (errors == nullptr) {
-    std::get<ProxyConfig>(result).source_path.clear();  // there is no file to reload
+    ProxyConfig& config = std::get<ProxyConfig>(result);
+    config.source_path.clear();  // there is no file to reload
+    // Later checks (config/validate.h) point at the flag, as the loader's errors below do.
+    for (BackendConfig& backend : config.pools[0].backends) {
+      backend.origin = ConfigError{"--backend", 0, 0, "", ""};
+    }
     return result;
   }
   for (ConfigError& error : *errors) {

@@ -14,6 +14,7 @@ namespace wsgate::config {
 
 // Errors about a flag's value name the flag ("--backend: invalid address ...") instead of a
 // position in the generated document.
-LoadResult LoadFlagsConfig(const std::string& listen, const std::vector<std::string>& backends);
+[[nodiscard]] LoadResult LoadFlagsConfig(const std::string& listen,
+                                        const std::vector<std::string>& backends);
 
 }  // namespace wsgate::config

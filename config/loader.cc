@@ -977,6 +977,7 @@ void Loader::LoadBackends(const Value& v, std::vector<BackendConfig>* out) {
     bool duplicate_address = false;
     if (address != nullptr) {
       address_ok = ReadHostPort(*address, /*allow_port_zero=*/false, &backend.address);
+      backend.origin = Origin(*address);
       if (address_ok && !addresses.insert(AddressKey(backend.address)).second) {
         Error(*address, "duplicate backend address " + Quote(backend.address.text));
         duplicate_address = true;

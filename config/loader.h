@@ -14,10 +14,12 @@ namespace wsgate::config {
 
 using LoadResult = std::variant<ProxyConfig, ConfigErrors>;
 
-// Read |path| and return the validated config, or every error found.
-LoadResult LoadConfigFile(const std::string& path);
+// Read |path| and return the validated config, or every error found. What the file alone cannot
+// tell (backend names, TLS files) is checked by config/validate.h.
+[[nodiscard]] LoadResult LoadConfigFile(const std::string& path);
 
 // Same, from YAML text; |file_name| is used in error messages only.
-LoadResult LoadConfigString(const std::string& yaml_text, const std::string& file_name);
+[[nodiscard]] LoadResult LoadConfigString(const std::string& yaml_text,
+                                         const std::string& file_name);
 
 }  // namespace wsgate::config

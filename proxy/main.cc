@@ -17,6 +17,7 @@
 #include "proxy/core/event_loop.h"
 #include "proxy/core/libevent_memory.h"
 #include "proxy/core/log.h"
+#include "proxy/runtime.h"
 #include "proxy/server.h"
 #include "proxy/tls/tls_context.h"
 
@@ -164,8 +165,12 @@ int main(int argc, char** argv) {
   if (serving && config.log.format == wsgate::config::LogConfig::Format::kJson) {
     wsgate::log::SetFormat(wsgate::log::Format::kJson);
   }
-  // Certificates and keys are part of the configuration: a bad one is an error naming the file.
-  if (auto errors = wsgate::tls::CheckFiles(config); !errors.empty()) {
+  // The validation stage, as on reload: backend names resolve, certificates and keys load. An
+  // error names the file and the key. --print-config resolves nothing, so a file meant for
+  // another network (a cluster's service names) still prints.
+  auto errors =
+      print_config ? wsgate::tls::CheckFiles(config) : wsgate::ValidateConfig(config, nullptr);
+  if (!errors.empty()) {
     if (wsgate::log::JsonFormat()) {
       for (const auto& error : errors) LOG_ERROR(error.Format());
       LOG_ERROR(std::to_string(errors.size()) + " error(s) in " + source);
@@ -201,11 +206,12 @@ int main(int argc, char** argv) {
       LOG_INFO("upgrade: " + error + "; starting fresh");
     }
   }
-  auto server = wsgate::Server::Create(std::move(config), config_path, takeover.get(), &error);
-  if (!server) {
-    LOG_ERROR("cannot start: " + error);
+  auto created = wsgate::Server::Create(std::move(config), config_path, takeover.get());
+  if (!created) {
+    LOG_ERROR("cannot start: " + created.error());
     return 1;
   }
+  std::unique_ptr<wsgate::Server> server = std::move(created).value();
   if (takeover) {
     // Both processes now accept on the same sockets; tell the old one to drain.
     if (!takeover->SendReady(&error)) LOG_WARN("upgrade: " + error);

@@ -1,5 +1,6 @@
 #include "proxy/runtime.h"
 
+#include "config/validate.h"
 #include "proxy/core/log.h"
 #include "proxy/upstream.h"
 
@@ -93,7 +94,34 @@ Pool* Runtime::FindPool(const std::string& name) {
   return nullptr;
 }
 
-RuntimePtr BuildRuntime(config::ProxyConfig config, const Runtime* previous, std::string* error) {
+config::ConfigErrors ValidateConfig(const config::ProxyConfig& config, const Runtime* previous) {
+  config::ValidateChecks checks;
+  checks.tls_files = [previous](const config::ProxyConfig& full) {
+    if (previous == nullptr) return tls::CheckFiles(full);
+    config::ProxyConfig fresh_tls = full;  // only what has no previous context to keep
+    for (auto& listener : fresh_tls.listeners) {
+      if (previous->ListenerTls(listener.name) != nullptr) listener.tls.enabled = false;
+    }
+    for (auto& pool : fresh_tls.pools) {
+      for (size_t i = 0; i < previous->config.pools.size() && i < previous->pool_tls.size(); ++i) {
+        if (previous->config.pools[i].name == pool.name && previous->pool_tls[i]) {
+          pool.tls.enabled = false;
+        }
+      }
+    }
+    return tls::CheckFiles(fresh_tls);
+  };
+  if (previous != nullptr) {
+    checks.already_resolved = [previous](const std::string& pool, const config::HostPort& address) {
+      const BackendPtr kept = FindBackend(previous, pool, address.text);
+      return kept != nullptr && !kept->removed;
+    };
+  }
+  return config::Validate(config, checks);
+}
+
+Result<RuntimePtr> BuildRuntime(config::ProxyConfig config, const Runtime* previous) {
+  std::string error;
   std::vector<Pool> pools;
   for (const auto& pool_config : config.pools) {
     Pool pool;
@@ -117,9 +145,8 @@ RuntimePtr BuildRuntime(config::ProxyConfig config, const Runtime* previous, std
         backend->address = backend_config.address.text;
         backend->id = std::move(id);
         if (!ResolveAddress(backend_config.address, &backend->sockaddr, &backend->sockaddr_len,
-                            error)) {
-          *error = "pool " + pool.name + ": " + *error;
-          return nullptr;
+                            &error)) {
+          return Fail("pool " + pool.name + ": " + error);
         }
       }
       backend->weight = backend_config.weight;
@@ -130,7 +157,7 @@ RuntimePtr BuildRuntime(config::ProxyConfig config, const Runtime* previous, std
   Router router(config.routes, PoolNames(config), &config.paths);
   auto runtime =
       std::make_shared<Runtime>(Runtime{std::move(config), std::move(pools), std::move(router), {}, {}});
-  if (!BuildTls(runtime->config, previous, runtime.get(), error)) return nullptr;
+  if (!BuildTls(runtime->config, previous, runtime.get(), &error)) return Fail(std::move(error));
   return runtime;
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "config/result.h"
 #include "proxy/balancer.h"
 #include "proxy/router.h"
 #include "proxy/tls/tls_context.h"
@@ -30,12 +31,19 @@ struct Runtime {
 };
 using RuntimePtr = std::shared_ptr<Runtime>;
 
+// The validation stage (config/validate.h) with the proxy's TLS file check: run on --check, at
+// start (|previous| null) and on reload. On a reload what |previous| already has is left as
+// BuildRuntime leaves it: a kept backend is not resolved again, and a TLS listener or pool with
+// bad files keeps its previous context (BuildRuntime logs why).
+[[nodiscard]] config::ConfigErrors ValidateConfig(const config::ProxyConfig& config,
+                                                  const Runtime* previous);
+
 // Build a generation from |config|, reusing |previous|'s backends where pool name and address
 // match (|previous| may be null). Resolves backend addresses (blocking) and loads TLS certificates.
-// Returns null with |error| set if an address cannot be resolved or a TLS context cannot be
-// built. On a reload (|previous| set) a listener or pool whose TLS files are bad keeps its
-// previous context, and the errors are logged.
-RuntimePtr BuildRuntime(config::ProxyConfig config, const Runtime* previous, std::string* error);
+// Fails if an address cannot be resolved or a TLS context cannot be built. On a reload
+// (|previous| set) a listener or pool whose TLS files are bad keeps its previous context, and the
+// errors are logged.
+Result<RuntimePtr> BuildRuntime(config::ProxyConfig config, const Runtime* previous);
 
 // A generation for one worker thread: the same config and the same (shared) backends as
 // |shared|, with its own Pool objects, balancers and router, so picking never shares balancer

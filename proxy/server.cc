@@ -116,12 +116,12 @@ void Server::OnAccept(evutil_socket_t fd, const sockaddr* peer, const std::strin
   target->Accept(fd, peer, listener, false, ticket);
 }
 
-std::unique_ptr<Server> Server::Create(config::ProxyConfig config, std::string config_path,
-                                       TakeoverClient* takeover, std::string* error) {
+Result<std::unique_ptr<Server>> Server::Create(config::ProxyConfig config,
+                                               std::string config_path, TakeoverClient* takeover) {
   std::unique_ptr<Server> server(new Server(std::move(config_path)));
-  RuntimePtr runtime = BuildRuntime(std::move(config), nullptr, error);
-  if (!runtime) return nullptr;
-  server->current_ = std::move(runtime);
+  Result<RuntimePtr> runtime = BuildRuntime(std::move(config), nullptr);
+  if (!runtime) return Fail(std::move(runtime).error());
+  server->current_ = std::move(runtime).value();
   server->admission_.Configure(server->current_->config.limits);
   size_t workers = server->current_->config.workers;
   if (workers == 0) workers = std::max(1u, std::thread::hardware_concurrency());
@@ -154,11 +154,15 @@ std::unique_ptr<Server> Server::Create(config::ProxyConfig config, std::string c
   }
   server->connections_api_ = std::make_unique<ConnectionsApi>(
       server->loop_, server->connection_index_, std::move(api_workers));
-  if (!server->access_log_.Configure(server->current_->config.log, error)) return nullptr;
+  std::string log_error;
+  if (!server->access_log_.Configure(server->current_->config.log, &log_error)) {
+    return Fail(std::move(log_error));
+  }
   server->takeover_ = takeover;
-  bool ok = server->SyncListeners(error) && server->SyncAdmin(error);
+  Status bound = server->SyncListeners();
+  if (bound) bound = server->SyncAdmin();
   server->takeover_ = nullptr;
-  if (!ok) return nullptr;
+  if (!bound) return Fail(std::move(bound).error());
   server->SyncHealthChecks();
   LOG_INFO(std::to_string(workers) + (workers == 1 ? " worker thread" : " worker threads"));
   for (int signo : {SIGTERM, SIGINT, SIGQUIT, SIGHUP}) {
@@ -214,7 +218,8 @@ bool ListensOn(int fd, const config::HostPort& address) {
 
 }  // namespace
 
-bool Server::SyncListeners(std::string* error) {
+Status Server::SyncListeners() {
+  std::string errors;
   const auto& wanted = current_->config.listeners;
   // Keep every listener whose name is still configured: one with an unchanged address keeps its
   // socket (and accept queue), so no connection attempt is refused across a reload; one whose
@@ -232,7 +237,6 @@ bool Server::SyncListeners(std::string* error) {
     }
   }
   listeners_ = std::move(kept);
-  bool ok = true;
   for (const auto& config : wanted) {
     auto existing = std::find_if(listeners_.begin(), listeners_.end(),
                                  [&](const auto& l) { return l->name() == config.name; });
@@ -259,12 +263,11 @@ bool Server::SyncListeners(std::string* error) {
     }
     std::string bind_error;
     if (!adopted && !listener->Bind(&bind_error)) {
-      ok = false;
       if (existing != listeners_.end()) {
         bind_error += " (listener=" + config.name + " keeps listening on " +
                       (*existing)->BoundAddress() + ")";
       }
-      AppendError(error, bind_error);
+      AppendError(&errors, bind_error);
       continue;
     }
     LOG_INFO("listener=" + listener->name() + (adopted ? " took over " : " listening on ") +
@@ -276,17 +279,18 @@ bool Server::SyncListeners(std::string* error) {
       listeners_.push_back(std::move(listener));
     }
   }
-  return ok;
+  if (!errors.empty()) return Fail(std::move(errors));
+  return {};
 }
 
-bool Server::SyncAdmin(std::string* error) {
+Status Server::SyncAdmin() {
   const config::AdminConfig& admin = current_->config.admin;
   if (!admin.enabled) {
     admin_.reset();
     admin_address_text_.clear();
-    return true;
+    return {};
   }
-  bool ok = true;
+  std::string kept_error;  // the new address failed, the old one still serves
   if (!admin_ || admin.address.text != admin_address_text_) {
     int inherited = takeover_ != nullptr ? takeover_->Take(kAdminHandoverName) : -1;
     if (inherited >= 0 && !ListensOn(inherited, admin.address)) {
@@ -309,13 +313,11 @@ bool Server::SyncAdmin(std::string* error) {
       LOG_WARN("upgrade: " + bind_error + "; binding it again every 500ms until the old process "
                "releases it");
       ArmAdminRetry();
-      return true;
+      return {};
     } else if (!admin_) {
-      AppendError(error, bind_error);
-      return false;
+      return Fail(std::move(bind_error));
     } else {
-      AppendError(error, bind_error + " (admin keeps listening on " + admin_->BoundAddress() + ")");
-      ok = false;
+      kept_error = bind_error + " (admin keeps listening on " + admin_->BoundAddress() + ")";
     }
   }
   // A listener kept on its old address never loses its token: "no token" is only allowed for the
@@ -329,7 +331,8 @@ bool Server::SyncAdmin(std::string* error) {
   connections_api_->set_max_message_bytes(max_message);
   connection_index_.set_public_url(
       admin.public_url.empty() ? "http://" + admin_->BoundAddress() : admin.public_url);
-  return ok;
+  if (!kept_error.empty()) return Fail(std::move(kept_error));
+  return {};
 }
 
 void Server::ArmAdminRetry() {
@@ -343,11 +346,11 @@ void Server::ArmAdminRetry() {
 void Server::OnAdminRetry(evutil_socket_t, short, void* ctx) {
   auto* self = static_cast<Server*>(ctx);
   if (self->admin_ || self->phase_ != Phase::kServing) return;
-  std::string error;
-  if (!self->SyncAdmin(&error)) {
+  if (!self->SyncAdmin()) {
     self->ArmAdminRetry();
     return;
   }
+  std::string error;
   if (!self->ready_file_.empty() && !self->WriteReadyFile(self->ready_file_, &error)) {
     LOG_ERROR(error);
   }
@@ -421,34 +424,41 @@ void Server::Reload() {
   }
   LOG_INFO("received SIGHUP: reloading " + config_path_);
   auto loaded = config::LoadConfigFile(config_path_);
-  if (auto* errors = std::get_if<config::ConfigErrors>(&loaded)) {
-    for (const auto& error : *errors) LOG_ERROR("reload: " + error.Format());
+  auto fail_with = [this](const config::ConfigErrors& errors) {
+    for (const auto& error : errors) LOG_ERROR("reload: " + error.Format());
     metrics_.reloads(metrics::kReloadFailure).Add();
-    LOG_ERROR("reload failed with " + std::to_string(errors->size()) +
+    LOG_ERROR("reload failed with " + std::to_string(errors.size()) +
               " error(s); still running the previous configuration");
+  };
+  if (auto* errors = std::get_if<config::ConfigErrors>(&loaded)) {
+    fail_with(*errors);
     return;
   }
-  std::string error;
-  RuntimePtr next =
-      BuildRuntime(std::move(std::get<config::ProxyConfig>(loaded)), current_.get(), &error);
+  auto& config = std::get<config::ProxyConfig>(loaded);
+  // The same validation stage as --check and start.
+  if (config::ConfigErrors invalid = ValidateConfig(config, current_.get()); !invalid.empty()) {
+    fail_with(invalid);
+    return;
+  }
+  Result<RuntimePtr> next = BuildRuntime(std::move(config), current_.get());
   if (!next) {
     metrics_.reloads(metrics::kReloadFailure).Add();
-    LOG_ERROR("reload failed: " + error + "; still running the previous configuration");
+    LOG_ERROR("reload failed: " + next.error() + "; still running the previous configuration");
     return;
   }
-  error.clear();
-  const bool complete = Apply(std::move(next), &error);
-  metrics_.reloads(complete ? metrics::kReloadSuccess : metrics::kReloadPartial).Add();
+  const Status applied = Apply(std::move(next).value());
+  metrics_.reloads(applied ? metrics::kReloadSuccess : metrics::kReloadPartial).Add();
   std::string ready_error;
   if (!ready_file_.empty() && !WriteReadyFile(ready_file_, &ready_error)) LOG_ERROR(ready_error);
-  if (complete) {
+  if (applied) {
     LOG_INFO("reload complete");
   } else {
-    LOG_ERROR("reload partial: " + error + "; everything else of the new configuration is applied");
+    LOG_ERROR("reload partial: " + applied.error() +
+              "; everything else of the new configuration is applied");
   }
 }
 
-bool Server::Apply(RuntimePtr next, std::string* error) {
+Status Server::Apply(RuntimePtr next) {
   auto deadline = Clock::now() + next->config.timeouts.drain;
   for (const BackendPtr& backend : RemovedBackends(*current_, *next)) {
     backend->removed = true;
@@ -481,9 +491,13 @@ bool Server::Apply(RuntimePtr next, std::string* error) {
   std::string log_error;
   if (!access_log_.Configure(current_->config.log, &log_error)) LOG_ERROR("reload: " + log_error);
   // What cannot be bound is reported; what was open stays open.
-  const bool listeners_ok = SyncListeners(error);
-  const bool admin_ok = SyncAdmin(error);
-  return listeners_ok && admin_ok;
+  const Status listeners = SyncListeners();
+  const Status admin = SyncAdmin();
+  if (listeners && admin) return {};
+  std::string missing;
+  if (!listeners) AppendError(&missing, listeners.error());
+  if (!admin) AppendError(&missing, admin.error());
+  return Fail(std::move(missing));
 }
 
 // ---------------------------------------------------------------------------------------------

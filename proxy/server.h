@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "config/result.h"
 #include "metrics/metrics.h"
 #include "proxy/admin.h"
 #include "proxy/connections/api.h"
@@ -34,9 +35,9 @@ namespace wsgate {
 class Server final : public AdminHandler, public HandoverServer::Callbacks {
  public:
   // Resolve backends, bind listeners (or adopt them from |takeover|, a running wsgate being
-  // upgraded). Returns null with |error| set on failure.
-  static std::unique_ptr<Server> Create(config::ProxyConfig config, std::string config_path,
-                                        TakeoverClient* takeover, std::string* error);
+  // upgraded). |config| has passed ValidateConfig (runtime.h).
+  static Result<std::unique_ptr<Server>> Create(config::ProxyConfig config,
+                                                std::string config_path, TakeoverClient* takeover);
   ~Server() override;
 
   // Write "NAME HOST:PORT" per listener (and "admin HOST:PORT") to |path|, atomically.
@@ -65,15 +66,15 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   enum class Phase { kServing, kGrace, kDraining, kClosing, kStopping };
 
   explicit Server(std::string config_path);
-  // False when some listener (or the admin listener) could not be bound: the rest is applied
-  // and |error| says what is missing.
-  bool Apply(RuntimePtr next, std::string* error);
+  // Swap |next| in. An error means a partial reload: some listener (or the admin listener)
+  // could not be bound, the rest is applied, and the error says what is missing.
+  Status Apply(RuntimePtr next);
   // The backends of every pool, then those removed by a reload that still have connections.
   std::vector<BackendPtr> ExistingBackends();
-  // Bind what the config names and close what it no longer does. False with |error| appended
-  // to for each address that could not be bound; what was listening stays.
-  bool SyncListeners(std::string* error);
-  bool SyncAdmin(std::string* error);
+  // Bind what the config names and close what it no longer does. The error names each address
+  // that could not be bound ("; " between them); what was listening stays.
+  Status SyncListeners();
+  Status SyncAdmin();
   // Bind the admin address again soon: the process being upgraded still holds it.
   void ArmAdminRetry();
   static void OnAdminRetry(evutil_socket_t, short, void* ctx);

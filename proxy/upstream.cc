@@ -9,23 +9,19 @@
 #include <cerrno>
 #include <cstring>
 
+#include "config/validate.h"
+
 namespace wsgate {
 
 bool ResolveAddress(const config::HostPort& address, sockaddr_storage* out, socklen_t* out_len,
                     std::string* error) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* result = nullptr;
-  std::string port = std::to_string(address.port);
-  int rc = getaddrinfo(address.host.c_str(), port.c_str(), &hints, &result);
-  if (rc != 0 || result == nullptr) {
-    *error = std::string("cannot resolve ") + address.text + ": " + gai_strerror(rc);
+  Result<config::ResolvedAddress> resolved = config::ResolveHostPort(address);
+  if (!resolved) {
+    *error = std::move(resolved).error();
     return false;
   }
-  std::memcpy(out, result->ai_addr, result->ai_addrlen);
-  *out_len = static_cast<socklen_t>(result->ai_addrlen);
-  freeaddrinfo(result);
+  *out = resolved->addr;
+  *out_len = resolved->len;
   return true;
 }
 

@@ -10,7 +10,8 @@
 
 namespace wsgate {
 
-// Resolve |address| (numeric or DNS name, blocking; done at start-up) into |backend|.
+// Resolve |address| (numeric or DNS name, blocking; done at start-up) with
+// config::ResolveHostPort, the resolver config validation uses too.
 bool ResolveAddress(const config::HostPort& address, sockaddr_storage* out, socklen_t* out_len,
                     std::string* error);
 

@@ -10,9 +10,9 @@ cd "$(dirname "$0")/.."
 build_dir="${1:-build-release}"
 staging_dir="${2:-$build_dir/staging}"
 # -O2 as Debian builds its packages: GCC 12 at -O3 reports a false -Wrestrict inside
-# std::string (GCC bug 105329), and warnings stay errors here too.
+# std::string (GCC bug 105329), and warnings stay errors here (WSGATE_WERROR defaults to OFF).
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O2 -DNDEBUG" \
-  -DCMAKE_INSTALL_PREFIX=/usr -DBUILD_TESTING=OFF -DWSGATE_BENCH=OFF
+  -DCMAKE_INSTALL_PREFIX=/usr -DBUILD_TESTING=OFF -DWSGATE_BENCH=OFF -DWSGATE_WERROR=ON
 cmake --build "$build_dir" -j"${WSGATE_JOBS:-$(nproc)}" --target wsgate
 rm -rf "$staging_dir"
 DESTDIR="$(realpath -m "$staging_dir")" cmake --install "$build_dir" --strip

@@ -238,9 +238,16 @@ def test_compose_example(tmp_path):
     # wsgate: its config passes --check, its backends are the two demo backends, and Compose
     # waits longer than its drain before SIGKILL.
     config_path = mounts["/etc/wsgate/wsgate.yaml"]
-    check_config(config_path)
+    # --check resolves backend names as start does; the service names resolve only inside
+    # Compose's network, so check the file with them pointed at loopback.
     with open(config_path) as f:
-        config = yaml.safe_load(f)
+        text = f.read()
+    in_compose = tmp_path / "in-compose.yaml"
+    in_compose.write_text(text.replace("backend-1:", "localhost:").replace("backend-2:",
+                                                                           "localhost:"))
+    check_config(in_compose)
+    config_path = str(in_compose)
+    config = yaml.safe_load(text)
     backends = {b["address"] for b in config["pools"][0]["backends"]}
     for name in ("backend-1", "backend-2"):
         port = services[name]["command"][services[name]["command"].index("--port") + 1]
@@ -302,11 +309,20 @@ def test_kubernetes_manifests(tmp_path):
     assert container["args"] == ["-c", "/etc/wsgate/wsgate.yaml"]
     config_path = tmp_path / "wsgate.yaml"
     config_path.write_text(config_map["data"]["wsgate.yaml"])
-    check_config(config_path)
+    # --check resolves backend names as start does; the Service name resolves only in the
+    # cluster, so check the file with it pointed at loopback.
+    service_host = "app-backend.default.svc.cluster.local"
+    assert service_host in config_map["data"]["wsgate.yaml"]
+    outside = run_wsgate("--check", "-c", str(config_path))
+    assert outside.returncode == 1 and f"cannot resolve {service_host}:" in outside.stderr, \
+        outside.stderr
+    in_cluster = tmp_path / "in-cluster.yaml"
+    in_cluster.write_text(config_map["data"]["wsgate.yaml"].replace(service_host, "localhost"))
+    check_config(in_cluster)
     config = yaml.safe_load(config_map["data"]["wsgate.yaml"])
 
     # The kubelet must not SIGKILL a draining pod.
-    assert pod["spec"]["terminationGracePeriodSeconds"] > longest_drain(str(config_path))
+    assert pod["spec"]["terminationGracePeriodSeconds"] > longest_drain(str(in_cluster))
     # drain.grace gives the endpoints controller time to drop the pod after /readyz turns 503.
     probe = container["readinessProbe"]
     assert probe["httpGet"]["path"] == "/readyz"
