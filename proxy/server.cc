@@ -322,7 +322,7 @@ Status Server::SyncAdmin() {
   }
   // A listener kept on its old address never loses its token: "no token" is only allowed for the
   // new (loopback) address, and the kept one may be on 0.0.0.0. A new token still applies.
-  if (ok || !admin.token.empty()) admin_->set_token(admin.token);
+  if (kept_error.empty() || !admin.token.empty()) admin_->set_token(admin.token);
   admin_->set_request_policy(admin);
   // A pushed message may be as large as a relayed one; bodies beyond that never reach us.
   uint64_t max_message = current_->config.limits.max_message_bytes;
