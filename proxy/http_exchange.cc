@@ -141,7 +141,7 @@ void HttpForwarder::Drain() {
   draining_ = true;
   if (phase_ == Phase::kIdle && !request_parser_) {
     Stop();
-    owner_.OnHttpEnd(false, "proxy");
+    owner_.OnHttpEnd(false, ClosedBy::kProxy);
     return;
   }
   close_after_response_ = true;
@@ -622,18 +622,18 @@ void HttpForwarder::OnResponseComplete() {
   bool reuse = backend_reusable_ && request_done_ && clean && !backend_eof_;
   Record();
   if (reuse) {
-    --backend_->active;
+    BackendPtr backend = backend_.shared();
+    backend_.Release();  // an idle pooled connection is no connection assigned to it
     context_.http_connections.Put(
-        *backend_, std::move(backend_bev_),
+        *backend, std::move(backend_bev_),
         config().pools[static_cast<size_t>(pool_index_)].http.max_idle_connections,
         config().timeouts.backend_idle);
-    backend_.reset();
   } else {
     DropBackend();
   }
   if (close_after_response_ || draining_) {
     Stop();
-    owner_.OnHttpEnd(true, "proxy");
+    owner_.OnHttpEnd(true, ClosedBy::kProxy);
     return;
   }
   ResetExchange();
@@ -663,7 +663,7 @@ void HttpForwarder::OnClientEvent(short what) {
   // A response may still wait in the output buffer (it completed in this loop pass, before the
   // client's EOF was read): a half-close is no reason to drop it, so flush before closing.
   bool answer_queued = clean_eof && evbuffer_get_length(bufferevent_get_output(client_)) > 0;
-  owner_.OnHttpEnd(answer_queued, "client");
+  owner_.OnHttpEnd(answer_queued, ClosedBy::kClient);
 }
 
 void HttpForwarder::OnTimer() {
@@ -675,7 +675,7 @@ void HttpForwarder::OnTimer() {
       }
       // A keep-alive connection with no request pending: close it quietly.
       Stop();
-      owner_.OnHttpEnd(false, "proxy");
+      owner_.OnHttpEnd(false, ClosedBy::kProxy);
       return;
     case Phase::kConnecting:
       OnAttemptFailed(true, "connect timed out");
@@ -722,7 +722,7 @@ void HttpForwarder::Fail(int status, const std::string& reason, const std::strin
   // sees a truncated body, never a second status line).
   Record();
   Stop();
-  owner_.OnHttpEnd(true, "proxy");
+  owner_.OnHttpEnd(true, ClosedBy::kProxy);
 }
 
 void HttpForwarder::Record() {
@@ -753,10 +753,7 @@ void HttpForwarder::Record() {
 void HttpForwarder::DropBackend() {
   backend_bev_.reset();  // never reused: closed here
   backend_paused_ = false;
-  if (backend_) {
-    --backend_->active;
-    backend_.reset();
-  }
+  backend_.Release();
 }
 
 void HttpForwarder::ResetExchange() {

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "proxy/access_log.h"
 #include "proxy/backend_connection_pool.h"
 #include "proxy/balancer.h"
 #include "proxy/core/libevent_ptr.h"
@@ -34,7 +35,7 @@ class HttpForwarderOwner {
   // The next request on the connection is a WebSocket upgrade; its head is still buffered.
   virtual void OnUpgradeRequest() = 0;
   // The connection is done: close it after flushing (linger: wait for the client's EOF first).
-  virtual void OnHttpEnd(bool linger, const char* closed_by) = 0;
+  virtual void OnHttpEnd(bool linger, ClosedBy closed_by) = 0;
 };
 
 struct HttpClientInfo {
@@ -132,7 +133,7 @@ class HttpForwarder {
   PickRequest pick_;
   int preferred_backend_ = -1;
   BackendAttempts attempts_;
-  BackendPtr backend_;
+  BackendLease backend_;
   BufferEventPtr backend_bev_;
   bool backend_reused_ = false;
   bool fresh_connection_only_ = false;  // a pooled connection proved stale: connect anew

@@ -100,6 +100,22 @@ const char* ViolationText(uint16_t code, bool in_inflate) {
   return code == ws::kInvalidPayload ? "invalid compressed data" : "out of memory for inflating";
 }
 
+// wsgate_closes_total's initiator: the API, timeouts and the proxy itself all count as proxy.
+metrics::Initiator InitiatorOf(ClosedBy closed_by) {
+  switch (closed_by) {
+    case ClosedBy::kClient:
+      return metrics::kByClient;
+    case ClosedBy::kBackend:
+      return metrics::kByBackend;
+    case ClosedBy::kUndecided:
+    case ClosedBy::kProxy:
+    case ClosedBy::kApi:
+    case ClosedBy::kTimeout:
+      break;
+  }
+  return metrics::kByProxy;
+}
+
 http::HeadLimits RequestLimits(const config::ProxyConfig& config) {
   return http::HeadLimits{config.limits.max_header_bytes, config.limits.max_request_line_bytes,
                           128};
@@ -172,7 +188,7 @@ size_t Session::high_watermark() const {
 
 void Session::Start() {
   if (!client_.bev || !timer_) {
-    Finish("proxy");
+    Finish(ClosedBy::kProxy);
     return;
   }
   bufferevent_setcb(client_.bev.get(), &SessionCallbacks::ClientRead,
@@ -187,7 +203,7 @@ void Session::StartRejected(int status, const std::string& reason,
                             const std::string& extra_header, metrics::HandshakeResult result) {
   reject_result_ = result;
   if (!client_.bev || !timer_) {
-    Finish("proxy");
+    Finish(ClosedBy::kProxy);
     return;
   }
   bufferevent_setcb(client_.bev.get(), &SessionCallbacks::ClientRead,
@@ -332,7 +348,7 @@ void Session::OnTlsHandshakeFailed(metrics::TlsFailure failure, const std::strin
             " TLS handshake failed: " + detail);
   reason_ = "TLS handshake failed: " + detail;
   access_line_ = false;
-  Finish("client");
+  Finish(ClosedBy::kClient);
 }
 
 void Session::StartHttp() {
@@ -363,7 +379,7 @@ void Session::OnUpgradeRequest() {
   HandleRequestHead();
 }
 
-void Session::OnHttpEnd(bool linger, const char* closed_by) {
+void Session::OnHttpEnd(bool linger, ClosedBy closed_by) {
   if (linger) {
     BeginLingeringClose();
   } else {
@@ -459,7 +475,7 @@ void Session::OnClientEvent(short what) {
         return;
       }
       reason_ = "client closed before sending a complete request";
-      Finish("client");
+      Finish(ClosedBy::kClient);
       return;
     case State::kLingering:
       if ((what & BEV_EVENT_EOF) != 0 && client_.close_after_flush &&
@@ -470,14 +486,14 @@ void Session::OnClientEvent(short what) {
         client_.SetReading(false);
         return;
       }
-      Finish("proxy");
+      Finish(ClosedBy::kProxy);
       return;
     case State::kHttp:
       http_->OnClientEvent(what);
       return;
     default:
       reason_ = "client closed during the upstream handshake";
-      Finish("client");
+      Finish(ClosedBy::kClient);
       return;
   }
 }
@@ -858,7 +874,7 @@ void Session::Pump(Side from) {
         if (deliver) sink.sent_close = true;
         if (close_code_ == 0) {
           close_code_ = pipe.close_code();
-          closed_by_ = from == Side::kClient ? "client" : "backend";
+          closed_by_ = from == Side::kClient ? ClosedBy::kClient : ClosedBy::kBackend;
           reason_ = pipe.close_reason();
         }
         closing_ = true;
@@ -999,7 +1015,7 @@ void Session::OnViolation(Side from, uint16_t code, const char* what) {
   }
   if (close_code_ == 0) {
     close_code_ = code;
-    closed_by_ = "proxy";
+    closed_by_ = ClosedBy::kProxy;
     reason_ = std::string(from == Side::kClient ? "client " : "backend ") + what;
   }
   LOG_INFO("session client=" + peer_text() + " " + reason_ + ", close " + std::to_string(code));
@@ -1034,7 +1050,7 @@ void Session::OnPingTimer() {
   if (ping_outstanding_) {
     if (close_code_ == 0) {
       close_code_ = ws::kGoingAway;
-      closed_by_ = "proxy";
+      closed_by_ = ClosedBy::kProxy;
       reason_ = "no pong from the client within ping_timeout";
     }
     InsertClose(Side::kClient, ws::kGoingAway, "ping timeout");
@@ -1090,7 +1106,7 @@ void Session::GoAway(uint16_t code, const std::string& reason) {
   if (closing_) return;  // a close handshake is already under way and bounded by its timer
   if (close_code_ == 0) {
     close_code_ = code;
-    closed_by_ = "proxy";
+    closed_by_ = ClosedBy::kProxy;
     reason_ = reason;
   }
   // Deliver everything already read from either side before the close frames (no message that
@@ -1154,7 +1170,7 @@ void Session::OnPeerGone(Side gone, bool clean) {
   g.Close();
   if (!sent_close_first && close_code_ == 0) {
     close_code_ = ws::kAbnormal;
-    closed_by_ = gone == Side::kClient ? "client" : "backend";
+    closed_by_ = gone == Side::kClient ? ClosedBy::kClient : ClosedBy::kBackend;
     reason_ = clean ? "TCP closed without a close frame" : "connection reset";
   }
   if (o.open() && !o.sent_close) {
@@ -1171,7 +1187,7 @@ void Session::OnPeerGone(Side gone, bool clean) {
   if (finished()) return;
   // Otherwise wait, bounded by the close timer, for the other side's close frame.
   if (o.open()) CloseEndpointIfDone(other);
-  if (!client_.open() && !backend_.open()) Finish(closed_by_ ? closed_by_ : "proxy");
+  if (!client_.open() && !backend_.open()) Finish(closed_by_ != ClosedBy::kUndecided ? closed_by_ : ClosedBy::kProxy);
 }
 
 void Session::OnWritable(Side to) {
@@ -1194,7 +1210,7 @@ void Session::OnWritable(Side to) {
       return;
     }
     e.Close();
-    if (!client_.open() && !backend_.open()) Finish(closed_by_ ? closed_by_ : "proxy");
+    if (!client_.open() && !backend_.open()) Finish(closed_by_ != ClosedBy::kUndecided ? closed_by_ : ClosedBy::kProxy);
     return;
   }
   Side from = Other(to);
@@ -1259,7 +1275,7 @@ void Session::OnTimer() {
       Reject(408, "request head not received in time");
       return;
     case State::kLingering:
-      Finish("proxy");
+      Finish(ClosedBy::kProxy);
       return;
     case State::kAuthorizing:
       // A safety net: the auth request's own timeout normally answers first.
@@ -1274,11 +1290,11 @@ void Session::OnTimer() {
       return;
     case State::kRelayingResponse:
       reason_ = "backend response stalled";
-      Finish("backend");
+      Finish(ClosedBy::kBackend);
       return;
     case State::kSpliced:
       if (closing_timer_armed_) {
-        Finish(closed_by_ ? closed_by_ : "timeout");
+        Finish(closed_by_ != ClosedBy::kUndecided ? closed_by_ : ClosedBy::kTimeout);
         return;
       }
       {
@@ -1291,7 +1307,7 @@ void Session::OnTimer() {
         }
         if (close_code_ == 0) {
           close_code_ = ws::kGoingAway;
-          closed_by_ = "proxy";
+          closed_by_ = ClosedBy::kProxy;
           reason_ = "idle timeout";
         }
         InsertClose(Side::kClient, ws::kGoingAway, "idle timeout");
@@ -1326,7 +1342,7 @@ AccessRecord Session::MakeAccessRecord(bool interim) const {
   r.messages_out = (backend_to_client_ ? backend_to_client_->messages() : 0) + pushed_messages_;
   r.messages_pushed = pushed_messages_;
   r.close_code = close_code_;
-  r.closed_by = closed_by_ != nullptr ? closed_by_ : "";
+  r.closed_by = closed_by_;
   r.reason = reason_;
   return r;
 }
@@ -1342,14 +1358,13 @@ void Session::MaybeLogInterim(std::chrono::steady_clock::duration interval) {
 
 void Session::ReleaseBackend() {
   if (!chosen_backend_) return;
-  --chosen_backend_->active;
   last_backend_ = chosen_backend_->address;
-  chosen_backend_.reset();
+  chosen_backend_.Release();
 }
 
-void Session::Finish(const char* closed_by) {
+void Session::Finish(ClosedBy closed_by) {
   if (state_ == State::kFinished) return;
-  if (closed_by_ == nullptr) closed_by_ = closed_by;
+  if (closed_by_ == ClosedBy::kUndecided) closed_by_ = closed_by;
   state_ = State::kFinished;
   context_.admission.Release(admission_, reinterpret_cast<const sockaddr*>(&peer_));
   if (http_) http_->Stop();
@@ -1365,11 +1380,7 @@ void Session::Finish(const char* closed_by) {
   if (connection_metrics_ != nullptr) {
     connection_metrics_->active.Add(-1);
     pool_metrics_->connection_duration.Observe(seconds);
-    std::string_view by = closed_by_;
-    metrics::Initiator initiator = by == "client"    ? metrics::kByClient
-                                   : by == "backend" ? metrics::kByBackend
-                                                     : metrics::kByProxy;
-    pool_metrics_->closes[initiator][metrics::CloseCodeSlot(close_code_)].Add();
+    pool_metrics_->closes[InitiatorOf(closed_by_)][metrics::CloseCodeSlot(close_code_)].Add();
   }
   AccessRecord record = MakeAccessRecord(false);
   if (http_status_ == 101 && context_.connections != nullptr) NotifyDisconnect(record);

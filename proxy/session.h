@@ -197,7 +197,7 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   // Plain HTTP (not an upgrade): http_ serves it until the connection ends or upgrades.
   void StartHttp();
   void OnUpgradeRequest() override;
-  void OnHttpEnd(bool linger, const char* closed_by) override;
+  void OnHttpEnd(bool linger, ClosedBy closed_by) override;
 
   // Upstream.
   void TryNextBackend();
@@ -247,7 +247,7 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   void OnTimer();
   void StartClosingTimer();
   void CloseAfterFlush(Side side);
-  void Finish(const char* closed_by);
+  void Finish(ClosedBy closed_by);
   AccessRecord MakeAccessRecord(bool interim) const;
   void ReleaseBackend();
 
@@ -305,7 +305,7 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   std::unique_ptr<Handshake> handshake_;
   int route_index_ = -1;
   int pool_index_ = -1;
-  BackendPtr chosen_backend_;  // the backend currently assigned (counted in its active)
+  BackendLease chosen_backend_;  // the backend currently assigned (counted in its active)
   PickRequest pick_;            // sticky key for the balancer
 
   std::unique_ptr<HttpForwarder> http_;
@@ -330,7 +330,7 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   std::chrono::steady_clock::time_point started_at_;
   int http_status_ = 0;  // status answered to the client (101 when upgraded)
   uint16_t close_code_ = 0;
-  const char* closed_by_ = nullptr;
+  ClosedBy closed_by_ = ClosedBy::kUndecided;
   std::string reason_;
   std::string last_backend_;  // address of the backend used last, for the access log
 
