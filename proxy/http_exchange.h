@@ -24,6 +24,7 @@
 #include "proxy/http/body_framer.h"
 #include "proxy/http/head_parser.h"
 #include "proxy/runtime.h"
+#include "proxy/upstream_attempt.h"
 
 namespace wsgate {
 
@@ -128,11 +129,7 @@ class HttpForwarder {
   bool request_done_ = false;
   uint64_t bytes_in_ = 0;
   std::string upstream_head_;
-  int route_index_ = -1;
-  int pool_index_ = -1;
-  PickRequest pick_;
-  int preferred_backend_ = -1;
-  BackendAttempts attempts_;
+  UpstreamAttempt upstream_;  // route, pool, sticky placement and retries of this request
   BackendLease backend_;
   BufferEventPtr backend_bev_;
   bool backend_reused_ = false;
@@ -146,9 +143,8 @@ class HttpForwarder {
   bool response_head_done_ = false;
   bool response_done_ = false;
   http::Framing response_framing_;
-  std::optional<http::ChunkedDecoder> response_chunks_;
+  BodyRelay response_body_;
   bool dechunk_ = false;  // HTTP/1.0 client: relay the payload only, close-delimited
-  uint64_t response_left_ = 0;
   bool backend_reusable_ = false;
   bool close_after_response_ = false;
   int status_ = 0;

@@ -130,6 +130,7 @@ Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* pe
       id_(NewConnectionId()),
       listener_name_(std::move(listener_name)),
       handshake_(std::make_unique<Handshake>(RequestLimits(context.current->config))),
+      upstream_("session", *runtime_, context.metrics),
       started_at_(std::chrono::steady_clock::now()) {
   std::memcpy(&peer_, peer, peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
   // TCP_NODELAY is already set: the listener's, inherited (Listener::SetListenerNoDelay).
@@ -280,20 +281,13 @@ void Session::HandleRequestHead() {
     return;
   }
   std::string_view path = std::string_view(target).substr(0, target.find('?'));
-  Router::Match match = runtime_->router.Route(handshake.host, path);
-  if (match.pool < 0) {
-    Reject(404, "no route for this host and path");
-    return;
-  }
-  route_index_ = match.route;
-  pool_index_ = match.pool;
-  handshake_->expected_accept = http::ComputeAccept(handshake.key);
   std::string client_ip = FormatIp(reinterpret_cast<const sockaddr*>(&peer_));
-  if (!PlaceSticky(request, pool_config(), pool().backends, client_ip, path, &pick_,
-                   &handshake_->preferred_backend)) {
-    Reject(400, "the sticky routing key is missing");
+  UpstreamRefusal refusal;
+  if (!upstream_.Place(request, handshake.host, path, client_ip, &refusal)) {
+    Reject(refusal.status, refusal.reason);
     return;
   }
+  handshake_->expected_accept = http::ComputeAccept(handshake.key);
   path_.assign(path);
   const auto* peer = reinterpret_cast<const sockaddr*>(&peer_);
   http::ForwardingInfo info{client_ip, client_tls_, id_,
@@ -306,8 +300,9 @@ void Session::HandleRequestHead() {
                    context_.connections->index()->public_url() + "/connections/" + id_ + "\r\n";
   }
   const config::AuthConfig& auth = config().auth;
-  bool authorize = auth.enabled && config().routes[static_cast<size_t>(route_index_)].auth &&
-                   context_.connections != nullptr && context_.connections->index() != nullptr;
+  const config::RouteConfig& route = config().routes[static_cast<size_t>(upstream_.route_index())];
+  bool authorize = auth.enabled && route.auth && context_.connections != nullptr &&
+                   context_.connections->index() != nullptr;
   // On every route, a client cannot send the headers the auth service vouches for itself.
   const std::vector<std::string>* drop_fields = &auth.copy_headers;
   std::vector<std::string> drop_with_extensions;
@@ -332,7 +327,6 @@ void Session::HandleRequestHead() {
     if (auth.cache_ttl.count() > 0) auth_key = AuthCacheKey(request, auth, target);
   }
   evbuffer_drain(input, handshake_->request_parser.head_length());
-  handshake_->attempts.Reset(pool().backends.size());
   if (authorize) {
     StartAuth(std::move(auth_headers), std::move(auth_key));
     return;
@@ -502,17 +496,14 @@ void Session::OnClientEvent(short what) {
 // Upstream: connect, retry, check the 101.
 
 void Session::TryNextBackend() {
-  Pool& pool = this->pool();
-  int status = 0;
-  const char* reason = nullptr;
-  chosen_backend_ = handshake_->attempts.Next(pool, pick_, handshake_->preferred_backend,
-                                              config().retries, &status, &reason);
+  UpstreamRefusal refusal;
+  chosen_backend_ = upstream_.Next(&refusal);
   if (!chosen_backend_) {
-    Reject(status, reason, status == 503 ? "Retry-After: 1\r\n" : "");
+    Reject(refusal.status, refusal.reason, refusal.extra_header);
     return;
   }
   handshake_->response_parser = http::HeadParser(http::HeadKind::kResponse, RequestLimits(config()));
-  const tls::ClientContext* backend_tls = runtime_->pool_tls[static_cast<size_t>(pool_index_)].get();
+  const tls::ClientContext* backend_tls = upstream_.pool_tls();
   backend_.plain_tcp = backend_tls == nullptr;
   state_ = State::kConnecting;
   if (backend_.plain_tcp) {
@@ -568,17 +559,11 @@ void Session::OnBackendConnected() {
 }
 
 void Session::ReportOutcome(bool ok) {
-  if (chosen_backend_) ReportBackendOutcome(*chosen_backend_, pool_config().outlier, ok);
+  if (chosen_backend_) upstream_.ReportOutcome(*chosen_backend_, ok);
 }
 
 void Session::OnAttemptFailed(bool timed_out, const char* why, metrics::ConnectFailure failure) {
-  handshake_->attempts.Failed(timed_out);
-  ReportOutcome(false);
-  context_.metrics.Backend(chosen_backend_->pool, chosen_backend_->address)
-      .connect_failures[failure]
-      .Add();
-  LOG_WARN("session client=" + peer_text() + " backend=" + chosen_backend_->address + " attempt " +
-           std::to_string(handshake_->attempts.count()) + " failed: " + why);
+  upstream_.Failed(*chosen_backend_, timed_out, failure, why, peer_text());
   ReleaseBackend();
   backend_.Close();  // safe inside its own callback (libevent defers a bufferevent's free)
   TryNextBackend();
@@ -665,31 +650,24 @@ void Session::HandleResponseHead() {
     RejectBadResponse(verdict.reason);
     return;
   }
+  http::Framing framing;
+  if (verdict.kind == http::UpstreamVerdict::kNotUpgraded) {
+    // The answer ends where its framing says: a length, the last chunk, or the backend's close.
+    framing = http::ResponseFraming(response, /*request_was_head=*/false);
+    if (framing.error != nullptr) {
+      RejectBadResponse(std::string("backend response framing: ") + framing.error);
+      return;
+    }
+  }
   ReportOutcome(verdict.kind == http::UpstreamVerdict::kUpgraded);
   if (verdict.kind == http::UpstreamVerdict::kNotUpgraded) {
     int status = handshake_->response_parser.status_code();
-    // The body's length decides where the response ends; anything ambiguous ends at EOF.
-    bool has_length = false;
-    uint64_t content_length = 0;
-    if (response.FieldCount("content-length") == 1 && response.FieldCount("transfer-encoding") == 0) {
-      std::string_view value = response.Field("content-length");
-      has_length = !value.empty() && value.size() <= 18;
-      for (char c : value) {
-        if (c < '0' || c > '9') has_length = false;
-        content_length = content_length * 10 + static_cast<uint64_t>(c - '0');
-      }
-    }
-    if (status == 204 || status == 304) {
-      has_length = true;
-      content_length = 0;
-    }
     CountHandshake(metrics::kBackendRejected);
     std::string head = http::BuildRelayedResponseHead(response);
     evbuffer_drain(input, handshake_->response_parser.head_length());
     http_status_ = status;
     reason_ = verdict.reason;
-    handshake_->response_body_left = content_length;
-    handshake_->response_until_eof = !has_length;
+    handshake_->response_body.Start(framing, ChunkLimitsFor(config()), /*dechunk=*/false);
     state_ = State::kRelayingResponse;
     evbuffer* client_input = bufferevent_get_input(client_.bev.get());
     evbuffer_drain(client_input, evbuffer_get_length(client_input));
@@ -736,29 +714,29 @@ void Session::HandleResponseHead() {
 void Session::RejectBadResponse(const std::string& reason) {
   // Garbage, a head over max_header_bytes and a 101 that fails its checks alike: the attempt
   // failed, for the metrics and for outlier ejection.
-  ReportOutcome(false);
-  context_.metrics.Backend(chosen_backend_->pool, chosen_backend_->address)
-      .connect_failures[metrics::kBadResponse]
-      .Add();
+  if (chosen_backend_) upstream_.BadResponse(*chosen_backend_);
   Reject(502, reason);
 }
 
 void Session::RelayResponseBody() {
   evbuffer* input = backend_.input();
   evbuffer* output = bufferevent_get_output(client_.bev.get());
-  size_t available = evbuffer_get_length(input);
-  size_t n = available;
-  if (!handshake_->response_until_eof) n = static_cast<size_t>(std::min<uint64_t>(n, handshake_->response_body_left));
-  evbuffer_remove_buffer(input, output, n);
+  BodyRelay& body = handshake_->response_body;
+  uint64_t moved = 0;
+  BodyRelay::Step step = BodyRelay::Step::kProgress;
+  while (step == BodyRelay::Step::kProgress) step = body.Move(input, output, &moved);
   backend_.InputConsumed();
-  if (!handshake_->response_until_eof) {
-    handshake_->response_body_left -= n;
-    if (handshake_->response_body_left == 0) {
-      BeginLingeringClose();
-      return;
-    }
+  if (step == BodyRelay::Step::kError) {
+    // Part of the answer went out already: the client sees it cut short.
+    reason_ = std::string("backend chunked framing: ") + body.error();
+    Finish(ClosedBy::kBackend);
+    return;
   }
-  if (n > 0) ArmTimer(config().timeouts.backend_handshake);
+  if (body.done()) {
+    BeginLingeringClose();
+    return;
+  }
+  if (moved > 0) ArmTimer(config().timeouts.backend_handshake);
   if (evbuffer_get_length(output) >= high_watermark()) {
     backend_.SetReading(false);
     backend_.read_paused = true;
@@ -773,7 +751,7 @@ void Session::StartSplicing() {
   if (timer_) event_del(timer_.get());
   context_.admission.EndHandshake(admission_);
   // Long-lived idle connections should hold only what splicing needs.
-  pick_.excluded = nullptr;
+  upstream_.EndTries();
   handshake_.reset();
   if (config().timeouts.idle.count() == 0) timer_.reset();  // ArmTimer makes it again if needed
   size_t high = high_watermark();
@@ -1326,8 +1304,8 @@ AccessRecord Session::MakeAccessRecord(bool interim) const {
   r.connection_id = id_;
   r.client = peer_text();
   r.listener = listener_name_;
-  r.route = route_index_ >= 0 ? std::to_string(route_index_) : "";
-  r.pool = pool_index_ >= 0 ? runtime_->pools[static_cast<size_t>(pool_index_)].name : "";
+  r.route = upstream_.route_index() >= 0 ? std::to_string(upstream_.route_index()) : "";
+  r.pool = upstream_.placed() ? upstream_.pool().name : "";
   r.backend = chosen_backend_ ? chosen_backend_->address : last_backend_;
   r.path = path_;
   r.subprotocol = subprotocol_;

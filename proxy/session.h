@@ -35,6 +35,7 @@
 #include "proxy/http_exchange.h"
 #include "proxy/router.h"
 #include "proxy/runtime.h"
+#include "proxy/upstream_attempt.h"
 
 namespace wsgate {
 
@@ -98,8 +99,8 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   const std::string& id() const { return id_; }
   // The sticky routing key's hash, if this session was placed by one.
   bool sticky_key(uint64_t* hash) const {
-    *hash = pick_.key_hash;
-    return pick_.has_key;
+    *hash = upstream_.pick().key_hash;
+    return upstream_.pick().has_key;
   }
   // Write an interim access-log line if the last one is older than |interval|.
   void MaybeLogInterim(std::chrono::steady_clock::duration interval);
@@ -209,9 +210,7 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   void HandleResponseHead();
   void RejectBadResponse(const std::string& reason);  // 502, counted as a bad_response
   void ReportOutcome(bool ok);  // passive outlier detection
-  const config::PoolConfig& pool_config() const {
-    return runtime_->config.pools[static_cast<size_t>(pool_index_)];
-  }
+  const config::PoolConfig& pool_config() const { return upstream_.pool_config(); }
   void RelayResponseBody();
 
   // Splicing.
@@ -259,7 +258,7 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   size_t high_watermark() const;
 
   const config::ProxyConfig& config() const { return runtime_->config; }
-  Pool& pool() { return runtime_->pools[static_cast<size_t>(pool_index_)]; }
+  Pool& pool() { return upstream_.pool(); }
 
   SessionContext& context_;
   Admission::Ticket admission_;
@@ -295,18 +294,13 @@ class Session final : public Deferrable, public HttpForwarderOwner {
     http::HeadParser response_parser;
     std::string upstream_request;
     std::string expected_accept;
-    BackendAttempts attempts;    // pick_.excluded points into it while connecting
-    int preferred_backend = -1;  // named by the insert_cookie, honoured while accepting
-    uint64_t response_body_left = 0;  // a refused upgrade's relayed body
-    bool response_until_eof = false;
+    BodyRelay response_body;  // a refused upgrade's relayed answer
     std::unique_ptr<HookCall> auth_call;
     std::string auth_cache_key;
   };
   std::unique_ptr<Handshake> handshake_;
-  int route_index_ = -1;
-  int pool_index_ = -1;
+  UpstreamAttempt upstream_;     // route, pool, sticky key; the tries while connecting
   BackendLease chosen_backend_;  // the backend currently assigned (counted in its active)
-  PickRequest pick_;            // sticky key for the balancer
 
   std::unique_ptr<HttpForwarder> http_;
   bool served_http_ = false;  // its requests have their own access lines

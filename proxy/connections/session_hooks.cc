@@ -111,7 +111,7 @@ void Session::RegisterConnection() {
   entry.worker = directory->worker();
   entry.client = peer_text();
   entry.listener = listener_name_;
-  entry.route = std::to_string(route_index_);
+  entry.route = std::to_string(upstream_.route_index());
   entry.pool = pool().name;
   entry.backend = chosen_backend_->address;
   entry.subprotocol = subprotocol_;
@@ -228,8 +228,8 @@ std::string Session::InfoJson() const {
       (backend_to_client_ ? backend_to_client_->messages() : 0) + pushed_messages_;
   return "{\"id\":" + JsonString(id_) + ",\"client\":" + JsonString(peer_text()) +
          ",\"listener\":" + JsonString(listener_name_) + ",\"route\":" +
-         std::to_string(route_index_) + ",\"pool\":" +
-         JsonString(runtime_->pools[static_cast<size_t>(pool_index_)].name) + ",\"backend\":" +
+         std::to_string(upstream_.route_index()) + ",\"pool\":" +
+         JsonString(upstream_.pool().name) + ",\"backend\":" +
          JsonString(chosen_backend_ ? chosen_backend_->address : last_backend_) +
          ",\"path\":" + JsonString(path_) + ",\"subprotocol\":" + JsonString(subprotocol_) +
          ",\"state\":\"" + StateName() + "\",\"connected_at_ms\":" +
