@@ -5,6 +5,8 @@ never at a timeout: the backend keeps its connection open in the framed cases, a
 must still get the whole answer and its connection closed at once.
 """
 
+import pytest
+
 from harness import (EchoBackend, RawClient, ScriptedBackend, assert_still_serving, async_test,
                      make_config, metric, read_http_request)
 
@@ -45,29 +47,21 @@ def keep_open_after(answer):
     return script
 
 
+@pytest.mark.parametrize("head, body", [
+    (b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n",
+     b"5\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n"),
+    (b"HTTP/1.1 404 Not Found\r\nContent-Length: 8\r\n\r\n", b"not here"),
+], ids=["chunked", "content_length"])
 @async_test(timeout=60)
-async def test_chunked_refusal_ends_at_the_last_chunk(gates):
-    body = b"5\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n"
-    head = b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n"
+async def test_framed_refusal_ends_where_its_framing_says(gates, head, body):
+    """The backend keeps its connection open: the last chunk or the length ends the answer."""
     backend, gate = await launch(gates, keep_open_after(head + body))
     answer = await refused_answer(gate)
-    assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n"), answer
+    status_line = head.split(b"\r\n")[0] + b"\r\n"
+    assert answer.startswith(status_line), answer
     assert answer.endswith(b"\r\n\r\n" + body), answer
     [backend_closed] = await backend.wait_results(1)
-    assert backend_closed, "wsgate kept the backend connection open after the last chunk"
-    await assert_still_serving(gate)
-
-
-@async_test(timeout=60)
-async def test_content_length_refusal_ends_after_its_length(gates):
-    body = b"not here"
-    head = b"HTTP/1.1 404 Not Found\r\nContent-Length: 8\r\n\r\n"
-    backend, gate = await launch(gates, keep_open_after(head + body))
-    answer = await refused_answer(gate)
-    assert answer.startswith(b"HTTP/1.1 404 Not Found\r\n"), answer
-    assert answer.endswith(b"\r\n\r\n" + body), answer
-    [backend_closed] = await backend.wait_results(1)
-    assert backend_closed
+    assert backend_closed, "wsgate kept the backend connection open after the answer ended"
     await assert_still_serving(gate)
 
 
