@@ -402,18 +402,14 @@ bool HttpForwarder::HandleResponseHead() {
   evbuffer* in = bufferevent_get_input(backend_bev_.get());
   evbuffer* client_out = bufferevent_get_output(client_);
   while (true) {
-    size_t length = evbuffer_get_length(in);
-    if (length == 0) return false;
-    size_t view = std::min<size_t>(length, config().limits.max_header_bytes);
-    const char* data =
-        reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ssize_t>(view)));
-    std::string_view buffered(data, view);
-    switch (response_parser_->Parse(buffered)) {
+    std::string_view buffered;
+    std::string error;
+    switch (ParseResponseHead(in, config().limits.max_header_bytes, *response_parser_, &buffered,
+                              &error)) {
       case http::ParseStatus::kNeedMore:
         return false;
       case http::ParseStatus::kError:
-        BackendBroken(std::string("invalid response head from backend: ") +
-                      http::ParseErrorName(response_parser_->error()));
+        BackendBroken(error);
         return false;
       case http::ParseStatus::kComplete:
         break;

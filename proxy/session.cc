@@ -623,15 +623,13 @@ void Session::OnBackendRead() {
 
 void Session::HandleResponseHead() {
   evbuffer* input = backend_.input();
-  size_t length = evbuffer_get_length(input);
-  const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, -1));
-  std::string_view buffered(data, length);
-  switch (handshake_->response_parser.Parse(buffered)) {
+  std::string_view buffered;
+  std::string error;
+  switch (ParseResponseHead(input, 0, handshake_->response_parser, &buffered, &error)) {
     case http::ParseStatus::kNeedMore:
       return;
     case http::ParseStatus::kError:
-      RejectBadResponse(std::string("invalid response head from backend: ") +
-                        http::ParseErrorName(handshake_->response_parser.error()));
+      RejectBadResponse(error);
       return;
     case http::ParseStatus::kComplete:
       break;

@@ -84,6 +84,22 @@ void UpstreamAttempt::ReportOutcome(Backend& backend, bool ok) {
 
 // ---------------------------------------------------------------------------------------------
 
+http::ParseStatus ParseResponseHead(evbuffer* input, size_t max_view, http::HeadParser& parser,
+                                    std::string_view* buffered, std::string* error) {
+  size_t length = evbuffer_get_length(input);
+  if (length == 0) return http::ParseStatus::kNeedMore;
+  size_t view = max_view == 0 ? length : std::min(length, max_view);
+  const char* data =
+      reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ssize_t>(view)));
+  *buffered = std::string_view(data, view);
+  http::ParseStatus status = parser.Parse(*buffered);
+  if (status == http::ParseStatus::kError) {
+    *error = std::string("invalid response head from backend: ") +
+             http::ParseErrorName(parser.error());
+  }
+  return status;
+}
+
 BodyRelay::Step MoveChunked(http::ChunkedDecoder& decoder, evbuffer* in, evbuffer* out,
                             bool dechunk, uint64_t* moved) {
   size_t available = evbuffer_get_length(in);

@@ -84,6 +84,12 @@ class UpstreamAttempt {
   BackendAttempts attempts_;
 };
 
+// Parse the backend's response head at the front of |input| with |parser|, linearising at most
+// |max_view| bytes of it (0: all). kComplete: *buffered is the view the head lies in. kError:
+// *error is the reason a 502 gives ("invalid response head from backend: ...").
+http::ParseStatus ParseResponseHead(evbuffer* input, size_t max_view, http::HeadParser& parser,
+                                    std::string_view* buffered, std::string* error);
+
 // Moves one response body from a backend's input to the client's output, as its framing says.
 class BodyRelay {
  public:

@@ -270,5 +270,29 @@ TEST(BodyRelayTest, DechunkingRelaysThePayloadOnly) {
   EXPECT_EQ(Buffers::Text(b.out.get()), "abcde");
 }
 
+TEST(ParseResponseHeadTest, ReportsTheHeadOrWhyItIsInvalid) {
+  Buffers b;
+  http::HeadParser parser(http::HeadKind::kResponse, http::HeadLimits{8192, 8192, 64});
+  std::string_view buffered;
+  std::string error;
+  EXPECT_EQ(ParseResponseHead(b.in.get(), 0, parser, &buffered, &error),
+            http::ParseStatus::kNeedMore);
+  b.Add("HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n");
+  EXPECT_EQ(ParseResponseHead(b.in.get(), 0, parser, &buffered, &error),
+            http::ParseStatus::kNeedMore);
+  b.Add("\r\nno");
+  ASSERT_EQ(ParseResponseHead(b.in.get(), 0, parser, &buffered, &error),
+            http::ParseStatus::kComplete);
+  EXPECT_EQ(parser.status_code(), 403);
+  EXPECT_EQ(buffered.substr(parser.head_length()), "no");  // the body stays buffered
+
+  Buffers garbage;
+  garbage.Add("SMTP ready\r\n\r\n");
+  http::HeadParser fresh(http::HeadKind::kResponse, http::HeadLimits{8192, 8192, 64});
+  EXPECT_EQ(ParseResponseHead(garbage.in.get(), 0, fresh, &buffered, &error),
+            http::ParseStatus::kError);
+  EXPECT_EQ(error.rfind("invalid response head from backend: ", 0), 0u) << error;
+}
+
 }  // namespace
 }  // namespace wsgate
