@@ -300,7 +300,7 @@ void HttpForwarder::ConnectBackend() {
     backend_bev_ = StartConnect(context_.loop.base(), *backend_, upstream_.pool_tls());
   }
   if (!backend_bev_) {
-    OnAttemptFailed(false, "could not create a socket");
+    OnAttemptFailed(AttemptFailure::kNoSocket);
     return;
   }
   bufferevent_setcb(backend_bev_.get(), &HttpForwarderCallbacks::BackendRead,
@@ -321,9 +321,8 @@ void HttpForwarder::ReportOutcome(bool ok) {
   if (backend_) upstream_.ReportOutcome(*backend_, ok);
 }
 
-void HttpForwarder::OnAttemptFailed(bool timed_out, const char* why) {
-  upstream_.Failed(*backend_, timed_out, timed_out ? metrics::kConnectTimeout : metrics::kRefused,
-                   why, info_.peer_text);
+void HttpForwarder::OnAttemptFailed(AttemptFailure failure) {
+  upstream_.Failed(*backend_, failure, info_.peer_text);
   DropBackend();
   ConnectBackend();
 }
@@ -508,7 +507,7 @@ void HttpForwarder::OnBackendEvent(short what) {
   }
   if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) == 0) return;
   if (phase_ == Phase::kConnecting) {
-    OnAttemptFailed(false, "connect failed");
+    OnAttemptFailed(AttemptFailure::kConnectFailed);
     return;
   }
   if (phase_ != Phase::kExchanging) return;
@@ -599,7 +598,7 @@ void HttpForwarder::OnTimer() {
       owner_.OnHttpEnd(false, ClosedBy::kProxy);
       return;
     case Phase::kConnecting:
-      OnAttemptFailed(true, "connect timed out");
+      OnAttemptFailed(AttemptFailure::kConnectTimedOut);
       return;
     case Phase::kExchanging:
       if (!request_done_) {

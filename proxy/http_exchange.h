@@ -78,7 +78,7 @@ class HttpForwarder {
   void ParseRequest();
   bool PrepareRequest(const http::HeadView& request);  // false: answered with an error
   void ConnectBackend();
-  void OnAttemptFailed(bool timed_out, const char* why);
+  void OnAttemptFailed(AttemptFailure failure);
   void SendRequest();
   void PumpRequestBody();
   void OnBackendRead();

@@ -512,7 +512,7 @@ void Session::TryNextBackend() {
   }
   backend_.bev = StartConnect(context_.loop.base(), *chosen_backend_, backend_tls);
   if (!backend_.bev) {
-    OnAttemptFailed(false, "could not create a socket", metrics::kRefused);
+    OnAttemptFailed(AttemptFailure::kNoSocket);
     return;
   }
   bufferevent_setcb(backend_.bev.get(), &SessionCallbacks::BackendRead,
@@ -526,12 +526,11 @@ void Session::ConnectDirect() {
   DirectSocket& socket = backend_.direct;
   evutil_socket_t fd = StartConnectSocket(*chosen_backend_);
   if (fd < 0) {
-    std::string why = std::string("connect failed: ") + std::strerror(errno);
-    OnAttemptFailed(false, why.c_str(), metrics::kRefused);
+    OnAttemptFailed(AttemptFailure::kConnectFailed, std::strerror(errno));
     return;
   }
   if (!socket.AdoptConnecting(context_.loop.base(), fd, &SessionCallbacks::kBackendDirect, this)) {
-    OnAttemptFailed(false, "out of memory", metrics::kRefused);
+    OnAttemptFailed(AttemptFailure::kOutOfMemory);
     return;
   }
   socket.SetReadLimit(config().limits.max_header_bytes);
@@ -562,8 +561,8 @@ void Session::ReportOutcome(bool ok) {
   if (chosen_backend_) upstream_.ReportOutcome(*chosen_backend_, ok);
 }
 
-void Session::OnAttemptFailed(bool timed_out, const char* why, metrics::ConnectFailure failure) {
-  upstream_.Failed(*chosen_backend_, timed_out, failure, why, peer_text());
+void Session::OnAttemptFailed(AttemptFailure failure, std::string_view detail) {
+  upstream_.Failed(*chosen_backend_, failure, peer_text(), detail);
   ReleaseBackend();
   backend_.Close();  // safe inside its own callback (libevent defers a bufferevent's free)
   TryNextBackend();
@@ -580,15 +579,14 @@ void Session::OnBackendEvent(short what) {
       if (backend_.bev && tls::HandshakePending(backend_.bev.get())) {
         std::string detail;
         if (tls::HandshakeFailure(backend_.bev.get(), &detail) != metrics::kTlsClosed) {
-          OnAttemptFailed(false, ("TLS handshake failed: " + detail).c_str(),
-                          metrics::kTlsHandshake);
+          OnAttemptFailed(AttemptFailure::kTlsHandshake, detail);
           return;
         }
       }
-      OnAttemptFailed(false, "connect failed", metrics::kRefused);
+      OnAttemptFailed(AttemptFailure::kConnectFailed);
       return;
     case State::kAwaitingUpgrade:
-      OnAttemptFailed(false, "connection closed before a response", metrics::kReset);
+      OnAttemptFailed(AttemptFailure::kClosedBeforeResponse);
       return;
     case State::kRelayingResponse:
       RelayResponseBody();
@@ -1259,10 +1257,10 @@ void Session::OnTimer() {
       Reject(503, "the auth service did not answer in time", "Retry-After: 1\r\n");
       return;
     case State::kConnecting:
-      OnAttemptFailed(true, "connect timed out", metrics::kConnectTimeout);
+      OnAttemptFailed(AttemptFailure::kConnectTimedOut);
       return;
     case State::kAwaitingUpgrade:
-      OnAttemptFailed(true, "backend did not answer the upgrade in time", metrics::kConnectTimeout);
+      OnAttemptFailed(AttemptFailure::kUpgradeTimedOut);
       return;
     case State::kRelayingResponse:
       reason_ = "backend response stalled";

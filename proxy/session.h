@@ -204,7 +204,7 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   void TryNextBackend();
   void ConnectDirect();  // a plain-TCP backend: connect and send the request at once
   void OnBackendConnected();
-  void OnAttemptFailed(bool timed_out, const char* why, metrics::ConnectFailure failure);
+  void OnAttemptFailed(AttemptFailure failure, std::string_view detail = {});
   void OnBackendRead();
   void OnBackendEvent(short what);
   void HandleResponseHead();

@@ -63,14 +63,47 @@ BackendLease UpstreamAttempt::Next(UpstreamRefusal* refusal) {
   return backend;
 }
 
-void UpstreamAttempt::Failed(Backend& backend, bool timed_out,
-                             metrics::ConnectFailure failure, std::string_view why,
-                             const std::string& client) {
+void UpstreamAttempt::Failed(Backend& backend, AttemptFailure failure, const std::string& client,
+                             std::string_view detail) {
+  const char* text = "";
+  metrics::ConnectFailure reason = metrics::kRefused;
+  bool timed_out = false;
+  switch (failure) {
+    case AttemptFailure::kNoSocket:
+      text = "could not create a socket";
+      break;
+    case AttemptFailure::kOutOfMemory:
+      text = "out of memory";
+      break;
+    case AttemptFailure::kConnectFailed:
+      text = "connect failed";
+      break;
+    case AttemptFailure::kConnectTimedOut:
+      text = "connect timed out";
+      reason = metrics::kConnectTimeout;
+      timed_out = true;
+      break;
+    case AttemptFailure::kTlsHandshake:
+      text = "TLS handshake failed";
+      reason = metrics::kTlsHandshake;
+      break;
+    case AttemptFailure::kClosedBeforeResponse:
+      text = "connection closed before a response";
+      reason = metrics::kReset;
+      break;
+    case AttemptFailure::kUpgradeTimedOut:
+      text = "backend did not answer the upgrade in time";
+      reason = metrics::kConnectTimeout;
+      timed_out = true;
+      break;
+  }
   attempts_.Failed(timed_out);
   ReportOutcome(backend, false);
-  metrics_.Backend(backend.pool, backend.address).connect_failures[failure].Add();
+  metrics_.Backend(backend.pool, backend.address).connect_failures[reason].Add();
+  std::string why = text;
+  if (!detail.empty()) why.append(": ").append(detail);
   LOG_WARN(std::string(log_tag_) + " client=" + client + " backend=" + backend.address +
-           " attempt " + std::to_string(attempts_.count()) + " failed: " + std::string(why));
+           " attempt " + std::to_string(attempts_.count()) + " failed: " + why);
 }
 
 void UpstreamAttempt::BadResponse(Backend& backend) {

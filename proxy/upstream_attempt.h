@@ -29,6 +29,19 @@ struct UpstreamRefusal {
   const char* extra_header = "";  // "Retry-After: 1\r\n" with 503
 };
 
+// Why one try on a backend failed before any usable answer. Each kind has one log text, one
+// wsgate_backend_connect_failures_total reason, and says whether it was a timeout (all tries
+// timing out gives 504 rather than 502).
+enum class AttemptFailure {
+  kNoSocket,              // socket() or the bufferevent could not be made
+  kOutOfMemory,
+  kConnectFailed,         // refused or unreachable
+  kConnectTimedOut,       // timeouts.connect
+  kTlsHandshake,          // the backend's TLS handshake failed (certificate, protocol)
+  kClosedBeforeResponse,  // the backend closed or reset before its response head
+  kUpgradeTimedOut,       // timeouts.backend_handshake: no response head to the upgrade
+};
+
 class UpstreamAttempt {
  public:
   // |log_tag| starts the log lines ("session", "http"); |runtime| and |metrics| outlive it.
@@ -48,11 +61,11 @@ class UpstreamAttempt {
 
   // Lease the next backend to try; empty, with *refusal set (503, 502, 504), when none is left.
   BackendLease Next(UpstreamRefusal* refusal);
-  // The try on |backend| failed before any usable answer (refused, reset, timed out, TLS):
-  // counted against it and logged for |client|. The caller then releases its lease and
-  // asks Next() again.
-  void Failed(Backend& backend, bool timed_out, metrics::ConnectFailure failure,
-              std::string_view why, const std::string& client);
+  // The try on |backend| failed before any usable answer (|detail| adds to the log text):
+  // counted against it and logged for |client|. The caller then releases its lease and asks
+  // Next() again.
+  void Failed(Backend& backend, AttemptFailure failure, const std::string& client,
+              std::string_view detail = {});
   // |backend| answered something unusable (a garbage head, an invalid 101, broken framing).
   void BadResponse(Backend& backend);
   // |backend| answered usably (ok) or not, for passive outlier detection.

@@ -80,7 +80,7 @@ TEST(UpstreamAttemptTest, RetriesGoToEachBackendOnceInBalancerOrderThen502) {
     ASSERT_TRUE(backend);
     EXPECT_EQ(backend->active, 1);
     tried.push_back(backend->address);
-    f.attempt.Failed(*backend, /*timed_out=*/false, metrics::kRefused, "connect failed", "c");
+    f.attempt.Failed(*backend, AttemptFailure::kConnectFailed, "c");
     EXPECT_EQ(Failures(f.metrics, *backend, metrics::kRefused), 1u);
     backend.Release();
   }
@@ -99,7 +99,8 @@ TEST(UpstreamAttemptTest, RetriesAreBoundedByTheConfiguredCount) {
   for (int i = 0; i < 2; ++i) {
     BackendLease backend = f.attempt.Next(&f.refusal);
     ASSERT_TRUE(backend);
-    f.attempt.Failed(*backend, false, metrics::kReset, "closed", "c");
+    f.attempt.Failed(*backend, AttemptFailure::kClosedBeforeResponse, "c");
+    EXPECT_EQ(Failures(f.metrics, *backend, metrics::kReset), 1u);
   }
   EXPECT_FALSE(f.attempt.Next(&f.refusal));  // a third backend is left, but no retry
   EXPECT_EQ(f.attempt.tries(), 2u);
@@ -112,7 +113,7 @@ TEST(UpstreamAttemptTest, ARefusedConnectThenSuccessResetsTheOutlierCount) {
   ASSERT_TRUE(f.Place());
   BackendLease first = f.attempt.Next(&f.refusal);
   ASSERT_TRUE(first);
-  f.attempt.Failed(*first, false, metrics::kRefused, "connect failed", "c");
+  f.attempt.Failed(*first, AttemptFailure::kConnectFailed, "c");
   EXPECT_EQ(first->consecutive_failures, 1u);
   Backend* refused = first.get();
   first.Release();
@@ -141,11 +142,37 @@ TEST(UpstreamAttemptTest, TimeoutsEverywhereGive504) {
   AttemptFixture f(MakeRuntime(2, "least_conn"));
   ASSERT_TRUE(f.Place());
   while (BackendLease backend = f.attempt.Next(&f.refusal)) {
-    f.attempt.Failed(*backend, /*timed_out=*/true, metrics::kConnectTimeout, "timed out", "c");
+    f.attempt.Failed(*backend, AttemptFailure::kConnectTimedOut, "c");
     EXPECT_EQ(Failures(f.metrics, *backend, metrics::kConnectTimeout), 1u);
   }
   EXPECT_EQ(f.refusal.status, 504);
   EXPECT_STREQ(f.refusal.reason, "every backend attempt timed out");
+}
+
+TEST(UpstreamAttemptTest, AnUpgradeTimeoutIsATimeoutAndATlsFailureIsNot) {
+  AttemptFixture f(MakeRuntime(2, "round_robin"));
+  ASSERT_TRUE(f.Place());
+  BackendLease first = f.attempt.Next(&f.refusal);
+  ASSERT_TRUE(first);
+  f.attempt.Failed(*first, AttemptFailure::kConnectTimedOut, "c");
+  first.Release();
+  BackendLease second = f.attempt.Next(&f.refusal);
+  ASSERT_TRUE(second);
+  f.attempt.Failed(*second, AttemptFailure::kUpgradeTimedOut, "c");
+  EXPECT_EQ(Failures(f.metrics, *second, metrics::kConnectTimeout), 1u);
+  second.Release();
+  EXPECT_FALSE(f.attempt.Next(&f.refusal));
+  EXPECT_EQ(f.refusal.status, 504);
+
+  AttemptFixture tls(MakeRuntime(1, "least_conn"));
+  ASSERT_TRUE(tls.Place());
+  BackendLease backend = tls.attempt.Next(&tls.refusal);
+  ASSERT_TRUE(backend);
+  tls.attempt.Failed(*backend, AttemptFailure::kTlsHandshake, "c", "certificate verify failed");
+  EXPECT_EQ(Failures(tls.metrics, *backend, metrics::kTlsHandshake), 1u);
+  backend.Release();
+  EXPECT_FALSE(tls.attempt.Next(&tls.refusal));
+  EXPECT_EQ(tls.refusal.status, 502);
 }
 
 TEST(UpstreamAttemptTest, NoAvailableBackendIs503WithRetryAfter) {
