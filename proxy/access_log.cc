@@ -53,6 +53,24 @@ bool AccessLog::Configure(const config::LogConfig& config, std::string* error) {
   return true;
 }
 
+const char* ClosedByName(ClosedBy closed_by) {
+  switch (closed_by) {
+    case ClosedBy::kUndecided:
+      return "";
+    case ClosedBy::kClient:
+      return "client";
+    case ClosedBy::kBackend:
+      return "backend";
+    case ClosedBy::kProxy:
+      return "proxy";
+    case ClosedBy::kApi:
+      return "api";
+    case ClosedBy::kTimeout:
+      return "timeout";
+  }
+  return "";
+}
+
 std::string AccessLog::FormatText(const AccessRecord& r) {
   std::string line = r.interim ? "access-interim" : "access";
   line += " id=" + r.connection_id + " client=" + r.client + " listener=" + r.listener +
@@ -63,7 +81,7 @@ std::string AccessLog::FormatText(const AccessRecord& r) {
           " msgs_in=" + std::to_string(r.messages_in) +
           " msgs_out=" + std::to_string(r.messages_out) +
           " pushed=" + std::to_string(r.messages_pushed) +
-          " close_code=" + std::to_string(r.close_code) + " closed_by=" + OrDash(r.closed_by) +
+          " close_code=" + std::to_string(r.close_code) + " closed_by=" + OrDash(ClosedByName(r.closed_by)) +
           " reason=" + log::Quoted(r.reason);
   return line;
 }
@@ -93,7 +111,7 @@ std::string AccessLog::FormatJson(const AccessRecord& r) {
   line += ",\"msgs_out\":" + std::to_string(r.messages_out);
   line += ",\"pushed\":" + std::to_string(r.messages_pushed);
   line += ",\"close_code\":" + std::to_string(r.close_code);
-  line += ",\"closed_by\":" + JsonOrNull(r.closed_by);
+  line += ",\"closed_by\":" + JsonOrNull(ClosedByName(r.closed_by));
   line += ",\"reason\":" + JsonString(r.reason) + "}";
   return line;
 }

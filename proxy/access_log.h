@@ -10,6 +10,19 @@
 
 namespace wsgate {
 
+// Who ended a connection: decided once, where the end was caused, and named only for output.
+enum class ClosedBy {
+  kUndecided,  // still open (interim lines)
+  kClient,
+  kBackend,
+  kProxy,    // a limit, a protocol violation, a drain, or the proxy's own failure
+  kApi,      // DELETE through the connections API
+  kTimeout,  // the close handshake did not complete within timeouts.close
+};
+
+// The name in the access log and the on_disconnect hook ("client", ...); "" while undecided.
+const char* ClosedByName(ClosedBy closed_by);
+
 struct AccessRecord {
   bool interim = false;  // a progress line for a connection still open
   std::string connection_id;
@@ -29,7 +42,7 @@ struct AccessRecord {
   uint64_t messages_out = 0;  // backend messages and pushes: everything the client was sent
   uint64_t messages_pushed = 0;  // of messages_out, inserted by the connections API
   uint16_t close_code = 0;
-  std::string closed_by;
+  ClosedBy closed_by = ClosedBy::kUndecided;
   std::string reason;
 };
 

@@ -51,19 +51,17 @@ int NoBackendStatus(uint32_t attempts, bool all_timed_out, const char** reason) 
   return 502;
 }
 
-BackendPtr BackendAttempts::Next(Pool& pool, PickRequest& pick, int preferred, uint32_t retries,
+BackendLease BackendAttempts::Next(Pool& pool, PickRequest& pick, int preferred, uint32_t retries,
                                  int* status, const char** reason) {
   pick.excluded = &tried_;
   int index = count_ <= retries ? PickPreferring(*pool.balancer, pool.backends, pick, preferred) : -1;
   if (index < 0) {
     *status = NoBackendStatus(count_, all_timed_out_, reason);
-    return nullptr;
+    return {};
   }
-  BackendPtr backend = pool.backends[static_cast<size_t>(index)];
   tried_[static_cast<size_t>(index)] = true;
   ++count_;
-  ++backend->active;
-  return backend;
+  return BackendLease(pool.backends[static_cast<size_t>(index)]);
 }
 
 namespace {

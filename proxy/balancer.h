@@ -128,6 +128,43 @@ struct Backend {
 };
 using BackendPtr = std::shared_ptr<Backend>;
 
+// One connection's claim on a backend: counted in the backend's |active| from the moment it is
+// taken until Release() or destruction, exactly once, so no path can forget or repeat the
+// decrement. Move-only.
+class BackendLease {
+ public:
+  BackendLease() = default;
+  explicit BackendLease(BackendPtr backend) : backend_(std::move(backend)) {
+    if (backend_) ++backend_->active;
+  }
+  ~BackendLease() { Release(); }
+  BackendLease(BackendLease&& other) noexcept : backend_(std::move(other.backend_)) {}
+  BackendLease& operator=(BackendLease&& other) noexcept {
+    if (this != &other) {
+      Release();
+      backend_ = std::move(other.backend_);
+    }
+    return *this;
+  }
+  BackendLease(const BackendLease&) = delete;
+  BackendLease& operator=(const BackendLease&) = delete;
+
+  // Stop counting in the backend's |active| and let go of it.
+  void Release() {
+    if (!backend_) return;
+    --backend_->active;
+    backend_.reset();
+  }
+  Backend* get() const { return backend_.get(); }
+  const BackendPtr& shared() const { return backend_; }
+  Backend& operator*() const { return *backend_; }
+  Backend* operator->() const { return backend_.get(); }
+  explicit operator bool() const { return backend_ != nullptr; }
+
+ private:
+  BackendPtr backend_;
+};
+
 // What the balancer knows about the request being placed.
 struct PickRequest {
   const std::vector<bool>* excluded = nullptr;  // backends already tried, by index
@@ -189,10 +226,10 @@ class BackendAttempts {
     tried_.assign(tried_.size(), false);
     count_ = 0;
   }
-  // The next backend to try (counted in its active), honouring |preferred| (-1: none) and the
-  // sticky key in |pick|; null once |retries| retries are spent or no backend may take it,
-  // with *status and *reason set as NoBackendStatus says.
-  BackendPtr Next(Pool& pool, PickRequest& pick, int preferred, uint32_t retries, int* status,
+  // The next backend to try, leased (counted in its active), honouring |preferred| (-1: none)
+  // and the sticky key in |pick|; empty once |retries| retries are spent or no backend may take
+  // it, with *status and *reason set as NoBackendStatus says.
+  BackendLease Next(Pool& pool, PickRequest& pick, int preferred, uint32_t retries, int* status,
                   const char** reason);
   void Failed(bool timed_out) {
     if (!timed_out) all_timed_out_ = false;

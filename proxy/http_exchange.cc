@@ -37,39 +37,6 @@ struct HttpForwarderCallbacks {
 namespace {
 
 constexpr size_t kMaxFields = 128;
-constexpr size_t kFramingPeek = 1024;  // framing bytes linearised at a time (chunk-size lines)
-
-http::ChunkLimits ChunkLimitsFor(const config::ProxyConfig& config) {
-  return http::ChunkLimits{4096, static_cast<size_t>(config.limits.max_header_bytes), kMaxFields};
-}
-
-// Move one step of a chunked body from |in| to |out| (or drop its framing when |dechunk|).
-// Returns the payload bytes moved; *framing_moved counts framing bytes passed on.
-enum class ChunkStep { kProgress, kNeedMore, kDone, kError };
-ChunkStep MoveChunked(http::ChunkedDecoder& decoder, evbuffer* in, evbuffer* out, bool dechunk,
-                      uint64_t* moved) {
-  size_t available = evbuffer_get_length(in);
-  if (decoder.done()) return ChunkStep::kDone;
-  if (available == 0) return ChunkStep::kNeedMore;
-  if (decoder.in_data()) {
-    auto n = static_cast<size_t>(std::min<uint64_t>(available, decoder.data_left()));
-    evbuffer_remove_buffer(in, out, n);
-    decoder.ConsumeData(n);
-    *moved += n;
-    return ChunkStep::kProgress;
-  }
-  size_t peek = std::min(available, kFramingPeek);
-  const char* data = reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ssize_t>(peek)));
-  size_t consumed = decoder.Feed(std::string_view(data, peek));
-  if (decoder.failed()) return ChunkStep::kError;
-  if (dechunk) {
-    evbuffer_drain(in, consumed);
-  } else {
-    evbuffer_remove_buffer(in, out, consumed);
-    *moved += consumed;
-  }
-  return decoder.done() ? ChunkStep::kDone : ChunkStep::kProgress;
-}
 
 // Judge the chunked framing of the body bytes already buffered, before any backend sees the
 // request: a smuggling attempt arrives in one piece and is refused without a backend connection.
@@ -106,7 +73,8 @@ HttpForwarder::HttpForwarder(SessionContext& context, RuntimePtr runtime,
       runtime_(std::move(runtime)),
       owner_(owner),
       client_(client),
-      info_(std::move(info)) {
+      info_(std::move(info)),
+      upstream_("http", *runtime_, context.metrics) {
   timer_.reset(evtimer_new(context_.loop.base(), &HttpForwarderCallbacks::Timer, this));
 }
 
@@ -141,7 +109,7 @@ void HttpForwarder::Drain() {
   draining_ = true;
   if (phase_ == Phase::kIdle && !request_parser_) {
     Stop();
-    owner_.OnHttpEnd(false, "proxy");
+    owner_.OnHttpEnd(false, ClosedBy::kProxy);
     return;
   }
   close_after_response_ = true;
@@ -300,19 +268,9 @@ bool HttpForwarder::PrepareRequest(const http::HeadView& request) {
   request_done_ = request_framing_.kind == http::BodyKind::kNone;
 
   std::string_view host = http::StripPort(request.Field("host"));
-  Router::Match match = runtime_->router.Route(host, path_);
-  if (match.pool < 0) {
-    Fail(404, "no route for this host and path");
-    return false;
-  }
-  route_index_ = match.route;
-  pool_index_ = match.pool;
-  Pool& pool = runtime_->pools[static_cast<size_t>(pool_index_)];
-  const config::PoolConfig& pool_config = config().pools[static_cast<size_t>(pool_index_)];
-  pick_ = PickRequest{};
-  if (!PlaceSticky(request, pool_config, pool.backends, info_.client_ip, path_, &pick_,
-                   &preferred_backend_)) {
-    Fail(400, "the sticky routing key is missing");
+  UpstreamRefusal refusal;
+  if (!upstream_.Place(request, host, path_, info_.client_ip, &refusal)) {
+    Fail(refusal.status, refusal.reason);
     return false;
   }
   http::ForwardingInfo forwarding{info_.client_ip, info_.client_tls,
@@ -325,28 +283,24 @@ bool HttpForwarder::PrepareRequest(const http::HeadView& request) {
   // The auth hook's copy_headers are wsgate's to state, on every route; never the client's.
   upstream_head_ =
       http::BuildForwardedRequest(request, forwarding, body, {}, &config().auth.copy_headers);
-  attempts_.Reset(pool.backends.size());
   return true;
 }
 
 void HttpForwarder::ConnectBackend() {
-  Pool& pool = runtime_->pools[static_cast<size_t>(pool_index_)];
-  int status = 0;
-  const char* reason = nullptr;
-  backend_ = attempts_.Next(pool, pick_, preferred_backend_, config().retries, &status, &reason);
+  UpstreamRefusal refusal;
+  backend_ = upstream_.Next(&refusal);
   if (!backend_) {
-    Fail(status, reason, status == 503 ? "Retry-After: 1\r\n" : "");
+    Fail(refusal.status, refusal.reason, refusal.extra_header);
     return;
   }
   if (!fresh_connection_only_) backend_bev_ = context_.http_connections.Take(*backend_);
   backend_reused_ = backend_bev_ != nullptr;
   if (!backend_bev_) {
     // A TLS pool speaks TLS for plain HTTP too (verified as for upgrades).
-    backend_bev_ = StartConnect(context_.loop.base(), *backend_,
-                                runtime_->pool_tls[static_cast<size_t>(pool_index_)].get());
+    backend_bev_ = StartConnect(context_.loop.base(), *backend_, upstream_.pool_tls());
   }
   if (!backend_bev_) {
-    OnAttemptFailed(false, "could not create a socket");
+    OnAttemptFailed(AttemptFailure::kNoSocket);
     return;
   }
   bufferevent_setcb(backend_bev_.get(), &HttpForwarderCallbacks::BackendRead,
@@ -364,19 +318,11 @@ void HttpForwarder::ConnectBackend() {
 }
 
 void HttpForwarder::ReportOutcome(bool ok) {
-  if (backend_) {
-    ReportBackendOutcome(*backend_, config().pools[static_cast<size_t>(pool_index_)].outlier, ok);
-  }
+  if (backend_) upstream_.ReportOutcome(*backend_, ok);
 }
 
-void HttpForwarder::OnAttemptFailed(bool timed_out, const char* why) {
-  attempts_.Failed(timed_out);
-  ReportOutcome(false);
-  context_.metrics.Backend(backend_->pool, backend_->address)
-      .connect_failures[timed_out ? metrics::kConnectTimeout : metrics::kRefused]
-      .Add();
-  LOG_WARN("http client=" + info_.peer_text + " backend=" + backend_->address + " attempt " +
-           std::to_string(attempts_.count()) + " failed: " + why);
+void HttpForwarder::OnAttemptFailed(AttemptFailure failure) {
+  upstream_.Failed(*backend_, failure, info_.peer_text);
   DropBackend();
   ConnectBackend();
 }
@@ -416,8 +362,8 @@ void HttpForwarder::PumpRequestBody() {
       request_done_ = request_left_ == 0;
       continue;
     }
-    ChunkStep step = MoveChunked(*request_chunks_, in, out, false, &bytes_in_);
-    if (step == ChunkStep::kError) {
+    BodyRelay::Step step = MoveChunked(*request_chunks_, in, out, false, &bytes_in_);
+    if (step == BodyRelay::Step::kError) {
       Fail(400, request_chunks_->error());
       return;
     }
@@ -425,7 +371,7 @@ void HttpForwarder::PumpRequestBody() {
       Fail(413, "request body over limits.max_body_bytes");
       return;
     }
-    if (step == ChunkStep::kDone) request_done_ = true;
+    if (step == BodyRelay::Step::kDone) request_done_ = true;
   }
   if (!request_done_) return;
   // The request is complete: read ahead at most one head's worth of a pipelined next request.
@@ -455,18 +401,14 @@ bool HttpForwarder::HandleResponseHead() {
   evbuffer* in = bufferevent_get_input(backend_bev_.get());
   evbuffer* client_out = bufferevent_get_output(client_);
   while (true) {
-    size_t length = evbuffer_get_length(in);
-    if (length == 0) return false;
-    size_t view = std::min<size_t>(length, config().limits.max_header_bytes);
-    const char* data =
-        reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ssize_t>(view)));
-    std::string_view buffered(data, view);
-    switch (response_parser_->Parse(buffered)) {
+    std::string_view buffered;
+    std::string error;
+    switch (ParseResponseHead(in, config().limits.max_header_bytes, *response_parser_, &buffered,
+                              &error)) {
       case http::ParseStatus::kNeedMore:
         return false;
       case http::ParseStatus::kError:
-        BackendBroken(std::string("invalid response head from backend: ") +
-                      http::ParseErrorName(response_parser_->error()));
+        BackendBroken(error);
         return false;
       case http::ParseStatus::kComplete:
         break;
@@ -505,8 +447,7 @@ bool HttpForwarder::HandleResponseHead() {
     dechunk_ = client_http10_ && response_framing_.kind == http::BodyKind::kChunked;
     close_after_response_ = close_after_response_ || !client_keep_alive_ || until_close ||
                             dechunk_ || !request_done_ || draining_ || client_eof_;
-    std::string cookie =
-        StickyCookieLine(config().pools[static_cast<size_t>(pool_index_)], *backend_);
+    std::string cookie = StickyCookieLine(upstream_.pool_config(), *backend_);
     http::ResponseHeadOptions options;
     options.keep_transfer_encoding = !dechunk_;
     options.close = close_after_response_;
@@ -517,10 +458,7 @@ bool HttpForwarder::HandleResponseHead() {
     bytes_out_ += head.size();
     response_started_ = true;
     response_head_done_ = true;
-    response_left_ = response_framing_.length;
-    if (response_framing_.kind == http::BodyKind::kChunked) {
-      response_chunks_.emplace(ChunkLimitsFor(config()));
-    }
+    response_body_.Start(response_framing_, ChunkLimitsFor(config()), dechunk_);
     bufferevent_setwatermark(backend_bev_.get(), EV_READ, 0, high_watermark());
     return true;
   }
@@ -531,43 +469,25 @@ void HttpForwarder::RelayResponseBody() {
   evbuffer* in = bufferevent_get_input(backend_bev_.get());
   evbuffer* out = bufferevent_get_output(client_);
   uint64_t before = bytes_out_;
-  while (!response_done_) {
+  while (!response_body_.done()) {
     if (evbuffer_get_length(out) >= high_watermark()) {
       PauseBackend(true);
       break;
     }
-    size_t available = evbuffer_get_length(in);
-    if (response_framing_.kind == http::BodyKind::kNone) {
-      response_done_ = true;
-    } else if (response_framing_.kind == http::BodyKind::kLength) {
-      if (available == 0) break;
-      auto n = static_cast<size_t>(std::min<uint64_t>(available, response_left_));
-      evbuffer_remove_buffer(in, out, n);
-      response_left_ -= n;
-      bytes_out_ += n;
-      response_done_ = response_left_ == 0;
-    } else if (response_framing_.kind == http::BodyKind::kUntilClose) {
-      if (available == 0) break;
-      evbuffer_remove_buffer(in, out, available);
-      bytes_out_ += available;
-    } else {
-      ChunkStep step = MoveChunked(*response_chunks_, in, out, dechunk_, &bytes_out_);
-      if (step == ChunkStep::kError) {
-        BackendBroken(std::string("backend chunked framing: ") + response_chunks_->error());
-        return;
-      }
-      if (step == ChunkStep::kNeedMore) break;
-      if (step == ChunkStep::kDone) response_done_ = true;
-    }
-  }
-  if (backend_eof_ && !response_done_ && evbuffer_get_length(in) == 0) {
-    // The backend closed and everything it sent has been relayed.
-    if (response_framing_.kind != http::BodyKind::kUntilClose) {
-      BackendBroken("backend closed in the middle of the response body");
+    BodyRelay::Step step = response_body_.Move(in, out, &bytes_out_);
+    if (step == BodyRelay::Step::kError) {
+      BackendBroken(std::string("backend chunked framing: ") + response_body_.error());
       return;
     }
-    response_done_ = true;
+    if (step == BodyRelay::Step::kNeedMore) break;
   }
+  // The backend closed and everything it sent has been relayed.
+  if (backend_eof_ && !response_body_.done() && evbuffer_get_length(in) == 0 &&
+      !response_body_.EndOfInput()) {
+    BackendBroken("backend closed in the middle of the response body");
+    return;
+  }
+  response_done_ = response_body_.done();
   // The response timeout bounds silence, so progress restarts it.
   if (bytes_out_ != before && request_done_) ArmTimer(config().timeouts.backend_response);
   if (response_done_) OnResponseComplete();
@@ -587,7 +507,7 @@ void HttpForwarder::OnBackendEvent(short what) {
   }
   if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) == 0) return;
   if (phase_ == Phase::kConnecting) {
-    OnAttemptFailed(false, "connect failed");
+    OnAttemptFailed(AttemptFailure::kConnectFailed);
     return;
   }
   if (phase_ != Phase::kExchanging) return;
@@ -603,7 +523,7 @@ void HttpForwarder::OnBackendEvent(short what) {
       // avoid): retry once on a fresh connection; the request had no body to replay.
       fresh_connection_only_ = true;
       backend_eof_ = false;
-      attempts_.Restart();
+      upstream_.Restart();
       DropBackend();
       phase_ = Phase::kConnecting;
       ConnectBackend();
@@ -622,18 +542,18 @@ void HttpForwarder::OnResponseComplete() {
   bool reuse = backend_reusable_ && request_done_ && clean && !backend_eof_;
   Record();
   if (reuse) {
-    --backend_->active;
+    BackendPtr backend = backend_.shared();
+    backend_.Release();  // an idle pooled connection is no connection assigned to it
     context_.http_connections.Put(
-        *backend_, std::move(backend_bev_),
-        config().pools[static_cast<size_t>(pool_index_)].http.max_idle_connections,
+        *backend, std::move(backend_bev_),
+        upstream_.pool_config().http.max_idle_connections,
         config().timeouts.backend_idle);
-    backend_.reset();
   } else {
     DropBackend();
   }
   if (close_after_response_ || draining_) {
     Stop();
-    owner_.OnHttpEnd(true, "proxy");
+    owner_.OnHttpEnd(true, ClosedBy::kProxy);
     return;
   }
   ResetExchange();
@@ -663,7 +583,7 @@ void HttpForwarder::OnClientEvent(short what) {
   // A response may still wait in the output buffer (it completed in this loop pass, before the
   // client's EOF was read): a half-close is no reason to drop it, so flush before closing.
   bool answer_queued = clean_eof && evbuffer_get_length(bufferevent_get_output(client_)) > 0;
-  owner_.OnHttpEnd(answer_queued, "client");
+  owner_.OnHttpEnd(answer_queued, ClosedBy::kClient);
 }
 
 void HttpForwarder::OnTimer() {
@@ -675,10 +595,10 @@ void HttpForwarder::OnTimer() {
       }
       // A keep-alive connection with no request pending: close it quietly.
       Stop();
-      owner_.OnHttpEnd(false, "proxy");
+      owner_.OnHttpEnd(false, ClosedBy::kProxy);
       return;
     case Phase::kConnecting:
-      OnAttemptFailed(true, "connect timed out");
+      OnAttemptFailed(AttemptFailure::kConnectTimedOut);
       return;
     case Phase::kExchanging:
       if (!request_done_) {
@@ -722,13 +642,13 @@ void HttpForwarder::Fail(int status, const std::string& reason, const std::strin
   // sees a truncated body, never a second status line).
   Record();
   Stop();
-  owner_.OnHttpEnd(true, "proxy");
+  owner_.OnHttpEnd(true, ClosedBy::kProxy);
 }
 
 void HttpForwarder::Record() {
   double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count();
-  std::string pool = pool_index_ >= 0 ? runtime_->pools[static_cast<size_t>(pool_index_)].name : "";
+  std::string pool = upstream_.placed() ? upstream_.pool().name : "";
   metrics::PoolMetrics& pool_metrics = context_.metrics.Pool(pool);
   pool_metrics.http_requests[metrics::HttpStatusSlot(status_)].Add();
   pool_metrics.http_request_duration.Observe(seconds);
@@ -737,7 +657,7 @@ void HttpForwarder::Record() {
   r.connection_id = info_.connection_id;
   r.client = info_.peer_text;
   r.listener = info_.listener;
-  r.route = route_index_ >= 0 ? std::to_string(route_index_) : "";
+  r.route = upstream_.route_index() >= 0 ? std::to_string(upstream_.route_index()) : "";
   r.pool = pool;
   r.backend = backend_ ? backend_->address : "";
   r.method = method_;
@@ -753,10 +673,7 @@ void HttpForwarder::Record() {
 void HttpForwarder::DropBackend() {
   backend_bev_.reset();  // never reused: closed here
   backend_paused_ = false;
-  if (backend_) {
-    --backend_->active;
-    backend_.reset();
-  }
+  backend_.Release();
 }
 
 void HttpForwarder::ResetExchange() {
@@ -771,11 +688,7 @@ void HttpForwarder::ResetExchange() {
   request_done_ = false;
   bytes_in_ = 0;
   std::string().swap(upstream_head_);
-  route_index_ = -1;
-  pool_index_ = -1;
-  pick_ = PickRequest{};
-  preferred_backend_ = -1;
-  attempts_.Reset(0);
+  upstream_.Clear();
   backend_reused_ = false;
   fresh_connection_only_ = false;
   backend_eof_ = false;
@@ -784,9 +697,8 @@ void HttpForwarder::ResetExchange() {
   response_head_done_ = false;
   response_done_ = false;
   response_framing_ = http::Framing{};
-  response_chunks_.reset();
+  response_body_ = BodyRelay{};
   dechunk_ = false;
-  response_left_ = 0;
   backend_reusable_ = false;
   close_after_response_ = false;
   status_ = 0;

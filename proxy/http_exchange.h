@@ -17,12 +17,14 @@
 #include <string>
 #include <vector>
 
+#include "proxy/access_log.h"
 #include "proxy/backend_connection_pool.h"
 #include "proxy/balancer.h"
 #include "proxy/core/libevent_ptr.h"
 #include "proxy/http/body_framer.h"
 #include "proxy/http/head_parser.h"
 #include "proxy/runtime.h"
+#include "proxy/upstream_attempt.h"
 
 namespace wsgate {
 
@@ -34,7 +36,7 @@ class HttpForwarderOwner {
   // The next request on the connection is a WebSocket upgrade; its head is still buffered.
   virtual void OnUpgradeRequest() = 0;
   // The connection is done: close it after flushing (linger: wait for the client's EOF first).
-  virtual void OnHttpEnd(bool linger, const char* closed_by) = 0;
+  virtual void OnHttpEnd(bool linger, ClosedBy closed_by) = 0;
 };
 
 struct HttpClientInfo {
@@ -76,7 +78,7 @@ class HttpForwarder {
   void ParseRequest();
   bool PrepareRequest(const http::HeadView& request);  // false: answered with an error
   void ConnectBackend();
-  void OnAttemptFailed(bool timed_out, const char* why);
+  void OnAttemptFailed(AttemptFailure failure);
   void SendRequest();
   void PumpRequestBody();
   void OnBackendRead();
@@ -127,12 +129,8 @@ class HttpForwarder {
   bool request_done_ = false;
   uint64_t bytes_in_ = 0;
   std::string upstream_head_;
-  int route_index_ = -1;
-  int pool_index_ = -1;
-  PickRequest pick_;
-  int preferred_backend_ = -1;
-  BackendAttempts attempts_;
-  BackendPtr backend_;
+  UpstreamAttempt upstream_;  // route, pool, sticky placement and retries of this request
+  BackendLease backend_;
   BufferEventPtr backend_bev_;
   bool backend_reused_ = false;
   bool fresh_connection_only_ = false;  // a pooled connection proved stale: connect anew
@@ -145,9 +143,8 @@ class HttpForwarder {
   bool response_head_done_ = false;
   bool response_done_ = false;
   http::Framing response_framing_;
-  std::optional<http::ChunkedDecoder> response_chunks_;
+  BodyRelay response_body_;
   bool dechunk_ = false;  // HTTP/1.0 client: relay the payload only, close-delimited
-  uint64_t response_left_ = 0;
   bool backend_reusable_ = false;
   bool close_after_response_ = false;
   int status_ = 0;

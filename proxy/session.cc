@@ -100,6 +100,22 @@ const char* ViolationText(uint16_t code, bool in_inflate) {
   return code == ws::kInvalidPayload ? "invalid compressed data" : "out of memory for inflating";
 }
 
+// wsgate_closes_total's initiator: the API, timeouts and the proxy itself all count as proxy.
+metrics::Initiator InitiatorOf(ClosedBy closed_by) {
+  switch (closed_by) {
+    case ClosedBy::kClient:
+      return metrics::kByClient;
+    case ClosedBy::kBackend:
+      return metrics::kByBackend;
+    case ClosedBy::kUndecided:
+    case ClosedBy::kProxy:
+    case ClosedBy::kApi:
+    case ClosedBy::kTimeout:
+      break;
+  }
+  return metrics::kByProxy;
+}
+
 http::HeadLimits RequestLimits(const config::ProxyConfig& config) {
   return http::HeadLimits{config.limits.max_header_bytes, config.limits.max_request_line_bytes,
                           128};
@@ -114,6 +130,7 @@ Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* pe
       id_(NewConnectionId()),
       listener_name_(std::move(listener_name)),
       handshake_(std::make_unique<Handshake>(RequestLimits(context.current->config))),
+      upstream_("session", *runtime_, context.metrics),
       started_at_(std::chrono::steady_clock::now()) {
   std::memcpy(&peer_, peer, peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
   // TCP_NODELAY is already set: the listener's, inherited (Listener::SetListenerNoDelay).
@@ -172,7 +189,7 @@ size_t Session::high_watermark() const {
 
 void Session::Start() {
   if (!client_.bev || !timer_) {
-    Finish("proxy");
+    Finish(ClosedBy::kProxy);
     return;
   }
   bufferevent_setcb(client_.bev.get(), &SessionCallbacks::ClientRead,
@@ -187,7 +204,7 @@ void Session::StartRejected(int status, const std::string& reason,
                             const std::string& extra_header, metrics::HandshakeResult result) {
   reject_result_ = result;
   if (!client_.bev || !timer_) {
-    Finish("proxy");
+    Finish(ClosedBy::kProxy);
     return;
   }
   bufferevent_setcb(client_.bev.get(), &SessionCallbacks::ClientRead,
@@ -264,20 +281,13 @@ void Session::HandleRequestHead() {
     return;
   }
   std::string_view path = std::string_view(target).substr(0, target.find('?'));
-  Router::Match match = runtime_->router.Route(handshake.host, path);
-  if (match.pool < 0) {
-    Reject(404, "no route for this host and path");
-    return;
-  }
-  route_index_ = match.route;
-  pool_index_ = match.pool;
-  handshake_->expected_accept = http::ComputeAccept(handshake.key);
   std::string client_ip = FormatIp(reinterpret_cast<const sockaddr*>(&peer_));
-  if (!PlaceSticky(request, pool_config(), pool().backends, client_ip, path, &pick_,
-                   &handshake_->preferred_backend)) {
-    Reject(400, "the sticky routing key is missing");
+  UpstreamRefusal refusal;
+  if (!upstream_.Place(request, handshake.host, path, client_ip, &refusal)) {
+    Reject(refusal.status, refusal.reason);
     return;
   }
+  handshake_->expected_accept = http::ComputeAccept(handshake.key);
   path_.assign(path);
   const auto* peer = reinterpret_cast<const sockaddr*>(&peer_);
   http::ForwardingInfo info{client_ip, client_tls_, id_,
@@ -290,8 +300,9 @@ void Session::HandleRequestHead() {
                    context_.connections->index()->public_url() + "/connections/" + id_ + "\r\n";
   }
   const config::AuthConfig& auth = config().auth;
-  bool authorize = auth.enabled && config().routes[static_cast<size_t>(route_index_)].auth &&
-                   context_.connections != nullptr && context_.connections->index() != nullptr;
+  const config::RouteConfig& route = config().routes[static_cast<size_t>(upstream_.route_index())];
+  bool authorize = auth.enabled && route.auth && context_.connections != nullptr &&
+                   context_.connections->index() != nullptr;
   // On every route, a client cannot send the headers the auth service vouches for itself.
   const std::vector<std::string>* drop_fields = &auth.copy_headers;
   std::vector<std::string> drop_with_extensions;
@@ -327,7 +338,6 @@ void Session::HandleRequestHead() {
     if (auth.cache_ttl.count() > 0) auth_key = AuthCacheKey(request, auth, target);
   }
   evbuffer_drain(input, handshake_->request_parser.head_length());
-  handshake_->attempts.Reset(pool().backends.size());
   if (authorize) {
     StartAuth(std::move(auth_headers), std::move(auth_key));
     return;
@@ -343,7 +353,7 @@ void Session::OnTlsHandshakeFailed(metrics::TlsFailure failure, const std::strin
             " TLS handshake failed: " + detail);
   reason_ = "TLS handshake failed: " + detail;
   access_line_ = false;
-  Finish("client");
+  Finish(ClosedBy::kClient);
 }
 
 void Session::StartHttp() {
@@ -374,7 +384,7 @@ void Session::OnUpgradeRequest() {
   HandleRequestHead();
 }
 
-void Session::OnHttpEnd(bool linger, const char* closed_by) {
+void Session::OnHttpEnd(bool linger, ClosedBy closed_by) {
   if (linger) {
     BeginLingeringClose();
   } else {
@@ -470,7 +480,7 @@ void Session::OnClientEvent(short what) {
         return;
       }
       reason_ = "client closed before sending a complete request";
-      Finish("client");
+      Finish(ClosedBy::kClient);
       return;
     case State::kLingering:
       if ((what & BEV_EVENT_EOF) != 0 && client_.close_after_flush &&
@@ -481,14 +491,14 @@ void Session::OnClientEvent(short what) {
         client_.SetReading(false);
         return;
       }
-      Finish("proxy");
+      Finish(ClosedBy::kProxy);
       return;
     case State::kHttp:
       http_->OnClientEvent(what);
       return;
     default:
       reason_ = "client closed during the upstream handshake";
-      Finish("client");
+      Finish(ClosedBy::kClient);
       return;
   }
 }
@@ -497,17 +507,14 @@ void Session::OnClientEvent(short what) {
 // Upstream: connect, retry, check the 101.
 
 void Session::TryNextBackend() {
-  Pool& pool = this->pool();
-  int status = 0;
-  const char* reason = nullptr;
-  chosen_backend_ = handshake_->attempts.Next(pool, pick_, handshake_->preferred_backend,
-                                              config().retries, &status, &reason);
+  UpstreamRefusal refusal;
+  chosen_backend_ = upstream_.Next(&refusal);
   if (!chosen_backend_) {
-    Reject(status, reason, status == 503 ? "Retry-After: 1\r\n" : "");
+    Reject(refusal.status, refusal.reason, refusal.extra_header);
     return;
   }
   handshake_->response_parser = http::HeadParser(http::HeadKind::kResponse, RequestLimits(config()));
-  const tls::ClientContext* backend_tls = runtime_->pool_tls[static_cast<size_t>(pool_index_)].get();
+  const tls::ClientContext* backend_tls = upstream_.pool_tls();
   backend_.plain_tcp = backend_tls == nullptr;
   state_ = State::kConnecting;
   if (backend_.plain_tcp) {
@@ -516,7 +523,7 @@ void Session::TryNextBackend() {
   }
   backend_.bev = StartConnect(context_.loop.base(), *chosen_backend_, backend_tls);
   if (!backend_.bev) {
-    OnAttemptFailed(false, "could not create a socket", metrics::kRefused);
+    OnAttemptFailed(AttemptFailure::kNoSocket);
     return;
   }
   bufferevent_setcb(backend_.bev.get(), &SessionCallbacks::BackendRead,
@@ -530,12 +537,11 @@ void Session::ConnectDirect() {
   DirectSocket& socket = backend_.direct;
   evutil_socket_t fd = StartConnectSocket(*chosen_backend_);
   if (fd < 0) {
-    std::string why = std::string("connect failed: ") + std::strerror(errno);
-    OnAttemptFailed(false, why.c_str(), metrics::kRefused);
+    OnAttemptFailed(AttemptFailure::kConnectFailed, std::strerror(errno));
     return;
   }
   if (!socket.AdoptConnecting(context_.loop.base(), fd, &SessionCallbacks::kBackendDirect, this)) {
-    OnAttemptFailed(false, "out of memory", metrics::kRefused);
+    OnAttemptFailed(AttemptFailure::kOutOfMemory);
     return;
   }
   socket.SetReadLimit(config().limits.max_header_bytes);
@@ -563,17 +569,11 @@ void Session::OnBackendConnected() {
 }
 
 void Session::ReportOutcome(bool ok) {
-  if (chosen_backend_) ReportBackendOutcome(*chosen_backend_, pool_config().outlier, ok);
+  if (chosen_backend_) upstream_.ReportOutcome(*chosen_backend_, ok);
 }
 
-void Session::OnAttemptFailed(bool timed_out, const char* why, metrics::ConnectFailure failure) {
-  handshake_->attempts.Failed(timed_out);
-  ReportOutcome(false);
-  context_.metrics.Backend(chosen_backend_->pool, chosen_backend_->address)
-      .connect_failures[failure]
-      .Add();
-  LOG_WARN("session client=" + peer_text() + " backend=" + chosen_backend_->address + " attempt " +
-           std::to_string(handshake_->attempts.count()) + " failed: " + why);
+void Session::OnAttemptFailed(AttemptFailure failure, std::string_view detail) {
+  upstream_.Failed(*chosen_backend_, failure, peer_text(), detail);
   ReleaseBackend();
   backend_.Close();  // safe inside its own callback (libevent defers a bufferevent's free)
   TryNextBackend();
@@ -590,15 +590,14 @@ void Session::OnBackendEvent(short what) {
       if (backend_.bev && tls::HandshakePending(backend_.bev.get())) {
         std::string detail;
         if (tls::HandshakeFailure(backend_.bev.get(), &detail) != metrics::kTlsClosed) {
-          OnAttemptFailed(false, ("TLS handshake failed: " + detail).c_str(),
-                          metrics::kTlsHandshake);
+          OnAttemptFailed(AttemptFailure::kTlsHandshake, detail);
           return;
         }
       }
-      OnAttemptFailed(false, "connect failed", metrics::kRefused);
+      OnAttemptFailed(AttemptFailure::kConnectFailed);
       return;
     case State::kAwaitingUpgrade:
-      OnAttemptFailed(false, "connection closed before a response", metrics::kReset);
+      OnAttemptFailed(AttemptFailure::kClosedBeforeResponse);
       return;
     case State::kRelayingResponse:
       RelayResponseBody();
@@ -633,15 +632,13 @@ void Session::OnBackendRead() {
 
 void Session::HandleResponseHead() {
   evbuffer* input = backend_.input();
-  size_t length = evbuffer_get_length(input);
-  const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, -1));
-  std::string_view buffered(data, length);
-  switch (handshake_->response_parser.Parse(buffered)) {
+  std::string_view buffered;
+  std::string error;
+  switch (ParseResponseHead(input, 0, handshake_->response_parser, &buffered, &error)) {
     case http::ParseStatus::kNeedMore:
       return;
     case http::ParseStatus::kError:
-      RejectBadResponse(std::string("invalid response head from backend: ") +
-                        http::ParseErrorName(handshake_->response_parser.error()));
+      RejectBadResponse(error);
       return;
     case http::ParseStatus::kComplete:
       break;
@@ -662,31 +659,24 @@ void Session::HandleResponseHead() {
     RejectBadResponse(verdict.reason);
     return;
   }
+  http::Framing framing;
+  if (verdict.kind == http::UpstreamVerdict::kNotUpgraded) {
+    // The answer ends where its framing says: a length, the last chunk, or the backend's close.
+    framing = http::ResponseFraming(response, /*request_was_head=*/false);
+    if (framing.error != nullptr) {
+      RejectBadResponse(std::string("backend response framing: ") + framing.error);
+      return;
+    }
+  }
   ReportOutcome(verdict.kind == http::UpstreamVerdict::kUpgraded);
   if (verdict.kind == http::UpstreamVerdict::kNotUpgraded) {
     int status = handshake_->response_parser.status_code();
-    // The body's length decides where the response ends; anything ambiguous ends at EOF.
-    bool has_length = false;
-    uint64_t content_length = 0;
-    if (response.FieldCount("content-length") == 1 && response.FieldCount("transfer-encoding") == 0) {
-      std::string_view value = response.Field("content-length");
-      has_length = !value.empty() && value.size() <= 18;
-      for (char c : value) {
-        if (c < '0' || c > '9') has_length = false;
-        content_length = content_length * 10 + static_cast<uint64_t>(c - '0');
-      }
-    }
-    if (status == 204 || status == 304) {
-      has_length = true;
-      content_length = 0;
-    }
     CountHandshake(metrics::kBackendRejected);
     std::string head = http::BuildRelayedResponseHead(response);
     evbuffer_drain(input, handshake_->response_parser.head_length());
     http_status_ = status;
     reason_ = verdict.reason;
-    handshake_->response_body_left = content_length;
-    handshake_->response_until_eof = !has_length;
+    handshake_->response_body.Start(framing, ChunkLimitsFor(config()), /*dechunk=*/false);
     state_ = State::kRelayingResponse;
     evbuffer* client_input = bufferevent_get_input(client_.bev.get());
     evbuffer_drain(client_input, evbuffer_get_length(client_input));
@@ -733,29 +723,29 @@ void Session::HandleResponseHead() {
 void Session::RejectBadResponse(const std::string& reason) {
   // Garbage, a head over max_header_bytes and a 101 that fails its checks alike: the attempt
   // failed, for the metrics and for outlier ejection.
-  ReportOutcome(false);
-  context_.metrics.Backend(chosen_backend_->pool, chosen_backend_->address)
-      .connect_failures[metrics::kBadResponse]
-      .Add();
+  if (chosen_backend_) upstream_.BadResponse(*chosen_backend_);
   Reject(502, reason);
 }
 
 void Session::RelayResponseBody() {
   evbuffer* input = backend_.input();
   evbuffer* output = bufferevent_get_output(client_.bev.get());
-  size_t available = evbuffer_get_length(input);
-  size_t n = available;
-  if (!handshake_->response_until_eof) n = static_cast<size_t>(std::min<uint64_t>(n, handshake_->response_body_left));
-  evbuffer_remove_buffer(input, output, n);
+  BodyRelay& body = handshake_->response_body;
+  uint64_t moved = 0;
+  BodyRelay::Step step = BodyRelay::Step::kProgress;
+  while (step == BodyRelay::Step::kProgress) step = body.Move(input, output, &moved);
   backend_.InputConsumed();
-  if (!handshake_->response_until_eof) {
-    handshake_->response_body_left -= n;
-    if (handshake_->response_body_left == 0) {
-      BeginLingeringClose();
-      return;
-    }
+  if (step == BodyRelay::Step::kError) {
+    // Part of the answer went out already: the client sees it cut short.
+    reason_ = std::string("backend chunked framing: ") + body.error();
+    Finish(ClosedBy::kBackend);
+    return;
   }
-  if (n > 0) ArmTimer(config().timeouts.backend_handshake);
+  if (body.done()) {
+    BeginLingeringClose();
+    return;
+  }
+  if (moved > 0) ArmTimer(config().timeouts.backend_handshake);
   if (evbuffer_get_length(output) >= high_watermark()) {
     backend_.SetReading(false);
     backend_.read_paused = true;
@@ -770,7 +760,7 @@ void Session::StartSplicing() {
   if (timer_) event_del(timer_.get());
   context_.admission.EndHandshake(admission_);
   // Long-lived idle connections should hold only what splicing needs.
-  pick_.excluded = nullptr;
+  upstream_.EndTries();
   handshake_.reset();
   if (config().timeouts.idle.count() == 0) timer_.reset();  // ArmTimer makes it again if needed
   size_t high = high_watermark();
@@ -871,7 +861,7 @@ void Session::Pump(Side from) {
         if (deliver) sink.sent_close = true;
         if (close_code_ == 0) {
           close_code_ = pipe.close_code();
-          closed_by_ = from == Side::kClient ? "client" : "backend";
+          closed_by_ = from == Side::kClient ? ClosedBy::kClient : ClosedBy::kBackend;
           reason_ = pipe.close_reason();
         }
         closing_ = true;
@@ -1012,7 +1002,7 @@ void Session::OnViolation(Side from, uint16_t code, const char* what) {
   }
   if (close_code_ == 0) {
     close_code_ = code;
-    closed_by_ = "proxy";
+    closed_by_ = ClosedBy::kProxy;
     reason_ = std::string(from == Side::kClient ? "client " : "backend ") + what;
   }
   LOG_INFO("session client=" + peer_text() + " " + reason_ + ", close " + std::to_string(code));
@@ -1050,7 +1040,7 @@ void Session::OnPingTimer() {
   if (ping_outstanding_) {
     if (close_code_ == 0) {
       close_code_ = ws::kGoingAway;
-      closed_by_ = "proxy";
+      closed_by_ = ClosedBy::kProxy;
       reason_ = "no pong from the client within ping_timeout";
     }
     InsertClose(Side::kClient, ws::kGoingAway, "ping timeout");
@@ -1106,7 +1096,7 @@ void Session::GoAway(uint16_t code, const std::string& reason) {
   if (closing_) return;  // a close handshake is already under way and bounded by its timer
   if (close_code_ == 0) {
     close_code_ = code;
-    closed_by_ = "proxy";
+    closed_by_ = ClosedBy::kProxy;
     reason_ = reason;
   }
   // Deliver everything already read from either side before the close frames (no message that
@@ -1170,7 +1160,7 @@ void Session::OnPeerGone(Side gone, bool clean) {
   g.Close();
   if (!sent_close_first && close_code_ == 0) {
     close_code_ = ws::kAbnormal;
-    closed_by_ = gone == Side::kClient ? "client" : "backend";
+    closed_by_ = gone == Side::kClient ? ClosedBy::kClient : ClosedBy::kBackend;
     reason_ = clean ? "TCP closed without a close frame" : "connection reset";
   }
   if (o.open() && !o.sent_close) {
@@ -1187,7 +1177,7 @@ void Session::OnPeerGone(Side gone, bool clean) {
   if (finished()) return;
   // Otherwise wait, bounded by the close timer, for the other side's close frame.
   if (o.open()) CloseEndpointIfDone(other);
-  if (!client_.open() && !backend_.open()) Finish(closed_by_ ? closed_by_ : "proxy");
+  if (!client_.open() && !backend_.open()) Finish(closed_by_ != ClosedBy::kUndecided ? closed_by_ : ClosedBy::kProxy);
 }
 
 void Session::OnWritable(Side to) {
@@ -1210,7 +1200,7 @@ void Session::OnWritable(Side to) {
       return;
     }
     e.Close();
-    if (!client_.open() && !backend_.open()) Finish(closed_by_ ? closed_by_ : "proxy");
+    if (!client_.open() && !backend_.open()) Finish(closed_by_ != ClosedBy::kUndecided ? closed_by_ : ClosedBy::kProxy);
     return;
   }
   Side from = Other(to);
@@ -1275,7 +1265,7 @@ void Session::OnTimer() {
       Reject(408, "request head not received in time");
       return;
     case State::kLingering:
-      Finish("proxy");
+      Finish(ClosedBy::kProxy);
       return;
     case State::kAuthorizing:
       // A safety net: the auth request's own timeout normally answers first.
@@ -1283,18 +1273,18 @@ void Session::OnTimer() {
       Reject(503, "the auth service did not answer in time", "Retry-After: 1\r\n");
       return;
     case State::kConnecting:
-      OnAttemptFailed(true, "connect timed out", metrics::kConnectTimeout);
+      OnAttemptFailed(AttemptFailure::kConnectTimedOut);
       return;
     case State::kAwaitingUpgrade:
-      OnAttemptFailed(true, "backend did not answer the upgrade in time", metrics::kConnectTimeout);
+      OnAttemptFailed(AttemptFailure::kUpgradeTimedOut);
       return;
     case State::kRelayingResponse:
       reason_ = "backend response stalled";
-      Finish("backend");
+      Finish(ClosedBy::kBackend);
       return;
     case State::kSpliced:
       if (closing_timer_armed_) {
-        Finish(closed_by_ ? closed_by_ : "timeout");
+        Finish(closed_by_ != ClosedBy::kUndecided ? closed_by_ : ClosedBy::kTimeout);
         return;
       }
       {
@@ -1307,7 +1297,7 @@ void Session::OnTimer() {
         }
         if (close_code_ == 0) {
           close_code_ = ws::kGoingAway;
-          closed_by_ = "proxy";
+          closed_by_ = ClosedBy::kProxy;
           reason_ = "idle timeout";
         }
         InsertClose(Side::kClient, ws::kGoingAway, "idle timeout");
@@ -1326,8 +1316,8 @@ AccessRecord Session::MakeAccessRecord(bool interim) const {
   r.connection_id = id_;
   r.client = peer_text();
   r.listener = listener_name_;
-  r.route = route_index_ >= 0 ? std::to_string(route_index_) : "";
-  r.pool = pool_index_ >= 0 ? runtime_->pools[static_cast<size_t>(pool_index_)].name : "";
+  r.route = upstream_.route_index() >= 0 ? std::to_string(upstream_.route_index()) : "";
+  r.pool = upstream_.placed() ? upstream_.pool().name : "";
   r.backend = chosen_backend_ ? chosen_backend_->address : last_backend_;
   r.path = path_;
   r.subprotocol = subprotocol_;
@@ -1342,7 +1332,7 @@ AccessRecord Session::MakeAccessRecord(bool interim) const {
   r.messages_out = (backend_to_client_ ? backend_to_client_->messages() : 0) + pushed_messages_;
   r.messages_pushed = pushed_messages_;
   r.close_code = close_code_;
-  r.closed_by = closed_by_ != nullptr ? closed_by_ : "";
+  r.closed_by = closed_by_;
   r.reason = reason_;
   return r;
 }
@@ -1358,14 +1348,13 @@ void Session::MaybeLogInterim(std::chrono::steady_clock::duration interval) {
 
 void Session::ReleaseBackend() {
   if (!chosen_backend_) return;
-  --chosen_backend_->active;
   last_backend_ = chosen_backend_->address;
-  chosen_backend_.reset();
+  chosen_backend_.Release();
 }
 
-void Session::Finish(const char* closed_by) {
+void Session::Finish(ClosedBy closed_by) {
   if (state_ == State::kFinished) return;
-  if (closed_by_ == nullptr) closed_by_ = closed_by;
+  if (closed_by_ == ClosedBy::kUndecided) closed_by_ = closed_by;
   state_ = State::kFinished;
   context_.admission.Release(admission_, reinterpret_cast<const sockaddr*>(&peer_));
   if (http_) http_->Stop();
@@ -1381,11 +1370,7 @@ void Session::Finish(const char* closed_by) {
   if (connection_metrics_ != nullptr) {
     connection_metrics_->active.Add(-1);
     pool_metrics_->connection_duration.Observe(seconds);
-    std::string_view by = closed_by_;
-    metrics::Initiator initiator = by == "client"    ? metrics::kByClient
-                                   : by == "backend" ? metrics::kByBackend
-                                                     : metrics::kByProxy;
-    pool_metrics_->closes[initiator][metrics::CloseCodeSlot(close_code_)].Add();
+    pool_metrics_->closes[InitiatorOf(closed_by_)][metrics::CloseCodeSlot(close_code_)].Add();
   }
   AccessRecord record = MakeAccessRecord(false);
   if (http_status_ == 101 && context_.connections != nullptr) NotifyDisconnect(record);

@@ -35,6 +35,7 @@
 #include "proxy/http_exchange.h"
 #include "proxy/router.h"
 #include "proxy/runtime.h"
+#include "proxy/upstream_attempt.h"
 
 namespace wsgate {
 
@@ -98,8 +99,8 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   const std::string& id() const { return id_; }
   // The sticky routing key's hash, if this session was placed by one.
   bool sticky_key(uint64_t* hash) const {
-    *hash = pick_.key_hash;
-    return pick_.has_key;
+    *hash = upstream_.pick().key_hash;
+    return upstream_.pick().has_key;
   }
   // Write an interim access-log line if the last one is older than |interval|.
   void MaybeLogInterim(std::chrono::steady_clock::duration interval);
@@ -197,21 +198,19 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   // Plain HTTP (not an upgrade): http_ serves it until the connection ends or upgrades.
   void StartHttp();
   void OnUpgradeRequest() override;
-  void OnHttpEnd(bool linger, const char* closed_by) override;
+  void OnHttpEnd(bool linger, ClosedBy closed_by) override;
 
   // Upstream.
   void TryNextBackend();
   void ConnectDirect();  // a plain-TCP backend: connect and send the request at once
   void OnBackendConnected();
-  void OnAttemptFailed(bool timed_out, const char* why, metrics::ConnectFailure failure);
+  void OnAttemptFailed(AttemptFailure failure, std::string_view detail = {});
   void OnBackendRead();
   void OnBackendEvent(short what);
   void HandleResponseHead();
   void RejectBadResponse(const std::string& reason);  // 502, counted as a bad_response
   void ReportOutcome(bool ok);  // passive outlier detection
-  const config::PoolConfig& pool_config() const {
-    return runtime_->config.pools[static_cast<size_t>(pool_index_)];
-  }
+  const config::PoolConfig& pool_config() const { return upstream_.pool_config(); }
   void RelayResponseBody();
 
   // Splicing.
@@ -247,7 +246,7 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   void OnTimer();
   void StartClosingTimer();
   void CloseAfterFlush(Side side);
-  void Finish(const char* closed_by);
+  void Finish(ClosedBy closed_by);
   AccessRecord MakeAccessRecord(bool interim) const;
   void ReleaseBackend();
 
@@ -259,7 +258,7 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   size_t high_watermark() const;
 
   const config::ProxyConfig& config() const { return runtime_->config; }
-  Pool& pool() { return runtime_->pools[static_cast<size_t>(pool_index_)]; }
+  Pool& pool() { return upstream_.pool(); }
 
   SessionContext& context_;
   Admission::Ticket admission_;
@@ -295,18 +294,13 @@ class Session final : public Deferrable, public HttpForwarderOwner {
     http::HeadParser response_parser;
     std::string upstream_request;
     std::string expected_accept;
-    BackendAttempts attempts;    // pick_.excluded points into it while connecting
-    int preferred_backend = -1;  // named by the insert_cookie, honoured while accepting
-    uint64_t response_body_left = 0;  // a refused upgrade's relayed body
-    bool response_until_eof = false;
+    BodyRelay response_body;  // a refused upgrade's relayed answer
     std::unique_ptr<HookCall> auth_call;
     std::string auth_cache_key;
   };
   std::unique_ptr<Handshake> handshake_;
-  int route_index_ = -1;
-  int pool_index_ = -1;
-  BackendPtr chosen_backend_;  // the backend currently assigned (counted in its active)
-  PickRequest pick_;            // sticky key for the balancer
+  UpstreamAttempt upstream_;     // route, pool, sticky key; the tries while connecting
+  BackendLease chosen_backend_;  // the backend currently assigned (counted in its active)
 
   std::unique_ptr<HttpForwarder> http_;
   bool served_http_ = false;  // its requests have their own access lines
@@ -330,7 +324,7 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   std::chrono::steady_clock::time_point started_at_;
   int http_status_ = 0;  // status answered to the client (101 when upgraded)
   uint16_t close_code_ = 0;
-  const char* closed_by_ = nullptr;
+  ClosedBy closed_by_ = ClosedBy::kUndecided;
   std::string reason_;
   std::string last_backend_;  // address of the backend used last, for the access log
 

@@ -111,7 +111,7 @@ void Session::RegisterConnection() {
   entry.worker = directory->worker();
   entry.client = peer_text();
   entry.listener = listener_name_;
-  entry.route = std::to_string(route_index_);
+  entry.route = std::to_string(upstream_.route_index());
   entry.pool = pool().name;
   entry.backend = chosen_backend_->address;
   entry.subprotocol = subprotocol_;
@@ -138,7 +138,7 @@ void Session::NotifyDisconnect(const AccessRecord& r) {
       JsonString(r.backend) + ",\"listener\":" + JsonString(r.listener) + ",\"client\":" +
       JsonString(r.client) + ",\"path\":" + JsonString(r.path) + ",\"duration_seconds\":" +
       std::to_string(r.duration_seconds) + ",\"close_code\":" + std::to_string(r.close_code) +
-      ",\"close_reason\":" + JsonString(r.reason) + ",\"initiator\":" + JsonString(r.closed_by) +
+      ",\"close_reason\":" + JsonString(r.reason) + ",\"initiator\":" + JsonString(ClosedByName(r.closed_by)) +
       ",\"bytes_from_client\":" + std::to_string(r.bytes_in) +
       ",\"bytes_to_client\":" + std::to_string(r.bytes_out) +
       ",\"messages_from_client\":" + std::to_string(r.messages_in) +
@@ -200,7 +200,7 @@ int Session::CloseByApi(uint16_t code, const std::string& reason) {
   if (state_ == State::kAwaitingUpgrade) return 409;  // no close frame can be sent yet
   if (state_ != State::kSpliced || closing_) return 410;
   close_code_ = code;
-  closed_by_ = "api";
+  closed_by_ = ClosedBy::kApi;
   reason_ = reason;
   InsertClose(Side::kClient, code, reason);
   if (!finished()) InsertClose(Side::kBackend, code, reason);
@@ -228,8 +228,8 @@ std::string Session::InfoJson() const {
       (backend_to_client_ ? backend_to_client_->messages() : 0) + pushed_messages_;
   return "{\"id\":" + JsonString(id_) + ",\"client\":" + JsonString(peer_text()) +
          ",\"listener\":" + JsonString(listener_name_) + ",\"route\":" +
-         std::to_string(route_index_) + ",\"pool\":" +
-         JsonString(runtime_->pools[static_cast<size_t>(pool_index_)].name) + ",\"backend\":" +
+         std::to_string(upstream_.route_index()) + ",\"pool\":" +
+         JsonString(upstream_.pool().name) + ",\"backend\":" +
          JsonString(chosen_backend_ ? chosen_backend_->address : last_backend_) +
          ",\"path\":" + JsonString(path_) + ",\"subprotocol\":" + JsonString(subprotocol_) +
          ",\"state\":\"" + StateName() + "\",\"connected_at_ms\":" +

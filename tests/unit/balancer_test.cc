@@ -226,10 +226,15 @@ struct AttemptsFixture {
       : pool{"p", MakeBackends(std::vector<uint32_t>(n, 1)), MakeBalancer(config::Balance::kLeastConn)} {
     attempts.Reset(n);
   }
+  // The chosen backend; its lease is kept, so it stays counted in its active.
   BackendPtr Next(uint32_t retries, int preferred = -1) {
-    return attempts.Next(pool, pick, preferred, retries, &status, &reason);
+    BackendLease lease = attempts.Next(pool, pick, preferred, retries, &status, &reason);
+    if (!lease) return nullptr;
+    leases.push_back(std::move(lease));
+    return leases.back().shared();
   }
   Pool pool;
+  std::vector<BackendLease> leases;
   BackendAttempts attempts;
   PickRequest pick;
   int status = 0;
@@ -272,6 +277,44 @@ TEST(BackendAttemptsTest, PreferredBackendFirstAndNoneAvailableIs503) {
   f.attempts.Reset(2);
   EXPECT_FALSE(f.Next(2));
   EXPECT_EQ(f.status, 503);
+}
+
+TEST(BackendLeaseTest, CountsOnceFromTakingUntilReleaseOrDestruction) {
+  auto backend = std::make_shared<Backend>();
+  {
+    BackendLease lease(backend);
+    EXPECT_EQ(backend->active, 1);
+    BackendLease moved = std::move(lease);
+    EXPECT_FALSE(lease);  // NOLINT(bugprone-use-after-move): a moved-from lease holds nothing
+    EXPECT_EQ(backend->active, 1);
+    moved.Release();
+    EXPECT_EQ(backend->active, 0);
+    moved.Release();  // a second release does nothing
+    EXPECT_EQ(backend->active, 0);
+    moved = BackendLease(backend);
+    EXPECT_EQ(backend->active, 1);
+  }
+  EXPECT_EQ(backend->active, 0);  // destruction released it
+}
+
+TEST(BackendLeaseTest, AssigningAnotherLeaseReleasesTheFirst) {
+  auto first = std::make_shared<Backend>();
+  auto second = std::make_shared<Backend>();
+  BackendLease lease(first);
+  lease = BackendLease(second);
+  EXPECT_EQ(first->active, 0);
+  EXPECT_EQ(second->active, 1);
+  EXPECT_EQ(lease.get(), second.get());
+}
+
+TEST(BackendAttemptsTest, DroppingTheLeaseUncountsTheBackend) {
+  AttemptsFixture f(1);
+  {
+    BackendLease lease = f.attempts.Next(f.pool, f.pick, -1, 1, &f.status, &f.reason);
+    ASSERT_TRUE(lease);
+    EXPECT_EQ(f.pool.backends[0]->active, 1);
+  }
+  EXPECT_EQ(f.pool.backends[0]->active, 0);
 }
 
 }  // namespace
