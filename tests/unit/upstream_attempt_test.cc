@@ -31,10 +31,12 @@ RuntimePtr MakeRuntime(int backends, const std::string& balance, const std::stri
     ADD_FAILURE() << "config did not load:\n" << yaml;
     return nullptr;
   }
-  std::string error;
-  RuntimePtr runtime = BuildRuntime(std::move(*config), nullptr, &error);
-  EXPECT_TRUE(runtime) << error;
-  return runtime;
+  Result<RuntimePtr> runtime = BuildRuntime(std::move(*config), nullptr);
+  if (!runtime) {
+    ADD_FAILURE() << runtime.error();
+    return nullptr;
+  }
+  return std::move(runtime).value();
 }
 
 // One parsed request head, kept alive with its bytes.
