@@ -14,12 +14,6 @@ int HexValue(char c) {
   return -1;
 }
 
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && IsWs(s.front())) s.remove_prefix(1);
-  while (!s.empty() && IsWs(s.back())) s.remove_suffix(1);
-  return s;
-}
-
 // The transfer codings of every Transfer-Encoding field, in order. False if a list element is
 // empty or not a token (a smuggler's "chunked, " or "chunked\x0b").
 bool TransferCodings(const HeadView& head, std::vector<std::string_view>* codings) {
@@ -27,7 +21,7 @@ bool TransferCodings(const HeadView& head, std::vector<std::string_view>* coding
     if (!EqualsIgnoreCase(head.Get(field.name), "transfer-encoding")) continue;
     bool bad = ForEachListItem(head.Get(field.value), [codings](std::string_view item) {
       // A coding may carry parameters (RFC 9112 §7); only chunked matters, and it has none.
-      std::string_view name = Trim(item.substr(0, item.find(';')));
+      std::string_view name = TrimOws(item.substr(0, item.find(';')));
       if (name.empty()) return true;
       for (char c : name) {
         if (!IsTokenChar(static_cast<unsigned char>(c))) return true;
@@ -68,7 +62,7 @@ bool ParseContentLength(std::string_view value, uint64_t* out) {
   size_t pos = 0;
   while (true) {
     size_t comma = value.find(',', pos);
-    std::string_view item = Trim(value.substr(
+    std::string_view item = TrimOws(value.substr(
         pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos));
     // 1*DIGIT, at most 18 digits so it can never overflow.
     if (item.empty() || item.size() > 18) return false;

@@ -5,15 +5,9 @@
 namespace wsgate::http {
 namespace {
 
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 // The element's name: everything before its first ';'.
 std::string_view ElementName(std::string_view element) {
-  return Trim(element.substr(0, element.find(';')));
+  return TrimOws(element.substr(0, element.find(';')));
 }
 
 // RFC 7692 §7.1.2: a window size is 8..15 in decimal, without leading zeros; RFC 6455 §9.1
@@ -42,13 +36,13 @@ std::string ParseDeflateResponse(std::string_view element, DeflateParams* out) {
   while (pos != std::string_view::npos) {
     size_t next = element.find(';', pos + 1);
     std::string_view param =
-        Trim(element.substr(pos + 1, next == std::string_view::npos ? std::string_view::npos
+        TrimOws(element.substr(pos + 1, next == std::string_view::npos ? std::string_view::npos
                                                                      : next - pos - 1));
     pos = next;
     size_t equals = param.find('=');
-    std::string_view name = Trim(param.substr(0, equals));
+    std::string_view name = TrimOws(param.substr(0, equals));
     bool has_value = equals != std::string_view::npos;
-    std::string_view value = has_value ? Trim(param.substr(equals + 1)) : std::string_view();
+    std::string_view value = has_value ? TrimOws(param.substr(equals + 1)) : std::string_view();
     int index = -1;
     if (EqualsIgnoreCase(name, "server_no_context_takeover")) {
       index = 0;

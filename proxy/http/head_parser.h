@@ -110,6 +110,13 @@ inline bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return a.size() == b.size() && detail::EqualsIgnoreCaseSameSize(a.data(), b.data(), a.size());
 }
 
+// |s| without leading and trailing spaces and tabs (RFC 9110 OWS).
+inline std::string_view TrimOws(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
 // True if the comma-separated |list| (RFC 9110 #rule) contains |token|, case-insensitively.
 bool ListContainsToken(std::string_view list, std::string_view token);
 
@@ -121,9 +128,7 @@ bool ForEachListItem(std::string_view list, Fn&& fn) {
   while (pos <= list.size()) {
     size_t comma = list.find(',', pos);
     if (comma == std::string_view::npos) comma = list.size();
-    std::string_view item = list.substr(pos, comma - pos);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    std::string_view item = TrimOws(list.substr(pos, comma - pos));
     if (fn(item)) return true;
     pos = comma + 1;
   }

@@ -1,15 +1,6 @@
 #include "proxy/http/request_key.h"
 
 namespace wsgate::http {
-namespace {
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-}  // namespace
 
 bool FindCookie(const HeadView& request, std::string_view name, std::string_view* value) {
   for (const auto& field : request.parser().fields()) {
@@ -19,10 +10,10 @@ bool FindCookie(const HeadView& request, std::string_view name, std::string_view
     while (pos <= list.size()) {
       size_t semicolon = list.find(';', pos);
       if (semicolon == std::string_view::npos) semicolon = list.size();
-      std::string_view pair = Trim(list.substr(pos, semicolon - pos));
+      std::string_view pair = TrimOws(list.substr(pos, semicolon - pos));
       size_t equals = pair.find('=');
-      if (equals != std::string_view::npos && Trim(pair.substr(0, equals)) == name) {
-        std::string_view v = Trim(pair.substr(equals + 1));
+      if (equals != std::string_view::npos && TrimOws(pair.substr(0, equals)) == name) {
+        std::string_view v = TrimOws(pair.substr(equals + 1));
         if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
         *value = v;
         return true;
