@@ -115,6 +115,15 @@ void FuzzInflate(uint8_t selector, const uint8_t* data, size_t size) {
     at += n;
   }
   if (pieces_status == InflateCounter::Status::kOk) pieces_status = pieces.EndMessage();
+  if (window_bits < 15 && whole_status != pieces_status) {
+    // zlib checks a back-reference against the window plus what the current inflate() call
+    // has written, so with a window under 32 KiB a distance the sender's window does not allow
+    // passes when its target lies in the same call's output and fails when a split put it in an
+    // earlier call: only such an invalid stream may differ, and only as kInvalid on one side.
+    FUZZ_CHECK(whole_status == InflateCounter::Status::kInvalid ||
+               pieces_status == InflateCounter::Status::kInvalid);
+    return;
+  }
   FUZZ_CHECK(whole_status == pieces_status);
   FUZZ_CHECK(whole_status != InflateCounter::Status::kNoMemory);
   if (whole_status == InflateCounter::Status::kOk) {

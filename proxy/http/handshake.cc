@@ -530,9 +530,10 @@ UpstreamVerdict CheckUpstreamResponse(const HeadView& response, std::string_view
       return false;
     });
     if (!extension_error.empty()) {
-      verdict.reason = std::move(extension_error);
-      verdict.permessage_deflate = false;
-      return verdict;
+      // A refused 101 negotiated nothing: no extension flag may outlive the verdict.
+      UpstreamVerdict invalid;
+      invalid.reason = std::move(extension_error);
+      return invalid;
     }
   }
   verdict.kind = UpstreamVerdict::kUpgraded;

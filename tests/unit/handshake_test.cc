@@ -827,6 +827,10 @@ TEST(HandshakeTest, UpstreamDeflateParameters) {
       {{"permessage-deflate, permessage-deflate"}, "101 accepts permessage-deflate twice"},
       {{"permessage-deflate", "permessage-deflate; server_no_context_takeover"},
        "101 accepts permessage-deflate twice"},
+      // An extension before the bad one must not leave its flag on the refused verdict (found
+      // by head_parser_fuzz).
+      {{"x-webkit-deflate-frame, permessage-deflate; client_max_window_bits=99"},
+       "101 with permessage-deflate client_max_window_bits must be 8..15"},
   };
   for (const auto& [values, reason] : invalid) {
     SCOPED_TRACE(values[0]);
@@ -836,6 +840,8 @@ TEST(HandshakeTest, UpstreamDeflateParameters) {
     EXPECT_EQ(bad.kind, UpstreamVerdict::kInvalidUpgrade);
     EXPECT_EQ(bad.reason, reason);
     EXPECT_FALSE(bad.permessage_deflate);
+    EXPECT_FALSE(bad.other_extension);
+    EXPECT_FALSE(bad.deflate_frame);
   }
 }
 
