@@ -130,7 +130,7 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
       evbuffer_drain(source, available);
       return Result::kDrained;
     }
-    if (stop_requested_ && sink != nullptr) return Result::kStopped;
+    if (stop_requested_ && !holding_ && sink != nullptr) return Result::kStopped;
     if (stop_at_message_ && sink != nullptr && !sequencer_.in_message()) {
       stop_at_message_ = false;
       return Result::kMessageBoundary;
@@ -163,9 +163,11 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
       // inspection.
       if (compressed_frame && total <= inflate_hold_bytes_ && available < total &&
           sequencer_.Check(header) == 0) {
+        holding_ = true;
         return Result::kDrained;  // inflate it whole, before any of it moves
       }
     }
+    holding_ = false;
     // The rate counts messages, so only a frame that starts one spends a token; it is checked
     // before Admit() so a throttled frame is simply parsed again later.
     if (rate_ > 0 && sink != nullptr && (header.opcode == ws::kText || header.opcode == ws::kBinary) &&

@@ -74,6 +74,10 @@ class FramePipe {
   // Finish the frame being relayed, then stop (Pump returns kStopped).
   void StopAtBoundary() { stop_requested_ = true; }
   bool at_boundary() const { return remaining_ == 0; }
+  // A compressed frame is arriving and held back to be inflated whole (limits.compression:
+  // inspect): none of it reached the sink, but a close inserted now would drop it, so a
+  // graceful close waits for it like for a frame in flight.
+  bool holding_frame() const { return holding_; }
   // Stop once no message is open (Pump returns kMessageBoundary, once), so the session can
   // insert whole messages of its own between the source's, never inside a fragmented one.
   void StopAtMessageBoundary() { stop_at_message_ = true; }
@@ -115,6 +119,7 @@ class FramePipe {
   uint64_t remaining_ = 0;  // bytes of the current frame (header and payload) still to move
   bool current_is_close_ = false;
   bool frame_forwarded_ = false;  // some of the current frame went to the sink
+  bool holding_ = false;          // a compressed frame waits in the source to arrive whole
   bool violation_in_inflate_ = false;
   bool inflating_frame_ = false;  // the current frame's payload is inflated (set_inflate)
   uint8_t inflate_window_bits_ = 0;  // 0: no inspection

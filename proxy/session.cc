@@ -1119,7 +1119,9 @@ void Session::InsertClose(Side to, uint16_t code, const std::string& reason) {
   e.pending_close = code;
   e.pending_reason = reason;
   toward.StopAtBoundary();
-  if (toward.at_boundary()) FlushPendingClose(to);
+  // A frame held for inflation is finished first too, unless its sender is gone.
+  bool held = toward.holding_frame() && endpoint(Other(to)).open();
+  if (toward.at_boundary() && !held) FlushPendingClose(to);
   // Otherwise the pipe finishes the frame in flight and Pump() writes the close then.
 }
 

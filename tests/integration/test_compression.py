@@ -7,6 +7,7 @@ offer so nothing is compressed; passthrough counts compressed bytes (the old beh
 import asyncio
 import contextlib
 import os
+import signal
 import time
 import urllib.request
 import zlib
@@ -19,7 +20,8 @@ from harness import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Ec
                      assert_still_serving,
                      async_test, backend_accept, encode_frame, make_config, metric, read_frame,
                      read_http_response,
-                     read_until_close, recv, upgrade_request, wait_until, wait_ws_closed,
+                     read_until_close, recv, register_cleanup, upgrade_request, wait_until,
+                     wait_ws_closed,
                      ws_connect)
 
 KiB = 1024
@@ -418,3 +420,48 @@ async def test_per_frame_deflate_cannot_bypass_the_inflated_limit(gates):
         raise AssertionError(f"per-frame deflate accepted under inspect; {len(received)} bytes "
                              "(a 300 KB message) reached the backend past a 4 KiB limit")
     assert response.status == 502, response.start_line
+
+
+@async_test(timeout=60)
+async def test_drain_finishes_a_held_compressed_frame_before_closing(gates):
+    """A compressed frame held back to be inflated whole is a frame in flight: a drain that
+    starts while it is arriving delivers it to the backend before the backend's close 1001,
+    as it does for an uncompressed frame (before, the close went out at once and the frame was
+    dropped)."""
+    got = asyncio.get_running_loop().create_future()
+
+    async def handler(ws):
+        message = await ws.recv()
+        code = None
+        try:
+            await ws.recv()
+        except websockets.ConnectionClosed as closed:
+            code = closed.rcvd.code if closed.rcvd else None
+        if not got.done():
+            got.set_result((message, code))
+
+    server = await websockets.serve(handler, "127.0.0.1", 0, max_size=None, compression="deflate")
+
+    async def stop():
+        server.close()
+        await server.wait_closed()
+    register_cleanup(stop)
+    port = server.sockets[0].getsockname()[1]
+    gate = await gates.launch(make_config(pools={"p": [f"127.0.0.1:{port}"]},
+                                          timeouts={"drain": "300ms", "close": "10s"}))
+    client = await deflate_client(gate, "/held")
+    message = os.urandom(20 * KiB)  # incompressible: about 20 KiB on the wire, under the hold
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    payload = (compressor.compress(message) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    frame = encode_frame(OP_BINARY, payload, rsv=4)
+    await client.write(frame[:len(frame) // 2])
+    gate.proc.send_signal(signal.SIGTERM)
+    close, _ = await read_until_close(client, 10)  # the drain has reached this connection
+    assert close.close_code == 1001, close
+    await client.write(frame[len(frame) // 2:])  # the frame ends, then the close reply
+    await client.write(encode_frame(OP_CLOSE, close.payload[:2], mask=True))
+    received, backend_close = await asyncio.wait_for(got, 20)
+    assert received == message, "the held frame did not reach the backend whole"
+    assert backend_close == 1001, backend_close
+    await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, gate.proc.wait), 15)
+    assert gate.proc.returncode == 0
