@@ -319,6 +319,24 @@ def admin_address(gate):
     return entries["_admin"]
 
 
+def admin_get(host, port, path, token=None, timeout=5):
+    """(status, body) of GET |path| on an admin listener at host:port, sent with the Host a local
+    operator's curl would send, or (None, error) if refused or unanswered."""
+    import http.client
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        headers = {"Host": f"127.0.0.1:{port}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    except OSError as error:
+        return None, repr(error)
+    finally:
+        connection.close()
+
+
 def metrics_text(gate):
     """GET /metrics from a gate's admin listener (the config needs an ``admin`` section)."""
     host, port = admin_address(gate)

@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 
-from harness import (EchoBackend, admin_address, async_test, make_config, metric, recv,
+from harness import (EchoBackend, admin_address, admin_get, async_test, make_config, metric, recv,
                      wait_until, ws_connect)
 
 
@@ -97,17 +97,6 @@ async def test_reload_with_an_address_in_use_is_partial_and_keeps_the_old_socket
         await backend.stop()
 
 
-def admin_status(host, port, path, token=None):
-    import http.client
-    connection = http.client.HTTPConnection(host, port, timeout=5)
-    try:
-        headers = {"Host": f"127.0.0.1:{port}"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        connection.request("GET", path, headers=headers)
-        return connection.getresponse().status
-    finally:
-        connection.close()
 
 
 @async_test(timeout=60)
@@ -123,13 +112,13 @@ async def test_admin_kept_on_its_old_address_keeps_its_old_token(gates):
     blocker = taken_port()
     blocked = blocker.getsockname()[1]
     try:
-        assert await asyncio.to_thread(admin_status, "127.0.0.2", port, "/metrics") == 401
+        assert (await asyncio.to_thread(admin_get, "127.0.0.2", port, "/metrics"))[0] == 401
         config["admin"] = {"address": f"127.0.0.1:{blocked}"}
         await reload(gate, gates, config, "admin keeps listening on")
         # 127.0.0.2 reaches the kept 0.0.0.0 socket.
-        assert await asyncio.to_thread(admin_status, "127.0.0.2", port, "/metrics") == 401
-        assert await asyncio.to_thread(admin_status, "127.0.0.2", port, "/metrics",
-                                       "s3cret") == 200
+        assert (await asyncio.to_thread(admin_get, "127.0.0.2", port, "/metrics"))[0] == 401
+        assert (await asyncio.to_thread(admin_get, "127.0.0.2", port, "/metrics",
+                                        "s3cret"))[0] == 200
     finally:
         blocker.close()
         await backend.stop()

@@ -6,7 +6,6 @@ sockets over, drains its connections with 1001 and exits 0. No connection attemp
 """
 
 import asyncio
-import http.client
 import os
 import socket
 import ssl
@@ -16,8 +15,8 @@ import time
 
 import websockets
 
-from harness import (SOURCE_DIR, WSGATE_BIN, EchoBackend, async_test, make_config, recv,
-                     to_yaml, wait_until)
+from harness import (SOURCE_DIR, WSGATE_BIN, EchoBackend, admin_get, async_test, make_config,
+                     recv, to_yaml, wait_until)
 
 
 def spawn(tmp_path, tag, config, socket_path):
@@ -166,17 +165,6 @@ def ready_entries_of(ready):
     return {line.split()[0]: int(line.split()[1].rpartition(":")[2]) for line in text.splitlines()}
 
 
-def admin_get(port, path):
-    """(status, body) of GET path on the admin listener, or (None, error) if refused."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-    except OSError as error:
-        return None, repr(error)
-    finally:
-        connection.close()
 
 
 @async_test(timeout=120)
@@ -230,7 +218,8 @@ async def test_upgrade_hands_over_admin_tls_and_several_listeners(tmp_path):
 
         async def admin_loop():
             while not stop.is_set():
-                status, body = await asyncio.to_thread(admin_get, ports["_admin"], "/healthz")
+                status, body = await asyncio.to_thread(admin_get, "127.0.0.1", ports["_admin"],
+                                                       "/healthz")
                 if status == 200:
                     results["admin_ok"] += 1
                 else:
@@ -256,9 +245,11 @@ async def test_upgrade_hands_over_admin_tls_and_several_listeners(tmp_path):
         # API is the new one's: a draining process would answer /readyz 503.
         assert old.poll() is None
         for _ in range(20):
-            status, body = await asyncio.to_thread(admin_get, ports["_admin"], "/readyz")
+            status, body = await asyncio.to_thread(admin_get, "127.0.0.1", ports["_admin"],
+                                                   "/readyz")
             assert status == 200, (status, body)
-        status, body = await asyncio.to_thread(admin_get, ports["_admin"], "/metrics")
+        status, body = await asyncio.to_thread(admin_get, "127.0.0.1", ports["_admin"],
+                                               "/metrics")
         assert status == 200 and "\nwsgate_draining 0\n" in body, body[-2000:]
 
         await asyncio.wait_for(long_lived.wait_closed(), 15)
@@ -330,7 +321,7 @@ async def test_upgrade_from_a_wsgate_that_keeps_its_admin_socket(tmp_path):
         await wait_until(lambda: (ready_entries_of(new_ready) or {}).get("_admin") == admin_port,
                          10, "admin bound after the old process released it")
         assert "binding it again every 500ms" in read(new_err), read(new_err)
-        status, body = await asyncio.to_thread(admin_get, admin_port, "/readyz")
+        status, body = await asyncio.to_thread(admin_get, "127.0.0.1", admin_port, "/readyz")
         assert status == 200, body
         public.close()  # the new process holds its own reference
         async with websockets.connect(f"ws://127.0.0.1:{ready_entries_of(new_ready)['public']}/",
@@ -345,20 +336,6 @@ async def test_upgrade_from_a_wsgate_that_keeps_its_admin_socket(tmp_path):
         await backend.stop()
 
 
-def admin_request(host, port, path, token=None):
-    """(status, body) of GET path at host:port, or (None, error) if refused or unanswered."""
-    connection = http.client.HTTPConnection(host, port, timeout=3)
-    try:
-        headers = {"Host": f"127.0.0.1:{port}"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        connection.request("GET", path, headers=headers)
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-    except OSError as error:
-        return None, repr(error)
-    finally:
-        connection.close()
 
 
 @async_test(timeout=90)
@@ -380,7 +357,8 @@ async def test_upgrade_moving_admin_to_loopback_does_not_keep_the_wildcard_socke
     new = None
     try:
         await wait_until(lambda: ready_entries_of(old_ready) is not None, 10, "old ready file")
-        status, _ = await asyncio.to_thread(admin_request, "127.0.0.2", admin_port, "/metrics")
+        status, _ = await asyncio.to_thread(admin_get, "127.0.0.2", admin_port, "/metrics",
+                                               timeout=3)
         assert status == 401  # wildcard, token required
         config["admin"] = {"address": f"127.0.0.1:{admin_port}"}
         new, new_ready, new_err = spawn(str(tmp_path), "new", config, socket_path)
@@ -388,10 +366,12 @@ async def test_upgrade_moving_admin_to_loopback_does_not_keep_the_wildcard_socke
         await wait_until(lambda: (ready_entries_of(new_ready) or {}).get("_admin") == admin_port,
                          10, "new admin listening")
         assert new.poll() is None, read(new_err)
-        status, body = await asyncio.to_thread(admin_request, "127.0.0.1", admin_port, "/readyz")
+        status, body = await asyncio.to_thread(admin_get, "127.0.0.1", admin_port, "/readyz",
+                                               timeout=3)
         assert status == 200, body
         # 127.0.0.2 reaches a 0.0.0.0 socket, never a 127.0.0.1 one.
-        status, body = await asyncio.to_thread(admin_request, "127.0.0.2", admin_port, "/metrics")
+        status, body = await asyncio.to_thread(admin_get, "127.0.0.2", admin_port, "/metrics",
+                                               timeout=3)
         assert status is None, (status, body[:200])
         with open(new_ready) as f:
             assert f"_admin 127.0.0.1:{admin_port}" in f.read()
