@@ -1,4 +1,5 @@
 #include "config/loader.h"
+#include "tests/unit/config_load_util.h"
 #include "config/suggest.h"
 
 #include <gtest/gtest.h>
@@ -44,18 +45,6 @@ Strings Errors(const std::string& yaml) {
   Strings out;
   for (const ConfigError& e : *errors) out.push_back(e.Format());
   return out;
-}
-
-// The loaded config; fails the test (listing the errors) if it does not load.
-ProxyConfig Load(const std::string& yaml) {
-  LoadResult result = LoadConfigString(yaml, "t.yaml");
-  if (const auto* errors = std::get_if<ConfigErrors>(&result)) {
-    std::string all;
-    for (const ConfigError& e : *errors) all += e.Format() + "\n";
-    ADD_FAILURE() << "config failed to load:\n" << all;
-    return {};
-  }
-  return std::get<ProxyConfig>(std::move(result));
 }
 
 TEST(ConfigErrorTest, Format) {

@@ -11,20 +11,10 @@
 
 #include "config/flags_config.h"
 #include "config/loader.h"
+#include "tests/unit/config_load_util.h"
 
 namespace wsgate::config {
 namespace {
-
-ProxyConfig Load(const std::string& yaml) {
-  LoadResult result = LoadConfigString(yaml, "t.yaml");
-  if (const auto* errors = std::get_if<ConfigErrors>(&result)) {
-    std::string all;
-    for (const ConfigError& e : *errors) all += e.Format() + "\n";
-    ADD_FAILURE() << "config failed to load:\n" << all;
-    return {};
-  }
-  return std::get<ProxyConfig>(std::move(result));
-}
 
 std::vector<std::string> Formatted(const ConfigErrors& errors) {
   std::vector<std::string> out;
