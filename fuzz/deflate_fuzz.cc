@@ -49,8 +49,7 @@ void FuzzExtensions(std::string_view value) {
   FUZZ_CHECK(wsgate::http::StripDeflateOffers(stripped) == stripped);
   if (stripped.empty()) return;
   wsgate::http::ForEachListItem(stripped, [](std::string_view item) {
-    std::string_view name = item.substr(0, item.find(';'));
-    while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
+    std::string_view name = wsgate::http::ListItemName(item);
     FUZZ_CHECK(!name.empty());
     FUZZ_CHECK(!wsgate::http::EqualsIgnoreCase(name, "permessage-deflate"));
     FUZZ_CHECK(!wsgate::http::EqualsIgnoreCase(name, "x-webkit-deflate-frame"));

@@ -21,7 +21,7 @@ bool TransferCodings(const HeadView& head, std::vector<std::string_view>* coding
     if (!EqualsIgnoreCase(head.Get(field.name), "transfer-encoding")) continue;
     bool bad = ForEachListItem(head.Get(field.value), [codings](std::string_view item) {
       // A coding may carry parameters (RFC 9112 §7); only chunked matters, and it has none.
-      std::string_view name = TrimOws(item.substr(0, item.find(';')));
+      std::string_view name = ListItemName(item);
       if (name.empty()) return true;
       for (char c : name) {
         if (!IsTokenChar(static_cast<unsigned char>(c))) return true;

@@ -5,11 +5,6 @@
 namespace wsgate::http {
 namespace {
 
-// The element's name: everything before its first ';'.
-std::string_view ElementName(std::string_view element) {
-  return TrimOws(element.substr(0, element.find(';')));
-}
-
 // RFC 7692 §7.1.2: a window size is 8..15 in decimal, without leading zeros; RFC 6455 §9.1
 // allows it quoted.
 bool ParseWindowBits(std::string_view value, uint8_t* out) {
@@ -81,7 +76,7 @@ bool IsPerFrameDeflate(std::string_view name) {
 std::string StripDeflateOffers(std::string_view value, bool per_frame_only) {
   std::string kept;
   ForEachListItem(value, [&kept, per_frame_only](std::string_view item) {
-    std::string_view name = ElementName(item);
+    std::string_view name = ListItemName(item);
     if (name.empty() || IsPerFrameDeflate(name) ||
         (!per_frame_only && EqualsIgnoreCase(name, "permessage-deflate"))) {
       return false;

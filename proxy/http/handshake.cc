@@ -507,8 +507,7 @@ UpstreamVerdict CheckUpstreamResponse(const HeadView& response, std::string_view
   for (const auto& field : head.fields()) {
     if (!EqualsIgnoreCase(response.Get(field.name), "sec-websocket-extensions")) continue;
     ForEachListItem(response.Get(field.value), [&verdict, &extension_error](std::string_view item) {
-      std::string_view name = item.substr(0, item.find(';'));
-      while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
+      std::string_view name = ListItemName(item);
       if (EqualsIgnoreCase(name, "permessage-deflate")) {
         // The parameters decide how wsgate inflates (limits.compression: inspect), so an answer
         // it cannot read is refused like any other bad 101 (RFC 7692 §7.1: the client fails).

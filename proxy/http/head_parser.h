@@ -117,6 +117,12 @@ inline std::string_view TrimOws(std::string_view s) {
   return s;
 }
 
+// The name of a list item with parameters ("permessage-deflate; x=1", "chunked;ext"): what comes
+// before its first ';', trimmed.
+inline std::string_view ListItemName(std::string_view item) {
+  return TrimOws(item.substr(0, item.find(';')));
+}
+
 // True if the comma-separated |list| (RFC 9110 #rule) contains |token|, case-insensitively.
 bool ListContainsToken(std::string_view list, std::string_view token);
 
