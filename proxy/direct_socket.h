@@ -72,6 +72,11 @@ class DirectSocket {
   // if the first try would have blocked, and failure as a write error, from the event callback.
   bool AdoptConnecting(event_base* base, evutil_socket_t fd, const Callbacks* callbacks, void* ctx);
   bool connecting() const { return connecting_; }
+  // Hand the callbacks to a new owner (the socket's next stage); safe inside a callback.
+  void SetCallbacks(const Callbacks* callbacks, void* ctx) {
+    callbacks_ = callbacks;
+    ctx_ = ctx;
+  }
 
   bool open() const { return fd_ >= 0; }
   evutil_socket_t fd() const { return fd_; }

@@ -62,43 +62,19 @@ struct SessionCallbacks {
     auto* s = static_cast<Session*>(ctx);
     if (!s->finished()) s->OnBackendEvent(what);
   }
-  // The same entry points for a spliced socket driven by DirectSocket.
-  static void ClientReadDirect(void* ctx) { ClientRead(nullptr, ctx); }
-  static void ClientWriteDirect(void* ctx) { ClientWrite(nullptr, ctx); }
-  static void ClientEventDirect(void* ctx, short what) { ClientEvent(nullptr, what, ctx); }
+  // The same entry points for a backend connection driven by DirectSocket.
   static void BackendReadDirect(void* ctx) { BackendRead(nullptr, ctx); }
   static void BackendWriteDirect(void* ctx) { BackendWrite(nullptr, ctx); }
   static void BackendEventDirect(void* ctx, short what) { BackendEvent(nullptr, what, ctx); }
-  static constexpr DirectSocket::Callbacks kClientDirect{&ClientReadDirect, &ClientWriteDirect,
-                                                         &ClientEventDirect};
   static constexpr DirectSocket::Callbacks kBackendDirect{&BackendReadDirect, &BackendWriteDirect,
                                                           &BackendEventDirect};
   static void Timer(evutil_socket_t, short, void* ctx) {
     auto* s = static_cast<Session*>(ctx);
     if (!s->finished()) s->OnTimer();
   }
-  static void PingTimer(evutil_socket_t, short, void* ctx) {
-    auto* s = static_cast<Session*>(ctx);
-    if (!s->finished()) s->OnPingTimer();
-  }
-  static void ThrottleTimer(evutil_socket_t, short, void* ctx) {
-    auto* s = static_cast<Session*>(ctx);
-    if (!s->finished()) s->OnThrottleTimer();
-  }
 };
 
 namespace {
-
-// A data frame's payload goes by splice(2), past user space, once at least this much of it is
-// still to come: below it the pipe's extra syscalls cost more than the copies they save.
-constexpr uint64_t kSpliceThreshold = 16 * 1024;
-
-// The reason logged (and sent in the close frame) for a violation FramePipe reports.
-const char* ViolationText(uint16_t code, bool in_inflate) {
-  if (code == ws::kMessageTooBig) return "message too big";
-  if (!in_inflate) return "protocol error";
-  return code == ws::kInvalidPayload ? "invalid compressed data" : "out of memory for inflating";
-}
 
 // wsgate_closes_total's initiator: the API, timeouts and the proxy itself all count as proxy.
 metrics::Initiator InitiatorOf(ClosedBy closed_by) {
@@ -152,41 +128,6 @@ std::string Session::peer_text() const {
   return FormatSockaddr(reinterpret_cast<const sockaddr*>(&peer_));
 }
 
-evbuffer* Session::Endpoint::input() {
-  return bev ? bufferevent_get_input(bev.get()) : direct.input();
-}
-
-evbuffer* Session::Endpoint::output() {
-  return bev ? bufferevent_get_output(bev.get()) : direct.output();
-}
-
-void Session::Endpoint::SetReading(bool on) {
-  if (!bev) {
-    direct.SetReading(on);
-  } else if (on) {
-    bufferevent_enable(bev.get(), EV_READ);
-  } else {
-    bufferevent_disable(bev.get(), EV_READ);
-  }
-}
-
-void Session::Endpoint::SetReadLimit(size_t limit) {
-  if (bev) {
-    bufferevent_setwatermark(bev.get(), EV_READ, 0, limit);
-  } else {
-    direct.SetReadLimit(limit);
-  }
-}
-
-void Session::Endpoint::Write(const void* data, size_t size) {
-  evbuffer_add(output(), data, size);
-  Flush();
-}
-
-size_t Session::high_watermark() const {
-  return config().limits.write_buffer_high_watermark;
-}
-
 void Session::Start() {
   if (!client_.bev || !timer_) {
     Finish(ClosedBy::kProxy);
@@ -232,8 +173,7 @@ void Session::OnClientRead() {
       // The backend refused the upgrade: nothing the client sends may reach it.
       evbuffer_drain(input, evbuffer_get_length(input));
       return;
-    case State::kSpliced:
-      Pump(Side::kClient);
+    case State::kSpliced:  // the tunnel reads from here on
       return;
     case State::kHttp:
       http_->OnClientRead();
@@ -448,7 +388,9 @@ void Session::BeginLingeringClose() {
   evbuffer_drain(input, evbuffer_get_length(input));
   bufferevent_setwatermark(client_.bev.get(), EV_READ, 0, 0);
   bufferevent_enable(client_.bev.get(), EV_READ);
-  CloseAfterFlush(Side::kClient);
+  client_.CloseAfterFlush(/*linger=*/true);
+  if (client_.output_length() == 0) OnWritable(Side::kClient);
+  if (finished()) return;
   ArmTimer(std::min(config().timeouts.close, config::Duration(std::chrono::seconds(2))));
 }
 
@@ -461,10 +403,7 @@ void Session::OnClientEvent(short what) {
   }
   if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) == 0) return;
   switch (state_) {
-    case State::kSpliced:
-      Pump(Side::kClient);
-      if (finished()) return;
-      OnPeerGone(Side::kClient, (what & BEV_EVENT_EOF) != 0);
+    case State::kSpliced:  // the tunnel's
       return;
     case State::kReadingRequest:
       if (client_tls_ && tls::HandshakePending(client_.bev.get())) {
@@ -483,11 +422,11 @@ void Session::OnClientEvent(short what) {
       Finish(ClosedBy::kClient);
       return;
     case State::kLingering:
-      if ((what & BEV_EVENT_EOF) != 0 && client_.close_after_flush &&
+      if ((what & BEV_EVENT_EOF) != 0 && client_.flushing_to_close() &&
           client_.output_length() != 0) {
         // The client only half-closed: its answer still goes out, then the socket closes
         // (nothing is left to read, so no lingering after the flush).
-        client_.linger = false;
+        client_.SkipLinger();
         client_.SetReading(false);
         return;
       }
@@ -604,11 +543,6 @@ void Session::OnBackendEvent(short what) {
       if (finished() || state_ != State::kRelayingResponse) return;
       BeginLingeringClose();  // a close-delimited body ends here
       return;
-    case State::kSpliced:
-      Pump(Side::kBackend);
-      if (finished()) return;
-      OnPeerGone(Side::kBackend, (what & BEV_EVENT_EOF) != 0);
-      return;
     default:
       return;
   }
@@ -621,9 +555,6 @@ void Session::OnBackendRead() {
       return;
     case State::kRelayingResponse:
       RelayResponseBody();
-      return;
-    case State::kSpliced:
-      Pump(Side::kBackend);
       return;
     default:
       return;
@@ -700,24 +631,7 @@ void Session::HandleResponseHead() {
   } else {
     evbuffer_remove_buffer(input, client_output, handshake_->response_parser.head_length());
   }
-  ws::DirectionPolicy to_backend{true, verdict.permessage_deflate, verdict.other_extension,
-                                 config().limits.max_message_bytes};
-  ws::DirectionPolicy to_client = to_backend;
-  to_client.expect_masked = false;
-  client_to_backend_.emplace(to_backend);
-  backend_to_client_.emplace(to_client);
-  if (verdict.permessage_deflate &&
-      config().limits.compression == config::LimitsConfig::Compression::kInspect) {
-    // Each direction inflates with its sender's window and context takeover (RFC 7692 §7.1).
-    const http::DeflateParams& deflate = verdict.deflate;
-    size_t hold = high_watermark();
-    client_to_backend_->set_inflate(deflate.client_max_window_bits,
-                                    !deflate.client_no_context_takeover, hold);
-    backend_to_client_->set_inflate(deflate.server_max_window_bits,
-                                    !deflate.server_no_context_takeover, hold);
-  }
-  client_to_backend_->set_message_rate(config().limits.max_messages_per_second);
-  StartSplicing();
+  StartTunnel(verdict);
 }
 
 void Session::RejectBadResponse(const std::string& reason) {
@@ -748,39 +662,20 @@ void Session::RelayResponseBody() {
   if (moved > 0) ArmTimer(config().timeouts.backend_handshake);
   if (evbuffer_get_length(output) >= high_watermark()) {
     backend_.SetReading(false);
-    backend_.read_paused = true;
+    handshake_->relay_paused = true;
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Splicing.
 
-void Session::StartSplicing() {
+void Session::StartTunnel(const http::UpstreamVerdict& negotiated) {
   state_ = State::kSpliced;
-  if (timer_) event_del(timer_.get());
+  event_del(timer_.get());
+  timer_.reset();  // the tunnel times itself; long-lived connections hold only what it needs
   context_.admission.EndHandshake(admission_);
-  // Long-lived idle connections should hold only what splicing needs.
   upstream_.EndTries();
-  handshake_.reset();
-  if (config().timeouts.idle.count() == 0) timer_.reset();  // ArmTimer makes it again if needed
-  size_t high = high_watermark();
-  for (Side side : {Side::kClient, Side::kBackend}) {
-    Endpoint& e = endpoint(side);
-    const DirectSocket::Callbacks* direct_callbacks =
-        side == Side::kClient ? &SessionCallbacks::kClientDirect : &SessionCallbacks::kBackendDirect;
-    // A backend connection was direct from the start; a client moves to it now.
-    if (e.plain_tcp && (e.direct.open() || e.direct.TakeOver(e.bev, direct_callbacks, this))) {
-      e.direct.SetReadLimit(high);
-      e.direct.WatchWritable(high / 2);
-      e.direct.SetReading(true);
-      e.direct.Flush();  // the 101 head, or the upgrade request's tail
-      continue;
-    }
-    bufferevent_setwatermark(e.bev.get(), EV_READ, 0, high);
-    // The write callback fires once the output has drained below half: resume the peer then.
-    bufferevent_setwatermark(e.bev.get(), EV_WRITE, high / 2, 0);
-    bufferevent_enable(e.bev.get(), EV_READ);
-  }
+  PushQueue pushes = std::move(handshake_->pushes);
   LOG_DEBUG("session client=" + peer_text() + " upgraded backend=" + chosen_backend_->address);
   CountHandshake(metrics::kUpgraded);
   pool_metrics_ = &context_.metrics.Pool(pool().name);
@@ -790,288 +685,15 @@ void Session::StartSplicing() {
       &context_.metrics.Connections(listener_name_, pool().name, chosen_backend_->address);
   connection_metrics_->active.Add(1);
   connection_metrics_->total.Add();
-  if (config().metrics.enabled) {
-    client_to_backend_->set_metrics(pool_metrics_, metrics::kClientToBackend);
-    backend_to_client_->set_metrics(pool_metrics_, metrics::kBackendToClient);
-  }
-  if (config().timeouts.idle.count() > 0) ArmTimer(config().timeouts.idle);
-  if (config().timeouts.ping_interval.count() > 0) {
-    last_client_data_ = std::chrono::steady_clock::now();
-    ping_timer_.reset(evtimer_new(context_.loop.base(), &SessionCallbacks::PingTimer, this));
-    timeval interval = ToTimeval(config().timeouts.ping_interval);
-    evtimer_add(ping_timer_.get(), &interval);
-  }
+  tunnel_ = std::make_unique<Tunnel>(static_cast<TunnelOwner&>(*this), context_.loop.base(),
+                                     config(), client_, backend_,
+                                     negotiated);
+  handshake_.reset();
   RegisterConnection();  // again: now with the subprotocol
-  FlushPushed();         // pushes the backend sent during the upgrade, right after the 101
-  // Either side may already have sent frames along with the handshake.
-  Pump(Side::kBackend);
-  if (!finished()) Pump(Side::kClient);
+  tunnel_->Start(config().metrics.enabled ? pool_metrics_ : nullptr, std::move(pushes));
 }
 
-void Session::Pump(Side from) {
-  Endpoint& source = endpoint(from);
-  Side to = Other(from);
-  Endpoint& sink = endpoint(to);
-  if (!source.open()) return;
-  // Whatever this pass queued towards the sink goes out before returning to the loop, and the
-  // source may read again if its input was at the limit.
-  struct AfterPump {
-    Endpoint& source;
-    Endpoint& sink;
-    ~AfterPump() {
-      sink.Flush();
-      source.InputConsumed();
-    }
-  } after_pump{source, sink};
-  evbuffer* input = source.input();
-  // Bytes in the pipe are part of the current frame: they reach the sink before anything else.
-  if (source.splice && !DrainSplice(from)) return;
-  if (source.discard_input) {
-    evbuffer_drain(input, evbuffer_get_length(input));
-    return;
-  }
-  last_activity_ = std::chrono::steady_clock::now();
-  if (from == Side::kClient && evbuffer_get_length(input) > 0) {
-    last_client_data_ = last_activity_;  // a pong, or any data, proves the client is alive
-    ping_outstanding_ = false;
-  }
-  FramePipe& pipe = pipe_from(from);
-  while (true) {
-    bool deliver = sink.open() && !sink.sent_close;
-    evbuffer* output = deliver ? sink.output() : nullptr;
-    size_t limit = flush_all_ ? SIZE_MAX : high_watermark();
-    FramePipe::Result result = pipe.Pump(input, output, limit);
-    switch (result) {
-      case FramePipe::Result::kDrained:
-        MaybeStartSplice(from);
-        return;
-      case FramePipe::Result::kOutputFull:
-        // A direct socket may take the bytes right now; pause only if the kernel is full too.
-        sink.Flush();  // may hand an emptied buffer back: ask the sink, not |output|
-        if (sink.output_length() < limit) continue;
-        source.SetReading(false);
-        source.read_paused = true;
-        return;
-      case FramePipe::Result::kStopped:
-        FlushPendingClose(to);
-        if (sink.open() && !sink.sent_close) return;  // nothing was pending; never spin
-        continue;  // the sink got its close: further frames are parsed and dropped
-      case FramePipe::Result::kCloseRelayed:
-        source.received_close = true;
-        if (deliver) sink.sent_close = true;
-        if (close_code_ == 0) {
-          close_code_ = pipe.close_code();
-          closed_by_ = from == Side::kClient ? ClosedBy::kClient : ClosedBy::kBackend;
-          reason_ = pipe.close_reason();
-        }
-        closing_ = true;
-        StartClosingTimer();
-        CloseEndpointIfDone(from);
-        if (finished()) return;
-        CloseEndpointIfDone(to);
-        return;
-      case FramePipe::Result::kMessageBoundary:
-        FlushPushed();
-        continue;
-      case FramePipe::Result::kRateLimited:
-        if (config().limits.rate_action == config::LimitsConfig::RateAction::kThrottle) {
-          // Pause reading until the bucket holds a token again; nothing is dropped.
-          source.SetReading(false);
-          source.throttled = true;
-          timeval wait = ToTimeval(config::Duration(
-              static_cast<int64_t>(pipe.SecondsUntilToken() * 1000.0) + 1));
-          // Made on first use: most connections never meet the rate, and idle ones stay small.
-          if (!throttle_timer_) {
-            throttle_timer_.reset(
-                evtimer_new(context_.loop.base(), &SessionCallbacks::ThrottleTimer, this));
-          }
-          if (!throttle_timer_) {
-            OnViolation(from, ws::kInternalError, "out of memory");
-            return;
-          }
-          evtimer_add(throttle_timer_.get(), &wait);
-          return;
-        }
-        OnViolation(from, ws::kPolicyViolation, "message rate exceeded");
-        return;
-      case FramePipe::Result::kViolation:
-        OnViolation(from, pipe.violation_code(),
-                    ViolationText(pipe.violation_code(), pipe.violation_in_inflate()));
-        return;
-    }
-  }
-}
-
-// Splicing moves only the tail of a large data frame, once everything before it has gone the
-// evbuffer way: the source's input is empty and the sink's output has been written out. The
-// frame counts as relayed only as its bytes reach the sink socket, so FramePipe stays off its
-// boundary and no close, ping or pushed message can overtake bytes waiting in the pipe.
-void Session::MaybeStartSplice(Side from) {
-  Endpoint& source = endpoint(from);
-  Endpoint& sink = endpoint(Other(from));
-  FramePipe& frames = pipe_from(from);
-  uint64_t left = frames.spliceable_bytes();
-  if (left < kSpliceThreshold || source.splice || state_ != State::kSpliced) return;
-  if (source.bev || sink.bev || !source.direct.open() || !sink.direct.open()) return;
-  if (source.discard_input || sink.sent_close || source.direct.input_length() != 0) return;
-  sink.Flush();
-  if (sink.output_length() != 0) return;  // its queued bytes go first
-  source.splice = TakeSplicePipe();
-  if (!source.splice) return;  // all this thread's pipes are busy: stay on the evbuffers
-  SpliceMore(source, left);
-}
-
-void Session::SpliceMore(Endpoint& source, uint64_t frame_left) {
-  SplicePipe& pipe = *source.splice;
-  source.direct.SpliceInto(pipe.write_fd, static_cast<size_t>(std::min<uint64_t>(frame_left, pipe.capacity)));
-}
-
-bool Session::DrainSplice(Side from) {
-  Endpoint& source = endpoint(from);
-  Endpoint& sink = endpoint(Other(from));
-  FramePipe& frames = pipe_from(from);
-  SplicePipe& pipe = *source.splice;
-  pipe.held += source.direct.TakeSplicedBytes();
-  if (source.discard_input || !sink.direct.open() || sink.sent_close) {
-    frames.SplicedAndDropped(pipe.held);  // nobody will receive them (the pipe is closed)
-    EndSplice(source);
-    return true;
-  }
-  if (from == Side::kClient && pipe.held > 0) {
-    last_client_data_ = std::chrono::steady_clock::now();  // the client is alive
-    ping_outstanding_ = false;
-  }
-  if (pipe.held > 0) {
-    size_t moved = sink.direct.SpliceFrom(pipe.read_fd, pipe.held);
-    if (moved > 0) last_activity_ = std::chrono::steady_clock::now();  // a slow sink is not idle
-    pipe.held -= moved;
-    frames.SplicedToSink(moved);
-    if (pipe.held > 0) {
-      // The sink is full: its EV_WRITE is armed, and OnWritable resumes this side.
-      source.SetReading(false);
-      source.read_paused = true;
-      return false;
-    }
-  }
-  uint64_t left = frames.spliceable_bytes();
-  if (left == 0) {
-    EndSplice(source);  // the frame is delivered; the next header is read as usual
-    return true;
-  }
-  SpliceMore(source, left);
-  return true;
-}
-
-void Session::SpliceToOutput(Side from) {
-  Endpoint& source = endpoint(from);
-  Endpoint& sink = endpoint(Other(from));
-  FramePipe& frames = pipe_from(from);
-  SplicePipe& pipe = *source.splice;
-  pipe.held += source.direct.TakeSplicedBytes();
-  if (sink.open() && !sink.sent_close && !source.discard_input) {
-    evbuffer* output = sink.output();
-    while (pipe.held > 0) {
-      int got = evbuffer_read(output, pipe.read_fd, static_cast<int>(std::min<size_t>(pipe.held, INT32_MAX)));
-      if (got <= 0) break;
-      pipe.held -= static_cast<size_t>(got);
-      frames.SplicedToSink(static_cast<size_t>(got));
-    }
-    sink.Flush();
-  }
-  frames.SplicedAndDropped(pipe.held);
-  EndSplice(source);
-}
-
-void Session::EndSplice(Endpoint& source) {
-  source.direct.StopSplicing();
-  source.splice.reset();  // back to the pool if empty, else closed
-}
-
-void Session::OnViolation(Side from, uint16_t code, const char* what) {
-  Endpoint& source = endpoint(from);
-  Side to = Other(from);
-  Endpoint& sink = endpoint(to);
-  evbuffer* input = source.input();
-  if (sink.sent_close || !sink.open()) {
-    // Already closing towards the peer; just stop listening to this side.
-    source.discard_input = true;
-    source.received_close = true;
-    evbuffer_drain(input, evbuffer_get_length(input));
-    CloseEndpointIfDone(from);
-    return;
-  }
-  if (close_code_ == 0) {
-    close_code_ = code;
-    closed_by_ = ClosedBy::kProxy;
-    reason_ = std::string(from == Side::kClient ? "client " : "backend ") + what;
-  }
-  LOG_INFO("session client=" + peer_text() + " " + reason_ + ", close " + std::to_string(code));
-  // The offender gets the code; the peer is told the proxy gave up on the other side.
-  source.discard_input = true;
-  source.received_close = true;  // its stream can no longer be trusted to carry a close
-  evbuffer_drain(input, evbuffer_get_length(input));
-  if (pipe_from(from).frame_started()) {
-    // Only compression inspection stops inside a frame: part of it already reached the peer, so
-    // no close frame can follow it. The peer's connection ends without one (it sees 1006) and
-    // never receives the rest of the message, but what was queued for it before the cut frame
-    // (whole messages wsgate accepted) is still delivered first, and so is what it sends the
-    // other way until then.
-    CloseAfterFlush(to);
-    if (finished()) return;
-    if (!source.open()) {
-      if (!sink.open()) Finish(closed_by_);
-      return;
-    }
-  } else {
-    InsertClose(to, from == Side::kClient ? ws::kGoingAway : ws::kInternalError,
-                from == Side::kClient ? "client protocol error" : "backend protocol error");
-  }
-  if (finished()) return;
-  InsertClose(from, code, what);
-  if (finished()) return;
-  CloseEndpointIfDone(from);
-}
-
-// Keepalive: find dead clients (a phone that lost its network) without waiting for TCP.
-void Session::OnPingTimer() {
-  if (state_ != State::kSpliced || closing_) return;
-  auto now = std::chrono::steady_clock::now();
-  const config::TimeoutsConfig& timeouts = config().timeouts;
-  if (ping_outstanding_) {
-    if (close_code_ == 0) {
-      close_code_ = ws::kGoingAway;
-      closed_by_ = ClosedBy::kProxy;
-      reason_ = "no pong from the client within ping_timeout";
-    }
-    InsertClose(Side::kClient, ws::kGoingAway, "ping timeout");
-    if (!finished()) InsertClose(Side::kBackend, ws::kGoingAway, "client ping timeout");
-    return;
-  }
-  auto quiet = std::chrono::duration_cast<config::Duration>(now - last_client_data_);
-  config::Duration next = timeouts.ping_interval - quiet;
-  if (quiet >= timeouts.ping_interval) {
-    // Only at a frame boundary towards the client; otherwise a backend frame is in flight and
-    // the client is evidently reachable enough to wait for the next round.
-    if (client_.open() && !client_.sent_close && backend_to_client_->at_boundary()) {
-      static const char kPing[] = {static_cast<char>(0x80 | ws::kPing), 0};
-      client_.Write(kPing, sizeof(kPing));
-      ping_outstanding_ = true;
-      next = timeouts.ping_timeout;
-    } else {
-      next = timeouts.ping_interval;
-    }
-  }
-  timeval wait = ToTimeval(next);
-  evtimer_add(ping_timer_.get(), &wait);
-}
-
-void Session::OnThrottleTimer() {
-  Endpoint& client = endpoint(Side::kClient);
-  if (!client.open() || !client.throttled) return;
-  client.throttled = false;
-  if (!client.read_paused) client.SetReading(true);
-  Pump(Side::kClient);
-}
+void Session::OnTunnelEnded() { Finish(tunnel_->close().by); }
 
 void Session::GoAway(uint16_t code, const std::string& reason) {
   if (finished() || going_away_) return;
@@ -1091,95 +713,9 @@ void Session::GoAway(uint16_t code, const std::string& reason) {
     case State::kFinished:
       return;  // already ending
     case State::kSpliced:
-      break;
+      tunnel_->GoAway(code, reason);
+      return;
   }
-  if (closing_) return;  // a close handshake is already under way and bounded by its timer
-  if (close_code_ == 0) {
-    close_code_ = code;
-    closed_by_ = ClosedBy::kProxy;
-    reason_ = reason;
-  }
-  // Deliver everything already read from either side before the close frames (no message that
-  // wsgate accepted is lost); a frame still arriving is finished first (InsertClose waits).
-  flush_all_ = true;
-  Pump(Side::kClient);
-  if (!finished()) Pump(Side::kBackend);
-  flush_all_ = false;
-  if (finished()) return;
-  InsertClose(Side::kClient, code, reason);
-  if (!finished()) InsertClose(Side::kBackend, ws::kGoingAway, reason);
-}
-
-void Session::InsertClose(Side to, uint16_t code, const std::string& reason) {
-  Endpoint& e = endpoint(to);
-  if (!e.open() || e.sent_close || e.pending_close != 0) return;
-  closing_ = true;
-  StartClosingTimer();
-  FramePipe& toward = pipe_from(Other(to));
-  e.pending_close = code;
-  e.pending_reason = reason;
-  toward.StopAtBoundary();
-  // A frame held for inflation is finished first too, unless its sender is gone.
-  bool held = toward.holding_frame() && endpoint(Other(to)).open();
-  if (toward.at_boundary() && !held) FlushPendingClose(to);
-  // Otherwise the pipe finishes the frame in flight and Pump() writes the close then.
-}
-
-void Session::FlushPendingClose(Side to) {
-  Endpoint& e = endpoint(to);
-  if (!e.open() || e.sent_close || e.pending_close == 0) return;
-  // API messages already answered 200 go out first, unless a backend message is still open.
-  if (to == Side::kClient && backend_to_client_ && backend_to_client_->at_message_boundary()) {
-    FlushPushed();
-  }
-  uint8_t mask[4];
-  bool masked = to == Side::kBackend;  // RFC 6455 §5.3: frames towards a server are masked
-  if (masked && !SecureRandom(mask, sizeof(mask))) std::memset(mask, 0x5a, sizeof(mask));
-  std::string frame = ws::BuildCloseFrame(e.pending_close, e.pending_reason, masked ? mask : nullptr);
-  e.Write(frame.data(), frame.size());
-  e.sent_close = true;
-  e.pending_close = 0;
-  CloseEndpointIfDone(to);
-}
-
-void Session::CloseEndpointIfDone(Side side) {
-  Endpoint& e = endpoint(side);
-  if (e.open() && e.sent_close && e.received_close) CloseAfterFlush(side);
-}
-
-void Session::OnPeerGone(Side gone, bool clean) {
-  Endpoint& g = endpoint(gone);
-  if (g.splice) SpliceToOutput(gone);
-  if (clean && g.received_close && !g.sent_close && g.open()) {
-    // A half-close after its close frame (RFC 6455 §7.1.1 lets an endpoint stop sending once
-    // it has sent Close): keep the socket to deliver the close reply, bounded by the close timer.
-    g.SetReading(false);
-    return;
-  }
-  Side other = Other(gone);
-  Endpoint& o = endpoint(other);
-  bool sent_close_first = g.received_close;
-  g.Close();
-  if (!sent_close_first && close_code_ == 0) {
-    close_code_ = ws::kAbnormal;
-    closed_by_ = gone == Side::kClient ? ClosedBy::kClient : ClosedBy::kBackend;
-    reason_ = clean ? "TCP closed without a close frame" : "connection reset";
-  }
-  if (o.open() && !o.sent_close) {
-    FramePipe& toward = pipe_from(gone);
-    if (toward.at_boundary()) {
-      // RFC 6455 §7.4.1: 1014 tells the client the gateway lost its upstream.
-      uint16_t code = gone == Side::kBackend ? ws::kBadGateway : ws::kGoingAway;
-      InsertClose(other, code, gone == Side::kBackend ? "backend went away" : "client went away");
-    } else {
-      // A frame was cut in half: no close frame can follow it, so end the TCP connection.
-      o.Close();
-    }
-  }
-  if (finished()) return;
-  // Otherwise wait, bounded by the close timer, for the other side's close frame.
-  if (o.open()) CloseEndpointIfDone(other);
-  if (!client_.open() && !backend_.open()) Finish(closed_by_ != ClosedBy::kUndecided ? closed_by_ : ClosedBy::kProxy);
 }
 
 void Session::OnWritable(Side to) {
@@ -1189,51 +725,20 @@ void Session::OnWritable(Side to) {
     http_->OnClientWritable();
     return;
   }
-  if (e.close_after_flush) {
-    if (e.output_length() != 0) return;
-    if (e.linger) {
-      // Half-close and keep reading (and dropping) until the client's EOF; the timer bounds it.
-      if (e.bev) tls::SendCloseNotify(e.bev.get());
-      shutdown(e.fd(), SHUT_WR);
-      e.close_after_flush = false;
-      e.throttled = false;
-      e.SetReadLimit(0);
-      e.SetReading(true);
-      return;
+  if (e.flushing_to_close()) {
+    if (e.ContinueEnding() == Endpoint::FlushStep::kClosed && !client_.open() &&
+        !backend_.open()) {
+      Finish(ClosedBy::kProxy);
     }
-    e.Close();
-    if (!client_.open() && !backend_.open()) Finish(closed_by_ != ClosedBy::kUndecided ? closed_by_ : ClosedBy::kProxy);
     return;
   }
-  Side from = Other(to);
-  Endpoint& source = endpoint(from);
-  if (source.read_paused && source.open() && e.output_length() < high_watermark()) {
-    source.read_paused = false;
-    if (!source.throttled) source.SetReading(true);
-    if (state_ == State::kSpliced) {
-      Pump(from);
-    } else if (state_ == State::kRelayingResponse) {
-      RelayResponseBody();
-    }
+  // A refused upgrade's answer, paused while the client's output was full.
+  if (to == Side::kClient && handshake_ && handshake_->relay_paused && backend_.open() &&
+      e.output_length() < high_watermark()) {
+    handshake_->relay_paused = false;
+    backend_.SetReading(true);
+    if (state_ == State::kRelayingResponse) RelayResponseBody();
   }
-}
-
-void Session::CloseAfterFlush(Side side) {
-  Endpoint& e = endpoint(side);
-  if (!e.open()) return;
-  e.close_after_flush = true;
-  // Plain HTTP answers, and a client that broke the protocol (it may still be sending), get a
-  // lingering close: closing with unread input would send a reset that can destroy our answer.
-  e.linger = state_ != State::kSpliced || (side == Side::kClient && e.discard_input);
-  // The write callback must fire when the output is empty, not at the splice watermark.
-  if (e.bev) {
-    bufferevent_setwatermark(e.bev.get(), EV_WRITE, 0, 0);
-    bufferevent_enable(e.bev.get(), EV_WRITE);
-  } else {
-    e.direct.WatchWritable(0);
-    e.direct.Flush();
-  }
-  if (e.output_length() == 0) OnWritable(side);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1249,12 +754,6 @@ void Session::ArmTimer(config::Duration after) {
   }
   timeval tv = ToTimeval(after);
   evtimer_add(timer_.get(), &tv);
-}
-
-void Session::StartClosingTimer() {
-  if (closing_timer_armed_) return;
-  closing_timer_armed_ = true;
-  ArmTimer(config().timeouts.close);
 }
 
 void Session::OnTimer() {
@@ -1284,28 +783,7 @@ void Session::OnTimer() {
       reason_ = "backend response stalled";
       Finish(ClosedBy::kBackend);
       return;
-    case State::kSpliced:
-      if (closing_timer_armed_) {
-        Finish(closed_by_ != ClosedBy::kUndecided ? closed_by_ : ClosedBy::kTimeout);
-        return;
-      }
-      {
-        auto idle = config().timeouts.idle;
-        auto quiet = std::chrono::duration_cast<config::Duration>(std::chrono::steady_clock::now() -
-                                                                  last_activity_);
-        if (quiet < idle) {
-          ArmTimer(idle - quiet);
-          return;
-        }
-        if (close_code_ == 0) {
-          close_code_ = ws::kGoingAway;
-          closed_by_ = ClosedBy::kProxy;
-          reason_ = "idle timeout";
-        }
-        InsertClose(Side::kClient, ws::kGoingAway, "idle timeout");
-        if (!finished()) InsertClose(Side::kBackend, ws::kGoingAway, "idle timeout");
-      }
-      return;
+    case State::kSpliced:  // the tunnel has its own timers
     case State::kHttp:
     case State::kFinished:
       return;
@@ -1326,22 +804,32 @@ AccessRecord Session::MakeAccessRecord(bool interim) const {
   r.status = http_status_;
   r.duration_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count();
-  r.bytes_in = client_to_backend_ ? client_to_backend_->bytes() : 0;
-  // Pushes reach the client like backend messages do, so they count in the *_out figures (and
-  // on their own in messages_pushed); the on_disconnect hook reports the same record.
-  r.bytes_out = (backend_to_client_ ? backend_to_client_->bytes() : 0) + pushed_bytes_;
-  r.messages_in = client_to_backend_ ? client_to_backend_->messages() : 0;
-  r.messages_out = (backend_to_client_ ? backend_to_client_->messages() : 0) + pushed_messages_;
-  r.messages_pushed = pushed_messages_;
-  r.close_code = close_code_;
-  r.closed_by = closed_by_;
-  r.reason = reason_;
+  if (tunnel_) {
+    // Pushes reach the client like backend messages do, so they count in the *_out figures (and
+    // on their own in messages_pushed); the on_disconnect hook reports the same record.
+    r.bytes_in = tunnel_->bytes_from_client();
+    r.bytes_out = tunnel_->bytes_to_client();
+    r.messages_in = tunnel_->messages_from_client();
+    r.messages_out = tunnel_->messages_to_client();
+    r.messages_pushed = tunnel_->pushes().messages();
+    const CloseDecision& close = tunnel_->close();
+    r.close_code = close.code;
+    r.closed_by = close.by != ClosedBy::kUndecided ? close.by : closed_by_;
+    r.reason = close.reason;
+  } else {
+    if (handshake_) {  // queued during the upgrade, then dropped with it
+      r.bytes_out = handshake_->pushes.bytes();
+      r.messages_out = r.messages_pushed = handshake_->pushes.messages();
+    }
+    r.closed_by = closed_by_;
+    r.reason = reason_;
+  }
   return r;
 }
 
 void Session::MaybeLogInterim(std::chrono::steady_clock::duration interval) {
   auto now = std::chrono::steady_clock::now();
-  if (state_ != State::kSpliced || closing_) return;
+  if (state_ != State::kSpliced || tunnel_->closing()) return;
   if (last_access_line_ == std::chrono::steady_clock::time_point{}) last_access_line_ = started_at_;
   if (now - last_access_line_ < interval) return;
   last_access_line_ = now;
@@ -1360,21 +848,23 @@ void Session::Finish(ClosedBy closed_by) {
   state_ = State::kFinished;
   context_.admission.Release(admission_, reinterpret_cast<const sockaddr*>(&peer_));
   if (http_) http_->Stop();
+  if (tunnel_) tunnel_->Stop();
   ReleaseBackend();
   client_.Close();
   backend_.Close();
   if (timer_) event_del(timer_.get());
-  if (throttle_timer_) event_del(throttle_timer_.get());
-  if (ping_timer_) event_del(ping_timer_.get());
 
   double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count();
   if (connection_metrics_ != nullptr) {
     connection_metrics_->active.Add(-1);
     pool_metrics_->connection_duration.Observe(seconds);
-    pool_metrics_->closes[InitiatorOf(closed_by_)][metrics::CloseCodeSlot(close_code_)].Add();
   }
   AccessRecord record = MakeAccessRecord(false);
+  if (connection_metrics_ != nullptr) {
+    pool_metrics_->closes[InitiatorOf(record.closed_by)][metrics::CloseCodeSlot(record.close_code)]
+        .Add();
+  }
   if (http_status_ == 101 && context_.connections != nullptr) NotifyDisconnect(record);
   UnregisterConnection();
   if (access_line_ && !served_http_) context_.access_log.Write(record);

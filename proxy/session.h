@@ -29,12 +29,12 @@
 #include "proxy/connections/registry.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/core/libevent_ptr.h"
-#include "proxy/direct_socket.h"
-#include "proxy/frame_splicer.h"
+#include "proxy/endpoint.h"
 #include "proxy/http/head_parser.h"
 #include "proxy/http_exchange.h"
 #include "proxy/router.h"
 #include "proxy/runtime.h"
+#include "proxy/tunnel.h"
 #include "proxy/upstream_attempt.h"
 
 namespace wsgate {
@@ -76,7 +76,7 @@ struct SessionContext {
   BackendConnectionPool& http_connections;  // this loop's idle backend connections (plain HTTP)
 };
 
-class Session final : public Deferrable, public HttpForwarderOwner {
+class Session final : public Deferrable, public HttpForwarderOwner, private TunnelOwner {
  public:
   // Take ownership of the accepted socket |fd|.
   Session(SessionContext& context, evutil_socket_t fd, const sockaddr* peer,
@@ -143,42 +143,6 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   };
   enum class Side { kClient, kBackend };
 
-  // One side's socket. TLS runs on a bufferevent throughout. A plain-TCP backend connection is
-  // |direct| from connect() on; a plain-TCP client goes through the handshake on a bufferevent
-  // (the HTTP forwarder needs one) and moves to |direct| once spliced. At most one is open.
-  struct Endpoint {
-    BufferEventPtr bev;
-    DirectSocket direct;
-    bool plain_tcp = true;        // false for TLS: bufferevent_openssl keeps the socket
-    bool open() const { return bev != nullptr || direct.open(); }
-    evbuffer* input();
-    evbuffer* output();
-    size_t output_length() const {
-      return bev ? evbuffer_get_length(bufferevent_get_output(bev.get())) : direct.output_length();
-    }
-    void SetReading(bool on);
-    void SetReadLimit(size_t limit);  // stop reading while the input holds this much (0: none)
-    void Write(const void* data, size_t size);
-    void Flush() { if (!bev) direct.Flush(); }  // a bufferevent flushes by itself
-    void InputConsumed() { if (!bev) direct.InputConsumed(); }
-    evutil_socket_t fd() const { return bev ? bufferevent_getfd(bev.get()) : direct.fd(); }
-    void Close() {
-      bev.reset();
-      direct.Close();
-      splice.reset();
-    }
-    SplicePipePtr splice;         // while part of a frame from it goes by splice(2)
-    bool sent_close = false;      // a close frame to it has been queued
-    bool received_close = false;  // a close frame from it has been read
-    uint16_t pending_close = 0;   // close code to insert once the pipe reaches a boundary
-    std::string pending_reason;
-    bool read_paused = false;     // backpressure: its peer's output is full
-    bool discard_input = false;   // after a protocol violation its bytes are dropped unread
-    bool throttled = false;       // reading paused by the message rate limit
-    bool close_after_flush = false;
-    bool linger = false;          // half-close after the flush and wait for EOF
-  };
-
   friend class SessionRegistry;
   friend struct SessionCallbacks;
 
@@ -213,49 +177,25 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   const config::PoolConfig& pool_config() const { return upstream_.pool_config(); }
   void RelayResponseBody();
 
-  // Splicing.
-  void StartSplicing();
-  void Pump(Side from);
+  // The tunnel: frames both ways after a valid 101 (proxy/tunnel.h).
+  void StartTunnel(const http::UpstreamVerdict& negotiated);
+  void OnTunnelEnded() override;
+  std::string ClientText() const override { return peer_text(); }
   void OnWritable(Side to);
-  void OnPeerGone(Side gone, bool clean);
-  // Kernel splicing of large frame payloads between two direct sockets (see session.cc).
-  void MaybeStartSplice(Side from);
-  // Move the pipe's bytes to the sink; false if it cannot take them all yet (reading from
-  // |from| is then paused until it can).
-  bool DrainSplice(Side from);
-  // The source is gone: its bytes still in the pipe go to the sink's output, as read bytes do.
-  void SpliceToOutput(Side from);
-  static void EndSplice(Endpoint& source);
-  // Let |source| splice up to the rest of its frame (|frame_left| bytes), as the pipe holds.
-  static void SpliceMore(Endpoint& source, uint64_t frame_left);
-  void InsertClose(Side to, uint16_t code, const std::string& reason);
-  // |from| broke the protocol or a limit: it gets |code|, its peer 1001 (backend) or 1011.
-  void OnViolation(Side from, uint16_t code, const char* what);
-  void OnThrottleTimer();
-  void OnPingTimer();
-  void FlushPendingClose(Side to);
-  void FlushPushed();  // write the queued API messages to the client (at a message boundary)
   void RegisterConnection();
   void UnregisterConnection();
   void NotifyDisconnect(const AccessRecord& record);  // on_disconnect
   const char* StateName() const;                      // for the connections API
-  void CloseEndpointIfDone(Side side);
 
   // Timers and teardown.
   void ArmTimer(config::Duration after);
   void OnTimer();
-  void StartClosingTimer();
-  void CloseAfterFlush(Side side);
   void Finish(ClosedBy closed_by);
   AccessRecord MakeAccessRecord(bool interim) const;
   void ReleaseBackend();
 
   Endpoint& endpoint(Side side) { return side == Side::kClient ? client_ : backend_; }
-  FramePipe& pipe_from(Side side) {
-    return side == Side::kClient ? *client_to_backend_ : *backend_to_client_;
-  }
-  static Side Other(Side side) { return side == Side::kClient ? Side::kBackend : Side::kClient; }
-  size_t high_watermark() const;
+  size_t high_watermark() const { return config().limits.write_buffer_high_watermark; }
 
   const config::ProxyConfig& config() const { return runtime_->config; }
   Pool& pool() { return upstream_.pool(); }
@@ -278,11 +218,7 @@ class Session final : public Deferrable, public HttpForwarderOwner {
 
   Endpoint client_;
   Endpoint backend_;
-  EventPtr timer_;
-  EventPtr throttle_timer_;  // resumes a client paused by rate_action: throttle (made on first use)
-  EventPtr ping_timer_;      // keepalive (timeouts.ping_interval); created only when enabled
-  std::chrono::steady_clock::time_point last_client_data_;
-  bool ping_outstanding_ = false;
+  EventPtr timer_;  // the handshake's deadlines; the tunnel has its own
 
   // What only the handshake needs. Freed once spliced, so a long-lived connection carries none
   // of it; present in every state before that.
@@ -295,8 +231,10 @@ class Session final : public Deferrable, public HttpForwarderOwner {
     std::string upstream_request;
     std::string expected_accept;
     BodyRelay response_body;  // a refused upgrade's relayed answer
+    bool relay_paused = false;  // reading response_body waits for the client's output
     std::unique_ptr<HookCall> auth_call;
     std::string auth_cache_key;
+    PushQueue pushes;  // from the connections API during the upgrade: sent after the 101
   };
   std::unique_ptr<Handshake> handshake_;
   UpstreamAttempt upstream_;     // route, pool, sticky key; the tries while connecting
@@ -305,26 +243,16 @@ class Session final : public Deferrable, public HttpForwarderOwner {
   std::unique_ptr<HttpForwarder> http_;
   bool served_http_ = false;  // its requests have their own access lines
 
-  std::optional<FramePipe> client_to_backend_;
-  std::optional<FramePipe> backend_to_client_;
-  bool closing_ = false;  // a close handshake or teardown is under way
-  bool closing_timer_armed_ = false;
+  std::unique_ptr<Tunnel> tunnel_;  // once spliced; freed with the session, never before
   bool going_away_ = false;
-  bool flush_all_ = false;  // ignore the watermark while flushing before a close
-  std::chrono::steady_clock::time_point last_activity_;
 
-  // Connections API and hooks.
-  bool registered_ = false;
-  EvBufferPtr pushed_;  // API messages (whole frames) waiting for a message boundary
-  uint64_t pushed_messages_ = 0;
-  uint64_t pushed_bytes_ = 0;
+  bool registered_ = false;  // in the connections API's directory
   std::chrono::system_clock::time_point connected_at_;
 
   // Access log.
   std::chrono::steady_clock::time_point started_at_;
   int http_status_ = 0;  // status answered to the client (101 when upgraded)
-  uint16_t close_code_ = 0;
-  ClosedBy closed_by_ = ClosedBy::kUndecided;
+  ClosedBy closed_by_ = ClosedBy::kUndecided;  // before the tunnel (which decides its own)
   std::string reason_;
   std::string last_backend_;  // address of the backend used last, for the access log
 

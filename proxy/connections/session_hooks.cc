@@ -148,84 +148,36 @@ void Session::NotifyDisconnect(const AccessRecord& r) {
 }
 
 int Session::Push(evbuffer* payload, bool text) {
+  if (state_ == State::kSpliced) return tunnel_->Push(payload, text);
   // During the upgrade the message waits for the 101 (it is dropped if the upgrade fails).
-  bool upgrading = state_ == State::kAwaitingUpgrade;
-  if ((state_ != State::kSpliced && !upgrading) || closing_ || !client_.open() ||
-      client_.sent_close || client_.pending_close != 0) {
-    return 410;
-  }
-  // A backend frame being spliced to the client waits in the pipe, not in the client's output.
-  size_t queued = (upgrading ? 0 : client_.output_length()) +
-                  (backend_.splice ? backend_.splice->held : 0) +
-                  (pushed_ ? evbuffer_get_length(pushed_.get()) : 0);
-  if (queued >= high_watermark()) return 429;
-  size_t length = evbuffer_get_length(payload);
-  uint8_t header[10];
-  size_t header_length = 2;
-  header[0] = static_cast<uint8_t>(0x80 | (text ? ws::kText : ws::kBinary));
-  if (length < 126) {
-    header[1] = static_cast<uint8_t>(length);
-  } else if (length <= 0xFFFF) {
-    header[1] = 126;
-    header[2] = static_cast<uint8_t>(length >> 8);
-    header[3] = static_cast<uint8_t>(length);
-    header_length = 4;
-  } else {
-    header[1] = 127;
-    for (int i = 0; i < 8; ++i) header[2 + i] = static_cast<uint8_t>(uint64_t{length} >> (56 - 8 * i));
-    header_length = 10;
-  }
-  if (!pushed_) pushed_.reset(evbuffer_new());
-  if (!pushed_) return 503;
-  evbuffer_add(pushed_.get(), header, header_length);
-  evbuffer_add_buffer(pushed_.get(), payload);
-  ++pushed_messages_;
-  pushed_bytes_ += header_length + length;
-  if (upgrading) return 200;  // StartSplicing() flushes
-  if (backend_to_client_->at_message_boundary()) {
-    FlushPushed();
-  } else {
-    backend_to_client_->StopAtMessageBoundary();  // Pump() flushes when the message ends
-  }
-  return 200;
-}
-
-void Session::FlushPushed() {
-  if (!pushed_ || !client_.open() || client_.sent_close) return;
-  evbuffer_add_buffer(client_.output(), pushed_.get());
-  client_.Flush();
+  if (state_ != State::kAwaitingUpgrade || !client_.open()) return 410;
+  PushQueue& pushes = handshake_->pushes;
+  if (pushes.queued_bytes() >= high_watermark()) return 429;
+  return pushes.Add(payload, text) ? 200 : 503;
 }
 
 int Session::CloseByApi(uint16_t code, const std::string& reason) {
   if (state_ == State::kAwaitingUpgrade) return 409;  // no close frame can be sent yet
-  if (state_ != State::kSpliced || closing_) return 410;
-  close_code_ = code;
-  closed_by_ = ClosedBy::kApi;
-  reason_ = reason;
-  InsertClose(Side::kClient, code, reason);
-  if (!finished()) InsertClose(Side::kBackend, code, reason);
-  return 200;
+  if (state_ != State::kSpliced) return 410;
+  return tunnel_->CloseByApi(code, reason);
 }
 
 const char* Session::StateName() const {
   if (state_ != State::kSpliced) return "upgrading";
-  return closing_ ? "closing" : "open";
+  return tunnel_->closing() ? "closing" : "open";
 }
 
 std::string Session::InfoJson() const {
   auto now_steady = std::chrono::steady_clock::now();
+  auto last_active = tunnel_ ? std::max(tunnel_->last_activity(), started_at_) : started_at_;
   auto last_activity = std::chrono::system_clock::now() -
                        std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                           now_steady - std::max(last_activity_, started_at_));
+                           now_steady - last_active);
   auto ms = [](std::chrono::system_clock::time_point t) {
     return std::to_string(
         std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count());
   };
-  uint64_t bytes_in = client_to_backend_ ? client_to_backend_->bytes() : 0;
-  uint64_t bytes_out = (backend_to_client_ ? backend_to_client_->bytes() : 0) + pushed_bytes_;
-  uint64_t messages_in = client_to_backend_ ? client_to_backend_->messages() : 0;
-  uint64_t messages_out =
-      (backend_to_client_ ? backend_to_client_->messages() : 0) + pushed_messages_;
+  AccessRecord counts = MakeAccessRecord(true);
   return "{\"id\":" + JsonString(id_) + ",\"client\":" + JsonString(peer_text()) +
          ",\"listener\":" + JsonString(listener_name_) + ",\"route\":" +
          std::to_string(upstream_.route_index()) + ",\"pool\":" +
@@ -234,11 +186,11 @@ std::string Session::InfoJson() const {
          ",\"path\":" + JsonString(path_) + ",\"subprotocol\":" + JsonString(subprotocol_) +
          ",\"state\":\"" + StateName() + "\",\"connected_at_ms\":" +
          ms(connected_at_) + ",\"last_activity_ms\":" + ms(last_activity) +
-         ",\"bytes_from_client\":" + std::to_string(bytes_in) +
-         ",\"bytes_to_client\":" + std::to_string(bytes_out) +
-         ",\"messages_from_client\":" + std::to_string(messages_in) +
-         ",\"messages_to_client\":" + std::to_string(messages_out) +
-         ",\"pushed_messages\":" + std::to_string(pushed_messages_) + "}";
+         ",\"bytes_from_client\":" + std::to_string(counts.bytes_in) +
+         ",\"bytes_to_client\":" + std::to_string(counts.bytes_out) +
+         ",\"messages_from_client\":" + std::to_string(counts.messages_in) +
+         ",\"messages_to_client\":" + std::to_string(counts.messages_out) +
+         ",\"pushed_messages\":" + std::to_string(counts.messages_pushed) + "}";
 }
 
 }  // namespace wsgate

@@ -1,0 +1,222 @@
+// After the 101: WebSocket frames both ways between a client and a backend.
+//
+// A Tunnel drives the two endpoints its Session owns: the frame pumps (one FramePipe per
+// direction), kernel splicing of large payloads, backpressure, the close handshake, frames it
+// inserts itself (pings, pushes from the connections API, close frames at a frame boundary) and
+// the message-rate limit. It decides why the connection closed (CloseDecision) and tells its
+// owner once both sockets are closed or the close handshake ran out of time.
+//
+// What each side has seen is one explicit state per direction (Outbound, Inbound) rather than
+// independent flags, so an impossible combination cannot be represented. The backend side is a
+// pointer with its own state and pipe: moving a session to another backend (issue 19) replaces
+// it at a message boundary both ways while the client side stays as it is.
+#pragma once
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "config/config.h"
+#include "metrics/metrics.h"
+#include "proxy/access_log.h"
+#include "proxy/core/libevent_ptr.h"
+#include "proxy/direct_socket.h"
+#include "proxy/endpoint.h"
+#include "proxy/frame_splicer.h"
+#include "proxy/http/handshake.h"
+
+namespace wsgate {
+
+// Why and by whom a WebSocket connection was closed. The first decision wins.
+struct CloseDecision {
+  uint16_t code = 0;
+  ClosedBy by = ClosedBy::kUndecided;
+  std::string reason;
+  bool decided() const { return code != 0; }
+  void Decide(uint16_t close_code, ClosedBy closed_by, std::string why) {
+    if (code != 0) return;
+    code = close_code;
+    by = closed_by;
+    reason = std::move(why);
+  }
+};
+
+// Messages from the connections API: whole frames waiting for a message boundary towards the
+// client. Filled during the upgrade too (sent right after the 101), then owned by the Tunnel.
+class PushQueue {
+ public:
+  // Frame |payload| (moved out) as one unfragmented text or binary message. False when out of
+  // memory.
+  bool Add(evbuffer* payload, bool text);
+  size_t queued_bytes() const { return frames_ ? evbuffer_get_length(frames_.get()) : 0; }
+  // Append every queued frame to |out|.
+  void MoveTo(evbuffer* out) {
+    if (frames_) evbuffer_add_buffer(out, frames_.get());
+  }
+  bool empty() const { return queued_bytes() == 0; }
+  uint64_t messages() const { return messages_; }  // ever queued
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  EvBufferPtr frames_;
+  uint64_t messages_ = 0;
+  uint64_t bytes_ = 0;
+};
+
+class TunnelOwner {
+ public:
+  // The tunnel is over: both sockets are closed, or the close handshake timed out. The owner
+  // finishes the connection (and calls Tunnel::Stop) before returning.
+  virtual void OnTunnelEnded() = 0;
+  // "address:port" of the client, for log lines.
+  virtual std::string ClientText() const = 0;
+
+ protected:
+  ~TunnelOwner() = default;
+};
+
+class Tunnel {
+ public:
+  enum class Side : uint8_t { kClient, kBackend };
+
+  // |client| and |backend| are owned by the caller and outlive the Tunnel; |config| too.
+  // |negotiated| is the backend's valid 101 (extensions decide which RSV bits are allowed and
+  // whether compressed messages are inspected).
+  Tunnel(TunnelOwner& owner, event_base* base, const config::ProxyConfig& config,
+         Endpoint& client, Endpoint& backend, const http::UpstreamVerdict& negotiated);
+  Tunnel(const Tunnel&) = delete;
+  Tunnel& operator=(const Tunnel&) = delete;
+  ~Tunnel();
+
+  // Take over both endpoints' callbacks (a plain-TCP client moves to a DirectSocket), start the
+  // idle and ping timers, send |pushes| queued during the upgrade, then relay what either side
+  // sent along with the handshake. Counts into |pool_metrics| unless it is null.
+  void Start(metrics::PoolMetrics* pool_metrics, PushQueue pushes);
+  // The owner is finishing: no callback does anything from now on. Idempotent.
+  void Stop();
+  bool ended() const { return ended_; }
+
+  // Close gracefully: flush what was read from either side, then send the client |code| and
+  // the backend 1001, each at a frame boundary; the close handshake is bounded by
+  // timeouts.close.
+  void GoAway(uint16_t code, const std::string& reason);
+  // Connections API: queue a message to the client between backend messages. 200, 410 closing,
+  // 429 over the write watermark, 503 out of memory.
+  int Push(evbuffer* payload, bool text);
+  // Connections API: close both sides with |code| and |reason|. 200, or 410 if closing.
+  int CloseByApi(uint16_t code, const std::string& reason);
+
+  bool closing() const { return closing_; }
+  const CloseDecision& close() const { return close_; }
+  std::chrono::steady_clock::time_point last_activity() const { return last_activity_; }
+  // What reached each side; pushes count towards the client.
+  uint64_t bytes_from_client() const { return client_to_backend_.bytes(); }
+  uint64_t messages_from_client() const { return client_to_backend_.messages(); }
+  uint64_t bytes_to_client() const { return backend_to_client_.bytes() + pushes_.bytes(); }
+  uint64_t messages_to_client() const {
+    return backend_to_client_.messages() + pushes_.messages();
+  }
+  const PushQueue& pushes() const { return pushes_; }
+
+ private:
+  friend struct TunnelCallbacks;
+
+  // What has been sent towards a side.
+  enum class Outbound : uint8_t {
+    kOpen,
+    kCloseQueued,  // a close frame waits for the frame in flight towards it to end
+    kCloseSent,    // a close frame to it was written (ours or the other side's, relayed)
+  };
+  // What has been read from a side.
+  enum class Inbound : uint8_t {
+    kOpen,
+    kCloseReceived,  // its close frame was read: nothing after it is relayed
+    kDiscarding,     // it broke the protocol or a limit: its bytes are dropped unread
+  };
+  struct Peer {
+    explicit Peer(Endpoint& endpoint) : socket(&endpoint) {}
+    Endpoint* socket;
+    Outbound out = Outbound::kOpen;
+    Inbound in = Inbound::kOpen;
+    bool backpressured = false;  // reading paused: the other side's output is full
+    bool throttled = false;      // reading paused by the message-rate limit
+    uint16_t queued_close_code = 0;  // with Outbound::kCloseQueued
+    std::string queued_close_reason;
+    SplicePipePtr splice;  // while part of a frame from it goes by splice(2)
+
+    bool close_sent() const { return out == Outbound::kCloseSent; }
+    bool close_received() const { return in != Inbound::kOpen; }
+    bool done() const { return close_sent() && close_received(); }
+  };
+
+  Peer& peer(Side side) { return side == Side::kClient ? client_ : backend_; }
+  Endpoint& socket(Side side) { return *peer(side).socket; }
+  FramePipe& pipe_from(Side side) {
+    return side == Side::kClient ? client_to_backend_ : backend_to_client_;
+  }
+  static Side Other(Side side) { return side == Side::kClient ? Side::kBackend : Side::kClient; }
+  size_t high_watermark() const { return config_.limits.write_buffer_high_watermark; }
+
+  void OnRead(Side from);
+  void OnEvent(Side side, short what);
+  void OnWritable(Side to);
+  void Pump(Side from);
+  void OnPeerGone(Side gone, bool clean);
+  // |from| broke the protocol or a limit: it gets |code|, its peer 1001 (backend) or 1011.
+  void OnViolation(Side from, uint16_t code, const char* what);
+  void InsertClose(Side to, uint16_t code, const std::string& reason);
+  void FlushPendingClose(Side to);
+  void FlushPushed();  // the queued API messages to the client (at a message boundary)
+  void CloseIfDone(Side side);
+  void CloseAfterFlush(Side side);
+  void CloseSocket(Side side);
+  void EndIfBothClosed();
+  // Both sides are done: tell the owner. |fallback| is who closed if nothing decided it yet.
+  void End(ClosedBy fallback);
+  // The close reason when the proxy itself closes both sides (idle, ping timeout, drain).
+  void CloseBoth(uint16_t code, const std::string& reason, const std::string& backend_reason);
+
+  // Kernel splicing of large frame payloads between two direct sockets (see tunnel.cc).
+  void MaybeStartSplice(Side from);
+  // Move the pipe's bytes to the sink; false if it cannot take them all yet (reading from
+  // |from| is then paused until it can).
+  bool DrainSplice(Side from);
+  // The source is gone: its bytes still in the pipe go to the sink's output, as read bytes do.
+  void SpliceToOutput(Side from);
+  void EndSplice(Side from);
+  // Let |from| splice up to the rest of its frame (|frame_left| bytes), as the pipe holds.
+  void SpliceMore(Side from, uint64_t frame_left);
+
+  void ArmTimer(config::Duration after);
+  void StartClosingTimer();
+  void OnTimer();
+  void OnPingTimer();
+  void OnThrottleTimer();
+  void NoteClientAlive(std::chrono::steady_clock::time_point now);
+
+  TunnelOwner& owner_;
+  event_base* base_;
+  const config::ProxyConfig& config_;
+  Peer client_;
+  Peer backend_;
+  FramePipe client_to_backend_;
+  FramePipe backend_to_client_;
+  PushQueue pushes_;
+  CloseDecision close_;
+  EventPtr timer_;           // idle timeout, then the close handshake's deadline
+  EventPtr ping_timer_;      // keepalive (timeouts.ping_interval); made only when enabled
+  EventPtr throttle_timer_;  // resumes a client paused by rate_action: throttle (first use)
+  std::chrono::steady_clock::time_point last_activity_;
+  std::chrono::steady_clock::time_point last_client_data_;
+  bool ping_outstanding_ = false;
+  bool closing_ = false;  // a close handshake or teardown is under way
+  bool closing_timer_armed_ = false;
+  bool flush_all_ = false;  // ignore the watermark while flushing before a close
+  bool ended_ = false;
+};
+
+}  // namespace wsgate
