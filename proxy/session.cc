@@ -17,6 +17,7 @@
 #include "proxy/sticky_balancer.h"
 #include "proxy/trusted_peer.h"
 #include "proxy/upstream.h"
+#include "proxy/upgrade_attempt.h"
 
 namespace wsgate {
 
@@ -166,8 +167,7 @@ void Session::OnClientRead() {
       evbuffer_drain(input, evbuffer_get_length(input));
       return;
     case State::kAuthorizing:
-    case State::kConnecting:
-    case State::kAwaitingUpgrade:
+    case State::kUpstream:
       return;  // bytes after the head wait until the backend has accepted the upgrade
     case State::kRelayingResponse:
       // The backend refused the upgrade: nothing the client sends may reach it.
@@ -282,7 +282,7 @@ void Session::HandleRequestHead() {
     StartAuth(std::move(auth_headers), std::move(auth_key));
     return;
   }
-  TryNextBackend();
+  ConnectUpstream();
 }
 
 void Session::OnTlsHandshakeFailed(metrics::TlsFailure failure, const std::string& detail) {
@@ -369,8 +369,7 @@ void Session::Reject(int status, const std::string& reason, const std::string& e
   CountHandshake(result);
   http_status_ = status;
   reason_ = reason;
-  ReleaseBackend();
-  backend_.Close();
+  DropBackend();
   LOG_DEBUG("session client=" + peer_text() + " rejected status=" + std::to_string(status) +
             " reason=" + log::Quoted(reason));
   std::string response = http::BuildErrorResponse(status, reason, extra_header);
@@ -382,8 +381,7 @@ void Session::BeginLingeringClose() {
   // Keep reading (and dropping) until the answer is flushed and the client closes, so unread
   // input never turns our close into a reset that destroys the answer in flight.
   state_ = State::kLingering;
-  ReleaseBackend();
-  backend_.Close();
+  DropBackend();
   evbuffer* input = bufferevent_get_input(client_.bev.get());
   evbuffer_drain(input, evbuffer_get_length(input));
   bufferevent_setwatermark(client_.bev.get(), EV_READ, 0, 0);
@@ -445,200 +443,80 @@ void Session::OnClientEvent(short what) {
 // ---------------------------------------------------------------------------------------------
 // Upstream: connect, retry, check the 101.
 
-void Session::TryNextBackend() {
-  UpstreamRefusal refusal;
-  chosen_backend_ = upstream_.Next(&refusal);
-  if (!chosen_backend_) {
-    Reject(refusal.status, refusal.reason, refusal.extra_header);
-    return;
-  }
-  handshake_->response_parser = http::HeadParser(http::HeadKind::kResponse, RequestLimits(config()));
-  const tls::ClientContext* backend_tls = upstream_.pool_tls();
-  backend_.plain_tcp = backend_tls == nullptr;
-  state_ = State::kConnecting;
-  if (backend_.plain_tcp) {
-    ConnectDirect();
-    return;
-  }
-  backend_.bev = StartConnect(context_.loop.base(), *chosen_backend_, backend_tls);
-  if (!backend_.bev) {
-    OnAttemptFailed(AttemptFailure::kNoSocket);
-    return;
-  }
-  bufferevent_setcb(backend_.bev.get(), &SessionCallbacks::BackendRead,
-                    &SessionCallbacks::BackendWrite, &SessionCallbacks::BackendEvent, this);
-  bufferevent_setwatermark(backend_.bev.get(), EV_READ, 0, config().limits.max_header_bytes);
-  bufferevent_enable(backend_.bev.get(), EV_READ);
-  ArmTimer(config().timeouts.connect);
+void Session::ConnectUpstream() {
+  state_ = State::kUpstream;
+  if (timer_) event_del(timer_.get());  // the attempt times each try
+  handshake_->attempt = std::make_unique<UpgradeAttempt>(
+      static_cast<UpgradeAttemptOwner&>(*this), context_.loop.base(), config(), upstream_,
+      backend_, chosen_backend_, std::move(handshake_->upstream_request),
+      std::move(handshake_->expected_accept));
+  handshake_->attempt->Start();
 }
 
-void Session::ConnectDirect() {
-  DirectSocket& socket = backend_.direct;
-  evutil_socket_t fd = StartConnectSocket(*chosen_backend_);
-  if (fd < 0) {
-    OnAttemptFailed(AttemptFailure::kConnectFailed, std::strerror(errno));
-    return;
-  }
-  if (!socket.AdoptConnecting(context_.loop.base(), fd, &SessionCallbacks::kBackendDirect, this)) {
-    OnAttemptFailed(AttemptFailure::kOutOfMemory);
-    return;
-  }
-  socket.SetReadLimit(config().limits.max_header_bytes);
-  socket.SetReading(true);
-  // Before the backend can read its callback URL: a push it sends at once must find us.
-  RegisterConnection();
-  // Written now rather than on EPOLLOUT: a nearby backend has usually accepted the connection
-  // within connect() itself. If not, the bytes wait and success comes as BEV_EVENT_CONNECTED.
-  backend_.Write(handshake_->upstream_request.data(), handshake_->upstream_request.size());
-  if (socket.connecting()) {
-    ArmTimer(config().timeouts.connect);
-    return;
-  }
-  OnBackendConnected();
+void Session::OnUpgradeSending() {
+  RegisterConnection();  // before the backend can read its callback URL: a push must find us
 }
 
-void Session::OnBackendConnected() {
-  state_ = State::kAwaitingUpgrade;
-  if (backend_.bev) {  // a direct socket was sent the request already
-    // Before the backend can read its callback URL: a push it sends at once must find us.
-    RegisterConnection();
-    bufferevent_write(backend_.bev.get(), handshake_->upstream_request.data(), handshake_->upstream_request.size());
+void Session::OnUpgradeFailed(int status, const std::string& reason,
+                              const std::string& extra_header) {
+  Reject(status, reason, extra_header);
+}
+
+void Session::OnUpgradeRefused(const http::HeadView& response, const http::Framing& framing,
+                               const std::string& reason) {
+  CountHandshake(metrics::kBackendRejected);
+  std::string head = http::BuildRelayedResponseHead(response);
+  evbuffer_drain(backend_.input(), response.parser().head_length());
+  http_status_ = response.parser().status_code();
+  reason_ = reason;
+  handshake_->response_body.Start(framing, ChunkLimitsFor(config()), /*dechunk=*/false);
+  state_ = State::kRelayingResponse;
+  evbuffer* client_input = bufferevent_get_input(client_.bev.get());
+  evbuffer_drain(client_input, evbuffer_get_length(client_input));
+  bufferevent_write(client_.bev.get(), head.data(), head.size());
+  // The backend's socket comes back to the session to relay the body.
+  if (backend_.bev) {
+    bufferevent_setcb(backend_.bev.get(), &SessionCallbacks::BackendRead,
+                      &SessionCallbacks::BackendWrite, &SessionCallbacks::BackendEvent, this);
+  } else {
+    backend_.direct.SetCallbacks(&SessionCallbacks::kBackendDirect, this);
   }
+  backend_.SetReadLimit(high_watermark());
   ArmTimer(config().timeouts.backend_handshake);
+  RelayResponseBody();
 }
 
-void Session::ReportOutcome(bool ok) {
-  if (chosen_backend_) upstream_.ReportOutcome(*chosen_backend_, ok);
-}
-
-void Session::OnAttemptFailed(AttemptFailure failure, std::string_view detail) {
-  upstream_.Failed(*chosen_backend_, failure, peer_text(), detail);
-  ReleaseBackend();
-  backend_.Close();  // safe inside its own callback (libevent defers a bufferevent's free)
-  TryNextBackend();
-}
-
-void Session::OnBackendEvent(short what) {
-  if ((what & BEV_EVENT_CONNECTED) != 0) {
-    if (state_ == State::kConnecting) OnBackendConnected();
-    return;
-  }
-  if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) == 0) return;
-  switch (state_) {
-    case State::kConnecting:
-      if (backend_.bev && tls::HandshakePending(backend_.bev.get())) {
-        std::string detail;
-        if (tls::HandshakeFailure(backend_.bev.get(), &detail) != metrics::kTlsClosed) {
-          OnAttemptFailed(AttemptFailure::kTlsHandshake, detail);
-          return;
-        }
-      }
-      OnAttemptFailed(AttemptFailure::kConnectFailed);
-      return;
-    case State::kAwaitingUpgrade:
-      OnAttemptFailed(AttemptFailure::kClosedBeforeResponse);
-      return;
-    case State::kRelayingResponse:
-      RelayResponseBody();
-      if (finished() || state_ != State::kRelayingResponse) return;
-      BeginLingeringClose();  // a close-delimited body ends here
-      return;
-    default:
-      return;
-  }
-}
-
-void Session::OnBackendRead() {
-  switch (state_) {
-    case State::kAwaitingUpgrade:
-      HandleResponseHead();
-      return;
-    case State::kRelayingResponse:
-      RelayResponseBody();
-      return;
-    default:
-      return;
-  }
-}
-
-void Session::HandleResponseHead() {
-  evbuffer* input = backend_.input();
-  std::string_view buffered;
-  std::string error;
-  switch (ParseResponseHead(input, 0, handshake_->response_parser, &buffered, &error)) {
-    case http::ParseStatus::kNeedMore:
-      return;
-    case http::ParseStatus::kError:
-      RejectBadResponse(error);
-      return;
-    case http::ParseStatus::kComplete:
-      break;
-  }
-  http::HeadView response(handshake_->response_parser, buffered);
-  http::UpstreamVerdict verdict = http::CheckUpstreamResponse(response, handshake_->expected_accept);
-  const bool strip = config().limits.compression == config::LimitsConfig::Compression::kStrip;
-  const bool inspect = config().limits.compression == config::LimitsConfig::Compression::kInspect;
-  if (verdict.kind == http::UpstreamVerdict::kUpgraded &&
-      ((strip && verdict.permessage_deflate) || ((strip || inspect) && verdict.deflate_frame))) {
-    verdict.kind = http::UpstreamVerdict::kInvalidUpgrade;  // it was never offered
-    verdict.reason = verdict.permessage_deflate && strip
-                         ? "101 accepts permessage-deflate, which wsgate did not offer"
-                         : "101 accepts " + verdict.deflate_frame_name +
-                               ", which wsgate did not offer";
-  }
-  if (verdict.kind == http::UpstreamVerdict::kInvalidUpgrade) {
-    RejectBadResponse(verdict.reason);
-    return;
-  }
-  http::Framing framing;
-  if (verdict.kind == http::UpstreamVerdict::kNotUpgraded) {
-    // The answer ends where its framing says: a length, the last chunk, or the backend's close.
-    framing = http::ResponseFraming(response, /*request_was_head=*/false);
-    if (framing.error != nullptr) {
-      RejectBadResponse(std::string("backend response framing: ") + framing.error);
-      return;
-    }
-  }
-  ReportOutcome(verdict.kind == http::UpstreamVerdict::kUpgraded);
-  if (verdict.kind == http::UpstreamVerdict::kNotUpgraded) {
-    int status = handshake_->response_parser.status_code();
-    CountHandshake(metrics::kBackendRejected);
-    std::string head = http::BuildRelayedResponseHead(response);
-    evbuffer_drain(input, handshake_->response_parser.head_length());
-    http_status_ = status;
-    reason_ = verdict.reason;
-    handshake_->response_body.Start(framing, ChunkLimitsFor(config()), /*dechunk=*/false);
-    state_ = State::kRelayingResponse;
-    evbuffer* client_input = bufferevent_get_input(client_.bev.get());
-    evbuffer_drain(client_input, evbuffer_get_length(client_input));
-    bufferevent_write(client_.bev.get(), head.data(), head.size());
-    backend_.SetReadLimit(high_watermark());
-    ArmTimer(config().timeouts.backend_handshake);
-    RelayResponseBody();
-    return;
-  }
-  // Valid 101: relay the backend's head unchanged (plus the sticky cookie), then frames.
+void Session::OnUpgradeAccepted(const http::HeadView& response,
+                                const http::UpstreamVerdict& verdict) {
+  // Relay the backend's head unchanged (plus the sticky cookie), then frames.
   http_status_ = 101;
   subprotocol_.assign(response.Field("sec-websocket-protocol"));
+  evbuffer* input = backend_.input();
   evbuffer* client_output = bufferevent_get_output(client_.bev.get());
+  size_t head_length = response.parser().head_length();
   std::string cookie = StickyCookieLine(pool_config(), *chosen_backend_);
   if (!cookie.empty()) {
     // Insert before the head's final CRLF.
-    evbuffer_remove_buffer(input, client_output, handshake_->response_parser.head_length() - 2);
+    evbuffer_remove_buffer(input, client_output, head_length - 2);
     evbuffer_drain(input, 2);
     cookie.append("\r\n");
     evbuffer_add(client_output, cookie.data(), cookie.size());
   } else {
-    evbuffer_remove_buffer(input, client_output, handshake_->response_parser.head_length());
+    evbuffer_remove_buffer(input, client_output, head_length);
   }
   StartTunnel(verdict);
 }
 
-void Session::RejectBadResponse(const std::string& reason) {
-  // Garbage, a head over max_header_bytes and a 101 that fails its checks alike: the attempt
-  // failed, for the metrics and for outlier ejection.
-  if (chosen_backend_) upstream_.BadResponse(*chosen_backend_);
-  Reject(502, reason);
+void Session::OnBackendEvent(short what) {
+  if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) == 0) return;
+  if (state_ != State::kRelayingResponse) return;
+  RelayResponseBody();
+  if (finished() || state_ != State::kRelayingResponse) return;
+  BeginLingeringClose();  // a close-delimited body ends here
+}
+
+void Session::OnBackendRead() {
+  if (state_ == State::kRelayingResponse) RelayResponseBody();
 }
 
 void Session::RelayResponseBody() {
@@ -686,9 +564,9 @@ void Session::StartTunnel(const http::UpstreamVerdict& negotiated) {
   connection_metrics_->active.Add(1);
   connection_metrics_->total.Add();
   tunnel_ = std::make_unique<Tunnel>(static_cast<TunnelOwner&>(*this), context_.loop.base(),
-                                     config(), client_, backend_,
-                                     negotiated);
-  handshake_.reset();
+                                     config(), client_, backend_, negotiated);
+  // Long-lived connections hold none of the handshake; deferred, as its attempt is on the stack.
+  context_.loop.DeferDelete(std::move(handshake_));
   RegisterConnection();  // again: now with the subprotocol
   tunnel_->Start(config().metrics.enabled ? pool_metrics_ : nullptr, std::move(pushes));
 }
@@ -701,8 +579,7 @@ void Session::GoAway(uint16_t code, const std::string& reason) {
   switch (state_) {
     case State::kReadingRequest:
     case State::kAuthorizing:
-    case State::kConnecting:
-    case State::kAwaitingUpgrade:
+    case State::kUpstream:
       Reject(503, reason, "Retry-After: 1\r\n");
       return;
     case State::kHttp:
@@ -773,11 +650,7 @@ void Session::OnTimer() {
       context_.connections->index()->hook_counters().auth_failed.fetch_add(1);
       Reject(503, "the auth service did not answer in time", "Retry-After: 1\r\n");
       return;
-    case State::kConnecting:
-      OnAttemptFailed(AttemptFailure::kConnectTimedOut);
-      return;
-    case State::kAwaitingUpgrade:
-      OnAttemptFailed(AttemptFailure::kUpgradeTimedOut);
+    case State::kUpstream:  // the attempt times each try
       return;
     case State::kRelayingResponse:
       reason_ = "backend response stalled";
@@ -836,7 +709,9 @@ void Session::MaybeLogInterim(std::chrono::steady_clock::duration interval) {
   context_.access_log.Write(MakeAccessRecord(true));
 }
 
-void Session::ReleaseBackend() {
+void Session::DropBackend() {
+  if (handshake_ && handshake_->attempt) handshake_->attempt->Stop();
+  backend_.Close();
   if (!chosen_backend_) return;
   last_backend_ = chosen_backend_->address;
   chosen_backend_.Release();
@@ -849,9 +724,8 @@ void Session::Finish(ClosedBy closed_by) {
   context_.admission.Release(admission_, reinterpret_cast<const sockaddr*>(&peer_));
   if (http_) http_->Stop();
   if (tunnel_) tunnel_->Stop();
-  ReleaseBackend();
+  DropBackend();
   client_.Close();
-  backend_.Close();
   if (timer_) event_del(timer_.get());
 
   double seconds =

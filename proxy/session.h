@@ -35,6 +35,7 @@
 #include "proxy/router.h"
 #include "proxy/runtime.h"
 #include "proxy/tunnel.h"
+#include "proxy/upgrade_attempt.h"
 #include "proxy/upstream_attempt.h"
 
 namespace wsgate {
@@ -76,7 +77,8 @@ struct SessionContext {
   BackendConnectionPool& http_connections;  // this loop's idle backend connections (plain HTTP)
 };
 
-class Session final : public Deferrable, public HttpForwarderOwner, private TunnelOwner {
+class Session final : public Deferrable, public HttpForwarderOwner, private TunnelOwner,
+                      private UpgradeAttemptOwner {
  public:
   // Take ownership of the accepted socket |fd|.
   Session(SessionContext& context, evutil_socket_t fd, const sockaddr* peer,
@@ -133,8 +135,7 @@ class Session final : public Deferrable, public HttpForwarderOwner, private Tunn
   enum class State {
     kReadingRequest,
     kAuthorizing,      // waiting for the auth hook's answer
-    kConnecting,       // TCP connect to a backend in progress
-    kAwaitingUpgrade,  // request sent, waiting for the backend's response head
+    kUpstream,         // the upgrade goes to a backend (UpgradeAttempt), awaiting its answer
     kRelayingResponse, // backend refused the upgrade; relaying its HTTP answer, then close
     kSpliced,          // WebSocket frames flow both ways
     kLingering,        // an HTTP answer was sent; drop input until the client closes
@@ -165,15 +166,16 @@ class Session final : public Deferrable, public HttpForwarderOwner, private Tunn
   void OnHttpEnd(bool linger, ClosedBy closed_by) override;
 
   // Upstream.
-  void TryNextBackend();
-  void ConnectDirect();  // a plain-TCP backend: connect and send the request at once
-  void OnBackendConnected();
-  void OnAttemptFailed(AttemptFailure failure, std::string_view detail = {});
-  void OnBackendRead();
+  void ConnectUpstream();
+  void OnUpgradeSending() override;
+  void OnUpgradeAccepted(const http::HeadView& response,
+                         const http::UpstreamVerdict& verdict) override;
+  void OnUpgradeRefused(const http::HeadView& response, const http::Framing& framing,
+                        const std::string& reason) override;
+  void OnUpgradeFailed(int status, const std::string& reason,
+                       const std::string& extra_header) override;
+  void OnBackendRead();   // relaying a refused upgrade's answer
   void OnBackendEvent(short what);
-  void HandleResponseHead();
-  void RejectBadResponse(const std::string& reason);  // 502, counted as a bad_response
-  void ReportOutcome(bool ok);  // passive outlier detection
   const config::PoolConfig& pool_config() const { return upstream_.pool_config(); }
   void RelayResponseBody();
 
@@ -192,7 +194,7 @@ class Session final : public Deferrable, public HttpForwarderOwner, private Tunn
   void OnTimer();
   void Finish(ClosedBy closed_by);
   AccessRecord MakeAccessRecord(bool interim) const;
-  void ReleaseBackend();
+  void DropBackend();  // stop the attempt, close the backend socket, end the lease
 
   Endpoint& endpoint(Side side) { return side == Side::kClient ? client_ : backend_; }
   size_t high_watermark() const { return config().limits.write_buffer_high_watermark; }
@@ -222,12 +224,10 @@ class Session final : public Deferrable, public HttpForwarderOwner, private Tunn
 
   // What only the handshake needs. Freed once spliced, so a long-lived connection carries none
   // of it; present in every state before that.
-  struct Handshake {
+  struct Handshake final : Deferrable {
     explicit Handshake(const http::HeadLimits& limits)
-        : request_parser(http::HeadKind::kRequest, limits),
-          response_parser(http::HeadKind::kResponse, limits) {}
+        : request_parser(http::HeadKind::kRequest, limits) {}
     http::HeadParser request_parser;
-    http::HeadParser response_parser;
     std::string upstream_request;
     std::string expected_accept;
     BodyRelay response_body;  // a refused upgrade's relayed answer
@@ -235,6 +235,7 @@ class Session final : public Deferrable, public HttpForwarderOwner, private Tunn
     std::unique_ptr<HookCall> auth_call;
     std::string auth_cache_key;
     PushQueue pushes;  // from the connections API during the upgrade: sent after the 101
+    std::unique_ptr<UpgradeAttempt> attempt;
   };
   std::unique_ptr<Handshake> handshake_;
   UpstreamAttempt upstream_;     // route, pool, sticky key; the tries while connecting

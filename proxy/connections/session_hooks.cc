@@ -94,7 +94,7 @@ void Session::ApplyAuthDecision(const AuthDecision& decision) {
   std::string lines;
   for (const auto& [name, value] : decision.copy_headers) lines += name + ": " + value + "\r\n";
   handshake_->upstream_request.insert(handshake_->upstream_request.size() - 2, lines);  // before the final CRLF
-  TryNextBackend();
+  ConnectUpstream();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -150,14 +150,14 @@ void Session::NotifyDisconnect(const AccessRecord& r) {
 int Session::Push(evbuffer* payload, bool text) {
   if (state_ == State::kSpliced) return tunnel_->Push(payload, text);
   // During the upgrade the message waits for the 101 (it is dropped if the upgrade fails).
-  if (state_ != State::kAwaitingUpgrade || !client_.open()) return 410;
+  if (state_ != State::kUpstream || !client_.open()) return 410;
   PushQueue& pushes = handshake_->pushes;
   if (pushes.queued_bytes() >= high_watermark()) return 429;
   return pushes.Add(payload, text) ? 200 : 503;
 }
 
 int Session::CloseByApi(uint16_t code, const std::string& reason) {
-  if (state_ == State::kAwaitingUpgrade) return 409;  // no close frame can be sent yet
+  if (state_ == State::kUpstream) return 409;  // no close frame can be sent yet
   if (state_ != State::kSpliced) return 410;
   return tunnel_->CloseByApi(code, reason);
 }
