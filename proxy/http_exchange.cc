@@ -6,7 +6,7 @@
 #include "proxy/core/log.h"
 #include "proxy/http/handshake.h"
 #include "proxy/http/request_target.h"
-#include "proxy/session.h"
+#include "proxy/session_context.h"
 #include "proxy/sticky_balancer.h"
 #include "proxy/upstream.h"
 

@@ -26,6 +26,7 @@
 #include "proxy/backend_connection_pool.h"
 #include "proxy/balancer.h"
 #include "proxy/connections/hook_call.h"
+#include "proxy/connections/live_connection.h"
 #include "proxy/connections/registry.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/core/libevent_ptr.h"
@@ -34,6 +35,7 @@
 #include "proxy/http_exchange.h"
 #include "proxy/router.h"
 #include "proxy/runtime.h"
+#include "proxy/session_context.h"
 #include "proxy/tunnel.h"
 #include "proxy/upgrade_attempt.h"
 #include "proxy/upstream_attempt.h"
@@ -65,19 +67,10 @@ class SessionRegistry {
   std::atomic<size_t> size_{0};
 };
 
-// What a session needs from the process; all of it outlives every session.
-struct SessionContext {
-  EventLoop& loop;
-  SessionRegistry& registry;
-  const RuntimePtr& current;  // the configuration generation new sessions start under
-  metrics::Registry& metrics;
-  AccessLog& access_log;
-  Admission& admission;
-  ConnectionDirectory* connections = nullptr;  // the connections API's view of this loop
-  BackendConnectionPool& http_connections;  // this loop's idle backend connections (plain HTTP)
-};
-
-class Session final : public Deferrable, public HttpForwarderOwner, private TunnelOwner,
+class Session final : public Deferrable,
+                      public LiveConnection,
+                      public HttpForwarderOwner,
+                      private TunnelOwner,
                       private UpgradeAttemptOwner {
  public:
   // Take ownership of the accepted socket |fd|.
@@ -125,11 +118,12 @@ class Session final : public Deferrable, public HttpForwarderOwner, private Tunn
   // the HTTP status to answer.
   // Send |payload| (moved out) to the client as one text or binary message, between backend
   // messages: 200 queued, 410 closing, 429 the client's output is over the write watermark.
-  int Push(evbuffer* payload, bool text);
+  int Push(evbuffer* payload, bool text) override;
   // Close both sides with |code| and |reason| (already validated): 200, or 410 if closing.
-  int CloseByApi(uint16_t code, const std::string& reason);
+  int CloseByApi(uint16_t code, const std::string& reason) override;
   // The connection as a JSON object.
-  std::string InfoJson() const;
+  std::string InfoJson() const override;
+  bool ended() const override { return finished(); }
 
  private:
   enum class State {

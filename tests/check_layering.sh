@@ -14,13 +14,18 @@ if grep -ln 'event2/' proxy/http/* proxy/ws/* proxy/router.* proxy/balancer.* \
     proxy/sticky_balancer.* 2>/dev/null; then
   echo "a pure stage includes libevent"; status=1
 fi
-# session.cc and session_hooks.cc are Session itself. http_exchange.cc and connections/api.cc
-# still reach into Session: the Session split (issue 18) removes them from this list.
+# session.cc and session_api.cc are Session itself; the connections API sees a LiveConnection,
+# the HTTP forwarder a SessionContext.
 session_includers=$(grep -rl '#include "proxy/session.h"' proxy | sort | grep -vxE \
-  'proxy/(server|worker)\.(h|cc)|proxy/session\.cc|proxy/connections/session_hooks\.cc|proxy/http_exchange\.cc|proxy/connections/api\.cc')
+  'proxy/(server|worker)\.(h|cc)|proxy/session\.cc|proxy/session_api\.cc')
 if [ -n "$session_includers" ]; then
   echo "$session_includers"
   echo "only the server and the workers include proxy/session.h"; status=1
+fi
+# connections/ is reached by the session, never the other way round.
+if grep -rln '#include "proxy/\(session\|tunnel\|upgrade_attempt\|worker\|server\)\.h"' \
+    proxy/connections/*.h 2>/dev/null; then
+  echo "a connections/ header includes the proxy's connection internals"; status=1
 fi
 [ "$status" -eq 0 ] && echo "layering ok"
 exit "$status"

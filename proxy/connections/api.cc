@@ -10,7 +10,7 @@
 
 #include "proxy/admin.h"
 #include "proxy/core/json.h"
-#include "proxy/session.h"
+#include "proxy/connections/live_connection.h"
 #include "proxy/worker.h"
 #include "proxy/ws/frame.h"
 
@@ -156,11 +156,11 @@ void ConnectionsApi::Handle(evhttp_request* request, const std::vector<std::stri
 
   // What the owning worker does; it returns (status, body) and never outlives the session
   // lookup it starts with.
-  std::function<std::pair<int, std::string>(Session&)> action;
+  std::function<std::pair<int, std::string>(LiveConnection&)> action;
   switch (method) {
     case EVHTTP_REQ_GET:
     case EVHTTP_REQ_HEAD:
-      action = [](Session& session) { return std::make_pair(200, session.InfoJson() + "\n"); };
+      action = [](LiveConnection& session) { return std::make_pair(200, session.InfoJson() + "\n"); };
       break;
     case EVHTTP_REQ_POST: {
       evbuffer* input = evhttp_request_get_input_buffer(request);
@@ -183,7 +183,7 @@ void ConnectionsApi::Handle(evhttp_request* request, const std::vector<std::stri
       std::shared_ptr<evbuffer> payload(evbuffer_new(), evbuffer_free);
       if (!payload) return Finish(request, method_name, 503, ErrorJson("out of memory"));
       evbuffer_add_buffer(payload.get(), input);
-      action = [payload, text](Session& session) {
+      action = [payload, text](LiveConnection& session) {
         int status = session.Push(payload.get(), text);
         const char* body = status == 200   ? "{\"queued\":true}\n"
                            : status == 429 ? "{\"error\":\"the client's send queue is full\"}\n"
@@ -200,7 +200,7 @@ void ConnectionsApi::Handle(evhttp_request* request, const std::vector<std::stri
                                                        &code, &reason)
                                    : "malformed query string";
       if (!error.empty()) return Finish(request, method_name, 400, ErrorJson(error));
-      action = [code, reason](Session& session) {
+      action = [code, reason](LiveConnection& session) {
         int status = session.CloseByApi(code, reason);
         const char* body = status == 200   ? "{\"closing\":true}\n"
                            : status == 409 ? "{\"error\":\"the upgrade is still in progress\"}\n"
@@ -216,9 +216,9 @@ void ConnectionsApi::Handle(evhttp_request* request, const std::vector<std::stri
   EventLoop* main_loop = &main_loop_;
   workers_[entry->worker]->Do([this, main_loop, request, admin_alive, id, method_name,
                                action = std::move(action)](Worker& worker) {
-    Session* session = worker.connections().Find(id);
+    LiveConnection* session = worker.connections().Find(id);
     std::pair<int, std::string> answer =
-        session != nullptr && !session->finished()
+        session != nullptr && !session->ended()
             ? action(*session)
             : std::make_pair(410, ErrorJson("connection closed"));
     main_loop->Post([this, request, admin_alive, method_name, answer = std::move(answer)] {

@@ -4,7 +4,7 @@
 // * ConnectionIndex (process-wide): id -> the owning worker plus the facts that never change
 //   after the upgrade (pool, backend, client...). Sharded mutexes; written twice per connection
 //   (upgrade, end), read by the admin thread to route a request and to list connections.
-// * ConnectionDirectory (one per worker, that worker's thread only): id -> Session*. The admin
+// * ConnectionDirectory (one per worker, that worker's thread only): id -> LiveConnection* (a Session). The admin
 //   thread never touches a Session: it posts to the owning worker, which looks the id up here
 //   and only then uses the session, so a session freed meanwhile is simply not found.
 #pragma once
@@ -25,7 +25,7 @@
 
 namespace wsgate {
 
-class Session;
+class LiveConnection;
 class DisconnectHook;
 class EventLoop;
 
@@ -112,9 +112,9 @@ class ConnectionDirectory {
   ConnectionIndex* index() const { return index_; }
   size_t worker() const { return worker_; }
 
-  void Add(const std::string& id, Session* session) { local_[id] = session; }
+  void Add(const std::string& id, LiveConnection* connection) { local_[id] = connection; }
   void Remove(const std::string& id) { local_.erase(id); }
-  Session* Find(const std::string& id) const {
+  LiveConnection* Find(const std::string& id) const {
     auto it = local_.find(id);
     return it == local_.end() ? nullptr : it->second;
   }
@@ -122,7 +122,7 @@ class ConnectionDirectory {
  private:
   ConnectionIndex* index_ = nullptr;
   size_t worker_ = 0;
-  std::unordered_map<std::string, Session*> local_;
+  std::unordered_map<std::string, LiveConnection*> local_;
   std::unique_ptr<DisconnectHook> disconnect_hook_;
   AuthCache auth_cache_;
 };

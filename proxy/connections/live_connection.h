@@ -1,0 +1,27 @@
+// What the connections API may do with a live connection: the narrow view it gets of a
+// Session, so connections/ never depends on the proxy's connection internals.
+#pragma once
+
+#include <event2/buffer.h>
+
+#include <cstdint>
+#include <string>
+
+namespace wsgate {
+
+class LiveConnection {
+ public:
+  // The connection finished (its deletion is queued): the API answers 410.
+  virtual bool ended() const = 0;
+  // The connection as a JSON object.
+  virtual std::string InfoJson() const = 0;
+  // Send |payload| (moved out) to the client as one message: the HTTP status to answer.
+  virtual int Push(evbuffer* payload, bool text) = 0;
+  // Close both sides with |code| and |reason|: the HTTP status to answer.
+  virtual int CloseByApi(uint16_t code, const std::string& reason) = 0;
+
+ protected:
+  ~LiveConnection() = default;
+};
+
+}  // namespace wsgate
