@@ -45,30 +45,12 @@ struct SessionCallbacks {
   }
   static void ClientWrite(bufferevent*, void* ctx) {
     auto* s = static_cast<Session*>(ctx);
-    if (!s->finished()) s->OnWritable(Session::Side::kClient);
+    if (!s->finished()) s->OnClientWritable();
   }
   static void ClientEvent(bufferevent*, short what, void* ctx) {
     auto* s = static_cast<Session*>(ctx);
     if (!s->finished()) s->OnClientEvent(what);
   }
-  static void BackendRead(bufferevent*, void* ctx) {
-    auto* s = static_cast<Session*>(ctx);
-    if (!s->finished()) s->OnBackendRead();
-  }
-  static void BackendWrite(bufferevent*, void* ctx) {
-    auto* s = static_cast<Session*>(ctx);
-    if (!s->finished()) s->OnWritable(Session::Side::kBackend);
-  }
-  static void BackendEvent(bufferevent*, short what, void* ctx) {
-    auto* s = static_cast<Session*>(ctx);
-    if (!s->finished()) s->OnBackendEvent(what);
-  }
-  // The same entry points for a backend connection driven by DirectSocket.
-  static void BackendReadDirect(void* ctx) { BackendRead(nullptr, ctx); }
-  static void BackendWriteDirect(void* ctx) { BackendWrite(nullptr, ctx); }
-  static void BackendEventDirect(void* ctx, short what) { BackendEvent(nullptr, what, ctx); }
-  static constexpr DirectSocket::Callbacks kBackendDirect{&BackendReadDirect, &BackendWriteDirect,
-                                                          &BackendEventDirect};
   static void Timer(evutil_socket_t, short, void* ctx) {
     auto* s = static_cast<Session*>(ctx);
     if (!s->finished()) s->OnTimer();
@@ -387,7 +369,7 @@ void Session::BeginLingeringClose() {
   bufferevent_setwatermark(client_.bev.get(), EV_READ, 0, 0);
   bufferevent_enable(client_.bev.get(), EV_READ);
   client_.CloseAfterFlush(/*linger=*/true);
-  if (client_.output_length() == 0) OnWritable(Side::kClient);
+  if (client_.output_length() == 0) OnClientWritable();
   if (finished()) return;
   ArmTimer(std::min(config().timeouts.close, config::Duration(std::chrono::seconds(2))));
 }
@@ -448,7 +430,7 @@ void Session::ConnectUpstream() {
   if (timer_) event_del(timer_.get());  // the attempt times each try
   handshake_->attempt = std::make_unique<UpgradeAttempt>(
       static_cast<UpgradeAttemptOwner&>(*this), context_.loop.base(), config(), upstream_,
-      backend_, chosen_backend_, std::move(handshake_->upstream_request),
+      client_, backend_, chosen_backend_, std::move(handshake_->upstream_request),
       std::move(handshake_->expected_accept));
   handshake_->attempt->Start();
 }
@@ -462,28 +444,22 @@ void Session::OnUpgradeFailed(int status, const std::string& reason,
   Reject(status, reason, extra_header);
 }
 
-void Session::OnUpgradeRefused(const http::HeadView& response, const http::Framing& framing,
-                               const std::string& reason) {
+void Session::OnUpgradeRefused(int status, const std::string& reason) {
   CountHandshake(metrics::kBackendRejected);
-  std::string head = http::BuildRelayedResponseHead(response);
-  evbuffer_drain(backend_.input(), response.parser().head_length());
-  http_status_ = response.parser().status_code();
+  http_status_ = status;
   reason_ = reason;
-  handshake_->response_body.Start(framing, ChunkLimitsFor(config()), /*dechunk=*/false);
   state_ = State::kRelayingResponse;
-  evbuffer* client_input = bufferevent_get_input(client_.bev.get());
+  evbuffer* client_input = client_.input();
   evbuffer_drain(client_input, evbuffer_get_length(client_input));
-  bufferevent_write(client_.bev.get(), head.data(), head.size());
-  // The backend's socket comes back to the session to relay the body.
-  if (backend_.bev) {
-    bufferevent_setcb(backend_.bev.get(), &SessionCallbacks::BackendRead,
-                      &SessionCallbacks::BackendWrite, &SessionCallbacks::BackendEvent, this);
-  } else {
-    backend_.direct.SetCallbacks(&SessionCallbacks::kBackendDirect, this);
+}
+
+void Session::OnRefusalRelayed(const std::string& cut_short) {
+  if (cut_short.empty()) {
+    BeginLingeringClose();
+    return;
   }
-  backend_.SetReadLimit(high_watermark());
-  ArmTimer(config().timeouts.backend_handshake);
-  RelayResponseBody();
+  reason_ = cut_short;
+  Finish(ClosedBy::kBackend);
 }
 
 void Session::OnUpgradeAccepted(const http::HeadView& response,
@@ -506,46 +482,6 @@ void Session::OnUpgradeAccepted(const http::HeadView& response,
   }
   StartTunnel(verdict);
 }
-
-void Session::OnBackendEvent(short what) {
-  if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) == 0) return;
-  if (state_ != State::kRelayingResponse) return;
-  RelayResponseBody();
-  if (finished() || state_ != State::kRelayingResponse) return;
-  BeginLingeringClose();  // a close-delimited body ends here
-}
-
-void Session::OnBackendRead() {
-  if (state_ == State::kRelayingResponse) RelayResponseBody();
-}
-
-void Session::RelayResponseBody() {
-  evbuffer* input = backend_.input();
-  evbuffer* output = bufferevent_get_output(client_.bev.get());
-  BodyRelay& body = handshake_->response_body;
-  uint64_t moved = 0;
-  BodyRelay::Step step = BodyRelay::Step::kProgress;
-  while (step == BodyRelay::Step::kProgress) step = body.Move(input, output, &moved);
-  backend_.InputConsumed();
-  if (step == BodyRelay::Step::kError) {
-    // Part of the answer went out already: the client sees it cut short.
-    reason_ = std::string("backend chunked framing: ") + body.error();
-    Finish(ClosedBy::kBackend);
-    return;
-  }
-  if (body.done()) {
-    BeginLingeringClose();
-    return;
-  }
-  if (moved > 0) ArmTimer(config().timeouts.backend_handshake);
-  if (evbuffer_get_length(output) >= high_watermark()) {
-    backend_.SetReading(false);
-    handshake_->relay_paused = true;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Splicing.
 
 void Session::StartTunnel(const http::UpstreamVerdict& negotiated) {
   state_ = State::kSpliced;
@@ -595,8 +531,8 @@ void Session::GoAway(uint16_t code, const std::string& reason) {
   }
 }
 
-void Session::OnWritable(Side to) {
-  Endpoint& e = endpoint(to);
+void Session::OnClientWritable() {
+  Endpoint& e = client_;
   if (!e.open()) return;
   if (state_ == State::kHttp) {
     http_->OnClientWritable();
@@ -610,12 +546,7 @@ void Session::OnWritable(Side to) {
     return;
   }
   // A refused upgrade's answer, paused while the client's output was full.
-  if (to == Side::kClient && handshake_ && handshake_->relay_paused && backend_.open() &&
-      e.output_length() < high_watermark()) {
-    handshake_->relay_paused = false;
-    backend_.SetReading(true);
-    if (state_ == State::kRelayingResponse) RelayResponseBody();
-  }
+  if (state_ == State::kRelayingResponse) handshake_->attempt->OnClientWritable();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -650,11 +581,8 @@ void Session::OnTimer() {
       context_.connections->index()->hook_counters().auth_failed.fetch_add(1);
       Reject(503, "the auth service did not answer in time", "Retry-After: 1\r\n");
       return;
-    case State::kUpstream:  // the attempt times each try
-      return;
+    case State::kUpstream:  // the attempt times each try and the answer it relays
     case State::kRelayingResponse:
-      reason_ = "backend response stalled";
-      Finish(ClosedBy::kBackend);
       return;
     case State::kSpliced:  // the tunnel has its own timers
     case State::kHttp:

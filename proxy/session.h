@@ -136,8 +136,6 @@ class Session final : public Deferrable,
     kHttp,             // plain HTTP requests, served by http_
     kFinished,
   };
-  enum class Side { kClient, kBackend };
-
   friend class SessionRegistry;
   friend struct SessionCallbacks;
 
@@ -164,20 +162,17 @@ class Session final : public Deferrable,
   void OnUpgradeSending() override;
   void OnUpgradeAccepted(const http::HeadView& response,
                          const http::UpstreamVerdict& verdict) override;
-  void OnUpgradeRefused(const http::HeadView& response, const http::Framing& framing,
-                        const std::string& reason) override;
+  void OnUpgradeRefused(int status, const std::string& reason) override;
+  void OnRefusalRelayed(const std::string& cut_short) override;
   void OnUpgradeFailed(int status, const std::string& reason,
                        const std::string& extra_header) override;
-  void OnBackendRead();   // relaying a refused upgrade's answer
-  void OnBackendEvent(short what);
   const config::PoolConfig& pool_config() const { return upstream_.pool_config(); }
-  void RelayResponseBody();
 
   // The tunnel: frames both ways after a valid 101 (proxy/tunnel.h).
   void StartTunnel(const http::UpstreamVerdict& negotiated);
   void OnTunnelEnded() override;
   std::string ClientText() const override { return peer_text(); }
-  void OnWritable(Side to);
+  void OnClientWritable();
   void RegisterConnection();
   void UnregisterConnection();
   void NotifyDisconnect(const AccessRecord& record);  // on_disconnect
@@ -190,7 +185,6 @@ class Session final : public Deferrable,
   AccessRecord MakeAccessRecord(bool interim) const;
   void DropBackend();  // stop the attempt, close the backend socket, end the lease
 
-  Endpoint& endpoint(Side side) { return side == Side::kClient ? client_ : backend_; }
   size_t high_watermark() const { return config().limits.write_buffer_high_watermark; }
 
   const config::ProxyConfig& config() const { return runtime_->config; }
@@ -224,8 +218,6 @@ class Session final : public Deferrable,
     http::HeadParser request_parser;
     std::string upstream_request;
     std::string expected_accept;
-    BodyRelay response_body;  // a refused upgrade's relayed answer
-    bool relay_paused = false;  // reading response_body waits for the client's output
     std::unique_ptr<HookCall> auth_call;
     std::string auth_cache_key;
     PushQueue pushes;  // from the connections API during the upgrade: sent after the 101

@@ -16,7 +16,7 @@ struct UpgradeAttemptCallbacks {
     auto* a = static_cast<UpgradeAttempt*>(ctx);
     if (!a->stopped()) a->OnRead();
   }
-  static void Write(bufferevent*, void*) {}
+  static void Write(bufferevent*, void*) {}  // the request is small: no need to watch
   static void Event(bufferevent*, short what, void* ctx) {
     auto* a = static_cast<UpgradeAttempt*>(ctx);
     if (!a->stopped()) a->OnEvent(what);
@@ -43,12 +43,13 @@ http::HeadParser ResponseParser(const config::ProxyConfig& config) {
 
 UpgradeAttempt::UpgradeAttempt(UpgradeAttemptOwner& owner, event_base* base,
                                const config::ProxyConfig& config, UpstreamAttempt& placement,
-                               Endpoint& backend, BackendLease& lease, std::string request,
-                               std::string expected_accept)
+                               Endpoint& client, Endpoint& backend, BackendLease& lease,
+                               std::string request, std::string expected_accept)
     : owner_(owner),
       base_(base),
       config_(config),
       placement_(placement),
+      client_(client),
       backend_(backend),
       lease_(lease),
       request_(std::move(request)),
@@ -138,6 +139,10 @@ void UpgradeAttempt::OnTryFailed(AttemptFailure failure, std::string_view detail
 }
 
 void UpgradeAttempt::OnTimer() {
+  if (phase_ == Phase::kRelayingRefusal) {
+    EndRelay("backend response stalled");
+    return;
+  }
   OnTryFailed(phase_ == Phase::kConnecting ? AttemptFailure::kConnectTimedOut
                                            : AttemptFailure::kUpgradeTimedOut);
 }
@@ -148,6 +153,12 @@ void UpgradeAttempt::OnEvent(short what) {
     return;
   }
   if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) == 0) return;
+  if (phase_ == Phase::kRelayingRefusal) {
+    RelayBody();
+    // A close-delimited body ends here; any other is cut short, which the client sees.
+    if (phase_ == Phase::kRelayingRefusal) EndRelay("");
+    return;
+  }
   if (phase_ == Phase::kAwaitingResponse) {
     OnTryFailed(AttemptFailure::kClosedBeforeResponse);
     return;
@@ -163,7 +174,11 @@ void UpgradeAttempt::OnEvent(short what) {
 }
 
 void UpgradeAttempt::OnRead() {
-  if (phase_ == Phase::kAwaitingResponse) HandleResponseHead();
+  if (phase_ == Phase::kAwaitingResponse) {
+    HandleResponseHead();
+  } else if (phase_ == Phase::kRelayingRefusal) {
+    RelayBody();
+  }
 }
 
 void UpgradeAttempt::HandleResponseHead() {
@@ -208,8 +223,57 @@ void UpgradeAttempt::HandleResponseHead() {
     return;
   }
   placement_.ReportOutcome(*lease_, false);
+  StartRelay(response, framing);
+  owner_.OnUpgradeRefused(response_parser_.status_code(), verdict.reason);
+  if (phase_ == Phase::kRelayingRefusal) RelayBody();
+}
+
+void UpgradeAttempt::StartRelay(const http::HeadView& response, const http::Framing& framing) {
+  phase_ = Phase::kRelayingRefusal;
+  std::string head = http::BuildRelayedResponseHead(response);
+  evbuffer_drain(backend_.input(), response_parser_.head_length());
+  refusal_body_.Start(framing, ChunkLimitsFor(config_), /*dechunk=*/false);
+  client_.Write(head.data(), head.size());
+  backend_.SetReadLimit(config_.limits.write_buffer_high_watermark);
+  ArmTimer(config_.timeouts.backend_handshake);
+}
+
+void UpgradeAttempt::RelayBody() {
+  evbuffer* output = client_.output();
+  uint64_t moved = 0;
+  BodyRelay::Step step = BodyRelay::Step::kProgress;
+  while (step == BodyRelay::Step::kProgress) step = refusal_body_.Move(backend_.input(), output, &moved);
+  backend_.InputConsumed();
+  if (step == BodyRelay::Step::kError) {
+    // Part of the answer went out already: the client sees it cut short.
+    EndRelay(std::string("backend chunked framing: ") + refusal_body_.error());
+    return;
+  }
+  if (refusal_body_.done()) {
+    EndRelay("");
+    return;
+  }
+  if (moved > 0) ArmTimer(config_.timeouts.backend_handshake);
+  if (evbuffer_get_length(output) >= config_.limits.write_buffer_high_watermark) {
+    backend_.SetReading(false);
+    relay_paused_ = true;
+  }
+}
+
+void UpgradeAttempt::OnClientWritable() {
+  if (phase_ != Phase::kRelayingRefusal || !relay_paused_ || !backend_.open() ||
+      client_.output_length() >= config_.limits.write_buffer_high_watermark) {
+    return;
+  }
+  relay_paused_ = false;
+  backend_.SetReading(true);
+  RelayBody();
+}
+
+void UpgradeAttempt::EndRelay(const std::string& cut_short) {
   Report();
-  owner_.OnUpgradeRefused(response, framing, verdict.reason);
+  if (timer_) event_del(timer_.get());
+  owner_.OnRefusalRelayed(cut_short);
 }
 
 void UpgradeAttempt::FailBadResponse(const std::string& reason) {

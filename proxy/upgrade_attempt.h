@@ -7,7 +7,9 @@
 // bufferevent), sends the upgrade request, reads the response head within
 // timeouts.backend_handshake and checks it (Sec-WebSocket-Accept, extensions that were never
 // offered), reporting the outcome for outlier detection. A failed try moves on to the next
-// backend. It reports exactly one result to its owner, who holds the socket and the lease.
+// backend. A refused upgrade's answer is relayed to the client as its framing says (a length,
+// chunks, or until the backend closes). It reports one outcome to its owner, who holds the
+// sockets and the lease.
 #pragma once
 
 #include <string>
@@ -30,10 +32,12 @@ class UpgradeAttemptOwner {
   // |response| is a valid 101 (its head is still at the front of the backend's input).
   virtual void OnUpgradeAccepted(const http::HeadView& response,
                                  const http::UpstreamVerdict& verdict) = 0;
-  // The backend answered without upgrading; the head is still in its input and the body, framed
-  // as |framing|, follows.
-  virtual void OnUpgradeRefused(const http::HeadView& response, const http::Framing& framing,
-                                const std::string& reason) = 0;
+  // The backend answered |status| without upgrading. The attempt now relays that answer to the
+  // client (its head, then its body as its framing says); nothing the client sends may reach it.
+  virtual void OnUpgradeRefused(int status, const std::string& reason) = 0;
+  // The refused answer went out whole (|cut_short| empty), or ended early: the backend closed or
+  // broke its framing, or stalled for timeouts.backend_handshake (|cut_short| says which).
+  virtual void OnRefusalRelayed(const std::string& cut_short) = 0;
   // No backend gave a usable answer: the client gets |status| (502, 503 or 504).
   virtual void OnUpgradeFailed(int status, const std::string& reason,
                                const std::string& extra_header) = 0;
@@ -47,10 +51,11 @@ class UpgradeAttemptOwner {
 class UpgradeAttempt {
  public:
   // |placement| has placed the request; |backend| and |lease| are the owner's slots for the
-  // socket and the backend being tried; all outlive this object, as does |config|.
+  // socket and the backend being tried; |client| is where a refused answer goes. All outlive
+  // this object, as does |config|.
   UpgradeAttempt(UpgradeAttemptOwner& owner, event_base* base, const config::ProxyConfig& config,
-                 UpstreamAttempt& placement, Endpoint& backend, BackendLease& lease,
-                 std::string request, std::string expected_accept);
+                 UpstreamAttempt& placement, Endpoint& client, Endpoint& backend,
+                 BackendLease& lease, std::string request, std::string expected_accept);
   UpgradeAttempt(const UpgradeAttempt&) = delete;
   UpgradeAttempt& operator=(const UpgradeAttempt&) = delete;
 
@@ -59,12 +64,12 @@ class UpgradeAttempt {
   // Stop every callback and timer (the owner closes the socket). Idempotent.
   void Stop();
   bool stopped() const { return phase_ == Phase::kStopped; }
-  // The request went out on the current try: an answer is awaited.
-  bool request_sent() const { return phase_ == Phase::kAwaitingResponse; }
+  // The client's output drained below the watermark: a paused refused answer goes on.
+  void OnClientWritable();
 
  private:
   friend struct UpgradeAttemptCallbacks;
-  enum class Phase { kIdle, kConnecting, kAwaitingResponse, kStopped };
+  enum class Phase { kIdle, kConnecting, kAwaitingResponse, kRelayingRefusal, kStopped };
 
   void TryNextBackend();
   void ConnectDirect();
@@ -75,6 +80,9 @@ class UpgradeAttempt {
   void OnTimer();
   void HandleResponseHead();
   void FailBadResponse(const std::string& reason);  // 502, counted as a bad_response
+  void StartRelay(const http::HeadView& response, const http::Framing& framing);
+  void RelayBody();
+  void EndRelay(const std::string& cut_short);
   void ArmTimer(config::Duration after);
   void Report() { phase_ = Phase::kStopped; }  // one outcome only: stop before telling the owner
 
@@ -82,11 +90,14 @@ class UpgradeAttempt {
   event_base* base_;
   const config::ProxyConfig& config_;
   UpstreamAttempt& placement_;
+  Endpoint& client_;
   Endpoint& backend_;
   BackendLease& lease_;
   std::string request_;
   std::string expected_accept_;
   http::HeadParser response_parser_;
+  BodyRelay refusal_body_;
+  bool relay_paused_ = false;  // the client's output is full
   EventPtr timer_;
   Phase phase_ = Phase::kIdle;
 };
