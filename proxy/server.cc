@@ -430,11 +430,11 @@ void Server::Reload() {
     LOG_ERROR("reload failed with " + std::to_string(errors.size()) +
               " error(s); still running the previous configuration");
   };
-  if (auto* errors = std::get_if<config::ConfigErrors>(&loaded)) {
-    fail_with(*errors);
+  if (!loaded) {
+    fail_with(loaded.error());
     return;
   }
-  auto& config = std::get<config::ProxyConfig>(loaded);
+  auto& config = loaded.value();
   // The same validation stage as --check and start.
   if (config::ConfigErrors invalid = ValidateConfig(config, current_.get()); !invalid.empty()) {
     fail_with(invalid);
