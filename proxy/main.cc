@@ -166,9 +166,11 @@ int main(int argc, char** argv) {
   }
   // The validation stage, as on reload: backend names resolve, certificates and keys load. An
   // error names the file and the key. --print-config resolves nothing, so a file meant for
-  // another network (a cluster's service names) still prints.
-  auto errors =
-      print_config ? wsgate::tls::CheckFiles(config) : wsgate::ValidateConfig(config, nullptr);
+  // another network (a cluster's service names) still prints. What it resolved builds the pools:
+  // each backend name is resolved once.
+  wsgate::config::ResolvedBackends resolved;
+  auto errors = print_config ? wsgate::tls::CheckFiles(config)
+                             : wsgate::ValidateConfig(config, nullptr, &resolved);
   if (!errors.empty()) {
     if (wsgate::log::JsonFormat()) {
       for (const auto& error : errors) LOG_ERROR(error.Format());
@@ -205,7 +207,7 @@ int main(int argc, char** argv) {
       LOG_INFO("upgrade: " + error + "; starting fresh");
     }
   }
-  auto created = wsgate::Server::Create(std::move(config), config_path, takeover.get());
+  auto created = wsgate::Server::Create(std::move(config), config_path, takeover.get(), resolved);
   if (!created) {
     LOG_ERROR("cannot start: " + created.error());
     return 1;
