@@ -28,9 +28,8 @@ LoadResult LoadFlagsConfig(const std::string& listen, const std::vector<std::str
   YAML::Emitter out;
   out << root;
   LoadResult result = LoadConfigString(out.c_str(), "command line");
-  auto* errors = std::get_if<ConfigErrors>(&result);
-  if (errors == nullptr) {
-    ProxyConfig& config = std::get<ProxyConfig>(result);
+  if (result) {
+    ProxyConfig& config = result.value();
     config.source_path.clear();  // there is no file to reload
     // Later checks (config/validate.h) point at the flag, as the loader's errors below do.
     for (BackendConfig& backend : config.pools[0].backends) {
@@ -38,7 +37,7 @@ LoadResult LoadFlagsConfig(const std::string& listen, const std::vector<std::str
     }
     return result;
   }
-  for (ConfigError& error : *errors) {
+  for (ConfigError& error : result.error()) {
     const std::string_view path = error.key_path;
     const char* flag = nullptr;
     if (path.rfind("listeners[0]", 0) == 0) {

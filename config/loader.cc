@@ -1413,7 +1413,7 @@ LoadResult LoadConfigString(const std::string& yaml_text, const std::string& fil
     loader.Error(YAML::Mark::null_mark(), "", std::string("internal error: ") + e.what());
   }
   ConfigErrors errors = loader.TakeErrors();
-  if (!errors.empty()) return errors;
+  if (!errors.empty()) return Fail(std::move(errors));
   return cfg;
 }
 
@@ -1422,7 +1422,7 @@ LoadResult LoadConfigFile(const std::string& path) {
     ConfigError error;
     error.file = path;
     error.message = std::move(message);
-    return ConfigErrors{std::move(error)};
+    return Fail(ConfigErrors{std::move(error)});
   };
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (f == nullptr) {

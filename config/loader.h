@@ -5,14 +5,15 @@
 #pragma once
 
 #include <string>
-#include <variant>
 
 #include "config/config.h"
 #include "config/config_error.h"
+#include "config/result.h"
 
 namespace wsgate::config {
 
-using LoadResult = std::variant<ProxyConfig, ConfigErrors>;
+// The config, or every error found (never an empty list).
+using LoadResult = Result<ProxyConfig, ConfigErrors>;
 
 // Read |path| and return the validated config, or every error found. What the file alone cannot
 // tell (backend names, TLS files) is checked by config/validate.h.

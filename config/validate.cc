@@ -3,6 +3,7 @@
 #include <netdb.h>
 
 #include <cstring>
+#include <map>
 
 namespace wsgate::config {
 
@@ -23,18 +24,25 @@ Result<ResolvedAddress> ResolveHostPort(const HostPort& address) {
   return resolved;
 }
 
-ConfigErrors Validate(const ProxyConfig& config, const ValidateChecks& checks) {
+ConfigErrors Validate(const ProxyConfig& config, const ValidateChecks& checks,
+                      ResolvedBackends* resolved) {
   ConfigErrors errors;
-  // Resolved the way the proxy resolves them when it builds its pools (proxy/runtime.cc), so a
-  // name that passes here does not fail there. Service discovery (issue 19, async evdns) hooks in
-  // here: a name it owns is checked for syntax only.
+  // The proxy builds its pools from these answers (proxy/runtime.cc). Service discovery (issue
+  // 19, async evdns) hooks in here: a name it owns is checked for syntax only.
+  std::map<std::string, Result<ResolvedAddress>> answers;  // by address text
   for (const PoolConfig& pool : config.pools) {
     for (const BackendConfig& backend : pool.backends) {
       if (checks.already_resolved && checks.already_resolved(pool.name, backend.address)) continue;
-      Result<ResolvedAddress> resolved = ResolveHostPort(backend.address);
-      if (resolved) continue;
+      auto answer = answers.find(backend.address.text);
+      if (answer == answers.end()) {
+        answer = answers.emplace(backend.address.text, ResolveHostPort(backend.address)).first;
+      }
+      if (answer->second) {
+        if (resolved != nullptr) resolved->insert_or_assign(answer->first, answer->second.value());
+        continue;
+      }
       ConfigError error = backend.origin;
-      error.message = std::move(resolved).error();
+      error.message = answer->second.error();
       errors.push_back(std::move(error));
     }
   }

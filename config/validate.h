@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <functional>
+#include <map>
 #include <string>
 
 #include "config/config.h"
@@ -24,6 +25,10 @@ struct ResolvedAddress {
 // resolver of backend and listen addresses. The error reads "cannot resolve HOST:PORT: REASON".
 Result<ResolvedAddress> ResolveHostPort(const HostPort& address);
 
+// The backend addresses the validation stage resolved, by address text ("host:port"). The proxy
+// builds its pools from these answers (proxy/runtime.h), so a name is resolved once, not again.
+using ResolvedBackends = std::map<std::string, ResolvedAddress>;
+
 struct ValidateChecks {
   // Loads the TLS files the configuration names (config/ knows no OpenSSL: the proxy supplies
   // it). Unset: not checked.
@@ -33,7 +38,10 @@ struct ValidateChecks {
   std::function<bool(const std::string& pool, const HostPort& address)> already_resolved;
 };
 
-// Every error found, in file order per kind (backends, then TLS files); empty when valid.
-[[nodiscard]] ConfigErrors Validate(const ProxyConfig& config, const ValidateChecks& checks);
+// Every error found, in file order per kind (backends, then TLS files); empty when valid. Each
+// address is resolved once however many backends name it; with |resolved| set, the answers are
+// stored there.
+[[nodiscard]] ConfigErrors Validate(const ProxyConfig& config, const ValidateChecks& checks,
+                                    ResolvedBackends* resolved = nullptr);
 
 }  // namespace wsgate::config

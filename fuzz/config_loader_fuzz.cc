@@ -7,9 +7,9 @@
 // routes name existing pools, ports, limits and trusted_proxies prefixes in range).
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
-#include <variant>
 
 #include "config/loader.h"
 #include "fuzz/fuzz_util.h"
@@ -93,16 +93,16 @@ void CheckConfig(const ProxyConfig& cfg) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
-  LoadResult result;
+  std::optional<LoadResult> result;
   try {
-    result = LoadConfigString(text, kFileName);
+    result.emplace(LoadConfigString(text, kFileName));
   } catch (...) {
     FUZZ_CHECK_MSG(false, "LoadConfigString threw");
   }
-  if (const auto* errors = std::get_if<ConfigErrors>(&result)) {
-    CheckErrors(*errors);
+  if (!*result) {
+    CheckErrors(result->error());
   } else {
-    CheckConfig(std::get<ProxyConfig>(result));
+    CheckConfig(result->value());
   }
   return 0;
 }

@@ -5,7 +5,6 @@
 #include <cstring>
 #include <string>
 #include <string_view>
-#include <variant>
 #include <vector>
 
 #include <event2/event.h>
@@ -151,14 +150,14 @@ int main(int argc, char** argv) {
   const std::string source = from_flags ? "the command line" : config_path;
   auto loaded = from_flags ? wsgate::config::LoadFlagsConfig(listen, backends)
                            : wsgate::config::LoadConfigFile(config_path);
-  if (auto* errors = std::get_if<wsgate::config::ConfigErrors>(&loaded)) {
-    for (const auto& error : *errors) {
+  if (!loaded) {
+    for (const auto& error : loaded.error()) {
       std::fprintf(stderr, "%s%s\n", from_flags ? "wsgate: " : "", error.Format().c_str());
     }
-    std::fprintf(stderr, "wsgate: %zu error(s) in %s\n", errors->size(), source.c_str());
+    std::fprintf(stderr, "wsgate: %zu error(s) in %s\n", loaded.error().size(), source.c_str());
     return 1;
   }
-  auto& config = std::get<wsgate::config::ProxyConfig>(loaded);
+  auto& config = loaded.value();
   const bool serving = !print_config && !check_only;
   // From here on a serving process logs in the configured format (--check and --print-config
   // answer a person at a terminal: text).
@@ -167,9 +166,11 @@ int main(int argc, char** argv) {
   }
   // The validation stage, as on reload: backend names resolve, certificates and keys load. An
   // error names the file and the key. --print-config resolves nothing, so a file meant for
-  // another network (a cluster's service names) still prints.
-  auto errors =
-      print_config ? wsgate::tls::CheckFiles(config) : wsgate::ValidateConfig(config, nullptr);
+  // another network (a cluster's service names) still prints. What it resolved builds the pools:
+  // each backend name is resolved once.
+  wsgate::config::ResolvedBackends resolved;
+  auto errors = print_config ? wsgate::tls::CheckFiles(config)
+                             : wsgate::ValidateConfig(config, nullptr, &resolved);
   if (!errors.empty()) {
     if (wsgate::log::JsonFormat()) {
       for (const auto& error : errors) LOG_ERROR(error.Format());
@@ -206,7 +207,7 @@ int main(int argc, char** argv) {
       LOG_INFO("upgrade: " + error + "; starting fresh");
     }
   }
-  auto created = wsgate::Server::Create(std::move(config), config_path, takeover.get());
+  auto created = wsgate::Server::Create(std::move(config), config_path, takeover.get(), resolved);
   if (!created) {
     LOG_ERROR("cannot start: " + created.error());
     return 1;

@@ -94,7 +94,8 @@ Pool* Runtime::FindPool(const std::string& name) {
   return nullptr;
 }
 
-config::ConfigErrors ValidateConfig(const config::ProxyConfig& config, const Runtime* previous) {
+config::ConfigErrors ValidateConfig(const config::ProxyConfig& config, const Runtime* previous,
+                                    config::ResolvedBackends* resolved) {
   config::ValidateChecks checks;
   checks.tls_files = [previous](const config::ProxyConfig& full) {
     if (previous == nullptr) return tls::CheckFiles(full);
@@ -117,10 +118,11 @@ config::ConfigErrors ValidateConfig(const config::ProxyConfig& config, const Run
       return kept != nullptr && !kept->removed;
     };
   }
-  return config::Validate(config, checks);
+  return config::Validate(config, checks, resolved);
 }
 
-Result<RuntimePtr> BuildRuntime(config::ProxyConfig config, const Runtime* previous) {
+Result<RuntimePtr> BuildRuntime(config::ProxyConfig config, const Runtime* previous,
+                                const config::ResolvedBackends& resolved) {
   std::string error;
   std::vector<Pool> pools;
   for (const auto& pool_config : config.pools) {
@@ -144,8 +146,13 @@ Result<RuntimePtr> BuildRuntime(config::ProxyConfig config, const Runtime* previ
         backend->pool = pool.name;
         backend->address = backend_config.address.text;
         backend->id = std::move(id);
-        if (!ResolveAddress(backend_config.address, &backend->sockaddr, &backend->sockaddr_len,
-                            &error)) {
+        // Validation's answer, so the name is not resolved twice. Resolved here only without
+        // one: a caller that did not validate, or a kept backend remade for a changed id.
+        if (auto known = resolved.find(backend_config.address.text); known != resolved.end()) {
+          backend->sockaddr = known->second.addr;
+          backend->sockaddr_len = known->second.len;
+        } else if (!ResolveAddress(backend_config.address, &backend->sockaddr,
+                                   &backend->sockaddr_len, &error)) {
           return Fail("pool " + pool.name + ": " + error);
         }
       }

@@ -12,6 +12,7 @@
 
 #include "config/config.h"
 #include "config/result.h"
+#include "config/validate.h"
 #include "proxy/balancer.h"
 #include "proxy/router.h"
 #include "proxy/tls/tls_context.h"
@@ -34,16 +35,19 @@ using RuntimePtr = std::shared_ptr<Runtime>;
 // The validation stage (config/validate.h) with the proxy's TLS file check: run on --check, at
 // start (|previous| null) and on reload. On a reload what |previous| already has is left as
 // BuildRuntime leaves it: a kept backend is not resolved again, and a TLS listener or pool with
-// bad files keeps its previous context (BuildRuntime logs why).
+// bad files keeps its previous context (BuildRuntime logs why). The backend addresses it
+// resolved go to |resolved| (if set), for BuildRuntime.
 [[nodiscard]] config::ConfigErrors ValidateConfig(const config::ProxyConfig& config,
-                                                  const Runtime* previous);
+                                                  const Runtime* previous,
+                                                  config::ResolvedBackends* resolved = nullptr);
 
 // Build a generation from |config|, reusing |previous|'s backends where pool name and address
-// match (|previous| may be null). Resolves backend addresses (blocking) and loads TLS certificates.
-// Fails if an address cannot be resolved or a TLS context cannot be built. On a reload
-// (|previous| set) a listener or pool whose TLS files are bad keeps its previous context, and the
-// errors are logged.
-Result<RuntimePtr> BuildRuntime(config::ProxyConfig config, const Runtime* previous);
+// match (|previous| may be null), and load TLS certificates. A new backend takes its address
+// from |resolved| (ValidateConfig's answers); one not there is resolved here (blocking). Fails if
+// an address cannot be resolved or a TLS context cannot be built. On a reload (|previous| set) a
+// listener or pool whose TLS files are bad keeps its previous context, and the errors are logged.
+Result<RuntimePtr> BuildRuntime(config::ProxyConfig config, const Runtime* previous,
+                                const config::ResolvedBackends& resolved = {});
 
 // A generation for one worker thread: the same config and the same (shared) backends as
 // |shared|, with its own Pool objects, balancers and router, so picking never shares balancer

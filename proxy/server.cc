@@ -117,9 +117,10 @@ void Server::OnAccept(evutil_socket_t fd, const sockaddr* peer, const std::strin
 }
 
 Result<std::unique_ptr<Server>> Server::Create(config::ProxyConfig config,
-                                               std::string config_path, TakeoverClient* takeover) {
+                                               std::string config_path, TakeoverClient* takeover,
+                                               const config::ResolvedBackends& resolved) {
   std::unique_ptr<Server> server(new Server(std::move(config_path)));
-  Result<RuntimePtr> runtime = BuildRuntime(std::move(config), nullptr);
+  Result<RuntimePtr> runtime = BuildRuntime(std::move(config), nullptr, resolved);
   if (!runtime) return Fail(std::move(runtime).error());
   server->current_ = std::move(runtime).value();
   server->admission_.Configure(server->current_->config.limits);
@@ -430,17 +431,19 @@ void Server::Reload() {
     LOG_ERROR("reload failed with " + std::to_string(errors.size()) +
               " error(s); still running the previous configuration");
   };
-  if (auto* errors = std::get_if<config::ConfigErrors>(&loaded)) {
-    fail_with(*errors);
+  if (!loaded) {
+    fail_with(loaded.error());
     return;
   }
-  auto& config = std::get<config::ProxyConfig>(loaded);
-  // The same validation stage as --check and start.
-  if (config::ConfigErrors invalid = ValidateConfig(config, current_.get()); !invalid.empty()) {
+  auto& config = loaded.value();
+  // The same validation stage as --check and start; its resolved addresses build the pools.
+  config::ResolvedBackends resolved;
+  if (config::ConfigErrors invalid = ValidateConfig(config, current_.get(), &resolved);
+      !invalid.empty()) {
     fail_with(invalid);
     return;
   }
-  Result<RuntimePtr> next = BuildRuntime(std::move(config), current_.get());
+  Result<RuntimePtr> next = BuildRuntime(std::move(config), current_.get(), resolved);
   if (!next) {
     metrics_.reloads(metrics::kReloadFailure).Add();
     LOG_ERROR("reload failed: " + next.error() + "; still running the previous configuration");

@@ -34,10 +34,12 @@ namespace wsgate {
 
 class Server final : public AdminHandler, public HandoverServer::Callbacks {
  public:
-  // Resolve backends, bind listeners (or adopt them from |takeover|, a running wsgate being
-  // upgraded). |config| has passed ValidateConfig (runtime.h).
+  // Build the pools, bind listeners (or adopt them from |takeover|, a running wsgate being
+  // upgraded). |config| has passed ValidateConfig (runtime.h), which resolved the backend
+  // addresses in |resolved|.
   static Result<std::unique_ptr<Server>> Create(config::ProxyConfig config,
-                                                std::string config_path, TakeoverClient* takeover);
+                                                std::string config_path, TakeoverClient* takeover,
+                                                const config::ResolvedBackends& resolved);
   ~Server() override;
 
   // Write "NAME HOST:PORT" per listener (and "admin HOST:PORT") to |path|, atomically.

@@ -418,6 +418,31 @@ async def wait_until(predicate, timeout=WAIT, what="condition", interval=0.01):
         await asyncio.sleep(interval)
 
 
+def wait_until_blocking(predicate, timeout=WAIT, what="condition", interval=0.01):
+    """Blocking ``wait_until``, for tests (and their threads) without an event loop."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_steady(value, settle=0.5, timeout=WAIT, what="value", interval=0.05):
+    """Wait (blocking) until ``value()`` has not changed for ``settle`` seconds; return it. For
+    "the peer stopped making progress": a stalled writer, a bounded buffer that filled."""
+    deadline = time.monotonic() + timeout
+    last, since = value(), time.monotonic()
+    while True:
+        time.sleep(interval)
+        now, at = value(), time.monotonic()
+        if now != last:
+            last, since = now, at
+        elif at - since >= settle:
+            return now
+        if at > deadline:
+            raise AssertionError(f"{what} never settled within {timeout}s (last {last})")
+
+
 async def wait_event(event, timeout=WAIT, what="event"):
     """Wait for an asyncio.Event with a deadline."""
     try:

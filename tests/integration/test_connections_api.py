@@ -21,7 +21,7 @@ import pytest
 from harness import (OP_CLOSE, OP_BINARY, OP_CONT, OP_TEXT, PYTHON, RawClient, ScriptedBackend,
                      accept_for, admin_address, read_http_request, async_test, backend_accept,
                      close_payload, encode_frame, make_config, read_frame, read_until_close,
-                     recv, register_cleanup, wait_until, ws_connect)
+                     recv, register_cleanup, wait_until, wait_until_blocking, ws_connect)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOKEN = "s3cret-token"
@@ -121,16 +121,22 @@ def push_sequence(address, jobs):
     429 (backpressure); return how many 429s were seen."""
     client = Api(address)
     retries = 0
+
+    def pushed(connection_id, message):
+        nonlocal retries
+        status, body = client.call("POST", f"/connections/{connection_id}", message,
+                                   "text/plain; charset=utf-8")
+        if status == 429:
+            retries += 1
+            return False
+        assert status == 200, (status, body)
+        return True
+
     for connection_id, messages in jobs:
         for message in messages:
-            while True:
-                status, body = client.call("POST", f"/connections/{connection_id}", message,
-                                           "text/plain; charset=utf-8")
-                if status == 200:
-                    break
-                assert status == 429, (status, body)
-                retries += 1
-                time.sleep(0.005)
+            # 429 until the client has read enough of what is queued for it.
+            wait_until_blocking(lambda: pushed(connection_id, message), 30,
+                                f"a push to {connection_id} accepted", interval=0.005)
     return retries
 
 

@@ -22,7 +22,7 @@ import pytest
 import websockets
 
 from harness import (EchoBackend, GateLauncher, admin_address, async_test, closed_port,
-                     make_config, rss_kib, sanitized_build)
+                     make_config, rss_kib, sanitized_build, wait_steady, wait_until_blocking)
 
 MiB = 1024 * 1024
 WAIT = 20.0
@@ -97,6 +97,8 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
                     n = min(size, MiB)
                     self.wfile.write(BLOCK[:n])
                     size -= n
+                    with self.server.lock:
+                        self.server.body_bytes_sent += n
         elif path.startswith("/onewrite/"):
             # Head and body in one segment, so wsgate reads the whole response at once.
             size = int(path.split("/")[2])
@@ -174,13 +176,22 @@ def chunked_payload(size):
     return b"".join(BLOCK[:min(100000, size - i)] for i in range(0, size, 100000))
 
 
+class RecordingServer(http.server.ThreadingHTTPServer):
+    def shutdown_request(self, request):
+        super().shutdown_request(request)
+        with self.lock:
+            self.closed += 1  # counted once the socket is closed, whichever side ended it
+
+
 class HttpBackend:
     def __init__(self):
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RecordingHandler)
+        self.server = RecordingServer(("127.0.0.1", 0), RecordingHandler)
         self.server.daemon_threads = True
         self.server.lock = threading.Lock()
         self.server.requests = []
         self.server.connections = 0
+        self.server.closed = 0
+        self.server.body_bytes_sent = 0  # by /size/ responses, counted per 1 MiB write
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -197,6 +208,17 @@ class HttpBackend:
     def connections(self):
         with self.server.lock:
             return self.server.connections
+
+    @property
+    def closed(self):
+        """Connections that have ended (closed by either side)."""
+        with self.server.lock:
+            return self.server.closed
+
+    @property
+    def body_bytes_sent(self):
+        with self.server.lock:
+            return self.server.body_bytes_sent
 
     def stop(self):
         self.server.shutdown()
@@ -464,9 +486,8 @@ def test_response_sizes_with_bounded_rss(gates, backend):
     baseline = rss_kib(gate.proc.pid)
 
     def sample():
-        while not done.is_set():
+        while not done.wait(0.05):  # a sampling interval; ends as soon as the download does
             peak[0] = max(peak[0], rss_kib(gate.proc.pid))
-            time.sleep(0.05)
 
     sampler = threading.Thread(target=sample)
     sampler.start()
@@ -557,9 +578,11 @@ def test_smuggling_vector_rejected(shared_gate, name):
         status, headers, _, _ = read_response(s)
         assert status == 400, (name, status)
         assert headers.get("connection") == "close"
-    time.sleep(0.1)
-    assert len(backend.requests) == before, backend.requests[before:]
+    # A normal request's round trip through the same wsgate and backend: anything wsgate had
+    # forwarded of the vector reached the backend before it.
     assert_served(gate, backend)
+    assert [r["path"] for r in backend.requests[before:]] == ["/still-ok"], \
+        backend.requests[before:]
 
 
 def test_early_response_never_reuses_the_backend_connection(gates, backend):
@@ -645,10 +668,8 @@ def test_metrics_and_access_log(gates, backend):
     assert 'wsgate_http_requests_total{pool="web",code="204"} 1' in text
     assert re.search(r'wsgate_http_requests_total\{pool="",code="400"\} 1', text), text
     assert 'wsgate_http_request_duration_seconds_count{pool="web"} 3' in text
-    deadline = time.monotonic() + WAIT
-    while len([l for l in gate.access_lines() if "method=" in l]) < 4:
-        assert time.monotonic() < deadline, gate.access_lines()
-        time.sleep(0.05)
+    wait_until_blocking(lambda: len([l for l in gate.access_lines() if "method=" in l]) >= 4,
+                        WAIT, "4 access-log lines")
     lines = [l for l in gate.access_lines() if "method=" in l]
     assert any('method=GET path="/m1"' in l and "status=200" in l and "pool=web" in l
                and f"backend={backend.address}" in l for l in lines), lines
@@ -716,7 +737,9 @@ def test_idle_pool_cap_and_idle_timeout(gates, backend):
     # Only one of the three was kept: three parallel requests need two new connections.
     assert parallel(slow, 3) == [b"slow\n"] * 3
     assert backend.connections == 5
-    time.sleep(2.5)  # longer than backend_idle: the kept connection is closed
+    # The four over the cap close at once; the kept one when backend_idle ends it.
+    wait_until_blocking(lambda: backend.closed == 5, WAIT,
+                        "wsgate closing the kept backend connection after backend_idle")
     assert_served(gate, backend)
     assert backend.connections == 6
 
@@ -728,7 +751,11 @@ def test_slow_reader_bounds_memory(gates, backend):
     with connect(gate) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         s.sendall(f"GET /size/{256 * MiB} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
-        time.sleep(2)
+        # wsgate stops reading: the backend's writes stall (unbounded buffering would let all
+        # 256 MiB through, and RSS below shows it).
+        stalled_at = wait_steady(lambda: backend.body_bytes_sent, settle=1.0, timeout=WAIT,
+                                 what="the backend's bytes sent")
+        assert stalled_at < 256 * MiB, "wsgate read the whole response the client did not read"
         grown = rss_kib(gate.proc.pid) - baseline
         if RSS_GROWTH_BOUND_KIB is not None:
             assert grown < RSS_GROWTH_BOUND_KIB, f"RSS +{grown} KiB, stalled 256 MiB response"
@@ -763,7 +790,8 @@ def test_backend_closing_after_a_length_body_under_backpressure(gates, backend):
     with connect(gate) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         s.sendall(f"GET /size-close/{size} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
-        time.sleep(1.5)  # the backend has written everything and closed meanwhile
+        # The backend writes everything and closes before the client reads a byte.
+        wait_until_blocking(lambda: backend.closed == 1, WAIT, "the backend closing")
         status, headers, body, _ = read_response(s)
     assert status == 200 and len(body) == size and body[:MiB] == BLOCK
     assert_served(gate, backend)
@@ -778,10 +806,9 @@ def test_drain_ends_keepalive_connections(gates, backend):
     assert read_response(idle)[0] == 200
     busy = connect(gate)
     busy.sendall(b"GET /slow/1.5 HTTP/1.1\r\nHost: a\r\n\r\n")
-    deadline = time.monotonic() + WAIT  # the backend records the request before its 1.5 s wait
-    while not any(r["path"] == "/slow/1.5" for r in backend.requests):
-        assert time.monotonic() < deadline, "the slow request never reached the backend"
-        time.sleep(0.01)
+    # The backend records the request before its 1.5 s wait.
+    wait_until_blocking(lambda: any(r["path"] == "/slow/1.5" for r in backend.requests), WAIT,
+                        "the slow request reaching the backend")
     started = time.monotonic()
     gate.proc.send_signal(signal.SIGTERM)
     assert closed_by_peer(idle)

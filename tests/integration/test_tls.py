@@ -12,13 +12,12 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
 
 import pytest
 import websockets
 
 from harness import (MiB, SOURCE_DIR, WAIT, EchoBackend, async_test, make_config, metric, recv,
-                     register_cleanup, run_wsgate, wait_until, ws_connect)
+                     register_cleanup, run_wsgate, wait_until, wait_until_blocking, ws_connect)
 
 MAKE_CERTS = os.path.join(SOURCE_DIR, "examples", "tls", "make-certs.sh")
 EXAMPLE = os.path.join(SOURCE_DIR, "examples", "tls", "wsgate-tls.yaml")
@@ -333,10 +332,8 @@ def test_session_resumption_with_tickets(gates, certs, tmp_path):
     assert code == 0 and "Reused, TLSv1.2" in out, out
     # The ticket keys are process-wide: a reload does not cost clients a full handshake.
     gate.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + WAIT
-    while "reload complete" not in gate.stderr_text():
-        assert time.monotonic() < deadline, gate.stderr_text()
-        time.sleep(0.05)
+    wait_until_blocking(lambda: "reload complete" in gate.stderr_text(), WAIT,
+                        "the reload's log line")
     code, out = s_client(port, "-tls1_2", "-sess_in", session)
     assert code == 0 and "Reused, TLSv1.2" in out, out
     # TLS 1.3 tickets arrive after the handshake; Python's ssl keeps and offers them.

@@ -6,7 +6,6 @@
 #include <netinet/in.h>
 
 #include <string>
-#include <variant>
 #include <vector>
 
 #include "config/flags_config.h"
@@ -73,6 +72,28 @@ TEST(Validate, UnresolvableBackendNamesTheAddressKey) {
       << errors[0];
 }
 
+TEST(Validate, AnAddressNamedTwiceIsResolvedOnceAndReportedAtEachBackend) {
+  const std::string yaml =
+      kTwoPools + "  - name: c\n    backends:\n      - address: no-such-backend.invalid:9003\n";
+  ResolvedBackends resolved;
+  const std::vector<std::string> errors = Formatted(Validate(Load(yaml), {}, &resolved));
+  ASSERT_EQ(errors.size(), 2u);
+  EXPECT_EQ(errors[0].rfind("t.yaml:13:18: pools[1].backends[1].address: cannot resolve "
+                            "no-such-backend.invalid:9003: ",
+                            0),
+            0u)
+      << errors[0];
+  EXPECT_EQ(errors[1].rfind("t.yaml:16:18: pools[2].backends[0].address: cannot resolve "
+                            "no-such-backend.invalid:9003: ",
+                            0),
+            0u)
+      << errors[1];
+  // What did resolve is handed on, for the proxy to build its pools from.
+  ASSERT_EQ(resolved.size(), 2u);
+  EXPECT_EQ(resolved.count("127.0.0.1:9001"), 1u);
+  EXPECT_EQ(resolved.count("localhost:9002"), 1u);
+}
+
 TEST(Validate, BackendsTheRunningGenerationResolvedAreNotResolvedAgain) {
   ValidateChecks checks;
   std::vector<std::string> asked;
@@ -104,9 +125,8 @@ TEST(Validate, TlsFileErrorsFollowBackendErrors) {
 TEST(Validate, FlagsBackendErrorsNameTheFlag) {
   LoadResult loaded =
       LoadFlagsConfig("127.0.0.1:8080", {"127.0.0.1:9001", "no-such-backend.invalid:9003"});
-  ASSERT_TRUE(std::holds_alternative<ProxyConfig>(loaded));
-  const std::vector<std::string> errors =
-      Formatted(Validate(std::get<ProxyConfig>(loaded), {}));
+  ASSERT_TRUE(loaded.ok());
+  const std::vector<std::string> errors = Formatted(Validate(loaded.value(), {}));
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0].rfind("--backend: cannot resolve no-such-backend.invalid:9003: ", 0), 0u)
       << errors[0];
