@@ -1,6 +1,5 @@
 #include "proxy/session.h"
 
-#include <openssl/rand.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -10,14 +9,12 @@
 
 #include "proxy/core/event_loop.h"
 #include "proxy/core/log.h"
-#include "proxy/core/random.h"
 #include "proxy/http/handshake.h"
-#include "proxy/http/request_key.h"
-#include "proxy/http/request_target.h"
 #include "proxy/sticky_balancer.h"
 #include "proxy/trusted_peer.h"
 #include "proxy/upstream.h"
 #include "proxy/upgrade_attempt.h"
+#include "proxy/upgrade_request.h"
 
 namespace wsgate {
 
@@ -194,74 +191,21 @@ void Session::HandleRequestHead() {
     Reject(handshake.status, handshake.reason, handshake.extra_header);
     return;
   }
-  // Everything from here on (route, auth, sticky key, access log, backend) sees one target.
-  std::string target;
-  http::TargetError target_error =
-      http::NormalizeTarget(request.Get(request.parser().target()), config().paths, &target);
-  if (target_error != http::TargetError::kNone) {
-    Reject(400, http::TargetErrorReason(target_error));
+  ConnectionIndex* index = context_.connections ? context_.connections->index() : nullptr;
+  std::string callback_base = index && config().admin.enabled ? index->public_url() : "";
+  UpgradeClient client{id_, reinterpret_cast<const sockaddr*>(&peer_), client_tls_,
+                       callback_base, index != nullptr};
+  UpgradePlan plan = PlanUpgrade(request, handshake, config(), client, upstream_);
+  if (plan.status != 0) {
+    Reject(plan.status, plan.reason);
     return;
   }
-  std::string_view path = std::string_view(target).substr(0, target.find('?'));
-  std::string client_ip = FormatIp(reinterpret_cast<const sockaddr*>(&peer_));
-  UpstreamRefusal refusal;
-  if (!upstream_.Place(request, handshake.host, path, client_ip, &refusal)) {
-    Reject(refusal.status, refusal.reason);
-    return;
-  }
-  handshake_->expected_accept = http::ComputeAccept(handshake.key);
-  path_.assign(path);
-  const auto* peer = reinterpret_cast<const sockaddr*>(&peer_);
-  http::ForwardingInfo info{client_ip, client_tls_, id_,
-                            IsTrustedPeer(config().trusted_proxies, peer)};
-  info.target = target;
-  std::string proxy_fields;
-  if (context_.connections != nullptr && context_.connections->index() != nullptr &&
-      config().admin.enabled) {
-    proxy_fields = "X-Wsgate-Connection-Id: " + id_ + "\r\nX-Wsgate-Callback-Url: " +
-                   context_.connections->index()->public_url() + "/connections/" + id_ + "\r\n";
-  }
-  const config::AuthConfig& auth = config().auth;
-  const config::RouteConfig& route = config().routes[static_cast<size_t>(upstream_.route_index())];
-  bool authorize = auth.enabled && route.auth && context_.connections != nullptr &&
-                   context_.connections->index() != nullptr;
-  // On every route, a client cannot send the headers the auth service vouches for itself.
-  const std::vector<std::string>* drop_fields = &auth.copy_headers;
-  std::vector<std::string> drop_with_extensions;
-  const config::LimitsConfig::Compression compression = config().limits.compression;
-  if (compression != config::LimitsConfig::Compression::kPassthrough &&
-      request.FieldCount("sec-websocket-extensions") != 0) {
-    // strip: no deflate offer reaches the backend, so nothing is compressed. inspect: the
-    // per-frame deflate drafts, which are never inflated, do not either (a backend that took
-    // one would let a compressed message pass counted by its compressed size). Other offers
-    // stay.
-    bool per_frame_only = compression == config::LimitsConfig::Compression::kInspect;
-    std::string kept_fields;
-    bool changed = false;
-    for (const auto& field : handshake_->request_parser.fields()) {
-      if (!http::EqualsIgnoreCase(request.Get(field.name), "sec-websocket-extensions")) continue;
-      std::string kept = http::StripDeflateOffers(request.Get(field.value), per_frame_only);
-      if (kept != request.Get(field.value)) changed = true;
-      if (!kept.empty()) kept_fields.append("Sec-WebSocket-Extensions: " + kept + "\r\n");
-    }
-    if (changed) {
-      drop_with_extensions = *drop_fields;
-      drop_with_extensions.emplace_back("sec-websocket-extensions");
-      drop_fields = &drop_with_extensions;
-      proxy_fields.append(kept_fields);
-    }
-  }
-  handshake_->upstream_request =
-      http::BuildUpstreamRequest(request, info, proxy_fields, drop_fields);
-  HeaderList auth_headers;
-  std::string auth_key;
-  if (authorize) {
-    auth_headers = AuthRequestHeaders(request, auth, client_ip, id_, target);
-    if (auth.cache_ttl.count() > 0) auth_key = AuthCacheKey(request, auth, target);
-  }
+  path_ = std::move(plan.path);
+  handshake_->upstream_request = std::move(plan.upstream_request);
+  handshake_->expected_accept = std::move(plan.expected_accept);
   evbuffer_drain(input, handshake_->request_parser.head_length());
-  if (authorize) {
-    StartAuth(std::move(auth_headers), std::move(auth_key));
+  if (plan.authorize) {
+    StartAuth(std::move(plan.auth_headers), std::move(plan.auth_cache_key));
     return;
   }
   ConnectUpstream();

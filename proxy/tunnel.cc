@@ -565,8 +565,7 @@ void Tunnel::InsertClose(Side to, uint16_t code, const std::string& reason) {
   StartClosingTimer();
   FramePipe& toward = pipe_from(Other(to));
   p.out = Outbound::kCloseQueued;
-  p.queued_close_code = code;
-  p.queued_close_reason = reason;
+  p.queued_close = std::make_unique<QueuedClose>(QueuedClose{code, reason});
   toward.StopAtBoundary();
   // A frame held for inflation is finished first too, unless its sender is gone.
   bool held = toward.holding_frame() && socket(Other(to)).open();
@@ -583,11 +582,10 @@ void Tunnel::FlushPendingClose(Side to) {
   bool masked = to == Side::kBackend;  // RFC 6455 §5.3: frames towards a server are masked
   if (masked && !SecureRandom(mask, sizeof(mask))) std::memset(mask, 0x5a, sizeof(mask));
   std::string frame =
-      ws::BuildCloseFrame(p.queued_close_code, p.queued_close_reason, masked ? mask : nullptr);
+      ws::BuildCloseFrame(p.queued_close->code, p.queued_close->reason, masked ? mask : nullptr);
   p.socket->Write(frame.data(), frame.size());
   p.out = Outbound::kCloseSent;
-  p.queued_close_code = 0;
-  p.queued_close_reason.clear();
+  p.queued_close.reset();
   CloseIfDone(to);
 }
 

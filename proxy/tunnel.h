@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -137,6 +138,10 @@ class Tunnel {
     kCloseReceived,  // its close frame was read: nothing after it is relayed
     kDiscarding,     // it broke the protocol or a limit: its bytes are dropped unread
   };
+  struct QueuedClose {
+    uint16_t code;
+    std::string reason;
+  };
   struct Peer {
     explicit Peer(Endpoint& endpoint) : socket(&endpoint) {}
     Endpoint* socket;
@@ -144,8 +149,8 @@ class Tunnel {
     Inbound in = Inbound::kOpen;
     bool backpressured = false;  // reading paused: the other side's output is full
     bool throttled = false;      // reading paused by the message-rate limit
-    uint16_t queued_close_code = 0;  // with Outbound::kCloseQueued
-    std::string queued_close_reason;
+    // With Outbound::kCloseQueued (allocated then: an open connection carries none of it).
+    std::unique_ptr<QueuedClose> queued_close;
     SplicePipePtr splice;  // while part of a frame from it goes by splice(2)
 
     bool close_sent() const { return out == Outbound::kCloseSent; }
