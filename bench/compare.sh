@@ -11,7 +11,7 @@
 # bench/results/latest.png. Knobs (environment): TARGETS, WORKERS, DURATION, REPEAT, HOLD,
 # IDLE_COUNTS, METRICS_CMP, PROXY_CPU, CLIENT_CPU, PORT_BASE, INSTALL, OUT, KEEP, WSGATE,
 # WSGATE_BASE (another wsgate binary, the target wsgate-base: before/after a change in one run),
-# WSGATE_BASE_LABEL. Exit status 1 if any run failed or counted an error, 2 on a setup problem.
+# WSGATE_BASE_LABEL, WSGATE_LABEL. Exit status 1 if any run failed or counted an error, 2 on a setup problem.
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,6 +21,7 @@ BUILD_DIR=$(cd "$BUILD_DIR" 2>/dev/null && pwd) || { echo "compare.sh: no build 
 WSGATE=${WSGATE:-$BUILD_DIR/wsgate}
 WSGATE_BASE=${WSGATE_BASE:-}          # the target wsgate-base: the same config, this binary
 WSGATE_BASE_LABEL=${WSGATE_BASE_LABEL:-$WSGATE_BASE}  # what the base is, for the versions line
+WSGATE_LABEL=${WSGATE_LABEL:-$WSGATE}  # what the new one is, for the before/after table
 WSBENCH=$BUILD_DIR/bench/wsbench
 BACKEND=$BUILD_DIR/bench/echo_backend
 RELAY=$BUILD_DIR/bench/tcp_relay
@@ -654,8 +655,8 @@ before_after_table() {
   local w s n l
   echo "### Before/after: wsgate ÷ wsgate-base"
   echo
-  echo "wsgate-base: ${WSGATE_BASE_LABEL}; wsgate: $WSGATE. Same config, same rounds, run back to back"
-  echo "in alternating order. Spread = (max − min) ÷ median of the rounds, in %; a difference no larger"
+  echo "wsgate-base: ${WSGATE_BASE_LABEL}; wsgate: ${WSGATE_LABEL}. Same config, same rounds, run back"
+  echo "to back in alternating order. Spread = (max − min) ÷ median of the rounds, in %; a difference no larger"
   echo "than the larger of the two spreads is called noise."
   echo
   echo "| figure | wsgate-base | wsgate | wsgate ÷ base | spread % base / new | difference |"
