@@ -24,7 +24,8 @@ die() { log "before_after.sh: $*"; exit 2; }
 base_ref=$1
 BUILD_DIR=$(realpath -m "${2:-$repo/build}")
 BA_DIR=$(realpath -m "${BA_DIR:-$repo/build-before-after}")
-base_sha=$(git -C "$repo" rev-parse --verify --quiet "$base_ref^{commit}") || die "not a commit: $base_ref"
+base_sha=$(git -C "$repo" rev-parse --verify --quiet "$base_ref^{commit}") ||
+  die "not a commit: $base_ref"
 new_sha=$(git -C "$repo" rev-parse --short HEAD)
 dirty=""
 git -C "$repo" diff --quiet HEAD -- 2>/dev/null || dirty=" with uncommitted changes"
@@ -38,7 +39,8 @@ if command -v ccache >/dev/null; then
 fi
 build_release() {  # $1 source, $2 build dir
   cmake -S "$1" -B "$2" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O2 -DNDEBUG" \
-    -DBUILD_TESTING=OFF -DWSGATE_BENCH=OFF -DWSGATE_WERROR=OFF "${launcher[@]}" >"$2.configure.log" 2>&1 ||
+    -DBUILD_TESTING=OFF -DWSGATE_BENCH=OFF -DWSGATE_WERROR=OFF "${launcher[@]}" \
+    >"$2.configure.log" 2>&1 ||
     { tail -n 20 "$2.configure.log" >&2; die "configuring $1 failed (log: $2.configure.log)"; }
   cmake --build "$2" -j"$jobs" --target wsgate >"$2.build.log" 2>&1 ||
     { tail -n 20 "$2.build.log" >&2; die "building $1 failed (log: $2.build.log)"; }
@@ -68,8 +70,9 @@ mkdir -p "$(dirname "$base_build")"
 build_release "$base_src" "$base_build"
 # The load generator and the backend come from BUILD_DIR (built if it is configured).
 if [[ -f $BUILD_DIR/CMakeCache.txt ]]; then
-  cmake --build "$BUILD_DIR" -j"$jobs" --target wsbench echo_backend >"$BA_DIR/tools.build.log" 2>&1 ||
-    { tail -n 20 "$BA_DIR/tools.build.log" >&2; die "building wsbench and echo_backend in $BUILD_DIR failed"; }
+  tools_log=$BA_DIR/tools.build.log
+  cmake --build "$BUILD_DIR" -j"$jobs" --target wsbench echo_backend >"$tools_log" 2>&1 ||
+    { tail -n 20 "$tools_log" >&2; die "building wsbench and echo_backend in $BUILD_DIR failed"; }
 fi
 built=$(date +%s)
 log "== builds took $((built - started)) s"
@@ -92,5 +95,6 @@ export PNG=${PNG:-${OUT%.md}.png}
 rc=0
 "$here/compare.sh" "$BUILD_DIR" || rc=$?
 finished=$(date +%s)
-log "== before/after: builds $((built - started)) s, benchmark $((finished - built)) s, $((finished - started)) s in all (wall)"
+log "== before/after: builds $((built - started)) s, benchmark $((finished - built)) s," \
+  "$((finished - started)) s in all (wall)"
 exit "$rc"

@@ -11,11 +11,19 @@ build=$1
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 failed=0
+# compare.sh pins the proxy and the load generator to two different CPUs.
+if (( $(nproc) < 2 )) || ! command -v taskset >/dev/null || ! command -v ss >/dev/null; then
+  echo "compare_smoke: SKIP (needs 2 CPUs, taskset and ss)"
+  exit 77
+fi
 fail() { echo "FAIL: $*"; failed=1; }
 # compare.sh takes PORT_BASE..+16 and refuses taken ports: pick a free block (below the
 # ephemeral range) so that a benchmark or another checkout's ctest running alongside does not
 # collide with this one.
-ports_free() { local p; for p in $(seq "$1" $(($1 + 16))); do [[ -z $(ss -Htln "sport = :$p") ]] || return 1; done; }
+ports_free() {
+  local p
+  for p in $(seq "$1" $(($1 + 16))); do [[ -z $(ss -Htln "sport = :$p") ]] || return 1; done
+}
 if [[ -z ${PORT_BASE:-} ]]; then
   for _ in $(seq 50); do
     PORT_BASE=$((20000 + RANDOM % 500 * 20))
@@ -39,21 +47,24 @@ for figure in "echo 64 conns × 128 B: msgs/s" "echo 1000 conns × 1 KiB: msgs/s
   grep -Eq "^\| w1 $figure [^|]* \| [0-9.]+ \| [0-9.]+ \| [0-9]+\.[0-9]{3} \|" "$dir/ba.md" ||
     fail "before/after row missing or without a ratio: $figure"
 done
-grep -Eq '^\| w1 echo 64 conns × 128 B: msgs/s [^|]*\|.*\| [0-9.]+ / [0-9.]+ \| [^|]*(noise)' "$dir/ba.md" ||
+spread_and_verdict='\| [0-9.]+ / [0-9.]+ \| [^|]*(noise)'
+grep -Eq "^\\| w1 echo 64 conns × 128 B: msgs/s [^|]*\\|.*$spread_and_verdict" "$dir/ba.md" ||
   fail "no spread or verdict in the 128 B row"
 grep -q '^| figure | wsgate-base | wsgate | wsgate ÷ wsgate-base |$' "$dir/ba.md" ||
   fail "main table header without wsgate-base and the ratio column"
 # Both sides ran in every round, next to each other.
 for r in 1 2; do
   for t in wsgate-base wsgate; do
-    grep -q "\[w1 $t handshake 50 loops r$r\] handshakes_per_s=[0-9]" "$dir/ba.out" || fail "$t missing in round $r"
+    grep -q "\[w1 $t handshake 50 loops r$r\] handshakes_per_s=[0-9]" "$dir/ba.out" ||
+      fail "$t missing in round $r"
   done
 done
 grep -q '^- w1 wsgate-base: e128: ' "$dir/ba.md" || fail "every-round listing without wsgate-base"
 grep -q 'wsgate-base .*same binary' "$dir/ba.md" || fail "versions line without wsgate-base"
 
 # plain mode: unchanged
-TARGETS="wsgate" REPEAT=1 OUT="$dir/plain.md" PNG="$dir/plain.png" bash "$here/compare.sh" "$build" >"$dir/plain.out" 2>&1
+TARGETS="wsgate" REPEAT=1 OUT="$dir/plain.md" PNG="$dir/plain.png" \
+  bash "$here/compare.sh" "$build" >"$dir/plain.out" 2>&1
 rc=$?
 (( rc == 0 )) || { cat "$dir/plain.out"; fail "plain compare.sh exited $rc"; }
 grep -q '^| figure | wsgate |$' "$dir/plain.md" || fail "plain mode: table header changed"
