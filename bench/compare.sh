@@ -9,8 +9,9 @@
 # Prints one markdown table (each figure and its ratio to HAProxy), writes it with the method,
 # versions and every round's figures to bench/results/latest.md and a chart to
 # bench/results/latest.png. Knobs (environment): TARGETS, WORKERS, DURATION, REPEAT, HOLD,
-# IDLE_COUNTS, METRICS_CMP, PROXY_CPU, CLIENT_CPU, PORT_BASE, INSTALL, OUT, KEEP. Exit status 1
-# if any run failed or counted an error, 2 on a setup problem.
+# IDLE_COUNTS, METRICS_CMP, PROXY_CPU, CLIENT_CPU, PORT_BASE, INSTALL, OUT, KEEP, WSGATE,
+# WSGATE_BASE (another wsgate binary, the target wsgate-base: before/after a change in one run),
+# WSGATE_BASE_LABEL, WSGATE_LABEL. Exit status 1 if any run failed or counted an error, 2 on a setup problem.
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,6 +19,9 @@ repo=$(dirname "$here")
 BUILD_DIR=${1:-${BUILD_DIR:-$repo/build}}
 BUILD_DIR=$(cd "$BUILD_DIR" 2>/dev/null && pwd) || { echo "compare.sh: no build directory ${1:-${BUILD_DIR:-}}" >&2; exit 2; }
 WSGATE=${WSGATE:-$BUILD_DIR/wsgate}
+WSGATE_BASE=${WSGATE_BASE:-}          # the target wsgate-base: the same config, this binary
+WSGATE_BASE_LABEL=${WSGATE_BASE_LABEL:-$WSGATE_BASE}  # what the base is, for the versions line
+WSGATE_LABEL=${WSGATE_LABEL:-$WSGATE}  # what the new one is, for the before/after table
 WSBENCH=$BUILD_DIR/bench/wsbench
 BACKEND=$BUILD_DIR/bench/echo_backend
 RELAY=$BUILD_DIR/bench/tcp_relay
@@ -38,6 +42,18 @@ NBACKENDS=4
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "compare.sh: $*"; exit 2; }
+
+# WSGATE_BASE adds wsgate-base, right before wsgate, unless TARGETS names it.
+if [[ -n $WSGATE_BASE ]]; then
+  [[ -x $WSGATE_BASE ]] || die "WSGATE_BASE=$WSGATE_BASE is not an executable"
+  WSGATE_BASE=$(realpath "$WSGATE_BASE")
+  if [[ " $TARGETS " != *" wsgate-base "* ]]; then
+    if [[ " $TARGETS " == *" wsgate "* ]]; then TARGETS=$(sed 's/\(^\| \)wsgate\( \|$\)/\1wsgate-base wsgate\2/' <<<"$TARGETS")
+    else TARGETS+=" wsgate-base"; fi
+  fi
+elif [[ " $TARGETS " == *" wsgate-base "* ]]; then
+  die "the target wsgate-base needs WSGATE_BASE=/path/to/the/other/wsgate"
+fi
 
 for bin in "$WSGATE" "$WSBENCH" "$BACKEND"; do
   [[ -x $bin ]] || die "$bin is missing; build first: cmake --build $BUILD_DIR --target wsgate wsbench echo_backend tcp_relay"
@@ -133,8 +149,8 @@ backend_ports=()
 for i in $(seq 0 $((NBACKENDS - 1))); do backend_ports+=($((PORT_BASE + i))); done
 declare -A port=([direct]=${backend_ports[0]} [wsgate]=$((PORT_BASE + 10)) [wsgate_nometrics]=$((PORT_BASE + 11))
                  [haproxy]=$((PORT_BASE + 12)) [nginx]=$((PORT_BASE + 13)) [caddy]=$((PORT_BASE + 14))
-                 [relay]=$((PORT_BASE + 15)))
-for p in "${backend_ports[@]}" "${port[wsgate]}" "${port[wsgate_nometrics]}" "${port[haproxy]}" "${port[nginx]}" "${port[caddy]}" "${port[relay]}"; do
+                 [relay]=$((PORT_BASE + 15)) [wsgate-base]=$((PORT_BASE + 16)))
+for p in "${backend_ports[@]}" "${port[wsgate]}" "${port[wsgate_nometrics]}" "${port[haproxy]}" "${port[nginx]}" "${port[caddy]}" "${port[relay]}" "${port[wsgate-base]}"; do
   port_in_use "$p" && die "port $p is in use (set PORT_BASE)"
 done
 
@@ -142,8 +158,8 @@ done
 
 write_configs() {  # $1 workers
   local n=$1 p
-  for metrics in true false; do
-    local name=wsgate; [[ $metrics == false ]] && name=wsgate_nometrics
+  for name in wsgate wsgate_nometrics wsgate-base; do
+    local metrics=true; [[ $name == wsgate_nometrics ]] && metrics=false
     {
       echo "workers: $n"
       echo "listeners:"
@@ -241,9 +257,11 @@ start_proxy() {  # $1 target, $2 workers
       pid=$!
       wait_until "$pid" file_ready "$work/$t.ready" || { pids+=("$pid"); main_pid[$t]=$pid; return 1; }
       proc_pids[$t]=$pid ;;
-    wsgate|wsgate_nometrics)
+    wsgate|wsgate_nometrics|wsgate-base)
+      local bin=$WSGATE
+      [[ $t == wsgate-base ]] && bin=$WSGATE_BASE
       rm -f "$work/$t.ready"
-      "${proxy_pin[@]}" "$WSGATE" -c "$work/$t.yaml" --ready-file "$work/$t.ready" --log-level warn >>"$work/$t.log" 2>&1 &
+      "${proxy_pin[@]}" "$bin" -c "$work/$t.yaml" --ready-file "$work/$t.ready" --log-level warn >>"$work/$t.log" 2>&1 &
       pid=$!
       wait_until "$pid" file_ready "$work/$t.ready" || { pids+=("$pid"); main_pid[$t]=$pid; return 1; }
       proc_pids[$t]=$pid ;;
@@ -276,7 +294,7 @@ stop_proxy() {
   proc_pids[$1]=""
 }
 installed() {
-  case $1 in direct|wsgate|wsgate_nometrics) return 0 ;; relay) [[ -x $RELAY ]] ;; *) command -v "$1" >/dev/null ;; esac
+  case $1 in direct|wsgate|wsgate_nometrics) return 0 ;; wsgate-base) [[ -x $WSGATE_BASE ]] ;; relay) [[ -x $RELAY ]] ;; *) command -v "$1" >/dev/null ;; esac
 }
 
 backend_pids=()
@@ -390,6 +408,11 @@ pick_medians() {  # $1 pass, $2 target, $3 scenario: the median of every figure 
       [[ -z ${R[$w,$t,$s#$r,failed]:-} && $v =~ ^[0-9.]+$ ]] && vals+=("$v")
     done
     (( ${#vals[@]} > 0 )) && R[$w,$t,$s,$k]=$(printf '%s\n' "${vals[@]}" | median)
+    # Round-to-round spread, (max - min) / median in %: the noise a before/after difference is
+    # judged against.
+    (( ${#vals[@]} > 1 )) && R[$w,$t,$s,$k,spread]=$(printf '%s\n' "${vals[@]}" |
+      awk -v m="${R[$w,$t,$s,$k]}" 'NR == 1 {lo = hi = $1} {if ($1 < lo) lo = $1; if ($1 > hi) hi = $1}
+                                     END {if (m > 0) printf "%.1f", (hi - lo) / m * 100}')
     R[$w,$t,$s,$k,all]=$(for r in $(seq "$REPEAT"); do printf '%s ' "${R[$w,$t,$s#$r,$k]:-?}"; done)
   done
   for r in $(seq "$REPEAT"); do
@@ -402,7 +425,7 @@ pick_medians() {  # $1 pass, $2 target, $3 scenario: the median of every figure 
 ran=()
 skipped=()
 for t in $TARGETS; do
-  case $t in direct|relay|wsgate|haproxy|nginx|caddy) ;; *) die "unknown target $t" ;; esac
+  case $t in direct|relay|wsgate|wsgate-base|haproxy|nginx|caddy) ;; *) die "unknown target $t" ;; esac
   why="not installed"
   [[ $t == relay ]] && why="not built: $RELAY"
   if installed "$t"; then ran+=("$t"); else skipped+=("$t ($why)"); log "== $t: $why: skipped"; fi
@@ -467,21 +490,27 @@ for w in $WORKERS; do
   extra=()
   if (( metrics_cmp && w == 1 )) && start_proxy wsgate_nometrics "$w"; then extra=(wsgate_nometrics); fi
   n=${#pass_targets[@]}
+  # wsgate-base runs right next to wsgate (see below), not in the rotation.
+  base_paired=0
+  for t in "${pass_targets[@]}"; do [[ $t == wsgate ]] && base_paired=1; done
   for r in $(seq "$REPEAT"); do
     log "== workers=$w round $r of $REPEAT"
     for s in "${scenarios[@]}"; do
-      list=("${pass_targets[@]}")
+      list=()
+      for t in "${pass_targets[@]}"; do (( base_paired )) && [[ $t == wsgate-base ]] || list+=("$t"); done
       m=${#list[@]}
       for i in $(seq 0 $((m - 1))); do  # who goes first rotates from round to round
         t=${list[$(( (i + r - 1) % m ))]}
-        if [[ $s == e128 && $t == wsgate && ${#extra[@]} -gt 0 ]]; then
-          # Metrics on and off back to back, in turn first, so neither always gets the same
-          # neighbour or slot: runs here drift by more than the 3 % being measured.
-          if (( r % 2 )); then pair=(wsgate wsgate_nometrics); else pair=(wsgate_nometrics wsgate); fi
-          for t in "${pair[@]}"; do run_timed "$w" "$t" "$s" "$r"; done
-          continue
+        group=("$t")
+        if [[ $t == wsgate ]]; then
+          # Metrics on and off, and base and new, back to back, each in turn first, so none
+          # always gets the same neighbour or slot: runs here drift by more than the few %
+          # being measured.
+          [[ $s == e128 && ${#extra[@]} -gt 0 ]] && group+=(wsgate_nometrics)
+          (( base_paired )) && [[ ${main_pid[wsgate-base]:-} ]] && group+=(wsgate-base)
         fi
-        run_timed "$w" "$t" "$s" "$r"
+        g=${#group[@]}
+        for j in $(seq 0 $((g - 1))); do run_timed "$w" "${group[$(( (j + r - 1) % g ))]}" "$s" "$r"; done
       done
     done
   done
@@ -514,6 +543,8 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 ref=haproxy
 has haproxy || ref=wsgate
+before_after=0
+has wsgate && has wsgate-base && before_after=1
 # cell PASS TARGET SCENARIO KEY [DECIMALS]: "value (ratio×)" against the reference target.
 fmt() { awk -v v="$1" -v d="${2:-0}" 'BEGIN {printf "%.*f", d, v}'; }
 cell() {
@@ -528,9 +559,20 @@ cell() {
     fmt "$v" "$d"
   fi
 }
+# new_over_base PASS SCENARIO KEY: wsgate ÷ wsgate-base, or — when either is missing or failed.
+new_over_base() {
+  local v=${R[$1,wsgate,$2,$3]:-} b=${R[$1,wsgate-base,$2,$3]:-}
+  if [[ -z ${R[$1,wsgate,$2,failed]:-}${R[$1,wsgate-base,$2,failed]:-} && $v =~ ^[0-9.]+$ && $b =~ ^[0-9.]+$ ]] &&
+     awk -v b="$b" 'BEGIN {exit !(b > 0)}'; then
+    awk -v v="$v" -v b="$b" 'BEGIN {printf "%.3f", v / b}'
+  else
+    printf '—'
+  fi
+}
 row() {  # $1 pass, $2 label, $3 scenario (or idleN), $4 key, $5 decimals
   local line="| $2 |" t
   for t in "${ran[@]}"; do line+=" $(cell "$1" "$t" "$3" "$4" "${5:-0}") |"; done
+  (( before_after )) && line+=" $(new_over_base "$1" "$3" "$4") |"
   printf '%s\n' "$line"
 }
 # Marginal cost between the two largest idle counts: (RSS at b - RSS at a) / (b - a), which
@@ -551,6 +593,7 @@ done
 table() {
   local header="| figure |" sep="|---|" t w s
   for t in "${ran[@]}"; do header+=" $t |"; sep+="---:|"; done
+  (( before_after )) && { header+=" wsgate ÷ wsgate-base |"; sep+="---:|"; }
   echo "$header"
   echo "$sep"
   for w in $WORKERS; do
@@ -580,6 +623,63 @@ table() {
   done
 }
 
+# The before/after table: wsgate-base, wsgate, wsgate ÷ wsgate-base, the round-to-round spread
+# of each, and whether the difference is larger than that spread.
+plain() {  # PASS TARGET SCENARIO KEY DECIMALS: the figure, **FAIL** or —
+  if [[ -n ${R[$1,$2,$3,failed]:-} ]]; then printf '**FAIL**'; return; fi
+  local v=${R[$1,$2,$3,$4]:-}
+  if [[ $v =~ ^[0-9.]+$ ]]; then fmt "$v" "$5"; else printf '—'; fi
+}
+ba_row() {  # $1 pass, $2 label, $3 scenario, $4 key, $5 decimals, $6 better: up or down
+  local w=$1 s=$3 k=$4 d=$5 q sb sn verdict
+  [[ -n ${R[$w,wsgate-base,$s,$k]:-}${R[$w,wsgate,$s,$k]:-}${R[$w,wsgate,$s,failed]:-} ]] || return 0
+  q=$(new_over_base "$w" "$s" "$k")
+  sb=${R[$w,wsgate-base,$s,$k,spread]:-}
+  sn=${R[$w,wsgate,$s,$k,spread]:-}
+  if [[ $q == — ]]; then
+    verdict=—
+  elif [[ -z $sb || -z $sn ]]; then
+    verdict="$(awk -v q="$q" 'BEGIN {printf "%+.1f %%", (q - 1) * 100}'), one run: no spread to judge by"
+  else
+    verdict=$(awk -v q="$q" -v a="$sb" -v b="$sn" -v better="$6" 'BEGIN {
+      diff = (q - 1) * 100; noise = a > b ? a : b; mag = diff < 0 ? -diff : diff
+      if (mag <= noise) { printf "%+.1f %%, within noise", diff; exit }
+      worse = (better == "up") ? diff < 0 : diff > 0
+      if (worse) printf "**%+.1f %%, worse beyond noise**", diff
+      else printf "%+.1f %%, better beyond noise", diff }')
+  fi
+  echo "| $2 | $(plain "$w" wsgate-base "$s" "$k" "$d") | $(plain "$w" wsgate "$s" "$k" "$d") | $q | ${sb:-—} / ${sn:-—} | $verdict |"
+}
+before_after_table() {
+  (( before_after )) || return 0
+  local w s n l
+  echo "### Before/after: wsgate ÷ wsgate-base"
+  echo
+  echo "wsgate-base: ${WSGATE_BASE_LABEL}; wsgate: ${WSGATE_LABEL}. Same config, same rounds, run back"
+  echo "to back in alternating order. Spread = (max − min) ÷ median of the rounds, in %; a difference no larger"
+  echo "than the larger of the two spreads is called noise."
+  echo
+  echo "| figure | wsgate-base | wsgate | wsgate ÷ base | spread % base / new | difference |"
+  echo "|---|---:|---:|---:|---:|---|"
+  for w in $WORKERS; do
+    for s in "${scenarios[@]}"; do
+      l="w$w ${scen_label[$s]}"
+      case $s in
+        hs) ba_row "$w" "$l: handshakes/s ↑" "$s" handshakes_per_s 0 up ;;
+        e64k) ba_row "$w" "$l: MB/s ↑" "$s" mb_per_s 1 up ;;
+        *) ba_row "$w" "$l: msgs/s ↑" "$s" msgs_per_s 0 up ;;
+      esac
+      ba_row "$w" "$l: p99 µs ↓" "$s" p99_us 0 down
+      (( w == 1 )) && ba_row "$w" "$l: proxy-core µs/op ↓" "$s" core_us_per_op 2 down
+      ba_row "$w" "$l: proxy process CPU µs/op ↓" "$s" proc_us_per_op 2 down
+    done
+    for n in $IDLE_COUNTS; do
+      ba_row "$w" "w$w idle $n conns: KiB per connection ↓" "idle$n" kib_per_conn 2 down
+    done
+  done
+  echo
+}
+
 metrics_table() {
   (( metrics_cmp )) || return 0
   local on_c=${R[1,wsgate,e128,core_us_per_op]:-} off_c=${R[1,wsgate_nometrics,e128,core_us_per_op]:-}
@@ -603,6 +703,7 @@ metrics_table() {
 versions() {
   local v=()
   v+=("wsgate $("$WSGATE" --version 2>/dev/null | head -n1 | awk '{print $NF}') (source $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?'), binary built $(date -u -r "$WSGATE" +'%Y-%m-%d %H:%M UTC'))")
+  has wsgate-base && v+=("wsgate-base $("$WSGATE_BASE" --version 2>/dev/null | head -n1 | awk '{print $NF}') ($WSGATE_BASE_LABEL, binary built $(date -u -r "$WSGATE_BASE" +'%Y-%m-%d %H:%M UTC'))")
   has haproxy && v+=("HAProxy $(haproxy -v 2>/dev/null | head -n1 | awk '{print $3}')")
   has nginx && v+=("$(nginx -v 2>&1 | sed 's/^nginx version: //')")
   has caddy && v+=("Caddy $(caddy version 2>/dev/null | awk '{print $1}')")
@@ -615,11 +716,13 @@ versions() {
 {
   echo "## wsgate vs HAProxy, nginx, Caddy — $(date -u +'%Y-%m-%d %H:%M UTC')"
   echo
+  before_after_table
   table
   echo
   echo "Ratios are target ÷ $ref (↑ higher is better, ↓ lower is better); each figure is the median"
   echo "over $REPEAT rounds of ${DURATION} s. wN = the pass with N threads/workers per proxy. **FAIL** = a round"
   echo "of that cell failed or counted an error (listed below)."
+  (( before_after )) && echo "The last column is wsgate ÷ wsgate-base ($WSGATE_BASE_LABEL), whatever the direction of the figure."
   if has relay; then
     echo "\`relay\` is the minimal TCP relay (bench/tcp_relay.cc), one thread in every pass (w2 too): its"
     echo "proxy-core µs/op is the floor any epoll proxy pays on this kernel; the distance to it is a proxy's own cost"
@@ -727,7 +830,7 @@ chart() {
   done; done
   n=${#cols[@]}
   local plots_thr="" plots_cpu="" plots_mem="" i
-  declare -A colour=([haproxy]='#8c8c8c' [wsgate]='#1a9850' [nginx]='#4575b4' [caddy]='#f46d43' [relay]='#9e9ac8'
+  declare -A colour=([haproxy]='#8c8c8c' [wsgate]='#1a9850' [wsgate-base]='#a6d96a' [nginx]='#4575b4' [caddy]='#f46d43' [relay]='#9e9ac8'
                      [direct]='#d9d9d9')
   for i in $(seq 0 $((n - 1))); do
     local c=$((i + 2)) sep=${plots_thr:+, } style="lc rgb '${colour[${cols[$i]}]}' title '${cols[$i]}'"
