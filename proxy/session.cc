@@ -10,11 +10,10 @@
 #include "proxy/core/event_loop.h"
 #include "proxy/core/log.h"
 #include "proxy/http/handshake.h"
-#include "proxy/sticky_balancer.h"
 #include "proxy/trusted_peer.h"
 #include "proxy/upstream.h"
 #include "proxy/upgrade_attempt.h"
-#include "proxy/upgrade_request.h"
+#include "proxy/client_handshake.h"
 
 namespace wsgate {
 
@@ -72,11 +71,6 @@ metrics::Initiator InitiatorOf(ClosedBy closed_by) {
   return metrics::kByProxy;
 }
 
-http::HeadLimits RequestLimits(const config::ProxyConfig& config) {
-  return http::HeadLimits{config.limits.max_header_bytes, config.limits.max_request_line_bytes,
-                          128};
-}
-
 }  // namespace
 
 Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* peer,
@@ -85,7 +79,7 @@ Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* pe
       runtime_(context.current),
       id_(NewConnectionId()),
       listener_name_(std::move(listener_name)),
-      handshake_(std::make_unique<Handshake>(RequestLimits(context.current->config))),
+      handshake_(std::make_unique<Handshake>(context.current->config)),
       upstream_("session", *runtime_, context.metrics),
       started_at_(std::chrono::steady_clock::now()) {
   std::memcpy(&peer_, peer, peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
@@ -163,49 +157,28 @@ void Session::OnClientRead() {
 }
 
 void Session::HandleRequestHead() {
-  evbuffer* input = bufferevent_get_input(client_.bev.get());
-  size_t length = evbuffer_get_length(input);
-  // The head is bounded by max_header_bytes, so linearising it is cheap.
-  const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, -1));
-  std::string_view buffered(data, length);
-  switch (handshake_->request_parser.Parse(buffered)) {
-    case http::ParseStatus::kNeedMore:
-      return;
-    case http::ParseStatus::kError: {
-      http::ParseError error = handshake_->request_parser.error();
-      int status = error == http::ParseError::kHeadTooLarge ? 431 : 400;
-      Reject(status, http::ParseErrorName(error));
-      return;
-    }
-    case http::ParseStatus::kComplete:
-      break;
-  }
-  http::HeadView request(handshake_->request_parser, buffered);
-  http::ClientHandshakePolicy policy{&config().limits.allowed_origins};
-  http::ClientHandshake handshake = http::CheckClientHandshake(request, policy);
-  if (handshake.status == 426 && !handshake.is_upgrade) {
-    StartHttp();
-    return;
-  }
-  if (handshake.status != 0) {
-    Reject(handshake.status, handshake.reason, handshake.extra_header);
-    return;
-  }
   ConnectionIndex* index = context_.connections ? context_.connections->index() : nullptr;
   std::string callback_base = index && config().admin.enabled ? index->public_url() : "";
-  UpgradeClient client{id_, reinterpret_cast<const sockaddr*>(&peer_), client_tls_,
-                       callback_base, index != nullptr};
-  UpgradePlan plan = PlanUpgrade(request, handshake, config(), client, upstream_);
-  if (plan.status != 0) {
-    Reject(plan.status, plan.reason);
-    return;
+  UpgradeClient who{id_, reinterpret_cast<const sockaddr*>(&peer_), client_tls_, callback_base,
+                    index != nullptr};
+  HeadJudgement head = handshake_->request.Read(client_.input(), config(), who, upstream_);
+  switch (head.outcome) {
+    case HeadJudgement::kNeedMore:
+      return;
+    case HeadJudgement::kRefused:
+      Reject(head.status, head.reason, head.extra_header);
+      return;
+    case HeadJudgement::kPlainHttp:
+      StartHttp();
+      return;
+    case HeadJudgement::kUpgrade:
+      break;
   }
-  path_ = std::move(plan.path);
-  handshake_->upstream_request = std::move(plan.upstream_request);
-  handshake_->expected_accept = std::move(plan.expected_accept);
-  evbuffer_drain(input, handshake_->request_parser.head_length());
-  if (plan.authorize) {
-    StartAuth(std::move(plan.auth_headers), std::move(plan.auth_cache_key));
+  path_ = std::move(head.plan.path);
+  handshake_->upstream_request = std::move(head.plan.upstream_request);
+  handshake_->expected_accept = std::move(head.plan.expected_accept);
+  if (head.plan.authorize) {
+    StartAuth(std::move(head.plan.auth_headers), std::move(head.plan.auth_cache_key));
     return;
   }
   ConnectUpstream();
@@ -243,7 +216,7 @@ void Session::OnUpgradeRequest() {
   // A WebSocket upgrade after plain requests on the same connection: the usual path from here.
   served_http_ = false;
   state_ = State::kReadingRequest;
-  handshake_->request_parser = http::HeadParser(http::HeadKind::kRequest, RequestLimits(config()));
+  handshake_->request.Reset(config());
   bufferevent_setwatermark(client_.bev.get(), EV_READ, 0, config().limits.max_header_bytes);
   bufferevent_enable(client_.bev.get(), EV_READ);
   ArmTimer(config().timeouts.handshake);
@@ -265,34 +238,8 @@ void Session::CountHandshake(metrics::HandshakeResult result) {
 }
 
 void Session::Reject(int status, const std::string& reason, const std::string& extra_header) {
-  metrics::HandshakeResult result = reject_result_;
-  if (result == metrics::kHandshakeResults) {
-    switch (status) {
-      case 403:
-        result = metrics::kForbidden;
-        break;
-      case 404:
-        result = metrics::kNotFound;
-        break;
-      case 408:
-        result = metrics::kTimeout;
-        break;
-      case 431:
-        result = metrics::kTooLarge;
-        break;
-      case 502:
-      case 504:
-        result = metrics::kBackendFailed;
-        break;
-      case 503:
-        result = metrics::kNoBackend;
-        break;
-      default:
-        result = metrics::kBadRequest;
-        break;
-    }
-  }
-  CountHandshake(result);
+  CountHandshake(reject_result_ != metrics::kHandshakeResults ? reject_result_
+                                                              : HandshakeResultFor(status));
   http_status_ = status;
   reason_ = reason;
   DropBackend();
@@ -406,24 +353,10 @@ void Session::OnRefusalRelayed(const std::string& cut_short) {
   Finish(ClosedBy::kBackend);
 }
 
-void Session::OnUpgradeAccepted(const http::HeadView& response,
-                                const http::UpstreamVerdict& verdict) {
-  // Relay the backend's head unchanged (plus the sticky cookie), then frames.
+void Session::OnUpgradeAccepted(const http::UpstreamVerdict& verdict,
+                                const std::string& subprotocol) {
   http_status_ = 101;
-  subprotocol_.assign(response.Field("sec-websocket-protocol"));
-  evbuffer* input = backend_.input();
-  evbuffer* client_output = bufferevent_get_output(client_.bev.get());
-  size_t head_length = response.parser().head_length();
-  std::string cookie = StickyCookieLine(pool_config(), *chosen_backend_);
-  if (!cookie.empty()) {
-    // Insert before the head's final CRLF.
-    evbuffer_remove_buffer(input, client_output, head_length - 2);
-    evbuffer_drain(input, 2);
-    cookie.append("\r\n");
-    evbuffer_add(client_output, cookie.data(), cookie.size());
-  } else {
-    evbuffer_remove_buffer(input, client_output, head_length);
-  }
+  subprotocol_ = subprotocol;
   StartTunnel(verdict);
 }
 

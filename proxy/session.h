@@ -1,10 +1,12 @@
-// One client connection, end to end: the only owner of its client and backend bufferevents.
+// One client connection's lifecycle: the only owner of its client and backend sockets.
 //
-// Stages run in order inside it: read the request head (handshake parser) → route → pick a
-// backend (balancer) → connect and forward the upgrade (upstream) → check the 101 → splice frames.
-// Every libevent callback is a static trampoline that returns at once if the session is already
-// finished; finishing hands the session to EventLoop::DeferDelete, so no callback ever runs on a
-// freed Session.
+// A Session sequences the rooms that do the work, each in its own file: ClientHandshake (the
+// request head judged, the upgrade planned by PlanUpgrade), the auth hook (session_api.cc),
+// UpgradeAttempt (connect, send, check the 101, retry; relay a refusal), then Tunnel (frames
+// both ways); or the HttpForwarder for plain HTTP. It answers refusals (with a lingering close),
+// drains on GoAway, and is the one place that finishes: metrics, the access record,
+// on_disconnect, and EventLoop::DeferDelete. Every libevent callback is a static trampoline that
+// returns at once if its object has finished, so no callback ever runs on a freed Session.
 #pragma once
 
 #include <netinet/in.h>
@@ -37,6 +39,7 @@
 #include "proxy/runtime.h"
 #include "proxy/session_context.h"
 #include "proxy/tunnel.h"
+#include "proxy/client_handshake.h"
 #include "proxy/upgrade_attempt.h"
 #include "proxy/upstream_attempt.h"
 
@@ -160,8 +163,8 @@ class Session final : public Deferrable,
   // Upstream.
   void ConnectUpstream();
   void OnUpgradeSending() override;
-  void OnUpgradeAccepted(const http::HeadView& response,
-                         const http::UpstreamVerdict& verdict) override;
+  void OnUpgradeAccepted(const http::UpstreamVerdict& verdict,
+                         const std::string& subprotocol) override;
   void OnUpgradeRefused(int status, const std::string& reason) override;
   void OnRefusalRelayed(const std::string& cut_short) override;
   void OnUpgradeFailed(int status, const std::string& reason,
@@ -213,9 +216,8 @@ class Session final : public Deferrable,
   // What only the handshake needs. Freed once spliced, so a long-lived connection carries none
   // of it; present in every state before that.
   struct Handshake final : Deferrable {
-    explicit Handshake(const http::HeadLimits& limits)
-        : request_parser(http::HeadKind::kRequest, limits) {}
-    http::HeadParser request_parser;
+    explicit Handshake(const config::ProxyConfig& config) : request(config) {}
+    ClientHandshake request;
     std::string upstream_request;
     std::string expected_accept;
     std::unique_ptr<HookCall> auth_call;

@@ -8,8 +8,10 @@
 //
 // What each side has seen is one explicit state per direction (Outbound, Inbound) rather than
 // independent flags, so an impossible combination cannot be represented. The backend side is a
-// pointer with its own state and pipe: moving a session to another backend (issue 19) replaces
-// it at a message boundary both ways while the client side stays as it is.
+// pointer with its own Peer state: moving a session to another backend (issue 19) is meant to
+// wait until both pipes are at a message boundary (StopAtMessageBoundary), then point backend_
+// at the new Endpoint with a fresh Peer and restart both pipes' framing (a new 101 may negotiate
+// other extensions) while their counters, the client side, pushes and timers carry on.
 #pragma once
 
 #include <event2/buffer.h>

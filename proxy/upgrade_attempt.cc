@@ -5,6 +5,7 @@
 
 #include "proxy/core/event_loop.h"
 #include "proxy/core/log.h"
+#include "proxy/sticky_balancer.h"
 #include "proxy/tls/tls_context.h"
 #include "proxy/upstream.h"
 
@@ -212,8 +213,11 @@ void UpgradeAttempt::HandleResponseHead() {
   }
   if (verdict.kind == http::UpstreamVerdict::kUpgraded) {
     placement_.ReportOutcome(*lease_, true);
+    // Read before the head moves on: |response| views the backend's input.
+    std::string subprotocol(response.Field("sec-websocket-protocol"));
+    RelayUpgradedHead();
     Report();
-    owner_.OnUpgradeAccepted(response, verdict);
+    owner_.OnUpgradeAccepted(verdict, subprotocol);
     return;
   }
   // The answer ends where its framing says: a length, the last chunk, or the backend's close.
@@ -226,6 +230,23 @@ void UpgradeAttempt::HandleResponseHead() {
   StartRelay(response, framing);
   owner_.OnUpgradeRefused(response_parser_.status_code(), verdict.reason);
   if (phase_ == Phase::kRelayingRefusal) RelayBody();
+}
+
+void UpgradeAttempt::RelayUpgradedHead() {
+  // The backend's head goes to the client unchanged, plus the sticky cookie.
+  evbuffer* input = backend_.input();
+  evbuffer* client_output = client_.output();
+  size_t head_length = response_parser_.head_length();
+  std::string cookie = StickyCookieLine(placement_.pool_config(), *lease_);
+  if (cookie.empty()) {
+    evbuffer_remove_buffer(input, client_output, head_length);
+    return;
+  }
+  // Before the head's final CRLF.
+  evbuffer_remove_buffer(input, client_output, head_length - 2);
+  evbuffer_drain(input, 2);
+  cookie.append("\r\n");
+  evbuffer_add(client_output, cookie.data(), cookie.size());
 }
 
 void UpgradeAttempt::StartRelay(const http::HeadView& response, const http::Framing& framing) {

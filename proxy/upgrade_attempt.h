@@ -29,9 +29,10 @@ class UpgradeAttemptOwner {
  public:
   // The request is about to reach a backend, which may call the connections API at once.
   virtual void OnUpgradeSending() = 0;
-  // |response| is a valid 101 (its head is still at the front of the backend's input).
-  virtual void OnUpgradeAccepted(const http::HeadView& response,
-                                 const http::UpstreamVerdict& verdict) = 0;
+  // The backend answered a valid 101 (choosing |subprotocol|, maybe empty); its head, with the
+  // sticky cookie if the pool sets one, is in the client's output already.
+  virtual void OnUpgradeAccepted(const http::UpstreamVerdict& verdict,
+                                 const std::string& subprotocol) = 0;
   // The backend answered |status| without upgrading. The attempt now relays that answer to the
   // client (its head, then its body as its framing says); nothing the client sends may reach it.
   virtual void OnUpgradeRefused(int status, const std::string& reason) = 0;
@@ -80,6 +81,7 @@ class UpgradeAttempt {
   void OnTimer();
   void HandleResponseHead();
   void FailBadResponse(const std::string& reason);  // 502, counted as a bad_response
+  void RelayUpgradedHead();
   void StartRelay(const http::HeadView& response, const http::Framing& framing);
   void RelayBody();
   void EndRelay(const std::string& cut_short);
