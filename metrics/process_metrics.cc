@@ -1,6 +1,7 @@
 #include "metrics/process_metrics.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -37,8 +38,15 @@ std::optional<std::string> ReadSmallFile(const char* path) {
 // Entries of /proc/self/fd, the descriptor reading the directory included (as the client
 // libraries count it).
 std::optional<uint64_t> OpenFds() {
-  DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return std::nullopt;
+  // open() + fdopendir() rather than opendir(): ThreadSanitizer (clang 14) does not record a
+  // descriptor opendir() creates and crashes when it reports anything on it.
+  int fd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  DIR* dir = fdopendir(fd);
+  if (dir == nullptr) {
+    close(fd);
+    return std::nullopt;
+  }
   uint64_t count = 0;
   while (const dirent* entry = readdir(dir)) {
     if (entry->d_name[0] != '.') ++count;
