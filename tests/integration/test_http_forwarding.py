@@ -144,6 +144,11 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
         elif path.startswith("/slow/"):
             time.sleep(float(path.split("/")[2]))
             self.send_body(b"slow\n")
+        elif path == "/together":
+            # Answered once three requests are in the backend at the same time, so the proxy
+            # must have used three connections at once, however slowly the clients start.
+            self.server.together.wait(timeout=60)
+            self.send_body(b"slow\n")
         elif path == "/bad-framing":
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
                              b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
@@ -192,6 +197,7 @@ class HttpBackend:
         self.server.connections = 0
         self.server.closed = 0
         self.server.body_bytes_sent = 0  # by /size/ responses, counted per 1 MiB write
+        self.server.together = threading.Barrier(3)  # /together
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -731,7 +737,7 @@ def test_idle_pool_cap_and_idle_timeout(gates, backend):
     config = make_config(pools={"web": [backend.address]}, timeouts={"backend_idle": "1s"})
     config["pools"][0]["http"] = {"max_idle_connections": 1}
     gate = gates.start(config)
-    slow = lambda i: curl(f"http://127.0.0.1:{gate.port}/slow/0.5?{i}").stdout
+    slow = lambda i: curl(f"http://127.0.0.1:{gate.port}/together?{i}").stdout
     assert parallel(slow, 3) == [b"slow\n"] * 3
     assert backend.connections == 3
     # Only one of the three was kept: three parallel requests need two new connections.
