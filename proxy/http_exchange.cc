@@ -209,25 +209,9 @@ bool HttpForwarder::PrepareRequest(const http::HeadView& request) {
   path_.assign(target.substr(0, target.find('?')));
   client_http10_ = head.version_minor() == 0;
   head_request_ = method_ == "HEAD";
-  if (head.version_major() != 1) {
-    Fail(505, "only HTTP/1.x is supported");
-    return false;
-  }
-  size_t hosts = request.FieldCount("host");
-  if (hosts > 1 || (!client_http10_ && hosts != 1)) {
-    Fail(400, "exactly one Host field is required");
-    return false;
-  }
-  if (const char* bad = http::CheckHostAndCredentials(request)) {
-    Fail(400, bad);
-    return false;
-  }
-  if (method_ == "CONNECT") {
-    Fail(501, "CONNECT is not supported");
-    return false;
-  }
-  if (target.empty() || (target.front() != '/' && !(target == "*" && method_ == "OPTIONS"))) {
-    Fail(400, "request target must be in origin-form");
+  const char* refused = nullptr;
+  if (int status = http::CheckForwardableRequest(request, &refused); status != 0) {
+    Fail(status, refused);
     return false;
   }
   // Everything from here on (route, sticky key, access log, backend) sees one target.

@@ -32,6 +32,11 @@
 
 namespace wsgate {
 
+// Name of the admin listener's socket in a binary upgrade's handover (as in the ready file).
+inline constexpr const char* kAdminHandoverSocket = "_admin";
+// Join |error| to |errors| with "; ".
+void AppendServerError(std::string* errors, const std::string& error);
+
 class Server final : public AdminHandler, public HandoverServer::Callbacks {
  public:
   // Build the pools, bind listeners (or adopt them from |takeover|, a running wsgate being

@@ -563,4 +563,33 @@ std::string BuildForwardedResponseHead(const HeadView& response,
   return out;
 }
 
+int CheckForwardableRequest(const HeadView& request, const char** reason) {
+  const HeadParser& head = request.parser();
+  std::string_view method = request.Get(head.method());
+  std::string_view target = request.Get(head.target());
+  bool http10 = head.version_minor() == 0;
+  if (head.version_major() != 1) {
+    *reason = "only HTTP/1.x is supported";
+    return 505;
+  }
+  size_t hosts = request.FieldCount("host");
+  if (hosts > 1 || (!http10 && hosts != 1)) {
+    *reason = "exactly one Host field is required";
+    return 400;
+  }
+  if (const char* bad = CheckHostAndCredentials(request)) {
+    *reason = bad;
+    return 400;
+  }
+  if (method == "CONNECT") {
+    *reason = "CONNECT is not supported";
+    return 501;
+  }
+  if (target.empty() || (target.front() != '/' && !(target == "*" && method == "OPTIONS"))) {
+    *reason = "request target must be in origin-form";
+    return 400;
+  }
+  return 0;
+}
+
 }  // namespace wsgate::http

@@ -54,6 +54,11 @@ struct ClientHandshake {
 // Check a complete request head against RFC 6455 §4.2.1 and the Origin policy.
 ClientHandshake CheckClientHandshake(const HeadView& request, const ClientHandshakePolicy& policy);
 
+// What a plain HTTP request head must be to be forwarded: HTTP/1.x, one Host (none allowed
+// for HTTP/1.0) and no duplicate credentials, not CONNECT, an origin-form target (or "*" for
+// OPTIONS). Returns 0, or the status to answer (505, 400, 501) with *reason set.
+int CheckForwardableRequest(const HeadView& request, const char** reason);
+
 // A complete HTTP/1.1 error response that ends with a close: status line, Content-Type,
 // Content-Length, Connection: close, |extra_header| (CRLF-terminated lines), then a short body.
 std::string BuildErrorResponse(int status, std::string_view reason, std::string_view extra_header);
