@@ -603,6 +603,13 @@ void Tunnel::CloseSocket(Side side) {
 void Tunnel::OnPeerGone(Side gone, bool clean) {
   Peer& g = peer(gone);
   if (g.splice) SpliceToOutput(gone);
+  if (clean && g.socket->open() && g.socket->flushing_to_close()) {
+    // It half-closed while our last bytes to it (its close reply, relayed in the same loop pass
+    // as its deferred EOF) are still queued: they go out, then the socket closes.
+    g.socket->SkipLinger();
+    g.socket->SetReading(false);
+    return;
+  }
   if (clean && g.close_received() && !g.close_sent() && g.socket->open()) {
     // A half-close after its close frame (RFC 6455 §7.1.1 lets an endpoint stop sending once
     // it has sent Close): keep the socket to deliver the close reply, bounded by the close timer.
@@ -623,8 +630,13 @@ void Tunnel::OnPeerGone(Side gone, bool clean) {
       uint16_t code = gone == Side::kBackend ? ws::kBadGateway : ws::kGoingAway;
       InsertClose(other, code, gone == Side::kBackend ? "backend went away" : "client went away");
     } else {
-      // A frame was cut in half: no close frame can follow it, so end the TCP connection.
-      CloseSocket(other);
+      // A frame was cut in half: no close frame can follow it, so the TCP connection ends after
+      // what is queued (whole messages before the cut frame, and its part) has gone out,
+      // bounded by the close timer.
+      closing_ = true;
+      StartClosingTimer();
+      CloseAfterFlush(other);
+      if (ended_) return;
     }
   }
   if (ended_) return;
