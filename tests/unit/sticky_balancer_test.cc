@@ -442,6 +442,7 @@ TEST(StickyTest, KeylessFallsBackToRoundRobin) {
   backends[0]->active = 100;  // ignored by round robin
   PickRequest keyless;
   std::vector<int> picks;
+  picks.reserve(6);
   for (int i = 0; i < 6; ++i) picks.push_back(balancer.Pick(backends, keyless));
   EXPECT_EQ(picks, (std::vector<int>{0, 1, 2, 0, 1, 2}));
 }
