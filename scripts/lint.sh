@@ -29,8 +29,8 @@ format_bad=0
 for f in "${sources[@]}"; do
   # One line per file is enough to find it; scripts/format.sh fixes them all.
   if ! "$clang_format" --dry-run --Werror "$f" 2>"$tmp/format.err"; then
-    sed -n 's|^\([^:]*\):\([0-9]*\):[0-9]*: error: \(.*\)|\1:\2: clang-format: \3|p' \
-      "$tmp/format.err" | head -1
+    sed -n 's|^\([^:]*\):\([0-9]*\):[0-9]*: error: \(.*\)|\1:\2: clang-format: \3|p;T;q' \
+      "$tmp/format.err"
     format_bad=$((format_bad + 1))
   fi
 done
@@ -72,7 +72,7 @@ tidy_seconds=$((SECONDS - start))
 # A header's finding is reported once however many units include it; skipped files stay
 # skipped when they are headers, too.
 cat "$tmp"/tidy/*.log 2>/dev/null |
-  sed -n "s|^$root/\([^:]*\):\([0-9]*\):[0-9]*: \(warning\|error\): \(.*\)|\1:\2: \4|p" |
+  sed -nE "s#^$root/([^:]*):([0-9]*):[0-9]*: (warning|error): (.*)#\1:\2: \4#p" |
   sed 's/,-warnings-as-errors\]$/]/' | grep -vE "^$tidy_skip:" | sort -u |
   sort -t: -k1,1 -k2,2n >"$tmp/findings" || true
 # A unit that does not compile for clang-tidy is a finding too (its lines name no project file).
