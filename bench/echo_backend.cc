@@ -406,6 +406,7 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   std::vector<std::thread> threads;
+  threads.reserve(workers.size());
   for (auto& w : workers) {
     threads.emplace_back([base = w->base] { event_base_dispatch(base); });
   }

@@ -21,7 +21,6 @@
 #include <netinet/ip.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -34,6 +33,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <memory>
 #include <string>
@@ -766,6 +766,7 @@ int main(int argc, char** argv) {
   uint64_t start = wsb::NowNs();
   std::atomic<bool> done{false};
   std::vector<std::thread> threads;
+  threads.reserve(workers.size());
   for (auto& w : workers) threads.emplace_back(RunWorker, w.get());
 
   // Progress: the script joins these with its RSS samples.

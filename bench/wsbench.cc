@@ -21,7 +21,6 @@
 #include <netinet/ip.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -34,6 +33,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <sstream>
 #include <memory>
@@ -900,6 +900,7 @@ int main(int argc, char** argv) {
 
   std::barrier<PhaseStart> sync(o.threads + 1);
   std::vector<std::thread> threads;
+  threads.reserve(workers.size());
   for (auto& w : workers) threads.emplace_back(RunWorker, w.get(), &sync);
 
   sync.arrive_and_wait();  // every thread has opened its connections (echo, idle)

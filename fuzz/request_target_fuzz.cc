@@ -57,10 +57,8 @@ std::string RfcRemoveDotSegments(std::string in) {
   while (!in.empty()) {
     if (StartsWith(in, "../")) {
       in.erase(0, 3);
-    } else if (StartsWith(in, "./")) {
-      in.erase(0, 2);
-    } else if (StartsWith(in, "/./")) {
-      in.erase(0, 2);
+    } else if (StartsWith(in, "./") || StartsWith(in, "/./")) {
+      in.erase(0, 2);  // "./" goes; "/./" becomes "/"
     } else if (in == "/.") {
       in = "/";
     } else if (StartsWith(in, "/../")) {

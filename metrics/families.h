@@ -30,10 +30,13 @@ constexpr bool AllLabelled(const std::array<std::string_view, N>& labels) {
 #define WSGATE_ENUMERATOR(id, label) id,
 #define WSGATE_LABEL_VALUE(id, label) label,
 // Declares `enum Enum { <ids of LIST>, count }` and `names`, the label value of each enum value.
+// Enum, count and names are declared names, which cannot be parenthesised.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define WSGATE_LABELLED_ENUM(Enum, count, names, LIST)                                     \
   enum Enum { LIST(WSGATE_ENUMERATOR) count };                                             \
   inline constexpr std::array<std::string_view, count> names = {LIST(WSGATE_LABEL_VALUE)}; \
   static_assert(AllLabelled(names), #Enum ": every value needs its own non-empty label")
+// NOLINTEND(bugprone-macro-parentheses)
 
 // Label enums: X(enumerator, "label value").
 #define WSGATE_DIRECTIONS(X)               \

@@ -139,12 +139,10 @@ void AdminServer::set_request_policy(const config::AdminConfig& config) {
   std::string bound_host = config.address.host;
   char text[INET6_ADDRSTRLEN] = {};
   if (getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    if (addr.ss_family == AF_INET &&
-        inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&addr)->sin_addr, text, sizeof(text))) {
-      bound_host = text;
-    } else if (addr.ss_family == AF_INET6 &&
-               inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&addr)->sin6_addr, text,
-                         sizeof(text))) {
+    const void* address = nullptr;
+    if (addr.ss_family == AF_INET) address = &reinterpret_cast<sockaddr_in*>(&addr)->sin_addr;
+    if (addr.ss_family == AF_INET6) address = &reinterpret_cast<sockaddr_in6*>(&addr)->sin6_addr;
+    if (address != nullptr && inet_ntop(addr.ss_family, address, text, sizeof(text)) != nullptr) {
       bound_host = text;
     }
   }

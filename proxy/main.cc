@@ -78,7 +78,8 @@ void LibeventLog(int severity, const char* message) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+// An exception escaping main is a bug: std::terminate reports it and aborts.
+int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
   std::string config_path;
   std::string listen;
   std::vector<std::string> backends;

@@ -1,10 +1,10 @@
 #include "proxy/worker.h"
 
 #include <pthread.h>
-#include <signal.h>
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstring>
 #include <vector>
 

@@ -16,9 +16,9 @@ if [ "${1:-}" != "--runtime-only" ]; then
   # prometheus (promtool and the server) for the metrics tests; chromium for the browser demo
   # test; haproxy, nginx and caddy to check the configurations in docs/coming-from.md; dpkg-dev
   # (dpkg-shlibdeps) and file so CPack computes the .deb's Depends; systemd for
-  # systemd-analyze verify of the unit.
+  # systemd-analyze verify of the unit; clang-format-14 and clang-tidy-14 for scripts/lint.sh.
   packages+=(python3-pytest curl openssl clang-14 libclang-rt-14-dev prometheus chromium
-             haproxy nginx caddy
+             clang-format-14 clang-tidy-14 haproxy nginx caddy
              dpkg-dev file systemd)
 fi
 

@@ -131,7 +131,7 @@ void ConnectionsApi::Finish(evhttp_request* request, const char* method, int sta
 }
 
 void ConnectionsApi::Handle(evhttp_request* request, const std::vector<std::string>& parts,
-                            std::shared_ptr<const bool> admin_alive) {
+                            const std::shared_ptr<const bool>& admin_alive) {
   evhttp_cmd_type method = evhttp_request_get_command(request);
   const char* method_name = MethodName(method);
   if (parts.size() == 1) {

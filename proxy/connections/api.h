@@ -31,7 +31,7 @@ class ConnectionsApi {
   // A request whose path splits into |parts| (parts[0] == "connections"). The token was checked.
   // |admin_alive| turns false if the admin server (and with it |request|) goes away.
   void Handle(evhttp_request* request, const std::vector<std::string>& parts,
-              std::shared_ptr<const bool> admin_alive);
+              const std::shared_ptr<const bool>& admin_alive);
 
   void set_max_message_bytes(uint64_t bytes) { max_message_bytes_ = bytes; }
   // The admin server answered |request| 401 before it reached Handle().

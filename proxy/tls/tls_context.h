@@ -20,11 +20,11 @@
 #include "metrics/metrics.h"
 #include "proxy/core/libevent_ptr.h"
 
-typedef struct ssl_ctx_st SSL_CTX;
-typedef struct ssl_st SSL;
-typedef struct x509_st X509;
-typedef struct evp_pkey_st EVP_PKEY;
-typedef struct ssl_session_st SSL_SESSION;
+using SSL_CTX = struct ssl_ctx_st;
+using SSL = struct ssl_st;
+using X509 = struct x509_st;
+using EVP_PKEY = struct evp_pkey_st;
+using SSL_SESSION = struct ssl_session_st;
 
 namespace wsgate::tls {
 

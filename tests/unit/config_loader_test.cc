@@ -638,6 +638,7 @@ TEST(ConfigLoaderTest, AllErrorsAreReportedInFileOrder) {
                    "  handshake: 5\n"),
             (Strings{
                 "t.yaml:1:10: workers: expected an integer",
+                // NOLINTNEXTLINE(bugprone-suspicious-missing-comma): one message, two lines
                 "t.yaml:4:14: listeners[0].address: invalid address \"nope\" "
                 "(expected host:port or [v6]:port)",
                 "t.yaml:6:11: routes[0].pool: unknown pool \"missing\"",
@@ -652,7 +653,7 @@ TEST(ConfigLoaderTest, AllErrorsAreReportedInFileOrder) {
 // --- Files ---------------------------------------------------------------------------------------
 
 std::string WriteTempFile(const std::string& name, const std::string& text) {
-  const std::string path = ::testing::TempDir() + name;
+  std::string path = ::testing::TempDir() + name;
   std::ofstream(path, std::ios::binary) << text;
   return path;
 }
@@ -859,7 +860,7 @@ TEST(ConfigLoaderAdminTest, TokenRequiredOffLoopback) {
 
 // An absolute path under the test's temp dir holding |text|.
 std::string WriteTokenFile(const std::string& name, const std::string& text) {
-  const std::string path = ::testing::TempDir() + name;
+  std::string path = ::testing::TempDir() + name;
   std::ofstream(path, std::ios::binary) << text;
   return path;
 }
@@ -1425,6 +1426,7 @@ TEST(ConfigLoaderPoolTest, AllPoolErrorsAreReportedInFileOrder) {
                             "    rebalance: {enabled: 1, tolerance: 0.5, rate: 0/s}\n"
                             "    close_on_unhealthy: maybe\n")),
             (Strings{
+                // NOLINTNEXTLINE(bugprone-suspicious-missing-comma): one message, two lines
                 "t.yaml:4:19: pools[0].sticky.key: invalid sticky key \"nope\" (expected "
                 "cookie:NAME, header:NAME, query:NAME, client_ip or path)",
                 "t.yaml:4:38: pools[0].sticky.load_factor: expected a number",

@@ -111,7 +111,7 @@ TEST(FrameHeaderTest, ParsesLengthsMasksAndBits) {
     if (c.masked) {
       for (size_t i = 0; i < 4; ++i) EXPECT_EQ(h.mask[i], c.bytes[c.header_length - 4 + i]);
     } else {
-      for (size_t i = 0; i < 4; ++i) EXPECT_EQ(h.mask[i], 0);
+      for (uint8_t byte : h.mask) EXPECT_EQ(byte, 0);
     }
   }
 }

@@ -32,7 +32,7 @@ Fields Without(Fields fields, std::string_view name) {
   return fields;
 }
 
-Fields Replace(Fields fields, std::string_view name, std::string value) {
+Fields Replace(Fields fields, std::string_view name, const std::string& value) {
   for (auto& f : fields) {
     if (EqualsIgnoreCase(f.first, name)) f.second = value;
   }
@@ -91,6 +91,7 @@ TEST(HandshakeTest, ComputeAcceptRepeatedAndConcurrent) {
   }
   std::atomic<int> wrong{0};
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&wrong, t] {
       for (int i = 0; i < 500; ++i) {

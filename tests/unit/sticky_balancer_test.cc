@@ -130,7 +130,7 @@ TEST(StickyTest, DistributionFollowsWeights) {
   for (const std::string& id : Assign(balancer, backends, kKeys)) ++counts[id];
   double worst = 0;
   for (size_t i = 0; i < 4; ++i) {
-    const double expected = kKeys * (i + 1) / 10.0;
+    const double expected = static_cast<double>(kKeys * (i + 1)) / 10.0;
     const double got = static_cast<double>(counts["backend-" + std::to_string(i)]);
     const double error = std::abs(got - expected) / expected;
     worst = std::max(worst, error);
@@ -442,6 +442,7 @@ TEST(StickyTest, KeylessFallsBackToRoundRobin) {
   backends[0]->active = 100;  // ignored by round robin
   PickRequest keyless;
   std::vector<int> picks;
+  picks.reserve(6);
   for (int i = 0; i < 6; ++i) picks.push_back(balancer.Pick(backends, keyless));
   EXPECT_EQ(picks, (std::vector<int>{0, 1, 2, 0, 1, 2}));
 }
@@ -585,7 +586,7 @@ TEST(RandomTwoTest, HonoursWeights) {
   std::vector<size_t> counts = CountPicks(*balancer, backends, kPicks);
   double worst = 0;
   for (size_t i = 0; i < 4; ++i) {
-    const double expected = kPicks * (i + 1) / 10.0;
+    const double expected = static_cast<double>(kPicks * (i + 1)) / 10.0;
     const double error = std::abs(static_cast<double>(counts[i]) - expected) / expected;
     worst = std::max(worst, error);
     EXPECT_LE(error, 0.10) << i;
@@ -595,7 +596,7 @@ TEST(RandomTwoTest, HonoursWeights) {
   CountPicks(*balancer, placed, 10000, /*place=*/true);
   double worst_placed = 0;
   for (size_t i = 0; i < 4; ++i) {
-    const double expected = 10000.0 * (i + 1) / 10.0;
+    const double expected = 10000.0 * static_cast<double>(i + 1) / 10.0;
     const double error = std::abs(static_cast<double>(placed[i]->active) - expected) / expected;
     worst_placed = std::max(worst_placed, error);
     EXPECT_LE(error, 0.10) << i;
