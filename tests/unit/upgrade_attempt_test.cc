@@ -1,8 +1,8 @@
 // UpgradeAttempt over real loopback TCP: backends are listening sockets the test drives (answer
 // raw bytes, close, reset, never answer, never accept) or a port nobody listens on; the client is
 // one end of a socketpair. Each test runs its own event loop until an outcome, with a deadline.
-// Not covered here: a TLS backend pool (the unit tests have no certificates; the integration
-// suite's test_tls.py covers it).
+// A TLS pool is covered only as far as a failed handshake (the unit tests have no certificates;
+// the integration suite's test_tls.py covers the rest).
 #include "proxy/upgrade_attempt.h"
 
 #include <arpa/inet.h>
@@ -119,10 +119,10 @@ class FullBacklog {
 };
 
 // A backend on 127.0.0.1 that accepts one connection, reads until a whole request head, then
-// does as told: answer bytes, close, reset, or nothing.
+// does as told: answer bytes, close, reset, or nothing; or answers the first bytes it reads.
 class TestBackend {
  public:
-  enum class Reply { kAnswer, kClose, kReset, kSilent };
+  enum class Reply { kAnswer, kClose, kReset, kSilent, kAnswerFirstBytes };
 
   explicit TestBackend(event_base* base, Reply reply = Reply::kSilent, std::string answer = "")
       : base_(base),
@@ -214,7 +214,13 @@ class TestBackend {
       Close();  // wsgate closed
       return;
     }
-    if (answered_ || !request_complete()) return;
+    if (answered_ || received_.empty()) return;
+    if (reply_ == Reply::kAnswerFirstBytes) {
+      answered_ = true;
+      Send(answer_);
+      return;
+    }
+    if (!request_complete()) return;
     answered_ = true;
     if (on_request) on_request();
     switch (reply_) {
@@ -228,6 +234,7 @@ class TestBackend {
         Reset();
         break;
       case Reply::kSilent:
+      case Reply::kAnswerFirstBytes:
         break;
     }
   }
@@ -317,13 +324,14 @@ class UpgradeAttemptTest : public ::testing::Test {
   }
 
   // Pool "main" (round_robin: tried in this order) with |backends|; |extra| top-level YAML.
+  // |pool_extra| adds keys to the pool.
   void Build(const std::vector<std::string>& backends, const std::string& extra = "",
-             int retries = 2) {
+             int retries = 2, const std::string& pool_extra = "") {
     std::string yaml =
         "listeners:\n  - name: public\n    address: 127.0.0.1:8080\n"
         "retries: " + std::to_string(retries) + "\n" + extra +
         "routes:\n  - pool: main\n"
-        "pools:\n  - name: main\n    balance: round_robin\n    backends:\n";
+        "pools:\n  - name: main\n    balance: round_robin\n" + pool_extra + "    backends:\n";
     for (const std::string& backend : backends) yaml += "      - address: " + backend + "\n";
     runtime_ = BuildTestRuntime(yaml);
     ASSERT_NE(runtime_, nullptr);
@@ -482,6 +490,25 @@ TEST_F(UpgradeAttemptTest, NoAvailableBackendIs503WithRetryAfter) {
   EXPECT_EQ(owner_.extra_header, "Retry-After: 1\r\n");
   EXPECT_FALSE(backend_.open());
   EXPECT_EQ(backend.BytesVisible(), 0u);
+}
+
+// A TLS pool's backend that does not speak TLS: the handshake fails, is counted as such, and the
+// next backend is tried; the upgrade request never leaves wsgate. (A TLS backend that completes
+// the handshake needs a certificate, which the unit tests do not have: test_tls.py covers it.)
+TEST_F(UpgradeAttemptTest, AFailedTlsHandshakeIsCountedAndRetried) {
+  const std::string not_tls = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+  TestBackend plain1(base_.get(), TestBackend::Reply::kAnswerFirstBytes, not_tls);
+  TestBackend plain2(base_.get(), TestBackend::Reply::kAnswerFirstBytes, not_tls);
+  Build({plain1.address(), plain2.address()}, "", /*retries=*/1, "    tls: {verify: false}\n");
+  Start();
+  ASSERT_TRUE(RunUntilEnded());
+  EXPECT_EQ(owner_.events, std::vector<std::string>{"failed"});
+  EXPECT_EQ(owner_.status, 502);
+  EXPECT_EQ(owner_.reason, "every backend attempt failed");
+  EXPECT_EQ(Failures(plain1.address(), metrics::kTlsHandshake), 1u);
+  EXPECT_EQ(Failures(plain2.address(), metrics::kTlsHandshake), 1u);
+  EXPECT_EQ(plain1.received().find("GET /chat"), std::string::npos);
+  EXPECT_FALSE(plain1.received().empty());  // a ClientHello
 }
 
 // --- What the backend receives.
