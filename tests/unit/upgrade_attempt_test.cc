@@ -385,7 +385,8 @@ TEST_F(UpgradeAttemptTest, RetriesInBalancerOrderUntilABackendUpgrades) {
   RefusingPort refused;
   TestBackend closes(base_.get(), TestBackend::Reply::kClose);
   TestBackend upgrades(base_.get(), TestBackend::Reply::kAnswer, std::string(k101) + "\r\n");
-  Build({refused.address(), closes.address(), upgrades.address()});
+  Build({refused.address(), closes.address(), upgrades.address()}, "", /*retries=*/2,
+        "    outlier: {consecutive_failures: 5, ejection_time: 30s}\n");
   // Each backend is tried only after the one before it failed and was counted.
   uint64_t refused_when_second_tried = 0;
   uint64_t reset_when_third_tried = 0;
@@ -415,8 +416,12 @@ TEST_F(UpgradeAttemptTest, RetriesInBalancerOrderUntilABackendUpgrades) {
   // The 101 is still at the front of the backend's input, for the owner to relay.
   EXPECT_GE(evbuffer_get_length(backend_.input()), owner_.accepted_head_length);
   EXPECT_GT(owner_.accepted_head_length, 0u);
+  // Passive outlier detection heard one failure from each of the first two, a success from the
+  // third.
   for (const BackendPtr& backend : runtime_->pools[0].backends) {
-    EXPECT_EQ(backend->active, backend->address == upgrades.address() ? 1 : 0);
+    const bool chosen = backend->address == upgrades.address();
+    EXPECT_EQ(backend->active, chosen ? 1 : 0);
+    EXPECT_EQ(backend->consecutive_failures, chosen ? 0u : 1u) << backend->address;
   }
 }
 
