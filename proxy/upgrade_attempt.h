@@ -36,8 +36,10 @@ class UpgradeAttemptOwner {
   // The backend answered |status| without upgrading. The attempt now relays that answer to the
   // client (its head, then its body as its framing says); nothing the client sends may reach it.
   virtual void OnUpgradeRefused(int status, const std::string& reason) = 0;
-  // The refused answer went out whole (|cut_short| empty), or ended early: the backend closed or
-  // broke its framing, or stalled for timeouts.backend_handshake (|cut_short| says which).
+  // The refused answer's relay is over. |cut_short| is empty when the body ended as framed or the
+  // backend closed (inside a length or chunked body the client then gets fewer bytes than
+  // announced, and sees it cut short), else why it stopped: broken chunked framing, or no
+  // progress for timeouts.backend_handshake.
   virtual void OnRefusalRelayed(const std::string& cut_short) = 0;
   // No backend gave a usable answer: the client gets |status| (502, 503 or 504).
   virtual void OnUpgradeFailed(int status, const std::string& reason,

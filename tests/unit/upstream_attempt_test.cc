@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "config/loader.h"
 #include "proxy/core/libevent_ptr.h"
+#include "tests/unit/upstream_test_util.h"
 
 namespace wsgate {
 namespace {
@@ -24,32 +24,11 @@ RuntimePtr MakeRuntime(int backends, const std::string& balance, const std::stri
     yaml += "      - address: 127.0.0.1:" + std::to_string(9001 + i) + "\n";
   }
   yaml += "  - name: other\n    backends:\n      - address: 127.0.0.1:9100\n";
-  config::LoadResult loaded = config::LoadConfigString(yaml, "t.yaml");
-  if (!loaded) {
-    ADD_FAILURE() << "config did not load:\n" << yaml;
-    return nullptr;
-  }
-  Result<RuntimePtr> runtime = BuildRuntime(std::move(loaded).value(), nullptr);
-  if (!runtime) {
-    ADD_FAILURE() << runtime.error();
-    return nullptr;
-  }
-  return std::move(runtime).value();
+  return BuildTestRuntime(yaml);
 }
 
-// One parsed request head, kept alive with its bytes.
-struct Request {
-  explicit Request(std::string text)
-      : bytes(std::move(text)), parser(http::HeadKind::kRequest, http::HeadLimits{8192, 8192, 64}) {
-    EXPECT_EQ(parser.Parse(bytes), http::ParseStatus::kComplete);
-  }
-  http::HeadView view() const { return http::HeadView(parser, bytes); }
-  std::string bytes;
-  http::HeadParser parser;
-};
-
-const Request& PlainGet() {
-  static const Request request("GET /chat HTTP/1.1\r\nHost: example.com\r\n\r\n");
+const ParsedRequest& PlainGet() {
+  static const ParsedRequest request("GET /chat HTTP/1.1\r\nHost: example.com\r\n\r\n");
   return request;
 }
 
@@ -61,7 +40,7 @@ uint64_t Failures(metrics::Registry& metrics, const Backend& backend,
 struct AttemptFixture {
   explicit AttemptFixture(RuntimePtr generation)
       : runtime(std::move(generation)), attempt("test", *runtime, metrics) {}
-  bool Place(const Request& request = PlainGet(), std::string_view path = "/chat") {
+  bool Place(const ParsedRequest& request = PlainGet(), std::string_view path = "/chat") {
     return attempt.Place(request.view(), "example.com", path, "10.0.0.1", &refusal);
   }
   RuntimePtr runtime;
@@ -192,7 +171,7 @@ TEST(UpstreamAttemptTest, PlacementRoutesByPathAndRefusesAMissingStickyKey) {
   EXPECT_EQ(f.refusal.status, 400);
   EXPECT_STREQ(f.refusal.reason, "the sticky routing key is missing");
 
-  Request keyed("GET /chat HTTP/1.1\r\nHost: example.com\r\nX-User: alice\r\n\r\n");
+  ParsedRequest keyed("GET /chat HTTP/1.1\r\nHost: example.com\r\nX-User: alice\r\n\r\n");
   ASSERT_TRUE(f.Place(keyed));
   EXPECT_TRUE(f.attempt.pick().has_key);
   BackendLease first = f.attempt.Next(&f.refusal);
