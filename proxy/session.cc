@@ -178,7 +178,7 @@ void Session::HandleRequestHead() {
   handshake_->upstream_request = std::move(head.plan.upstream_request);
   handshake_->expected_accept = std::move(head.plan.expected_accept);
   if (head.plan.authorize) {
-    StartAuth(std::move(head.plan.auth_headers), std::move(head.plan.auth_cache_key));
+    StartAuth(head.plan.auth_headers, std::move(head.plan.auth_cache_key));
     return;
   }
   ConnectUpstream();
@@ -458,10 +458,9 @@ void Session::OnTimer() {
       context_.connections->index()->hook_counters().auth_failed.fetch_add(1);
       Reject(503, "the auth service did not answer in time", "Retry-After: 1\r\n");
       return;
-    case State::kUpstream:  // the attempt times each try and the answer it relays
-    case State::kRelayingResponse:
-      return;
-    case State::kSpliced:  // the tunnel has its own timers
+    case State::kUpstream:          // the attempt times each try and the answer it relays,
+    case State::kRelayingResponse:  // the tunnel its frames, the forwarder its requests
+    case State::kSpliced:
     case State::kHttp:
     case State::kFinished:
       return;

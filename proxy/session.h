@@ -151,7 +151,7 @@ class Session final : public Deferrable,
   void OnTlsHandshakeFailed(metrics::TlsFailure failure, const std::string& detail);
   void BeginLingeringClose();
   // auth hook.
-  void StartAuth(HeaderList headers, std::string cache_key);
+  void StartAuth(const HeaderList& headers, std::string cache_key);
   void OnAuthAnswer(evhttp_request* response);
   void ApplyAuthDecision(const AuthDecision& decision);
 

@@ -15,7 +15,7 @@ namespace wsgate {
 // ---------------------------------------------------------------------------------------------
 // auth ($connect).
 
-void Session::StartAuth(HeaderList headers, std::string cache_key) {
+void Session::StartAuth(const HeaderList& headers, std::string cache_key) {
   const config::AuthConfig& auth = config().auth;
   HookCounters& counters = context_.connections->index()->hook_counters();
   if (!cache_key.empty()) {

@@ -13,7 +13,7 @@
 #include <event2/event.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
-#include <signal.h>
+#include <csignal>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -112,7 +112,9 @@ std::vector<Parsed> ParseFrames(const std::string& bytes, size_t* rest = nullptr
     frame.masked = header.masked;
     frame.payload = bytes.substr(at + header.header_length, header.payload_length);
     if (header.masked) {
-      for (size_t i = 0; i < frame.payload.size(); ++i) frame.payload[i] ^= header.mask[i % 4];
+      for (size_t i = 0; i < frame.payload.size(); ++i) {
+        frame.payload[i] = static_cast<char>(frame.payload[i] ^ header.mask[i % 4]);
+      }
     }
     frames.push_back(std::move(frame));
     at += header.header_length + header.payload_length;
@@ -162,7 +164,7 @@ struct FarEnd {
   bool eof = false;    // the proxy's side closed (FIN or reset)
   bool reset = false;  // ...with a reset
 
-  void Send(std::string bytes) {
+  void Send(const std::string& bytes) {
     outbox += bytes;
     Flush();
   }
