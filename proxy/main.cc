@@ -22,6 +22,8 @@
 
 namespace {
 
+// The help text is laid out as printed.
+// clang-format off
 constexpr const char* kUsage =
     "Usage: wsgate -c FILE [--ready-file PATH] [--upgrade-socket PATH] [--log-level LEVEL]\n"
     "       wsgate --listen HOST:PORT --backend HOST:PORT [--backend HOST:PORT ...] [options]\n"
@@ -50,13 +52,24 @@ constexpr const char* kUsage =
     "\n"
     "Signals: SIGTERM/SIGINT drain and stop (a second one stops at once), SIGQUIT stops at\n"
     "once, SIGHUP reloads the configuration without dropping connections.\n";
+// clang-format on
 
 // Every flag, for "did you mean" on a misspelt one.
 const std::vector<std::string_view> kFlags = {
-    "-c",         "--config",       "--listen",         "--backend",
-    "--check",    "--print-config", "--print-defaults", "--ready-file",
-    "--upgrade-socket", "--log-level", "--version",     "-h",
-    "--help"};
+    "-c",
+    "--config",
+    "--listen",
+    "--backend",
+    "--check",
+    "--print-config",
+    "--print-defaults",
+    "--ready-file",
+    "--upgrade-socket",
+    "--log-level",
+    "--version",
+    "-h",
+    "--help",
+};
 
 // Command-line mistakes exit 2 with a short pointer to --help (the full text buries the error).
 [[noreturn]] void UsageError(const std::string& message) {
@@ -187,8 +200,7 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
     return 0;
   }
   if (check_only) {
-    std::printf("%s: configuration is valid\n",
-                from_flags ? "command line" : config_path.c_str());
+    std::printf("%s: configuration is valid\n", from_flags ? "command line" : config_path.c_str());
     return 0;
   }
 

@@ -1,23 +1,23 @@
 #include "proxy/server.h"
 
-#include <algorithm>
-#include <cmath>
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <algorithm>
+#include <cmath>
 
 #include <csignal>
-#include <cstring>
-#include <thread>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
+#include <thread>
 #include <variant>
 
 #include "config/loader.h"
 #include "proxy/core/event_loop.h"
-#include "proxy/direct_socket.h"
 #include "proxy/core/log.h"
+#include "proxy/direct_socket.h"
 #include "proxy/http/handshake.h"
 #include "proxy/sticky_balancer.h"
 #include "proxy/upstream.h"
@@ -39,8 +39,9 @@ const char* BackendState(const Backend& backend) {
 
 std::string BackendJson(const Backend& backend) {
   return "{\"pool\":" + JsonString(backend.pool) + ",\"address\":" + JsonString(backend.address) +
-         ",\"state\":\"" + BackendState(backend) + "\",\"weight\":" +
-         std::to_string(backend.weight) + ",\"active\":" + std::to_string(backend.active) + "}";
+         ",\"state\":\"" + BackendState(backend) +
+         "\",\"weight\":" + std::to_string(backend.weight) +
+         ",\"active\":" + std::to_string(backend.active) + "}";
 }
 
 }  // namespace
@@ -116,8 +117,8 @@ void Server::OnAccept(evutil_socket_t fd, const sockaddr* peer, const std::strin
   target->Accept(fd, peer, listener, false, ticket);
 }
 
-Result<std::unique_ptr<Server>> Server::Create(config::ProxyConfig config,
-                                               std::string config_path, TakeoverClient* takeover,
+Result<std::unique_ptr<Server>> Server::Create(config::ProxyConfig config, std::string config_path,
+                                               TakeoverClient* takeover,
                                                const config::ResolvedBackends& resolved) {
   std::unique_ptr<Server> server(new Server(std::move(config_path)));
   Result<RuntimePtr> runtime = BuildRuntime(std::move(config), nullptr, resolved);
@@ -143,9 +144,9 @@ Result<std::unique_ptr<Server>> Server::Create(config::ProxyConfig config,
                                                         server->admission_));
   } else {
     for (size_t i = 0; i < workers; ++i) {
-      server->workers_.push_back(std::make_unique<Worker>(
-          i, workers, BuildWorkerRuntime(*server->current_), server->access_log_,
-          server->admission_, WSGATE_VERSION));
+      server->workers_.push_back(
+          std::make_unique<Worker>(i, workers, BuildWorkerRuntime(*server->current_),
+                                   server->access_log_, server->admission_, WSGATE_VERSION));
     }
   }
   std::vector<Worker*> api_workers;
@@ -171,7 +172,8 @@ Result<std::unique_ptr<Server>> Server::Create(config::ProxyConfig config,
     evsignal_add(ev.get(), nullptr);
     server->signal_events_.push_back(std::move(ev));
   }
-  server->phase_timer_.reset(evtimer_new(server->loop_.base(), &Server::OnPhaseTimer, server.get()));
+  server->phase_timer_.reset(
+      evtimer_new(server->loop_.base(), &Server::OnPhaseTimer, server.get()));
   server->tick_timer_.reset(
       event_new(server->loop_.base(), -1, EV_PERSIST, &Server::OnTick, server.get()));
   timeval tick = ToTimeval(kTickInterval);

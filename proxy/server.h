@@ -42,8 +42,8 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   // Build the pools, bind listeners (or adopt them from |takeover|, a running wsgate being
   // upgraded). |config| has passed ValidateConfig (runtime.h), which resolved the backend
   // addresses in |resolved|.
-  static Result<std::unique_ptr<Server>> Create(config::ProxyConfig config,
-                                                std::string config_path, TakeoverClient* takeover,
+  static Result<std::unique_ptr<Server>> Create(config::ProxyConfig config, std::string config_path,
+                                                TakeoverClient* takeover,
                                                 const config::ResolvedBackends& resolved);
   ~Server() override;
 
@@ -113,7 +113,7 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   metrics::Registry metrics_;
   AccessLog access_log_;
   RuntimePtr current_;
-  Admission admission_;  // outlives the workers, whose sessions give tickets back
+  Admission admission_;               // outlives the workers, whose sessions give tickets back
   ConnectionIndex connection_index_;  // before the workers: their sessions unregister in it
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<ConnectionsApi> connections_api_;
@@ -121,7 +121,7 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<HandoverServer> handover_;
   std::vector<std::unique_ptr<HealthChecker>> health_checkers_;
-  std::vector<BackendPtr> retired_;  // removed by a reload, listed while connections remain
+  std::vector<BackendPtr> retired_;     // removed by a reload, listed while connections remain
   TakeoverClient* takeover_ = nullptr;  // only during Create()
   std::string admin_address_text_;
   std::vector<EventPtr> signal_events_;

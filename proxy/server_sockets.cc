@@ -84,8 +84,7 @@ Status Server::SyncListeners() {
       std::string adopt_error;  // not fatal: bound afresh below
       adopted = listener->Adopt(inherited, &adopt_error);
       // A listener whose address changed in the new config is bound afresh.
-      if (adopted && config.address.port != 0 &&
-          listener->BoundAddress() != config.address.text &&
+      if (adopted && config.address.port != 0 && listener->BoundAddress() != config.address.text &&
           listener->BoundAddress().substr(listener->BoundAddress().rfind(':')) !=
               ":" + std::to_string(config.address.port)) {
         listener = std::make_unique<Listener>(loop_.base(), config, on_accept);
@@ -130,9 +129,8 @@ Status Server::SyncAdmin() {
     }
     // A new address is bound before the old one closes, so a failed reload keeps the old.
     std::string bind_error;
-    std::unique_ptr<AdminServer> next = AdminServer::Create(loop_.base(), admin.address,
-                                                            admin.token, *this, inherited,
-                                                            &bind_error);
+    std::unique_ptr<AdminServer> next = AdminServer::Create(
+        loop_.base(), admin.address, admin.token, *this, inherited, &bind_error);
     if (next) {
       admin_ = std::move(next);
       admin_address_text_ = admin.address.text;
@@ -141,7 +139,8 @@ Status Server::SyncAdmin() {
     } else if (!admin_ && takeover_ != nullptr && inherited < 0) {
       // Upgrading from a wsgate that does not hand its admin socket over: it holds the address
       // until it exits, so bind it then instead of failing the upgrade.
-      LOG_WARN("upgrade: " + bind_error + "; binding it again every 500ms until the old process "
+      LOG_WARN("upgrade: " + bind_error +
+               "; binding it again every 500ms until the old process "
                "releases it");
       ArmAdminRetry();
       return {};
@@ -160,8 +159,8 @@ Status Server::SyncAdmin() {
   admin_->set_max_body_size(static_cast<size_t>(std::max<uint64_t>(64 * 1024, max_message + 1)));
   admin_->set_connections_api(connections_api_.get());
   connections_api_->set_max_message_bytes(max_message);
-  connection_index_.set_public_url(
-      admin.public_url.empty() ? "http://" + admin_->BoundAddress() : admin.public_url);
+  connection_index_.set_public_url(admin.public_url.empty() ? "http://" + admin_->BoundAddress()
+                                                            : admin.public_url);
   if (!kept_error.empty()) return Fail(std::move(kept_error));
   return {};
 }

@@ -13,11 +13,11 @@
 #include <event2/event.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
-#include <csignal>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <csignal>
 
 #include <cerrno>
 #include <chrono>

@@ -10,10 +10,10 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <csignal>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <csignal>
 
 #include <algorithm>
 #include <chrono>
@@ -48,7 +48,8 @@ constexpr char k101[] =
 // |done| after every pass, even one where nothing was ready.
 bool RunUntil(event_base* base, const std::function<bool()>& done,
               milliseconds deadline = milliseconds(5000), int loop_flags = EVLOOP_ONCE) {
-  EventPtr ticker(event_new(base, -1, EV_PERSIST, [](evutil_socket_t, short, void*) {}, nullptr));
+  EventPtr ticker(event_new(
+      base, -1, EV_PERSIST, [](evutil_socket_t, short, void*) {}, nullptr));
   timeval tick{0, 10 * 1000};
   event_add(ticker.get(), &tick);
   const Clock::time_point until = Clock::now() + deadline;
@@ -329,9 +330,11 @@ class UpgradeAttemptTest : public ::testing::Test {
              int retries = 2, const std::string& pool_extra = "") {
     std::string yaml =
         "listeners:\n  - name: public\n    address: 127.0.0.1:8080\n"
-        "retries: " + std::to_string(retries) + "\n" + extra +
+        "retries: " +
+        std::to_string(retries) + "\n" + extra +
         "routes:\n  - pool: main\n"
-        "pools:\n  - name: main\n    balance: round_robin\n" + pool_extra + "    backends:\n";
+        "pools:\n  - name: main\n    balance: round_robin\n" +
+        pool_extra + "    backends:\n";
     for (const std::string& backend : backends) yaml += "      - address: " + backend + "\n";
     runtime_ = BuildTestRuntime(yaml);
     ASSERT_NE(runtime_, nullptr);
@@ -408,8 +411,8 @@ TEST_F(UpgradeAttemptTest, RetriesInBalancerOrderUntilABackendUpgrades) {
   EXPECT_EQ(reset_when_third_tried, 1u);
   EXPECT_EQ(Failures(refused.address(), metrics::kRefused), 1u);
   EXPECT_EQ(Failures(closes.address(), metrics::kReset), 1u);
-  for (metrics::ConnectFailure f : {metrics::kRefused, metrics::kReset, metrics::kConnectTimeout,
-                                    metrics::kBadResponse}) {
+  for (metrics::ConnectFailure f :
+       {metrics::kRefused, metrics::kReset, metrics::kConnectTimeout, metrics::kBadResponse}) {
     EXPECT_EQ(Failures(upgrades.address(), f), 0u);
   }
   EXPECT_EQ(placement_->tries(), 3u);
@@ -587,9 +590,8 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<BadAnswer>& info) { return info.param.name; });
 
 TEST_F(UpgradeAttemptTest, PermessageDeflateIsAcceptedWhenNotStripped) {
-  TestBackend backend(
-      base_.get(), TestBackend::Reply::kAnswer,
-      std::string(k101) + "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n");
+  TestBackend backend(base_.get(), TestBackend::Reply::kAnswer,
+                      std::string(k101) + "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n");
   Build({backend.address()}, "limits:\n  compression: inspect\n");
   Start();
   ASSERT_TRUE(RunUntilEnded());
@@ -611,8 +613,9 @@ TEST_F(UpgradeAttemptTest, RefusalWithALengthIsRelayedWhole) {
   EXPECT_EQ(owner_.reason, "backend answered 403");
   EXPECT_EQ(owner_.cut_short, "");
   EXPECT_TRUE(backend.connected());  // it ended at its length, not at a close
-  EXPECT_TRUE(ClientGot("HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n"
-                        "Content-Length: 5\r\nConnection: close\r\n\r\nnope!"))
+  EXPECT_TRUE(
+      ClientGot("HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n"
+                "Content-Length: 5\r\nConnection: close\r\n\r\nnope!"))
       << client_received_;
   EXPECT_EQ(Failures(backend.address(), metrics::kBadResponse), 0u);
 }
@@ -672,8 +675,9 @@ TEST_F(UpgradeAttemptTest, ARefusalThatStopsMidBodyStallsAfterBackendHandshake) 
   ASSERT_TRUE(RunUntilEnded());
   EXPECT_EQ(owner_.events, (std::vector<std::string>{"sending", "refused", "relayed"}));
   EXPECT_EQ(owner_.cut_short, "backend response stalled");
-  EXPECT_TRUE(ClientGot("HTTP/1.1 403 Forbidden\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
-                        "four"))
+  EXPECT_TRUE(
+      ClientGot("HTTP/1.1 403 Forbidden\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
+                "four"))
       << client_received_;
 }
 
@@ -685,8 +689,9 @@ TEST_F(UpgradeAttemptTest, ABackendCloseInsideALengthBodyEndsTheRelay) {
   TestBackend backend(base_.get(), TestBackend::Reply::kAnswer, head + "four");
   Build({backend.address()});
   Start();
-  ASSERT_TRUE(ClientGot("HTTP/1.1 403 Forbidden\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
-                        "four"));
+  ASSERT_TRUE(
+      ClientGot("HTTP/1.1 403 Forbidden\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
+                "four"));
   backend.Close();
   ASSERT_TRUE(RunUntilEnded());
   EXPECT_EQ(owner_.events.back(), "relayed");

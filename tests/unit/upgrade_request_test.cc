@@ -20,14 +20,15 @@ constexpr char kKey[] = "dGhlIHNhbXBsZSBub25jZQ==";
 std::string Yaml(const std::string& extra = "", const std::string& route_extra = "") {
   return "listeners:\n  - name: public\n    address: 127.0.0.1:8080\n"
          "routes:\n  - match: {path_prefix: /chat}\n    pool: chat\n" +
-         route_extra +
-         "pools:\n  - name: chat\n    backends:\n      - address: 127.0.0.1:9001\n" + extra;
+         route_extra + "pools:\n  - name: chat\n    backends:\n      - address: 127.0.0.1:9001\n" +
+         extra;
 }
 
 std::string Upgrade(const std::string& target, const std::string& fields = "") {
   return "GET " + target +
          " HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         "Sec-WebSocket-Key: " + kKey + "\r\nSec-WebSocket-Version: 13\r\n" + fields + "\r\n";
+         "Sec-WebSocket-Key: " +
+         kKey + "\r\nSec-WebSocket-Version: 13\r\n" + fields + "\r\n";
 }
 
 // The lines of a head, for looking fields up by their exact text.
