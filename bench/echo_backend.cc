@@ -249,8 +249,9 @@ void OnReadable(Conn* c) {
         }
         return more && !c->read_paused;
       });
-  if (!gone && (end == wsb::RecvEnd::kClosed || end == wsb::RecvEnd::kFailed))
+  if (!gone && (end == wsb::RecvEnd::kClosed || end == wsb::RecvEnd::kFailed)) {
     Destroy(c);  // EOF or reset
+  }
 }
 
 void OnIo(evutil_socket_t, short what, void* arg) {

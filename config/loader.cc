@@ -943,8 +943,9 @@ void Loader::LoadPools(const Value& v, std::vector<PoolConfig>* out) {
       if (const std::optional<Fields> http = ReadMapping(*x, {"max_idle_connections"}, true)) {
         if (const Value* idle = http->Find("max_idle_connections")) {
           uint64_t n = 0;
-          if (ReadInt(*idle, 0, 100000, &n))
+          if (ReadInt(*idle, 0, 100000, &n)) {
             pool.http.max_idle_connections = static_cast<uint32_t>(n);
+          }
         }
       }
     }

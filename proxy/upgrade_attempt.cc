@@ -263,8 +263,9 @@ void UpgradeAttempt::RelayBody() {
   evbuffer* output = client_.output();
   uint64_t moved = 0;
   BodyRelay::Step step = BodyRelay::Step::kProgress;
-  while (step == BodyRelay::Step::kProgress)
+  while (step == BodyRelay::Step::kProgress) {
     step = refusal_body_.Move(backend_.input(), output, &moved);
+  }
   backend_.InputConsumed();
   if (step == BodyRelay::Step::kError) {
     // Part of the answer went out already: the client sees it cut short.

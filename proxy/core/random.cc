@@ -21,8 +21,9 @@ struct RandomPool {
 }  // namespace
 
 bool SecureRandom(void* out, size_t size) {
-  if (size > kPoolBytes / 4)
+  if (size > kPoolBytes / 4) {
     return RAND_bytes(static_cast<unsigned char*>(out), static_cast<int>(size)) == 1;
+  }
   thread_local RandomPool pool;
   auto* dest = static_cast<unsigned char*>(out);
   while (size > 0) {

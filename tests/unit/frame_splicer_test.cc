@@ -66,8 +66,9 @@ std::string MakeFrame(uint8_t opcode, bool fin, std::string_view payload,
   size_t start = out.size();
   out.append(payload);
   if (mask != nullptr) {
-    for (size_t i = start; i < out.size(); ++i)
+    for (size_t i = start; i < out.size(); ++i) {
       out[i] = static_cast<char>(out[i] ^ mask[(i - start) % 4]);
+    }
   }
   return out;
 }

@@ -467,8 +467,9 @@ TEST(Utf8Test, Invalid) {
 std::string Unmask(std::string_view frame, const FrameHeader& h) {
   std::string payload(frame.substr(h.header_length, h.payload_length));
   if (h.masked) {
-    for (size_t i = 0; i < payload.size(); ++i)
+    for (size_t i = 0; i < payload.size(); ++i) {
       payload[i] = static_cast<char>(payload[i] ^ h.mask[i % 4]);
+    }
   }
   return payload;
 }
