@@ -36,6 +36,16 @@ std::string AddressText(const std::string& ip, uint16_t port) {
   return ip + ":" + std::to_string(port);
 }
 
+// evdns's own messages: its warnings as ours, the rest (per query, per nameserver state) at debug;
+// the operator's line is discovery's own, once per change.
+void EvdnsLog(int is_warning, const char* message) {
+  if (is_warning) {
+    LOG_WARN(std::string("discovery: evdns: ") + message);
+  } else {
+    LOG_DEBUG(std::string("discovery: evdns: ") + message);
+  }
+}
+
 bool NumericSockaddr(const std::string& ip, uint16_t port, config::ResolvedAddress* out) {
   *out = {};
   auto* v4 = reinterpret_cast<sockaddr_in*>(&out->addr);
@@ -74,6 +84,7 @@ struct DnsResolver::Query {
 std::unique_ptr<DnsResolver> DnsResolver::Create(event_base* base,
                                                  const config::ResolverConfig& config,
                                                  std::string* error) {
+  evdns_set_log_fn(&EvdnsLog);
   evdns_base* dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
   if (dns == nullptr) {
     *error = "cannot create the DNS resolver";

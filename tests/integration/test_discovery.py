@@ -61,7 +61,7 @@ class Dnsmasq:
         self.proc = None
         self.port = None
 
-    def start(self, addresses):
+    def start(self, addresses, extra=()):
         self._write(addresses)
         for _ in range(5):  # a free port can be taken between probing and binding
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -73,7 +73,8 @@ class Dnsmasq:
                     [DNSMASQ, "--no-daemon", "--no-resolv", "--no-hosts",
                      f"--addn-hosts={self.hosts}", f"--port={port}",
                      "--listen-address=127.0.0.1", "--bind-interfaces", f"--user={user}",
-                     "--pid-file=", "--local=/test/", "--cache-size=0", "--log-facility=-"],
+                     "--pid-file=", "--local=/test/", "--cache-size=0", "--log-facility=-",
+                     *extra],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log)
             self.port = port
             deadline = time.monotonic() + WAIT
@@ -144,10 +145,11 @@ async def start_backends(hosts, port):
     return backends
 
 
-def discovery_config(dns_port, backend_port, require_at_start=True, drain="1s", workers=1):
+def discovery_config(dns_port, backend_port, require_at_start=True, drain="1s", workers=1,
+                     interval="1s"):
     config = make_config(pools={"app": [f"{NAME}:{backend_port}"]},
                          timeouts={"drain": drain, "close": "2s"}, workers=workers)
-    config["pools"][0]["discovery"] = {"interval": "1s", "require_at_start": require_at_start}
+    config["pools"][0]["discovery"] = {"interval": interval, "require_at_start": require_at_start}
     config["resolver"] = {"nameservers": [f"127.0.0.1:{dns_port}"]}
     config["admin"] = {"address": "127.0.0.1:0"}
     return config
@@ -299,6 +301,22 @@ async def test_dns_server_not_answering_keeps_the_last_set(gates, dns):
         assert time.monotonic() < deadline, "discovery error did not clear"
         await asyncio.sleep(0.1)
     assert "discovery: pool app resolves again" in gate.stderr_text()
+    await assert_still_serving(gate, greeting=True)
+
+
+@async_test(timeout=60)
+async def test_a_shorter_ttl_than_the_interval_sets_the_pace(gates, dns):
+    """interval 60s, records with a 2s TTL: a change is seen within seconds, not a minute."""
+    hosts = ["127.0.0.2", "127.0.0.3"]
+    port = shared_port()
+    await start_backends(hosts, port)
+    dns.start(hosts[:1], extra=["--local-ttl=2"])
+    gate = await gates.launch(discovery_config(dns.port, port, interval="60s"))
+    await wait_pool(gate, hosts[:1], port)
+    await dns.set(hosts)
+    await wait_pool(gate, hosts, port)  # within WAIT (10s), far below the 60s interval
+    state = (await admin_json(gate))["discovery"][0]
+    assert state["interval_ms"] == 2000, state
     await assert_still_serving(gate, greeting=True)
 
 
