@@ -228,6 +228,39 @@ async def test_scale_up_from_2_to_4_addresses(gates, dns, workers):
     await assert_still_serving(gate, greeting=True)
 
 
+@async_test(timeout=90)
+async def test_scale_up_with_rebalance_levels_existing_connections(gates, dns):
+    """With rebalance on, addresses that join level the pool out: the surplus of the old ones
+    is closed with 1012 (at rebalance.rate) and reconnects land on the new ones."""
+    hosts = [f"127.0.0.{i}" for i in range(2, 6)]
+    port = shared_port()
+    backends = await start_backends(hosts, port)
+    dns.start(hosts[:2])
+    config = discovery_config(dns.port, port)
+    config["pools"][0]["rebalance"] = {"enabled": True, "tolerance": 1.2, "rate": 50}
+    gate = await gates.launch(config)
+    await wait_pool(gate, hosts[:2], port)
+    clients = [await connect_named(gate) for _ in range(8)]
+    assert sorted(name for _, name in clients) == sorted(hosts[:2] * 4)
+
+    await dns.set(hosts)
+    await wait_pool(gate, hosts, port)
+    # Share 8/4 = 2 each, tolerance 1.2: each old backend keeps 2 and gives up 2.
+    await wait_until(lambda: sum(ws.close_code == 1012 for ws, _ in clients) == 4, WAIT,
+                     "4 rebalancing closes (1012)")
+    for ws, _ in clients:
+        if ws.close_code is None:
+            token = os.urandom(4).hex()
+            await ws.send(token)
+            assert await recv(ws) == token
+    reconnected = [await connect_named(gate) for _ in range(4)]
+    assert sorted(name for _, name in reconnected) == sorted(hosts[2:] * 2), reconnected
+    assert await scraped(gate, "wsgate_rebalance_closes_total") == 4
+    await wait_until(lambda: [b.active for b in backends.values()] == [2, 2, 2, 2], WAIT,
+                     "2 connections on each backend")
+    await assert_still_serving(gate, greeting=True)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 @async_test(timeout=90)
 async def test_scale_down_from_4_to_1_drains_the_vanished(gates, dns, workers):
