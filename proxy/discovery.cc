@@ -78,6 +78,7 @@ struct DnsResolver::Query {
   std::set<std::string> addresses;
   config::Duration ttl = config::Duration::max();
   std::string error;  // the first failure that is not "no such name / no such record"
+  bool no_such_name = false;  // NXDOMAIN
   std::function<void(DnsAnswer)> done;
 };
 
@@ -150,17 +151,19 @@ void DnsResolver::OnReply(int result, char type, int count, int ttl, void* addre
   auto* query = static_cast<Query*>(arg);
   if (result == DNS_ERR_NONE && addresses != nullptr) {
     char text[INET6_ADDRSTRLEN];
+    const bool v4 = type == DNS_IPv4_A;
+    const auto* bytes = static_cast<const unsigned char*>(addresses);
+    const size_t size = v4 ? sizeof(in_addr) : sizeof(in6_addr);
     for (int i = 0; i < count; ++i) {
-      const void* address = type == DNS_IPv4_A
-                                ? static_cast<const void*>(static_cast<const in_addr*>(addresses) + i)
-                                : static_cast<const void*>(static_cast<const in6_addr*>(addresses) + i);
-      if (inet_ntop(type == DNS_IPv4_A ? AF_INET : AF_INET6, address, text, sizeof(text))) {
+      const void* address = bytes + static_cast<size_t>(i) * size;
+      if (inet_ntop(v4 ? AF_INET : AF_INET6, address, text, sizeof(text))) {
         query->addresses.insert(text);
       }
     }
     if (count > 0) query->ttl = std::min<config::Duration>(query->ttl, std::chrono::seconds(ttl));
-  } else if (result != DNS_ERR_NONE && result != DNS_ERR_NOTEXIST && result != DNS_ERR_NODATA &&
-             query->error.empty()) {
+  } else if (result == DNS_ERR_NOTEXIST) {
+    query->no_such_name = true;
+  } else if (result != DNS_ERR_NONE && result != DNS_ERR_NODATA && query->error.empty()) {
     query->error = evdns_err_to_string(result);
   }
   if (--query->pending == 0) query->owner->Finish(query);
@@ -173,7 +176,9 @@ void DnsResolver::Finish(Query* query) {
   DnsAnswer answer;
   answer.addresses.assign(mine->addresses.begin(), mine->addresses.end());
   if (answer.addresses.empty()) {
-    answer.error = mine->error.empty() ? "no A or AAAA record" : mine->error;
+    answer.error = !mine->error.empty() ? mine->error
+                   : mine->no_such_name ? "no such name (NXDOMAIN)"
+                                        : "no A or AAAA record";
   } else {
     answer.ttl = mine->ttl;
   }
@@ -462,7 +467,8 @@ std::string Discovery::StateJson() const {
     }
     out += "],\"interval_ms\":" + std::to_string(state->next_interval.count()) +
            ",\"last_success\":" + seconds(state->last_success) +
-           ",\"last_error\":" + (state->last_error.empty() ? "null" : JsonString(state->last_error)) +
+           ",\"last_error\":" +
+           (state->last_error.empty() ? "null" : JsonString(state->last_error)) +
            ",\"last_error_at\":" + seconds(state->last_error_at) +
            ",\"errors\":" + std::to_string(state->errors) + "}";
   }

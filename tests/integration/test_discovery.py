@@ -16,8 +16,8 @@ import time
 import pytest
 
 from harness import (WAIT, EchoBackend, admin_address, admin_get, assert_still_serving,
-                     async_test, make_config, metric, recv, register_cleanup, run_wsgate,
-                     wait_until, wait_ws_closed, ws_connect)
+                     async_test, make_config, metric, metrics_text, recv, run_wsgate, wait_until,
+                     wait_ws_closed, ws_connect)
 
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 NAME = "chat.test"
@@ -296,6 +296,9 @@ async def test_scale_down_from_4_to_1_drains_the_vanished(gates, dns, workers):
     await wait_until(lambda: all(f"{h}:{port}" not in (
         admin_get(*admin_address(gate), "/admin/backends")[1]) for h in hosts[1:]),
         WAIT, "the drained backends to leave /admin/backends")
+    exposition = await asyncio.to_thread(metrics_text, gate)
+    assert not [h for h in hosts[1:] if f'backend="{h}:{port}"' in exposition], exposition
+    assert f'wsgate_backend_up{{pool="app",backend="{hosts[0]}:{port}"}} 1' in exposition
     await assert_still_serving(gate, greeting=True)
 
 
@@ -381,7 +384,8 @@ def test_required_name_that_does_not_resolve_stops_start_and_check(gates, dns, t
     config = discovery_config(dns.port, 9)
     path = gates.write_config(config, "required.yaml")
     line = open(path).read().splitlines().index(f"      - address: {NAME}:9") + 1
-    where = f"{path}:{line}:18: pools[0].backends[0].address: cannot resolve {NAME}"
+    where = (f"{path}:{line}:18: pools[0].backends[0].address: cannot resolve {NAME}: "
+             "no such name (NXDOMAIN)")
     check = run_wsgate("--check", "-c", path)
     assert check.returncode == 1 and where in check.stderr, check.stderr
     start = run_wsgate("-c", path)
