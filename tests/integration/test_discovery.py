@@ -136,7 +136,7 @@ async def start_backends(hosts, port):
     """A greeting echo backend on each host, all on ``port``; {host: backend}."""
     backends = {}
     for host in hosts:
-        sock = socket.socket()
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(128)
@@ -169,7 +169,7 @@ async def pool_addresses(gate):
 
 
 async def wait_pool(gate, hosts, port):
-    want = sorted(f"{h}:{port}" for h in hosts)
+    want = sorted(f"[{h}]:{port}" if ":" in h else f"{h}:{port}" for h in hosts)
     deadline = time.monotonic() + WAIT
     while True:
         have = await pool_addresses(gate)
@@ -337,6 +337,25 @@ async def test_dns_server_not_answering_keeps_the_last_set(gates, dns):
         assert time.monotonic() < deadline, "discovery error did not clear"
         await asyncio.sleep(0.1)
     assert "discovery: pool app resolves again" in gate.stderr_text()
+    await assert_still_serving(gate, greeting=True)
+
+
+@async_test(timeout=60)
+async def test_a_and_aaaa_addresses_are_all_backends(gates, dns):
+    """A name with an A and an AAAA record: both addresses are backends of the pool."""
+    port = shared_port()
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", port))
+    except OSError:
+        pytest.skip("no IPv6 loopback, or the port is taken on ::1")
+    hosts = ["127.0.0.2", "::1"]
+    await start_backends(hosts, port)
+    dns.start(hosts)
+    gate = await gates.launch(discovery_config(dns.port, port))
+    await wait_pool(gate, hosts, port)
+    names = sorted([(await connect_named(gate))[1] for _ in range(2)])
+    assert names == sorted(hosts), names
     await assert_still_serving(gate, greeting=True)
 
 
