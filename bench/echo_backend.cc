@@ -240,15 +240,17 @@ bool Process(Conn* c, const uint8_t* data, size_t n) {
 
 void OnReadable(Conn* c) {
   bool gone = false;  // Flush() failed and destroyed the connection
-  wsb::RecvEnd end = wsb::RecvUntilBlocked(c->fd, c->w->rbuf, [c, &gone](const uint8_t* data, size_t n) {
-    bool more = Process(c, data, n);
-    if (!Flush(c)) {
-      gone = true;
-      return false;
-    }
-    return more && !c->read_paused;
-  });
-  if (!gone && (end == wsb::RecvEnd::kClosed || end == wsb::RecvEnd::kFailed)) Destroy(c);  // EOF or reset
+  wsb::RecvEnd end =
+      wsb::RecvUntilBlocked(c->fd, c->w->rbuf, [c, &gone](const uint8_t* data, size_t n) {
+        bool more = Process(c, data, n);
+        if (!Flush(c)) {
+          gone = true;
+          return false;
+        }
+        return more && !c->read_paused;
+      });
+  if (!gone && (end == wsb::RecvEnd::kClosed || end == wsb::RecvEnd::kFailed))
+    Destroy(c);  // EOF or reset
 }
 
 void OnIo(evutil_socket_t, short what, void* arg) {
@@ -382,8 +384,8 @@ int main(int argc, char** argv) {
       return 1;
     }
     // backlog 0: the socket is listening already.
-    w->listener = evconnlistener_new(w->base, OnAccept, w.get(), LEV_OPT_CLOSE_ON_FREE, 0,
-                                     w->listen_fd);
+    w->listener =
+        evconnlistener_new(w->base, OnAccept, w.get(), LEV_OPT_CLOSE_ON_FREE, 0, w->listen_fd);
     if (w->listener == nullptr) {
       std::fprintf(stderr, "echo_backend: evconnlistener_new failed\n");
       return 1;

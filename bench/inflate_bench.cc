@@ -79,11 +79,11 @@ int main(int argc, char** argv) {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     double ratio =
         static_cast<double>(size * compressed.size()) / static_cast<double>(compressed_bytes);
-    std::printf("takeover=%s size=%zu bits=%d ratio=%.1f ns_per_message=%.0f "
-                "inflated_mb_per_s=%.0f\n",
-                takeover ? "yes" : "no", size, bits, ratio,
-                seconds * 1e9 / static_cast<double>(count),
-                static_cast<double>(inflated) / seconds / 1e6);
+    std::printf(
+        "takeover=%s size=%zu bits=%d ratio=%.1f ns_per_message=%.0f "
+        "inflated_mb_per_s=%.0f\n",
+        takeover ? "yes" : "no", size, bits, ratio, seconds * 1e9 / static_cast<double>(count),
+        static_cast<double>(inflated) / seconds / 1e6);
   }
   return 0;
 }

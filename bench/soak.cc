@@ -102,8 +102,8 @@ struct Conn {
   int fd = -1;
   event* rev = nullptr;
   event* wev = nullptr;
-  event* step_timer = nullptr;  // timeout of the current step
-  event* pause_timer = nullptr; // think time, reconnect pause
+  event* step_timer = nullptr;   // timeout of the current step
+  event* pause_timer = nullptr;  // think time, reconnect pause
   bool writing = false;
   bool upgraded = false;
   St st = St::kWait;
@@ -120,7 +120,7 @@ struct Conn {
   std::string ctrl;
   std::deque<Pending> pending;  // sent, echo not yet complete, oldest first
   uint64_t seq = 0;
-  int budget = 0;     // messages left to send
+  int budget = 0;  // messages left to send
   int window = 1;
   uint64_t deadline_ns = 0;
   bool thinking = false;
@@ -348,14 +348,14 @@ void StartConnect(Conn* c) {
   inet_pton(AF_INET, o.host.c_str(), &dst.sin_addr);
   if ((ntohl(dst.sin_addr.s_addr) >> 24) == 127) {
     // Loopback: rotate the source over 127.0.0.2..254 so ephemeral ports never run out.
-    uint64_t turn = w->src_counter++ * static_cast<uint64_t>(o.threads) + static_cast<uint64_t>(w->index);
+    uint64_t turn =
+        w->src_counter++ * static_cast<uint64_t>(o.threads) + static_cast<uint64_t>(w->index);
     if (!wsb::BindLoopbackSource(c->fd, 2 + static_cast<uint32_t>(turn % 253))) {
       Fail(c, w->n.connect_failed, "connect failed", Errno("bind"));
       return;
     }
   }
-  if (connect(c->fd, reinterpret_cast<sockaddr*>(&dst), sizeof(dst)) != 0 &&
-      errno != EINPROGRESS) {
+  if (connect(c->fd, reinterpret_cast<sockaddr*>(&dst), sizeof(dst)) != 0 && errno != EINPROGRESS) {
     Fail(c, w->n.connect_failed, "connect failed", Errno("connect"));
     return;
   }
@@ -408,7 +408,8 @@ void OnUpgraded(Conn* c) {
   evtimer_del(c->step_timer);
   c->budget = static_cast<int>(LogUniform(w, static_cast<uint64_t>(o.max_messages)));
   c->window = 1 + static_cast<int>(NextRandom(w) % static_cast<uint64_t>(o.window));
-  c->deadline_ns = wsb::NowNs() + static_cast<uint64_t>((1 + Uniform(w) * (o.max_lifetime - 1)) * 1e9);
+  c->deadline_ns =
+      wsb::NowNs() + static_cast<uint64_t>((1 + Uniform(w) * (o.max_lifetime - 1)) * 1e9);
   Pump(c);
 }
 
@@ -420,7 +421,8 @@ bool OnCloseFrame(Conn* c) {
   if (c->st == St::kClosing && code == 1000) {
     if (!c->pending.empty()) {
       Inc(w->n.lost_clean, c->pending.size());
-      Report(c, "lost", std::to_string(c->pending.size()) + " message(s) unanswered at the close reply");
+      Report(c, "lost",
+             std::to_string(c->pending.size()) + " message(s) unanswered at the close reply");
     }
     c->close_received = true;  // now the server's TCP close
     return true;
@@ -434,7 +436,8 @@ bool OnCloseFrame(Conn* c) {
       // Answer the close (best effort: the connection ends here either way).
       uint8_t payload[2] = {static_cast<uint8_t>(code >> 8), static_cast<uint8_t>(code)};
       QueueFrame(c, wsb::kOpClose, payload, 2);
-      send(c->fd, c->out.data() + c->out_off, c->out.size() - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+      send(c->fd, c->out.data() + c->out_off, c->out.size() - c->out_off,
+           MSG_NOSIGNAL | MSG_DONTWAIT);
     }
     Recycle(c, w->opt->reconnect_ms);
     return false;
@@ -459,7 +462,8 @@ bool ControlDone(Conn* c) {
     case wsb::kOpClose:
       return OnCloseFrame(c);
     default:
-      Fail(c, c->w->n.mismatch, "echo mismatch", "unknown opcode " + std::to_string(c->frame.opcode));
+      Fail(c, c->w->n.mismatch, "echo mismatch",
+           "unknown opcode " + std::to_string(c->frame.opcode));
       return false;
   }
 }
@@ -781,10 +785,10 @@ int main(int argc, char** argv) {
       if (done.load()) break;
       std::printf("PROGRESS t=%.0f open=%" PRIu64 " opened=%" PRIu64 " clean=%" PRIu64
                   " cut=%" PRIu64 " sent=%" PRIu64 " echoed=%" PRIu64 "\n",
-                  static_cast<double>(wsb::NowNs() - start) / 1e9, Sum(workers, &Counters::open_now),
-                  Sum(workers, &Counters::opened), Sum(workers, &Counters::clean),
-                  Sum(workers, &Counters::restart_cut), Sum(workers, &Counters::sent),
-                  Sum(workers, &Counters::echoed));
+                  static_cast<double>(wsb::NowNs() - start) / 1e9,
+                  Sum(workers, &Counters::open_now), Sum(workers, &Counters::opened),
+                  Sum(workers, &Counters::clean), Sum(workers, &Counters::restart_cut),
+                  Sum(workers, &Counters::sent), Sum(workers, &Counters::echoed));
       std::fflush(stdout);
     }
   });
@@ -809,11 +813,13 @@ int main(int argc, char** argv) {
   uint64_t lost = Sum(workers, &Counters::lost_clean);
   uint64_t mismatch = Sum(workers, &Counters::mismatch);
   std::printf("SOAK_RESULT conns=%d seconds=%.0f opened=%" PRIu64 " clean=%" PRIu64
-              " restart_cut=%" PRIu64 " inflight_at_cut=%" PRIu64 " close_codes=%s"
+              " restart_cut=%" PRIu64 " inflight_at_cut=%" PRIu64
+              " close_codes=%s"
               " unexpected_close=%" PRIu64 " abrupt=%" PRIu64 " inflight_at_abrupt=%" PRIu64
-              " connect_failed=%" PRIu64 " handshake_status=%" PRIu64 " statuses=%s"
-              " handshake_bad=%" PRIu64 " mismatch=%" PRIu64 " timeouts=%" PRIu64
-              " sent=%" PRIu64 " echoed=%" PRIu64 " echoed_mib=%.1f lost_clean=%" PRIu64 "\n",
+              " connect_failed=%" PRIu64 " handshake_status=%" PRIu64
+              " statuses=%s"
+              " handshake_bad=%" PRIu64 " mismatch=%" PRIu64 " timeouts=%" PRIu64 " sent=%" PRIu64
+              " echoed=%" PRIu64 " echoed_mib=%.1f lost_clean=%" PRIu64 "\n",
               o.conns, static_cast<double>(wsb::NowNs() - start) / 1e9,
               Sum(workers, &Counters::opened), Sum(workers, &Counters::clean),
               Sum(workers, &Counters::restart_cut), Sum(workers, &Counters::inflight_at_cut),

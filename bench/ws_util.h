@@ -27,7 +27,8 @@
 
 namespace wsb {
 
-static_assert(std::endian::native == std::endian::little, "the word-wise masking assumes little endian");
+static_assert(std::endian::native == std::endian::little,
+              "the word-wise masking assumes little endian");
 
 inline uint64_t NowNs() {
   timespec ts{};
@@ -39,7 +40,8 @@ inline constexpr std::string_view kWebSocketGuid = "258EAFA5-E914-47DA-95CA-C5AB
 
 inline std::string Base64(const uint8_t* data, size_t n) {
   std::string out(4 * ((n + 2) / 3) + 1, '\0');
-  int len = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
+  int len =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
   out.resize(len > 0 ? static_cast<size_t>(len) : 0);
   return out;
 }

@@ -35,8 +35,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -48,8 +48,8 @@ namespace {
 
 constexpr size_t kReadChunk = 256 * 1024;
 constexpr size_t kMaxHead = 16 * 1024;
-constexpr double kDrainSeconds = 5.0;      // after D: how long in-flight work may take
-constexpr double kBackoffSeconds = 0.01;   // handshake mode: pause after a failed cycle
+constexpr double kDrainSeconds = 5.0;     // after D: how long in-flight work may take
+constexpr double kBackoffSeconds = 0.01;  // handshake mode: pause after a failed cycle
 
 enum class Mode { kEcho, kHandshake, kIdle };
 
@@ -74,8 +74,7 @@ struct Options {
 };
 
 enum ErrorKind { kErrConnect, kErrHandshake, kErrData, kErrClosed, kErrTimeout, kErrKinds };
-constexpr const char* kErrNames[kErrKinds] = {"connect", "handshake", "data", "closed",
-                                              "timeout"};
+constexpr const char* kErrNames[kErrKinds] = {"connect", "handshake", "data", "closed", "timeout"};
 
 enum class St { kIdle, kConnecting, kUpgrading, kOpen, kClosing, kBackoff, kDone };
 enum class Phase { kConnect, kMeasure, kHold, kClose };
@@ -137,8 +136,8 @@ struct Worker {
   bool stop = false;
   event* end_timer = nullptr;
   int open_now = 0;
-  int opened = 0;        // open after the connect phase (read by main after the barrier)
-  int open_at_end = 0;   // open when the hold ended
+  int opened = 0;       // open after the connect phase (read by main after the barrier)
+  int open_at_end = 0;  // open when the hold ended
 };
 
 // CPU time in clock ticks (USER_HZ) at one edge of the measured window.
@@ -146,7 +145,7 @@ struct CpuSample {
   bool core_ok = false;
   uint64_t core_busy = 0;  // cpuN: user+nice+system+irq+softirq+steal (not idle, iowait)
   bool pids_ok = false;
-  uint64_t proc = 0;       // sum of utime+stime over --cpu-pid processes (all their threads)
+  uint64_t proc = 0;  // sum of utime+stime over --cpu-pid processes (all their threads)
 };
 
 bool ReadCoreBusy(int core, uint64_t* busy) {
@@ -264,8 +263,8 @@ void Fail(Conn* c, ErrorKind kind, const std::string& what) {
   Worker* w = c->w;
   ++w->errors[kind];
   if (g_reported.fetch_add(1) < w->opt->verbose_errors) {
-    std::fprintf(stderr, "wsbench: connection %" PRIu64 ": %s error: %s\n", c->id,
-                 kErrNames[kind], what.c_str());
+    std::fprintf(stderr, "wsbench: connection %" PRIu64 ": %s error: %s\n", c->id, kErrNames[kind],
+                 what.c_str());
   }
   St was = c->st;
   CloseFd(c);
@@ -337,8 +336,7 @@ void StartConnect(Conn* c) {
   dst.sin_family = AF_INET;
   dst.sin_port = htons(o.port);
   inet_pton(AF_INET, o.host.c_str(), &dst.sin_addr);
-  if (connect(c->fd, reinterpret_cast<sockaddr*>(&dst), sizeof(dst)) != 0 &&
-      errno != EINPROGRESS) {
+  if (connect(c->fd, reinterpret_cast<sockaddr*>(&dst), sizeof(dst)) != 0 && errno != EINPROGRESS) {
     Fail(c, kErrConnect, Errno("connect"));
     return;
   }
@@ -598,7 +596,8 @@ void OnReadable(Conn* c) {
     OnClosed(c);  // EOF (or reset) after the close handshake: done
     return;
   }
-  Fail(c, kErrClosed, end == wsb::RecvEnd::kClosed ? "connection closed by the peer" : Errno("recv"));
+  Fail(c, kErrClosed,
+       end == wsb::RecvEnd::kClosed ? "connection closed by the peer" : Errno("recv"));
 }
 
 void OnIo(evutil_socket_t, short what, void* arg) {
@@ -626,8 +625,9 @@ void OnTimer(evutil_socket_t, short, void* arg) {
       Fail(c, kErrTimeout, "no echo in time");
       break;
     case St::kClosing:
-      Fail(c, kErrTimeout, c->close_received ? "server did not close TCP after the close frames"
-                                             : "no close frame in time");
+      Fail(c, kErrTimeout,
+           c->close_received ? "server did not close TCP after the close frames"
+                             : "no close frame in time");
       break;
     case St::kBackoff:
       if (c->w->stop || wsb::NowNs() >= c->w->end_ns) {
@@ -723,7 +723,8 @@ void RunWorker(Worker* w, std::barrier<PhaseStart>* sync) {
     w->pending = 0;
     bool held = false;
     event* hold_timer = evtimer_new(w->base, OnHoldTimer, &held);
-    timeval tv = ToTimeval(static_cast<double>(w->end_ns - std::min(w->end_ns, wsb::NowNs())) / 1e9);
+    timeval tv =
+        ToTimeval(static_cast<double>(w->end_ns - std::min(w->end_ns, wsb::NowNs())) / 1e9);
     evtimer_add(hold_timer, &tv);
     while (!held) {
       if (event_base_loop(w->base, EVLOOP_ONCE) != 0) break;
@@ -748,7 +749,8 @@ void RunWorker(Worker* w, std::barrier<PhaseStart>* sync) {
         SendMessage(c.get());
       }
     }
-    timeval tv = ToTimeval(static_cast<double>(w->end_ns - std::min(w->end_ns, wsb::NowNs())) / 1e9);
+    timeval tv =
+        ToTimeval(static_cast<double>(w->end_ns - std::min(w->end_ns, wsb::NowNs())) / 1e9);
     evtimer_add(w->end_timer, &tv);
     RunLoop(w);
     evtimer_del(w->end_timer);
@@ -958,8 +960,9 @@ int main(int argc, char** argv) {
       double per_op = secs * 1e6 / static_cast<double>(ops);
       std::snprintf(buf, sizeof buf, " %s_cpu_s=%.2f %s_us_per_op=%.2f", name, secs, name, per_op);
       cpu_result += buf;
-      std::snprintf(buf, sizeof buf, "  cpu       %s: %.2f s busy in the %.1f s window, %.2f us per op\n",
-                    name, secs, o.duration, per_op);
+      std::snprintf(buf, sizeof buf,
+                    "  cpu       %s: %.2f s busy in the %.1f s window, %.2f us per op\n", name,
+                    secs, o.duration, per_op);
       cpu_human += buf;
     };
     if (o.cpu_core >= 0) {
@@ -977,25 +980,29 @@ int main(int argc, char** argv) {
       double mb = rate * static_cast<double>(o.size) * 2 / 1e6;
       std::printf("wsbench echo -> %s: %d connections x %zu B, %.1f s, %d thread(s)\n",
                   target.c_str(), o.conns, o.size, o.duration, o.threads);
-      std::printf("  messages  %" PRIu64 " echoed and verified: %.0f msgs/s, %.2f MB/s payload "
+      std::printf("  messages  %" PRIu64
+                  " echoed and verified: %.0f msgs/s, %.2f MB/s payload "
                   "(both ways)\n",
                   messages, rate, mb);
-      std::printf("  latency   p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us, mean %.1f us\n",
-                  us(hist.Percentile(50)), us(hist.Percentile(99)), us(hist.Percentile(99.9)),
-                  us(static_cast<double>(hist.max())), us(hist.mean()));
+      std::printf(
+          "  latency   p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us, mean %.1f us\n",
+          us(hist.Percentile(50)), us(hist.Percentile(99)), us(hist.Percentile(99.9)),
+          us(static_cast<double>(hist.max())), us(hist.mean()));
       std::printf("  errors    %" PRIu64 " (%s)\n", total_errors, breakdown.c_str());
       std::fputs(cpu_human.c_str(), stdout);
-      std::printf("RESULT mode=echo conns=%d size=%zu msgs_per_s=%.0f mb_per_s=%.2f p50_us=%.1f "
-                  "p99_us=%.1f p999_us=%.1f%s errors=%" PRIu64 "\n",
-                  o.conns, o.size, rate, mb, us(hist.Percentile(50)), us(hist.Percentile(99)),
-                  us(hist.Percentile(99.9)), cpu_result.c_str(), total_errors);
+      std::printf(
+          "RESULT mode=echo conns=%d size=%zu msgs_per_s=%.0f mb_per_s=%.2f p50_us=%.1f "
+          "p99_us=%.1f p999_us=%.1f%s errors=%" PRIu64 "\n",
+          o.conns, o.size, rate, mb, us(hist.Percentile(50)), us(hist.Percentile(99)),
+          us(hist.Percentile(99.9)), cpu_result.c_str(), total_errors);
       break;
     }
     case Mode::kHandshake: {
       double rate = static_cast<double>(cycles) / o.duration;
       std::printf("wsbench handshake -> %s: %d loops, %.1f s, %d thread(s)\n", target.c_str(),
                   o.conns, o.duration, o.threads);
-      std::printf("  cycles    %" PRIu64 " (connect, upgrade, %zu B echo, close 1000): %.0f "
+      std::printf("  cycles    %" PRIu64
+                  " (connect, upgrade, %zu B echo, close 1000): %.0f "
                   "handshakes/s\n",
                   cycles, o.size, rate);
       std::printf("  upgrade   p50 %.1f us, p99 %.1f us (connect -> verified 101)\n",
@@ -1004,18 +1011,18 @@ int main(int argc, char** argv) {
                   us(hist2.Percentile(50)), us(hist2.Percentile(99)));
       std::printf("  errors    %" PRIu64 " (%s)\n", total_errors, breakdown.c_str());
       std::fputs(cpu_human.c_str(), stdout);
-      std::printf("RESULT mode=handshake conns=%d handshakes_per_s=%.0f p50_us=%.1f p99_us=%.1f "
-                  "p999_us=%.1f cycle_p50_us=%.1f cycle_p99_us=%.1f%s errors=%" PRIu64 "\n",
-                  o.conns, rate, us(hist.Percentile(50)), us(hist.Percentile(99)),
-                  us(hist.Percentile(99.9)), us(hist2.Percentile(50)), us(hist2.Percentile(99)),
-                  cpu_result.c_str(), total_errors);
+      std::printf(
+          "RESULT mode=handshake conns=%d handshakes_per_s=%.0f p50_us=%.1f p99_us=%.1f "
+          "p999_us=%.1f cycle_p50_us=%.1f cycle_p99_us=%.1f%s errors=%" PRIu64 "\n",
+          o.conns, rate, us(hist.Percentile(50)), us(hist.Percentile(99)),
+          us(hist.Percentile(99.9)), us(hist2.Percentile(50)), us(hist2.Percentile(99)),
+          cpu_result.c_str(), total_errors);
       break;
     }
     case Mode::kIdle:
-      std::printf("wsbench idle -> %s: %d connections held %.1f s, %d thread(s)\n",
-                  target.c_str(), o.conns, o.hold, o.threads);
-      std::printf("  open      %d after opening, %d at the end of the hold\n", opened,
-                  open_at_end);
+      std::printf("wsbench idle -> %s: %d connections held %.1f s, %d thread(s)\n", target.c_str(),
+                  o.conns, o.hold, o.threads);
+      std::printf("  open      %d after opening, %d at the end of the hold\n", opened, open_at_end);
       std::printf("  errors    %" PRIu64 " (%s)\n", total_errors, breakdown.c_str());
       std::printf("RESULT mode=idle conns=%d open=%d opened=%d errors=%" PRIu64 "\n", o.conns,
                   open_at_end, opened, total_errors);

@@ -68,19 +68,18 @@ struct ListenerTlsConfig {
   ConfigFile client_ca;  // set = require client certificates signed by it (mTLS)
 
   bool operator==(const ListenerTlsConfig& o) const {
-    return enabled == o.enabled && certificates == o.certificates &&
-           min_version == o.min_version && ciphers == o.ciphers && alpn == o.alpn &&
-           client_ca == o.client_ca;
+    return enabled == o.enabled && certificates == o.certificates && min_version == o.min_version &&
+           ciphers == o.ciphers && alpn == o.alpn && client_ca == o.client_ca;
   }
 };
 
 // pools[].tls: speak TLS to the backends. Present section = enabled unless enabled: false.
 struct PoolTlsConfig {
   bool enabled = false;
-  ConfigFile ca;             // empty = the system's default trust store
-  bool verify = true;        // false only when written explicitly
-  std::string server_name;   // SNI and name check; empty = the backend's host
-  ConfigFile cert;           // optional client certificate
+  ConfigFile ca;            // empty = the system's default trust store
+  bool verify = true;       // false only when written explicitly
+  std::string server_name;  // SNI and name check; empty = the backend's host
+  ConfigFile cert;          // optional client certificate
   ConfigFile key;
 
   bool operator==(const PoolTlsConfig&) const = default;
@@ -97,7 +96,7 @@ struct ListenerConfig {
 struct AdminConfig {
   bool enabled = false;  // true when the `admin` section is present
   HostPort address{.host = "127.0.0.1", .port = 9901, .text = "127.0.0.1:9901"};
-  std::string token;     // bearer token; required when address is not loopback
+  std::string token;  // bearer token; required when address is not loopback
   // Where the token was read from (trailing newline stripped); set = |token| holds its contents.
   ConfigFile token_file;
   // Base of the callback URLs sent to backends ("http://10.0.0.5:9901", no trailing slash);
@@ -112,9 +111,9 @@ struct AdminConfig {
 };
 
 struct DrainConfig {
-  Duration grace{0};         // after SIGTERM, keep accepting this long (readyz already 503)
+  Duration grace{0};           // after SIGTERM, keep accepting this long (readyz already 503)
   uint16_t close_code = 1001;  // 1001 going away | 1012 service restart
-  Duration spread{0};        // spread the final closes evenly over this window
+  Duration spread{0};          // spread the final closes evenly over this window
 
   bool operator==(const DrainConfig&) const = default;
 };
@@ -129,7 +128,7 @@ struct RouteMatch {
 // paths: how the request target's path is normalised before routing (proxy/http/request_target.h).
 struct PathsConfig {
   enum class EscapedSlashes { kReject, kKeep };
-  bool normalize = true;  // decode unreserved escapes, remove dot segments; false = raw target
+  bool normalize = true;       // decode unreserved escapes, remove dot segments; false = raw target
   bool merge_slashes = false;  // "//a///b" -> "/a/b"
   EscapedSlashes escaped_slashes = EscapedSlashes::kReject;  // %2F, %5C, "\": 400, or forwarded
 
@@ -151,7 +150,7 @@ struct AuthConfig {
   std::vector<std::string> forward_headers{"Cookie", "Authorization", "Origin"};
   std::vector<std::string> copy_headers;  // from a 2xx answer into the upstream request
   Duration timeout{2000};
-  Duration cache_ttl{0};     // 0 = no cache
+  Duration cache_ttl{0};        // 0 = no cache
   uint64_t cache_size = 10000;  // entries per worker
 
   bool operator==(const AuthConfig&) const = default;
@@ -224,7 +223,7 @@ struct PoolHttpConfig {
 struct DiscoveryConfig {
   bool enabled = false;
   Duration interval{std::chrono::seconds(5)};  // at least 1s; shorter when the record's TTL is
-  bool require_at_start = true;  // false: an unresolvable name starts the pool empty
+  bool require_at_start = true;                // false: an unresolvable name starts the pool empty
 
   bool operator==(const DiscoveryConfig&) const = default;
 };

@@ -8,8 +8,8 @@ namespace wsgate::config {
 
 struct ConfigError {
   std::string file;
-  int line = 0;    // 1-based; 0 when the error has no position (e.g. unreadable file)
-  int column = 0;  // 1-based
+  int line = 0;          // 1-based; 0 when the error has no position (e.g. unreadable file)
+  int column = 0;        // 1-based
   std::string key_path;  // e.g. "pools[0].backends[1].address"; empty for syntax errors
   std::string message;
 

@@ -15,6 +15,6 @@ namespace wsgate::config {
 // Errors about a flag's value name the flag ("--backend: invalid address ...") instead of a
 // position in the generated document.
 [[nodiscard]] LoadResult LoadFlagsConfig(const std::string& listen,
-                                        const std::vector<std::string>& backends);
+                                         const std::vector<std::string>& backends);
 
 }  // namespace wsgate::config

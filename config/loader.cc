@@ -542,8 +542,8 @@ bool IsServerName(std::string_view text) {
       label = 0;
       continue;
     }
-    const bool ldh = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                     c == '-';
+    const bool ldh =
+        (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-';
     if (!ldh || ++label > 63) return false;
   }
   return label > 0;
@@ -632,8 +632,7 @@ void Loader::LoadRoot(const YAML::Node& root, ProxyConfig* cfg) {
   const std::optional<Fields> fields = ReadMapping(
       root_value,
       {"workers", "listeners", "admin", "routes", "paths", "pools", "limits", "timeouts", "drain",
-       "log", "metrics",
-       "retries", "auth", "on_disconnect", "trusted_proxies", "resolver"},
+       "log", "metrics", "retries", "auth", "on_disconnect", "trusted_proxies", "resolver"},
       false);
   if (!fields) return;
 
@@ -689,7 +688,7 @@ void Loader::LoadResolver(const Value& v, ResolverConfig* out) {
 bool Loader::ReadUrl(const Value& v, bool allow_https, std::string* out) {
   if (!ReadString(v, out)) return false;
   std::string& text = *out;
-  size_t scheme = text.rfind("http://", 0) == 0                  ? 7
+  size_t scheme = text.rfind("http://", 0) == 0                   ? 7
                   : allow_https && text.rfind("https://", 0) == 0 ? 8
                                                                   : 0;
   bool printable = true;
@@ -946,9 +945,9 @@ void Loader::LoadPools(const Value& v, std::vector<PoolConfig>* out) {
           }
         }
         if (!balance_known) {
-          Error(*balance, UnknownValue("balance", text,
-                                       {"least_conn", "round_robin", "random_two", "sticky"},
-                                       "least_conn, round_robin, random_two or sticky"));
+          Error(*balance,
+                UnknownValue("balance", text, {"least_conn", "round_robin", "random_two", "sticky"},
+                             "least_conn, round_robin, random_two or sticky"));
         }
       }
     }
@@ -966,7 +965,8 @@ void Loader::LoadPools(const Value& v, std::vector<PoolConfig>* out) {
       if (const std::optional<Fields> http = ReadMapping(*x, {"max_idle_connections"}, true)) {
         if (const Value* idle = http->Find("max_idle_connections")) {
           uint64_t n = 0;
-          if (ReadInt(*idle, 0, 100000, &n)) pool.http.max_idle_connections = static_cast<uint32_t>(n);
+          if (ReadInt(*idle, 0, 100000, &n))
+            pool.http.max_idle_connections = static_cast<uint32_t>(n);
         }
       }
     }
@@ -1236,14 +1236,13 @@ void Loader::LoadPaths(const Value& v, PathsConfig* out) {
 }
 
 void Loader::LoadLimits(const Value& v, LimitsConfig* out) {
-  const std::optional<Fields> fields =
-      ReadMapping(v,
-                  {"max_connections", "max_header_bytes", "max_request_line_bytes",
-                   "max_message_bytes", "write_buffer_high_watermark", "allowed_origins",
-                   "max_messages_per_second", "rate_action", "max_connections_per_ip",
-                   "handshake_rate_per_ip", "max_pending_handshakes", "max_body_bytes",
-                   "compression"},
-                  true);
+  const std::optional<Fields> fields = ReadMapping(
+      v,
+      {"max_connections", "max_header_bytes", "max_request_line_bytes", "max_message_bytes",
+       "write_buffer_high_watermark", "allowed_origins", "max_messages_per_second", "rate_action",
+       "max_connections_per_ip", "handshake_rate_per_ip", "max_pending_handshakes",
+       "max_body_bytes", "compression"},
+      true);
   if (!fields) return;
   if (const Value* x = fields->Find("max_connections")) {
     ReadInt(*x, 1, kNoMax, &out->max_connections);
@@ -1355,8 +1354,7 @@ void Loader::LoadDrain(const Value& v, DrainConfig* out) {
 }
 
 void Loader::LoadLog(const Value& v, LogConfig* out) {
-  const std::optional<Fields> fields =
-      ReadMapping(v, {"format", "access", "flush_interval"}, true);
+  const std::optional<Fields> fields = ReadMapping(v, {"format", "access", "flush_interval"}, true);
   if (!fields) return;
   std::string text;
   if (const Value* x = fields->Find("format"); x && ReadString(*x, &text)) {
@@ -1446,8 +1444,9 @@ LoadResult LoadConfigString(const std::string& yaml_text, const std::string& fil
     // yaml-cpp 0.7 reports its nesting limit (YAML::DeepRecursion, whose type is not exported)
     // with the message "bad file"; parsing a string can fail that way for no other reason.
     const bool too_deep = e.msg == YAML::ErrorMsg::BAD_FILE;
-    loader.Error(e.mark, "",
-                 too_deep ? "syntax error: nesting is too deep" : "syntax error: " + Printable(e.msg));
+    loader.Error(
+        e.mark, "",
+        too_deep ? "syntax error: nesting is too deep" : "syntax error: " + Printable(e.msg));
   } catch (const std::exception& e) {
     // Not expected; kept so that no input can take the process down.
     loader.Error(YAML::Mark::null_mark(), "", std::string("internal error: ") + e.what());

@@ -21,6 +21,6 @@ using LoadResult = Result<ProxyConfig, ConfigErrors>;
 
 // Same, from YAML text; |file_name| is used in error messages only.
 [[nodiscard]] LoadResult LoadConfigString(const std::string& yaml_text,
-                                         const std::string& file_name);
+                                          const std::string& file_name);
 
 }  // namespace wsgate::config

@@ -31,11 +31,10 @@ const char* NameOf(Enum value, const std::pair<Enum, const char*> (&names)[N]) {
   return names[0].second;
 }
 
-constexpr std::pair<Balance, const char*> kBalanceNames[] = {
-    {Balance::kLeastConn, "least_conn"},
-    {Balance::kRoundRobin, "round_robin"},
-    {Balance::kRandomTwo, "random_two"},
-    {Balance::kSticky, "sticky"}};
+constexpr std::pair<Balance, const char*> kBalanceNames[] = {{Balance::kLeastConn, "least_conn"},
+                                                             {Balance::kRoundRobin, "round_robin"},
+                                                             {Balance::kRandomTwo, "random_two"},
+                                                             {Balance::kSticky, "sticky"}};
 constexpr std::pair<StickyConfig::Fallback, const char*> kFallbackNames[] = {
     {StickyConfig::Fallback::kLeastConn, "least_conn"},
     {StickyConfig::Fallback::kRoundRobin, "round_robin"},
@@ -58,11 +57,16 @@ constexpr std::pair<LogConfig::Format, const char*> kLogFormatNames[] = {
 std::string StickyKey(const StickyConfig& s) {
   using Source = StickyConfig::KeySource;
   switch (s.source) {
-    case Source::kCookie: return "cookie:" + s.key_name;
-    case Source::kHeader: return "header:" + s.key_name;
-    case Source::kQuery: return "query:" + s.key_name;
-    case Source::kClientIp: return "client_ip";
-    case Source::kPath: return "path";
+    case Source::kCookie:
+      return "cookie:" + s.key_name;
+    case Source::kHeader:
+      return "header:" + s.key_name;
+    case Source::kQuery:
+      return "query:" + s.key_name;
+    case Source::kClientIp:
+      return "client_ip";
+    case Source::kPath:
+      return "path";
   }
   return "client_ip";
 }

@@ -65,8 +65,7 @@ std::string DidYouMean(std::string_view input, const std::vector<std::string_vie
   return " (did you mean \"" + name + "\"?)";
 }
 
-std::string DidYouMean(std::string_view input,
-                       std::initializer_list<std::string_view> candidates) {
+std::string DidYouMean(std::string_view input, std::initializer_list<std::string_view> candidates) {
   return DidYouMean(input, std::vector<std::string_view>(candidates));
 }
 

@@ -31,8 +31,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(parsed->size() <= host.size());
   }
 
-  const wsgate::AdminRequestPolicy loopback = wsgate::MakeAdminRequestPolicy(
-      "127.0.0.1", "127.0.0.1", "", {}, {"https://ops.example"});
+  const wsgate::AdminRequestPolicy loopback =
+      wsgate::MakeAdminRequestPolicy("127.0.0.1", "127.0.0.1", "", {}, {"https://ops.example"});
   wsgate::AdminRequestHeaders headers;
   headers.host = host;
   headers.host_count = 1;

@@ -141,8 +141,8 @@ void FuzzFraming(std::string_view bytes, unsigned selector) {
     ForwardedBody body = f.kind == BodyKind::kChunked  ? ForwardedBody::kChunked
                          : f.kind == BodyKind::kLength ? ForwardedBody::kLength
                                                        : ForwardedBody::kNone;
-    std::string forwarded = BuildForwardedRequest(head, ForwardingInfo{"192.0.2.1", false, "x"},
-                                                  body);
+    std::string forwarded =
+        BuildForwardedRequest(head, ForwardingInfo{"192.0.2.1", false, "x"}, body);
     HeadParser again(HeadKind::kRequest, HeadLimits{1 << 20, 1 << 20, 1 << 16});
     FUZZ_CHECK(again.Parse(forwarded) == ParseStatus::kComplete);
     FUZZ_CHECK(again.head_length() == forwarded.size());

@@ -41,8 +41,8 @@ void CheckErrors(const ConfigErrors& errors) {
     }
     const std::string formatted = e.Format();
     FUZZ_CHECK(formatted.size() >= e.message.size());
-    FUZZ_CHECK(formatted.compare(formatted.size() - e.message.size(), e.message.size(),
-                                 e.message) == 0);
+    FUZZ_CHECK(
+        formatted.compare(formatted.size() - e.message.size(), e.message.size(), e.message) == 0);
   }
 }
 

@@ -79,8 +79,8 @@ int64_t ReferenceCount(const uint8_t* message, size_t size, int window_bits, uin
       result = static_cast<int64_t>(total);
       break;
     }
-    if (rc == Z_STREAM_END || rc == Z_BUF_ERROR || (rc == Z_OK && z.avail_in == 0 &&
-                                                    z.avail_out != 0)) {
+    if (rc == Z_STREAM_END || rc == Z_BUF_ERROR ||
+        (rc == Z_OK && z.avail_in == 0 && z.avail_out != 0)) {
       result = static_cast<int64_t>(total);
       break;
     }

@@ -78,8 +78,8 @@ struct Run {
   std::string sink;
   bool violated = false;
   bool stopped = false;
-  size_t close_results = 0;  // kCloseRelayed returns
-  size_t stop_offset = 0;    // sink size when kStopped came back
+  size_t close_results = 0;           // kCloseRelayed returns
+  size_t stop_offset = 0;             // sink size when kStopped came back
   std::vector<size_t> message_stops;  // sink sizes when kMessageBoundary came back
 };
 
@@ -158,8 +158,8 @@ void CheckSameState(const FramePipe& a, const FramePipe& b, const char* what, bo
   } else {
     FUZZ_CHECK_MSG(b.frames() <= a.frames() && b.bytes() <= a.bytes(), "%s: counts", what);
   }
-  FUZZ_CHECK_MSG(a.close_code() == b.close_code(), "%s: close_code %u vs %u", what,
-                 a.close_code(), b.close_code());
+  FUZZ_CHECK_MSG(a.close_code() == b.close_code(), "%s: close_code %u vs %u", what, a.close_code(),
+                 b.close_code());
   FUZZ_CHECK_MSG(a.close_reason() == b.close_reason(), "%s: close_reason", what);
   FUZZ_CHECK_MSG(a.violation_code() == b.violation_code(), "%s: violation %u vs %u", what,
                  a.violation_code(), b.violation_code());
@@ -198,7 +198,8 @@ bool EndsOutsideMessage(std::string_view bytes) {
   bool in_message = false;
   while (pos < bytes.size()) {
     ws::FrameHeader h;
-    FUZZ_CHECK(ws::ParseFrameHeader(p + pos, bytes.size() - pos, &h) == ws::HeaderStatus::kComplete);
+    FUZZ_CHECK(ws::ParseFrameHeader(p + pos, bytes.size() - pos, &h) ==
+               ws::HeaderStatus::kComplete);
     if (!h.IsControl()) in_message = !h.fin;
     pos += h.header_length + static_cast<size_t>(h.payload_length);
   }
@@ -241,10 +242,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   auto add = [&](evbuffer* source, size_t from, size_t to) {
     if (to <= from) return;
-    const int rc = by_reference
-                       ? evbuffer_add_reference(source, stream.data() + from, to - from,
-                                                nullptr, nullptr)
-                       : evbuffer_add(source, stream.data() + from, to - from);
+    const int rc = by_reference ? evbuffer_add_reference(source, stream.data() + from, to - from,
+                                                         nullptr, nullptr)
+                                : evbuffer_add(source, stream.data() + from, to - from);
     FUZZ_CHECK(rc == 0);
   };
 
@@ -324,8 +324,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     EvBuffer source = NewBuffer();
     EvBuffer sink = NewBuffer();
     pipe_f.set_inflate(static_cast<uint8_t>(8 + (seed >> 4) % 8), ((seed >> 7) & 1) != 0, hold);
-    Feeder feeder{&pipe_f, source.get(), sink.get(), watermark, &run_f,
-                  std::max(hold + 1, ws::kMaxHeaderBytes + ws::kMaxControlPayload), true};
+    Feeder feeder{&pipe_f,    source.get(),
+                  sink.get(), watermark,
+                  &run_f,     std::max(hold + 1, ws::kMaxHeaderBytes + ws::kMaxControlPayload),
+                  true};
     size_t fed = 0;
     for (size_t cut : cuts) {
       add(source.get(), fed, cut);
@@ -381,7 +383,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (pipe_a.close_relayed()) {
     // The close frame is the last thing forwarded, and close_code() is the one it carried.
     FUZZ_CHECK(boundary && walked > 0 && last.opcode == ws::kClose);
-    FUZZ_CHECK(pipe_a.close_code() == ws::kNoStatus || ws::IsValidWireCloseCode(pipe_a.close_code()));
+    FUZZ_CHECK(pipe_a.close_code() == ws::kNoStatus ||
+               ws::IsValidWireCloseCode(pipe_a.close_code()));
   } else {
     FUZZ_CHECK(pipe_a.close_code() == 0);
   }

@@ -130,8 +130,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s [-timeout=S] [-rss_limit_mb=MB] DIR_OR_FILE...\n", argv[0]);
     return 1;
   }
-  std::thread(Watchdog, static_cast<int64_t>(timeout_s) * 1000,
-              static_cast<size_t>(rss_limit_mb))
+  std::thread(Watchdog, static_cast<int64_t>(timeout_s) * 1000, static_cast<size_t>(rss_limit_mb))
       .detach();
 
   std::vector<uint8_t> data;

@@ -32,8 +32,8 @@ using wsgate::config::PathsConfig;
 using namespace wsgate::http;
 
 bool IsUnreserved(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         c == '-' || c == '.' || c == '_' || c == '~';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_' || c == '~';
 }
 
 int Hex(char c) {
@@ -126,7 +126,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   paths.normalize = (selector & 1) == 0;
   paths.merge_slashes = (selector & 2) != 0;
   paths.escaped_slashes = (selector & 4) != 0 ? PathsConfig::EscapedSlashes::kKeep
-                                               : PathsConfig::EscapedSlashes::kReject;
+                                              : PathsConfig::EscapedSlashes::kReject;
   std::string target((selector & 8) != 0 ? "/" : "");
   target.append(reinterpret_cast<const char*>(data + 1), size - 1);
   const bool reject = paths.escaped_slashes == PathsConfig::EscapedSlashes::kReject;

@@ -46,14 +46,22 @@ std::optional<uint64_t> RefSize(std::string_view text) {
   std::string_view unit;
   if (!RefLeading(text, &v, &unit)) return std::nullopt;
   uint64_t mult = 0;
-  if (unit.empty() || unit == "B") mult = 1;
-  else if (unit == "KiB") mult = uint64_t{1} << 10;
-  else if (unit == "MiB") mult = uint64_t{1} << 20;
-  else if (unit == "GiB") mult = uint64_t{1} << 30;
-  else if (unit == "KB") mult = 1000;
-  else if (unit == "MB") mult = 1000000;
-  else if (unit == "GB") mult = 1000000000;
-  else return std::nullopt;
+  if (unit.empty() || unit == "B")
+    mult = 1;
+  else if (unit == "KiB")
+    mult = uint64_t{1} << 10;
+  else if (unit == "MiB")
+    mult = uint64_t{1} << 20;
+  else if (unit == "GiB")
+    mult = uint64_t{1} << 30;
+  else if (unit == "KB")
+    mult = 1000;
+  else if (unit == "MB")
+    mult = 1000000;
+  else if (unit == "GB")
+    mult = 1000000000;
+  else
+    return std::nullopt;
   uint64_t out = 0;
   if (__builtin_mul_overflow(v, mult, &out)) return std::nullopt;
   return out;
@@ -65,12 +73,18 @@ std::optional<int64_t> RefDurationMs(std::string_view text) {
   std::string_view unit;
   if (!RefLeading(text, &v, &unit)) return std::nullopt;
   int64_t mult = 0;
-  if (unit == "ms") mult = 1;
-  else if (unit == "s") mult = 1000;
-  else if (unit == "m") mult = 60000;
-  else if (unit == "h") mult = 3600000;
-  else if (unit == "d") mult = 86400000;
-  else return std::nullopt;
+  if (unit == "ms")
+    mult = 1;
+  else if (unit == "s")
+    mult = 1000;
+  else if (unit == "m")
+    mult = 60000;
+  else if (unit == "h")
+    mult = 3600000;
+  else if (unit == "d")
+    mult = 86400000;
+  else
+    return std::nullopt;
   if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return std::nullopt;
   int64_t out = 0;
   if (__builtin_mul_overflow(static_cast<int64_t>(v), mult, &out)) return std::nullopt;

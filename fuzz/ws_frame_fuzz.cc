@@ -209,8 +209,8 @@ void CheckSequence(const uint8_t* data, size_t size, const DirectionPolicy& poli
     const uint16_t expected = model.Admit(h, &completed);
     const uint16_t got = sequencer.Admit(h);
     FUZZ_CHECK_MSG(got == expected,
-                   "frame %zu (fin=%d rsv=%d op=%d masked=%d len=%llu): Admit=%u, model=%u",
-                   frames, h.fin, h.rsv, h.opcode, h.masked,
+                   "frame %zu (fin=%d rsv=%d op=%d masked=%d len=%llu): Admit=%u, model=%u", frames,
+                   h.fin, h.rsv, h.opcode, h.masked,
                    static_cast<unsigned long long>(h.payload_length), got, expected);
     FUZZ_CHECK(got == 0 || got == kProtocolError || got == kMessageTooBig);
     FUZZ_CHECK(sequencer.message_completed() == completed);

@@ -20,13 +20,12 @@ using prometheus::MetricType;
 // Handshakes take milliseconds; WebSocket connections live from seconds to days.
 const std::vector<double> kHandshakeBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                0.25,  0.5,    1,     2.5,  5,     10};
-const std::vector<double> kConnectionBuckets = {1,     10,    60,     300,    900,    1800,
-                                                3600,  10800, 21600,  43200,  86400,  259200,
-                                                604800};
+const std::vector<double> kConnectionBuckets = {1,     10,    60,    300,   900,    1800,  3600,
+                                                10800, 21600, 43200, 86400, 259200, 604800};
 
 // HTTP requests: milliseconds for an API call, up to minutes for a long poll or a download.
-const std::vector<double> kHttpRequestBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                 0.25,  0.5,    1,     2.5,  5,     10,  30, 60};
+const std::vector<double> kHttpRequestBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                 0.5,   1,      2.5,   5,    10,    30,   60};
 
 // A series of family |id|, one value per label declared for it, in the declared order.
 template <FamilyId id, typename... Values>
@@ -35,8 +34,7 @@ ClientMetric Series(const Values&... values) {
                 "one value for each label the family declares");
   ClientMetric metric;
   size_t i = 0;
-  ((metric.label.push_back({std::string(kFamilySpecs[id].labels[i++]), std::string(values)})),
-   ...);
+  ((metric.label.push_back({std::string(kFamilySpecs[id].labels[i++]), std::string(values)})), ...);
   return metric;
 }
 
@@ -214,8 +212,7 @@ void Registry::Collect(std::vector<MetricFamily>* out) const {
       for (size_t c = 0; c < kCloseCodeLabels.size(); ++c) {
         uint64_t value = m->closes[i][c].Get();
         if (value == 0) continue;  // keep the exposition short: only codes that happened
-        ClientMetric metric =
-            Series<kClosesTotal>(pool, kInitiatorLabels[i], kCloseCodeLabels[c]);
+        ClientMetric metric = Series<kClosesTotal>(pool, kInitiatorLabels[i], kCloseCodeLabels[c]);
         metric.counter.value = static_cast<double>(value);
         families[kClosesTotal].metric.push_back(std::move(metric));
       }
@@ -240,8 +237,7 @@ void Registry::Collect(std::vector<MetricFamily>* out) const {
 
   // wsgate_backend_up is not counted but computed when scraped (Serialize).
   for (const auto& [key, m] : backends_) {
-    AddIndexed<kBackendConnectFailuresTotal>(families, m->connect_failures, key.first,
-                                             key.second);
+    AddIndexed<kBackendConnectFailuresTotal>(families, m->connect_failures, key.first, key.second);
   }
 
   AddValue(families, kDraining, static_cast<double>(draining_.Get()));
@@ -305,8 +301,8 @@ void ApplyBackends(const std::vector<BackendState>& backends, std::vector<Metric
     up.emplace(std::pair(backend.pool, backend.address), backend.up);
   }
   auto listed = [&up](const ClientMetric& metric) {
-    return up.contains({std::string(LabelValue(metric, "pool")),
-                        std::string(LabelValue(metric, "backend"))});
+    return up.contains(
+        {std::string(LabelValue(metric, "pool")), std::string(LabelValue(metric, "backend"))});
   };
   for (FamilyId id : {kConnectionsActive, kConnectionsTotal}) {
     std::erase_if(families[id].metric, [&](const ClientMetric& m) { return !listed(m); });

@@ -134,7 +134,6 @@ class Registry {
   void Collect(std::vector<prometheus::MetricFamily>* families) const;
 
  private:
-
   // Guards the maps below (lookups happen once per connection; a scrape reads them from another
   // thread). The counters themselves are atomics and need no lock.
   mutable std::mutex mutex_;

@@ -141,8 +141,8 @@ void CollectProcessMetrics(std::vector<MetricFamily>* families) {
   const std::optional<uint64_t> boot = system_stat ? ParseBootTime(*system_stat) : std::nullopt;
   if (stat && boot && ticks_per_second > 0) {
     Add(families, kProcessStartTimeSeconds,
-        static_cast<double>(*boot) + static_cast<double>(stat->start_time_ticks) /
-                                         static_cast<double>(ticks_per_second));
+        static_cast<double>(*boot) +
+            static_cast<double>(stat->start_time_ticks) / static_cast<double>(ticks_per_second));
   }
 }
 

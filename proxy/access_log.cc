@@ -49,7 +49,7 @@ bool AccessLog::Configure(const config::LogConfig& config, std::string* error) {
   format_ = config.format;
   // Every other log line follows the same format, so stderr is all text or all JSON.
   log::SetFormat(config.format == config::LogConfig::Format::kJson ? log::Format::kJson
-                                                                    : log::Format::kText);
+                                                                   : log::Format::kText);
   return true;
 }
 
@@ -74,15 +74,16 @@ const char* ClosedByName(ClosedBy closed_by) {
 std::string AccessLog::FormatText(const AccessRecord& r) {
   std::string line = r.interim ? "access-interim" : "access";
   line += " id=" + r.connection_id + " client=" + r.client + " listener=" + r.listener +
-          " route=" + OrDash(r.route) + " pool=" + OrDash(r.pool) + " backend=" + OrDash(r.backend) +
-          (r.method.empty() ? "" : " method=" + r.method) + " path=" + log::Quoted(r.path) + " subprotocol=" + OrDash(r.subprotocol) +
+          " route=" + OrDash(r.route) + " pool=" + OrDash(r.pool) +
+          " backend=" + OrDash(r.backend) + (r.method.empty() ? "" : " method=" + r.method) +
+          " path=" + log::Quoted(r.path) + " subprotocol=" + OrDash(r.subprotocol) +
           " status=" + std::to_string(r.status) + " duration=" + Seconds(r.duration_seconds) + "s" +
           " bytes_in=" + std::to_string(r.bytes_in) + " bytes_out=" + std::to_string(r.bytes_out) +
           " msgs_in=" + std::to_string(r.messages_in) +
           " msgs_out=" + std::to_string(r.messages_out) +
           " pushed=" + std::to_string(r.messages_pushed) +
-          " close_code=" + std::to_string(r.close_code) + " closed_by=" + OrDash(ClosedByName(r.closed_by)) +
-          " reason=" + log::Quoted(r.reason);
+          " close_code=" + std::to_string(r.close_code) +
+          " closed_by=" + OrDash(ClosedByName(r.closed_by)) + " reason=" + log::Quoted(r.reason);
   return line;
 }
 
@@ -95,8 +96,8 @@ std::string AccessLog::FormatJson(const AccessRecord& r) {
   line += ",\"client\":" + JsonString(r.client);
   line += ",\"listener\":" + JsonString(r.listener);
   // The route's index in the configuration; null before one matched.
-  const bool numeric_route = !r.route.empty() && r.route.find_first_not_of("0123456789") ==
-                                                    std::string::npos;
+  const bool numeric_route =
+      !r.route.empty() && r.route.find_first_not_of("0123456789") == std::string::npos;
   line += ",\"route\":" + (numeric_route ? r.route : JsonOrNull(r.route));
   line += ",\"pool\":" + JsonOrNull(r.pool);
   line += ",\"backend\":" + JsonOrNull(r.backend);

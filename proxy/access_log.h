@@ -39,7 +39,7 @@ struct AccessRecord {
   uint64_t bytes_in = 0;   // client → backend
   uint64_t bytes_out = 0;  // backend → client, pushed frames included
   uint64_t messages_in = 0;
-  uint64_t messages_out = 0;  // backend messages and pushes: everything the client was sent
+  uint64_t messages_out = 0;     // backend messages and pushes: everything the client was sent
   uint64_t messages_pushed = 0;  // of messages_out, inserted by the connections API
   uint16_t close_code = 0;
   ClosedBy closed_by = ClosedBy::kUndecided;

@@ -2,10 +2,10 @@
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>
-#include <event2/listener.h>
-#include <openssl/crypto.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -61,8 +61,8 @@ std::unique_ptr<AdminServer> AdminServer::Create(event_base* base, const config:
     *error = "cannot create the admin HTTP server";
     return nullptr;
   }
-  evhttp_set_allowed_methods(server->http_, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                                EVHTTP_REQ_DELETE);
+  evhttp_set_allowed_methods(
+      server->http_, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_DELETE);
   evhttp_set_max_headers_size(server->http_, 16 * 1024);
   evhttp_set_max_body_size(server->http_, 64 * 1024);
   evhttp_set_timeout(server->http_, 10);
@@ -85,10 +85,9 @@ std::unique_ptr<AdminServer> AdminServer::Create(event_base* base, const config:
       *error = "cannot listen on admin address " + address.text + ": " + *error;
       return nullptr;
     }
-    listener = evconnlistener_new_bind(base, nullptr, nullptr,
-                                       LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 128,
-                                       reinterpret_cast<sockaddr*>(&addr),
-                                       static_cast<int>(addr_len));
+    listener = evconnlistener_new_bind(
+        base, nullptr, nullptr, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 128,
+        reinterpret_cast<sockaddr*>(&addr), static_cast<int>(addr_len));
     if (listener == nullptr) {
       *error = "cannot listen on admin address " + address.text + ": " + std::strerror(errno);
       return nullptr;
@@ -192,7 +191,8 @@ bool AdminServer::Authorized(evhttp_request* request) const {
   if (auth == nullptr) return false;
   static constexpr std::string_view kScheme = "Bearer ";
   std::string_view given(auth);
-  if (given.size() != kScheme.size() + token_.size() || given.substr(0, kScheme.size()) != kScheme) {
+  if (given.size() != kScheme.size() + token_.size() ||
+      given.substr(0, kScheme.size()) != kScheme) {
     return false;
   }
   // Constant time in the token's bytes, so its value cannot be probed byte by byte.
@@ -241,7 +241,8 @@ void AdminServer::Handle(evhttp_request* request) {
   }
   if (path == "/metrics") {
     if (!is_get) return AdminReply(request, 405, "{\"error\":\"use GET\"}\n");
-    return AdminReply(request, 200, handler_.MetricsText(), "text/plain; version=0.0.4; charset=utf-8");
+    return AdminReply(request, 200, handler_.MetricsText(),
+                      "text/plain; version=0.0.4; charset=utf-8");
   }
   std::vector<std::string> parts = SplitPath(path);
   if (!parts.empty() && parts[0] == "connections" && connections_api_ != nullptr) {

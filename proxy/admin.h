@@ -32,8 +32,8 @@ class AdminHandler {
   // Prometheus text exposition of every metric.
   virtual std::string MetricsText() = 0;
   // Drain or undrain one backend. Returns an HTTP status; |body| gets the JSON answer.
-  virtual int SetBackendDraining(const std::string& pool, const std::string& address,
-                                 bool draining, std::string* body) = 0;
+  virtual int SetBackendDraining(const std::string& pool, const std::string& address, bool draining,
+                                 std::string* body) = 0;
   // A request was refused before authorization (403).
   virtual void CountRefused(metrics::AdminRefusal reason) = 0;
 };

@@ -25,8 +25,7 @@ bool IsHostChar(char c) {
 
 bool IsPort(std::string_view port) {
   if (port.empty() || port.size() > 5) return false;
-  return std::all_of(port.begin(), port.end(),
-                     [](char c) { return c >= '0' && c <= '9'; });
+  return std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 }  // namespace
@@ -85,8 +84,8 @@ AdminVerdict CheckAdminRequest(const AdminRequestPolicy& policy,
   if (headers.host) {
     std::optional<std::string> host = HostOfHostHeader(*headers.host);
     if (!host) return AdminVerdict::kBadHost;
-    const bool listed = std::find(policy.hosts.begin(), policy.hosts.end(), *host) !=
-                        policy.hosts.end();
+    const bool listed =
+        std::find(policy.hosts.begin(), policy.hosts.end(), *host) != policy.hosts.end();
     if (!listed && !(policy.any_ip_literal && IsIpLiteral(*host))) return AdminVerdict::kBadHost;
   }
   bool origin_allowed = false;

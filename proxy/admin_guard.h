@@ -17,8 +17,8 @@
 namespace wsgate {
 
 struct AdminRequestPolicy {
-  std::vector<std::string> hosts;  // lower case, IPv6 without brackets, no port
-  bool any_ip_literal = false;     // bound to 0.0.0.0 or ::
+  std::vector<std::string> hosts;    // lower case, IPv6 without brackets, no port
+  bool any_ip_literal = false;       // bound to 0.0.0.0 or ::
   std::vector<std::string> origins;  // exact Origin values
 };
 

@@ -117,7 +117,8 @@ void Admission::PruneLocked(Clock::time_point now) {
   admits_since_prune_ = 0;
   for (auto it = addresses_.begin(); it != addresses_.end();) {
     // After a second without connections the bucket is full again: the entry says nothing.
-    bool idle = it->second.connections == 0 && now - it->second.refilled_at >= std::chrono::seconds(1);
+    bool idle =
+        it->second.connections == 0 && now - it->second.refilled_at >= std::chrono::seconds(1);
     it = idle ? addresses_.erase(it) : std::next(it);
   }
 }

@@ -36,8 +36,8 @@ class Admission {
   // At start and on reload; connections admitted before keep what their tickets say.
   void Configure(const config::LimitsConfig& limits);
   Ticket Admit(const sockaddr* peer, Clock::time_point now);
-  void EndHandshake(Ticket& ticket);                    // spliced, or ended before that
-  void Release(Ticket& ticket, const sockaddr* peer);   // the connection ended
+  void EndHandshake(Ticket& ticket);                   // spliced, or ended before that
+  void Release(Ticket& ticket, const sockaddr* peer);  // the connection ended
 
   size_t pending() const { return pending_.load(std::memory_order_relaxed); }
   size_t tracked_addresses() const;

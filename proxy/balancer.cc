@@ -52,9 +52,10 @@ int NoBackendStatus(uint32_t attempts, bool all_timed_out, const char** reason) 
 }
 
 BackendLease BackendAttempts::Next(Pool& pool, PickRequest& pick, int preferred, uint32_t retries,
-                                 int* status, const char** reason) {
+                                   int* status, const char** reason) {
   pick.excluded = &tried_;
-  int index = count_ <= retries ? PickPreferring(*pool.balancer, pool.backends, pick, preferred) : -1;
+  int index =
+      count_ <= retries ? PickPreferring(*pool.balancer, pool.backends, pick, preferred) : -1;
   if (index < 0) {
     *status = NoBackendStatus(count_, all_timed_out_, reason);
     return {};

@@ -114,12 +114,12 @@ struct Backend {
   sockaddr_storage sockaddr{};
   socklen_t sockaddr_len = 0;
   SharedValue<uint32_t> weight = 1;
-  SharedCount active = 0;                // connections assigned (connecting or open), all workers
-  SharedValue<bool> draining = false;    // no new connections; live ones close at drain_deadline
-  SharedValue<bool> removed = false;     // no longer in the configuration (draining too)
+  SharedCount active = 0;              // connections assigned (connecting or open), all workers
+  SharedValue<bool> draining = false;  // no new connections; live ones close at drain_deadline
+  SharedValue<bool> removed = false;   // no longer in the configuration (draining too)
   SharedTime drain_deadline{};
-  SharedValue<bool> healthy = true;      // active health checks (true when none are configured)
-  SharedValue<bool> ejected = false;     // passive outlier detection: out until ejected_until
+  SharedValue<bool> healthy = true;   // active health checks (true when none are configured)
+  SharedValue<bool> ejected = false;  // passive outlier detection: out until ejected_until
   SharedTime ejected_until{};
   SharedValue<uint32_t> consecutive_failures = 0;
 
@@ -168,8 +168,8 @@ class BackendLease {
 // What the balancer knows about the request being placed.
 struct PickRequest {
   const std::vector<bool>* excluded = nullptr;  // backends already tried, by index
-  bool has_key = false;                          // sticky: a key was found in the request
-  uint64_t key_hash = 0;                         // HashKey() of it
+  bool has_key = false;                         // sticky: a key was found in the request
+  uint64_t key_hash = 0;                        // HashKey() of it
 };
 
 class Balancer {
@@ -230,7 +230,7 @@ class BackendAttempts {
   // and the sticky key in |pick|; empty once |retries| retries are spent or no backend may take
   // it, with *status and *reason set as NoBackendStatus says.
   BackendLease Next(Pool& pool, PickRequest& pick, int preferred, uint32_t retries, int* status,
-                  const char** reason);
+                    const char** reason);
   void Failed(bool timed_out) {
     if (!timed_out) all_timed_out_ = false;
   }

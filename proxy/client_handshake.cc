@@ -7,9 +7,9 @@ namespace wsgate {
 namespace {
 
 http::HeadParser RequestParser(const config::ProxyConfig& config) {
-  return http::HeadParser(http::HeadKind::kRequest,
-                          http::HeadLimits{config.limits.max_header_bytes,
-                                           config.limits.max_request_line_bytes, 128});
+  return http::HeadParser(
+      http::HeadKind::kRequest,
+      http::HeadLimits{config.limits.max_header_bytes, config.limits.max_request_line_bytes, 128});
 }
 
 HeadJudgement Refusal(int status, std::string reason, std::string extra_header = {}) {

@@ -187,7 +187,6 @@ void DirectSocket::SetReadLimit(size_t limit) {
   UpdateInterest();
 }
 
-
 void DirectSocket::SetReading(bool on) {
   if (!open() || reading_ == on) return;
   reading_ = on;
@@ -250,8 +249,8 @@ size_t DirectSocket::SpliceFrom(int pipe_read_fd, size_t n) {
   if (!open() || want_write_) return 0;
   size_t moved = 0;
   while (moved < n) {
-    ssize_t got = splice(pipe_read_fd, nullptr, fd_, nullptr, n - moved,
-                         SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    ssize_t got =
+        splice(pipe_read_fd, nullptr, fd_, nullptr, n - moved, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
     if (got > 0) {
       moved += static_cast<size_t>(got);
       continue;
@@ -273,8 +272,8 @@ void DirectSocket::OnSpliceReadable(size_t total) {
   const uint32_t epoch = closes_;
   while (total < kReadBudget && splice_fd_ >= 0 && splice_limit_ > 0) {
     size_t want = std::min<size_t>(splice_limit_, kReadBudget - total);
-    ssize_t got = splice(fd_, nullptr, splice_fd_, nullptr, want,
-                         SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    ssize_t got =
+        splice(fd_, nullptr, splice_fd_, nullptr, want, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
     if (got > 0) {
       total += static_cast<size_t>(got);
       splice_limit_ -= static_cast<uint32_t>(got);
@@ -304,8 +303,8 @@ void DirectSocket::ReportEndOfInput(bool eof, bool failed) {
   if ((eof || failed) && reading_) {
     reading_ = false;
     UpdateInterest();
-    callbacks_->on_event(ctx_, static_cast<short>(BEV_EVENT_READING |
-                                                  (eof ? BEV_EVENT_EOF : BEV_EVENT_ERROR)));
+    callbacks_->on_event(
+        ctx_, static_cast<short>(BEV_EVENT_READING | (eof ? BEV_EVENT_EOF : BEV_EVENT_ERROR)));
   }
 }
 
@@ -435,8 +434,8 @@ void DirectSocket::UpdateInterest() {
   event_del(event_.get());
   interest_ = wanted;
   if (wanted == 0) return;
-  event_assign(event_.get(), base, fd_, static_cast<short>(wanted | EV_PERSIST),
-               &OnEventTrampoline, this);
+  event_assign(event_.get(), base, fd_, static_cast<short>(wanted | EV_PERSIST), &OnEventTrampoline,
+               this);
   event_add(event_.get(), nullptr);
 }
 

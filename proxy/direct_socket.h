@@ -8,15 +8,15 @@
 // Payload bytes stay in evbuffer chains; nothing is copied in user space. TLS stays on
 // bufferevent_openssl.
 //
-// A backend connection can also start here (AdoptConnecting): then the handshake runs on it too, and the
-// upgrade request is written speculatively right after connect(), as a nearby backend has usually
-// completed the TCP handshake by then. That spares the bufferevent's EPOLLOUT round trip, its
-// SO_ERROR query and its FIONREAD ioctl.
+// A backend connection can also start here (AdoptConnecting): then the handshake runs on it too,
+// and the upgrade request is written speculatively right after connect(), as a nearby backend has
+// usually completed the TCP handshake by then. That spares the bufferevent's EPOLLOUT round trip,
+// its SO_ERROR query and its FIONREAD ioctl.
 //
 // The callbacks mirror bufferevent's (read, write below the low watermark, and EOF/error events
 // with BEV_EVENT_* flags, plus BEV_EVENT_CONNECTED), so the session's trampolines serve both.
-// They may Close() this socket, and even adopt a new connection in it; DirectSocket never touches itself
-// after a callback that did.
+// They may Close() this socket, and even adopt a new connection in it; DirectSocket never touches
+// itself after a callback that did.
 #pragma once
 
 #include <event2/buffer.h>
@@ -38,8 +38,8 @@ struct SplicePipe {
   int read_fd = -1;
   int write_fd = -1;
   size_t capacity = 0;
-  size_t held = 0;      // bytes spliced in and not yet out
-  uint64_t owner = 0;   // the pool (thread) it came from
+  size_t held = 0;     // bytes spliced in and not yet out
+  uint64_t owner = 0;  // the pool (thread) it came from
 };
 // At most this many pipes (2 descriptors each) per thread; beyond that frames use the evbuffers.
 constexpr size_t kMaxSplicePipesPerThread = 16;
@@ -148,18 +148,18 @@ class DirectSocket {
   static void ReleaseBuffer(evbuffer*& buffer);
 
   evutil_socket_t fd_ = -1;
-  int splice_fd_ = -1;  // the pipe reads go to while splicing (fills fd_'s padding)
+  int splice_fd_ = -1;          // the pipe reads go to while splicing (fills fd_'s padding)
   evbuffer* input_ = nullptr;   // owned; see input()
   evbuffer* output_ = nullptr;  // owned
   EventPtr event_;
   const Callbacks* callbacks_ = nullptr;
   void* ctx_ = nullptr;
   size_t read_limit_ = 0;
-  uint32_t splice_limit_ = 0;   // bytes still to splice into the pipe (≤ its capacity)
-  uint32_t spliced_ = 0;        // see TakeSplicedBytes()
+  uint32_t splice_limit_ = 0;  // bytes still to splice into the pipe (≤ its capacity)
+  uint32_t spliced_ = 0;       // see TakeSplicedBytes()
   uint32_t write_low_ = 0;
-  uint32_t closes_ = 0;  // Close() calls; see ClosedSince()
-  short interest_ = 0;  // what event_ is registered for
+  uint32_t closes_ = 0;     // Close() calls; see ClosedSince()
+  short interest_ = 0;      // what event_ is registered for
   bool reading_ = false;    // the session wants input
   bool read_full_ = false;  // ...but the input is at its limit, so the fd is not polled
   bool want_write_ = false;

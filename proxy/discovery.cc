@@ -77,7 +77,7 @@ struct DnsResolver::Query {
   int pending = 0;
   std::set<std::string> addresses;
   config::Duration ttl = config::Duration::max();
-  std::string error;  // the first failure that is not "no such name / no such record"
+  std::string error;          // the first failure that is not "no such name / no such record"
   bool no_such_name = false;  // NXDOMAIN
   std::function<void(DnsAnswer)> done;
 };
@@ -298,7 +298,7 @@ struct Discovery::PoolState {
   std::vector<config::HostPort> names;  // the entries discovery resolves, in file order
   std::map<std::string, std::vector<std::string>> addresses;  // last known, by entry text
   std::map<std::string, std::string> failures;  // this round's failures, by entry text
-  std::string last_error;                        // "" = the last round had no failure
+  std::string last_error;                       // "" = the last round had no failure
   SystemClock::time_point last_success{};
   SystemClock::time_point last_error_at{};
   uint64_t errors = 0;
@@ -333,8 +333,7 @@ void Discovery::Configure(const config::ProxyConfig& config, const DiscoveredAdd
     for (const config::BackendConfig& entry : pool.backends) {
       if (!IsDiscoveredEntry(pool, entry)) continue;
       state->names.push_back(entry.address);
-      if (auto known = state->addresses.find(entry.address.text);
-          known != state->addresses.end()) {
+      if (auto known = state->addresses.find(entry.address.text); known != state->addresses.end()) {
         addresses[entry.address.text] = known->second;
       } else if (auto from_seed = seed.find(pool.name); from_seed != seed.end()) {
         if (auto found = from_seed->second.find(entry.address.text);
@@ -443,8 +442,8 @@ std::string Discovery::EmptyReason(const std::string& pool) const {
 std::string Discovery::StateJson() const {
   auto seconds = [](SystemClock::time_point t) {
     if (t == SystemClock::time_point{}) return std::string("null");
-    return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch())
-                              .count());
+    return std::to_string(
+        std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count());
   };
   std::string out;
   for (const auto& [name, state] : pools_) {
@@ -466,8 +465,7 @@ std::string Discovery::StateJson() const {
       out += "]}";
     }
     out += "],\"interval_ms\":" + std::to_string(state->next_interval.count()) +
-           ",\"last_success\":" + seconds(state->last_success) +
-           ",\"last_error\":" +
+           ",\"last_success\":" + seconds(state->last_success) + ",\"last_error\":" +
            (state->last_error.empty() ? "null" : JsonString(state->last_error)) +
            ",\"last_error_at\":" + seconds(state->last_error_at) +
            ",\"errors\":" + std::to_string(state->errors) + "}";

@@ -34,8 +34,7 @@ struct DnsAnswer {
 // evdns on one event loop, pointed at resolver.nameservers (or the system's resolv.conf).
 class DnsResolver {
  public:
-  static std::unique_ptr<DnsResolver> Create(event_base* base,
-                                             const config::ResolverConfig& config,
+  static std::unique_ptr<DnsResolver> Create(event_base* base, const config::ResolverConfig& config,
                                              std::string* error);
   ~DnsResolver();
   DnsResolver(const DnsResolver&) = delete;
@@ -57,8 +56,7 @@ class DnsResolver {
 };
 
 // Last known addresses: pool name → entry address text ("chat.svc:9000") → numeric addresses.
-using DiscoveredAddresses =
-    std::map<std::string, std::map<std::string, std::vector<std::string>>>;
+using DiscoveredAddresses = std::map<std::string, std::map<std::string, std::vector<std::string>>>;
 
 // Whether |backend| of |pool| is a name discovery resolves (not an IP address).
 bool IsDiscoveredEntry(const config::PoolConfig& pool, const config::BackendConfig& backend);

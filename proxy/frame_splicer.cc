@@ -115,9 +115,9 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
       if (inflating_frame_ && sink != nullptr) {
         size_t n = static_cast<size_t>(std::min<uint64_t>(available, remaining_));
         if (uint16_t code = InspectFrameBytes(source, n); code != 0) {
-        violation_in_inflate_ = true;
-        return Violation(code);
-      }
+          violation_in_inflate_ = true;
+          return Violation(code);
+        }
       }
       if (MoveFrameBytes(source, sink, available)) return Result::kCloseRelayed;
       if (sink != nullptr && evbuffer_get_length(sink) >= high_watermark) {
@@ -170,8 +170,8 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
     holding_ = false;
     // The rate counts messages, so only a frame that starts one spends a token; it is checked
     // before Admit() so a throttled frame is simply parsed again later.
-    if (rate_ > 0 && sink != nullptr && (header.opcode == ws::kText || header.opcode == ws::kBinary) &&
-        !TakeToken()) {
+    if (rate_ > 0 && sink != nullptr &&
+        (header.opcode == ws::kText || header.opcode == ws::kBinary) && !TakeToken()) {
       return Result::kRateLimited;
     }
     if (uint16_t code = sequencer_.Admit(header); code != 0) return Violation(code);

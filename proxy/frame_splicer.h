@@ -25,12 +25,12 @@ class FramePipe {
   explicit FramePipe(ws::DirectionPolicy policy) : sequencer_(policy) {}
 
   enum class Result {
-    kDrained,       // all input consumed (a partial header may wait for more bytes)
-    kOutputFull,    // the sink reached the high watermark; call again when it drains
-    kCloseRelayed,  // a close frame went through; later input from this source is dropped
-    kStopped,       // StopAtBoundary() took effect; the source's input is left untouched
-    kViolation,     // protocol violation; violation_code() says which close code to send
-    kRateLimited,   // the next frame starts a message over the rate; it is left in the source
+    kDrained,          // all input consumed (a partial header may wait for more bytes)
+    kOutputFull,       // the sink reached the high watermark; call again when it drains
+    kCloseRelayed,     // a close frame went through; later input from this source is dropped
+    kStopped,          // StopAtBoundary() took effect; the source's input is left untouched
+    kViolation,        // protocol violation; violation_code() says which close code to send
+    kRateLimited,      // the next frame starts a message over the rate; it is left in the source
     kMessageBoundary,  // StopAtMessageBoundary() took effect: no message is open now
   };
 
@@ -121,7 +121,7 @@ class FramePipe {
   bool frame_forwarded_ = false;  // some of the current frame went to the sink
   bool holding_ = false;          // a compressed frame waits in the source to arrive whole
   bool violation_in_inflate_ = false;
-  bool inflating_frame_ = false;  // the current frame's payload is inflated (set_inflate)
+  bool inflating_frame_ = false;     // the current frame's payload is inflated (set_inflate)
   uint8_t inflate_window_bits_ = 0;  // 0: no inspection
   bool inflate_context_takeover_ = true;
   bool stop_requested_ = false;
@@ -135,7 +135,7 @@ class FramePipe {
   uint64_t messages_ = 0;
   bool TakeToken();
 
-  double rate_ = 0;    // messages per second; 0 = unlimited
+  double rate_ = 0;  // messages per second; 0 = unlimited
   double tokens_ = 0;
   std::chrono::steady_clock::time_point refilled_at_{};
   metrics::PoolMetrics* metrics_ = nullptr;

@@ -87,8 +87,10 @@ void HealthChecker::OnConnected() {
   if (config_.type == config::HealthCheckConfig::Type::kWebSocket) {
     std::string key = RandomKey();
     expected_accept_ = http::ComputeAccept(key);
-    request += "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-               "Sec-WebSocket-Key: " + key + "\r\n";
+    request +=
+        "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: " +
+        key + "\r\n";
   } else {
     request += "Connection: close\r\n";
   }
@@ -157,8 +159,8 @@ void HealthChecker::Finish(bool ok, const char* why) {
   if (backend_->healthy && failures_ >= config_.unhealthy_threshold) {
     backend_->healthy = false;
     LOG_WARN("health: backend " + backend_->pool + "/" + backend_->address +
-             " is unhealthy after " + std::to_string(failures_) + " failed checks (last: " +
-             last_failure_ + ")");
+             " is unhealthy after " + std::to_string(failures_) +
+             " failed checks (last: " + last_failure_ + ")");
     if (on_change_) on_change_(*backend_);
   }
 }

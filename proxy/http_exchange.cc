@@ -67,8 +67,8 @@ const char* PrevalidateChunked(evbuffer* input, size_t offset, const http::Chunk
 
 }  // namespace
 
-HttpForwarder::HttpForwarder(SessionContext& context, RuntimePtr runtime,
-                             HttpForwarderOwner& owner, bufferevent* client, HttpClientInfo info)
+HttpForwarder::HttpForwarder(SessionContext& context, RuntimePtr runtime, HttpForwarderOwner& owner,
+                             bufferevent* client, HttpClientInfo info)
     : context_(context),
       runtime_(std::move(runtime)),
       owner_(owner),
@@ -166,8 +166,8 @@ void HttpForwarder::ParseRequest() {
     first_request_at_.reset();
     request_deadline_ = started_at_ + config().timeouts.request;
     // The head alone must also arrive within timeouts.handshake, like an upgrade's.
-    auto head_deadline = started_at_ + std::min(config().timeouts.handshake,
-                                                config().timeouts.request);
+    auto head_deadline =
+        started_at_ + std::min(config().timeouts.handshake, config().timeouts.request);
     ArmTimer(std::max(std::chrono::duration_cast<std::chrono::milliseconds>(head_deadline - now),
                       std::chrono::milliseconds(1)));
   }
@@ -544,10 +544,9 @@ void HttpForwarder::OnResponseComplete() {
   if (reuse) {
     BackendPtr backend = backend_.shared();
     backend_.Release();  // an idle pooled connection is no connection assigned to it
-    context_.http_connections.Put(
-        *backend, std::move(backend_bev_),
-        upstream_.pool_config().http.max_idle_connections,
-        config().timeouts.backend_idle);
+    context_.http_connections.Put(*backend, std::move(backend_bev_),
+                                  upstream_.pool_config().http.max_idle_connections,
+                                  config().timeouts.backend_idle);
   } else {
     DropBackend();
   }
@@ -625,8 +624,8 @@ void HttpForwarder::BackendBroken(const std::string& why) {
         .connect_failures[metrics::kBadResponse]
         .Add();
   }
-  LOG_WARN("http client=" + info_.peer_text + " backend=" +
-           (backend_ ? backend_->address : std::string("-")) + ": " + why);
+  LOG_WARN("http client=" + info_.peer_text +
+           " backend=" + (backend_ ? backend_->address : std::string("-")) + ": " + why);
   Fail(502, why);
 }
 

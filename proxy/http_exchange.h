@@ -44,7 +44,7 @@ struct HttpClientInfo {
   std::string peer_text;  // "ip:port"
   std::string client_ip;
   std::string listener;
-  bool client_tls = false;  // X-Forwarded-Proto / Forwarded say https
+  bool client_tls = false;    // X-Forwarded-Proto / Forwarded say https
   bool peer_trusted = false;  // in trusted_proxies: its forwarding fields are kept
 };
 

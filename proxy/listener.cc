@@ -22,8 +22,7 @@ bool Listener::Bind(std::string* error) {
   socklen_t addr_len = 0;
   if (!ResolveAddress(config_.address, &addr, &addr_len, error)) return false;
   listener_.reset(evconnlistener_new_bind(
-      base_, &Listener::OnAccept, this,
-      LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,
+      base_, &Listener::OnAccept, this, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,
       reinterpret_cast<sockaddr*>(&addr), static_cast<int>(addr_len)));
   if (!listener_) {
     *error = "cannot listen on " + config_.address.text + ": " + std::strerror(errno);
@@ -38,8 +37,8 @@ bool Listener::Bind(std::string* error) {
 bool Listener::Adopt(int fd, std::string* error) {
   evutil_make_socket_nonblocking(fd);
   // Backlog 0: the socket is already listening; keep its accept queue as it is.
-  listener_.reset(evconnlistener_new(base_, &Listener::OnAccept, this,
-                                     LEV_OPT_CLOSE_ON_EXEC, 0, fd));
+  listener_.reset(
+      evconnlistener_new(base_, &Listener::OnAccept, this, LEV_OPT_CLOSE_ON_EXEC, 0, fd));
   if (!listener_) {
     *error = "cannot adopt the listening socket of " + config_.name;
     return false;
@@ -95,7 +94,8 @@ std::string Listener::BoundAddress() const {
 
 void Listener::OnAccept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int, void* ctx) {
   auto* self = static_cast<Listener*>(ctx);
-  // Already non-blocking: evconnlistener accepts with SOCK_NONBLOCK (no LEV_OPT_LEAVE_SOCKETS_BLOCKING).
+  // Already non-blocking: evconnlistener accepts with SOCK_NONBLOCK (no
+  // LEV_OPT_LEAVE_SOCKETS_BLOCKING).
   if (!self->nodelay_inherited_) SetNoDelay(fd);
   self->on_accept_(fd, addr, self->config_.name);
 }
@@ -104,8 +104,8 @@ void Listener::OnError(evconnlistener* listener, void* ctx) {
   auto* self = static_cast<Listener*>(ctx);
   int err = EVUTIL_SOCKET_ERROR();
   // Out of file descriptors: stop accepting for a moment instead of spinning on the error.
-  LOG_ERROR("listener=" + self->config_.name + " accept failed: " +
-            evutil_socket_error_to_string(err) + "; pausing accepts for 1s");
+  LOG_ERROR("listener=" + self->config_.name +
+            " accept failed: " + evutil_socket_error_to_string(err) + "; pausing accepts for 1s");
   evconnlistener_disable(listener);
   timeval one_second{1, 0};
   evtimer_add(self->resume_timer_.get(), &one_second);

@@ -42,7 +42,8 @@ constexpr const char* kUsage =
     "                        every default filled in (admin.token as <redacted>), and exit\n"
     "      --print-defaults  print every setting's default as a loadable YAML file, and exit\n"
     "      --ready-file PATH after binding, write one line \"NAME HOST:PORT\" per listener\n"
-    "      --upgrade-socket PATH  zero-downtime upgrade: if a wsgate already serves PATH, take its\n"
+    "      --upgrade-socket PATH  zero-downtime upgrade: if a wsgate already serves PATH, take "
+    "its\n"
     "                        listening sockets over (it then drains and exits); then serve PATH\n"
     "                        for the next upgrade\n"
     "      --log-level LEVEL debug | info | warn | error (default info)\n"
@@ -53,11 +54,19 @@ constexpr const char* kUsage =
     "once, SIGHUP reloads the configuration without dropping connections.\n";
 
 // Every flag, for "did you mean" on a misspelt one.
-const std::vector<std::string_view> kFlags = {
-    "-c",         "--config",       "--listen",         "--backend",
-    "--check",    "--print-config", "--print-defaults", "--ready-file",
-    "--upgrade-socket", "--log-level", "--version",     "-h",
-    "--help"};
+const std::vector<std::string_view> kFlags = {"-c",
+                                              "--config",
+                                              "--listen",
+                                              "--backend",
+                                              "--check",
+                                              "--print-config",
+                                              "--print-defaults",
+                                              "--ready-file",
+                                              "--upgrade-socket",
+                                              "--log-level",
+                                              "--version",
+                                              "-h",
+                                              "--help"};
 
 // Command-line mistakes exit 2 with a short pointer to --help (the full text buries the error).
 [[noreturn]] void UsageError(const std::string& message) {
@@ -217,8 +226,7 @@ int main(int argc, char** argv) {
   wsgate::StartupResolution discovered;
   if (check_only) {
     if (!resolve_discovered(&discovered)) return 1;
-    std::printf("%s: configuration is valid\n",
-                from_flags ? "command line" : config_path.c_str());
+    std::printf("%s: configuration is valid\n", from_flags ? "command line" : config_path.c_str());
     return 0;
   }
 

@@ -15,8 +15,7 @@ class Router {
   // |routes| must name pools in |pool_names|, in the same order as the runtime pools. With
   // |paths|, each path_prefix is normalised as request targets are (proxy/http/request_target.h),
   // so "/%7Euser" or "/a/./b" still matches the requests it names once they are normalised.
-  Router(const std::vector<config::RouteConfig>& routes,
-         const std::vector<std::string>& pool_names,
+  Router(const std::vector<config::RouteConfig>& routes, const std::vector<std::string>& pool_names,
          const config::PathsConfig* paths = nullptr);
 
   struct Match {

@@ -13,7 +13,8 @@ std::vector<std::string> PoolNames(const config::ProxyConfig& config) {
   return names;
 }
 
-BackendPtr FindBackend(const Runtime* runtime, const std::string& pool, const std::string& address) {
+BackendPtr FindBackend(const Runtime* runtime, const std::string& pool,
+                       const std::string& address) {
   if (runtime == nullptr) return nullptr;
   for (const auto& p : runtime->pools) {
     if (p.name != pool) continue;
@@ -142,8 +143,7 @@ Result<RuntimePtr> BuildRuntime(config::ProxyConfig config, const Runtime* previ
     pool.balancer = MakeBalancer(pool_config);
     for (const auto& backend_config : pool_config.backends) {
       BackendPtr backend = FindBackend(previous, pool.name, backend_config.address.text);
-      std::string id =
-          backend_config.id.empty() ? backend_config.address.text : backend_config.id;
+      std::string id = backend_config.id.empty() ? backend_config.address.text : backend_config.id;
       // A backend kept from the previous generation is shared with every worker thread: its
       // address (and so its resolved sockaddr) never changes. With one worker everything runs on
       // one thread and a changed id is updated in place; with several, a changed id makes a new
@@ -173,8 +173,8 @@ Result<RuntimePtr> BuildRuntime(config::ProxyConfig config, const Runtime* previ
     pools.push_back(std::move(pool));
   }
   Router router(config.routes, PoolNames(config), &config.paths);
-  auto runtime =
-      std::make_shared<Runtime>(Runtime{std::move(config), std::move(pools), std::move(router), {}, {}});
+  auto runtime = std::make_shared<Runtime>(
+      Runtime{std::move(config), std::move(pools), std::move(router), {}, {}});
   if (!BuildTls(runtime->config, previous, reuse_tls, runtime.get(), &error)) {
     return Fail(std::move(error));
   }
@@ -194,8 +194,8 @@ RuntimePtr BuildWorkerRuntime(const Runtime& shared) {
   }
   config::ProxyConfig config = shared.config;
   Router router(config.routes, PoolNames(config), &config.paths);
-  auto runtime =
-      std::make_shared<Runtime>(Runtime{std::move(config), std::move(pools), std::move(router), {}, {}});
+  auto runtime = std::make_shared<Runtime>(
+      Runtime{std::move(config), std::move(pools), std::move(router), {}, {}});
   runtime->listener_tls = shared.listener_tls;
   runtime->pool_tls = shared.pool_tls;
   return runtime;

@@ -1,23 +1,23 @@
 #include "proxy/server.h"
 
-#include <algorithm>
-#include <cmath>
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <algorithm>
+#include <cmath>
 
 #include <csignal>
-#include <cstring>
-#include <thread>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
+#include <thread>
 #include <variant>
 
 #include "config/loader.h"
 #include "proxy/core/event_loop.h"
-#include "proxy/direct_socket.h"
 #include "proxy/core/log.h"
+#include "proxy/direct_socket.h"
 #include "proxy/http/handshake.h"
 #include "proxy/sticky_balancer.h"
 #include "proxy/upstream.h"
@@ -39,8 +39,9 @@ const char* BackendState(const Backend& backend) {
 
 std::string BackendJson(const Backend& backend) {
   return "{\"pool\":" + JsonString(backend.pool) + ",\"address\":" + JsonString(backend.address) +
-         ",\"state\":\"" + BackendState(backend) + "\",\"weight\":" +
-         std::to_string(backend.weight) + ",\"active\":" + std::to_string(backend.active) + "}";
+         ",\"state\":\"" + BackendState(backend) +
+         "\",\"weight\":" + std::to_string(backend.weight) +
+         ",\"active\":" + std::to_string(backend.active) + "}";
 }
 
 }  // namespace
@@ -116,8 +117,8 @@ void Server::OnAccept(evutil_socket_t fd, const sockaddr* peer, const std::strin
   target->Accept(fd, peer, listener, false, ticket);
 }
 
-Result<std::unique_ptr<Server>> Server::Create(config::ProxyConfig config,
-                                               std::string config_path, TakeoverClient* takeover,
+Result<std::unique_ptr<Server>> Server::Create(config::ProxyConfig config, std::string config_path,
+                                               TakeoverClient* takeover,
                                                const config::ResolvedBackends& resolved,
                                                const DiscoveredAddresses& discovered) {
   std::unique_ptr<Server> server(new Server(std::move(config_path)));
@@ -147,9 +148,9 @@ Result<std::unique_ptr<Server>> Server::Create(config::ProxyConfig config,
                                                         server->admission_));
   } else {
     for (size_t i = 0; i < workers; ++i) {
-      server->workers_.push_back(std::make_unique<Worker>(
-          i, workers, BuildWorkerRuntime(*server->current_), server->access_log_,
-          server->admission_, WSGATE_VERSION));
+      server->workers_.push_back(
+          std::make_unique<Worker>(i, workers, BuildWorkerRuntime(*server->current_),
+                                   server->access_log_, server->admission_, WSGATE_VERSION));
     }
   }
   std::vector<Worker*> api_workers;
@@ -176,7 +177,8 @@ Result<std::unique_ptr<Server>> Server::Create(config::ProxyConfig config,
     evsignal_add(ev.get(), nullptr);
     server->signal_events_.push_back(std::move(ev));
   }
-  server->phase_timer_.reset(evtimer_new(server->loop_.base(), &Server::OnPhaseTimer, server.get()));
+  server->phase_timer_.reset(
+      evtimer_new(server->loop_.base(), &Server::OnPhaseTimer, server.get()));
   server->tick_timer_.reset(
       event_new(server->loop_.base(), -1, EV_PERSIST, &Server::OnTick, server.get()));
   timeval tick = ToTimeval(kTickInterval);
@@ -259,8 +261,7 @@ Status Server::SyncListeners() {
       std::string adopt_error;  // not fatal: bound afresh below
       adopted = listener->Adopt(inherited, &adopt_error);
       // A listener whose address changed in the new config is bound afresh.
-      if (adopted && config.address.port != 0 &&
-          listener->BoundAddress() != config.address.text &&
+      if (adopted && config.address.port != 0 && listener->BoundAddress() != config.address.text &&
           listener->BoundAddress().substr(listener->BoundAddress().rfind(':')) !=
               ":" + std::to_string(config.address.port)) {
         listener = std::make_unique<Listener>(loop_.base(), config, on_accept);
@@ -305,9 +306,8 @@ Status Server::SyncAdmin() {
     }
     // A new address is bound before the old one closes, so a failed reload keeps the old.
     std::string bind_error;
-    std::unique_ptr<AdminServer> next = AdminServer::Create(loop_.base(), admin.address,
-                                                            admin.token, *this, inherited,
-                                                            &bind_error);
+    std::unique_ptr<AdminServer> next = AdminServer::Create(
+        loop_.base(), admin.address, admin.token, *this, inherited, &bind_error);
     if (next) {
       admin_ = std::move(next);
       admin_address_text_ = admin.address.text;
@@ -316,7 +316,8 @@ Status Server::SyncAdmin() {
     } else if (!admin_ && takeover_ != nullptr && inherited < 0) {
       // Upgrading from a wsgate that does not hand its admin socket over: it holds the address
       // until it exits, so bind it then instead of failing the upgrade.
-      LOG_WARN("upgrade: " + bind_error + "; binding it again every 500ms until the old process "
+      LOG_WARN("upgrade: " + bind_error +
+               "; binding it again every 500ms until the old process "
                "releases it");
       ArmAdminRetry();
       return {};
@@ -335,8 +336,8 @@ Status Server::SyncAdmin() {
   admin_->set_max_body_size(static_cast<size_t>(std::max<uint64_t>(64 * 1024, max_message + 1)));
   admin_->set_connections_api(connections_api_.get());
   connections_api_->set_max_message_bytes(max_message);
-  connection_index_.set_public_url(
-      admin.public_url.empty() ? "http://" + admin_->BoundAddress() : admin.public_url);
+  connection_index_.set_public_url(admin.public_url.empty() ? "http://" + admin_->BoundAddress()
+                                                            : admin.public_url);
   if (!kept_error.empty()) return Fail(std::move(kept_error));
   return {};
 }

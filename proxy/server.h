@@ -39,8 +39,8 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   // upgraded). |config| has passed ValidateConfig (runtime.h), which resolved the backend
   // addresses in |resolved|; |discovered| holds the start-up answers for discovery pools' names
   // (ResolveAtStart, discovery.h).
-  static Result<std::unique_ptr<Server>> Create(config::ProxyConfig config,
-                                                std::string config_path, TakeoverClient* takeover,
+  static Result<std::unique_ptr<Server>> Create(config::ProxyConfig config, std::string config_path,
+                                                TakeoverClient* takeover,
                                                 const config::ResolvedBackends& resolved,
                                                 const DiscoveredAddresses& discovered = {});
   ~Server() override;
@@ -120,9 +120,9 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   RuntimePtr current_;
   // The configuration as loaded: discovered names not yet replaced by their addresses.
   config::ProxyConfig source_config_;
-  std::unique_ptr<Discovery> discovery_;  // created with the first discovery pool, kept after
+  std::unique_ptr<Discovery> discovery_;       // created with the first discovery pool, kept after
   config::ResolverConfig discovery_resolver_;  // what discovery_'s resolver points at
-  Admission admission_;  // outlives the workers, whose sessions give tickets back
+  Admission admission_;               // outlives the workers, whose sessions give tickets back
   ConnectionIndex connection_index_;  // before the workers: their sessions unregister in it
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<ConnectionsApi> connections_api_;
@@ -130,7 +130,7 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<HandoverServer> handover_;
   std::vector<std::unique_ptr<HealthChecker>> health_checkers_;
-  std::vector<BackendPtr> retired_;  // removed by a reload, listed while connections remain
+  std::vector<BackendPtr> retired_;     // removed by a reload, listed while connections remain
   TakeoverClient* takeover_ = nullptr;  // only during Create()
   std::string admin_address_text_;
   std::vector<EventPtr> signal_events_;

@@ -7,13 +7,13 @@
 #include <cstdio>
 #include <cstring>
 
+#include "proxy/client_handshake.h"
 #include "proxy/core/event_loop.h"
 #include "proxy/core/log.h"
 #include "proxy/http/handshake.h"
 #include "proxy/trusted_peer.h"
-#include "proxy/upstream.h"
 #include "proxy/upgrade_attempt.h"
-#include "proxy/client_handshake.h"
+#include "proxy/upstream.h"
 
 namespace wsgate {
 
@@ -82,7 +82,8 @@ Session::Session(SessionContext& context, evutil_socket_t fd, const sockaddr* pe
       handshake_(std::make_unique<Handshake>(context.current->config)),
       upstream_("session", *runtime_, context.metrics),
       started_at_(std::chrono::steady_clock::now()) {
-  std::memcpy(&peer_, peer, peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
+  std::memcpy(&peer_, peer,
+              peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
   // TCP_NODELAY is already set: the listener's, inherited (Listener::SetListenerNoDelay).
   if (const tls::ServerContext* tls = runtime_->ListenerTls(listener_name_)) {
     client_tls_ = true;
@@ -115,8 +116,8 @@ void Session::Start() {
   ArmTimer(config().timeouts.handshake);
 }
 
-void Session::StartRejected(int status, const std::string& reason,
-                            const std::string& extra_header, metrics::HandshakeResult result) {
+void Session::StartRejected(int status, const std::string& reason, const std::string& extra_header,
+                            metrics::HandshakeResult result) {
   reject_result_ = result;
   if (!client_.bev || !timer_) {
     Finish(ClosedBy::kProxy);
@@ -204,10 +205,10 @@ void Session::StartHttp() {
   if (!http_) {
     http_ = std::make_unique<HttpForwarder>(
         context_, runtime_, *this, client_.bev.get(),
-        HttpClientInfo{id_, peer_text(), FormatIp(reinterpret_cast<const sockaddr*>(&peer_)),
-                       listener_name_, client_tls_,
-                       IsTrustedPeer(config().trusted_proxies,
-                                     reinterpret_cast<const sockaddr*>(&peer_))});
+        HttpClientInfo{
+            id_, peer_text(), FormatIp(reinterpret_cast<const sockaddr*>(&peer_)), listener_name_,
+            client_tls_,
+            IsTrustedPeer(config().trusted_proxies, reinterpret_cast<const sockaddr*>(&peer_))});
   }
   http_->Start(started_at_);
 }
@@ -280,10 +281,11 @@ void Session::OnClientEvent(short what) {
       if (client_tls_ && tls::HandshakePending(client_.bev.get())) {
         std::string detail;
         bool plain_http = false;
-        metrics::TlsFailure failure = tls::HandshakeFailure(client_.bev.get(), &detail, &plain_http);
+        metrics::TlsFailure failure =
+            tls::HandshakeFailure(client_.bev.get(), &detail, &plain_http);
         if (plain_http) {
-          static const std::string kPlainHttp =
-              http::BuildErrorResponse(400, "plain HTTP sent to a TLS port: use wss:// or https://", "");
+          static const std::string kPlainHttp = http::BuildErrorResponse(
+              400, "plain HTTP sent to a TLS port: use wss:// or https://", "");
           tls::AnswerPlaintext(client_.bev.get(), kPlainHttp);
         }
         OnTlsHandshakeFailed(failure, detail);
@@ -320,8 +322,8 @@ void Session::ConnectUpstream() {
   state_ = State::kUpstream;
   if (timer_) event_del(timer_.get());  // the attempt times each try
   handshake_->attempt = std::make_unique<UpgradeAttempt>(
-      static_cast<UpgradeAttemptOwner&>(*this), context_.loop.base(), config(), upstream_,
-      client_, backend_, chosen_backend_, std::move(handshake_->upstream_request),
+      static_cast<UpgradeAttemptOwner&>(*this), context_.loop.base(), config(), upstream_, client_,
+      backend_, chosen_backend_, std::move(handshake_->upstream_request),
       std::move(handshake_->expected_accept));
   handshake_->attempt->Start();
 }
@@ -416,8 +418,7 @@ void Session::OnClientWritable() {
     return;
   }
   if (e.flushing_to_close()) {
-    if (e.ContinueEnding() == Endpoint::FlushStep::kClosed && !client_.open() &&
-        !backend_.open()) {
+    if (e.ContinueEnding() == Endpoint::FlushStep::kClosed && !client_.open() && !backend_.open()) {
       Finish(ClosedBy::kProxy);
     }
     return;

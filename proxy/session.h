@@ -27,6 +27,7 @@
 #include "proxy/admission.h"
 #include "proxy/backend_connection_pool.h"
 #include "proxy/balancer.h"
+#include "proxy/client_handshake.h"
 #include "proxy/connections/hook_call.h"
 #include "proxy/connections/live_connection.h"
 #include "proxy/connections/registry.h"
@@ -39,7 +40,6 @@
 #include "proxy/runtime.h"
 #include "proxy/session_context.h"
 #include "proxy/tunnel.h"
-#include "proxy/client_handshake.h"
 #include "proxy/upgrade_attempt.h"
 #include "proxy/upstream_attempt.h"
 
@@ -131,12 +131,12 @@ class Session final : public Deferrable,
  private:
   enum class State {
     kReadingRequest,
-    kAuthorizing,      // waiting for the auth hook's answer
-    kUpstream,         // the upgrade goes to a backend (UpgradeAttempt), awaiting its answer
-    kRelayingResponse, // backend refused the upgrade; relaying its HTTP answer, then close
-    kSpliced,          // WebSocket frames flow both ways
-    kLingering,        // an HTTP answer was sent; drop input until the client closes
-    kHttp,             // plain HTTP requests, served by http_
+    kAuthorizing,       // waiting for the auth hook's answer
+    kUpstream,          // the upgrade goes to a backend (UpgradeAttempt), awaiting its answer
+    kRelayingResponse,  // backend refused the upgrade; relaying its HTTP answer, then close
+    kSpliced,           // WebSocket frames flow both ways
+    kLingering,         // an HTTP answer was sent; drop input until the client closes
+    kHttp,              // plain HTTP requests, served by http_
     kFinished,
   };
   friend class SessionRegistry;
@@ -205,7 +205,8 @@ class Session final : public Deferrable,
   std::string listener_name_;
   bool client_tls_ = false;  // the listener terminates TLS
   bool access_line_ = true;  // false for failed TLS handshakes: scanners would flood the log
-  sockaddr_in6 peer_{};  // a sockaddr_in or sockaddr_in6 (sockaddr_storage would cost 100 bytes more)
+  sockaddr_in6
+      peer_{};  // a sockaddr_in or sockaddr_in6 (sockaddr_storage would cost 100 bytes more)
   // "address:port" of the client, made when needed (logs, API): not kept per connection.
   std::string peer_text() const;
 
@@ -240,7 +241,7 @@ class Session final : public Deferrable,
 
   // Access log.
   std::chrono::steady_clock::time_point started_at_;
-  int http_status_ = 0;  // status answered to the client (101 when upgraded)
+  int http_status_ = 0;                        // status answered to the client (101 when upgraded)
   ClosedBy closed_by_ = ClosedBy::kUndecided;  // before the tunnel (which decides its own)
   std::string reason_;
   std::string last_backend_;  // address of the backend used last, for the access log

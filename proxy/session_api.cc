@@ -93,7 +93,8 @@ void Session::ApplyAuthDecision(const AuthDecision& decision) {
   counters.auth_allowed.fetch_add(1, std::memory_order_relaxed);
   std::string lines;
   for (const auto& [name, value] : decision.copy_headers) lines += name + ": " + value + "\r\n";
-  handshake_->upstream_request.insert(handshake_->upstream_request.size() - 2, lines);  // before the final CRLF
+  handshake_->upstream_request.insert(handshake_->upstream_request.size() - 2,
+                                      lines);  // before the final CRLF
   ConnectUpstream();
 }
 
@@ -115,9 +116,9 @@ void Session::RegisterConnection() {
   entry.pool = pool().name;
   entry.backend = chosen_backend_->address;
   entry.subprotocol = subprotocol_;
-  entry.connected_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                              connected_at_.time_since_epoch())
-                              .count();
+  entry.connected_at_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(connected_at_.time_since_epoch())
+          .count();
   directory->index()->Add(std::move(entry));
   directory->Add(id_, this);
   registered_ = true;
@@ -133,17 +134,19 @@ void Session::UnregisterConnection() {
 void Session::NotifyDisconnect(const AccessRecord& r) {
   const config::DisconnectHookConfig& hook = config().on_disconnect;
   if (!hook.enabled) return;
-  std::string body =
-      "{\"id\":" + JsonString(id_) + ",\"pool\":" + JsonString(r.pool) + ",\"backend\":" +
-      JsonString(r.backend) + ",\"listener\":" + JsonString(r.listener) + ",\"client\":" +
-      JsonString(r.client) + ",\"path\":" + JsonString(r.path) + ",\"duration_seconds\":" +
-      std::to_string(r.duration_seconds) + ",\"close_code\":" + std::to_string(r.close_code) +
-      ",\"close_reason\":" + JsonString(r.reason) + ",\"initiator\":" + JsonString(ClosedByName(r.closed_by)) +
-      ",\"bytes_from_client\":" + std::to_string(r.bytes_in) +
-      ",\"bytes_to_client\":" + std::to_string(r.bytes_out) +
-      ",\"messages_from_client\":" + std::to_string(r.messages_in) +
-      ",\"messages_to_client\":" + std::to_string(r.messages_out) +
-      ",\"pushed_messages\":" + std::to_string(r.messages_pushed) + "}";
+  std::string body = "{\"id\":" + JsonString(id_) + ",\"pool\":" + JsonString(r.pool) +
+                     ",\"backend\":" + JsonString(r.backend) +
+                     ",\"listener\":" + JsonString(r.listener) +
+                     ",\"client\":" + JsonString(r.client) + ",\"path\":" + JsonString(r.path) +
+                     ",\"duration_seconds\":" + std::to_string(r.duration_seconds) +
+                     ",\"close_code\":" + std::to_string(r.close_code) +
+                     ",\"close_reason\":" + JsonString(r.reason) +
+                     ",\"initiator\":" + JsonString(ClosedByName(r.closed_by)) +
+                     ",\"bytes_from_client\":" + std::to_string(r.bytes_in) +
+                     ",\"bytes_to_client\":" + std::to_string(r.bytes_out) +
+                     ",\"messages_from_client\":" + std::to_string(r.messages_in) +
+                     ",\"messages_to_client\":" + std::to_string(r.messages_out) +
+                     ",\"pushed_messages\":" + std::to_string(r.messages_pushed) + "}";
   context_.connections->disconnect_hook(context_.loop).Send(hook, std::move(body));
 }
 
@@ -170,22 +173,22 @@ const char* Session::StateName() const {
 std::string Session::InfoJson() const {
   auto now_steady = std::chrono::steady_clock::now();
   auto last_active = tunnel_ ? std::max(tunnel_->last_activity(), started_at_) : started_at_;
-  auto last_activity = std::chrono::system_clock::now() -
-                       std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                           now_steady - last_active);
+  auto last_activity =
+      std::chrono::system_clock::now() -
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(now_steady - last_active);
   auto ms = [](std::chrono::system_clock::time_point t) {
     return std::to_string(
         std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count());
   };
   AccessRecord counts = MakeAccessRecord(true);
   return "{\"id\":" + JsonString(id_) + ",\"client\":" + JsonString(peer_text()) +
-         ",\"listener\":" + JsonString(listener_name_) + ",\"route\":" +
-         std::to_string(upstream_.route_index()) + ",\"pool\":" +
-         JsonString(upstream_.pool().name) + ",\"backend\":" +
-         JsonString(chosen_backend_ ? chosen_backend_->address : last_backend_) +
+         ",\"listener\":" + JsonString(listener_name_) +
+         ",\"route\":" + std::to_string(upstream_.route_index()) +
+         ",\"pool\":" + JsonString(upstream_.pool().name) +
+         ",\"backend\":" + JsonString(chosen_backend_ ? chosen_backend_->address : last_backend_) +
          ",\"path\":" + JsonString(path_) + ",\"subprotocol\":" + JsonString(subprotocol_) +
-         ",\"state\":\"" + StateName() + "\",\"connected_at_ms\":" +
-         ms(connected_at_) + ",\"last_activity_ms\":" + ms(last_activity) +
+         ",\"state\":\"" + StateName() + "\",\"connected_at_ms\":" + ms(connected_at_) +
+         ",\"last_activity_ms\":" + ms(last_activity) +
          ",\"bytes_from_client\":" + std::to_string(counts.bytes_in) +
          ",\"bytes_to_client\":" + std::to_string(counts.bytes_out) +
          ",\"messages_from_client\":" + std::to_string(counts.messages_in) +

@@ -22,7 +22,7 @@ struct SessionContext {
   AccessLog& access_log;
   Admission& admission;
   ConnectionDirectory* connections = nullptr;  // the connections API's view of this loop
-  BackendConnectionPool& http_connections;  // this loop's idle backend connections (plain HTTP)
+  BackendConnectionPool& http_connections;     // this loop's idle backend connections (plain HTTP)
 };
 
 }  // namespace wsgate

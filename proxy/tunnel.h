@@ -89,8 +89,8 @@ class Tunnel {
   // |client| and |backend| are owned by the caller and outlive the Tunnel; |config| too.
   // |negotiated| is the backend's valid 101 (extensions decide which RSV bits are allowed and
   // whether compressed messages are inspected).
-  Tunnel(TunnelOwner& owner, event_base* base, const config::ProxyConfig& config,
-         Endpoint& client, Endpoint& backend, const http::UpstreamVerdict& negotiated);
+  Tunnel(TunnelOwner& owner, event_base* base, const config::ProxyConfig& config, Endpoint& client,
+         Endpoint& backend, const http::UpstreamVerdict& negotiated);
   Tunnel(const Tunnel&) = delete;
   Tunnel& operator=(const Tunnel&) = delete;
   ~Tunnel();
@@ -120,9 +120,7 @@ class Tunnel {
   uint64_t bytes_from_client() const { return client_to_backend_.bytes(); }
   uint64_t messages_from_client() const { return client_to_backend_.messages(); }
   uint64_t bytes_to_client() const { return backend_to_client_.bytes() + pushes_.bytes(); }
-  uint64_t messages_to_client() const {
-    return backend_to_client_.messages() + pushes_.messages();
-  }
+  uint64_t messages_to_client() const { return backend_to_client_.messages() + pushes_.messages(); }
   const PushQueue& pushes() const { return pushes_; }
 
  private:

@@ -35,9 +35,9 @@ struct UpgradeAttemptCallbacks {
 namespace {
 
 http::HeadParser ResponseParser(const config::ProxyConfig& config) {
-  return http::HeadParser(http::HeadKind::kResponse,
-                          http::HeadLimits{config.limits.max_header_bytes,
-                                           config.limits.max_request_line_bytes, 128});
+  return http::HeadParser(
+      http::HeadKind::kResponse,
+      http::HeadLimits{config.limits.max_header_bytes, config.limits.max_request_line_bytes, 128});
 }
 
 }  // namespace
@@ -202,10 +202,10 @@ void UpgradeAttempt::HandleResponseHead() {
   if (verdict.kind == http::UpstreamVerdict::kUpgraded &&
       ((strip && verdict.permessage_deflate) || ((strip || inspect) && verdict.deflate_frame))) {
     verdict.kind = http::UpstreamVerdict::kInvalidUpgrade;  // it was never offered
-    verdict.reason = verdict.permessage_deflate && strip
-                         ? "101 accepts permessage-deflate, which wsgate did not offer"
-                         : "101 accepts " + verdict.deflate_frame_name +
-                               ", which wsgate did not offer";
+    verdict.reason =
+        verdict.permessage_deflate && strip
+            ? "101 accepts permessage-deflate, which wsgate did not offer"
+            : "101 accepts " + verdict.deflate_frame_name + ", which wsgate did not offer";
   }
   if (verdict.kind == http::UpstreamVerdict::kInvalidUpgrade) {
     FailBadResponse(verdict.reason);
@@ -263,7 +263,8 @@ void UpgradeAttempt::RelayBody() {
   evbuffer* output = client_.output();
   uint64_t moved = 0;
   BodyRelay::Step step = BodyRelay::Step::kProgress;
-  while (step == BodyRelay::Step::kProgress) step = refusal_body_.Move(backend_.input(), output, &moved);
+  while (step == BodyRelay::Step::kProgress)
+    step = refusal_body_.Move(backend_.input(), output, &moved);
   backend_.InputConsumed();
   if (step == BodyRelay::Step::kError) {
     // Part of the answer went out already: the client sees it cut short.

@@ -65,8 +65,9 @@ UpgradePlan PlanUpgrade(const http::HeadView& request, const http::ClientHandsha
   info.target = target;
   std::string proxy_fields;
   if (!client.callback_base.empty()) {
-    proxy_fields = "X-Wsgate-Connection-Id: " + id + "\r\nX-Wsgate-Callback-Url: " +
-                   std::string(client.callback_base) + "/connections/" + id + "\r\n";
+    proxy_fields = "X-Wsgate-Connection-Id: " + id +
+                   "\r\nX-Wsgate-Callback-Url: " + std::string(client.callback_base) +
+                   "/connections/" + id + "\r\n";
   }
   const config::AuthConfig& auth = config.auth;
   const config::RouteConfig& route = config.routes[static_cast<size_t>(placement.route_index())];

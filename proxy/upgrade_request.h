@@ -37,7 +37,7 @@ struct UpgradePlan {
   std::string path;  // normalised, without the query
   std::string upstream_request;
   std::string expected_accept;
-  bool authorize = false;   // ask the auth hook first, with these:
+  bool authorize = false;  // ask the auth hook first, with these:
   HeaderList auth_headers;
   std::string auth_cache_key;  // empty: not cached
 };

@@ -32,7 +32,8 @@ BufferEventPtr StartConnect(event_base* base, const Backend& backend,
     bev = tls->Connect(base, backend.address);
   } else {
     // Made non-blocking here, which spares libevent's fcntl calls on every connect.
-    evutil_socket_t fd = socket(backend.sockaddr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    evutil_socket_t fd =
+        socket(backend.sockaddr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return bev;
     bev.reset(bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
     if (!bev) {
@@ -52,9 +53,11 @@ BufferEventPtr StartConnect(event_base* base, const Backend& backend,
 }
 
 evutil_socket_t StartConnectSocket(const Backend& backend) {
-  evutil_socket_t fd = socket(backend.sockaddr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  evutil_socket_t fd =
+      socket(backend.sockaddr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
-  if (connect(fd, reinterpret_cast<const sockaddr*>(&backend.sockaddr), backend.sockaddr_len) != 0 &&
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&backend.sockaddr), backend.sockaddr_len) !=
+          0 &&
       errno != EINPROGRESS) {
     int error = errno;
     evutil_closesocket(fd);

@@ -55,8 +55,8 @@ void UpstreamAttempt::EndTries() {
 BackendLease UpstreamAttempt::Next(UpstreamRefusal* refusal) {
   int status = 0;
   const char* reason = nullptr;
-  BackendLease backend = attempts_.Next(pool(), pick_, preferred_backend_, runtime_.config.retries,
-                                        &status, &reason);
+  BackendLease backend =
+      attempts_.Next(pool(), pick_, preferred_backend_, runtime_.config.retries, &status, &reason);
   if (!backend) {
     *refusal = UpstreamRefusal{status, reason, status == 503 ? "Retry-After: 1\r\n" : ""};
   }
@@ -127,8 +127,8 @@ http::ParseStatus ParseResponseHead(evbuffer* input, size_t max_view, http::Head
   *buffered = std::string_view(data, view);
   http::ParseStatus status = parser.Parse(*buffered);
   if (status == http::ParseStatus::kError) {
-    *error = std::string("invalid response head from backend: ") +
-             http::ParseErrorName(parser.error());
+    *error =
+        std::string("invalid response head from backend: ") + http::ParseErrorName(parser.error());
   }
   return status;
 }
@@ -158,8 +158,7 @@ BodyRelay::Step MoveChunked(http::ChunkedDecoder& decoder, evbuffer* in, evbuffe
   return decoder.done() ? BodyRelay::Step::kDone : BodyRelay::Step::kProgress;
 }
 
-void BodyRelay::Start(const http::Framing& framing, const http::ChunkLimits& limits,
-                      bool dechunk) {
+void BodyRelay::Start(const http::Framing& framing, const http::ChunkLimits& limits, bool dechunk) {
   framing_ = framing;
   left_ = framing.length;
   dechunk_ = dechunk;

@@ -33,7 +33,7 @@ struct UpstreamRefusal {
 // wsgate_backend_connect_failures_total reason, and says whether it was a timeout (all tries
 // timing out gives 504 rather than 502).
 enum class AttemptFailure {
-  kNoSocket,              // socket() or the bufferevent could not be made
+  kNoSocket,  // socket() or the bufferevent could not be made
   kOutOfMemory,
   kConnectFailed,         // refused or unreachable
   kConnectTimedOut,       // timeouts.connect
@@ -92,7 +92,7 @@ class UpstreamAttempt {
   metrics::Registry& metrics_;
   int route_index_ = -1;
   int pool_index_ = -1;
-  PickRequest pick_;           // sticky key; pick_.excluded points into attempts_ while trying
+  PickRequest pick_;            // sticky key; pick_.excluded points into attempts_ while trying
   int preferred_backend_ = -1;  // named by the insert_cookie, honoured while accepting
   BackendAttempts attempts_;
 };

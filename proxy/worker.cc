@@ -39,7 +39,8 @@ Worker::Worker(EventLoop& loop, metrics::Registry& metrics, const RuntimePtr& cu
       metrics_(metrics),
       current_(current),
       access_log_(access_log),
-      context_{loop_, registry_, current_, metrics_, access_log_, admission, &directory_, http_connections_} {}
+      context_{loop_,       registry_, current_,    metrics_,
+               access_log_, admission, &directory_, http_connections_} {}
 
 Worker::Worker(size_t index, size_t count, RuntimePtr runtime, AccessLog& access_log,
                Admission& admission, const std::string& version)
@@ -52,7 +53,8 @@ Worker::Worker(size_t index, size_t count, RuntimePtr runtime, AccessLog& access
       metrics_(*own_metrics_),
       current_(own_runtime_),
       access_log_(access_log),
-      context_{loop_, registry_, current_, metrics_, access_log_, admission, &directory_, http_connections_} {
+      context_{loop_,       registry_, current_,    metrics_,
+               access_log_, admission, &directory_, http_connections_} {
   tick_timer_.reset(event_new(loop_.base(), -1, EV_PERSIST, &Worker::OnTick, this));
   timeval tick = ToTimeval(kTickInterval);
   evtimer_add(tick_timer_.get(), &tick);
@@ -85,8 +87,8 @@ void Worker::Stop() {
 
 void Worker::Accept(evutil_socket_t fd, const sockaddr* peer, const std::string& listener,
                     bool over_limit, const Admission::Ticket& ticket) {
-  auto start = [](Worker& w, evutil_socket_t fd, const sockaddr* peer,
-                  const std::string& listener, bool over_limit, const Admission::Ticket& ticket) {
+  auto start = [](Worker& w, evutil_socket_t fd, const sockaddr* peer, const std::string& listener,
+                  bool over_limit, const Admission::Ticket& ticket) {
     auto session = std::make_unique<Session>(w.context_, fd, peer, listener);
     Session& added = w.registry_.Add(std::move(session));
     added.set_admission(ticket);
@@ -98,8 +100,8 @@ void Worker::Accept(evutil_socket_t fd, const sockaddr* peer, const std::string&
       added.StartRejected(429, "too many connections from this address", "",
                           metrics::kAddressLimit);
     } else if (ticket.verdict == Admission::Verdict::kRateExceeded) {
-      added.StartRejected(429, "connection rate from this address exceeded",
-                          "Retry-After: 1\r\n", metrics::kAddressLimit);
+      added.StartRejected(429, "connection rate from this address exceeded", "Retry-After: 1\r\n",
+                          metrics::kAddressLimit);
     } else {
       added.Start();
     }
@@ -201,8 +203,9 @@ void Worker::Tick(Clock::time_point now) {
   if (close_total_ > 0 && close_spread_.count() > 0) {
     double fraction = std::chrono::duration<double>(now - closing_started_) /
                       std::chrono::duration<double>(close_spread_);
-    size_t due = fraction >= 1.0 ? close_total_
-                                 : static_cast<size_t>(fraction * static_cast<double>(close_total_));
+    size_t due = fraction >= 1.0
+                     ? close_total_
+                     : static_cast<size_t>(fraction * static_cast<double>(close_total_));
     size_t told = 0;
     registry_.ForEach([&](Session& session) {
       if (session.going_away()) ++told;
@@ -267,7 +270,8 @@ void Worker::Rebalance(Clock::time_point now) {
     if (accepting < 2 || total <= 0) continue;
     for (const BackendPtr& backend : pool.backends) {
       if (!backend->accepting() || budget < 1.0) continue;
-      double share = static_cast<double>(total) * backend->weight / static_cast<double>(total_weight);
+      double share =
+          static_cast<double>(total) * backend->weight / static_cast<double>(total_weight);
       int64_t staying = backend->active - leaving[backend.get()] * static_cast<int64_t>(count_);
       if (static_cast<double>(staying) <= rebalance.tolerance * share) continue;
       auto surplus = static_cast<size_t>(staying - static_cast<int64_t>(std::ceil(share)));

@@ -9,8 +9,8 @@
 #include <optional>
 
 #include "proxy/admin.h"
-#include "proxy/core/json.h"
 #include "proxy/connections/live_connection.h"
+#include "proxy/core/json.h"
 #include "proxy/worker.h"
 #include "proxy/ws/frame.h"
 
@@ -160,7 +160,9 @@ void ConnectionsApi::Handle(evhttp_request* request, const std::vector<std::stri
   switch (method) {
     case EVHTTP_REQ_GET:
     case EVHTTP_REQ_HEAD:
-      action = [](LiveConnection& session) { return std::make_pair(200, session.InfoJson() + "\n"); };
+      action = [](LiveConnection& session) {
+        return std::make_pair(200, session.InfoJson() + "\n");
+      };
       break;
     case EVHTTP_REQ_POST: {
       evbuffer* input = evhttp_request_get_input_buffer(request);
@@ -196,9 +198,9 @@ void ConnectionsApi::Handle(evhttp_request* request, const std::vector<std::stri
       Query query(request);
       uint16_t code = 0;
       std::string reason;
-      std::string error = query.ok ? ParseCloseRequest(query.Get("code"), query.Get("reason"),
-                                                       &code, &reason)
-                                   : "malformed query string";
+      std::string error =
+          query.ok ? ParseCloseRequest(query.Get("code"), query.Get("reason"), &code, &reason)
+                   : "malformed query string";
       if (!error.empty()) return Finish(request, method_name, 400, ErrorJson(error));
       action = [code, reason](LiveConnection& session) {
         int status = session.CloseByApi(code, reason);
@@ -217,10 +219,9 @@ void ConnectionsApi::Handle(evhttp_request* request, const std::vector<std::stri
   workers_[entry->worker]->Do([this, main_loop, request, admin_alive, id, method_name,
                                action = std::move(action)](Worker& worker) {
     LiveConnection* session = worker.connections().Find(id);
-    std::pair<int, std::string> answer =
-        session != nullptr && !session->ended()
-            ? action(*session)
-            : std::make_pair(410, ErrorJson("connection closed"));
+    std::pair<int, std::string> answer = session != nullptr && !session->ended()
+                                             ? action(*session)
+                                             : std::make_pair(410, ErrorJson("connection closed"));
     main_loop->Post([this, request, admin_alive, method_name, answer = std::move(answer)] {
       // The admin server (and the request with it) may have been replaced by a reload.
       if (*admin_alive) Finish(request, method_name, answer.first, answer.second);

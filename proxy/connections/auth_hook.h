@@ -40,8 +40,8 @@ std::string AuthCacheKey(const http::HeadView& request, const config::AuthConfig
                          std::string_view target);
 
 struct AuthDecision {
-  int status = 0;            // the auth service's answer: 2xx, 401 or 403
-  HeaderList copy_headers;   // for 2xx: added to the upstream request
+  int status = 0;                // the auth service's answer: 2xx, 401 or 403
+  HeaderList copy_headers;       // for 2xx: added to the upstream request
   std::string www_authenticate;  // for 401: relayed to the client
 };
 

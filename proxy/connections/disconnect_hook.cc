@@ -60,7 +60,8 @@ void DisconnectHook::OnAnswer(Event event, bool delivered) {
     if (!retry_armed_) {
       retry_armed_ = true;
       // 100ms, 200ms, 400ms... capped at 5s, from the attempt that failed first.
-      int64_t delay = std::min<int64_t>(5000, int64_t{100} << std::min<uint32_t>(retry_.back().attempt, 6));
+      int64_t delay =
+          std::min<int64_t>(5000, int64_t{100} << std::min<uint32_t>(retry_.back().attempt, 6));
       timeval tv = ToTimeval(std::chrono::milliseconds(delay));
       evtimer_add(retry_timer_.get(), &tv);
     }

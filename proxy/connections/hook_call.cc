@@ -44,7 +44,8 @@ std::unique_ptr<HookCall> HookCall::Start(
   evhttp_add_header(out, "Host", host_header.c_str());
   evhttp_add_header(out, "Connection", "close");
   for (const auto& [name, value] : headers) evhttp_add_header(out, name.c_str(), value.c_str());
-  if (!body.empty()) evbuffer_add(evhttp_request_get_output_buffer(request), body.data(), body.size());
+  if (!body.empty())
+    evbuffer_add(evhttp_request_get_output_buffer(request), body.data(), body.size());
   // On failure evhttp_make_request frees the request itself.
   if (evhttp_make_request(call->connection_, request, method, target.c_str()) != 0) {
     *error = "cannot send the HTTP request";

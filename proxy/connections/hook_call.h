@@ -25,11 +25,10 @@ class HookCall final : public Deferrable {
 
   // Start |method| to |url| with |headers| and |body|. Returns null with |error| set if the
   // request cannot be made at all (bad URL, no memory).
-  static std::unique_ptr<HookCall> Start(event_base* base, const std::string& url,
-                                         evhttp_cmd_type method,
-                                         const std::vector<std::pair<std::string, std::string>>& headers,
-                                         const std::string& body, config::Duration timeout,
-                                         Done done, std::string* error);
+  static std::unique_ptr<HookCall> Start(
+      event_base* base, const std::string& url, evhttp_cmd_type method,
+      const std::vector<std::pair<std::string, std::string>>& headers, const std::string& body,
+      config::Duration timeout, Done done, std::string* error);
   ~HookCall() override;
   HookCall(const HookCall&) = delete;
   HookCall& operator=(const HookCall&) = delete;

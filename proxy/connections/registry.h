@@ -4,16 +4,17 @@
 // * ConnectionIndex (process-wide): id -> the owning worker plus the facts that never change
 //   after the upgrade (pool, backend, client...). Sharded mutexes; written twice per connection
 //   (upgrade, end), read by the admin thread to route a request and to list connections.
-// * ConnectionDirectory (one per worker, that worker's thread only): id -> LiveConnection* (a Session). The admin
+// * ConnectionDirectory (one per worker, that worker's thread only): id -> LiveConnection* (a
+// Session). The admin
 //   thread never touches a Session: it posts to the owning worker, which looks the id up here
 //   and only then uses the session, so a session freed meanwhile is simply not found.
 #pragma once
 
 #include <atomic>
 #include <chrono>
-#include <memory>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>

@@ -34,7 +34,8 @@ int ClassOf(size_t usable) {
 }
 
 int ClassOfRequest(size_t size) {
-  if (size < (size_t{1} << kMinShift) || size > (size_t{1} << kMaxShift) || (size & (size - 1)) != 0) {
+  if (size < (size_t{1} << kMinShift) || size > (size_t{1} << kMaxShift) ||
+      (size & (size - 1)) != 0) {
     return -1;
   }
   return __builtin_ctzl(size) - kMinShift;

@@ -30,11 +30,11 @@ std::string Quoted(std::string_view text);
 
 }  // namespace wsgate::log
 
-#define WSGATE_LOG(level, expr)                                   \
-  do {                                                            \
-    if (::wsgate::log::Enabled(::wsgate::log::Level::level)) {    \
-      ::wsgate::log::Write(::wsgate::log::Level::level, (expr));  \
-    }                                                             \
+#define WSGATE_LOG(level, expr)                                  \
+  do {                                                           \
+    if (::wsgate::log::Enabled(::wsgate::log::Level::level)) {   \
+      ::wsgate::log::Write(::wsgate::log::Level::level, (expr)); \
+    }                                                            \
   } while (0)
 #define LOG_DEBUG(expr) WSGATE_LOG(kDebug, expr)
 #define LOG_INFO(expr) WSGATE_LOG(kInfo, expr)

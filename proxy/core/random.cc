@@ -21,7 +21,8 @@ struct RandomPool {
 }  // namespace
 
 bool SecureRandom(void* out, size_t size) {
-  if (size > kPoolBytes / 4) return RAND_bytes(static_cast<unsigned char*>(out), static_cast<int>(size)) == 1;
+  if (size > kPoolBytes / 4)
+    return RAND_bytes(static_cast<unsigned char*>(out), static_cast<int>(size)) == 1;
   thread_local RandomPool pool;
   auto* dest = static_cast<unsigned char*>(out);
   while (size > 0) {

@@ -62,8 +62,8 @@ bool ParseContentLength(std::string_view value, uint64_t* out) {
   size_t pos = 0;
   while (true) {
     size_t comma = value.find(',', pos);
-    std::string_view item = TrimOws(value.substr(
-        pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos));
+    std::string_view item = TrimOws(
+        value.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos));
     // 1*DIGIT, at most 18 digits so it can never overflow.
     if (item.empty() || item.size() > 18) return false;
     uint64_t n = 0;

@@ -16,10 +16,10 @@
 namespace wsgate::http {
 
 enum class BodyKind {
-  kNone,            // no body at all
-  kLength,          // exactly |length| bytes
-  kChunked,         // chunked transfer coding, ends with the last chunk and trailers
-  kUntilClose,      // responses only: the body ends when the backend closes
+  kNone,        // no body at all
+  kLength,      // exactly |length| bytes
+  kChunked,     // chunked transfer coding, ends with the last chunk and trailers
+  kUntilClose,  // responses only: the body ends when the backend closes
 };
 
 struct Framing {
@@ -64,9 +64,9 @@ class ChunkedDecoder {
 
  private:
   enum class State {
-    kSize,          // chunk-size hex digits
-    kSizeWs,        // BWS after the size, before ';'
-    kExtBeforeName, // after ';', BWS then the extension name
+    kSize,           // chunk-size hex digits
+    kSizeWs,         // BWS after the size, before ';'
+    kExtBeforeName,  // after ';', BWS then the extension name
     kExtName,
     kExtAfterName,  // BWS, then '=' or ';' or CR
     kExtBeforeValue,
@@ -74,9 +74,9 @@ class ChunkedDecoder {
     kExtQuoted,
     kExtQuotedEscape,
     kExtAfterQuoted,
-    kLineLf,        // CR seen at the end of a size line, need LF
+    kLineLf,  // CR seen at the end of a size line, need LF
     kData,
-    kDataCr,        // CRLF after the chunk data
+    kDataCr,  // CRLF after the chunk data
     kDataLf,
     kTrailerStart,  // at the start of a trailer line (or the final CRLF)
     kTrailerLine,   // inside a trailer field line

@@ -30,9 +30,8 @@ std::string ParseDeflateResponse(std::string_view element, DeflateParams* out) {
   size_t pos = element.find(';');
   while (pos != std::string_view::npos) {
     size_t next = element.find(';', pos + 1);
-    std::string_view param =
-        TrimOws(element.substr(pos + 1, next == std::string_view::npos ? std::string_view::npos
-                                                                     : next - pos - 1));
+    std::string_view param = TrimOws(element.substr(
+        pos + 1, next == std::string_view::npos ? std::string_view::npos : next - pos - 1));
     pos = next;
     size_t equals = param.find('=');
     std::string_view name = TrimOws(param.substr(0, equals));

@@ -407,7 +407,8 @@ std::string BuildForwardedRequest(const HeadView& request, const ForwardingInfo&
     std::string_view value = request.Get(field.value);
     if (hop_by_hop.Contains(name)) continue;
     // "X_Forwarded_For" or "X_User_Id" is another field to wsgate, but the same one to a
-    // CGI-style backend: an underscore alias of a field wsgate owns is dropped, trusted peer or not.
+    // CGI-style backend: an underscore alias of a field wsgate owns is dropped, trusted peer or
+    // not.
     if (name.find('_') != std::string_view::npos && IsOwnedFieldAlias(name, drop_fields)) continue;
     // Only a trusted proxy's chain is extended; anyone else's is dropped, not believed.
     if (EqualsIgnoreCase(name, "x-forwarded-for")) {

@@ -41,7 +41,7 @@ struct ClientHandshakePolicy {
 
 // Outcome of checking a client request head.
 struct ClientHandshake {
-  int status = 0;  // 0 = valid upgrade; otherwise the HTTP status to answer with
+  int status = 0;               // 0 = valid upgrade; otherwise the HTTP status to answer with
   std::string reason;           // for logs and the response body
   std::string extra_header;     // e.g. "Sec-WebSocket-Version: 13\r\n"
   std::string_view host;        // Host without port, as sent
@@ -77,8 +77,8 @@ class HopByHopFields {
 struct ForwardingInfo {
   std::string client_ip;  // "1.2.3.4" or "2001:db8::1": the connecting peer
   bool client_tls = false;
-  std::string request_id;  // sent as X-Request-Id unless the client sent one
-  bool peer_trusted = false;  // the peer is in trusted_proxies: its forwarding fields are kept
+  std::string request_id;        // sent as X-Request-Id unless the client sent one
+  bool peer_trusted = false;     // the peer is in trusted_proxies: its forwarding fields are kept
   std::string_view target = {};  // request target sent upstream (normalised); empty = as sent
 };
 
@@ -112,11 +112,11 @@ std::string BuildForwardedRequest(const HeadView& request, const ForwardingInfo&
 struct UpstreamVerdict {
   enum Kind { kUpgraded, kNotUpgraded, kInvalidUpgrade } kind = kInvalidUpgrade;
   std::string reason;
-  bool permessage_deflate = false;   // RSV1 allowed on data frames
-  bool other_extension = false;      // an unknown extension: all RSV bits allowed
-  DeflateParams deflate;             // what permessage-deflate agreed, when it did
-  bool deflate_frame = false;        // a per-frame deflate draft (also counts as other_extension)
-  std::string deflate_frame_name;    // which one, as the 101 spelled it
+  bool permessage_deflate = false;  // RSV1 allowed on data frames
+  bool other_extension = false;     // an unknown extension: all RSV bits allowed
+  DeflateParams deflate;            // what permessage-deflate agreed, when it did
+  bool deflate_frame = false;       // a per-frame deflate draft (also counts as other_extension)
+  std::string deflate_frame_name;   // which one, as the 101 spelled it
 };
 
 UpstreamVerdict CheckUpstreamResponse(const HeadView& response, std::string_view expected_accept);

@@ -134,8 +134,8 @@ ParseStatus HeadParser::Parse(std::string_view buffered) {
     auto base = static_cast<uint32_t>(pos_);
     if (!start_line_done_) {
       if (line.size() > limits_.max_start_line_bytes) return Fail(ParseError::kStartLineTooLong);
-      bool ok = kind_ == HeadKind::kRequest ? ParseRequestLine(line, base)
-                                            : ParseStatusLine(line, base);
+      bool ok =
+          kind_ == HeadKind::kRequest ? ParseRequestLine(line, base) : ParseStatusLine(line, base);
       if (!ok) return Fail(ParseError::kBadStartLine);
       start_line_done_ = true;
     } else if (line.empty()) {
@@ -214,9 +214,9 @@ ParseError HeadParser::ParseField(std::string_view line, uint32_t base) {
   }
   // One allocation for a typical head instead of one per doubling; the parser is short-lived.
   if (fields_.empty()) fields_.reserve(16);
-  fields_.push_back(HeaderField{Span{base, static_cast<uint32_t>(colon)},
-                                Span{static_cast<uint32_t>(base + start),
-                                     static_cast<uint32_t>(stop - start)}});
+  fields_.push_back(
+      HeaderField{Span{base, static_cast<uint32_t>(colon)},
+                  Span{static_cast<uint32_t>(base + start), static_cast<uint32_t>(stop - start)}});
   return ParseError::kNone;
 }
 
@@ -234,7 +234,8 @@ bool EqualsIgnoreCaseSameSize(const char* x, const char* y, size_t n) {
 }  // namespace detail
 
 bool ListContainsToken(std::string_view list, std::string_view token) {
-  return ForEachListItem(list, [token](std::string_view item) { return EqualsIgnoreCase(item, token); });
+  return ForEachListItem(list,
+                         [token](std::string_view item) { return EqualsIgnoreCase(item, token); });
 }
 
 std::string_view HeadView::Field(std::string_view name, bool* found) const {

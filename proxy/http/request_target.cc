@@ -14,8 +14,8 @@ char UpperHex(char c) { return c >= 'a' && c <= 'f' ? static_cast<char>(c - 32) 
 
 // RFC 3986 §2.3.
 bool IsUnreserved(int c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         c == '-' || c == '.' || c == '_' || c == '~';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_' || c == '~';
 }
 
 // Appends |path| to *out with dot segments removed (RFC 3986 §5.2.4). |path| starts with "/",
@@ -78,8 +78,7 @@ TargetError NormalizeTarget(std::string_view target, const config::PathsConfig& 
   std::string_view path = target.substr(0, query_start);
   std::string_view query =
       query_start == std::string_view::npos ? std::string_view() : target.substr(query_start);
-  const bool reject_slashes =
-      paths.escaped_slashes == config::PathsConfig::EscapedSlashes::kReject;
+  const bool reject_slashes = paths.escaped_slashes == config::PathsConfig::EscapedSlashes::kReject;
   if (paths.normalize && target.find('#') != std::string_view::npos) return TargetError::kFragment;
 
   // Pass 1: check the escapes; with normalize, decode the unreserved ones and upper-case the rest.

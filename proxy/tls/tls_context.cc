@@ -1,7 +1,6 @@
 #include "proxy/tls/tls_context.h"
 
 #include <arpa/inet.h>
-#include <sys/socket.h>
 #include <event2/bufferevent_ssl.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -10,6 +9,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <chrono>
@@ -25,7 +25,7 @@ namespace wsgate::tls {
 struct CertifiedKey {
   X509* cert = nullptr;
   EVP_PKEY* key = nullptr;
-  STACK_OF(X509)* chain = nullptr;  // intermediates after the leaf
+  STACK_OF(X509) * chain = nullptr;  // intermediates after the leaf
 
   ~CertifiedKey() {
     X509_free(cert);
@@ -185,9 +185,9 @@ std::shared_ptr<ServerContext> ServerContext::Build(const config::ListenerTlsCon
   if (context->ctx_ == nullptr) return nullptr;
   SSL_CTX* ctx = context->ctx_;
   SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
-  SSL_CTX_set_min_proto_version(ctx, config.min_version == config::ListenerTlsConfig::Version::kTls13
-                                         ? TLS1_3_VERSION
-                                         : TLS1_2_VERSION);
+  SSL_CTX_set_min_proto_version(
+      ctx, config.min_version == config::ListenerTlsConfig::Version::kTls13 ? TLS1_3_VERSION
+                                                                            : TLS1_2_VERSION);
   if (!config.ciphers.empty() && SSL_CTX_set_cipher_list(ctx, config.ciphers.c_str()) != 1) {
     ERR_clear_error();
     config::ConfigError error = config.ciphers_origin;
@@ -212,8 +212,7 @@ std::shared_ptr<ServerContext> ServerContext::Build(const config::ListenerTlsCon
   }
   if (errors->size() != errors_before || context->certificates_.empty()) return nullptr;
   if (!UseCertifiedKey(ctx, *context->certificates_.front())) {
-    Fail(config.certificates.front().cert,
-         "certificate not usable: " + OpenSslError(), errors);
+    Fail(config.certificates.front().cert, "certificate not usable: " + OpenSslError(), errors);
     return nullptr;
   }
   if (context->certificates_.size() > 1) {
@@ -335,8 +334,8 @@ std::shared_ptr<ClientContext> ClientContext::Build(const config::PoolTlsConfig&
     } else if (std::FILE* f = OpenFile(config.ca, errors)) {
       std::fclose(f);
       if (SSL_CTX_load_verify_file(ctx, config.ca.path.c_str()) != 1) {
-        Fail(config.ca, "no PEM CA certificate in " + Quoted(config.ca.path) + ": " + OpenSslError(),
-             errors);
+        Fail(config.ca,
+             "no PEM CA certificate in " + Quoted(config.ca.path) + ": " + OpenSslError(), errors);
       }
     }
   } else {
@@ -421,7 +420,8 @@ void SendCloseNotify(bufferevent* bev) {
 
 void HandshakeDetails(bufferevent* bev, metrics::TlsVersion* version, bool* resumed) {
   SSL* ssl = bufferevent_openssl_get_ssl(bev);
-  *version = ssl != nullptr && SSL_version(ssl) == TLS1_3_VERSION ? metrics::kTls13 : metrics::kTls12;
+  *version =
+      ssl != nullptr && SSL_version(ssl) == TLS1_3_VERSION ? metrics::kTls13 : metrics::kTls12;
   *resumed = ssl != nullptr && SSL_session_reused(ssl) == 1;
 }
 

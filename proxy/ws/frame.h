@@ -25,8 +25,8 @@ enum CloseCode : uint16_t {
   kNormal = 1000,
   kGoingAway = 1001,
   kProtocolError = 1002,
-  kNoStatus = 1005,     // never on the wire: the close frame had no code
-  kAbnormal = 1006,     // never on the wire: TCP closed without a close frame
+  kNoStatus = 1005,  // never on the wire: the close frame had no code
+  kAbnormal = 1006,  // never on the wire: TCP closed without a close frame
   kInvalidPayload = 1007,
   kPolicyViolation = 1008,
   kMessageTooBig = 1009,

@@ -10,10 +10,11 @@ namespace wsgate {
 namespace {
 
 TEST(AccessLogTest, ClosedByIsNamedOnceForTextJsonAndHooks) {
-  const std::vector<std::pair<ClosedBy, std::string>> names = {
-      {ClosedBy::kClient, "client"}, {ClosedBy::kBackend, "backend"},
-      {ClosedBy::kProxy, "proxy"},   {ClosedBy::kApi, "api"},
-      {ClosedBy::kTimeout, "timeout"}};
+  const std::vector<std::pair<ClosedBy, std::string>> names = {{ClosedBy::kClient, "client"},
+                                                               {ClosedBy::kBackend, "backend"},
+                                                               {ClosedBy::kProxy, "proxy"},
+                                                               {ClosedBy::kApi, "api"},
+                                                               {ClosedBy::kTimeout, "timeout"}};
   for (const auto& [closed_by, name] : names) {
     EXPECT_EQ(ClosedByName(closed_by), name);
     AccessRecord record;

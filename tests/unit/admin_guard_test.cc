@@ -38,7 +38,8 @@ TEST(AdminGuardTest, HostOfHostHeader) {
 
 TEST(AdminGuardTest, LoopbackListenerAcceptsItsOwnNamesOnly) {
   const AdminRequestPolicy policy = MakeAdminRequestPolicy("127.0.0.1", "127.0.0.1", "", {}, {});
-  for (const char* host : {"127.0.0.1:9901", "127.0.0.1", "localhost:1", "LOCALHOST", "[::1]:9901"}) {
+  for (const char* host :
+       {"127.0.0.1:9901", "127.0.0.1", "localhost:1", "LOCALHOST", "[::1]:9901"}) {
     EXPECT_EQ(CheckAdminRequest(policy, Headers(host)), AdminVerdict::kAllowed) << host;
   }
   // DNS rebinding: the attacker's name, or another address.

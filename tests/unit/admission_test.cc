@@ -116,7 +116,8 @@ TEST(AdmissionTest, IdleAddressesAreForgotten) {
 
   admission.Configure(Limits(0, 10));
   for (int i = 0; i < 5000; ++i) {
-    sockaddr_storage s = V4(("10.1." + std::to_string(i / 250) + "." + std::to_string(i % 250)).c_str());
+    sockaddr_storage s =
+        V4(("10.1." + std::to_string(i / 250) + "." + std::to_string(i % 250)).c_str());
     Admission::Ticket ticket = admission.Admit(Sa(s), now + std::chrono::milliseconds(i));
     admission.Release(ticket, Sa(s));
   }

@@ -124,7 +124,8 @@ TEST(LeastConnTest, PicksLowestActivePerWeight) {
   auto balancer = MakeBalancer(config::Balance::kLeastConn);
   auto backends = MakeBackends({1, 1, 1}, {3, 1, 2});
   EXPECT_EQ(balancer->Pick(backends, PickRequest{}), 1);
-  EXPECT_EQ(balancer->Pick(backends, PickRequest{}), 1);  // Pick does not count the connection itself
+  EXPECT_EQ(balancer->Pick(backends, PickRequest{}),
+            1);  // Pick does not count the connection itself
 
   // 4/4 = 1 beats 3/1 = 3 and 5/2 = 2.5.
   auto weighted = MakeBackends({4, 1, 2}, {4, 3, 5});
@@ -187,7 +188,9 @@ TEST(LeastConnTest, Exclusions) {
 }
 
 template <typename B>
-concept HasDraining = requires(B b) { b.draining; };
+concept HasDraining = requires(B b) {
+  b.draining;
+};
 
 // Only instantiated when Backend has a draining flag.
 template <typename B>
@@ -223,7 +226,8 @@ TEST(BalancerTest, DrainingBackendsAreExcluded) {
 // A least-connections pool of |n| backends and one request's attempts over it.
 struct AttemptsFixture {
   explicit AttemptsFixture(size_t n)
-      : pool{"p", MakeBackends(std::vector<uint32_t>(n, 1)), MakeBalancer(config::Balance::kLeastConn)} {
+      : pool{"p", MakeBackends(std::vector<uint32_t>(n, 1)),
+             MakeBalancer(config::Balance::kLeastConn)} {
     attempts.Reset(n);
   }
   // The chosen backend; its lease is kept, so it stays counted in its active.

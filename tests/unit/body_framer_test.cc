@@ -11,8 +11,7 @@ namespace {
 struct ParsedHead {
   std::string bytes;
   HeadParser parser;
-  ParsedHead(HeadKind kind, std::string text)
-      : bytes(std::move(text)), parser(kind, HeadLimits{}) {
+  ParsedHead(HeadKind kind, std::string text) : bytes(std::move(text)), parser(kind, HeadLimits{}) {
     EXPECT_EQ(parser.Parse(bytes), ParseStatus::kComplete) << bytes;
   }
   HeadView view() const { return HeadView(parser, bytes); }
@@ -86,8 +85,7 @@ TEST(RequestFramingTest, TransferEncodingInHttp10IsAnError) {
 
 TEST(ResponseFramingTest, NoBodyResponses) {
   EXPECT_EQ(Response("HTTP/1.1 204 No Content", "Content-Length: 10\r\n").kind, BodyKind::kNone);
-  EXPECT_EQ(Response("HTTP/1.1 304 Not Modified", "Content-Length: 10\r\n").kind,
-            BodyKind::kNone);
+  EXPECT_EQ(Response("HTTP/1.1 304 Not Modified", "Content-Length: 10\r\n").kind, BodyKind::kNone);
   EXPECT_EQ(Response("HTTP/1.1 100 Continue", "").kind, BodyKind::kNone);
   EXPECT_EQ(Response("HTTP/1.1 200 OK", "Content-Length: 10\r\n", true).kind, BodyKind::kNone);
   EXPECT_EQ(Response("HTTP/1.1 200 OK", "Transfer-Encoding: chunked\r\n", true).kind,
@@ -98,25 +96,22 @@ TEST(ResponseFramingTest, LengthChunkedAndClose) {
   Framing f = Response("HTTP/1.1 200 OK", "Content-Length: 10\r\n");
   EXPECT_EQ(f.kind, BodyKind::kLength);
   EXPECT_EQ(f.length, 10u);
-  EXPECT_EQ(Response("HTTP/1.1 200 OK", "Transfer-Encoding: chunked\r\n").kind,
-            BodyKind::kChunked);
+  EXPECT_EQ(Response("HTTP/1.1 200 OK", "Transfer-Encoding: chunked\r\n").kind, BodyKind::kChunked);
   EXPECT_EQ(Response("HTTP/1.1 200 OK", "Transfer-Encoding: gzip, chunked\r\n").kind,
             BodyKind::kChunked);
-  EXPECT_EQ(Response("HTTP/1.1 200 OK", "Transfer-Encoding: gzip\r\n").kind,
-            BodyKind::kUntilClose);
+  EXPECT_EQ(Response("HTTP/1.1 200 OK", "Transfer-Encoding: gzip\r\n").kind, BodyKind::kUntilClose);
   EXPECT_EQ(Response("HTTP/1.1 200 OK", "").kind, BodyKind::kUntilClose);
   EXPECT_EQ(Response("HTTP/1.0 200 OK", "").kind, BodyKind::kUntilClose);
 }
 
 TEST(ResponseFramingTest, AmbiguousResponsesAreErrors) {
-  EXPECT_NE(Response("HTTP/1.1 200 OK", "Content-Length: 1\r\nTransfer-Encoding: chunked\r\n")
-                .error,
-            nullptr);
+  EXPECT_NE(
+      Response("HTTP/1.1 200 OK", "Content-Length: 1\r\nTransfer-Encoding: chunked\r\n").error,
+      nullptr);
   EXPECT_NE(Response("HTTP/1.1 200 OK", "Content-Length: 1\r\nContent-Length: 2\r\n").error,
             nullptr);
   EXPECT_NE(Response("HTTP/1.1 200 OK", "Transfer-Encoding: chunked, gzip\r\n").error, nullptr);
-  EXPECT_NE(Response("HTTP/1.1 200 OK", "Transfer-Encoding: chunked, chunked\r\n").error,
-            nullptr);
+  EXPECT_NE(Response("HTTP/1.1 200 OK", "Transfer-Encoding: chunked, chunked\r\n").error, nullptr);
   EXPECT_NE(Response("HTTP/1.0 200 OK", "Transfer-Encoding: chunked\r\n").error, nullptr);
 }
 
@@ -174,28 +169,28 @@ TEST(ChunkedDecoderTest, ExtensionsAndTrailers) {
 
 TEST(ChunkedDecoderTest, StrictFramingErrors) {
   for (const char* bad : {
-           "5\nhello\r\n0\r\n\r\n",          // bare LF after the size
-           "5\r\nhello\n0\r\n\r\n",          // bare LF after the data
-           "5\r\nhello\r\n0\n\r\n",          // bare LF in the last chunk
-           "5\r\nhello\r\n0\r\n\n",          // bare LF at the end
-           "5\rhello\r\n0\r\n\r\n",          // bare CR
-           "5\r\nhelloXY0\r\n\r\n",          // data longer than its size
-           "\r\nhello\r\n0\r\n\r\n",         // no size
-           "g\r\n",                          // not hex
-           "-5\r\n",                         // sign
-           "0x5\r\n",                        // prefix
-           "5 \r\nhello\r\n0\r\n\r\n",       // whitespace without an extension
-           "5;\r\nhello\r\n0\r\n\r\n",       // empty extension name
-           "5;a=\r\nhello\r\n0\r\n\r\n",     // empty extension value
-           "5;a=\"x\r\n",                    // unterminated quoted string
-           "5;a b\r\n",                      // two tokens
-           "5;a=b c\r\n",                    // junk after the value
-           "5;\x01\r\n",                     // control character
-           "10000000000000000\r\n",          // over 64 bits
-           "0\r\n Folded: x\r\n\r\n",        // obs-fold in the trailers
-           "0\r\nName : x\r\n\r\n",          // space before the colon in a trailer
-           "0\r\nNo-Colon\r\n\r\n",          // trailer without a colon
-           "0\r\nX: a\x7f\r\n\r\n",          // DEL in a trailer value
+           "5\nhello\r\n0\r\n\r\n",       // bare LF after the size
+           "5\r\nhello\n0\r\n\r\n",       // bare LF after the data
+           "5\r\nhello\r\n0\n\r\n",       // bare LF in the last chunk
+           "5\r\nhello\r\n0\r\n\n",       // bare LF at the end
+           "5\rhello\r\n0\r\n\r\n",       // bare CR
+           "5\r\nhelloXY0\r\n\r\n",       // data longer than its size
+           "\r\nhello\r\n0\r\n\r\n",      // no size
+           "g\r\n",                       // not hex
+           "-5\r\n",                      // sign
+           "0x5\r\n",                     // prefix
+           "5 \r\nhello\r\n0\r\n\r\n",    // whitespace without an extension
+           "5;\r\nhello\r\n0\r\n\r\n",    // empty extension name
+           "5;a=\r\nhello\r\n0\r\n\r\n",  // empty extension value
+           "5;a=\"x\r\n",                 // unterminated quoted string
+           "5;a b\r\n",                   // two tokens
+           "5;a=b c\r\n",                 // junk after the value
+           "5;\x01\r\n",                  // control character
+           "10000000000000000\r\n",       // over 64 bits
+           "0\r\n Folded: x\r\n\r\n",     // obs-fold in the trailers
+           "0\r\nName : x\r\n\r\n",       // space before the colon in a trailer
+           "0\r\nNo-Colon\r\n\r\n",       // trailer without a colon
+           "0\r\nX: a\x7f\r\n\r\n",       // DEL in a trailer value
        }) {
     for (size_t step : {0, 1}) {
       Decoded d = Decode(bad, step);

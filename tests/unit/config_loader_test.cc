@@ -1,6 +1,6 @@
 #include "config/loader.h"
-#include "tests/unit/config_load_util.h"
 #include "config/suggest.h"
+#include "tests/unit/config_load_util.h"
 
 #include <gtest/gtest.h>
 
@@ -311,8 +311,8 @@ TEST(ConfigLoaderTest, UnknownNestedKeys) {
 
 TEST(SuggestTest, EditDistance) {
   EXPECT_EQ(EditDistance("address", "address"), 0u);
-  EXPECT_EQ(EditDistance("adress", "address"), 1u);   // deletion
-  EXPECT_EQ(EditDistance("caht", "chat"), 1u);        // adjacent swap
+  EXPECT_EQ(EditDistance("adress", "address"), 1u);         // deletion
+  EXPECT_EQ(EditDistance("caht", "chat"), 1u);              // adjacent swap
   EXPECT_EQ(EditDistance("Least_Conn", "least_conn"), 0u);  // case is not a typo
   EXPECT_EQ(EditDistance("", "abc"), 3u);
   EXPECT_EQ(EditDistance("kitten", "sitting"), 3u);
@@ -823,7 +823,8 @@ TEST(ConfigLoaderDrainTest, DefaultsAndValues) {
   EXPECT_EQ(defaults.drain.grace, milliseconds(0));
   EXPECT_EQ(defaults.drain.close_code, 1001);
   EXPECT_EQ(defaults.drain.spread, milliseconds(0));
-  const ProxyConfig cfg = Load("drain:\n  grace: 5s\n  close_code: 1012\n  spread: 2m\n" + kMinimal);
+  const ProxyConfig cfg =
+      Load("drain:\n  grace: 5s\n  close_code: 1012\n  spread: 2m\n" + kMinimal);
   EXPECT_EQ(cfg.drain.grace, milliseconds(5000));
   EXPECT_EQ(cfg.drain.close_code, 1012);
   EXPECT_EQ(cfg.drain.spread, milliseconds(120000));
@@ -922,14 +923,15 @@ TEST(ConfigLoaderAdminTest, AllowedOriginsAndHosts) {
   EXPECT_TRUE(defaults.admin.allowed_hosts.empty());
   const ProxyConfig cfg = Load(
       "admin:\n  allowed_origins: [\"https://ops.example.com\"]\n"
-      "  allowed_hosts: [Gate.Internal, 10.0.0.5, \"::1\"]\n" + kMinimal);
+      "  allowed_hosts: [Gate.Internal, 10.0.0.5, \"::1\"]\n" +
+      kMinimal);
   EXPECT_EQ(cfg.admin.allowed_origins, Strings({"https://ops.example.com"}));
   EXPECT_EQ(cfg.admin.allowed_hosts, Strings({"gate.internal", "10.0.0.5", "::1"}));
-  EXPECT_EQ(Errors("admin:\n  allowed_hosts: [\"gate:9901\"]\n  allowed_origins: [\"\"]\n" +
-                   kMinimal),
-            Strings({"t.yaml:2:19: admin.allowed_hosts[0]: invalid host \"gate:9901\" (expected "
-                     "a name or IP address, no port)",
-                     "t.yaml:3:21: admin.allowed_origins[0]: must not be empty"}));
+  EXPECT_EQ(
+      Errors("admin:\n  allowed_hosts: [\"gate:9901\"]\n  allowed_origins: [\"\"]\n" + kMinimal),
+      Strings({"t.yaml:2:19: admin.allowed_hosts[0]: invalid host \"gate:9901\" (expected "
+               "a name or IP address, no port)",
+               "t.yaml:3:21: admin.allowed_origins[0]: must not be empty"}));
 }
 
 }  // namespace
@@ -1496,7 +1498,8 @@ TEST(ConfigLoaderLogMetricsTest, ValuesAndErrors) {
   EXPECT_EQ(defaults.log.format, LogConfig::Format::kText);
   const ProxyConfig cfg = Load(
       "metrics:\n  enabled: false\nlog:\n  format: json\n  access: /tmp/a.log\n"
-      "  flush_interval: 30s\n" + kMinimal);
+      "  flush_interval: 30s\n" +
+      kMinimal);
   EXPECT_FALSE(cfg.metrics.enabled);
   EXPECT_EQ(cfg.log.format, LogConfig::Format::kJson);
   EXPECT_EQ(cfg.log.access, "/tmp/a.log");
@@ -1527,7 +1530,8 @@ TEST(ConfigLoaderRateTest, MessageRateAndAction) {
   EXPECT_EQ(defaults.limits.max_pending_handshakes, 10000u);
   const ProxyConfig per_ip = Load(
       "limits:\n  max_connections_per_ip: 20\n  handshake_rate_per_ip: 5\n"
-      "  max_pending_handshakes: 300\n" + kMinimal);
+      "  max_pending_handshakes: 300\n" +
+      kMinimal);
   EXPECT_EQ(per_ip.limits.max_connections_per_ip, 20u);
   EXPECT_EQ(per_ip.limits.handshake_rate_per_ip, 5u);
   EXPECT_EQ(per_ip.limits.max_pending_handshakes, 300u);
@@ -1559,8 +1563,7 @@ TEST(ConfigLoaderPingTest, KeepaliveTimeouts) {
   const ProxyConfig defaults = Load(kMinimal);
   EXPECT_EQ(defaults.timeouts.ping_interval, milliseconds(0));
   EXPECT_EQ(defaults.timeouts.ping_timeout, milliseconds(10000));
-  const ProxyConfig cfg =
-      Load("timeouts:\n  ping_interval: 30s\n  ping_timeout: 5s\n" + kMinimal);
+  const ProxyConfig cfg = Load("timeouts:\n  ping_interval: 30s\n  ping_timeout: 5s\n" + kMinimal);
   EXPECT_EQ(cfg.timeouts.ping_interval, milliseconds(30000));
   EXPECT_EQ(cfg.timeouts.ping_timeout, milliseconds(5000));
   EXPECT_EQ(Errors("timeouts:\n  ping_timeout: 0s\n" + kMinimal),
@@ -1646,8 +1649,10 @@ TEST(ConfigLoaderTest, ConnectionHookErrors) {
             (Strings{"t.yaml:2:3: auth.url: missing required key"}));
   EXPECT_EQ(Errors("auth:\n  url: http://x\n  copy_headers: [\"X Bad\"]\n" + kMinimal),
             (Strings{"t.yaml:3:18: auth.copy_headers[0]: invalid header name \"X Bad\""}));
-  EXPECT_EQ(Errors("on_disconnect:\n  url: http://x\n  queue_size: 0\n" + kMinimal),
-            (Strings{"t.yaml:3:15: on_disconnect.queue_size: value 0 out of range (expected 1..10000000)"}));
+  EXPECT_EQ(
+      Errors("on_disconnect:\n  url: http://x\n  queue_size: 0\n" + kMinimal),
+      (Strings{
+          "t.yaml:3:15: on_disconnect.queue_size: value 0 out of range (expected 1..10000000)"}));
   EXPECT_EQ(Errors("on_disconnect:\n  url: http://x\n  bogus: 1\n" + kMinimal),
             (Strings{"t.yaml:3:3: on_disconnect.bogus: unknown key"}));
 }
@@ -1675,16 +1680,15 @@ std::string PoolTls(const std::string& body) {
 }
 
 TEST(ConfigLoaderTest, ListenerTlsEveryKey) {
-  const LoadResult result = LoadConfigString(
-      TlsListener("      certificates:\n"
-                  "        - cert: certs/chat.crt\n"
-                  "          key: /abs/chat.key\n"
-                  "        - {cert: api.crt, key: api.key}\n"
-                  "      min_version: TLSv1.3\n"
-                  "      ciphers: ECDHE+AESGCM\n"
-                  "      alpn: [http/1.1, x-custom]\n"
-                  "      client_ca: ca.pem\n"),
-      "/etc/wsgate/wsgate.yaml");
+  const LoadResult result = LoadConfigString(TlsListener("      certificates:\n"
+                                                         "        - cert: certs/chat.crt\n"
+                                                         "          key: /abs/chat.key\n"
+                                                         "        - {cert: api.crt, key: api.key}\n"
+                                                         "      min_version: TLSv1.3\n"
+                                                         "      ciphers: ECDHE+AESGCM\n"
+                                                         "      alpn: [http/1.1, x-custom]\n"
+                                                         "      client_ca: ca.pem\n"),
+                                             "/etc/wsgate/wsgate.yaml");
   ASSERT_TRUE(result.ok());
   const ListenerTlsConfig& tls = result.value().listeners[0].tls;
   EXPECT_TRUE(tls.enabled);
@@ -1697,7 +1701,8 @@ TEST(ConfigLoaderTest, ListenerTlsEveryKey) {
   // Where each file was named, for errors found when it is loaded.
   ConfigError origin = tls.certificates[0].cert.origin;
   origin.message = "x";
-  EXPECT_EQ(origin.Format(), "/etc/wsgate/wsgate.yaml:6:17: listeners[0].tls.certificates[0].cert: x");
+  EXPECT_EQ(origin.Format(),
+            "/etc/wsgate/wsgate.yaml:6:17: listeners[0].tls.certificates[0].cert: x");
   EXPECT_EQ(tls.min_version, ListenerTlsConfig::Version::kTls13);
   EXPECT_EQ(tls.ciphers, "ECDHE+AESGCM");
   EXPECT_EQ(tls.ciphers_origin.key_path, "listeners[0].tls.ciphers");
@@ -1820,7 +1825,8 @@ TEST(ConfigLoaderHttpTest, PlainHttpLimitsAndTimeouts) {
   EXPECT_EQ(defaults.pools[0].http.max_idle_connections, 32u);
   const ProxyConfig cfg = Load(
       "limits:\n  max_body_bytes: 1MiB\ntimeouts:\n  request: 5s\n  backend_response: 2s\n"
-      "  backend_idle: 30s\n" + kListeners + kRoutes +
+      "  backend_idle: 30s\n" +
+      kListeners + kRoutes +
       "pools:\n  - name: chat\n    http:\n      max_idle_connections: 4\n"
       "    backends:\n      - address: 127.0.0.1:9000\n");
   EXPECT_EQ(cfg.limits.max_body_bytes, 1024u * 1024);
@@ -1875,8 +1881,9 @@ TEST(ConfigLoaderDiscoveryTest, DefaultsAndSettings) {
   EXPECT_EQ(defaults.pools[0].discovery.interval, std::chrono::seconds(5));
   EXPECT_TRUE(defaults.pools[0].discovery.require_at_start);
 
-  const ProxyConfig set = Load(PoolWith("    discovery: {interval: 1s, require_at_start: false}\n") +
-                               "resolver: {nameservers: [\"127.0.0.1:5353\", \"[::1]:53\"]}\n");
+  const ProxyConfig set =
+      Load(PoolWith("    discovery: {interval: 1s, require_at_start: false}\n") +
+           "resolver: {nameservers: [\"127.0.0.1:5353\", \"[::1]:53\"]}\n");
   EXPECT_EQ(set.pools[0].discovery.interval, std::chrono::seconds(1));
   EXPECT_FALSE(set.pools[0].discovery.require_at_start);
   ASSERT_EQ(set.resolver.nameservers.size(), 2u);

@@ -60,17 +60,34 @@ TEST(ConfigPrinter, MinimalFileGetsEveryDefault) {
       "pools: [{name: app, backends: [{address: 127.0.0.1:9001}]}]\n",
       "minimal.yaml");
   const std::string printed = PrintConfig(minimal);
-  for (const char* line : {"workers: 1", "retries: 2", "max_connections: 100000",
-                           "max_header_bytes: 16KiB", "max_message_bytes: 16MiB",
-                           "handshake: 10s", "drain: 30s", "ping_timeout: 10s", "idle: 0s",
-                           "close_code: 1001", "balance: least_conn", "weight: 1",
-                           "tolerance: 1.2", "rate: 50/s", "ejection_time: 30s",
-                           "rate_action: close", "compression: inspect", "access: stderr",
-                           "format: text", "enabled: true", "allowed_origins: []",
-                           "normalize: true", "merge_slashes: false", "escaped_slashes: reject",
-                           "trusted_proxies: []", "nameservers: []"}) {
+  for (const char* line : {"workers: 1",
+                           "retries: 2",
+                           "max_connections: 100000",
+                           "max_header_bytes: 16KiB",
+                           "max_message_bytes: 16MiB",
+                           "handshake: 10s",
+                           "drain: 30s",
+                           "ping_timeout: 10s",
+                           "idle: 0s",
+                           "close_code: 1001",
+                           "balance: least_conn",
+                           "weight: 1",
+                           "tolerance: 1.2",
+                           "rate: 50/s",
+                           "ejection_time: 30s",
+                           "rate_action: close",
+                           "compression: inspect",
+                           "access: stderr",
+                           "format: text",
+                           "enabled: true",
+                           "allowed_origins: []",
+                           "normalize: true",
+                           "merge_slashes: false",
+                           "escaped_slashes: reject",
+                           "trusted_proxies: []",
+                           "nameservers: []"}) {
     EXPECT_NE(printed.find(line), std::string::npos) << "missing \"" << line << "\" in\n"
-                                                      << printed;
+                                                     << printed;
   }
   // Sections that are off stay absent: their presence would turn them on.
   EXPECT_EQ(printed.find("admin:"), std::string::npos);
@@ -147,9 +164,11 @@ TEST(ConfigPrinter, TokenFileIsPrintedNotItsContents) {
   std::ofstream(path, std::ios::binary) << "t0ken-contents\n";
   const ProxyConfig loaded = MustLoad(
       "listeners: [{name: public, address: 127.0.0.1:8080}]\n"
-      "admin: {address: 0.0.0.0:9901, token_file: " + path + "}\n"
-      "routes: [{pool: app}]\n"
-      "pools: [{name: app, backends: [{address: 127.0.0.1:9001}]}]\n",
+      "admin: {address: 0.0.0.0:9901, token_file: " +
+          path +
+          "}\n"
+          "routes: [{pool: app}]\n"
+          "pools: [{name: app, backends: [{address: 127.0.0.1:9001}]}]\n",
       "token.yaml");
   EXPECT_EQ(loaded.admin.token, "t0ken-contents");
   const std::string printed = PrintConfig(loaded);
@@ -163,12 +182,11 @@ TEST(ConfigPrinter, TokenFileIsPrintedNotItsContents) {
 TEST(ConfigPrinter, StickyKeySourcesRoundTrip) {
   for (const char* key : {"client_ip", "path", "\"header:X-User\"", "\"query:room\""}) {
     SCOPED_TRACE(key);
-    ExpectRoundTrip(MustLoad(
-        std::string("listeners: [{name: p, address: 127.0.0.1:8080}]\n"
-                    "routes: [{pool: app}]\n"
-                    "pools: [{name: app, balance: sticky, sticky: {key: ") +
-            key + "}, backends: [{address: 127.0.0.1:9001}]}]\n",
-        "sticky.yaml"));
+    ExpectRoundTrip(MustLoad(std::string("listeners: [{name: p, address: 127.0.0.1:8080}]\n"
+                                         "routes: [{pool: app}]\n"
+                                         "pools: [{name: app, balance: sticky, sticky: {key: ") +
+                                 key + "}, backends: [{address: 127.0.0.1:9001}]}]\n",
+                             "sticky.yaml"));
   }
 }
 
@@ -187,8 +205,7 @@ TEST(ConfigPrinter, SecretsAreRedactedButShownAsSet) {
   EXPECT_NE(PrintConfig(with_token, {.show_secrets = true}).find("token: s3cr3t-t0ken"),
             std::string::npos);
   // Unset stays visibly unset, not "<redacted>".
-  const ProxyConfig without_token =
-      MustLoad(base + "admin: {address: 127.0.0.1:9901}\n", "t.yaml");
+  const ProxyConfig without_token = MustLoad(base + "admin: {address: 127.0.0.1:9901}\n", "t.yaml");
   EXPECT_NE(PrintConfig(without_token).find("token: \"\""), std::string::npos);
 }
 
@@ -199,10 +216,10 @@ TEST(ConfigPrinter, DefaultsLoadBackToTheDefaults) {
   EXPECT_TRUE(loaded == DefaultConfig()) << printed;
   ExpectRoundTrip(loaded);
   // The switch-on sections are documented, commented out.
-  for (const char* line : {"# admin:", "#   address: 127.0.0.1:9901", "# auth:",
-                           "#   cache_size: 10000", "# on_disconnect:", "#     health_check:",
-                           "#       unhealthy_threshold: 3", "#     sticky:",
-                           "#       load_factor: 1.25", "#       min_version: TLSv1.2"}) {
+  for (const char* line :
+       {"# admin:", "#   address: 127.0.0.1:9901", "# auth:", "#   cache_size: 10000",
+        "# on_disconnect:", "#     health_check:", "#       unhealthy_threshold: 3",
+        "#     sticky:", "#       load_factor: 1.25", "#       min_version: TLSv1.2"}) {
     EXPECT_NE(printed.find(std::string(line) + "\n"), std::string::npos) << line << "\n" << printed;
   }
 }

@@ -57,9 +57,8 @@ TEST(ResolveHostPort, NumericAndName) {
 }
 
 TEST(Validate, ValidConfigHasNoErrors) {
-  EXPECT_TRUE(Validate(Load(kTwoPools.substr(0, kTwoPools.rfind("      - address: no-such"))),
-                       {})
-                  .empty());
+  EXPECT_TRUE(
+      Validate(Load(kTwoPools.substr(0, kTwoPools.rfind("      - address: no-such"))), {}).empty());
 }
 
 TEST(Validate, UnresolvableBackendNamesTheAddressKey) {

@@ -6,15 +6,15 @@
 #include "proxy/core/libevent_memory.h"
 #include "proxy/upstream.h"
 
+#include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
-#include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -224,7 +224,6 @@ TEST(LibeventAllocatorTest, ReusesChainBlocks) {
 }  // namespace
 }  // namespace wsgate
 
-
 // Review finding (memory): a read that exactly fills the first 16 KiB reservation calls on_read
 // (the session drains the input and InputConsumed() hands the buffer back), then reserves a 64 KiB
 // chain for the next read; when that read finds nothing (EAGAIN) the reservation is committed
@@ -403,7 +402,7 @@ TEST_F(DirectSocketConnectTest, RefusedConnectIsAnErrorAndReconnectingInsideTheC
   r.socket_base = base_.get();
   r.retry_to = address();
   bool started = ConnectTo(r.socket, base_.get(), reinterpret_cast<const sockaddr*>(&refusing),
-                             &kConnectCallbacks, &r);
+                           &kConnectCallbacks, &r);
   if (!started) {
     // Refused within connect() itself: the caller tries the next backend, as the session does.
     EXPECT_EQ(errno, ECONNREFUSED);

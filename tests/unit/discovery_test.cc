@@ -99,8 +99,8 @@ TEST(DiscoveryTest, AVanishedAddressIsRemovedAndAKeptOneIsShared) {
 
 TEST(DiscoveryTest, StartupReportsAnUnresolvableRequiredNameAtItsEntry) {
   // A nameserver that is not listening: evdns gives up after its attempts.
-  config::ProxyConfig config = LoadOrFail(std::string(kDiscovery) +
-                                          "resolver: {nameservers: [\"127.0.0.1:9\"]}\n");
+  config::ProxyConfig config =
+      LoadOrFail(std::string(kDiscovery) + "resolver: {nameservers: [\"127.0.0.1:9\"]}\n");
   StartupResolution required = ResolveAtStart(config);
   ASSERT_EQ(required.errors.size(), 1u);
   EXPECT_EQ(required.errors[0].Format().rfind(

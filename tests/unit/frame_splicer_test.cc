@@ -66,7 +66,8 @@ std::string MakeFrame(uint8_t opcode, bool fin, std::string_view payload,
   size_t start = out.size();
   out.append(payload);
   if (mask != nullptr) {
-    for (size_t i = start; i < out.size(); ++i) out[i] = static_cast<char>(out[i] ^ mask[(i - start) % 4]);
+    for (size_t i = start; i < out.size(); ++i)
+      out[i] = static_cast<char>(out[i] ^ mask[(i - start) % 4]);
   }
   return out;
 }
@@ -126,8 +127,9 @@ Stream RandomStream(uint32_t seed, bool masked) {
   for (int m = 0; m < 60; ++m) {
     uint32_t fragments = uniform(1, 4);
     for (uint32_t f = 0; f < fragments; ++f) {
-      uint8_t mask[4] = {static_cast<uint8_t>(uniform(0, 255)), static_cast<uint8_t>(uniform(0, 255)),
-                         static_cast<uint8_t>(uniform(0, 255)), static_cast<uint8_t>(uniform(0, 255))};
+      uint8_t mask[4] = {
+          static_cast<uint8_t>(uniform(0, 255)), static_cast<uint8_t>(uniform(0, 255)),
+          static_cast<uint8_t>(uniform(0, 255)), static_cast<uint8_t>(uniform(0, 255))};
       uint8_t opcode = f == 0 ? (uniform(0, 1) ? ws::kText : ws::kBinary) : ws::kContinuation;
       bool fin = f + 1 == fragments;
       s.bytes += MakeFrame(opcode, fin, payload(random_length()), masked ? mask : nullptr);
@@ -422,8 +424,8 @@ TEST(FramePipeTest, CloseWithoutCodeOrReason) {
     FramePipe pipe(FromBackend());
     Buffer source;
     Buffer sink;
-    std::string input = MakeFrame(ws::kText, false, "part") +
-                        MakeFrame(ws::kClose, true, ClosePayload(1000));
+    std::string input =
+        MakeFrame(ws::kText, false, "part") + MakeFrame(ws::kClose, true, ClosePayload(1000));
     source.Add(input);
     EXPECT_EQ(pipe.Pump(source.get(), sink.get(), kNoLimit), Result::kCloseRelayed);
     EXPECT_EQ(sink.Peek(), input);
@@ -480,8 +482,7 @@ TEST(FramePipeTest, StopAtBoundaryWhenAlreadyAtBoundary) {
 
 TEST(FramePipeTest, NullSinkDiscardsButNoticesClose) {
   std::string input = MakeFrame(ws::kText, false, std::string(200, 't')) +
-                      MakeFrame(ws::kPing, true, "") +
-                      MakeFrame(ws::kContinuation, true, "end");
+                      MakeFrame(ws::kPing, true, "") + MakeFrame(ws::kContinuation, true, "end");
   std::string close = MakeFrame(ws::kClose, true, ClosePayload(1001, "going"));
   FramePipe pipe(FromBackend());
   Buffer source;
@@ -525,8 +526,7 @@ TEST(FramePipeTest, ViolationsStopBeforeTheBadFrame) {
   ws::DirectionPolicy small = FromBackend();
   small.max_message_bytes = 100;
   const std::vector<ViolationCase> cases = {
-      {"unmasked from client", FromClient(), MakeFrame(ws::kText, true, "x"),
-       ws::kProtocolError},
+      {"unmasked from client", FromClient(), MakeFrame(ws::kText, true, "x"), ws::kProtocolError},
       {"masked from backend", FromBackend(), MakeFrame(ws::kText, true, "x", mask),
        ws::kProtocolError},
       {"reserved opcode", FromBackend(), MakeFrame(0x3, true, "x"), ws::kProtocolError},
@@ -542,8 +542,7 @@ TEST(FramePipeTest, ViolationsStopBeforeTheBadFrame) {
        ws::kProtocolError},
       {"64-bit length top bit", FromBackend(),
        std::string("\x82\x7f\x80\x00\x00\x00\x00\x00\x00\x00", 10), ws::kProtocolError},
-      {"too big", small, MakeFrame(ws::kBinary, true, std::string(101, 'b')),
-       ws::kMessageTooBig},
+      {"too big", small, MakeFrame(ws::kBinary, true, std::string(101, 'b')), ws::kMessageTooBig},
       {"close with 1-byte payload", FromBackend(), MakeFrame(ws::kClose, true, "\x03"),
        ws::kProtocolError},
       {"close with code 1005", FromBackend(), MakeFrame(ws::kClose, true, ClosePayload(1005)),

@@ -90,8 +90,7 @@ std::vector<HeaderCase> HeaderCases() {
       {"rsv1", {0xC1, 0x00}, true, 0x4, kText, false, 0, 2},
       {"rsv2", {0xA1, 0x00}, true, 0x2, kText, false, 0, 2},
       {"rsv3", {0x91, 0x00}, true, 0x1, kText, false, 0, 2},
-      {"all bits", {0xFF, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4}, true, 7, 0xF, true, 65536,
-       14},
+      {"all bits", {0xFF, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4}, true, 7, 0xF, true, 65536, 14},
       {"reserved opcode", {0x03, 0x00}, false, 0, 0x3, false, 0, 2},
   };
 }
@@ -329,7 +328,7 @@ TEST(MessageSequencerTest, MaxMessageBytes) {
   policy.max_message_bytes = 100;
   {
     MessageSequencer s(policy);
-    EXPECT_EQ(s.Admit(Frame(kText, true, 100)), 0);  // equal is allowed
+    EXPECT_EQ(s.Admit(Frame(kText, true, 100)), 0);    // equal is allowed
     EXPECT_EQ(s.Admit(Frame(kBinary, true, 100)), 0);  // the count restarts per message
     EXPECT_EQ(s.Admit(Frame(kBinary, true, 101)), kMessageTooBig);
   }
@@ -426,33 +425,33 @@ TEST(Utf8Test, Valid) {
 
 TEST(Utf8Test, Invalid) {
   const char* cases[] = {
-      "\x80",                  // lone continuation
+      "\x80",  // lone continuation
       "\xbf",
       "a\x80z",
-      "\xc0\x80",              // overlong NUL
-      "\xc0\xaf",              // overlong '/'
-      "\xc1\xbf",              // overlong U+007F
-      "\xe0\x80\x80",          // overlong
-      "\xe0\x9f\xbf",          // overlong U+07FF
-      "\xf0\x80\x80\x80",      // overlong
-      "\xf0\x8f\xbf\xbf",      // overlong U+FFFF
-      "\xed\xa0\x80",          // U+D800
-      "\xed\xaf\xbf",          // U+DBFF
-      "\xed\xb0\x80",          // U+DC00
-      "\xed\xbf\xbf",          // U+DFFF
+      "\xc0\x80",                  // overlong NUL
+      "\xc0\xaf",                  // overlong '/'
+      "\xc1\xbf",                  // overlong U+007F
+      "\xe0\x80\x80",              // overlong
+      "\xe0\x9f\xbf",              // overlong U+07FF
+      "\xf0\x80\x80\x80",          // overlong
+      "\xf0\x8f\xbf\xbf",          // overlong U+FFFF
+      "\xed\xa0\x80",              // U+D800
+      "\xed\xaf\xbf",              // U+DBFF
+      "\xed\xb0\x80",              // U+DC00
+      "\xed\xbf\xbf",              // U+DFFF
       "\xed\xa0\xbd\xed\xb8\x80",  // CESU-8 surrogate pair
-      "\xf4\x90\x80\x80",      // U+110000
+      "\xf4\x90\x80\x80",          // U+110000
       "\xf5\x80\x80\x80",
       "\xf7\xbf\xbf\xbf",
       "\xf8\x88\x80\x80\x80",  // 5-byte form
       "\xfc\x84\x80\x80\x80\x80",
       "\xfe",
       "\xff",
-      "\xc3",                  // truncated
+      "\xc3",  // truncated
       "\xe2\x82",
       "\xf0\x9f\x98",
       "a\xc3",
-      "\xc3\x41",              // continuation missing
+      "\xc3\x41",  // continuation missing
       "\xe2\x82\x41",
       "\xf0\x9f\x98\x41",
       "\xe2\x41\x82",
@@ -468,14 +467,17 @@ TEST(Utf8Test, Invalid) {
 std::string Unmask(std::string_view frame, const FrameHeader& h) {
   std::string payload(frame.substr(h.header_length, h.payload_length));
   if (h.masked) {
-    for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(payload[i] ^ h.mask[i % 4]);
+    for (size_t i = 0; i < payload.size(); ++i)
+      payload[i] = static_cast<char>(payload[i] ^ h.mask[i % 4]);
   }
   return payload;
 }
 
 TEST(BuildCloseFrameTest, UnmaskedExactBytes) {
   std::string frame = BuildCloseFrame(1000, "bye", nullptr);
-  EXPECT_EQ(frame, std::string("\x88\x05\x03\xe8" "bye", 7));
+  EXPECT_EQ(frame, std::string("\x88\x05\x03\xe8"
+                               "bye",
+                               7));
   FrameHeader h;
   ASSERT_EQ(Parse(frame, &h), HeaderStatus::kComplete);
   EXPECT_TRUE(h.fin);

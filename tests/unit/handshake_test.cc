@@ -65,12 +65,9 @@ class Parsed {
 };
 
 const Fields kClientFields = {
-    {"Host", "example.com:8080"},
-    {"Upgrade", "websocket"},
-    {"Connection", "Upgrade"},
-    {"Sec-WebSocket-Key", std::string(kKey)},
-    {"Sec-WebSocket-Version", "13"},
-    {"Origin", "https://app.example.com"},
+    {"Host", "example.com:8080"},    {"Upgrade", "websocket"},
+    {"Connection", "Upgrade"},       {"Sec-WebSocket-Key", std::string(kKey)},
+    {"Sec-WebSocket-Version", "13"}, {"Origin", "https://app.example.com"},
 };
 constexpr std::string_view kStart = "GET /chat?room=1 HTTP/1.1";
 
@@ -112,13 +109,13 @@ TEST(HandshakeTest, IsValidWebSocketKey) {
   EXPECT_TRUE(IsValidWebSocketKey("+/+/+/+/+/+/+/+/+/+/+w=="));
 
   EXPECT_FALSE(IsValidWebSocketKey(""));
-  EXPECT_FALSE(IsValidWebSocketKey("dGhlIHNhbXBsZSBub25jZQ="));     // 23 chars
-  EXPECT_FALSE(IsValidWebSocketKey("dGhlIHNhbXBsZSBub25jZQ==="));   // 25 chars
-  EXPECT_FALSE(IsValidWebSocketKey("dGhlIHNhbXBsZSBub25jZQAA"));    // no padding
+  EXPECT_FALSE(IsValidWebSocketKey("dGhlIHNhbXBsZSBub25jZQ="));    // 23 chars
+  EXPECT_FALSE(IsValidWebSocketKey("dGhlIHNhbXBsZSBub25jZQ==="));  // 25 chars
+  EXPECT_FALSE(IsValidWebSocketKey("dGhlIHNhbXBsZSBub25jZQAA"));   // no padding
   EXPECT_FALSE(IsValidWebSocketKey("dGhlIHNhbXBsZSBub25jZQ=A"));
-  EXPECT_FALSE(IsValidWebSocketKey("dGhlIHNhbXBsZSBub25j===="));    // '=' too early
-  EXPECT_FALSE(IsValidWebSocketKey("dGhlIHNhbXBsZSBub25j-_=="));    // base64url alphabet
-  EXPECT_FALSE(IsValidWebSocketKey("dGhlIHNhbXBsZSBub25 ZQ=="));    // space
+  EXPECT_FALSE(IsValidWebSocketKey("dGhlIHNhbXBsZSBub25j===="));      // '=' too early
+  EXPECT_FALSE(IsValidWebSocketKey("dGhlIHNhbXBsZSBub25j-_=="));      // base64url alphabet
+  EXPECT_FALSE(IsValidWebSocketKey("dGhlIHNhbXBsZSBub25 ZQ=="));      // space
   EXPECT_FALSE(IsValidWebSocketKey("AAAAAAAAAAAAAAAAAAAAAAAAAAA="));  // 20 bytes
   EXPECT_FALSE(IsValidWebSocketKey("AAAAAAAAAAAAAAAAAAAA"));          // 15 bytes
   EXPECT_FALSE(IsValidWebSocketKey(" dGhlIHNhbXBsZSBub25jZQ=="));
@@ -159,12 +156,9 @@ TEST(HandshakeTest, HostWithoutPort) {
     std::string_view host;
   };
   const Case cases[] = {
-      {"example.com", "example.com"},
-      {"example.com:443", "example.com"},
-      {"127.0.0.1:9000", "127.0.0.1"},
-      {"[::1]:8080", "::1"},
-      {"[2001:db8::1]", "2001:db8::1"},
-      {"example.com.", "example.com."},
+      {"example.com", "example.com"},   {"example.com:443", "example.com"},
+      {"127.0.0.1:9000", "127.0.0.1"},  {"[::1]:8080", "::1"},
+      {"[2001:db8::1]", "2001:db8::1"}, {"example.com.", "example.com."},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(std::string(c.host_field));
@@ -183,12 +177,8 @@ TEST(HandshakeTest, PathWithoutQuery) {
     std::string_view path;
   };
   const Case cases[] = {
-      {"/", "/"},
-      {"/chat", "/chat"},
-      {"/a/b?c=d?e", "/a/b"},
-      {"/x?", "/x"},
-      {"/?q", "/"},
-      {"/a%3Fb", "/a%3Fb"},
+      {"/", "/"},    {"/chat", "/chat"}, {"/a/b?c=d?e", "/a/b"},
+      {"/x?", "/x"}, {"/?q", "/"},       {"/a%3Fb", "/a%3Fb"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(std::string(c.target));
@@ -223,21 +213,30 @@ TEST(HandshakeTest, ClientHandshakeRejections) {
        false},
       {"HTTP/0.9", "GET /chat HTTP/0.9", kClientFields, 505, "only HTTP/1.1 is supported", "",
        false},
-      {"HTTP/2.0 plain GET", "GET / HTTP/2.0", {{"Host", "a"}}, 505,
-       "only HTTP/1.1 is supported", "", false},
+      {"HTTP/2.0 plain GET",
+       "GET / HTTP/2.0",
+       {{"Host", "a"}},
+       505,
+       "only HTTP/1.1 is supported",
+       "",
+       false},
       {"no Upgrade", kGet, Without(kClientFields, "upgrade"), 426, kNoUpgrade,
        "Upgrade: websocket\r\n", false},
       {"Upgrade: h2c", kGet, Replace(kClientFields, "upgrade", "h2c"), 426, kNoUpgrade,
        "Upgrade: websocket\r\n", false},
       {"Upgrade: websocketx", kGet, Replace(kClientFields, "upgrade", "websocketx"), 426,
        kNoUpgrade, "Upgrade: websocket\r\n", false},
-      {"plain GET", "GET / HTTP/1.1", {{"Host", "a"}}, 426, kNoUpgrade, "Upgrade: websocket\r\n",
+      {"plain GET",
+       "GET / HTTP/1.1",
+       {{"Host", "a"}},
+       426,
+       kNoUpgrade,
+       "Upgrade: websocket\r\n",
        false},
       {"POST", "POST /chat HTTP/1.1", kClientFields, 400, "a WebSocket upgrade must use GET"},
       {"lower-case get", "get /chat HTTP/1.1", kClientFields, 400,
        "a WebSocket upgrade must use GET"},
-      {"HTTP/1.0", "GET /chat HTTP/1.0", kClientFields, 400,
-       "a WebSocket upgrade needs HTTP/1.1"},
+      {"HTTP/1.0", "GET /chat HTTP/1.0", kClientFields, 400, "a WebSocket upgrade needs HTTP/1.1"},
       {"absolute-form", "GET http://example.com/chat HTTP/1.1", kClientFields, 400,
        "request target must be in origin-form"},
       {"asterisk-form", "GET * HTTP/1.1", kClientFields, 400,
@@ -249,8 +248,7 @@ TEST(HandshakeTest, ClientHandshakeRejections) {
       {"Host with a space", kGet, Replace(kClientFields, "host", "a b.test"), 400, kBadHost},
       {"Host with userinfo", kGet, Replace(kClientFields, "host", "evil.test@app.test"), 400,
        kBadHost},
-      {"Host with a path", kGet, Replace(kClientFields, "host", "app.test/evil?x="), 400,
-       kBadHost},
+      {"Host with a path", kGet, Replace(kClientFields, "host", "app.test/evil?x="), 400, kBadHost},
       {"Host with two ports", kGet, Replace(kClientFields, "host", "app.test:80:81"), 400,
        kBadHost},
       {"two Authorization", kGet,
@@ -277,13 +275,12 @@ TEST(HandshakeTest, ClientHandshakeRejections) {
       {"short key", kGet, Replace(kClientFields, "sec-websocket-key", "dGhlIHNhbXBsZQ=="), 400,
        kBadKeyReason},
       {"key not base64", kGet,
-       Replace(kClientFields, "sec-websocket-key", "dGhlIHNhbXBsZSBub25j*Q=="), 400,
-       kBadKeyReason},
+       Replace(kClientFields, "sec-websocket-key", "dGhlIHNhbXBsZSBub25j*Q=="), 400, kBadKeyReason},
       {"empty key", kGet, Replace(kClientFields, "sec-websocket-key", ""), 400, kBadKeyReason},
       {"no version", kGet, Without(kClientFields, "sec-websocket-version"), 426, kVersionReason,
        kVersionExtra},
-      {"version 8", kGet, Replace(kClientFields, "sec-websocket-version", "8"), 426,
-       kVersionReason, kVersionExtra},
+      {"version 8", kGet, Replace(kClientFields, "sec-websocket-version", "8"), 426, kVersionReason,
+       kVersionExtra},
       {"version list", kGet, Replace(kClientFields, "sec-websocket-version", "13, 8"), 426,
        kVersionReason, kVersionExtra},
       {"two versions", kGet, Plus(kClientFields, "Sec-WebSocket-Version", "13"), 426,
@@ -308,14 +305,38 @@ TEST(HandshakeTest, IsValidHostValue) {
         "[::ffff:192.0.2.1]", "xn--bcher-kva.example", "a_b-c~d"}) {
     EXPECT_TRUE(IsValidHostValue(good)) << good;
   }
-  for (std::string_view bad :
-       {"", ":80", "a b.test", "evil.test@app.test", "app.test/evil?x=", "app.test:80:81",
-        "app.test:", "app.test:65536", "app.test:123456", "app.test:8o", "app.test:-1",
-        "app.test:+80", "[::1", "[::1]x", "[::1]:", "[::1]:65536", "[192.0.2.1]",
-        "[fe80::1%25eth0]",
-        "[v1.fe]", "::1", "app.test#x", "app.test?x", "app%4", "app%zz.test", "%41pp.test",
-        "adm%69n.test", "a.test,b.test", "a!$&'()*+;=b", "a\\b", "a\"b",
-        "[]", "app.test\t"}) {
+  for (std::string_view bad : {"",
+                               ":80",
+                               "a b.test",
+                               "evil.test@app.test",
+                               "app.test/evil?x=",
+                               "app.test:80:81",
+                               "app.test:",
+                               "app.test:65536",
+                               "app.test:123456",
+                               "app.test:8o",
+                               "app.test:-1",
+                               "app.test:+80",
+                               "[::1",
+                               "[::1]x",
+                               "[::1]:",
+                               "[::1]:65536",
+                               "[192.0.2.1]",
+                               "[fe80::1%25eth0]",
+                               "[v1.fe]",
+                               "::1",
+                               "app.test#x",
+                               "app.test?x",
+                               "app%4",
+                               "app%zz.test",
+                               "%41pp.test",
+                               "adm%69n.test",
+                               "a.test,b.test",
+                               "a!$&'()*+;=b",
+                               "a\\b",
+                               "a\"b",
+                               "[]",
+                               "app.test\t"}) {
     EXPECT_FALSE(IsValidHostValue(bad)) << bad;
   }
 }
@@ -328,8 +349,8 @@ TEST(HandshakeTest, CheckHostAndCredentials) {
     return std::string(reason != nullptr ? reason : "");
   };
   EXPECT_EQ(check({{"Host", "a.test"}, {"Authorization", "Bearer t"}}), "");
-  EXPECT_EQ(check({}), "");                // whether Host is required is the caller's rule
-  EXPECT_EQ(check({{"Host", ""}}), "");    // an empty Host is the caller's call too
+  EXPECT_EQ(check({}), "");              // whether Host is required is the caller's rule
+  EXPECT_EQ(check({{"Host", ""}}), "");  // an empty Host is the caller's call too
   EXPECT_EQ(check({{"Host", "a.test"}, {"host", "a.test"}}), "more than one Host field");
   EXPECT_EQ(check({{"Host", "u@a.test"}}),
             "invalid Host field (expected host[:port] or [IPv6]:port)");
@@ -360,8 +381,7 @@ TEST(HandshakeTest, OriginAllowList) {
       {"allowed", kClientFields, 0},
       {"second allowed", Replace(kClientFields, "origin", "http://localhost:3000"), 0},
       {"other origin", Replace(kClientFields, "origin", "https://evil.example"), 403},
-      {"suffix of allowed", Replace(kClientFields, "origin", "https://app.example.com.evil"),
-       403},
+      {"suffix of allowed", Replace(kClientFields, "origin", "https://app.example.com.evil"), 403},
       {"port differs", Replace(kClientFields, "origin", "https://app.example.com:8443"), 403},
       {"null", Replace(kClientFields, "origin", "null"), 403},
       {"missing", Without(kClientFields, "origin"), 403},
@@ -379,7 +399,8 @@ TEST(HandshakeTest, OriginAllowList) {
 
   // No list, or an empty one, allows any Origin (and none).
   std::vector<std::string> empty;
-  for (const ClientHandshakePolicy& open : {ClientHandshakePolicy{}, ClientHandshakePolicy{&empty}}) {
+  for (const ClientHandshakePolicy& open :
+       {ClientHandshakePolicy{}, ClientHandshakePolicy{&empty}}) {
     Parsed evil(MakeHead(kStart, Replace(kClientFields, "origin", "https://evil.example")),
                 HeadKind::kRequest);
     EXPECT_EQ(CheckClientHandshake(evil.view(), open).status, 0);
@@ -644,9 +665,9 @@ TEST(HandshakeTest, HopByHopFields) {
   ASSERT_EQ(parser.Parse(text), ParseStatus::kComplete);
   const HopByHopFields hop(HeadView(parser, text));
   // Hop-by-hop by name, whatever the case and whatever Connection says.
-  for (std::string_view name : {"Connection", "keep-alive", "TE", "Trailer", "UPGRADE",
-                                "Transfer-Encoding", "Proxy-Connection", "proxy-authorization",
-                                "Proxy-X"}) {
+  for (std::string_view name :
+       {"Connection", "keep-alive", "TE", "Trailer", "UPGRADE", "Transfer-Encoding",
+        "Proxy-Connection", "proxy-authorization", "Proxy-X"}) {
     EXPECT_TRUE(hop.Contains(name)) << name;
   }
   // Named by any of the three Connection fields, matched case-insensitively.
@@ -751,13 +772,22 @@ TEST(HandshakeTest, UpstreamInvalidUpgrades) {
        UpstreamVerdict::kInvalidUpgrade, "101 not over HTTP/1.1"},
       {"100 Continue", "HTTP/1.1 100 Continue", kUpgradeFields, UpstreamVerdict::kInvalidUpgrade,
        "backend sent an unexpected interim response 100"},
-      {"103 Early Hints", "HTTP/1.1 103 Early Hints", {}, UpstreamVerdict::kInvalidUpgrade,
+      {"103 Early Hints",
+       "HTTP/1.1 103 Early Hints",
+       {},
+       UpstreamVerdict::kInvalidUpgrade,
        "backend sent an unexpected interim response 103"},
       {"200", "HTTP/1.1 200 OK", kUpgradeFields, UpstreamVerdict::kNotUpgraded,
        "backend answered 200"},
-      {"404", "HTTP/1.1 404 Not Found", {{"Content-Length", "0"}}, UpstreamVerdict::kNotUpgraded,
+      {"404",
+       "HTTP/1.1 404 Not Found",
+       {{"Content-Length", "0"}},
+       UpstreamVerdict::kNotUpgraded,
        "backend answered 404"},
-      {"503 over HTTP/1.0", "HTTP/1.0 503 Busy", {}, UpstreamVerdict::kNotUpgraded,
+      {"503 over HTTP/1.0",
+       "HTTP/1.0 503 Busy",
+       {},
+       UpstreamVerdict::kNotUpgraded,
        "backend answered 503"},
   };
   for (const Case& c : cases) {
@@ -778,8 +808,7 @@ TEST(HandshakeTest, UpstreamExtensions) {
   };
   const std::vector<Case> cases = {
       {{"permessage-deflate"}, true, false},
-      {{"permessage-deflate; server_no_context_takeover; client_max_window_bits=10"}, true,
-       false},
+      {{"permessage-deflate; server_no_context_takeover; client_max_window_bits=10"}, true, false},
       {{"PerMessage-Deflate ;client_no_context_takeover"}, true, false},
       {{"x-webkit-deflate-frame"}, false, true},
       {{"permessage-deflate, x-foo; a=1"}, true, true},
@@ -822,8 +851,7 @@ TEST(HandshakeTest, UpstreamDeflateParameters) {
        "101 with permessage-deflate client_max_window_bits must be 8..15"},
       {{"permessage-deflate; server_no_context_takeover; server_no_context_takeover"},
        "101 with duplicate permessage-deflate parameter server_no_context_takeover"},
-      {{"permessage-deflate; x_foo=1"},
-       "101 with unknown permessage-deflate parameter \"x_foo\""},
+      {{"permessage-deflate; x_foo=1"}, "101 with unknown permessage-deflate parameter \"x_foo\""},
       {{"permessage-deflate, permessage-deflate"}, "101 accepts permessage-deflate twice"},
       {{"permessage-deflate", "permessage-deflate; server_no_context_takeover"},
        "101 accepts permessage-deflate twice"},
@@ -847,15 +875,9 @@ TEST(HandshakeTest, UpstreamDeflateParameters) {
 
 TEST(HandshakeTest, BuildRelayedResponseHead) {
   Fields fields = {
-      {"Content-Type", "text/html"},
-      {"Content-Length", "9"},
-      {"Connection", "keep-alive, X-Hop"},
-      {"Keep-Alive", "timeout=5"},
-      {"X-Hop", "1"},
-      {"Upgrade", "h2c"},
-      {"Proxy-Authenticate", "Basic"},
-      {"Set-Cookie", "a=b"},
-      {"Trailer", "X-T"},
+      {"Content-Type", "text/html"},   {"Content-Length", "9"}, {"Connection", "keep-alive, X-Hop"},
+      {"Keep-Alive", "timeout=5"},     {"X-Hop", "1"},          {"Upgrade", "h2c"},
+      {"Proxy-Authenticate", "Basic"}, {"Set-Cookie", "a=b"},   {"Trailer", "X-T"},
       {"WWW-Authenticate", "Bearer"},
   };
   Parsed resp(MakeHead("HTTP/1.0 401 Unauthorized", fields) + "forbidden", HeadKind::kResponse);
@@ -940,8 +962,9 @@ TEST(HandshakeProxyFieldsTest, ClientWsgateFieldsDroppedAndOursAppended) {
   HeadParser parser(HeadKind::kRequest, HeadLimits{});
   ASSERT_EQ(parser.Parse(text), ParseStatus::kComplete);
   std::vector<std::string> drop = {"x-user-id"};
-  std::string out = BuildUpstreamRequest(HeadView(parser, text), ForwardingInfo{"10.0.0.1", false, "id"},
-                                         "X-Wsgate-Connection-Id: real\r\n", &drop);
+  std::string out =
+      BuildUpstreamRequest(HeadView(parser, text), ForwardingInfo{"10.0.0.1", false, "id"},
+                           "X-Wsgate-Connection-Id: real\r\n", &drop);
   HeadParser again(HeadKind::kRequest, HeadLimits{});
   ASSERT_EQ(again.Parse(out), ParseStatus::kComplete) << out;
   HeadView view(again, out);
@@ -1001,9 +1024,8 @@ TEST(HandshakeForwardedHttpTest, PlainRequestLosesEveryHopByHopField) {
       "\r\n";
   HeadParser parser(HeadKind::kRequest, HeadLimits{});
   ASSERT_EQ(parser.Parse(text), ParseStatus::kComplete);
-  std::string out = BuildForwardedRequest(HeadView(parser, text),
-                                          ForwardingInfo{"192.0.2.9", false, "id-1"},
-                                          ForwardedBody::kChunked);
+  std::string out = BuildForwardedRequest(
+      HeadView(parser, text), ForwardingInfo{"192.0.2.9", false, "id-1"}, ForwardedBody::kChunked);
   EXPECT_EQ(out,
             "POST /api?x=1 HTTP/1.1\r\n"
             "Host: app.example.com\r\n"
@@ -1016,9 +1038,8 @@ TEST(HandshakeForwardedHttpTest, PlainRequestLosesEveryHopByHopField) {
             "Forwarded: for=192.0.2.9;host=\"app.example.com\";proto=http\r\n"
             "X-Request-Id: id-1\r\n"
             "\r\n");
-  std::string plain = BuildForwardedRequest(HeadView(parser, text),
-                                            ForwardingInfo{"192.0.2.9", false, ""},
-                                            ForwardedBody::kNone);
+  std::string plain = BuildForwardedRequest(
+      HeadView(parser, text), ForwardingInfo{"192.0.2.9", false, ""}, ForwardedBody::kNone);
   EXPECT_EQ(plain.find("Transfer-Encoding"), std::string::npos);
   EXPECT_EQ(plain.find("Upgrade"), std::string::npos);
 }
@@ -1058,9 +1079,8 @@ TEST(HandshakeForwardedHttpTest, ConnectionCannotRemoveContentLength) {
       "POST / HTTP/1.1\r\nHost: h\r\nConnection: content-length, host\r\nContent-Length: 3\r\n\r\n";
   HeadParser parser(HeadKind::kRequest, HeadLimits{});
   ASSERT_EQ(parser.Parse(text), ParseStatus::kComplete);
-  std::string out = BuildForwardedRequest(HeadView(parser, text),
-                                          ForwardingInfo{"192.0.2.9", false, ""},
-                                          ForwardedBody::kLength);
+  std::string out = BuildForwardedRequest(
+      HeadView(parser, text), ForwardingInfo{"192.0.2.9", false, ""}, ForwardedBody::kLength);
   EXPECT_NE(out.find("\r\nContent-Length: 3\r\n"), std::string::npos) << out;
   EXPECT_NE(out.find("\r\nHost: h\r\n"), std::string::npos) << out;
 }

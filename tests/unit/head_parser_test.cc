@@ -226,8 +226,8 @@ TEST(HeadParserTest, ResponseStatusLines) {
   const Case cases[] = {
       {"HTTP/1.1 200 OK", 200, "OK", 1, 1},
       {"HTTP/1.0 404 Not Found", 404, "Not Found", 1, 0},
-      {"HTTP/1.1 404", 404, "", 1, 1},    // reason and its SP missing
-      {"HTTP/1.1 404 ", 404, "", 1, 1},   // empty reason
+      {"HTTP/1.1 404", 404, "", 1, 1},   // reason and its SP missing
+      {"HTTP/1.1 404 ", 404, "", 1, 1},  // empty reason
       {"HTTP/1.1 100 Continue", 100, "Continue", 1, 1},
       {"HTTP/1.1 999 x", 999, "x", 1, 1},
       {"HTTP/1.1 503 Busy  \tnow ", 503, "Busy  \tnow ", 1, 1},
@@ -293,8 +293,7 @@ TEST(HeadParserTest, FramingErrors) {
       {"bare CR inside value", "GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n"sv, ParseError::kBareCR},
       {"CR CR LF", "GET / HTTP/1.1\r\r\n\r\n"sv, ParseError::kBareCR},
       {"bare CR as empty line", "GET / HTTP/1.1\r\nHost: a\r\n\rX"sv, ParseError::kBareCR},
-      {"bare LF in response", "HTTP/1.1 200 OK\n\r\n"sv, ParseError::kBareLF,
-       HeadKind::kResponse},
+      {"bare LF in response", "HTTP/1.1 200 OK\n\r\n"sv, ParseError::kBareLF, HeadKind::kResponse},
   };
   for (const auto& c : cases) ExpectError(c);
 }
@@ -305,47 +304,43 @@ TEST(HeadParserTest, FieldErrors) {
       {"obs-fold tab", "GET / HTTP/1.1\r\nX-A: a\r\n\tb\r\n\r\n"sv, ParseError::kObsFold},
       {"leading space on first field", "GET / HTTP/1.1\r\n Host: a\r\n\r\n"sv,
        ParseError::kObsFold},
-      {"space before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n"sv,
-       ParseError::kSpaceBeforeColon},
-      {"tab before colon", "GET / HTTP/1.1\r\nHost\t: a\r\n\r\n"sv,
-       ParseError::kSpaceBeforeColon},
+      {"space before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n"sv, ParseError::kSpaceBeforeColon},
+      {"tab before colon", "GET / HTTP/1.1\r\nHost\t: a\r\n\r\n"sv, ParseError::kSpaceBeforeColon},
       {"space inside name", "GET / HTTP/1.1\r\nX A: a\r\n\r\n"sv, ParseError::kSpaceBeforeColon},
       {"no colon", "GET / HTTP/1.1\r\nHost\r\n\r\n"sv, ParseError::kBadFieldName},
       {"empty name", "GET / HTTP/1.1\r\n: a\r\n\r\n"sv, ParseError::kBadFieldName},
       {"separator in name", "GET / HTTP/1.1\r\nHo(st: a\r\n\r\n"sv, ParseError::kBadFieldName},
       {"slash in name", "GET / HTTP/1.1\r\nX/Y: a\r\n\r\n"sv, ParseError::kBadFieldName},
-      {"control char in name", "GET / HTTP/1.1\r\nX\x01Y: a\r\n\r\n"sv,
-       ParseError::kBadFieldName},
-      {"non-ASCII in name", "GET / HTTP/1.1\r\nX\xc3\xa9: a\r\n\r\n"sv,
-       ParseError::kBadFieldName},
+      {"control char in name", "GET / HTTP/1.1\r\nX\x01Y: a\r\n\r\n"sv, ParseError::kBadFieldName},
+      {"non-ASCII in name", "GET / HTTP/1.1\r\nX\xc3\xa9: a\r\n\r\n"sv, ParseError::kBadFieldName},
       {"NUL in name", "GET / HTTP/1.1\r\nX\0Y: a\r\n\r\n"sv, ParseError::kBadFieldName},
       {"SOH in value", "GET / HTTP/1.1\r\nX: a\x01z\r\n\r\n"sv, ParseError::kBadFieldValue},
       {"ESC in value", "GET / HTTP/1.1\r\nX: \x1b[0m\r\n\r\n"sv, ParseError::kBadFieldValue},
       {"DEL in value", "GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n"sv, ParseError::kBadFieldValue},
       {"NUL in value", "GET / HTTP/1.1\r\nX: a\0b\r\n\r\n"sv, ParseError::kBadFieldValue},
       {"VT in value", "GET / HTTP/1.1\r\nX: a\vb\r\n\r\n"sv, ParseError::kBadFieldValue},
-      {"bad field in response", "HTTP/1.1 200 OK\r\nX : a\r\n\r\n"sv,
-       ParseError::kSpaceBeforeColon, HeadKind::kResponse},
+      {"bad field in response", "HTTP/1.1 200 OK\r\nX : a\r\n\r\n"sv, ParseError::kSpaceBeforeColon,
+       HeadKind::kResponse},
   };
   for (const auto& c : cases) ExpectError(c);
 }
 
 TEST(HeadParserTest, BadRequestLines) {
   const std::string_view lines[] = {
-      ""sv,                     // empty start line
-      "GET"sv,                  // no spaces
-      "GET /"sv,                // no version
-      "GET / "sv,               // empty version
-      " GET / HTTP/1.1"sv,      // empty method
-      "GET  / HTTP/1.1"sv,      // double space
-      "GET /  HTTP/1.1"sv,      // double space before version
-      "GET / HTTP/1.1 "sv,      // trailing space
-      "GET\t/ HTTP/1.1"sv,      // tab instead of SP
-      "G(T / HTTP/1.1"sv,       // non-token method
-      "GET /a\x7f HTTP/1.1"sv,  // DEL in target
+      ""sv,                        // empty start line
+      "GET"sv,                     // no spaces
+      "GET /"sv,                   // no version
+      "GET / "sv,                  // empty version
+      " GET / HTTP/1.1"sv,         // empty method
+      "GET  / HTTP/1.1"sv,         // double space
+      "GET /  HTTP/1.1"sv,         // double space before version
+      "GET / HTTP/1.1 "sv,         // trailing space
+      "GET\t/ HTTP/1.1"sv,         // tab instead of SP
+      "G(T / HTTP/1.1"sv,          // non-token method
+      "GET /a\x7f HTTP/1.1"sv,     // DEL in target
       "GET /\xc3\xa9 HTTP/1.1"sv,  // non-ASCII in target
-      "GET /\x01 HTTP/1.1"sv,   // control in target
-      "GET / http/1.1"sv,       // lower-case protocol
+      "GET /\x01 HTTP/1.1"sv,      // control in target
+      "GET / http/1.1"sv,          // lower-case protocol
       "GET / HTTPS/1.1"sv,
       "GET / HTTP/11"sv,
       "GET / HTTP/1"sv,
@@ -370,17 +365,17 @@ TEST(HeadParserTest, BadStatusLines) {
       ""sv,
       "HTTP/1.1"sv,
       "HTTP/1.1 "sv,
-      "HTTP/1.1 20"sv,          // too short
-      "HTTP/1.1 20 OK"sv,       // two digits
-      "HTTP/1.1 2000 OK"sv,     // four digits
+      "HTTP/1.1 20"sv,       // too short
+      "HTTP/1.1 20 OK"sv,    // two digits
+      "HTTP/1.1 2000 OK"sv,  // four digits
       "HTTP/1.1 abc OK"sv,
       "HTTP/1.1 2x0 OK"sv,
-      "HTTP/1.1 099 Low"sv,     // below 100
+      "HTTP/1.1 099 Low"sv,  // below 100
       "HTTP/1.1 000"sv,
-      "HTTP/1.1  200 OK"sv,     // double space
+      "HTTP/1.1  200 OK"sv,  // double space
       "HTTP/1.1\t200 OK"sv,
       "HTTP/1.1200 OK"sv,
-      "HTTP/1.1 200\tOK"sv,     // tab instead of SP before the reason
+      "HTTP/1.1 200\tOK"sv,  // tab instead of SP before the reason
       "HTTP/1.1 200OK"sv,
       "HTTP/1.1 200 O\x01K"sv,  // control char in reason
       "HTTP/1.1 200 O\x7fK"sv,
@@ -390,7 +385,7 @@ TEST(HeadParserTest, BadStatusLines) {
       "HTTP/11 200 OK"sv,
       "HTTP/1.10 200 OK"sv,
       " HTTP/1.1 200 OK"sv,
-      "GET / HTTP/1.1"sv,       // a request line
+      "GET / HTTP/1.1"sv,  // a request line
   };
   for (std::string_view line : lines) {
     std::string data = std::string(line) + "\r\nX: y\r\n\r\n";
@@ -419,9 +414,9 @@ TEST(HeadParserTest, StartLineTooLong) {
   HeadLimits small{.max_head_bytes = 48, .max_start_line_bytes = 32, .max_fields = 128};
   std::string long_line = RequestLineOfLength(100) + "\r\n\r\n";
   ExpectError({"over head limit, complete", long_line, ParseError::kStartLineTooLong}, small);
-  ExpectError({"over head limit, incomplete", RequestLineOfLength(100),
-               ParseError::kStartLineTooLong},
-              small);
+  ExpectError(
+      {"over head limit, incomplete", RequestLineOfLength(100), ParseError::kStartLineTooLong},
+      small);
 
   // Exactly at the limit is fine, all at once.
   std::string ok = RequestLineOfLength(64) + "\r\nHost: a\r\n\r\n";
@@ -477,9 +472,9 @@ TEST(HeadParserTest, HeadTooLarge) {
   ExpectError({"many fields", many, ParseError::kHeadTooLarge}, limits);
   // Incomplete head that already fills the limit.
   ExpectError({"incomplete", start + std::string(112, 'a'), ParseError::kHeadTooLarge}, limits);
-  ExpectError({"incomplete without any CRLF yet", head_of(400).substr(16, 200),
-               ParseError::kHeadTooLarge},
-              HeadLimits{.max_head_bytes = 128, .max_start_line_bytes = 256, .max_fields = 128});
+  ExpectError(
+      {"incomplete without any CRLF yet", head_of(400).substr(16, 200), ParseError::kHeadTooLarge},
+      HeadLimits{.max_head_bytes = 128, .max_start_line_bytes = 256, .max_fields = 128});
 }
 
 // The line scan skips to the next CR; a bare LF or a limit is still judged at the first byte
@@ -495,18 +490,18 @@ TEST(HeadParserTest, BareLFAgainstTheLimits) {
                ParseError::kStartLineTooLong},
               limits);
   // A bare LF early in a long line is reported before the line reaches the limit.
-  ExpectError({"LF before the start-line limit", "GET /\n" + std::string(100, 'a'),
-               ParseError::kBareLF},
-              limits);
+  ExpectError(
+      {"LF before the start-line limit", "GET /\n" + std::string(100, 'a'), ParseError::kBareLF},
+      limits);
   // Same for the head limit: 16 + 3 + 108 = 127 bytes, LF at byte 127 or 128.
   HeadLimits head{.max_head_bytes = 128, .max_start_line_bytes = 64, .max_fields = 128};
   const std::string start = "GET / HTTP/1.1\r\nX: ";
   ExpectError({"LF at the last byte of the head", start + std::string(108, 'v') + "\n",
                ParseError::kBareLF},
               head);
-  ExpectError({"LF past the head limit", start + std::string(109, 'v') + "\n",
-               ParseError::kHeadTooLarge},
-              head);
+  ExpectError(
+      {"LF past the head limit", start + std::string(109, 'v') + "\n", ParseError::kHeadTooLarge},
+      head);
   // A CR as the head's last allowed byte leaves no room for its LF.
   ExpectError({"CR at the last byte of the head", start + std::string(108, 'v') + "\r\n\r\n",
                ParseError::kHeadTooLarge},
@@ -517,8 +512,7 @@ TEST(HeadParserTest, BareLFAgainstTheLimits) {
   // A field line, unlike the start line, is only bounded by the head limit.
   std::string long_field = "GET / HTTP/1.1\r\nX: " + std::string(200, 'v') + "\r\n\r\n";
   EXPECT_EQ(ParseAll(long_field, HeadKind::kRequest, limits).status, ParseStatus::kComplete);
-  EXPECT_EQ(ParseBytewise(long_field, HeadKind::kRequest, limits).status,
-            ParseStatus::kComplete);
+  EXPECT_EQ(ParseBytewise(long_field, HeadKind::kRequest, limits).status, ParseStatus::kComplete);
 }
 
 TEST(HeadParserTest, NeedMoreWhileTheLineHasNoEnd) {
@@ -537,8 +531,7 @@ TEST(HeadParserTest, NeedMoreWhileTheLineHasNoEnd) {
 }
 
 TEST(HeadParserTest, TooManyFields) {
-  HeadLimits limits{.max_head_bytes = 16 * 1024, .max_start_line_bytes = 8 * 1024,
-                    .max_fields = 3};
+  HeadLimits limits{.max_head_bytes = 16 * 1024, .max_start_line_bytes = 8 * 1024, .max_fields = 3};
   std::string three = "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
   Snapshot s = ParseAll(three, HeadKind::kRequest, limits);
   EXPECT_EQ(s.status, ParseStatus::kComplete);
@@ -611,7 +604,9 @@ TEST(HeadParserTest, EqualsIgnoreCaseEveryLengthAndPosition) {
     }
     return true;
   };
-  const std::string_view tricky = "@AZ[`az{\x00\x7f\x80\xc1\xda\xe1\xfa\xff" "09-_"sv;
+  const std::string_view tricky =
+      "@AZ[`az{\x00\x7f\x80\xc1\xda\xe1\xfa\xff"
+      "09-_"sv;
   for (size_t n = 0; n <= 40; ++n) {
     std::string a;
     for (size_t i = 0; i < n; ++i) a.push_back(tricky[(i * 7 + n) % tricky.size()]);

@@ -16,10 +16,12 @@ TEST(JsonString, EscapesQuotesBackslashesAndControlCharacters) {
 TEST(JsonString, KeepsUtf8AndReplacesWhatIsNot) {
   EXPECT_EQ(JsonString("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"),
             "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
-  EXPECT_EQ(JsonString("a\xff" "b"), "\"a\\ufffdb\"");               // never valid
-  EXPECT_EQ(JsonString("\xc3"), "\"\\ufffd\"");                      // truncated
-  EXPECT_EQ(JsonString("\xc0\xaf"), "\"\\ufffd\\ufffd\"");           // overlong "/"
-  EXPECT_EQ(JsonString("\xed\xa0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");  // surrogate
+  EXPECT_EQ(JsonString("a\xff"
+                       "b"),
+            "\"a\\ufffdb\"");                                                     // never valid
+  EXPECT_EQ(JsonString("\xc3"), "\"\\ufffd\"");                                   // truncated
+  EXPECT_EQ(JsonString("\xc0\xaf"), "\"\\ufffd\\ufffd\"");                        // overlong "/"
+  EXPECT_EQ(JsonString("\xed\xa0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");             // surrogate
   EXPECT_EQ(JsonString("\xf4\x90\x80\x80"), "\"\\ufffd\\ufffd\\ufffd\\ufffd\"");  // > U+10FFFF
 }
 

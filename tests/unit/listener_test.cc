@@ -82,7 +82,8 @@ TEST(ListenerTest, HandedOverListenerClosedUnderChangelistLeavesNoStaleWakeups) 
   config.name = "public";
   config.address = config::HostPort{"127.0.0.1", 0, "127.0.0.1:0"};
   auto listener = std::make_unique<Listener>(
-      loop.base(), config, [](evutil_socket_t fd, const sockaddr*, const std::string&) { close(fd); });
+      loop.base(), config,
+      [](evutil_socket_t fd, const sockaddr*, const std::string&) { close(fd); });
   std::string error;
   ASSERT_TRUE(listener->Bind(&error)) << error;
   uint16_t port = PortOf(*listener);

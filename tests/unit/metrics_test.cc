@@ -60,8 +60,9 @@ TEST(Exposition, BackendUpComesFromTheScrape) {
   EXPECT_TRUE(Has(text, "wsgate_backend_up{pool=\"p\",backend=\"10.0.0.2:80\"} 0")) << text;
   // In (pool, backend) order, and every listed backend has its connect failures, zero or not.
   EXPECT_LT(text.find("backend=\"10.0.0.1:80\"} 1"), text.find("backend=\"10.0.0.2:80\"} 0"));
-  EXPECT_TRUE(Has(text, "wsgate_backend_connect_failures_total{pool=\"p\",backend=\"10.0.0.2:80\","
-                        "reason=\"tls_handshake\"} 0"))
+  EXPECT_TRUE(Has(text,
+                  "wsgate_backend_connect_failures_total{pool=\"p\",backend=\"10.0.0.2:80\","
+                  "reason=\"tls_handshake\"} 0"))
       << text;
 }
 
@@ -91,15 +92,18 @@ TEST(Exposition, SeriesOfABackendNoLongerListedAreLeftOut) {
   scrape.backends = {{"p", "kept:1", true}};
   const std::string text = Serialize(scrape);
   EXPECT_EQ(text.find("gone:1"), std::string::npos) << text;
-  EXPECT_TRUE(Has(text, "wsgate_backend_connect_failures_total{pool=\"p\",backend=\"kept:1\","
-                        "reason=\"refused\"} 3"))
+  EXPECT_TRUE(Has(text,
+                  "wsgate_backend_connect_failures_total{pool=\"p\",backend=\"kept:1\","
+                  "reason=\"refused\"} 3"))
       << text;
-  EXPECT_TRUE(Has(text, "wsgate_connections_total{listener=\"public\",pool=\"p\","
-                        "backend=\"kept:1\"} 4"))
+  EXPECT_TRUE(Has(text,
+                  "wsgate_connections_total{listener=\"public\",pool=\"p\","
+                  "backend=\"kept:1\"} 4"))
       << text;
   // The pool's own series stay: the pool still exists.
-  EXPECT_TRUE(Has(text, "wsgate_connections_active{listener=\"public\",pool=\"p\","
-                        "backend=\"kept:1\"} 0"))
+  EXPECT_TRUE(Has(text,
+                  "wsgate_connections_active{listener=\"public\",pool=\"p\","
+                  "backend=\"kept:1\"} 0"))
       << text;
 }
 
@@ -112,8 +116,9 @@ TEST(Exposition, ConnectionsApiSample) {
   const std::string text = Serialize(scrape);
   EXPECT_TRUE(Has(text, "wsgate_connections_api_requests_total{method=\"POST\",status=\"200\"} 7"))
       << text;
-  EXPECT_TRUE(Has(text, "# TYPE wsgate_connections_api_connections gauge\n"
-                        "wsgate_connections_api_connections 2"))
+  EXPECT_TRUE(Has(text,
+                  "# TYPE wsgate_connections_api_connections gauge\n"
+                  "wsgate_connections_api_connections 2"))
       << text;
   EXPECT_TRUE(Has(text, "wsgate_auth_cache_hits_total 5")) << text;
 }

@@ -40,20 +40,33 @@ TargetError ErrorFor(std::string_view target, const config::PathsConfig& paths =
 // lists. Only the references that are paths apply here.
 TEST(RequestTargetTest, Rfc3986ReferenceResolutionExamples) {
   const std::pair<std::string_view, std::string_view> cases[] = {
-      {"/b/c/g", "/b/c/g"},           {"/b/c/./g", "/b/c/g"},
-      {"/b/c/g/", "/b/c/g/"},         {"/g", "/g"},
-      {"/b/c/.", "/b/c/"},            {"/b/c/./", "/b/c/"},
-      {"/b/c/..", "/b/"},             {"/b/c/../", "/b/"},
-      {"/b/c/../g", "/b/g"},          {"/b/c/../..", "/"},
-      {"/b/c/../../", "/"},           {"/b/c/../../g", "/g"},
-      {"/b/c/../../../g", "/g"},      {"/b/c/../../../../g", "/g"},
-      {"/./g", "/g"},                 {"/../g", "/g"},
-      {"/b/c/g.", "/b/c/g."},         {"/b/c/.g", "/b/c/.g"},
-      {"/b/c/g..", "/b/c/g.."},       {"/b/c/..g", "/b/c/..g"},
-      {"/b/c/./../g", "/b/g"},        {"/b/c/./g/.", "/b/c/g/"},
-      {"/b/c/g/./h", "/b/c/g/h"},     {"/b/c/g/../h", "/b/c/h"},
-      {"/b/c/g;x=1/./y", "/b/c/g;x=1/y"}, {"/b/c/g;x=1/../y", "/b/c/y"},
-      {"/a/b/c/./../../g", "/a/g"},   // §5.2.4's own example
+      {"/b/c/g", "/b/c/g"},
+      {"/b/c/./g", "/b/c/g"},
+      {"/b/c/g/", "/b/c/g/"},
+      {"/g", "/g"},
+      {"/b/c/.", "/b/c/"},
+      {"/b/c/./", "/b/c/"},
+      {"/b/c/..", "/b/"},
+      {"/b/c/../", "/b/"},
+      {"/b/c/../g", "/b/g"},
+      {"/b/c/../..", "/"},
+      {"/b/c/../../", "/"},
+      {"/b/c/../../g", "/g"},
+      {"/b/c/../../../g", "/g"},
+      {"/b/c/../../../../g", "/g"},
+      {"/./g", "/g"},
+      {"/../g", "/g"},
+      {"/b/c/g.", "/b/c/g."},
+      {"/b/c/.g", "/b/c/.g"},
+      {"/b/c/g..", "/b/c/g.."},
+      {"/b/c/..g", "/b/c/..g"},
+      {"/b/c/./../g", "/b/g"},
+      {"/b/c/./g/.", "/b/c/g/"},
+      {"/b/c/g/./h", "/b/c/g/h"},
+      {"/b/c/g/../h", "/b/c/h"},
+      {"/b/c/g;x=1/./y", "/b/c/g;x=1/y"},
+      {"/b/c/g;x=1/../y", "/b/c/y"},
+      {"/a/b/c/./../../g", "/a/g"},  // §5.2.4's own example
   };
   for (const auto& [in, want] : cases) EXPECT_EQ(Normalized(in), want) << in;
 }
@@ -96,8 +109,8 @@ TEST(RequestTargetTest, QueryIsNeverChanged) {
 }
 
 TEST(RequestTargetTest, EscapedSlashesAreRejectedByDefault) {
-  for (std::string_view target : {"/public/..%2fprivate", "/public/..%2Fprivate", "/a%5cb",
-                                  "/a%5Cb", "/%2f"}) {
+  for (std::string_view target :
+       {"/public/..%2fprivate", "/public/..%2Fprivate", "/a%5cb", "/a%5Cb", "/%2f"}) {
     EXPECT_EQ(ErrorFor(target), TargetError::kEscapedSlash) << target;
     // Also with normalisation off: that setting is independent.
     EXPECT_EQ(ErrorFor(target, Paths(false)), TargetError::kEscapedSlash) << target;
@@ -131,8 +144,8 @@ TEST(RequestTargetTest, MergeSlashes) {
 
 TEST(RequestTargetTest, NormalizeOffForwardsTheRawTarget) {
   const config::PathsConfig raw = Paths(false, false, Slashes::kKeep);
-  for (std::string_view target : {"/public/../private", "/a/%2e%2e/%41", "/a%zz", "/a%", "/a#b",
-                                  "/a\\b", "/x/./y?q=1"}) {
+  for (std::string_view target :
+       {"/public/../private", "/a/%2e%2e/%41", "/a%zz", "/a%", "/a#b", "/a\\b", "/x/./y?q=1"}) {
     std::string out;
     EXPECT_EQ(NormalizeTarget(target, raw, &out), TargetError::kNone) << target;
     EXPECT_EQ(out, target);
@@ -141,8 +154,8 @@ TEST(RequestTargetTest, NormalizeOffForwardsTheRawTarget) {
 }
 
 TEST(RequestTargetTest, MalformedEscapesAreRejected) {
-  for (std::string_view target : {"/a%", "/a%4", "/a%zz", "/a%4g", "/a%g4", "/%%41", "/a%/b",
-                                  "/%2", "/%"}) {
+  for (std::string_view target :
+       {"/a%", "/a%4", "/a%zz", "/a%4g", "/a%g4", "/%%41", "/a%/b", "/%2", "/%"}) {
     EXPECT_EQ(ErrorFor(target), TargetError::kBadEscape) << target;
   }
   EXPECT_STREQ(TargetErrorReason(TargetError::kBadEscape),

@@ -69,12 +69,12 @@ TEST(RouterTest, WildcardMatchesSubdomainsOnly) {
   ExpectRoute(router, "a.example.com", "/ws", 2, 3);
   ExpectRoute(router, "a.example.com", "/ws/room/1", 2, 3);
   ExpectRoute(router, "x.y.example.com", "/ws", 2, 3);
-  ExpectRoute(router, "example.com", "/ws", 5, 0);      // the apex is not a subdomain
-  ExpectRoute(router, ".example.com", "/ws", 5, 0);     // empty label
-  ExpectRoute(router, "notexample.com", "/ws", 5, 0);   // not a label boundary
+  ExpectRoute(router, "example.com", "/ws", 5, 0);     // the apex is not a subdomain
+  ExpectRoute(router, ".example.com", "/ws", 5, 0);    // empty label
+  ExpectRoute(router, "notexample.com", "/ws", 5, 0);  // not a label boundary
   ExpectRoute(router, "a.example.com.evil", "/ws", 5, 0);
   ExpectRoute(router, "a.example.co", "/ws", 5, 0);
-  ExpectRoute(router, "a.example.com", "/w", 5, 0);     // path does not match
+  ExpectRoute(router, "a.example.com", "/w", 5, 0);  // path does not match
 }
 
 TEST(RouterTest, PathPrefix) {
@@ -82,12 +82,12 @@ TEST(RouterTest, PathPrefix) {
   ExpectRoute(router, "other.org", "/public", 3, 4);
   ExpectRoute(router, "other.org", "/public/feed", 3, 4);
   ExpectRoute(router, "other.org", "/public/", 3, 4);
-  ExpectRoute(router, "other.org", "/public?x", 5, 0);   // |path| never has a query
+  ExpectRoute(router, "other.org", "/public?x", 5, 0);  // |path| never has a query
   // Whole segments only: a route meant for /public must not catch /public-admin.
   ExpectRoute(router, "other.org", "/publicity", 5, 0);
   ExpectRoute(router, "other.org", "/public-admin/x", 5, 0);
   ExpectRoute(router, "other.org", "/public.json", 5, 0);
-  ExpectRoute(router, "other.org", "/Public", 5, 0);     // paths are case-sensitive
+  ExpectRoute(router, "other.org", "/Public", 5, 0);  // paths are case-sensitive
   ExpectRoute(router, "other.org", "/pub", 5, 0);
   ExpectRoute(router, "other.org", "", 5, 0);
   ExpectRoute(router, "api.example.com", "/V1", 1, 1);

@@ -65,9 +65,9 @@ TEST(BuildRuntimeTest, ValidateConfigHandsOnWhatItResolved) {
   config::ResolvedBackends resolved;
   EXPECT_TRUE(ValidateConfig(config, nullptr, &resolved).empty());
   ASSERT_EQ(resolved.size(), 2u);  // one answer per address, however many pools name it
-  EXPECT_EQ(ntohs(reinterpret_cast<const sockaddr_in*>(&resolved.at("127.0.0.1:9001").addr)
-                      ->sin_port),
-            9001);
+  EXPECT_EQ(
+      ntohs(reinterpret_cast<const sockaddr_in*>(&resolved.at("127.0.0.1:9001").addr)->sin_port),
+      9001);
   EXPECT_EQ(resolved.count("localhost:9002"), 1u);
 
   // A reload: backends the running generation already has are neither resolved nor handed on.

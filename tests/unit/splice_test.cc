@@ -80,7 +80,7 @@ struct Relay {
   SplicePipePtr pipe;
   bool paused = false;
   int pauses = 0;
-  size_t spliced = 0;  // bytes that went through the pipe
+  size_t spliced = 0;                // bytes that went through the pipe
   bool boundary_while_held = false;  // must never be seen
   short source_event = 0;
 
@@ -166,9 +166,8 @@ class SpliceTest : public ::testing::Test {
     TcpPair(out_);
   }
   void Start() {
-    for (auto [fd, socket, callbacks] :
-         {std::tuple{in_[0], &relay_.source, &kSourceCallbacks},
-          std::tuple{out_[0], &relay_.sink, &kSinkCallbacks}}) {
+    for (auto [fd, socket, callbacks] : {std::tuple{in_[0], &relay_.source, &kSourceCallbacks},
+                                         std::tuple{out_[0], &relay_.sink, &kSinkCallbacks}}) {
       BufferEventPtr bev(bufferevent_socket_new(base_.get(), fd, BEV_OPT_CLOSE_ON_FREE));
       ASSERT_TRUE(socket->TakeOver(bev, callbacks, &relay_));
     }
@@ -191,8 +190,8 @@ class SpliceTest : public ::testing::Test {
     for (int turn = 0; received.size() < expected && std::chrono::steady_clock::now() < deadline;
          ++turn) {
       if (sent < data.size()) {
-        ssize_t n = send(in_[1], data.data() + sent, std::min<size_t>(data.size() - sent, 256 * 1024),
-                         MSG_DONTWAIT);
+        ssize_t n = send(in_[1], data.data() + sent,
+                         std::min<size_t>(data.size() - sent, 256 * 1024), MSG_DONTWAIT);
         if (n > 0) sent += static_cast<size_t>(n);
       }
       event_base_loop(base_.get(), EVLOOP_NONBLOCK);
@@ -235,7 +234,7 @@ TEST_F(SpliceTest, SlowSinkHoldsTheSourceBackAndLosesNothing) {
   std::string received = Run(frame, frame.size(), /*read_every=*/4);
   ASSERT_EQ(received.size(), frame.size());
   EXPECT_TRUE(received == frame) << "bytes differ";
-  EXPECT_GT(relay_.pauses, 0);  // the sink was full with bytes in the pipe
+  EXPECT_GT(relay_.pauses, 0);                  // the sink was full with bytes in the pipe
   EXPECT_GT(relay_.spliced, 1u * 1024 * 1024);  // each frame starts the evbuffer way
   EXPECT_EQ(relay_.frames.bytes(), frame.size());
   EXPECT_FALSE(relay_.boundary_while_held);

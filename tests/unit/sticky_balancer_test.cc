@@ -43,9 +43,8 @@ BackendList Copy(const BackendList& backends) {
   return out;
 }
 
-StickyBalancer Sticky(double load_factor,
-                      config::StickyConfig::Fallback fallback =
-                          config::StickyConfig::Fallback::kLeastConn) {
+StickyBalancer Sticky(double load_factor, config::StickyConfig::Fallback fallback =
+                                              config::StickyConfig::Fallback::kLeastConn) {
   config::StickyConfig config;
   config.load_factor = load_factor;
   config.fallback = fallback;
@@ -76,8 +75,8 @@ std::vector<std::string> Assign(StickyBalancer& balancer, BackendList& backends,
 
 // ceil(c * total * w / W): the most a backend may hold once |total| connections are placed.
 int64_t Bound(double c, int64_t total, uint32_t weight, uint64_t total_weight) {
-  return static_cast<int64_t>(std::ceil(c * static_cast<double>(total) * weight /
-                                        static_cast<double>(total_weight)));
+  return static_cast<int64_t>(
+      std::ceil(c * static_cast<double>(total) * weight / static_cast<double>(total_weight)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -105,9 +104,9 @@ TEST(StickyTest, RendezvousScoreIsFixedAndWeighted) {
   StickyBalancer balancer = Sticky(0);
   BackendList backends = MakeBackends({1, 2, 3, 4});
   std::vector<std::string> picks = Assign(balancer, backends, 12);
-  EXPECT_EQ(picks, (std::vector<std::string>{"backend-0", "backend-2", "backend-2", "backend-3", "backend-3", "backend-2",
-                                              "backend-3", "backend-1", "backend-2", "backend-1",
-                                              "backend-3", "backend-0"}));
+  EXPECT_EQ(picks, (std::vector<std::string>{"backend-0", "backend-2", "backend-2", "backend-3",
+                                             "backend-3", "backend-2", "backend-3", "backend-1",
+                                             "backend-2", "backend-1", "backend-3", "backend-0"}));
   // Bit-exact scores (the logarithm is computed without libm, identically everywhere).
   EXPECT_EQ(RendezvousScore(1, 2, 1), 5.5197384709991963);
   EXPECT_EQ(RendezvousScore(HashKey("k"), HashKey("backend-0"), 1), 0.1900236059928487);
@@ -278,10 +277,9 @@ LoadRun Place(StickyBalancer& balancer, BackendList& backends, double c,
     }
   }
   for (const auto& b : backends) {
-    run.worst_ratio = std::max(run.worst_ratio,
-                               static_cast<double>(b->active) /
-                                   (static_cast<double>(total) * b->weight /
-                                    static_cast<double>(total_weight)));
+    run.worst_ratio = std::max(
+        run.worst_ratio, static_cast<double>(b->active) / (static_cast<double>(total) * b->weight /
+                                                           static_cast<double>(total_weight)));
   }
   return run;
 }
@@ -305,11 +303,12 @@ TEST(StickyTest, BoundedLoadHoldsWithSkewedKeys) {
     for (const auto& b : backends) total_weight += b->weight;
     const Backend& h = *backends[static_cast<size_t>(hot)];
     EXPECT_GE(h.active, Bound(kC, kConnections, h.weight, total_weight) - 1);
-    std::printf("[ measured ] skewed keys (50%% one key), weights %s: final max load / weighted mean = "
-                "%.4f (c = 1.25), max(active - bound) = %lld, hot backend %lld of bound %lld\n",
-                weights[1] == 1 ? "equal" : "1..4", run.worst_ratio,
-                static_cast<long long>(run.max_over_bound), static_cast<long long>(h.active),
-                static_cast<long long>(Bound(kC, kConnections, h.weight, total_weight)));
+    std::printf(
+        "[ measured ] skewed keys (50%% one key), weights %s: final max load / weighted mean = "
+        "%.4f (c = 1.25), max(active - bound) = %lld, hot backend %lld of bound %lld\n",
+        weights[1] == 1 ? "equal" : "1..4", run.worst_ratio,
+        static_cast<long long>(run.max_over_bound), static_cast<long long>(h.active),
+        static_cast<long long>(Bound(kC, kConnections, h.weight, total_weight)));
   }
 }
 
@@ -327,11 +326,12 @@ TEST(StickyTest, BoundedLoadHoldsWithSpreadKeys) {
     EXPECT_LE(b->active, Bound(kC, kConnections, 1, 8));
     max_load = std::max<int64_t>(max_load, b->active);
   }
-  std::printf("[ measured ] spread keys: final max load %lld, mean %zu, bound %lld, "
-              "max(active - bound) over the run %lld\n",
-              static_cast<long long>(max_load), kConnections / 8,
-              static_cast<long long>(Bound(kC, kConnections, 1, 8)),
-              static_cast<long long>(run.max_over_bound));
+  std::printf(
+      "[ measured ] spread keys: final max load %lld, mean %zu, bound %lld, "
+      "max(active - bound) over the run %lld\n",
+      static_cast<long long>(max_load), kConnections / 8,
+      static_cast<long long>(Bound(kC, kConnections, 1, 8)),
+      static_cast<long long>(run.max_over_bound));
 }
 
 TEST(StickyTest, OverflowGoesToTheKeysNextChoice) {
@@ -391,10 +391,19 @@ TEST(StickyTest, UnavailableBackendsAreSkippedToTheNextHighestScore) {
       std::vector<bool> excluded(kN, false);
       PickRequest r = request;
       switch (mode) {
-        case 0: b.draining = true; break;
-        case 1: b.healthy = false; break;
-        case 2: b.ejected = true; break;
-        case 3: excluded[top] = true; r.excluded = &excluded; break;
+        case 0:
+          b.draining = true;
+          break;
+        case 1:
+          b.healthy = false;
+          break;
+        case 2:
+          b.ejected = true;
+          break;
+        case 3:
+          excluded[top] = true;
+          r.excluded = &excluded;
+          break;
       }
       for (int repeat = 0; repeat < 3; ++repeat) {
         ASSERT_EQ(balancer.Pick(backends, r), next) << "key " << key << " mode " << mode;
@@ -600,8 +609,10 @@ TEST(RandomTwoTest, HonoursWeights) {
     worst_placed = std::max(worst_placed, error);
     EXPECT_LE(error, 0.10) << i;
   }
-  std::printf("[ measured ] random_two weights 1:2:3:4: worst error %.3f%% (no feedback), "
-              "%.3f%% (placing)\n", worst * 100, worst_placed * 100);
+  std::printf(
+      "[ measured ] random_two weights 1:2:3:4: worst error %.3f%% (no feedback), "
+      "%.3f%% (placing)\n",
+      worst * 100, worst_placed * 100);
 }
 
 TEST(RandomTwoTest, RespectsAvailability) {

@@ -23,9 +23,9 @@ TEST(ParseDurationTest, AcceptsEveryUnit) {
 }
 
 TEST(ParseDurationTest, RejectsMalformedText) {
-  for (const char* text : {"", " ", "s", "ms", "5", "10", "00", "-5s", "+5s", " 5s", "5s ", "5 s",
-                           "5S", "5sec", "1.5s", "5us", "5ns", "1w", "5ss", "0x10s", "5s5",
-                           "\xef\xbc\x95s"}) {
+  for (const char* text :
+       {"",    " ",  "s",    "ms",   "5",   "10",  "00", "-5s", "+5s",   " 5s", "5s ",
+        "5 s", "5S", "5sec", "1.5s", "5us", "5ns", "1w", "5ss", "0x10s", "5s5", "\xef\xbc\x95s"}) {
     EXPECT_EQ(ParseDuration(text), std::nullopt) << "\"" << text << "\"";
   }
   EXPECT_EQ(ParseDuration(std::string_view("5\0s", 3)), std::nullopt);
@@ -113,12 +113,39 @@ TEST(ParseHostPortTest, PortZeroOnlyWhenAllowed) {
 }
 
 TEST(ParseHostPortTest, RejectsMalformedText) {
-  for (const char* text :
-       {"", ":", "nope", "host", "host:", ":80", "host:65536", "host:99999999999999999999",
-        "host:-1", "host:+80", "host:8o", "host: 80", "host:80 ", " host:80", "ho st:80",
-        "host\t:80", "::1:80", "::1", "[::1]", "[::1]80", "[::1]:", "[]:80", "[::1:80",
-        "[host]:80", "[1.2.3.4]:80", "[::1]:80x", "[::g]:80", "[fe80::1%]:80", "[::1%a b]:80",
-        "host]:80", "ho[st:80", "a/b:80", "host:0x50"}) {
+  for (const char* text : {"",
+                           ":",
+                           "nope",
+                           "host",
+                           "host:",
+                           ":80",
+                           "host:65536",
+                           "host:99999999999999999999",
+                           "host:-1",
+                           "host:+80",
+                           "host:8o",
+                           "host: 80",
+                           "host:80 ",
+                           " host:80",
+                           "ho st:80",
+                           "host\t:80",
+                           "::1:80",
+                           "::1",
+                           "[::1]",
+                           "[::1]80",
+                           "[::1]:",
+                           "[]:80",
+                           "[::1:80",
+                           "[host]:80",
+                           "[1.2.3.4]:80",
+                           "[::1]:80x",
+                           "[::g]:80",
+                           "[fe80::1%]:80",
+                           "[::1%a b]:80",
+                           "host]:80",
+                           "ho[st:80",
+                           "a/b:80",
+                           "host:0x50"}) {
     EXPECT_EQ(ParseHostPort(text, true), std::nullopt) << "\"" << text << "\"";
   }
 }
@@ -147,11 +174,30 @@ TEST(ParseCidrTest, AcceptsNetworksAndBareAddresses) {
 }
 
 TEST(ParseCidrTest, RejectsMalformedText) {
-  for (const char* text :
-       {"", "/8", "10.0.0.0/", "10.0.0.0/33", "::/129", "10.0.0.0/08", "10.0.0.0/-1",
-        "10.0.0.0/+8", "10.0.0.0/8/8", "10.0.0.0 /8", " 10.0.0.0/8", "10.0.0.0/8 ", "10.0.0/8",
-        "10.0.0.256", "010.0.0.1", "10.1.0.0/8", "2001:db8::1/32", "fe80::1%eth0", "[::1]",
-        "[::1]/128", "example.com", "10.0.0.0/4294967304", "1.2.3.4:80", "::1::2"}) {
+  for (const char* text : {"",
+                           "/8",
+                           "10.0.0.0/",
+                           "10.0.0.0/33",
+                           "::/129",
+                           "10.0.0.0/08",
+                           "10.0.0.0/-1",
+                           "10.0.0.0/+8",
+                           "10.0.0.0/8/8",
+                           "10.0.0.0 /8",
+                           " 10.0.0.0/8",
+                           "10.0.0.0/8 ",
+                           "10.0.0/8",
+                           "10.0.0.256",
+                           "010.0.0.1",
+                           "10.1.0.0/8",
+                           "2001:db8::1/32",
+                           "fe80::1%eth0",
+                           "[::1]",
+                           "[::1]/128",
+                           "example.com",
+                           "10.0.0.0/4294967304",
+                           "1.2.3.4:80",
+                           "::1::2"}) {
     EXPECT_EQ(ParseCidr(text), std::nullopt) << "\"" << text << "\"";
   }
   EXPECT_EQ(ParseCidr(std::string_view("10.0.0.1\0/8", 11)), std::nullopt);

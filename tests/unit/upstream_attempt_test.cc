@@ -17,9 +17,12 @@ RuntimePtr MakeRuntime(int backends, const std::string& balance, const std::stri
                        int retries = 2) {
   std::string yaml =
       "listeners:\n  - name: public\n    address: 127.0.0.1:8080\n"
-      "retries: " + std::to_string(retries) + "\n"
+      "retries: " +
+      std::to_string(retries) +
+      "\n"
       "routes:\n  - match: {path_prefix: /other}\n    pool: other\n  - pool: main\n"
-      "pools:\n  - name: main\n    balance: " + balance + "\n" + extra + "    backends:\n";
+      "pools:\n  - name: main\n    balance: " +
+      balance + "\n" + extra + "    backends:\n";
   for (int i = 0; i < backends; ++i) {
     yaml += "      - address: 127.0.0.1:" + std::to_string(9001 + i) + "\n";
   }
@@ -84,8 +87,8 @@ TEST(UpstreamAttemptTest, RetriesGoToEachBackendOnceInBalancerOrderThen502) {
     EXPECT_EQ(Failures(f.metrics, *backend, metrics::kRefused), 1u);
     backend.Release();
   }
-  EXPECT_EQ(tried, (std::vector<std::string>{"127.0.0.1:9001", "127.0.0.1:9002",
-                                             "127.0.0.1:9003"}));
+  EXPECT_EQ(tried,
+            (std::vector<std::string>{"127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"}));
   EXPECT_FALSE(f.attempt.Next(&f.refusal));
   EXPECT_EQ(f.refusal.status, 502);
   EXPECT_STREQ(f.refusal.reason, "every backend attempt failed");
@@ -127,8 +130,8 @@ TEST(UpstreamAttemptTest, ARefusedConnectThenSuccessResetsTheOutlierCount) {
 }
 
 TEST(UpstreamAttemptTest, AnInvalidAnswerCountsAsBadResponseAndEjects) {
-  AttemptFixture f(MakeRuntime(2, "least_conn",
-                               "    outlier: {consecutive_failures: 1, ejection_time: 30s}\n"));
+  AttemptFixture f(
+      MakeRuntime(2, "least_conn", "    outlier: {consecutive_failures: 1, ejection_time: 30s}\n"));
   ASSERT_TRUE(f.Place());
   BackendLease backend = f.attempt.Next(&f.refusal);
   ASSERT_TRUE(backend);
