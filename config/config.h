@@ -218,6 +218,23 @@ struct PoolHttpConfig {
   bool operator==(const PoolHttpConfig&) const = default;
 };
 
+// pools[].discovery: backend addresses that are DNS names are re-resolved on the event loop
+// (every A and AAAA address becomes a backend). Present section = enabled.
+struct DiscoveryConfig {
+  bool enabled = false;
+  Duration interval{std::chrono::seconds(5)};  // at least 1s; shorter when the record's TTL is
+  bool require_at_start = true;                // false: an unresolvable name starts the pool empty
+
+  bool operator==(const DiscoveryConfig&) const = default;
+};
+
+// resolver: the DNS servers discovery asks. Empty = the system's (/etc/resolv.conf).
+struct ResolverConfig {
+  std::vector<HostPort> nameservers;  // numeric IP addresses with a port
+
+  bool operator==(const ResolverConfig&) const = default;
+};
+
 struct BackendConfig {
   HostPort address;
   uint32_t weight = 1;  // 1..1000
@@ -241,6 +258,7 @@ struct PoolConfig {
   bool close_on_unhealthy = false;  // close live connections (1001) when a backend turns unhealthy
   PoolTlsConfig tls;
   PoolHttpConfig http;
+  DiscoveryConfig discovery;
 
   bool operator==(const PoolConfig&) const = default;
 };
@@ -328,6 +346,7 @@ struct ProxyConfig {
   DisconnectHookConfig on_disconnect;
   // Peers whose X-Forwarded-*, X-Real-IP and Forwarded fields are believed; empty = nobody.
   std::vector<Cidr> trusted_proxies;
+  ResolverConfig resolver;
 
   const PoolConfig* FindPool(const std::string& name) const {
     for (const auto& pool : pools) {

@@ -249,6 +249,8 @@ class Loader {
   // Read admin.token_file into out->token; errors point at |v|.
   void ReadTokenFile(const Value& v, AdminConfig* out);
   void LoadPools(const Value& v, std::vector<PoolConfig>* out);
+  void LoadDiscovery(const Value& v, DiscoveryConfig* out);
+  void LoadResolver(const Value& v, ResolverConfig* out);
   void LoadBackends(const Value& v, std::vector<BackendConfig>* out);
   void LoadSticky(const Value& v, StickyConfig* out);
   void LoadHealthCheck(const Value& v, HealthCheckConfig* out);
@@ -630,7 +632,7 @@ void Loader::LoadRoot(const YAML::Node& root, ProxyConfig* cfg) {
   const std::optional<Fields> fields = ReadMapping(
       root_value,
       {"workers", "listeners", "admin", "routes", "paths", "pools", "limits", "timeouts", "drain",
-       "log", "metrics", "retries", "auth", "on_disconnect", "trusted_proxies"},
+       "log", "metrics", "retries", "auth", "on_disconnect", "trusted_proxies", "resolver"},
       false);
   if (!fields) return;
 
@@ -660,6 +662,26 @@ void Loader::LoadRoot(const YAML::Node& root, ProxyConfig* cfg) {
   if (const Value* v = fields->Find("on_disconnect")) LoadDisconnectHook(*v, &cfg->on_disconnect);
   if (const Value* v = fields->Find("trusted_proxies")) {
     LoadTrustedProxies(*v, &cfg->trusted_proxies);
+  }
+  if (const Value* v = fields->Find("resolver")) LoadResolver(*v, &cfg->resolver);
+}
+
+void Loader::LoadResolver(const Value& v, ResolverConfig* out) {
+  const std::optional<Fields> fields = ReadMapping(v, {"nameservers"}, true);
+  if (!fields) return;
+  const Value* list = fields->Find("nameservers");
+  if (list == nullptr) return;
+  const std::optional<std::vector<Value>> items = ReadSequence(*list);
+  if (!items) return;
+  for (const Value& item : *items) {
+    HostPort nameserver;
+    if (!ReadHostPort(item, /*allow_port_zero=*/false, &nameserver)) continue;
+    if (!IsIpLiteral(nameserver.host)) {
+      Error(item, "nameserver " + Quote(nameserver.text) +
+                      " must be an IP address with a port (e.g. 127.0.0.1:53)");
+      continue;
+    }
+    out->nameservers.push_back(std::move(nameserver));
   }
 }
 
@@ -890,7 +912,7 @@ void Loader::LoadPools(const Value& v, std::vector<PoolConfig>* out) {
     const std::optional<Fields> fields =
         ReadMapping(item,
                     {"name", "balance", "backends", "sticky", "health_check", "outlier",
-                     "rebalance", "close_on_unhealthy", "tls", "http"},
+                     "rebalance", "close_on_unhealthy", "tls", "http", "discovery"},
                     false);
     if (!fields) {
       pool_names_complete_ = false;
@@ -953,6 +975,7 @@ void Loader::LoadPools(const Value& v, std::vector<PoolConfig>* out) {
       ReadBool(*x, &pool.close_on_unhealthy);
     }
     if (const Value* x = fields->Find("tls")) LoadPoolTls(*x, &pool.tls);
+    if (const Value* x = fields->Find("discovery")) LoadDiscovery(*x, &pool.discovery);
     if (const Value* backends = Require(*fields, "backends")) {
       LoadBackends(*backends, &pool.backends);
     }
@@ -1120,6 +1143,23 @@ void Loader::LoadHealthCheck(const Value& v, HealthCheckConfig* out) {
   if (const Value* x = fields->Find("unhealthy_threshold"); x && ReadInt(*x, 1, 100, &n)) {
     out->unhealthy_threshold = static_cast<uint32_t>(n);
   }
+}
+
+void Loader::LoadDiscovery(const Value& v, DiscoveryConfig* out) {
+  out->enabled = true;
+  const std::optional<Fields> fields = ReadMapping(v, {"interval", "require_at_start"}, true);
+  if (!fields) return;
+  if (const Value* x = fields->Find("interval")) {
+    Duration interval{};
+    if (ReadDuration(*x, true, &interval)) {
+      if (interval < std::chrono::seconds(1)) {
+        Error(*x, "interval " + FormatDuration(interval) + " is below the minimum of 1s");
+      } else {
+        out->interval = interval;
+      }
+    }
+  }
+  if (const Value* x = fields->Find("require_at_start")) ReadBool(*x, &out->require_at_start);
 }
 
 void Loader::LoadOutlier(const Value& v, OutlierConfig* out) {

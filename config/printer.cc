@@ -116,6 +116,11 @@ YAML::Node Pool(const PoolConfig& p) {
   r["rate"] = std::to_string(static_cast<uint64_t>(p.rebalance.rate)) + "/s";
   n["close_on_unhealthy"] = Bool(p.close_on_unhealthy);
   n["http"]["max_idle_connections"] = Int(p.http.max_idle_connections);
+  if (p.discovery.enabled) {  // the section's presence is what enables it
+    YAML::Node d = n["discovery"];
+    d["interval"] = Duration(p.discovery.interval);
+    d["require_at_start"] = Bool(p.discovery.require_at_start);
+  }
   if (!(p.tls == PoolTlsConfig{})) {
     YAML::Node tls = n["tls"];
     tls["enabled"] = Bool(p.tls.enabled);
@@ -239,6 +244,9 @@ YAML::Node Root(const ProxyConfig& c, const PrintOptions& options) {
   std::vector<std::string> trusted;
   for (const Cidr& cidr : c.trusted_proxies) trusted.push_back(cidr.text);
   root["trusted_proxies"] = Strings(trusted);
+  std::vector<std::string> nameservers;
+  for (const HostPort& nameserver : c.resolver.nameservers) nameservers.push_back(nameserver.text);
+  root["resolver"]["nameservers"] = Strings(nameservers);
 
   if (c.auth.enabled) {  // the section's presence is what enables it
     YAML::Node auth = root["auth"];

@@ -139,6 +139,12 @@ std::optional<HostPort> ParseHostPort(std::string_view text, bool allow_port_zer
   return result;
 }
 
+bool IsIpLiteral(const std::string& host) {
+  in6_addr v6{};
+  in_addr v4{};
+  return inet_pton(AF_INET, host.c_str(), &v4) == 1 || inet_pton(AF_INET6, host.c_str(), &v6) == 1;
+}
+
 std::optional<Cidr> ParseCidr(std::string_view text) {
   const size_t slash = text.find('/');
   const std::string address(text.substr(0, slash));

@@ -21,6 +21,9 @@ std::optional<uint64_t> ParseSize(std::string_view text);
 // Accepts "host:port" and "[v6]:port"; port 1..65535 (0 allowed when |allow_port_zero|).
 std::optional<HostPort> ParseHostPort(std::string_view text, bool allow_port_zero);
 
+// True if |host| is a numeric IPv4 or IPv6 address (no name to resolve).
+bool IsIpLiteral(const std::string& host);
+
 // Accepts "10.0.0.0/8", "2001:db8::/32" and a bare address (a /32 or /128). The address is
 // strict inet_pton syntax (no zone); bits past the prefix must be zero.
 std::optional<Cidr> ParseCidr(std::string_view text);

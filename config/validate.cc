@@ -5,6 +5,8 @@
 #include <cstring>
 #include <map>
 
+#include "config/units.h"
+
 namespace wsgate::config {
 
 Result<ResolvedAddress> ResolveHostPort(const HostPort& address) {
@@ -27,11 +29,12 @@ Result<ResolvedAddress> ResolveHostPort(const HostPort& address) {
 ConfigErrors Validate(const ProxyConfig& config, const ValidateChecks& checks,
                       ResolvedBackends* resolved) {
   ConfigErrors errors;
-  // The proxy builds its pools from these answers (proxy/runtime.cc). Service discovery (issue
-  // 19, async evdns) hooks in here: a name it owns is checked for syntax only.
+  // The proxy builds its pools from these answers (proxy/runtime.cc). A name in a pool with
+  // discovery is resolved by service discovery (proxy/discovery.h, evdns), not here.
   std::map<std::string, Result<ResolvedAddress>> answers;  // by address text
   for (const PoolConfig& pool : config.pools) {
     for (const BackendConfig& backend : pool.backends) {
+      if (pool.discovery.enabled && !IsIpLiteral(backend.address.host)) continue;
       if (checks.already_resolved && checks.already_resolved(pool.name, backend.address)) continue;
       auto answer = answers.find(backend.address.text);
       if (answer == answers.end()) {

@@ -39,7 +39,8 @@ struct ValidateChecks {
 };
 
 // Every error found, in file order per kind (backends, then TLS files); empty when valid. Each
-// address is resolved once however many backends name it; with |resolved| set, the answers are
+// address is resolved once however many backends name it (a name in a pool with discovery is
+// left to proxy/discovery.h); with |resolved| set, the answers are
 // stored there.
 [[nodiscard]] ConfigErrors Validate(const ProxyConfig& config, const ValidateChecks& checks,
                                     ResolvedBackends* resolved = nullptr);

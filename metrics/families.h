@@ -191,6 +191,8 @@ constexpr FamilySpec Declare(std::string_view name, Type type, std::string_view 
     "reason")                                                                                     \
   X(kRebalanceClosesTotal, "wsgate_rebalance_closes_total", kCounter,                             \
     "Connections closed with 1012 to rebalance a pool.", kNotIndexed)                             \
+  X(kDiscoveryErrorsTotal, "wsgate_discovery_errors_total", kCounter,                             \
+    "Failed or empty DNS answers for a discovery pool's names.", kNotIndexed, "pool")             \
   X(kBuildInfo, "wsgate_build_info", kGauge, "Always 1; the version is in the label.",            \
     kNotIndexed, "version")                                                                       \
   X(kConnectionsApiRequestsTotal, "wsgate_connections_api_requests_total", kCounter,              \

@@ -362,6 +362,11 @@ std::string Serialize(const Scrape& scrape) {
   }
   ApplyBackends(scrape.backends, merged);
   AddConnectionsApi(scrape.connections_api, merged);
+  for (const auto& [pool, errors] : scrape.discovery_errors) {
+    ClientMetric metric = Series<kDiscoveryErrorsTotal>(pool);
+    metric.counter.value = static_cast<double>(errors);
+    merged[kDiscoveryErrorsTotal].metric.push_back(std::move(metric));
+  }
   if (scrape.process) CollectProcessMetrics(&merged);
   // A process value that cannot be read is left out, family and all.
   for (size_t id = kProcessCpuSecondsTotal; id < kFamilies; ++id) {

@@ -180,6 +180,8 @@ struct Scrape {
   // comes from here, so it never disagrees with /readyz.
   std::vector<BackendState> backends;
   ConnectionsApiSample connections_api;
+  // wsgate_discovery_errors_total by pool (main thread's discovery, sampled when scraped).
+  std::map<std::string, uint64_t> discovery_errors;
   bool process = true;  // the process_* families, read from /proc now
 };
 

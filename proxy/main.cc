@@ -16,6 +16,7 @@
 #include "proxy/core/event_loop.h"
 #include "proxy/core/libevent_memory.h"
 #include "proxy/core/log.h"
+#include "proxy/discovery.h"
 #include "proxy/runtime.h"
 #include "proxy/server.h"
 #include "proxy/tls/tls_context.h"
@@ -43,7 +44,8 @@ constexpr const char* kUsage =
     "                        every default filled in (admin.token as <redacted>), and exit\n"
     "      --print-defaults  print every setting's default as a loadable YAML file, and exit\n"
     "      --ready-file PATH after binding, write one line \"NAME HOST:PORT\" per listener\n"
-    "      --upgrade-socket PATH  zero-downtime upgrade: if a wsgate already serves PATH, take its\n"
+    "      --upgrade-socket PATH  zero-downtime upgrade: if a wsgate already serves PATH, take "
+    "its\n"
     "                        listening sockets over (it then drains and exits); then serve PATH\n"
     "                        for the next upgrade\n"
     "      --log-level LEVEL debug | info | warn | error (default info)\n"
@@ -199,7 +201,37 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
     std::fputs(wsgate::config::PrintConfig(config).c_str(), stdout);
     return 0;
   }
+  // Names of discovery pools, resolved with evdns as the running proxy will (a loop of their
+  // own; when serving, after the allocator and threads are set up). A failure is an error where
+  // the pool requires the name at start, a warning where it does not.
+  const bool json_errors = serving && wsgate::log::JsonFormat();
+  auto resolve_discovered = [&](wsgate::StartupResolution* out) {
+    *out = wsgate::ResolveAtStart(config);
+    for (const auto& warning : out->warnings) {
+      if (serving) {
+        LOG_WARN(warning.Format());
+      } else {
+        std::fprintf(stderr, "warning: %s\n", warning.Format().c_str());
+      }
+    }
+    if (out->errors.empty()) return true;
+    for (const auto& error : out->errors) {
+      if (json_errors) {
+        LOG_ERROR(error.Format());
+      } else {
+        std::fprintf(stderr, "%s\n", error.Format().c_str());
+      }
+    }
+    if (json_errors) {
+      LOG_ERROR(std::to_string(out->errors.size()) + " error(s) in " + source);
+    } else {
+      std::fprintf(stderr, "wsgate: %zu error(s) in %s\n", out->errors.size(), source.c_str());
+    }
+    return false;
+  };
+  wsgate::StartupResolution discovered;
   if (check_only) {
+    if (!resolve_discovered(&discovered)) return 1;
     std::printf("%s: configuration is valid\n", from_flags ? "command line" : config_path.c_str());
     return 0;
   }
@@ -210,6 +242,7 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
   wsgate::InstallLibeventAllocator();
   // Worker threads post to each other's loops: libevent must be thread-aware before any loop.
   wsgate::EventLoop::EnableThreads();
+  if (!resolve_discovered(&discovered)) return 1;
   std::string error;
   std::unique_ptr<wsgate::TakeoverClient> takeover;
   if (!upgrade_socket.empty()) {
@@ -220,7 +253,8 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
       LOG_INFO("upgrade: " + error + "; starting fresh");
     }
   }
-  auto created = wsgate::Server::Create(std::move(config), config_path, takeover.get(), resolved);
+  auto created = wsgate::Server::Create(std::move(config), config_path, takeover.get(), resolved,
+                                        discovered.addresses);
   if (!created) {
     LOG_ERROR("cannot start: " + created.error());
     return 1;

@@ -49,8 +49,19 @@ bool BuildOrKeep(const Settings& settings, std::shared_ptr<Context> kept, const 
   return true;
 }
 
-bool BuildTls(const config::ProxyConfig& config, const Runtime* previous, Runtime* out,
+bool BuildTls(const config::ProxyConfig& config, const Runtime* previous, bool reuse, Runtime* out,
               std::string* error) {
+  if (reuse && previous != nullptr) {
+    out->listener_tls = previous->listener_tls;
+    for (const auto& pool : config.pools) {
+      tls::ClientContextPtr kept;
+      for (size_t i = 0; i < previous->config.pools.size() && i < previous->pool_tls.size(); ++i) {
+        if (previous->config.pools[i].name == pool.name) kept = previous->pool_tls[i];
+      }
+      out->pool_tls.push_back(std::move(kept));
+    }
+    return true;
+  }
   for (const auto& listener : config.listeners) {
     if (!listener.tls.enabled) continue;
     tls::ServerContextPtr kept;
@@ -123,7 +134,7 @@ config::ConfigErrors ValidateConfig(const config::ProxyConfig& config, const Run
 }
 
 Result<RuntimePtr> BuildRuntime(config::ProxyConfig config, const Runtime* previous,
-                                const config::ResolvedBackends& resolved) {
+                                const config::ResolvedBackends& resolved, bool reuse_tls) {
   std::string error;
   std::vector<Pool> pools;
   for (const auto& pool_config : config.pools) {
@@ -164,7 +175,9 @@ Result<RuntimePtr> BuildRuntime(config::ProxyConfig config, const Runtime* previ
   Router router(config.routes, PoolNames(config), &config.paths);
   auto runtime = std::make_shared<Runtime>(
       Runtime{std::move(config), std::move(pools), std::move(router), {}, {}});
-  if (!BuildTls(runtime->config, previous, runtime.get(), &error)) return Fail(std::move(error));
+  if (!BuildTls(runtime->config, previous, reuse_tls, runtime.get(), &error)) {
+    return Fail(std::move(error));
+  }
   return runtime;
 }
 

@@ -46,8 +46,11 @@ using RuntimePtr = std::shared_ptr<Runtime>;
 // from |resolved| (ValidateConfig's answers); one not there is resolved here (blocking). Fails if
 // an address cannot be resolved or a TLS context cannot be built. On a reload (|previous| set) a
 // listener or pool whose TLS files are bad keeps its previous context, and the errors are logged.
+// With |reuse_tls| (a change found by service discovery, not a reload) every TLS context of
+// |previous| is kept as it is instead of loading the files again.
 Result<RuntimePtr> BuildRuntime(config::ProxyConfig config, const Runtime* previous,
-                                const config::ResolvedBackends& resolved = {});
+                                const config::ResolvedBackends& resolved = {},
+                                bool reuse_tls = false);
 
 // A generation for one worker thread: the same config and the same (shared) backends as
 // |shared|, with its own Pool objects, balancers and router, so picking never shares balancer

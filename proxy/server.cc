@@ -119,9 +119,13 @@ void Server::OnAccept(evutil_socket_t fd, const sockaddr* peer, const std::strin
 
 Result<std::unique_ptr<Server>> Server::Create(config::ProxyConfig config, std::string config_path,
                                                TakeoverClient* takeover,
-                                               const config::ResolvedBackends& resolved) {
+                                               const config::ResolvedBackends& resolved,
+                                               const DiscoveredAddresses& discovered) {
   std::unique_ptr<Server> server(new Server(std::move(config_path)));
-  Result<RuntimePtr> runtime = BuildRuntime(std::move(config), nullptr, resolved);
+  server->source_config_ = config;
+  config::ResolvedBackends addresses = resolved;
+  Result<RuntimePtr> runtime =
+      BuildRuntime(ExpandDiscovered(config, discovered, &addresses), nullptr, addresses);
   if (!runtime) return Fail(std::move(runtime).error());
   server->current_ = std::move(runtime).value();
   server->admission_.Configure(server->current_->config.limits);
@@ -166,6 +170,7 @@ Result<std::unique_ptr<Server>> Server::Create(config::ProxyConfig config, std::
   server->takeover_ = nullptr;
   if (!bound) return Fail(std::move(bound).error());
   server->SyncHealthChecks();
+  server->SyncDiscovery(discovered);
   LOG_INFO(std::to_string(workers) + (workers == 1 ? " worker thread" : " worker threads"));
   for (int signo : {SIGTERM, SIGINT, SIGQUIT, SIGHUP}) {
     EventPtr ev(evsignal_new(server->loop_.base(), signo, &Server::OnSignal, server.get()));
@@ -267,13 +272,18 @@ void Server::Reload() {
     fail_with(invalid);
     return;
   }
-  Result<RuntimePtr> next = BuildRuntime(std::move(config), current_.get(), resolved);
+  // Discovered names keep their last known addresses; SyncDiscovery resolves them again.
+  const DiscoveredAddresses known = discovery_ ? discovery_->Addresses() : DiscoveredAddresses{};
+  Result<RuntimePtr> next =
+      BuildRuntime(ExpandDiscovered(config, known, &resolved), current_.get(), resolved);
   if (!next) {
     metrics_.reloads(metrics::kReloadFailure).Add();
     LOG_ERROR("reload failed: " + next.error() + "; still running the previous configuration");
     return;
   }
   const Status applied = Apply(std::move(next).value());
+  source_config_ = std::move(config);
+  SyncDiscovery({});
   metrics_.reloads(applied ? metrics::kReloadSuccess : metrics::kReloadPartial).Add();
   std::string ready_error;
   if (!ready_file_.empty() && !WriteReadyFile(ready_file_, &ready_error)) LOG_ERROR(ready_error);
@@ -285,7 +295,7 @@ void Server::Reload() {
   }
 }
 
-Status Server::Apply(RuntimePtr next) {
+void Server::SwapRuntime(RuntimePtr next) {
   auto deadline = Clock::now() + next->config.timeouts.drain;
   for (const BackendPtr& backend : RemovedBackends(*current_, *next)) {
     backend->removed = true;
@@ -299,11 +309,6 @@ Status Server::Apply(RuntimePtr next) {
                std::to_string(backend->active) + " connections");
     }
   }
-  RuntimePtr previous = current_;
-  if (next->config.workers != previous->config.workers) {
-    LOG_WARN("reload: workers stays " + std::to_string(workers_.size()) +
-             " (changing it needs a restart)");
-  }
   current_ = std::move(next);
   admission_.Configure(current_->config.limits);
   // Each worker thread gets its own generation (own pools and balancers, shared backends); an
@@ -314,6 +319,54 @@ Status Server::Apply(RuntimePtr next) {
     worker->Do([mine](Worker& w) { w.SetRuntime(mine); });
   }
   SyncHealthChecks();
+}
+
+void Server::SyncDiscovery(const DiscoveredAddresses& seed) {
+  const bool wanted = std::any_of(source_config_.pools.begin(), source_config_.pools.end(),
+                                  [](const config::PoolConfig& p) { return p.discovery.enabled; });
+  // Once created it stays (an evdns base freed on a running loop could still have a reply
+  // scheduled); without discovery pools it just resolves nothing.
+  if (!discovery_ && !wanted) return;
+  std::string error;
+  if (!discovery_) {
+    std::unique_ptr<DnsResolver> resolver =
+        DnsResolver::Create(loop_.base(), source_config_.resolver, &error);
+    if (!resolver) {
+      LOG_ERROR("discovery: " + error + "; discovered pools keep their addresses");
+      return;
+    }
+    discovery_ = std::make_unique<Discovery>(loop_.base(), std::move(resolver),
+                                             [this] { ApplyDiscovered(); });
+    discovery_resolver_ = source_config_.resolver;
+  } else if (!(discovery_resolver_ == source_config_.resolver)) {
+    if (discovery_->Reconfigure(source_config_.resolver, &error)) {
+      discovery_resolver_ = source_config_.resolver;
+    } else {
+      LOG_ERROR("reload: discovery: " + error);
+    }
+  }
+  discovery_->Configure(source_config_, seed);
+}
+
+void Server::ApplyDiscovered() {
+  if (phase_ != Phase::kServing) return;  // draining: the pools no longer matter
+  config::ResolvedBackends resolved;
+  Result<RuntimePtr> next =
+      BuildRuntime(ExpandDiscovered(source_config_, discovery_->Addresses(), &resolved),
+                   current_.get(), resolved, /*reuse_tls=*/true);
+  if (!next) {
+    LOG_ERROR("discovery: " + next.error() + "; keeping the previous backends");
+    return;
+  }
+  SwapRuntime(std::move(next).value());
+}
+
+Status Server::Apply(RuntimePtr next) {
+  if (next->config.workers != current_->config.workers) {
+    LOG_WARN("reload: workers stays " + std::to_string(workers_.size()) +
+             " (changing it needs a restart)");
+  }
+  SwapRuntime(std::move(next));
   // Reopens a file destination too, so SIGHUP after log rotation starts the new file.
   std::string log_error;
   if (!access_log_.Configure(current_->config.log, &log_error)) LOG_ERROR("reload: " + log_error);
@@ -520,7 +573,11 @@ std::string Server::NotReadyReason() {
     for (const BackendPtr& backend : pool.backends) {
       if (backend->accepting()) any = true;
     }
-    if (!any) return "pool " + pool.name + " has no available backend";
+    if (!any) {
+      const std::string why = discovery_ ? discovery_->EmptyReason(pool.name) : std::string();
+      return "pool " + pool.name + " has no available backend" +
+             (why.empty() ? "" : " (discovery: " + why + ")");
+    }
   }
   return {};
 }
@@ -546,6 +603,7 @@ std::string Server::MetricsText() {
     scrape.backends.push_back({backend->pool, backend->address, backend->accepting()});
   }
   scrape.connections_api = connections_api_->MetricsSample();
+  if (discovery_) scrape.discovery_errors = discovery_->ErrorCounts();
   return metrics::Serialize(scrape);
 }
 
@@ -557,7 +615,7 @@ std::string Server::BackendsJson() {
     first = false;
     out += BackendJson(*backend);
   }
-  out += "]}\n";
+  out += "],\"discovery\":[" + (discovery_ ? discovery_->StateJson() : std::string()) + "]}\n";
   return out;
 }
 

@@ -23,6 +23,7 @@
 #include "proxy/connections/api.h"
 #include "proxy/connections/registry.h"
 #include "proxy/core/event_loop.h"
+#include "proxy/discovery.h"
 #include "proxy/handover.h"
 #include "proxy/health_checker.h"
 #include "proxy/listener.h"
@@ -41,10 +42,12 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
  public:
   // Build the pools, bind listeners (or adopt them from |takeover|, a running wsgate being
   // upgraded). |config| has passed ValidateConfig (runtime.h), which resolved the backend
-  // addresses in |resolved|.
+  // addresses in |resolved|; |discovered| holds the start-up answers for discovery pools' names
+  // (ResolveAtStart, discovery.h).
   static Result<std::unique_ptr<Server>> Create(config::ProxyConfig config, std::string config_path,
                                                 TakeoverClient* takeover,
-                                                const config::ResolvedBackends& resolved);
+                                                const config::ResolvedBackends& resolved,
+                                                const DiscoveredAddresses& discovered = {});
   ~Server() override;
 
   // Write "NAME HOST:PORT" per listener (and "admin HOST:PORT") to |path|, atomically.
@@ -76,6 +79,13 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   // Swap |next| in. An error means a partial reload: some listener (or the admin listener)
   // could not be bound, the rest is applied, and the error says what is missing.
   Status Apply(RuntimePtr next);
+  // The pools part of Apply, shared with service discovery: backends |next| no longer has drain
+  // as removed, workers and health checks move to |next|.
+  void SwapRuntime(RuntimePtr next);
+  // Start discovery, or follow a reload (every name is resolved again at once).
+  void SyncDiscovery(const DiscoveredAddresses& seed);
+  // Discovery found a changed address set: the next generation, from source_config_.
+  void ApplyDiscovered();
   // The backends of every pool, then those removed by a reload that still have connections.
   std::vector<BackendPtr> ExistingBackends();
   // Bind what the config names and close what it no longer does. The error names each address
@@ -113,6 +123,10 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   metrics::Registry metrics_;
   AccessLog access_log_;
   RuntimePtr current_;
+  // The configuration as loaded: discovered names not yet replaced by their addresses.
+  config::ProxyConfig source_config_;
+  std::unique_ptr<Discovery> discovery_;       // created with the first discovery pool, kept after
+  config::ResolverConfig discovery_resolver_;  // what discovery_'s resolver points at
   Admission admission_;               // outlives the workers, whose sessions give tickets back
   ConnectionIndex connection_index_;  // before the workers: their sessions unregister in it
   std::vector<std::unique_ptr<Worker>> workers_;

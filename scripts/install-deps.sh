@@ -14,11 +14,12 @@ packages=(
 if [ "${1:-}" != "--runtime-only" ]; then
   # Tests: pytest, curl and openssl as outside clients; clang for the sanitizer build;
   # prometheus (promtool and the server) for the metrics tests; chromium for the browser demo
-  # test; haproxy, nginx and caddy to check the configurations in docs/coming-from.md; dpkg-dev
-  # (dpkg-shlibdeps) and file so CPack computes the .deb's Depends; systemd for
+  # test; haproxy, nginx and caddy to check the configurations in docs/coming-from.md;
+  # dnsmasq-base (the binary, no system service) as the DNS server of the discovery tests;
+  # dpkg-dev (dpkg-shlibdeps) and file so CPack computes the .deb's Depends; systemd for
   # systemd-analyze verify of the unit; clang-format-14 and clang-tidy-14 for scripts/lint.sh.
   packages+=(python3-pytest curl openssl clang-14 libclang-rt-14-dev prometheus chromium
-             clang-format-14 clang-tidy-14 haproxy nginx caddy
+             clang-format-14 clang-tidy-14 haproxy nginx caddy dnsmasq-base
              dpkg-dev file systemd)
 fi
 

@@ -1873,5 +1873,52 @@ TEST(ConfigLoaderPathsTest, DefaultsValuesAndErrors) {
             Strings({"t.yaml:1:8: paths: expected a mapping"}));
 }
 
+TEST(ConfigLoaderDiscoveryTest, DefaultsAndSettings) {
+  const ProxyConfig plain = Load(kMinimal);
+  EXPECT_FALSE(plain.pools[0].discovery.enabled);
+  EXPECT_TRUE(plain.resolver.nameservers.empty());
+
+  const ProxyConfig defaults = Load(PoolWith("    discovery: {}\n"));
+  EXPECT_TRUE(defaults.pools[0].discovery.enabled);
+  EXPECT_EQ(defaults.pools[0].discovery.interval, std::chrono::seconds(5));
+  EXPECT_TRUE(defaults.pools[0].discovery.require_at_start);
+
+  const ProxyConfig set =
+      Load(PoolWith("    discovery: {interval: 1s, require_at_start: false}\n") +
+           "resolver: {nameservers: [\"127.0.0.1:5353\", \"[::1]:53\"]}\n");
+  EXPECT_EQ(set.pools[0].discovery.interval, std::chrono::seconds(1));
+  EXPECT_FALSE(set.pools[0].discovery.require_at_start);
+  ASSERT_EQ(set.resolver.nameservers.size(), 2u);
+  EXPECT_EQ(set.resolver.nameservers[0].host, "127.0.0.1");
+  EXPECT_EQ(set.resolver.nameservers[0].port, 5353);
+  EXPECT_EQ(set.resolver.nameservers[1].host, "::1");
+}
+
+TEST(ConfigLoaderDiscoveryTest, IntervalBelowOneSecond) {
+  EXPECT_EQ(Errors(PoolWith("    discovery: {interval: 500ms}\n")),
+            (Strings{"t.yaml:3:27: pools[0].discovery.interval: interval 500ms is below the "
+                     "minimum of 1s"}));
+  EXPECT_EQ(Errors(PoolWith("    discovery: {interval: 0s}\n")),
+            (Strings{"t.yaml:3:27: pools[0].discovery.interval: must be greater than 0"}));
+}
+
+TEST(ConfigLoaderDiscoveryTest, UnknownKeyAndBadBool) {
+  EXPECT_EQ(Errors(PoolWith("    discovery: {intervall: 2s}\n")),
+            (Strings{"t.yaml:3:17: pools[0].discovery.intervall: unknown key "
+                     "(did you mean \"interval\"?)"}));
+  EXPECT_EQ(Errors(PoolWith("    discovery: {require_at_start: maybe}\n")),
+            (Strings{"t.yaml:3:35: pools[0].discovery.require_at_start: expected true or false"}));
+}
+
+TEST(ConfigLoaderDiscoveryTest, NameserverMustBeAnAddressWithPort) {
+  EXPECT_EQ(Errors(kMinimal + "resolver:\n  nameservers: [dns.example:53, \"127.0.0.1\"]\n"),
+            (Strings{"t.yaml:11:17: resolver.nameservers[0]: nameserver \"dns.example:53\" must "
+                     "be an IP address with a port (e.g. 127.0.0.1:53)",
+                     "t.yaml:11:33: resolver.nameservers[1]: invalid address \"127.0.0.1\" "
+                     "(expected host:port or [v6]:port)"}));
+  EXPECT_EQ(Errors(kMinimal + "resolver: {servers: []}\n"),
+            (Strings{"t.yaml:10:12: resolver.servers: unknown key"}));
+}
+
 }  // namespace
 }  // namespace wsgate::config

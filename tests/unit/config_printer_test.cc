@@ -84,7 +84,8 @@ TEST(ConfigPrinter, MinimalFileGetsEveryDefault) {
                            "normalize: true",
                            "merge_slashes: false",
                            "escaped_slashes: reject",
-                           "trusted_proxies: []"}) {
+                           "trusted_proxies: []",
+                           "nameservers: []"}) {
     EXPECT_NE(printed.find(line), std::string::npos) << "missing \"" << line << "\" in\n"
                                                      << printed;
   }
@@ -92,6 +93,7 @@ TEST(ConfigPrinter, MinimalFileGetsEveryDefault) {
   EXPECT_EQ(printed.find("admin:"), std::string::npos);
   EXPECT_EQ(printed.find("health_check:"), std::string::npos);
   EXPECT_EQ(printed.find("sticky:"), std::string::npos);
+  EXPECT_EQ(printed.find("discovery:"), std::string::npos);
   ExpectRoundTrip(minimal);
 }
 
@@ -129,6 +131,12 @@ TEST(ConfigPrinter, EveryNonDefaultSettingRoundTrips) {
       "    http: {max_idle_connections: 3}\n"
       "    tls: {ca: backend-ca.pem, server_name: backend.internal, cert: c.crt, key: c.key}\n"
       "    backends: [{address: 127.0.0.1:9003}]\n"
+      "  - name: discovered\n"
+      "    discovery: {interval: 2s, require_at_start: false}\n"
+      "    backends: [{address: chat.svc.cluster.local:9000, weight: 3}]\n"
+      "  - name: discovered_defaults\n"
+      "    discovery: {}\n"
+      "    backends: [{address: chat.svc.cluster.local:9001}]\n"
       "limits: {max_connections: 5, max_header_bytes: 4000, max_request_line_bytes: 1KiB,"
       " max_message_bytes: 1GB, write_buffer_high_watermark: 5MB,"
       " allowed_origins: [\"https://a.example\", \"null\"], max_messages_per_second: 9,"
@@ -146,7 +154,8 @@ TEST(ConfigPrinter, EveryNonDefaultSettingRoundTrips) {
       " copy_headers: [X-User-Id], timeout: 3s, cache_ttl: 30s, cache_size: 5}\n"
       "on_disconnect: {url: \"http://127.0.0.1:9000/gone\", timeout: 1s, retries: 5,"
       " queue_size: 9}\n"
-      "trusted_proxies: [\"10.0.0.0/8\", 127.0.0.1, \"::1/128\", \"2001:db8::/32\"]\n",
+      "trusted_proxies: [\"10.0.0.0/8\", 127.0.0.1, \"::1/128\", \"2001:db8::/32\"]\n"
+      "resolver: {nameservers: [\"127.0.0.1:5353\", \"[::1]:53\"]}\n",
       "all.yaml"));
 }
 
