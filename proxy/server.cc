@@ -117,8 +117,8 @@ void Server::OnAccept(evutil_socket_t fd, const sockaddr* peer, const std::strin
   target->Accept(fd, peer, listener, false, ticket);
 }
 
-Result<std::unique_ptr<Server>> Server::Create(config::ProxyConfig config, std::string config_path,
-                                               TakeoverClient* takeover,
+Result<std::unique_ptr<Server>> Server::Create(const config::ProxyConfig& config,
+                                               std::string config_path, TakeoverClient* takeover,
                                                const config::ResolvedBackends& resolved,
                                                const DiscoveredAddresses& discovered) {
   std::unique_ptr<Server> server(new Server(std::move(config_path)));
