@@ -117,15 +117,15 @@ void Server::OnAccept(evutil_socket_t fd, const sockaddr* peer, const std::strin
   target->Accept(fd, peer, listener, false, ticket);
 }
 
-Result<std::unique_ptr<Server>> Server::Create(const config::ProxyConfig& config,
-                                               std::string config_path, TakeoverClient* takeover,
+Result<std::unique_ptr<Server>> Server::Create(config::ProxyConfig config, std::string config_path,
+                                               TakeoverClient* takeover,
                                                const config::ResolvedBackends& resolved,
                                                const DiscoveredAddresses& discovered) {
   std::unique_ptr<Server> server(new Server(std::move(config_path)));
-  server->source_config_ = config;
+  server->source_config_ = std::move(config);
   config::ResolvedBackends addresses = resolved;
-  Result<RuntimePtr> runtime =
-      BuildRuntime(ExpandDiscovered(config, discovered, &addresses), nullptr, addresses);
+  Result<RuntimePtr> runtime = BuildRuntime(
+      ExpandDiscovered(server->source_config_, discovered, &addresses), nullptr, addresses);
   if (!runtime) return Fail(std::move(runtime).error());
   server->current_ = std::move(runtime).value();
   server->admission_.Configure(server->current_->config.limits);

@@ -44,8 +44,8 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   // upgraded). |config| has passed ValidateConfig (runtime.h), which resolved the backend
   // addresses in |resolved|; |discovered| holds the start-up answers for discovery pools' names
   // (ResolveAtStart, discovery.h).
-  static Result<std::unique_ptr<Server>> Create(const config::ProxyConfig& config,
-                                                std::string config_path, TakeoverClient* takeover,
+  static Result<std::unique_ptr<Server>> Create(config::ProxyConfig config, std::string config_path,
+                                                TakeoverClient* takeover,
                                                 const config::ResolvedBackends& resolved,
                                                 const DiscoveredAddresses& discovered = {});
   ~Server() override;
