@@ -11,6 +11,7 @@
 
 #include "config/loader.h"
 #include "proxy/runtime.h"
+#include "tests/unit/config_load_util.h"
 
 namespace wsgate {
 namespace {
@@ -29,12 +30,6 @@ const char kDiscovery[] =
     "  - name: plain\n"
     "    backends: [{address: 127.0.0.1:9001}]\n";
 
-config::ProxyConfig LoadOrFail(const std::string& yaml) {
-  config::LoadResult loaded = config::LoadConfigString(yaml, "t.yaml");
-  EXPECT_TRUE(loaded.ok());
-  return loaded.ok() ? std::move(loaded).value() : config::ProxyConfig{};
-}
-
 std::vector<std::string> Addresses(const config::PoolConfig& pool) {
   std::vector<std::string> out;
   for (const auto& backend : pool.backends) out.push_back(backend.address.text);
@@ -42,7 +37,7 @@ std::vector<std::string> Addresses(const config::PoolConfig& pool) {
 }
 
 TEST(DiscoveryTest, EveryAddressBecomesABackendWithTheEntrysPortWeightAndId) {
-  const config::ProxyConfig source = LoadOrFail(kDiscovery);
+  const config::ProxyConfig source = config::Load(kDiscovery);
   config::ResolvedBackends resolved;
   const DiscoveredAddresses known = {
       {"app", {{"chat.invalid:9000", {"10.0.0.1", "127.0.0.9", "2001:db8::1"}}}}};
@@ -63,22 +58,22 @@ TEST(DiscoveryTest, EveryAddressBecomesABackendWithTheEntrysPortWeightAndId) {
 }
 
 TEST(DiscoveryTest, ANameWithNoAddressYetLeavesOnlyTheOtherEntries) {
-  const config::ProxyConfig expanded = ExpandDiscovered(LoadOrFail(kDiscovery), {}, nullptr);
+  const config::ProxyConfig expanded = ExpandDiscovered(config::Load(kDiscovery), {}, nullptr);
   EXPECT_EQ(Addresses(expanded.pools[0]), (std::vector<std::string>{"127.0.0.9:9000"}));
 }
 
 TEST(DiscoveryTest, ValidationLeavesDiscoveredNamesToDiscovery) {
   // Resolving chat.invalid would fail; a pool without discovery still has its names checked.
-  EXPECT_TRUE(ValidateConfig(LoadOrFail(kDiscovery), nullptr).empty());
+  EXPECT_TRUE(ValidateConfig(config::Load(kDiscovery), nullptr).empty());
   std::string without = kDiscovery;
   without.replace(without.find("    discovery: {}\n"), 18, "");
-  const config::ConfigErrors errors = ValidateConfig(LoadOrFail(without), nullptr);
+  const config::ConfigErrors errors = ValidateConfig(config::Load(without), nullptr);
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0].key_path, "pools[0].backends[0].address");
 }
 
 TEST(DiscoveryTest, AVanishedAddressIsRemovedAndAKeptOneIsShared) {
-  const config::ProxyConfig source = LoadOrFail(kDiscovery);
+  const config::ProxyConfig source = config::Load(kDiscovery);
   config::ResolvedBackends resolved;
   Result<RuntimePtr> first = BuildRuntime(
       ExpandDiscovered(source, {{"app", {{"chat.invalid:9000", {"10.0.0.1", "10.0.0.2"}}}}},
@@ -100,7 +95,7 @@ TEST(DiscoveryTest, AVanishedAddressIsRemovedAndAKeptOneIsShared) {
 TEST(DiscoveryTest, StartupReportsAnUnresolvableRequiredNameAtItsEntry) {
   // A nameserver that is not listening: evdns gives up after its attempts.
   config::ProxyConfig config =
-      LoadOrFail(std::string(kDiscovery) + "resolver: {nameservers: [\"127.0.0.1:9\"]}\n");
+      config::Load(std::string(kDiscovery) + "resolver: {nameservers: [\"127.0.0.1:9\"]}\n");
   StartupResolution required = ResolveAtStart(config);
   ASSERT_EQ(required.errors.size(), 1u);
   EXPECT_EQ(required.errors[0].Format().rfind(

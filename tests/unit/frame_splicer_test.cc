@@ -11,8 +11,11 @@
 #include <vector>
 
 #include "proxy/ws/frame.h"
+#include "tests/unit/loopback_util.h"
 
 namespace wsgate {
+using wsgate::testing::Deflate;
+
 namespace {
 
 using Result = FramePipe::Result;
@@ -695,21 +698,6 @@ TEST(FramePipeTest, MessageBoundaryRequestAtAnIdleBoundaryStopsAtOnce) {
 
 namespace wsgate {
 namespace {
-
-// permessage-deflate payload of one message (raw DEFLATE, sync flush, tail removed).
-std::string Deflate(std::string_view text) {
-  z_stream z{};
-  EXPECT_EQ(deflateInit2(&z, 9, Z_DEFLATED, -15, 9, Z_DEFAULT_STRATEGY), Z_OK);
-  std::string out(text.size() + 1024, '\0');
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data()));
-  z.avail_in = static_cast<uInt>(text.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&z, Z_SYNC_FLUSH), Z_OK);
-  out.resize(out.size() - z.avail_out - 4);
-  deflateEnd(&z);
-  return out;
-}
 
 const uint8_t kMask[4] = {0x11, 0x22, 0x33, 0x44};
 

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "config/loader.h"
+#include "tests/unit/config_load_util.h"
 
 namespace wsgate {
 namespace {
@@ -18,12 +19,6 @@ const char kUnresolvable[] =
     "listeners:\n  - name: public\n    address: 127.0.0.1:8080\n"
     "routes:\n  - pool: app\n"
     "pools:\n  - name: app\n    backends:\n      - address: no-such-backend.invalid:9003\n";
-
-config::ProxyConfig LoadOrFail(const std::string& yaml) {
-  config::LoadResult loaded = config::LoadConfigString(yaml, "t.yaml");
-  EXPECT_TRUE(loaded.ok());
-  return loaded.ok() ? std::move(loaded).value() : config::ProxyConfig{};
-}
 
 config::ResolvedAddress Loopback(uint16_t port) {
   config::ResolvedAddress address;
@@ -38,7 +33,7 @@ config::ResolvedAddress Loopback(uint16_t port) {
 TEST(BuildRuntimeTest, NewBackendTakesTheValidatedAddressWithoutResolvingAgain) {
   // Resolving the name would fail: success shows the handed answer was used instead.
   const config::ResolvedBackends resolved = {{"no-such-backend.invalid:9003", Loopback(9003)}};
-  Result<RuntimePtr> runtime = BuildRuntime(LoadOrFail(kUnresolvable), nullptr, resolved);
+  Result<RuntimePtr> runtime = BuildRuntime(config::Load(kUnresolvable), nullptr, resolved);
   ASSERT_TRUE(runtime.ok()) << runtime.error();
   const Backend& backend = *runtime.value()->pools.at(0).backends.at(0);
   ASSERT_EQ(backend.sockaddr.ss_family, AF_INET);
@@ -49,14 +44,14 @@ TEST(BuildRuntimeTest, NewBackendTakesTheValidatedAddressWithoutResolvingAgain) 
 }
 
 TEST(BuildRuntimeTest, BackendWithoutAValidatedAddressIsResolvedHere) {
-  Result<RuntimePtr> runtime = BuildRuntime(LoadOrFail(kUnresolvable), nullptr);
+  Result<RuntimePtr> runtime = BuildRuntime(config::Load(kUnresolvable), nullptr);
   ASSERT_FALSE(runtime.ok());
   EXPECT_EQ(runtime.error().rfind("pool app: cannot resolve no-such-backend.invalid:9003: ", 0), 0u)
       << runtime.error();
 }
 
 TEST(BuildRuntimeTest, ValidateConfigHandsOnWhatItResolved) {
-  config::ProxyConfig config = LoadOrFail(
+  config::ProxyConfig config = config::Load(
       "listeners:\n  - name: public\n    address: 127.0.0.1:8080\n"
       "routes:\n  - pool: a\n"
       "pools:\n  - name: a\n    backends:\n      - address: 127.0.0.1:9001\n"

@@ -26,34 +26,17 @@
 #include "proxy/direct_socket.h"
 #include "proxy/frame_splicer.h"
 #include "proxy/ws/frame.h"
+#include "tests/unit/loopback_util.h"
 
 namespace wsgate {
+using wsgate::testing::TcpPair;
+
 namespace {
 
 const bool kSigpipeIgnored = [] { return signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
 
 constexpr size_t kHighWatermark = 64 * 1024;
 constexpr uint64_t kThreshold = 16 * 1024;
-
-// A connected loopback TCP pair: [0] is handed to a DirectSocket, [1] is the test's peer.
-void TcpPair(int fds[2]) {
-  int listener = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(listener, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  ASSERT_EQ(listen(listener, 1), 0);
-  socklen_t length = sizeof(address);
-  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
-  fds[1] = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_EQ(connect(fds[1], reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  fds[0] = accept(listener, nullptr, nullptr);
-  ASSERT_GE(fds[0], 0);
-  close(listener);
-  evutil_make_socket_nonblocking(fds[0]);
-  evutil_make_socket_nonblocking(fds[1]);
-}
 
 // A FIN binary frame from a backend (unmasked), with the shortest length form.
 std::string BinaryFrame(const std::string& payload) {
