@@ -256,6 +256,7 @@ struct PoolConfig {
   OutlierConfig outlier;
   RebalanceConfig rebalance;
   bool close_on_unhealthy = false;  // close live connections (1001) when a backend turns unhealthy
+  bool optional = false;  // the plain /readyz ignores this pool (/readyz?pool=NAME still asks)
   PoolTlsConfig tls;
   PoolHttpConfig http;
   DiscoveryConfig discovery;

@@ -912,7 +912,7 @@ void Loader::LoadPools(const Value& v, std::vector<PoolConfig>* out) {
     const std::optional<Fields> fields =
         ReadMapping(item,
                     {"name", "balance", "backends", "sticky", "health_check", "outlier",
-                     "rebalance", "close_on_unhealthy", "tls", "http", "discovery"},
+                     "rebalance", "close_on_unhealthy", "tls", "http", "discovery", "optional"},
                     false);
     if (!fields) {
       pool_names_complete_ = false;
@@ -974,6 +974,7 @@ void Loader::LoadPools(const Value& v, std::vector<PoolConfig>* out) {
     if (const Value* x = fields->Find("close_on_unhealthy")) {
       ReadBool(*x, &pool.close_on_unhealthy);
     }
+    if (const Value* x = fields->Find("optional")) ReadBool(*x, &pool.optional);
     if (const Value* x = fields->Find("tls")) LoadPoolTls(*x, &pool.tls);
     if (const Value* x = fields->Find("discovery")) LoadDiscovery(*x, &pool.discovery);
     if (const Value* backends = Require(*fields, "backends")) {

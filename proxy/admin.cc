@@ -21,6 +21,15 @@
 namespace wsgate {
 namespace {
 
+// /readyz's one optional parameter: pool=NAME. False on anything else.
+bool ReadyzPool(evhttp_request* request, std::string* pool) {
+  AdminQuery query(request);
+  if (!query.ok) return false;
+  const char* name = query.Get("pool");
+  if (name != nullptr) *pool = name;
+  return query.size() == (name != nullptr ? 1U : 0U) && (name == nullptr || *name != '\0');
+}
+
 std::vector<std::string> SplitPath(const std::string& path) {
   std::vector<std::string> parts;
   size_t pos = 0;
@@ -226,7 +235,14 @@ void AdminServer::Handle(evhttp_request* request) {
   }
   if (path == "/readyz") {
     if (!is_get) return AdminReply(request, 405, "{\"error\":\"use GET\"}\n");
-    std::string reason = handler_.NotReadyReason();
+    std::string pool;
+    if (!ReadyzPool(request, &pool)) {
+      return AdminReply(request, 400, "the only parameter is pool=NAME\n",
+                        "text/plain; charset=utf-8");
+    }
+    bool unknown_pool = false;
+    std::string reason = handler_.NotReadyReason(pool, &unknown_pool);
+    if (unknown_pool) return AdminReply(request, 404, reason + "\n", "text/plain; charset=utf-8");
     if (reason.empty()) return AdminReply(request, 200, "ready\n", "text/plain; charset=utf-8");
     return AdminReply(request, 503, "not ready: " + reason + "\n", "text/plain; charset=utf-8");
   }

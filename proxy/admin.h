@@ -1,7 +1,7 @@
 // The admin listener: health, readiness and backend control over HTTP, served by libevent's
 // evhttp on the same event loop as the data path (so it needs no locks).
 //
-// Routes: GET /healthz, GET /readyz, GET /metrics, GET /admin/backends,
+// Routes: GET /healthz, GET /readyz (?pool=NAME), GET /metrics, GET /admin/backends,
 // POST /admin/backends/{pool}/{address}/drain and .../undrain. Everything else is 404.
 // /connections... is the connections API (proxy/connections/api.h).
 // When a bearer token is configured, every route but /healthz and /readyz requires it; it is
@@ -10,10 +10,12 @@
 #pragma once
 
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "config/config.h"
 #include "metrics/metrics.h"
@@ -22,12 +24,36 @@
 
 namespace wsgate {
 
+// The query parameters of an admin request; evhttp decodes them.
+struct AdminQuery {
+  evkeyvalq fields{};
+  bool ok = false;
+  explicit AdminQuery(evhttp_request* request) {
+    fields.tqh_first = nullptr;  // an empty TAILQ, for when there is no query
+    fields.tqh_last = &fields.tqh_first;
+    const evhttp_uri* uri = evhttp_request_get_evhttp_uri(request);
+    const char* query = uri != nullptr ? evhttp_uri_get_query(uri) : nullptr;
+    ok = query == nullptr || evhttp_parse_query_str(query, &fields) == 0;
+  }
+  ~AdminQuery() { evhttp_clear_headers(&fields); }
+  AdminQuery(const AdminQuery&) = delete;
+  AdminQuery& operator=(const AdminQuery&) = delete;
+  const char* Get(const char* name) { return evhttp_find_header(&fields, name); }
+  size_t size() const {
+    size_t n = 0;
+    for (const evkeyval* kv = fields.tqh_first; kv != nullptr; kv = kv->next.tqe_next) ++n;
+    return n;
+  }
+};
+
 // What the admin listener asks of the running proxy.
 class AdminHandler {
  public:
   virtual ~AdminHandler() = default;
   // Empty when ready; otherwise why not (e.g. "draining").
-  virtual std::string NotReadyReason() = 0;
+  // Why this instance is not ready ("" when it is); with |pool|, why that pool is not (and
+  // *unknown_pool when there is no such pool).
+  virtual std::string NotReadyReason(std::string_view pool, bool* unknown_pool) = 0;
   virtual std::string BackendsJson() = 0;
   // Prometheus text exposition of every metric.
   virtual std::string MetricsText() = 0;

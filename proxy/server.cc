@@ -565,10 +565,17 @@ void Server::Tick() {
 // ---------------------------------------------------------------------------------------------
 // Admin.
 
-std::string Server::NotReadyReason() {
+std::string Server::NotReadyReason(std::string_view only_pool, bool* unknown_pool) {
+  *unknown_pool =
+      !only_pool.empty() && std::none_of(current_->pools.begin(), current_->pools.end(),
+                                         [&](const Pool& pool) { return pool.name == only_pool; });
+  if (*unknown_pool) return "no pool " + std::string(only_pool);
   if (phase_ != Phase::kServing) return "draining";
   if (listeners_.empty()) return "no listener is accepting";
-  for (const Pool& pool : current_->pools) {
+  const auto& pool_configs = current_->config.pools;
+  for (size_t i = 0; i < current_->pools.size(); ++i) {
+    const Pool& pool = current_->pools[i];
+    if (only_pool.empty() ? pool_configs[i].optional : pool.name != only_pool) continue;
     bool any = false;
     for (const BackendPtr& backend : pool.backends) {
       if (backend->accepting()) any = true;

@@ -65,7 +65,7 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   void OnHandedOver() override;
 
   // AdminHandler.
-  std::string NotReadyReason() override;
+  std::string NotReadyReason(std::string_view pool, bool* unknown_pool) override;
   std::string BackendsJson() override;
   std::string MetricsText() override;
   int SetBackendDraining(const std::string& pool, const std::string& address, bool draining,

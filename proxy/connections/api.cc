@@ -58,23 +58,6 @@ std::string EntryJson(const ConnectionEntry& e) {
          ",\"connected_at_ms\":" + std::to_string(e.connected_at_ms) + "}";
 }
 
-// The query parameters of |request|; evhttp decodes them.
-struct Query {
-  evkeyvalq fields{};
-  bool ok = false;
-  explicit Query(evhttp_request* request) {
-    fields.tqh_first = nullptr;  // an empty TAILQ, for when there is no query
-    fields.tqh_last = &fields.tqh_first;
-    const evhttp_uri* uri = evhttp_request_get_evhttp_uri(request);
-    const char* query = uri != nullptr ? evhttp_uri_get_query(uri) : nullptr;
-    ok = query == nullptr || evhttp_parse_query_str(query, &fields) == 0;
-  }
-  ~Query() { evhttp_clear_headers(&fields); }
-  Query(const Query&) = delete;
-  Query& operator=(const Query&) = delete;
-  const char* Get(const char* name) { return evhttp_find_header(&fields, name); }
-};
-
 }  // namespace
 
 bool IsTextContentType(const char* content_type) {
@@ -195,7 +178,7 @@ void ConnectionsApi::Handle(evhttp_request* request, const std::vector<std::stri
       break;
     }
     case EVHTTP_REQ_DELETE: {
-      Query query(request);
+      AdminQuery query(request);
       uint16_t code = 0;
       std::string reason;
       std::string error =
@@ -230,7 +213,7 @@ void ConnectionsApi::Handle(evhttp_request* request, const std::vector<std::stri
 }
 
 void ConnectionsApi::HandleList(evhttp_request* request) {
-  Query query(request);
+  AdminQuery query(request);
   if (!query.ok) return Finish(request, "GET", 400, ErrorJson("malformed query string"));
   size_t limit = kDefaultPageSize;
   if (const char* text = query.Get("limit")) {

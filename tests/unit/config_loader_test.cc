@@ -1920,5 +1920,21 @@ TEST(ConfigLoaderDiscoveryTest, NameserverMustBeAnAddressWithPort) {
             (Strings{"t.yaml:10:12: resolver.servers: unknown key"}));
 }
 
+TEST(ConfigLoaderPoolTest, OptionalPool) {
+  const std::string pools =
+      "pools:\n"
+      "  - name: chat\n"
+      "    optional: true\n"
+      "    backends: [{address: 127.0.0.1:9001}]\n";
+  LoadResult loaded = LoadConfigString(kListeners + kRoutes + pools, "t.yaml");
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_TRUE(loaded.value().pools[0].optional);
+  EXPECT_FALSE(LoadConfigString(kMinimal, "t.yaml").value().pools[0].optional);
+  EXPECT_EQ(Errors(kListeners + kRoutes +
+                   "pools:\n  - name: chat\n    optional: maybe\n"
+                   "    backends: [{address: 127.0.0.1:9001}]\n"),
+            (Strings{"t.yaml:8:15: pools[0].optional: expected true or false"}));
+}
+
 }  // namespace
 }  // namespace wsgate::config
