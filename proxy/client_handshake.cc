@@ -7,9 +7,7 @@ namespace wsgate {
 namespace {
 
 http::HeadParser RequestParser(const config::ProxyConfig& config) {
-  return http::HeadParser(
-      http::HeadKind::kRequest,
-      http::HeadLimits{config.limits.max_header_bytes, config.limits.max_request_line_bytes, 128});
+  return http::HeadParser(http::HeadKind::kRequest, UpgradeHeadLimitsFor(config));
 }
 
 HeadJudgement Refusal(int status, std::string reason, std::string extra_header = {}) {

@@ -35,9 +35,7 @@ struct UpgradeAttemptCallbacks {
 namespace {
 
 http::HeadParser ResponseParser(const config::ProxyConfig& config) {
-  return http::HeadParser(
-      http::HeadKind::kResponse,
-      http::HeadLimits{config.limits.max_header_bytes, config.limits.max_request_line_bytes, 128});
+  return http::HeadParser(http::HeadKind::kResponse, UpgradeHeadLimitsFor(config));
 }
 
 }  // namespace

@@ -14,6 +14,11 @@ constexpr size_t kMaxTrailerFields = 128;
 
 }  // namespace
 
+http::HeadLimits UpgradeHeadLimitsFor(const config::ProxyConfig& config) {
+  return http::HeadLimits{config.limits.max_header_bytes, config.limits.max_request_line_bytes,
+                          128};
+}
+
 http::ChunkLimits ChunkLimitsFor(const config::ProxyConfig& config) {
   return http::ChunkLimits{4096, static_cast<size_t>(config.limits.max_header_bytes),
                            kMaxTrailerFields};

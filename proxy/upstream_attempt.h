@@ -133,6 +133,10 @@ class BodyRelay {
 // bounded like a head.
 http::ChunkLimits ChunkLimitsFor(const config::ProxyConfig& config);
 
+// Head limits of a WebSocket upgrade, its request and its response alike: limits.max_header_bytes,
+// limits.max_request_line_bytes (also bounding a status line), at most 128 fields.
+http::HeadLimits UpgradeHeadLimitsFor(const config::ProxyConfig& config);
+
 // Move one step of a chunked body from |in| to |out| (or drop its framing when |dechunk|);
 // *moved counts the bytes passed on.
 BodyRelay::Step MoveChunked(http::ChunkedDecoder& decoder, evbuffer* in, evbuffer* out,
