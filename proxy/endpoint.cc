@@ -6,6 +6,17 @@
 
 namespace wsgate {
 
+bool Endpoint::AcceptClient(event_base* base, evutil_socket_t fd, const tls::ServerContext* tls) {
+  plain_tcp = tls == nullptr;
+  if (tls != nullptr) {
+    bev = tls->Accept(base, fd);  // closes |fd| if it fails
+  } else {
+    bev.reset(bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
+    if (!bev) evutil_closesocket(fd);
+  }
+  return bev != nullptr;
+}
+
 evbuffer* Endpoint::input() { return bev ? bufferevent_get_input(bev.get()) : direct.input(); }
 
 evbuffer* Endpoint::output() { return bev ? bufferevent_get_output(bev.get()) : direct.output(); }

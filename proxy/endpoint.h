@@ -18,11 +18,19 @@
 
 namespace wsgate {
 
+namespace tls {
+class ServerContext;
+}
+
 class Endpoint {
  public:
   BufferEventPtr bev;
   DirectSocket direct;
   bool plain_tcp = true;  // false for TLS: bufferevent_openssl keeps the socket
+
+  // A client socket just accepted, on a bufferevent that runs the TLS server handshake first
+  // when |tls|. False (and |fd| closed) when out of memory.
+  bool AcceptClient(event_base* base, evutil_socket_t fd, const tls::ServerContext* tls);
 
   bool open() const { return bev != nullptr || direct.open(); }
   evbuffer* input();

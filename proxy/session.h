@@ -28,6 +28,7 @@
 #include "proxy/backend_connection_pool.h"
 #include "proxy/balancer.h"
 #include "proxy/client_handshake.h"
+#include "proxy/connection_meters.h"
 #include "proxy/connections/hook_call.h"
 #include "proxy/connections/live_connection.h"
 #include "proxy/connections/registry.h"
@@ -36,45 +37,23 @@
 #include "proxy/endpoint.h"
 #include "proxy/http/head_parser.h"
 #include "proxy/http_exchange.h"
+#include "proxy/lingering_close.h"
 #include "proxy/router.h"
 #include "proxy/runtime.h"
 #include "proxy/session_context.h"
+#include "proxy/session_registry.h"
 #include "proxy/tunnel.h"
 #include "proxy/upgrade_attempt.h"
 #include "proxy/upstream_attempt.h"
 
 namespace wsgate {
 
-class Session;
-using SessionPtr = std::unique_ptr<Session>;
-
-// Owns the live sessions of one event loop.
-class SessionRegistry {
- public:
-  Session& Add(SessionPtr session);
-  SessionPtr Release(Session& session);
-  // Safe to read from any thread (the main thread sums the workers' counts).
-  size_t size() const { return size_.load(std::memory_order_relaxed); }
-  template <typename Fn>
-  void ForEach(Fn&& fn) {
-    for (auto& session : sessions_) fn(*session);
-  }
-  void Clear() {
-    sessions_.clear();
-    size_.store(0, std::memory_order_relaxed);
-  }
-
- private:
-  friend class Session;
-  std::list<SessionPtr> sessions_;
-  std::atomic<size_t> size_{0};
-};
-
 class Session final : public Deferrable,
                       public LiveConnection,
                       public HttpForwarderOwner,
                       private TunnelOwner,
-                      private UpgradeAttemptOwner {
+                      private UpgradeAttemptOwner,
+                      private LingeringCloseOwner {
  public:
   // Take ownership of the accepted socket |fd|.
   Session(SessionContext& context, evutil_socket_t fd, const sockaddr* peer,
@@ -140,16 +119,17 @@ class Session final : public Deferrable,
     kFinished,
   };
   friend class SessionRegistry;
-  friend struct SessionCallbacks;
 
   // Handshake.
+  bool Attach();  // take the client socket's callbacks; false (finished) without a socket or timer
+  void ReadRequestHead();  // (again, after plain HTTP requests) within timeouts.handshake
   void OnClientRead();
   void OnClientEvent(short what);
   void HandleRequestHead();
   void Reject(int status, const std::string& reason, const std::string& extra_header = {});
-  void CountHandshake(metrics::HandshakeResult result);
   void OnTlsHandshakeFailed(metrics::TlsFailure failure, const std::string& detail);
   void BeginLingeringClose();
+  void OnLingerEnded() override { Finish(ClosedBy::kProxy); }
   // auth hook.
   void StartAuth(const HeaderList& headers, std::string cache_key);
   void OnAuthAnswer(evhttp_request* response);
@@ -246,11 +226,8 @@ class Session final : public Deferrable,
   std::string reason_;
   std::string last_backend_;  // address of the backend used last, for the access log
 
-  // Metrics: resolved once per connection, so the per-frame path never looks a name up.
-  bool handshake_counted_ = false;
-  metrics::HandshakeResult reject_result_ = metrics::kHandshakeResults;  // override for Reject
-  metrics::PoolMetrics* pool_metrics_ = nullptr;
-  metrics::ConnectionMetrics* connection_metrics_ = nullptr;
+  ConnectionMeters meters_;
+  std::unique_ptr<LingeringClose> lingering_;  // once an answer ends the connection
 };
 
 }  // namespace wsgate

@@ -82,34 +82,6 @@ ws::DirectionPolicy PolicyTowards(Tunnel::Side to, const http::UpstreamVerdict& 
 
 }  // namespace
 
-bool PushQueue::Add(evbuffer* payload, bool text) {
-  size_t length = evbuffer_get_length(payload);
-  uint8_t header[10];
-  size_t header_length = 2;
-  header[0] = static_cast<uint8_t>(0x80 | (text ? ws::kText : ws::kBinary));
-  if (length < 126) {
-    header[1] = static_cast<uint8_t>(length);
-  } else if (length <= 0xFFFF) {
-    header[1] = 126;
-    header[2] = static_cast<uint8_t>(length >> 8);
-    header[3] = static_cast<uint8_t>(length);
-    header_length = 4;
-  } else {
-    header[1] = 127;
-    for (int i = 0; i < 8; ++i) {
-      header[2 + i] = static_cast<uint8_t>(uint64_t{length} >> (56 - 8 * i));
-    }
-    header_length = 10;
-  }
-  if (!frames_) frames_.reset(evbuffer_new());
-  if (!frames_) return false;
-  evbuffer_add(frames_.get(), header, header_length);
-  evbuffer_add_buffer(frames_.get(), payload);
-  ++messages_;
-  bytes_ += header_length + length;
-  return true;
-}
-
 Tunnel::Tunnel(TunnelOwner& owner, event_base* base, const config::ProxyConfig& config,
                Endpoint& client, Endpoint& backend, const http::UpstreamVerdict& negotiated)
     : owner_(owner),
@@ -133,6 +105,17 @@ Tunnel::Tunnel(TunnelOwner& owner, event_base* base, const config::ProxyConfig& 
 }
 
 Tunnel::~Tunnel() { Stop(); }
+
+void Tunnel::Describe(AccessRecord& record) const {
+  record.bytes_in = bytes_from_client();
+  record.bytes_out = bytes_to_client();
+  record.messages_in = messages_from_client();
+  record.messages_out = messages_to_client();
+  record.messages_pushed = pushes_.messages();
+  record.close_code = close_.code;
+  if (close_.by != ClosedBy::kUndecided) record.closed_by = close_.by;
+  record.reason = close_.reason;
+}
 
 void Tunnel::Start(metrics::PoolMetrics* pool_metrics, PushQueue pushes) {
   pushes_ = std::move(pushes);

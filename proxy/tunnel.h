@@ -31,6 +31,7 @@
 #include "proxy/endpoint.h"
 #include "proxy/frame_splicer.h"
 #include "proxy/http/handshake.h"
+#include "proxy/push_queue.h"
 
 namespace wsgate {
 
@@ -46,28 +47,6 @@ struct CloseDecision {
     by = closed_by;
     reason = std::move(why);
   }
-};
-
-// Messages from the connections API: whole frames waiting for a message boundary towards the
-// client. Filled during the upgrade too (sent right after the 101), then owned by the Tunnel.
-class PushQueue {
- public:
-  // Frame |payload| (moved out) as one unfragmented text or binary message. False when out of
-  // memory.
-  bool Add(evbuffer* payload, bool text);
-  size_t queued_bytes() const { return frames_ ? evbuffer_get_length(frames_.get()) : 0; }
-  // Append every queued frame to |out|.
-  void MoveTo(evbuffer* out) {
-    if (frames_) evbuffer_add_buffer(out, frames_.get());
-  }
-  bool empty() const { return queued_bytes() == 0; }
-  uint64_t messages() const { return messages_; }  // ever queued
-  uint64_t bytes() const { return bytes_; }
-
- private:
-  EvBufferPtr frames_;
-  uint64_t messages_ = 0;
-  uint64_t bytes_ = 0;
 };
 
 class TunnelOwner {
@@ -122,6 +101,9 @@ class Tunnel {
   uint64_t bytes_to_client() const { return backend_to_client_.bytes() + pushes_.bytes(); }
   uint64_t messages_to_client() const { return backend_to_client_.messages() + pushes_.messages(); }
   const PushQueue& pushes() const { return pushes_; }
+  // Its figures and how it closed, for the access record and the on_disconnect hook. Pushes
+  // reach the client like backend messages do, so they count in the *_out figures too.
+  void Describe(AccessRecord& record) const;
 
  private:
   friend struct TunnelCallbacks;

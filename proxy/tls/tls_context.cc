@@ -402,6 +402,8 @@ config::ConfigErrors CheckFiles(const config::ProxyConfig& config) {
   return errors;
 }
 
+namespace {
+
 void AnswerPlaintext(bufferevent* bev, std::string_view response) {
   const evutil_socket_t fd = bufferevent_getfd(bev);
   if (fd < 0) return;
@@ -413,6 +415,8 @@ void AnswerPlaintext(bufferevent* bev, std::string_view response) {
   (void)sent;
   shutdown(fd, SHUT_WR);
 }
+
+}  // namespace
 
 void SendCloseNotify(bufferevent* bev) {
   if (SSL* ssl = bufferevent_openssl_get_ssl(bev)) SSL_shutdown(ssl);
@@ -430,8 +434,8 @@ bool HandshakePending(bufferevent* bev) {
   return ssl != nullptr && SSL_is_init_finished(ssl) == 0;
 }
 
-metrics::TlsFailure HandshakeFailure(bufferevent* bev, std::string* detail, bool* plain_http) {
-  if (plain_http != nullptr) *plain_http = false;
+metrics::TlsFailure HandshakeFailure(bufferevent* bev, std::string* detail,
+                                     std::string_view plain_http_answer) {
   // libevent stores SSL_get_error()'s code first, then OpenSSL's error queue, and hands them back
   // last first: the earliest queue entry, the root cause, is the one before the final value.
   std::vector<unsigned long> codes;
@@ -447,7 +451,7 @@ metrics::TlsFailure HandshakeFailure(bufferevent* bev, std::string* detail, bool
   if (ERR_GET_LIB(first) != ERR_LIB_SSL) return metrics::kTlsOther;
   switch (ERR_GET_REASON(first)) {
     case SSL_R_HTTP_REQUEST:
-      if (plain_http != nullptr) *plain_http = true;
+      if (!plain_http_answer.empty()) AnswerPlaintext(bev, plain_http_answer);
       return metrics::kTlsNotTls;
     case SSL_R_HTTPS_PROXY_REQUEST:
     case SSL_R_WRONG_VERSION_NUMBER:

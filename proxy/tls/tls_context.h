@@ -99,11 +99,9 @@ void HandshakeDetails(bufferevent* bev, metrics::TlsVersion* version, bool* resu
 // True if |bev| is a TLS bufferevent whose handshake has not finished.
 bool HandshakePending(bufferevent* bev);
 // After BEV_EVENT_ERROR on a TLS bufferevent: why, as a metric label, and OpenSSL's words for the
-// debug log; |plain_http| when the client spoke plain HTTP. Drains the bufferevent's error queue.
+// debug log. Drains the bufferevent's error queue. A server-side client that spoke plain HTTP is
+// sent |plain_http_answer| in plaintext (nothing went over TLS yet), best effort, then FIN.
 metrics::TlsFailure HandshakeFailure(bufferevent* bev, std::string* detail,
-                                     bool* plain_http = nullptr);
-// A client spoke plain HTTP to a TLS port: nothing was sent over TLS yet, so answer |response| in
-// plaintext on the socket itself (best effort, never blocking), then half-close.
-void AnswerPlaintext(bufferevent* bev, std::string_view response);
+                                     std::string_view plain_http_answer = {});
 
 }  // namespace wsgate::tls
