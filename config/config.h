@@ -257,6 +257,9 @@ struct PoolConfig {
   RebalanceConfig rebalance;
   bool close_on_unhealthy = false;  // close live connections (1001) when a backend turns unhealthy
   bool optional = false;  // the plain /readyz ignores this pool (/readyz?pool=NAME still asks)
+  // A backend leaving (drain, removal, unhealthy, rebalance, lost) moves its sessions to another
+  // backend while the client stays connected, instead of closing them.
+  bool migrate = false;
   PoolTlsConfig tls;
   PoolHttpConfig http;
   DiscoveryConfig discovery;

@@ -909,11 +909,11 @@ void Loader::LoadPools(const Value& v, std::vector<PoolConfig>* out) {
   }
   pool_names_complete_ = true;
   for (const Value& item : *items) {
-    const std::optional<Fields> fields =
-        ReadMapping(item,
-                    {"name", "balance", "backends", "sticky", "health_check", "outlier",
-                     "rebalance", "close_on_unhealthy", "tls", "http", "discovery", "optional"},
-                    false);
+    const std::optional<Fields> fields = ReadMapping(
+        item,
+        {"name", "balance", "backends", "sticky", "health_check", "outlier", "rebalance",
+         "close_on_unhealthy", "tls", "http", "discovery", "optional", "migrate"},
+        false);
     if (!fields) {
       pool_names_complete_ = false;
       continue;
@@ -975,6 +975,7 @@ void Loader::LoadPools(const Value& v, std::vector<PoolConfig>* out) {
       ReadBool(*x, &pool.close_on_unhealthy);
     }
     if (const Value* x = fields->Find("optional")) ReadBool(*x, &pool.optional);
+    if (const Value* x = fields->Find("migrate")) ReadBool(*x, &pool.migrate);
     if (const Value* x = fields->Find("tls")) LoadPoolTls(*x, &pool.tls);
     if (const Value* x = fields->Find("discovery")) LoadDiscovery(*x, &pool.discovery);
     if (const Value* backends = Require(*fields, "backends")) {

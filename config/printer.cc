@@ -116,6 +116,7 @@ YAML::Node Pool(const PoolConfig& p) {
   r["rate"] = std::to_string(static_cast<uint64_t>(p.rebalance.rate)) + "/s";
   n["close_on_unhealthy"] = Bool(p.close_on_unhealthy);
   n["optional"] = Bool(p.optional);
+  n["migrate"] = Bool(p.migrate);
   n["http"]["max_idle_connections"] = Int(p.http.max_idle_connections);
   if (p.discovery.enabled) {  // the section's presence is what enables it
     YAML::Node d = n["discovery"];

@@ -4,7 +4,9 @@
 //   bit 0 = 0: the rest is a Sec-WebSocket-Extensions value (and one element of it).
 //     * ParseDeflateResponse either fails with a reason or gives window bits in 8..15, and
 //       parameters printed back from its result parse to the same result;
-//     * StripDeflateOffers leaves no deflate element, keeps the others, and is idempotent.
+//     * StripDeflateOffers leaves no deflate element, keeps the others, and is idempotent;
+//     * RequireClientNoContextTakeover on a 101 answering it adds exactly that parameter, and
+//       a valid answer without it still parses, now with it.
 //   bit 0 = 1: the rest is one compressed message; bits 1-3 pick the window (8..15), bit 4
 //     context takeover, bits 5-6 the limit profile.
 //     * the count is the same however the message is split into feeds;
@@ -44,6 +46,23 @@ void FuzzExtensions(std::string_view value) {
                again.client_no_context_takeover == params.client_no_context_takeover &&
                again.server_max_window_bits == params.server_max_window_bits &&
                again.client_max_window_bits == params.client_max_window_bits);
+  }
+  // A 101 answering |value|: the rewrite adds client_no_context_takeover to that answer alone.
+  std::string head = "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Extensions: ";
+  head.append(value).append("\r\n\r\n");
+  std::string required = wsgate::http::RequireClientNoContextTakeover(head);
+  FUZZ_CHECK(required.size() <=
+             head.size() + std::string_view("; client_no_context_takeover").size());
+  FUZZ_CHECK(required.find("; client_no_context_takeover\r\n") != std::string::npos);
+  FUZZ_CHECK(required.compare(required.size() - 4, 4, "\r\n\r\n") == 0);
+  if (error.empty() && !params.client_no_context_takeover &&
+      value.find_first_of("\r\n") == std::string_view::npos) {
+    size_t start = head.find(": ") + 2;
+    std::string_view answer(required.data() + start, required.size() - start - 4);
+    wsgate::http::DeflateParams forced;
+    FUZZ_CHECK(wsgate::http::ParseDeflateResponse(answer, &forced).empty());
+    FUZZ_CHECK(forced.client_no_context_takeover);
+    FUZZ_CHECK(forced.server_max_window_bits == params.server_max_window_bits);
   }
   std::string stripped = wsgate::http::StripDeflateOffers(value);
   FUZZ_CHECK(wsgate::http::StripDeflateOffers(stripped) == stripped);

@@ -118,6 +118,31 @@ WSGATE_LABELLED_ENUM(ReloadResult, kReloadResults, kReloadResultLabels, WSGATE_R
   X(kAdminRefusedFetchSite, "fetch_site")
 WSGATE_LABELLED_ENUM(AdminRefusal, kAdminRefusals, kAdminRefusalLabels, WSGATE_ADMIN_REFUSALS);
 
+// Why a session moved to another backend (pools[].migrate): its backend was drained through the
+// admin API, removed (reload or discovery), turned unhealthy, held more than its share after a
+// pool grew, or was lost (closed or reset without a close frame).
+#define WSGATE_MIGRATION_REASONS(X) \
+  X(kMoveDrain, "drain")            \
+  X(kMoveRemoved, "removed")        \
+  X(kMoveUnhealthy, "unhealthy")    \
+  X(kMoveRebalance, "rebalance")    \
+  X(kMoveBackendLost, "backend-lost")
+WSGATE_LABELLED_ENUM(MigrationReason, kMigrationReasons, kMigrationReasonLabels,
+                     WSGATE_MIGRATION_REASONS);
+
+// How a move ended: moved; refused: the new backend did not answer a 101 with the same
+// subprotocol and extensions; no_backend: no other backend could be reached; aborted: the session
+// ended, or the old backend cut a message short, during the move; unsupported: the session
+// cannot move (permessage-deflate with client context takeover).
+#define WSGATE_MIGRATION_RESULTS(X) \
+  X(kMoved, "moved")                \
+  X(kMoveRefused, "refused")        \
+  X(kMoveNoBackend, "no_backend")   \
+  X(kMoveAborted, "aborted")        \
+  X(kMoveUnsupported, "unsupported")
+WSGATE_LABELLED_ENUM(MigrationResult, kMigrationResults, kMigrationResultLabels,
+                     WSGATE_MIGRATION_RESULTS);
+
 // Close codes folded into bounded labels, in the order of CloseCodeSlot().
 inline constexpr std::array<std::string_view, 18> kCloseCodeLabels = {
     "1000", "1001", "1002", "1003", "1005", "1006", "1007", "1008", "1009",
@@ -178,6 +203,12 @@ constexpr FamilySpec Declare(std::string_view name, Type type, std::string_view 
     kDirectionLabels, "pool", "direction")                                                        \
   X(kClosesTotal, "wsgate_closes_total", kCounter, "Closed WebSocket connections by close code.", \
     kCloseCodeLabels, "pool", "initiator", "code")                                                \
+  X(kMigrationsTotal, "wsgate_migrations_total", kCounter,                                        \
+    "Sessions moved (or not) to another backend, by reason and result.", kMigrationResultLabels,  \
+    "pool", "reason", "result")                                                                   \
+  X(kMigrationPauseSeconds, "wsgate_migration_pause_seconds", kHistogram,                         \
+    "How long a moved session held the client's messages (the pause the client sees).",           \
+    kNotIndexed, "pool")                                                                          \
   X(kBackendUp, "wsgate_backend_up", kGauge, "1 if the backend takes new connections.",           \
     kNotIndexed, "pool", "backend")                                                               \
   X(kBackendConnectFailuresTotal, "wsgate_backend_connect_failures_total", kCounter,              \

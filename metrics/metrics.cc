@@ -121,7 +121,8 @@ std::vector<uint64_t> Histogram::Counts() const {
 PoolMetrics::PoolMetrics()
     : handshake_duration(&kHandshakeBuckets),
       connection_duration(&kConnectionBuckets),
-      http_request_duration(&kHttpRequestBuckets) {}
+      http_request_duration(&kHttpRequestBuckets),
+      migration_pause(&kHandshakeBuckets) {}
 
 size_t CloseCodeSlot(uint16_t code) {
   if (code >= 1000 && code <= 1003) return code - 1000;
@@ -208,6 +209,18 @@ void Registry::Collect(std::vector<MetricFamily>* out) const {
     for (size_t d = 0; d < kDirections; ++d) {
       AddIndexed<kFramesTotal>(families, m->frames[d], pool, kDirectionLabels[d]);
     }
+    for (size_t r = 0; r < kMigrationReasons; ++r) {
+      for (size_t x = 0; x < kMigrationResults; ++x) {
+        uint64_t value = m->migrations[r][x].Get();
+        if (value == 0) continue;  // only pools that move sessions, and what happened
+        ClientMetric metric =
+            Series<kMigrationsTotal>(pool, kMigrationReasonLabels[r], kMigrationResultLabels[x]);
+        metric.counter.value = static_cast<double>(value);
+        families[kMigrationsTotal].metric.push_back(std::move(metric));
+      }
+    }
+    AddHistogram(families[kMigrationPauseSeconds], m->migration_pause,
+                 Series<kMigrationPauseSeconds>(pool));
     for (size_t i = 0; i < kInitiators; ++i) {
       for (size_t c = 0; c < kCloseCodeLabels.size(); ++c) {
         uint64_t value = m->closes[i][c].Get();

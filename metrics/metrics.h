@@ -83,6 +83,9 @@ struct PoolMetrics {
   // Plain HTTP requests by the status answered (HttpStatusSlot), and their duration.
   std::array<Counter, 501> http_requests;
   Histogram http_request_duration;
+  // Session moves (pools[].migrate), by reason and result, and the pause each moved one caused.
+  std::array<std::array<Counter, kMigrationResults>, kMigrationReasons> migrations;
+  Histogram migration_pause;
 };
 
 // Index of an HTTP status in PoolMetrics::http_requests: 100..599, and 500 for anything else

@@ -81,7 +81,7 @@ std::string AccessLog::FormatText(const AccessRecord& r) {
           " bytes_in=" + std::to_string(r.bytes_in) + " bytes_out=" + std::to_string(r.bytes_out) +
           " msgs_in=" + std::to_string(r.messages_in) +
           " msgs_out=" + std::to_string(r.messages_out) +
-          " pushed=" + std::to_string(r.messages_pushed) +
+          " pushed=" + std::to_string(r.messages_pushed) + " moves=" + std::to_string(r.moves) +
           " close_code=" + std::to_string(r.close_code) +
           " closed_by=" + OrDash(ClosedByName(r.closed_by)) + " reason=" + log::Quoted(r.reason);
   return line;
@@ -111,6 +111,7 @@ std::string AccessLog::FormatJson(const AccessRecord& r) {
   line += ",\"msgs_in\":" + std::to_string(r.messages_in);
   line += ",\"msgs_out\":" + std::to_string(r.messages_out);
   line += ",\"pushed\":" + std::to_string(r.messages_pushed);
+  line += ",\"moves\":" + std::to_string(r.moves);
   line += ",\"close_code\":" + std::to_string(r.close_code);
   line += ",\"closed_by\":" + JsonOrNull(ClosedByName(r.closed_by));
   line += ",\"reason\":" + JsonString(r.reason) + "}";

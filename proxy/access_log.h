@@ -41,6 +41,7 @@ struct AccessRecord {
   uint64_t messages_in = 0;
   uint64_t messages_out = 0;     // backend messages and pushes: everything the client was sent
   uint64_t messages_pushed = 0;  // of messages_out, inserted by the connections API
+  uint32_t moves = 0;            // times the session moved to another backend (pools[].migrate)
   uint16_t close_code = 0;
   ClosedBy closed_by = ClosedBy::kUndecided;
   std::string reason;

@@ -231,6 +231,8 @@ class BackendAttempts {
   // it, with *status and *reason set as NoBackendStatus says.
   BackendLease Next(Pool& pool, PickRequest& pick, int preferred, uint32_t retries, int* status,
                     const char** reason);
+  // Never pick backend |index| (the one a moving session leaves); not counted as a try.
+  void Exclude(size_t index) { tried_[index] = true; }
   void Failed(bool timed_out) {
     if (!timed_out) all_timed_out_ = false;
   }

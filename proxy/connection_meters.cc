@@ -61,6 +61,19 @@ metrics::PoolMetrics& ConnectionMeters::Upgraded(const std::string& pool,
   return *pool_;
 }
 
+void ConnectionMeters::CountMove(metrics::MigrationReason reason, metrics::MigrationResult result) {
+  if (pool_ != nullptr) pool_->migrations[reason][result].Add();
+}
+
+void ConnectionMeters::Moved(const std::string& pool, const std::string& backend,
+                             std::chrono::steady_clock::duration pause) {
+  if (pool_ == nullptr) return;
+  pool_->migration_pause.Observe(std::chrono::duration<double>(pause).count());
+  connections_->active.Add(-1);
+  connections_ = &metrics_.Connections(listener_, pool, backend);
+  connections_->active.Add(1);
+}
+
 void ConnectionMeters::Finished(const AccessRecord& record) {
   if (connections_ == nullptr) return;
   connections_->active.Add(-1);

@@ -34,6 +34,11 @@ class ConnectionMeters {
   // |started_at| and the connection as active. Returns the pool's block for the tunnel.
   metrics::PoolMetrics& Upgraded(const std::string& pool, const std::string& backend,
                                  std::chrono::steady_clock::time_point started_at);
+  // A move to another backend (pools[].migrate) ended with |result|.
+  void CountMove(metrics::MigrationReason reason, metrics::MigrationResult result);
+  // It moved: now active on |backend| of |pool|, after holding the client's messages |pause|.
+  void Moved(const std::string& pool, const std::string& backend,
+             std::chrono::steady_clock::duration pause);
   // The connection ended: no longer active, its duration, and its close by initiator and code.
   // Nothing for a connection that never upgraded.
   void Finished(const AccessRecord& record);

@@ -131,7 +131,9 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
       return Result::kDrained;
     }
     if (stop_requested_ && !holding_ && sink != nullptr) return Result::kStopped;
-    if (stop_at_message_ && sink != nullptr && !sequencer_.in_message()) {
+    // Also without a sink: a session moving off a lost backend drops the rest of the message
+    // that was going to it, then holds the next one for the new backend.
+    if (stop_at_message_ && !sequencer_.in_message()) {
       stop_at_message_ = false;
       return Result::kMessageBoundary;
     }
@@ -214,6 +216,11 @@ FramePipe::Result FramePipe::Pump(evbuffer* source, evbuffer* sink, size_t high_
                                         : static_cast<uint16_t>(ws::kNoStatus);
       if (payload_length > 2) {
         close_reason_.assign(reinterpret_cast<const char*>(payload + 2), payload_length - 2);
+      }
+      if (swallow_close_) {
+        evbuffer_drain(source, total);
+        close_relayed_ = true;
+        return Result::kCloseRelayed;
       }
     }
     if (sink != nullptr) {

@@ -84,6 +84,19 @@ class FramePipe {
   bool at_message_boundary() const { return remaining_ == 0 && !sequencer_.in_message(); }
   bool close_relayed() const { return close_relayed_; }
 
+  // Moving a session to another backend (issue 19). Swallow the source's close frame: it is
+  // parsed and reported (kCloseRelayed) but never reaches the sink, so the client never sees
+  // the old backend's close reply.
+  void SwallowClose() { swallow_close_ = true; }
+  // The source or the sink is now another socket: forget the close that passed and any stop
+  // requested, keeping the counters and the message sequencing (the caller is at a message
+  // boundary, where the new peer starts).
+  void ContinueWithNewPeer() {
+    close_relayed_ = swallow_close_ = stop_requested_ = stop_at_message_ = false;
+    close_code_ = 0;
+    close_reason_.clear();
+  }
+
   // Kernel splicing of a data frame's payload tail, past both evbuffers. Bytes of the current
   // frame not yet moved by Pump(); 0 between frames and for close frames, which are parsed.
   // A frame being inflated is never spliced: its bytes must be seen.
@@ -127,6 +140,7 @@ class FramePipe {
   bool stop_requested_ = false;
   bool stop_at_message_ = false;
   bool close_relayed_ = false;
+  bool swallow_close_ = false;
   uint16_t violation_code_ = 0;
   uint16_t close_code_ = 0;
   std::string close_reason_;

@@ -407,11 +407,14 @@ void Server::SyncHealthChecks() {
 
 void Server::OnHealthChange(Backend& backend) {
   const config::PoolConfig* config = PoolConfigOf(backend.pool);
-  if (backend.healthy || config == nullptr || !config->close_on_unhealthy) return;
+  if (backend.healthy || config == nullptr || !(config->close_on_unhealthy || config->migrate)) {
+    return;
+  }
   const Backend* target = &backend;  // compared, never dereferenced by the workers
-  ForEachWorker([target](Worker& worker) {
-    worker.GoAwayBackend(target, ws::kGoingAway, "backend unhealthy");
-  });
+  bool move = config->migrate;
+  bool close = config->close_on_unhealthy;
+  ForEachWorker(
+      [target, move, close](Worker& worker) { worker.LeaveUnhealthyBackend(target, move, close); });
 }
 
 // ---------------------------------------------------------------------------------------------

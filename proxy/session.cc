@@ -207,6 +207,10 @@ void Session::OnClientEvent(short what) {
 void Session::ConnectUpstream() {
   state_ = State::kUpstream;
   if (timer_) event_del(timer_.get());  // the attempt times each try
+  if (pool_config().migrate) {
+    handshake_->resume_request = handshake_->upstream_request;
+    handshake_->resume_accept = handshake_->expected_accept;
+  }
   handshake_->attempt = std::make_unique<UpgradeAttempt>(
       static_cast<UpgradeAttemptOwner&>(*this), context_.loop.base(), config(), upstream_, client_,
       backend_, chosen_backend_, std::move(handshake_->upstream_request),
@@ -256,6 +260,7 @@ void Session::StartTunnel(const http::UpstreamVerdict& negotiated) {
       meters_.Upgraded(pool().name, chosen_backend_->address, started_at_);
   tunnel_ = std::make_unique<Tunnel>(static_cast<TunnelOwner&>(*this), context_.loop.base(),
                                      config(), client_, backend_, negotiated);
+  if (pool_config().migrate) KeepForMoves(negotiated);
   // Long-lived connections hold none of the handshake; deferred, as its attempt is on the stack.
   context_.loop.DeferDelete(std::move(handshake_));
   RegisterConnection();  // again: now with the subprotocol
@@ -338,6 +343,7 @@ AccessRecord Session::MakeAccessRecord(bool interim) const {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count();
   r.closed_by = closed_by_;
   r.reason = reason_;
+  if (resume_) r.moves = resume_->moves;
   if (tunnel_) {
     tunnel_->Describe(r);
   } else if (handshake_) {  // pushes queued during the upgrade, then dropped with it
@@ -358,6 +364,7 @@ void Session::MaybeLogInterim(std::chrono::steady_clock::duration interval) {
 void Session::DropBackend() {
   if (handshake_ && handshake_->attempt) handshake_->attempt->Stop();
   backend_.Close();
+  if (resume_) resume_->other.Close();
   if (!chosen_backend_) return;
   last_backend_ = chosen_backend_->address;
   chosen_backend_.Release();
@@ -371,6 +378,7 @@ void Session::Finish(ClosedBy closed_by) {
   if (http_) http_->Stop();
   if (tunnel_) tunnel_->Stop();
   if (lingering_) lingering_->Stop();
+  if (moving()) EndMove(metrics::kMoveAborted);
   DropBackend();
   client_.Close();
   if (timer_) event_del(timer_.get());

@@ -26,6 +26,7 @@
 #include "proxy/access_log.h"
 #include "proxy/admission.h"
 #include "proxy/backend_connection_pool.h"
+#include "proxy/backend_move.h"
 #include "proxy/balancer.h"
 #include "proxy/client_handshake.h"
 #include "proxy/connection_meters.h"
@@ -53,7 +54,8 @@ class Session final : public Deferrable,
                       public HttpForwarderOwner,
                       private TunnelOwner,
                       private UpgradeAttemptOwner,
-                      private LingeringCloseOwner {
+                      private LingeringCloseOwner,
+                      private BackendMoveOwner {
  public:
   // Take ownership of the accepted socket |fd|.
   Session(SessionContext& context, evutil_socket_t fd, const sockaddr* peer,
@@ -95,6 +97,17 @@ class Session final : public Deferrable,
   // |code| and the backend 1001, each at a frame boundary, and wait up to timeouts.close for the
   // close handshakes. A session still in its handshake is answered 503.
   void GoAway(uint16_t code, const std::string& reason);
+
+  // Move to another backend of the pool while the client stays connected (pools[].migrate;
+  // session_move.cc). False if this session cannot move now (not such a pool, not spliced,
+  // closing, already moving, or a negotiated extension that cannot move).
+  bool Migrate(metrics::MigrationReason reason);
+  bool moving() const { return resume_ && resume_->move; }
+  // Whether Migrate may be worth calling now (it may still decline).
+  bool may_move() const {
+    return state_ == State::kSpliced && resume_ && !resume_->move &&
+           !resume_->unsupported_counted && !going_away_ && !tunnel_->closing();
+  }
 
   // --- Connections API (docs/connections-api.md); the owning loop's thread only. Each returns
   // the HTTP status to answer.
@@ -155,6 +168,13 @@ class Session final : public Deferrable,
   void StartTunnel(const http::UpstreamVerdict& negotiated);
   void OnTunnelEnded() override;
   std::string ClientText() const override { return peer_text(); }
+  // Moving (session_move.cc).
+  void KeepForMoves(const http::UpstreamVerdict& negotiated);
+  bool OnBackendLost() override;
+  void OnMoveUpgraded() override;
+  void OnMoveFailed(metrics::MigrationResult result, const std::string& why) override;
+  void OnBackendReplaced(std::chrono::steady_clock::duration pause) override;
+  void EndMove(metrics::MigrationResult result);
   void OnClientWritable();
   void RegisterConnection();
   void UnregisterConnection();
@@ -191,8 +211,8 @@ class Session final : public Deferrable,
   std::string peer_text() const;
 
   Endpoint client_;
-  Endpoint backend_;
-  EventPtr timer_;  // the handshake's deadlines; the tunnel has its own
+  Endpoint backend_;  // the first backend's socket (moves alternate with Resume::other)
+  EventPtr timer_;    // the handshake's deadlines; the tunnel has its own
 
   // What only the handshake needs. Freed once spliced, so a long-lived connection carries none
   // of it; present in every state before that.
@@ -201,6 +221,9 @@ class Session final : public Deferrable,
     ClientHandshake request;
     std::string upstream_request;
     std::string expected_accept;
+    // migrate pools: copies of the two above, replayed on a move.
+    std::string resume_request;
+    std::string resume_accept;
     std::unique_ptr<HookCall> auth_call;
     std::string auth_cache_key;
     PushQueue pushes;  // from the connections API during the upgrade: sent after the 101
@@ -214,6 +237,19 @@ class Session final : public Deferrable,
   bool served_http_ = false;  // its requests have their own access lines
 
   std::unique_ptr<Tunnel> tunnel_;  // once spliced; freed with the session, never before
+
+  // pools[].migrate: what moving needs, kept from the 101 on (other pools carry none of it).
+  struct Resume {
+    std::string request;  // the upgrade request the first backend got
+    std::string expected_accept;
+    ResumeTerms terms;
+    uint32_t moves = 0;
+    bool unsupported_counted = false;
+    Endpoint other;                     // the backend socket slot the tunnel is not using
+    bool on_other = false;              // the tunnel uses |other|, and |backend_| is free
+    std::unique_ptr<BackendMove> move;  // while moving
+  };
+  std::unique_ptr<Resume> resume_;
   bool going_away_ = false;
 
   bool registered_ = false;  // in the connections API's directory

@@ -117,37 +117,40 @@ void Tunnel::Describe(AccessRecord& record) const {
   record.reason = close_.reason;
 }
 
+void Tunnel::Attach(Side side) {
+  size_t high = high_watermark();
+  Endpoint& e = socket(side);
+  const DirectSocket::Callbacks* direct_callbacks = side == Side::kClient
+                                                        ? &TunnelCallbacks::kDirect<Side::kClient>
+                                                        : &TunnelCallbacks::kDirect<Side::kBackend>;
+  // A backend connection was direct from the start; a client moves to it now.
+  if (e.plain_tcp && e.direct.open()) e.direct.SetCallbacks(direct_callbacks, this);
+  if (e.plain_tcp && (e.direct.open() || e.direct.TakeOver(e.bev, direct_callbacks, this))) {
+    e.direct.SetReadLimit(high);
+    e.direct.WatchWritable(high / 2);
+    e.direct.SetReading(true);
+    e.direct.Flush();  // the 101 head, or the upgrade request's tail
+    return;
+  }
+  if (side == Side::kClient) {
+    bufferevent_setcb(e.bev.get(), &TunnelCallbacks::Read<Side::kClient>,
+                      &TunnelCallbacks::Write<Side::kClient>,
+                      &TunnelCallbacks::Event<Side::kClient>, this);
+  } else {
+    bufferevent_setcb(e.bev.get(), &TunnelCallbacks::Read<Side::kBackend>,
+                      &TunnelCallbacks::Write<Side::kBackend>,
+                      &TunnelCallbacks::Event<Side::kBackend>, this);
+  }
+  bufferevent_setwatermark(e.bev.get(), EV_READ, 0, high);
+  // The write callback fires once the output has drained below half: resume the peer then.
+  bufferevent_setwatermark(e.bev.get(), EV_WRITE, high / 2, 0);
+  bufferevent_enable(e.bev.get(), EV_READ);
+}
+
 void Tunnel::Start(metrics::PoolMetrics* pool_metrics, PushQueue pushes) {
   pushes_ = std::move(pushes);
-  size_t high = high_watermark();
-  for (Side side : {Side::kClient, Side::kBackend}) {
-    Endpoint& e = socket(side);
-    const DirectSocket::Callbacks* direct_callbacks =
-        side == Side::kClient ? &TunnelCallbacks::kDirect<Side::kClient>
-                              : &TunnelCallbacks::kDirect<Side::kBackend>;
-    // A backend connection was direct from the start; a client moves to it now.
-    if (e.plain_tcp && e.direct.open()) e.direct.SetCallbacks(direct_callbacks, this);
-    if (e.plain_tcp && (e.direct.open() || e.direct.TakeOver(e.bev, direct_callbacks, this))) {
-      e.direct.SetReadLimit(high);
-      e.direct.WatchWritable(high / 2);
-      e.direct.SetReading(true);
-      e.direct.Flush();  // the 101 head, or the upgrade request's tail
-      continue;
-    }
-    if (side == Side::kClient) {
-      bufferevent_setcb(e.bev.get(), &TunnelCallbacks::Read<Side::kClient>,
-                        &TunnelCallbacks::Write<Side::kClient>,
-                        &TunnelCallbacks::Event<Side::kClient>, this);
-    } else {
-      bufferevent_setcb(e.bev.get(), &TunnelCallbacks::Read<Side::kBackend>,
-                        &TunnelCallbacks::Write<Side::kBackend>,
-                        &TunnelCallbacks::Event<Side::kBackend>, this);
-    }
-    bufferevent_setwatermark(e.bev.get(), EV_READ, 0, high);
-    // The write callback fires once the output has drained below half: resume the peer then.
-    bufferevent_setwatermark(e.bev.get(), EV_WRITE, high / 2, 0);
-    bufferevent_enable(e.bev.get(), EV_READ);
-  }
+  Attach(Side::kClient);
+  Attach(Side::kBackend);
   if (pool_metrics != nullptr) {
     client_to_backend_.set_metrics(pool_metrics, metrics::kClientToBackend);
     backend_to_client_.set_metrics(pool_metrics, metrics::kBackendToClient);
@@ -174,6 +177,7 @@ void Tunnel::Stop() {
   for (EventPtr* timer : {&timer_, &ping_timer_, &throttle_timer_}) {
     if (*timer) event_del(timer->get());
   }
+  if (move_ && move_->step) event_del(move_->step.get());
   client_.splice.reset();
   backend_.splice.reset();
 }
@@ -234,6 +238,10 @@ void Tunnel::Pump(Side from) {
   if (from == Side::kClient && evbuffer_get_length(input) > 0) NoteClientAlive(last_activity_);
   FramePipe& pipe = pipe_from(from);
   while (true) {
+    if (move_ && from == Side::kClient && pipe.at_message_boundary()) {
+      OnClientHeld();  // the rest waits for the new backend
+      return;
+    }
     bool deliver = out.open() && !sink.close_sent();
     evbuffer* output = deliver ? out.output() : nullptr;
     size_t limit = flush_all_ ? SIZE_MAX : high_watermark();
@@ -254,6 +262,12 @@ void Tunnel::Pump(Side from) {
         continue;  // the sink got its close: further frames are parsed and dropped
       case FramePipe::Result::kCloseRelayed:
         source.in = Inbound::kCloseReceived;
+        if (move_ && move_->retired && from == Side::kBackend) {
+          move_->old_done = true;  // its close reply, swallowed: the client never sees it
+          ScheduleMoveStep();
+          return;
+        }
+        DropMove();  // a close of its own: the connection ends as usual
         if (deliver) sink.out = Outbound::kCloseSent;
         close_.Decide(pipe.close_code(),
                       from == Side::kClient ? ClosedBy::kClient : ClosedBy::kBackend,
@@ -501,6 +515,13 @@ void Tunnel::OnPingTimer() {
 
 void Tunnel::GoAway(uint16_t code, const std::string& reason) {
   if (ended_ || closing_) return;  // a close handshake is under way and bounded by its timer
+  if (move_ && move_->retired) {
+    // The old backend is already told to go and the new one is ready: close after the swap.
+    move_->deferred_close =
+        std::make_unique<CloseDecision>(CloseDecision{code, ClosedBy::kProxy, reason});
+    return;
+  }
+  DropMove();
   close_.Decide(code, ClosedBy::kProxy, reason);
   // Deliver everything already read from either side before the close frames (no message that
   // wsgate accepted is lost); a frame still arriving is finished first (InsertClose waits).
@@ -529,6 +550,11 @@ int Tunnel::Push(evbuffer* payload, bool text) {
 
 int Tunnel::CloseByApi(uint16_t code, const std::string& reason) {
   if (closing_) return 410;
+  if (move_ && move_->retired) {
+    move_->deferred_close =
+        std::make_unique<CloseDecision>(CloseDecision{code, ClosedBy::kApi, reason});
+    return 200;
+  }
   close_ = CloseDecision{code, ClosedBy::kApi, reason};
   InsertClose(Side::kClient, code, reason);
   if (!ended_) InsertClose(Side::kBackend, code, reason);
@@ -542,6 +568,7 @@ void Tunnel::FlushPushed() {
 }
 
 void Tunnel::InsertClose(Side to, uint16_t code, const std::string& reason) {
+  DropMove();  // closing for another reason
   Peer& p = peer(to);
   if (!p.socket->open() || p.out != Outbound::kOpen) return;
   closing_ = true;
@@ -561,15 +588,19 @@ void Tunnel::FlushPendingClose(Side to) {
   if (!p.socket->open() || p.out != Outbound::kCloseQueued) return;
   // API messages already answered 200 go out first, unless a backend message is still open.
   if (to == Side::kClient && backend_to_client_.at_message_boundary()) FlushPushed();
+  WriteClose(to, p.queued_close->code, p.queued_close->reason);
+  p.queued_close.reset();
+  CloseIfDone(to);
+}
+
+void Tunnel::WriteClose(Side to, uint16_t code, const std::string& reason) {
+  Peer& p = peer(to);
   uint8_t mask[4];
   bool masked = to == Side::kBackend;  // RFC 6455 §5.3: frames towards a server are masked
   if (masked && !SecureRandom(mask, sizeof(mask))) std::memset(mask, 0x5a, sizeof(mask));
-  std::string frame =
-      ws::BuildCloseFrame(p.queued_close->code, p.queued_close->reason, masked ? mask : nullptr);
+  std::string frame = ws::BuildCloseFrame(code, reason, masked ? mask : nullptr);
   p.socket->Write(frame.data(), frame.size());
   p.out = Outbound::kCloseSent;
-  p.queued_close.reset();
-  CloseIfDone(to);
 }
 
 void Tunnel::CloseIfDone(Side side) {
@@ -586,6 +617,22 @@ void Tunnel::CloseSocket(Side side) {
 void Tunnel::OnPeerGone(Side gone, bool clean) {
   Peer& g = peer(gone);
   if (g.splice) SpliceToOutput(gone);
+  if (gone == Side::kClient && move_) {
+    // What the client sent before leaving goes to the old backend if it still can take it.
+    bool old_usable = backend_.socket->open() && backend_.out == Outbound::kOpen;
+    DropMove();
+    if (old_usable) Pump(Side::kClient);
+    if (ended_) return;
+  }
+  if (gone == Side::kBackend && !closing_ &&
+      (move_ || (!g.close_received() && client_.socket->open() && client_.out == Outbound::kOpen &&
+                 backend_to_client_.at_message_boundary() && owner_.OnBackendLost() && move_))) {
+    // Lost, or leaving during a move: the session carries on with the new backend.
+    CloseSocket(gone);
+    move_->retired = move_->old_done = true;
+    ScheduleMoveStep();
+    return;
+  }
   if (clean && g.socket->open() && g.socket->flushing_to_close()) {
     // It half-closed while our last bytes to it (its close reply, relayed in the same loop pass
     // as its deferred EOF) are still queued: they go out, then the socket closes.

@@ -8,10 +8,11 @@
 //
 // What each side has seen is one explicit state per direction (Outbound, Inbound) rather than
 // independent flags, so an impossible combination cannot be represented. The backend side is a
-// pointer with its own Peer state: moving a session to another backend (issue 19) is meant to
-// wait until both pipes are at a message boundary (StopAtMessageBoundary), then point backend_
-// at the new Endpoint with a fresh Peer and restart both pipes' framing (a new 101 may negotiate
-// other extensions) while their counters, the client side, pushes and timers carry on.
+// pointer with its own Peer state, so a session can move to another backend (pools[].migrate,
+// tunnel_move.cc): the client's messages are held from a message boundary on, the old backend
+// is closed after the last message meant for it and relayed until its close reply, then the
+// backend side points at the new Endpoint with a fresh Peer, and both pipes carry on (counters,
+// the client side, pushes and timers are untouched).
 #pragma once
 
 #include <event2/buffer.h>
@@ -56,6 +57,12 @@ class TunnelOwner {
   virtual void OnTunnelEnded() = 0;
   // "address:port" of the client, for log lines.
   virtual std::string ClientText() const = 0;
+  // A move (Tunnel::BeginMove) is over: the backend side is now the endpoint given to
+  // ReplaceBackend; the client's messages were held for |pause|.
+  virtual void OnBackendReplaced(std::chrono::steady_clock::duration pause) = 0;
+  // The backend closed or reset without a close frame, between two of its messages. Return true
+  // after calling BeginMove to move the session instead of closing the client with 1014.
+  virtual bool OnBackendLost() = 0;
 
  protected:
   ~TunnelOwner() = default;
@@ -91,6 +98,22 @@ class Tunnel {
   int Push(evbuffer* payload, bool text);
   // Connections API: close both sides with |code| and |reason|. 200, or 410 if closing.
   int CloseByApi(uint16_t code, const std::string& reason);
+
+  // --- Moving the backend side (tunnel_move.cc). The owner opens the new backend's connection.
+  // Hold the client's messages from the next message boundary on (reading pauses once the input
+  // holds the write watermark). False when the tunnel is closing or already moving.
+  bool BeginMove();
+  // |next| answered its 101 (the owner checked the subprotocol and extensions). Once the client's
+  // messages are held, the old backend gets close 1001 after the last message meant for it; its
+  // messages until its close reply still reach the client (the reply does not), for at most
+  // timeouts.close. Then |next| becomes the backend side, the held messages go to it, and the
+  // owner hears OnBackendReplaced. If the old backend cut a message to the client short, the
+  // client is closed (1014, or without a close frame inside a frame) and the move ends there.
+  void ReplaceBackend(Endpoint& next);
+  // The new backend could not take the session: stop holding. With the old backend still
+  // usable the tunnel carries on with it; without one the client is closed with 1014.
+  void CancelMove();
+  bool moving() const { return move_ != nullptr; }
 
   bool closing() const { return closing_; }
   const CloseDecision& close() const { return close_; }
@@ -178,6 +201,18 @@ class Tunnel {
   // Let |from| splice up to the rest of its frame (|frame_left| bytes), as the pipe holds.
   void SpliceMore(Side from, uint64_t frame_left);
 
+  // Moving (tunnel_move.cc). Every step runs from the move's own event, never inside a pump.
+  void Attach(Side side);  // take over |side|'s socket callbacks and watermarks
+  void WriteClose(Side to, uint16_t code, const std::string& reason);
+  void ScheduleMoveStep();
+  void OnMoveStep();
+  void OnClientHeld();
+  void RetireOldBackend();
+  void SwapBackend();
+  void EndFailedMove();
+  // The tunnel closes for another reason while moving: the move is dropped (the owner notices).
+  void DropMove();
+
   void ArmTimer(config::Duration after);
   void StartClosingTimer();
   void OnTimer();
@@ -194,9 +229,22 @@ class Tunnel {
   FramePipe backend_to_client_;
   PushQueue pushes_;
   CloseDecision close_;
-  EventPtr timer_;           // idle timeout, then the close handshake's deadline
-  EventPtr ping_timer_;      // keepalive (timeouts.ping_interval); made only when enabled
-  EventPtr throttle_timer_;  // resumes a client paused by rate_action: throttle (first use)
+  struct Move {
+    Endpoint* next = nullptr;  // the new backend, upgraded
+    bool held = false;         // the client's messages are held at a message boundary
+    bool retired = false;      // the old backend was sent its close (or was gone)
+    bool old_done = false;     // its close reply came, it is gone, or its time ran out
+    bool cancelled = false;
+    std::chrono::steady_clock::time_point held_since{};
+    std::chrono::steady_clock::time_point retire_deadline{};
+    EventPtr step;  // runs OnMoveStep: at once when scheduled, or at retire_deadline
+    // GoAway or CloseByApi arrived once the old backend was retired: done after the swap.
+    std::unique_ptr<CloseDecision> deferred_close;
+  };
+  std::unique_ptr<Move> move_;  // while moving; an unmoved tunnel carries none of it
+  EventPtr timer_;              // idle timeout, then the close handshake's deadline
+  EventPtr ping_timer_;         // keepalive (timeouts.ping_interval); made only when enabled
+  EventPtr throttle_timer_;     // resumes a client paused by rate_action: throttle (first use)
   std::chrono::steady_clock::time_point last_activity_;
   std::chrono::steady_clock::time_point last_client_data_;
   bool ping_outstanding_ = false;

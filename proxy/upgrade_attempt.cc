@@ -5,6 +5,7 @@
 
 #include "proxy/core/event_loop.h"
 #include "proxy/core/log.h"
+#include "proxy/http/extensions.h"
 #include "proxy/sticky_balancer.h"
 #include "proxy/tls/tls_context.h"
 #include "proxy/upstream.h"
@@ -213,7 +214,13 @@ void UpgradeAttempt::HandleResponseHead() {
     placement_.ReportOutcome(*lease_, true);
     // Read before the head moves on: |response| views the backend's input.
     std::string subprotocol(response.Field("sec-websocket-protocol"));
-    RelayUpgradedHead();
+    // pools[].migrate: the client compresses each message on its own, so any backend of the
+    // pool can inflate what it sends after a move (RFC 7692 lets the answer require it).
+    bool require_no_context = placement_.pool_config().migrate && verdict.permessage_deflate &&
+                              !verdict.deflate.client_no_context_takeover &&
+                              !verdict.other_extension;
+    if (require_no_context) verdict.deflate.client_no_context_takeover = true;
+    RelayUpgradedHead(require_no_context);
     Report();
     owner_.OnUpgradeAccepted(verdict, subprotocol);
     return;
@@ -225,26 +232,36 @@ void UpgradeAttempt::HandleResponseHead() {
     return;
   }
   placement_.ReportOutcome(*lease_, false);
+  if (resuming_) {
+    Report();
+    owner_.OnUpgradeRefused(response_parser_.status_code(), verdict.reason);
+    return;
+  }
   StartRelay(response, framing);
   owner_.OnUpgradeRefused(response_parser_.status_code(), verdict.reason);
   if (phase_ == Phase::kRelayingRefusal) RelayBody();
 }
 
-void UpgradeAttempt::RelayUpgradedHead() {
-  // The backend's head goes to the client unchanged, plus the sticky cookie.
+void UpgradeAttempt::RelayUpgradedHead(bool require_no_context) {
+  // The backend's head goes to the client unchanged, plus the sticky cookie (and, in a migrate
+  // pool, client_no_context_takeover).
   evbuffer* input = backend_.input();
   evbuffer* client_output = client_.output();
   size_t head_length = response_parser_.head_length();
+  if (resuming_) {
+    evbuffer_drain(input, head_length);  // the client had its 101 long ago
+    return;
+  }
   std::string cookie = StickyCookieLine(placement_.pool_config(), *lease_);
-  if (cookie.empty()) {
+  if (cookie.empty() && !require_no_context) {
     evbuffer_remove_buffer(input, client_output, head_length);
     return;
   }
-  // Before the head's final CRLF.
-  evbuffer_remove_buffer(input, client_output, head_length - 2);
-  evbuffer_drain(input, 2);
-  cookie.append("\r\n");
-  evbuffer_add(client_output, cookie.data(), cookie.size());
+  std::string head(head_length, '\0');
+  evbuffer_remove(input, head.data(), head_length);
+  if (require_no_context) head = http::RequireClientNoContextTakeover(head);
+  head.insert(head.size() - 2, cookie);  // a whole field line, before the final CRLF
+  evbuffer_add(client_output, head.data(), head.size());
 }
 
 void UpgradeAttempt::StartRelay(const http::HeadView& response, const http::Framing& framing) {

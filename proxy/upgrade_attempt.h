@@ -62,6 +62,10 @@ class UpgradeAttempt {
   UpgradeAttempt(const UpgradeAttempt&) = delete;
   UpgradeAttempt& operator=(const UpgradeAttempt&) = delete;
 
+  // Resuming a live session on another backend (issue 19): nothing reaches the client. The
+  // 101 head is consumed, not relayed; any other answer is reported by OnUpgradeRefused and
+  // not relayed either (no OnRefusalRelayed follows).
+  void set_resuming() { resuming_ = true; }
   // Try the first backend (and the next ones as tries fail) until one outcome is reported.
   void Start();
   // Stop every callback and timer (the owner closes the socket). Idempotent.
@@ -83,7 +87,7 @@ class UpgradeAttempt {
   void OnTimer();
   void HandleResponseHead();
   void FailBadResponse(const std::string& reason);  // 502, counted as a bad_response
-  void RelayUpgradedHead();
+  void RelayUpgradedHead(bool require_no_context);
   void StartRelay(const http::HeadView& response, const http::Framing& framing);
   void RelayBody();
   void EndRelay(const std::string& cut_short);
@@ -102,6 +106,7 @@ class UpgradeAttempt {
   http::HeadParser response_parser_;
   BodyRelay refusal_body_;
   bool relay_paused_ = false;  // the client's output is full
+  bool resuming_ = false;
   EventPtr timer_;
   Phase phase_ = Phase::kIdle;
 };

@@ -68,6 +68,9 @@ UpgradePlan PlanUpgrade(const http::HeadView& request, const http::ClientHandsha
     proxy_fields = "X-Wsgate-Connection-Id: " + id +
                    "\r\nX-Wsgate-Callback-Url: " + std::string(client.callback_base) +
                    "/connections/" + id + "\r\n";
+  } else if (placement.pool_config().migrate) {
+    // A moved session is found again by its id, on any backend of the pool.
+    proxy_fields = "X-Wsgate-Connection-Id: " + id + "\r\n";
   }
   const config::AuthConfig& auth = config.auth;
   const config::RouteConfig& route = config.routes[static_cast<size_t>(placement.route_index())];

@@ -44,6 +44,24 @@ bool UpstreamAttempt::Place(const http::HeadView& request, std::string_view host
   return true;
 }
 
+bool UpstreamAttempt::PlaceForMove(const std::string& pool_name, const PickRequest& sticky,
+                                   const Backend* leaving) {
+  Clear();
+  for (size_t i = 0; i < runtime_.pools.size(); ++i) {
+    if (runtime_.pools[i].name != pool_name) continue;
+    pool_index_ = static_cast<int>(i);
+    pick_.has_key = sticky.has_key;
+    pick_.key_hash = sticky.key_hash;
+    std::vector<BackendPtr>& backends = pool().backends;
+    attempts_.Reset(backends.size());
+    for (size_t b = 0; b < backends.size(); ++b) {
+      if (backends[b].get() == leaving) attempts_.Exclude(b);
+    }
+    return true;
+  }
+  return false;
+}
+
 void UpstreamAttempt::Clear() {
   route_index_ = -1;
   pool_index_ = -1;

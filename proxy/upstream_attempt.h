@@ -52,6 +52,10 @@ class UpstreamAttempt {
   // then start counting tries. False, with *refusal set (404, 400), if it has nowhere to go.
   bool Place(const http::HeadView& request, std::string_view host, std::string_view path,
              const std::string& client_ip, UpstreamRefusal* refusal);
+  // Place a live session anew in the pool named |pool| of this runtime (it may be a later
+  // generation than the one the session started under), keeping its sticky key and never
+  // picking |leaving|. False if the pool no longer exists.
+  bool PlaceForMove(const std::string& pool, const PickRequest& sticky, const Backend* leaving);
   // Try every backend again (a pooled connection proved stale); "all timed out" is kept.
   void Restart() { attempts_.Restart(); }
   // Forget the placement (the next request on a keep-alive connection places itself anew).

@@ -148,16 +148,22 @@ void Worker::GoAwayAll(uint16_t code, const std::string& reason) {
   CloseSome(registry_.size(), code, reason);
 }
 
-void Worker::GoAwayBackend(const Backend* backend, uint16_t code, const std::string& reason) {
+void Worker::LeaveUnhealthyBackend(const Backend* backend, bool move, bool close) {
   std::vector<Session*> affected;
   registry_.ForEach([&](Session& session) {
-    if (session.backend() == backend && !session.going_away()) affected.push_back(&session);
+    if (session.backend() == backend && !session.going_away() && !session.moving()) {
+      affected.push_back(&session);
+    }
   });
   if (!affected.empty()) {
-    LOG_INFO("health: closing " + std::to_string(affected.size()) + " connections of " +
-             backend->pool + "/" + backend->address);
+    LOG_INFO(std::string("health: ") + (move ? "moving " : "closing ") +
+             std::to_string(affected.size()) + " connections of " + backend->pool + "/" +
+             backend->address);
   }
-  for (Session* session : affected) session->GoAway(code, reason);
+  for (Session* session : affected) {
+    if (move && session->Migrate(metrics::kMoveUnhealthy)) continue;
+    if (close) session->GoAway(ws::kGoingAway, "backend unhealthy");
+  }
 }
 
 void Worker::BeginClosing(uint16_t code, std::chrono::milliseconds spread) {
@@ -180,12 +186,13 @@ void Worker::Tick(Clock::time_point now) {
     last_interim_scan_ = now;
     registry_.ForEach([&](Session& session) { session.MaybeLogInterim(flush); });
   }
+  MoveOffDrainingBackends(config);
   // Connections on a drained backend close once its deadline passes.
   std::vector<Session*> expired;
   registry_.ForEach([&](Session& session) {
     const Backend* backend = session.backend();
     if (backend != nullptr && backend->draining && now >= backend->drain_deadline.load() &&
-        session.upgraded() && !session.going_away()) {
+        session.upgraded() && !session.going_away() && !session.moving()) {
       expired.push_back(&session);
     }
   });
@@ -213,6 +220,25 @@ void Worker::Tick(Clock::time_point now) {
     // Sessions that ended by themselves count as closed.
     size_t closed = close_total_ - std::min(close_total_, registry_.size()) + told;
     if (due > closed) CloseSome(due - closed, close_code_, "server shutting down");
+  }
+}
+
+// pools[].migrate: sessions on a draining backend (drained through the admin API, or removed by
+// a reload or by discovery) move to another backend now instead of closing at the deadline. A
+// session that cannot move closes at the deadline as in any other pool.
+void Worker::MoveOffDrainingBackends(const config::ProxyConfig& config) {
+  std::vector<Session*> leaving;
+  registry_.ForEach([&](Session& session) {
+    const Backend* backend = session.backend();
+    if (leaving.size() >= kMovesPerTick || backend == nullptr || !backend->draining ||
+        !session.may_move()) {
+      return;
+    }
+    const config::PoolConfig* pool = config.FindPool(backend->pool);
+    if (pool != nullptr && pool->migrate) leaving.push_back(&session);
+  });
+  for (Session* session : leaving) {
+    session->Migrate(session->backend()->removed ? metrics::kMoveRemoved : metrics::kMoveDrain);
   }
 }
 
@@ -246,7 +272,7 @@ void Worker::Rebalance(Clock::time_point now) {
     registry_.ForEach([&](Session& session) {
       const Backend* backend = session.backend();
       if (backend == nullptr || backend->pool != pool.name) return;
-      if (session.going_away()) {
+      if (session.going_away() || session.moving()) {
         ++leaving[backend];
       } else if (session.upgraded()) {
         // Sticky pools move only connections whose key now hashes to another backend.
@@ -282,10 +308,17 @@ void Worker::Rebalance(Clock::time_point now) {
       LOG_INFO("rebalance: pool " + pool.name + " closing " + std::to_string(count) +
                " connections on " + backend->address + " (holds " + std::to_string(staying) +
                ", weighted share " + std::to_string(static_cast<int64_t>(share)) + ")");
-      for (size_t i = 0; i < count; ++i) candidates[i]->GoAway(ws::kServiceRestart, "rebalancing");
+      size_t closed = 0;
+      for (size_t i = 0; i < count; ++i) {
+        // pools[].migrate: the session moves to an emptier backend instead (the pick is least
+        // loaded first); one that cannot move is closed as in any other pool.
+        if (config->migrate && candidates[i]->Migrate(metrics::kMoveRebalance)) continue;
+        candidates[i]->GoAway(ws::kServiceRestart, "rebalancing");
+        ++closed;
+      }
       budget -= static_cast<double>(count);
       recent.insert(recent.end(), count, now);
-      metrics_.rebalance_closes().Add(count);
+      metrics_.rebalance_closes().Add(closed);
     }
   }
 }

@@ -37,6 +37,9 @@ class Worker {
   using Clock = std::chrono::steady_clock;
   // The period of the server's and each worker's tick.
   static constexpr std::chrono::milliseconds kTickInterval{100};
+  // pools[].migrate: sessions a worker starts moving per tick (10,000/s), so a drained backend
+  // empties within seconds without a burst of upgrades the other backends must absorb at once.
+  static constexpr size_t kMovesPerTick = 1000;
 
   // Inline worker: shares the server's loop, metrics and current generation.
   Worker(EventLoop& loop, metrics::Registry& metrics, const RuntimePtr& current,
@@ -73,8 +76,9 @@ class Worker {
   void set_serving(bool serving) { serving_ = serving; }
   // GoAway every session not already going away.
   void GoAwayAll(uint16_t code, const std::string& reason);
-  // close_on_unhealthy: GoAway the sessions on |backend|.
-  void GoAwayBackend(const Backend* backend, uint16_t code, const std::string& reason);
+  // |backend| turned unhealthy: its sessions move to another backend (|move|: pools[].migrate)
+  // or, failing that, close with 1001 (|close|: close_on_unhealthy).
+  void LeaveUnhealthyBackend(const Backend* backend, bool move, bool close);
   // Drain: close this worker's sessions with |code| spread evenly over |spread| (at once if 0).
   void BeginClosing(uint16_t code, std::chrono::milliseconds spread);
   void StopClosing() { close_total_ = 0; }
@@ -86,6 +90,7 @@ class Worker {
 
  private:
   static void OnTick(evutil_socket_t, short, void* ctx);
+  void MoveOffDrainingBackends(const config::ProxyConfig& config);
   void Rebalance(Clock::time_point now);
   void CloseSome(size_t count, uint16_t code, const std::string& reason);
 

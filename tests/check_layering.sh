@@ -14,10 +14,11 @@ if grep -ln 'event2/' proxy/http/* proxy/ws/* proxy/router.* proxy/balancer.* \
     proxy/sticky_balancer.* 2>/dev/null; then
   echo "a pure stage includes libevent"; status=1
 fi
-# session.cc and session_api.cc are Session itself (session_registry.cc owns them); the connections API sees a LiveConnection,
+# session.cc, session_api.cc and session_move.cc are Session itself (session_registry.cc owns
+# them); the connections API sees a LiveConnection,
 # the HTTP forwarder a SessionContext.
 session_includers=$(grep -rl '#include "proxy/session.h"' proxy | sort | grep -vxE \
-  'proxy/(server|worker)\.(h|cc)|proxy/session(_api|_registry)?\.cc')
+  'proxy/(server|worker)\.(h|cc)|proxy/session(_api|_registry|_move)?\.cc')
 if [ -n "$session_includers" ]; then
   echo "$session_includers"
   echo "only the server and the workers include proxy/session.h"; status=1

@@ -1,5 +1,7 @@
 #include "proxy/http/extensions.h"
 
+#include <cctype>
+
 #include "proxy/http/head_parser.h"
 
 namespace wsgate::http {
@@ -85,6 +87,31 @@ std::string StripDeflateOffers(std::string_view value, bool per_frame_only) {
     return false;
   });
   return kept;
+}
+
+std::string RequireClientNoContextTakeover(std::string_view head) {
+  static constexpr std::string_view kField = "sec-websocket-extensions";
+  size_t line = head.find("\r\n");
+  while (line != std::string_view::npos && line + 2 < head.size()) {
+    size_t start = line + 2;
+    size_t end = head.find("\r\n", start);
+    if (end == std::string_view::npos) break;
+    std::string_view text = head.substr(start, end - start);
+    bool match = text.size() > kField.size() && text[kField.size()] == ':' &&
+                 EqualsIgnoreCase(text.substr(0, kField.size()), kField);
+    if (match) {
+      size_t value_end = end;
+      while (value_end > start && (head[value_end - 1] == ' ' || head[value_end - 1] == '\t')) {
+        --value_end;
+      }
+      std::string out(head.substr(0, value_end));
+      out += "; client_no_context_takeover";
+      out.append(head.substr(end));
+      return out;
+    }
+    line = end;
+  }
+  return std::string(head);
 }
 
 }  // namespace wsgate::http

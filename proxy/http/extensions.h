@@ -33,4 +33,12 @@ bool IsPerFrameDeflate(std::string_view name);
 // order; empty if none remain.
 std::string StripDeflateOffers(std::string_view value, bool per_frame_only = false);
 
+// A backend's 101 head (status line to the final CRLF) whose only extension is
+// permessage-deflate, with client_no_context_takeover added to that answer (RFC 7692 §7.1.1.1
+// lets a server require it). Each client message is then compressed on its own, so any backend
+// can inflate it: what lets a session move to another backend (pools[].migrate). The backend's
+// inflater keeps its window, which decodes such messages all the same. |head| unchanged if it
+// has no Sec-WebSocket-Extensions field.
+std::string RequireClientNoContextTakeover(std::string_view head);
+
 }  // namespace wsgate::http

@@ -14,7 +14,7 @@ TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ACCESS_TYPES = {
     "id": str, "client": str, "listener": str, "path": str, "status": int, "duration": float,
     "bytes_in": int, "bytes_out": int, "msgs_in": int, "msgs_out": int, "pushed": int,
-    "close_code": int,
+    "moves": int, "close_code": int,
     "reason": str}
 
 

@@ -1936,5 +1936,21 @@ TEST(ConfigLoaderPoolTest, OptionalPool) {
             (Strings{"t.yaml:8:15: pools[0].optional: expected true or false"}));
 }
 
+TEST(ConfigLoaderPoolTest, MigratePool) {
+  const std::string pools =
+      "pools:\n"
+      "  - name: chat\n"
+      "    migrate: true\n"
+      "    backends: [{address: 127.0.0.1:9001}]\n";
+  LoadResult loaded = LoadConfigString(kListeners + kRoutes + pools, "t.yaml");
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_TRUE(loaded.value().pools[0].migrate);
+  EXPECT_FALSE(LoadConfigString(kMinimal, "t.yaml").value().pools[0].migrate);
+  EXPECT_EQ(Errors(kListeners + kRoutes +
+                   "pools:\n  - name: chat\n    migrate: yes please\n"
+                   "    backends: [{address: 127.0.0.1:9001}]\n"),
+            (Strings{"t.yaml:8:14: pools[0].migrate: expected true or false"}));
+}
+
 }  // namespace
 }  // namespace wsgate::config

@@ -80,6 +80,21 @@ TEST(ExtensionsTest, StripDeflateOffers) {
             "x-foo");
 }
 
+TEST(ExtensionsTest, RequireClientNoContextTakeover) {
+  EXPECT_EQ(RequireClientNoContextTakeover("HTTP/1.1 101 Switching Protocols\r\n"
+                                           "Upgrade: websocket\r\n"
+                                           "sec-WebSocket-Extensions: permessage-deflate; "
+                                           "server_max_window_bits=12 \r\nX: y\r\n\r\n"),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            "sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=12; "
+            "client_no_context_takeover\r\nX: y\r\n\r\n");
+  const std::string plain = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+  EXPECT_EQ(RequireClientNoContextTakeover(plain), plain);
+  // A field named like it is not it.
+  const std::string other = "HTTP/1.1 101 OK\r\nSec-WebSocket-Extensions2: x\r\n\r\n";
+  EXPECT_EQ(RequireClientNoContextTakeover(other).find("client_no_context"), std::string::npos);
+}
+
 TEST(ExtensionsTest, StripPerFrameDeflateOffersOnly) {
   EXPECT_EQ(StripDeflateOffers("x-webkit-deflate-frame, permessage-deflate; "
                                "client_max_window_bits, deflate-frame, x-foo",

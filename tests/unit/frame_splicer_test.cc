@@ -380,6 +380,49 @@ TEST(FramePipeTest, CloseFrameIsRelayedAndLaterInputDropped) {
   EXPECT_EQ(pipe.bytes(), text.size() + close.size());
 }
 
+TEST(FramePipeTest, SwallowedCloseIsNoticedButNeverRelayed) {
+  // A backend being left (pools[].migrate): its messages go on, its close reply does not, and
+  // after ContinueWithNewPeer the next source's frames flow again.
+  std::string text = MakeFrame(ws::kText, true, "last", nullptr);
+  std::string close = MakeFrame(ws::kClose, true, ClosePayload(1001, ""), nullptr);
+  FramePipe pipe(FromBackend());
+  Buffer source;
+  Buffer sink;
+  pipe.SwallowClose();
+  source.Add(text + close);
+  EXPECT_EQ(pipe.Pump(source.get(), sink.get(), kNoLimit), Result::kCloseRelayed);
+  EXPECT_EQ(sink.Peek(), text);
+  EXPECT_EQ(pipe.close_code(), 1001);
+  EXPECT_EQ(source.size(), 0u);
+  EXPECT_EQ(pipe.frames(), 1u);
+  pipe.ContinueWithNewPeer();
+  EXPECT_FALSE(pipe.close_relayed());
+  EXPECT_EQ(pipe.close_code(), 0);
+  std::string next = MakeFrame(ws::kText, true, "from the new backend", nullptr);
+  source.Add(next);
+  EXPECT_EQ(pipe.Pump(source.get(), sink.get(), kNoLimit), Result::kDrained);
+  EXPECT_EQ(sink.Peek(), text + next);
+  EXPECT_EQ(pipe.messages(), 2u);
+}
+
+TEST(FramePipeTest, MessageBoundaryStopAlsoWithoutASink) {
+  // A session moving off a lost backend drops the rest of the message that was going to it,
+  // then holds the next one.
+  const uint8_t mask[4] = {1, 2, 3, 4};
+  std::string rest = MakeFrame(ws::kContinuation, true, "rest", mask);
+  std::string next = MakeFrame(ws::kText, true, "next", mask);
+  FramePipe pipe(FromClient());
+  Buffer source;
+  Buffer sink;
+  source.Add(MakeFrame(ws::kText, false, "start", mask));
+  EXPECT_EQ(pipe.Pump(source.get(), sink.get(), kNoLimit), Result::kDrained);
+  pipe.StopAtMessageBoundary();
+  source.Add(rest + next);
+  EXPECT_EQ(pipe.Pump(source.get(), nullptr, kNoLimit), Result::kMessageBoundary);
+  EXPECT_EQ(source.size(), next.size());
+  EXPECT_TRUE(pipe.at_message_boundary());
+}
+
 TEST(FramePipeTest, CloseFrameArrivingByteByByte) {
   std::string ping = MakeFrame(ws::kPing, true, "p");
   std::string close = MakeFrame(ws::kClose, true, ClosePayload(4001, "caf\xc3\xa9"));
