@@ -25,6 +25,10 @@ Roles:
             ``--interval`` and records every message received (backend name and seq), every
             close frame and the TCP close.
 
+``--fragment-gap S`` (either role, below ``--interval``): each message goes as two frames, the
+second S seconds after the first, so that a message is often in flight. A close frame received,
+``quiet`` or the next message sends a pending second half at once.
+
 Either role answers a close frame with the same code (the server then closes TCP, the client
 waits for the server's TCP close) and a ping with a pong.
 
@@ -67,13 +71,14 @@ def mask(payload, key):
         len(payload), "big")
 
 
-def frame(opcode, payload, masked):
-    """One final frame (payloads here are always < 126 bytes)."""
+def frame(opcode, payload, masked, fin=True):
+    """One frame (payloads here are always < 126 bytes)."""
     assert len(payload) < 126
+    first = (0x80 if fin else 0) | opcode
     if masked:
         key = os.urandom(4)
-        return bytes((0x80 | opcode, 0x80 | len(payload))) + key + mask(payload, key)
-    return bytes((0x80 | opcode, len(payload))) + payload
+        return bytes((first, 0x80 | len(payload))) + key + mask(payload, key)
+    return bytes((first, len(payload))) + payload
 
 
 def accept_for(key):
@@ -104,6 +109,7 @@ class Conn(asyncio.Protocol):
         self.opened = None
         self.timer = None
         self.next_at = None
+        self.continuation = None  # (timer, frame) of a message's second half, while due
         self.fragments = None
         self.linger = None
         # Upgrade details: the server's view of the request, the client's of the answer.
@@ -212,22 +218,42 @@ class Conn(asyncio.Protocol):
             return
         if self.closes and self.linger is None:
             return
+        self.finish_message()  # never two messages' frames interleaved
         seq = len(self.sent_times)
         if self.is_client:
             payload = b"c %d %d" % (self.id, seq)
         else:
             payload = b"b %d %s %d" % (self.id, self.peer.name, seq)
-        self.transport.write(frame(OP_TEXT, payload, self.is_client))
-        self.sent_times.append(time.monotonic())
         loop = asyncio.get_running_loop()
+        if self.peer.fragment_gap > 0:  # two frames, the second one --fragment-gap later
+            cut = payload.rindex(b" ")
+            self.transport.write(frame(OP_TEXT, payload[:cut], self.is_client, fin=False))
+            rest = frame(OP_CONT, payload[cut:], self.is_client)
+            self.continuation = (loop.call_later(self.peer.fragment_gap, self.finish_message),
+                                 rest)
+        else:
+            self.transport.write(frame(OP_TEXT, payload, self.is_client))
+        self.sent_times.append(time.monotonic())
         self.next_at += self.peer.interval
         self.next_at = max(self.next_at, loop.time())  # no bursts after a stall
         self.timer = loop.call_at(self.next_at, self._send_next)
 
+    def finish_message(self):
+        """Send the second half of a fragmented message now, if one is due."""
+        if self.continuation is None:
+            return
+        timer, rest = self.continuation
+        self.continuation = None
+        timer.cancel()
+        if not self.transport.is_closing():
+            self.transport.write(rest)
+
     def _stop_sending(self):
+        """No new message (one half sent is finished at once)."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self.finish_message()
 
     def go_quiet(self):
         """Stop sending for good."""
@@ -356,6 +382,7 @@ class Peer:
         self.subprotocol = args.subprotocol
         self.refuse_resume = args.refuse_resume
         self.close_delay = args.close_delay
+        self.fragment_gap = args.fragment_gap
         self.protocols = args.protocols
         self.quiet = False
         self.conns = []
@@ -430,6 +457,7 @@ async def main():
     parser.add_argument("--subprotocol", default="")
     parser.add_argument("--refuse-resume", type=int, default=0)
     parser.add_argument("--close-delay", type=float, default=0.0)
+    parser.add_argument("--fragment-gap", type=float, default=0.0)
     parser.add_argument("--results", required=True)
     args = parser.parse_args()
     if " " in args.name:
