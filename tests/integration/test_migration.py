@@ -28,8 +28,9 @@ import time
 
 import pytest
 
-from harness import (WAIT, RawClient, async_test, metric, metrics_text, read_http_response,
-                     recv, run_wsgate, to_yaml, upgrade_request, ws_connect)
+from harness import (OP_CLOSE, WAIT, RawClient, async_test, close_payload, metric,
+                     metrics_text, read_http_response, read_until_close, recv, run_wsgate,
+                     to_yaml, upgrade_request, ws_connect)
 from test_drain import StreamPeer, admin, backends_state, drain_config, reload
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -49,6 +50,8 @@ FLOWING = 2
 # kill -9: client messages sent up to this long after the kill may be lost (those wsgate had
 # already written to the dead backend before it saw the connection end).
 KILL_SLACK = 2.0
+# Where a test sends each message as two frames, the second this long after the first.
+FRAGMENT_GAP = 0.15
 POLL = 0.25
 
 
@@ -541,22 +544,27 @@ def test_checker_accepts_a_clean_move_and_catches_each_fault():
 @async_test(timeout=60)
 async def test_migrate_peer_records_everything(tmp_path):
     """migrate_peer.py on its own (no wsgate): a client and a server exchange numbered
-    messages exactly once and in order, the server answers the offered subprotocol, records
-    X-Wsgate-Resume and X-Wsgate-Connection-Id, refuses resumed upgrades with
-    --refuse-resume, and both sides answer a close frame."""
-    servers = await start_servers(tmp_path, ["s1"], subprotocol="b")
+    messages (each in two frames) exactly once and in order; the server answers the offered
+    subprotocol, records X-Wsgate-Resume and X-Wsgate-Connection-Id, refuses resumed upgrades
+    with --refuse-resume, and answers a close frame with the same code, then closes TCP."""
+    servers = await start_servers(tmp_path, ["s1"], subprotocol="b", fragment_gap=FRAGMENT_GAP)
     server = servers["s1"]
     refuser = (await start_servers(tmp_path, ["s2"], refuse_resume=503))["s2"]
 
     class Direct:  # the client connects to the server itself
         port = server.port
-    client = await MigratePeer.client(tmp_path, Direct, 20, protocols="a, b")
+    client = await MigratePeer.client(tmp_path, Direct, 20, protocols="a, b",
+                                      fragment_gap=FRAGMENT_GAP)
     await wait_flowing(client, [server], timeout=20)
     assert (await client.stats())["open"] == 20
 
     resumed = await RawClient.connect(server.port)
     await resumed.handshake("/s/77", extra=[("X-Wsgate-Resume", "drain"),
                                             ("X-Wsgate-Connection-Id", "abc-123")])
+    await resumed.send_frame(OP_CLOSE, close_payload(1001))
+    reply, _ = await read_until_close(resumed)
+    assert reply.close_code == 1001
+    assert await resumed.wait_eof(), "the server kept TCP open after its close reply"
     refused = await RawClient.connect(refuser.port)
     await refused.write(upgrade_request("/s/78", extra=[("X-Wsgate-Resume", "removed")]))
     assert (await read_http_response(refused)).status == 503
@@ -576,6 +584,7 @@ async def test_migrate_peer_records_everything(tmp_path):
     assert min(len(r["received"]) for r in client_records.values()) >= FLOWING
     [raw] = [r for r in server_records["s1"] if r["id"] == 77]
     assert (raw["resume"], raw["connection_id"], raw["path"]) == ("drain", "abc-123", "/s/77")
+    assert raw["closes"] == [1001] and raw["eof_time"] is not None
     assert raw["subprotocol"] is None  # nothing offered, nothing answered
     refuser_records = {r["id"]: r for r in await refuser.stop()}
     assert refuser_records[78]["refused"] == 503 and not refuser_records[78]["upgraded"]
@@ -674,12 +683,14 @@ async def test_reload_removal_moves_sessions(gates, tmp_path):
     """A SIGHUP reload that removes a backend: its sessions move with X-Wsgate-Resume:
     removed, clients stay connected, exactly once and in order. The removed backend lingers
     0.3 s before answering the close frame and keeps sending meanwhile: those messages still
-    reach the client, before any of the new backend's."""
-    servers = await start_servers(tmp_path, ["a", "b"])
-    servers["x"] = (await start_servers(tmp_path, ["x"], close_delay=0.3))["x"]
+    reach the client, before any of the new backend's. Every message, both ways, is two frames
+    apart in time, so moves wait for message boundaries."""
+    servers = await start_servers(tmp_path, ["a", "b"], fragment_gap=FRAGMENT_GAP)
+    servers["x"] = (await start_servers(tmp_path, ["x"], close_delay=0.3,
+                                        fragment_gap=FRAGMENT_GAP))["x"]
     peers = list(servers.values())
     gate = await gates.launch(migrate_config(peers))
-    client = await MigratePeer.client(tmp_path, gate, SOME_SESSIONS)
+    client = await MigratePeer.client(tmp_path, gate, SOME_SESSIONS, fragment_gap=FRAGMENT_GAP)
     await wait_flowing(client, peers)
     on_x = await active(gate, servers["x"])
     assert on_x > 0
@@ -712,15 +723,20 @@ async def test_reload_removal_moves_sessions(gates, tmp_path):
 async def test_rebalance_moves_sessions_to_an_added_backend(gates, tmp_path):
     """One backend with every session; a reload adds a second with rebalancing on: sessions
     move (X-Wsgate-Resume: rebalance) until the first is within tolerance of its share, none
-    disconnects, exactly once and in order."""
+    disconnects, exactly once and in order. The log is JSON here: "moves": 1 per moved one."""
     servers = await start_servers(tmp_path, ["a", "b"])
     a, b = servers["a"], servers["b"]
-    gate = await gates.launch(migrate_config([a]))
+
+    def config(backends, **options):
+        config = migrate_config(backends, **options)
+        config["log"] = {"format": "json"}
+        return config
+    gate = await gates.launch(config([a]))
     client = await MigratePeer.client(tmp_path, gate, SOME_SESSIONS)
     await wait_flowing(client, [a])
 
     tolerance = 1.2
-    await reload(gate, migrate_config(
+    await reload(gate, config(
         [a, b], rebalance={"enabled": True, "tolerance": tolerance, "rate": "1000/s"}), gates)
     limit = int(tolerance * SOME_SESSIONS / 2)
     await wait_value(lambda: active(gate, a), lambda n: n <= limit,
@@ -739,6 +755,10 @@ async def test_rebalance_moves_sessions_to_an_added_backend(gates, tmp_path):
     assert len(moved) == moved_count
     check_resumes(sessions, moved, "rebalance")
     assert all(sessions[i][1]["name"] == "b" for i in moved)
+    lines = await gate.wait_for_access_lines(SOME_SESSIONS, 30)
+    moves = collections.Counter(json.loads(line).get("moves", "absent") for line in lines)
+    assert moves == {1: moved_count, 0: SOME_SESSIONS - moved_count}, (
+        f"JSON access log \"moves\": {moves}")
     print(f"\n[migrate-rebalance] sessions={SOME_SESSIONS} moved={moved_count} "
           f"pause {pause_text(gate)}")
 
@@ -748,8 +768,10 @@ async def test_rebalance_moves_sessions_to_an_added_backend(gates, tmp_path):
 async def test_kill_9_moves_sessions_or_closes_them_1014(gates, tmp_path):
     """kill -9 of a backend: each of its sessions either moves (X-Wsgate-Resume: backend-lost)
     and carries on exactly once and in order (client messages the dead backend may have taken
-    excepted), or gets close 1014; nothing else. The other sessions are untouched."""
-    servers = await start_servers(tmp_path, ["a", "b", "x"])
+    excepted), or gets close 1014; nothing else. The other sessions are untouched. Backend
+    messages are two frames apart in time, so some are in flight at the kill: both outcomes
+    occur."""
+    servers = await start_servers(tmp_path, ["a", "b", "x"], fragment_gap=FRAGMENT_GAP)
     peers = list(servers.values())
     gate = await gates.launch(migrate_config(peers))
     client = await MigratePeer.client(tmp_path, gate, SOME_SESSIONS)
@@ -779,6 +801,8 @@ async def test_kill_9_moves_sessions_or_closes_them_1014(gates, tmp_path):
                               loss_until=t_kill + KILL_SLACK)
     moved = was_on_x - set(ended)
     assert counts.get("moved", 0) == len(moved), (counts, len(moved))
+    assert moved and ended, (f"of {on_x} sessions {len(moved)} moved and {len(ended)} got 1014: "
+                             f"the test meant both to happen")
     for conn_id in moved:
         live = [s for s in sessions[conn_id] if not s.get("lost")]
         assert [s["resume"] for s in live] == ["backend-lost"], (conn_id, sessions[conn_id])
