@@ -37,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MIGRATE_PEER = os.path.join(HERE, "migrate_peer.py")
 
 # The admin-drain test's sessions (over 3 backends). A module constant so that a slower machine
-# can lower it; 1,000 completes in about 30 s on a loaded 2-core machine.
+# can lower it; 1,000 took 4-6 s on a loaded 2-core machine, 8 s with a sixth of it.
 SESSIONS = 1000
 # Sessions of the reload-removal, rebalance and kill -9 tests.
 SOME_SESSIONS = 300
