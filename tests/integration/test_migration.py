@@ -465,8 +465,8 @@ def first_backend(client_records):
 
 def check_resumes(sessions, moved_ids, reason):
     """Every session in ``moved_ids`` has exactly two segments, the second upgraded with
-    X-Wsgate-Resume: ``reason`` and the first's X-Wsgate-Connection-Id; the others have one
-    segment without X-Wsgate-Resume."""
+    X-Wsgate-Resume: ``reason`` and the first's path and X-Wsgate-Connection-Id; the others
+    have one segment without X-Wsgate-Resume."""
     problems = []
     for conn_id, segments in sessions.items():
         resumes = [s.get("resume") for s in segments]
@@ -477,6 +477,8 @@ def check_resumes(sessions, moved_ids, reason):
                     or not segments[0]["connection_id"]:
                 problems.append(f"session {conn_id}: connection ids "
                                 f"{[s['connection_id'] for s in segments]}")
+            elif segments[0]["path"] != segments[1]["path"]:
+                problems.append(f"session {conn_id}: paths {[s['path'] for s in segments]}")
         elif resumes != [None]:
             problems.append(f"session {conn_id} (not moved): upgrades with resume {resumes}")
     assert not problems, f"{len(problems)} problem(s), e.g. {problems[:5]}"
