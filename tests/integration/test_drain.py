@@ -156,7 +156,10 @@ def access_fields(line):
 
 
 class StreamPeer:
-    """stream_peer.py as a subprocess (see that file for the protocol)."""
+    """stream_peer.py as a subprocess (see that file for the protocol). A subclass may run
+    another script speaking the same stdin/stdout protocol (``SCRIPT``)."""
+
+    SCRIPT = STREAM_PEER
 
     def __init__(self, proc, results_path):
         self.proc = proc
@@ -167,11 +170,12 @@ class StreamPeer:
     @classmethod
     async def start(cls, tmp_path, role, **options):
         results = os.path.join(str(tmp_path), f"{role}-{time.monotonic_ns()}.json")
-        args = [PYTHON, STREAM_PEER, role, "--results", results]
+        args = [PYTHON, cls.SCRIPT, role, "--results", results]
         for key, value in options.items():
-            args += [f"--{key}", str(value)]
+            args += [f"--{key.replace('_', '-')}", str(value)]
         proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.PIPE,
-                                                    stdout=asyncio.subprocess.PIPE)
+                                                    stdout=asyncio.subprocess.PIPE,
+                                                    limit=1 << 22)
         peer = cls(proc, results)
         register_cleanup(peer.kill)
         if role == "server":
