@@ -31,7 +31,7 @@ std::string ResumeTerms::Mismatch(const ResumeTerms& other) const {
 
 BackendMove::BackendMove(BackendMoveOwner& owner, event_base* base, RuntimePtr current,
                          metrics::Registry& metrics, metrics::MigrationReason reason,
-                         Endpoint& client, Endpoint& target, std::string request,
+                         Endpoint& client, Endpoint& target, const std::string& request,
                          std::string expected_accept, const ResumeTerms& terms)
     : owner_(owner),
       runtime_(std::move(current)),

@@ -62,7 +62,7 @@ class BackendMove final : public Deferrable, private UpgradeAttemptOwner {
   // attempt resumes). All references outlive this object.
   BackendMove(BackendMoveOwner& owner, event_base* base, RuntimePtr current,
               metrics::Registry& metrics, metrics::MigrationReason reason, Endpoint& client,
-              Endpoint& target, std::string request, std::string expected_accept,
+              Endpoint& target, const std::string& request, std::string expected_accept,
               const ResumeTerms& terms);
   BackendMove(const BackendMove&) = delete;
   BackendMove& operator=(const BackendMove&) = delete;
