@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -70,8 +71,8 @@ std::unique_ptr<AdminServer> AdminServer::Create(event_base* base, const config:
     *error = "cannot create the admin HTTP server";
     return nullptr;
   }
-  evhttp_set_allowed_methods(
-      server->http_, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_DELETE);
+  evhttp_set_allowed_methods(server->http_, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                                EVHTTP_REQ_DELETE | EVHTTP_REQ_PUT);
   evhttp_set_max_headers_size(server->http_, 16 * 1024);
   evhttp_set_max_body_size(server->http_, 64 * 1024);
   evhttp_set_timeout(server->http_, 10);
@@ -274,7 +275,39 @@ void AdminServer::Handle(evhttp_request* request) {
     int status = handler_.SetBackendDraining(parts[2], parts[3], parts[4] == "drain", &body);
     return AdminReply(request, status, body);
   }
+  if (parts.size() == 5 && parts[0] == "admin" && parts[1] == "pools" && parts[3] == "backends") {
+    return ChangeRuntimeBackend(request, method, parts[2], parts[4]);
+  }
   AdminReply(request, 404, "{\"error\":\"not found\"}\n");
+}
+
+void AdminServer::ChangeRuntimeBackend(evhttp_request* request, evhttp_cmd_type method,
+                                       const std::string& pool, const std::string& address) {
+  if (method != EVHTTP_REQ_PUT && method != EVHTTP_REQ_DELETE) {
+    return AdminReply(request, 405, "{\"error\":\"use PUT or DELETE\"}\n");
+  }
+  AdminQuery query(request);
+  const char* weight_text = query.Get("weight");
+  size_t allowed = weight_text != nullptr ? 1 : 0;
+  if (!query.ok || query.size() != allowed || (method == EVHTTP_REQ_DELETE && allowed != 0)) {
+    return AdminReply(request, 400, "{\"error\":\"the only parameter is weight (PUT)\"}\n");
+  }
+  std::optional<uint32_t> weight;
+  if (method == EVHTTP_REQ_PUT) {
+    uint32_t value = 1;
+    if (weight_text != nullptr) {
+      std::string_view text(weight_text);
+      auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+      if (error != std::errc() || end != text.data() + text.size()) value = 0;
+    }
+    if (value < 1 || value > 1000) {
+      return AdminReply(request, 400, "{\"error\":\"weight must be an integer 1..1000\"}\n");
+    }
+    weight = value;
+  }
+  std::string body;
+  int status = handler_.ChangeRuntimeBackend(pool, address, weight, &body);
+  AdminReply(request, status, body);
 }
 
 }  // namespace wsgate

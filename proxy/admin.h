@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -60,6 +61,10 @@ class AdminHandler {
   // Drain or undrain one backend. Returns an HTTP status; |body| gets the JSON answer.
   virtual int SetBackendDraining(const std::string& pool, const std::string& address, bool draining,
                                  std::string* body) = 0;
+  // Runtime backends: add |address| to |pool| with |weight| or re-weight it (PUT), or, with no
+  // weight, drain and remove it (DELETE). Returns an HTTP status; |body| gets the JSON answer.
+  virtual int ChangeRuntimeBackend(const std::string& pool, const std::string& address,
+                                   std::optional<uint32_t> weight, std::string* body) = 0;
   // A request was refused before authorization (403).
   virtual void CountRefused(metrics::AdminRefusal reason) = 0;
 };
@@ -101,6 +106,9 @@ class AdminServer {
       : base_(base), token_(std::move(token)), handler_(handler) {}
   static void OnRequest(evhttp_request* request, void* ctx);
   void Handle(evhttp_request* request);
+  // PUT/DELETE /admin/pools/{pool}/backends/{address}
+  void ChangeRuntimeBackend(evhttp_request* request, evhttp_cmd_type method,
+                            const std::string& pool, const std::string& address);
 
   bool Authorized(evhttp_request* request) const;
   // Null when |request| may proceed; else the reason it is refused (already counted).

@@ -30,12 +30,6 @@ std::string JoinAddresses(const std::vector<std::string>& addresses) {
   return out.empty() ? "none" : out;
 }
 
-// "IP:port" or "[v6]:port", as the loader spells a HostPort.
-std::string AddressText(const std::string& ip, uint16_t port) {
-  if (ip.find(':') != std::string::npos) return "[" + ip + "]:" + std::to_string(port);
-  return ip + ":" + std::to_string(port);
-}
-
 // evdns's own messages: its warnings as ours, the rest (per query, per nameserver state) at debug;
 // the operator's line is discovery's own, once per change.
 void EvdnsLog(int is_warning, const char* message) {
@@ -44,6 +38,13 @@ void EvdnsLog(int is_warning, const char* message) {
   } else {
     LOG_DEBUG(std::string("discovery: evdns: ") + message);
   }
+}
+
+}  // namespace
+
+std::string AddressText(const std::string& ip, uint16_t port) {
+  if (ip.find(':') != std::string::npos) return "[" + ip + "]:" + std::to_string(port);
+  return ip + ":" + std::to_string(port);
 }
 
 bool NumericSockaddr(const std::string& ip, uint16_t port, config::ResolvedAddress* out) {
@@ -65,8 +66,6 @@ bool NumericSockaddr(const std::string& ip, uint16_t port, config::ResolvedAddre
   }
   return false;
 }
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // DnsResolver.

@@ -58,6 +58,11 @@ class DnsResolver {
 // Last known addresses: pool name → entry address text ("chat.svc:9000") → numeric addresses.
 using DiscoveredAddresses = std::map<std::string, std::map<std::string, std::vector<std::string>>>;
 
+// "IP:port" or "[v6]:port", as the loader spells a HostPort.
+std::string AddressText(const std::string& ip, uint16_t port);
+// |ip| (a numeric IPv4 or IPv6 address) and |port| as a sockaddr; false if |ip| is not numeric.
+bool NumericSockaddr(const std::string& ip, uint16_t port, config::ResolvedAddress* out);
+
 // Whether |backend| of |pool| is a name discovery resolves (not an IP address).
 bool IsDiscoveredEntry(const config::PoolConfig& pool, const config::BackendConfig& backend);
 

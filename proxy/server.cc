@@ -30,20 +30,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr config::Duration kTickInterval = Worker::kTickInterval;
 
-const char* BackendState(const Backend& backend) {
-  if (backend.removed) return "removed";
-  if (backend.draining) return "draining";
-  if (!backend.healthy) return "unhealthy";
-  return backend.ejected ? "ejected" : "healthy";
-}
-
-std::string BackendJson(const Backend& backend) {
-  return "{\"pool\":" + JsonString(backend.pool) + ",\"address\":" + JsonString(backend.address) +
-         ",\"state\":\"" + BackendState(backend) +
-         "\",\"weight\":" + std::to_string(backend.weight) +
-         ",\"active\":" + std::to_string(backend.active) + "}";
-}
-
 }  // namespace
 
 Server::Server(std::string config_path)
@@ -281,6 +267,12 @@ void Server::Reload() {
     LOG_ERROR("reload failed: " + next.error() + "; still running the previous configuration");
     return;
   }
+  // The file replaces what the admin API changed at runtime.
+  if (runtime_backends_.changes() > 0) {
+    LOG_INFO("reload: " + std::to_string(runtime_backends_.changes()) +
+             " backend change(s) made through the admin API are replaced by the file");
+    runtime_backends_.Clear();
+  }
   const Status applied = Apply(std::move(next).value());
   source_config_ = std::move(config);
   SyncDiscovery({});
@@ -350,15 +342,22 @@ void Server::SyncDiscovery(const DiscoveredAddresses& seed) {
 
 void Server::ApplyDiscovered() {
   if (phase_ != Phase::kServing) return;  // draining: the pools no longer matter
+  RebuildRuntime("discovery");
+}
+
+bool Server::RebuildRuntime(const std::string& what) {
   config::ResolvedBackends resolved;
+  config::ProxyConfig expanded = ExpandDiscovered(
+      source_config_, discovery_ ? discovery_->Addresses() : DiscoveredAddresses{}, &resolved);
+  runtime_backends_.ApplyTo(expanded, &resolved);
   Result<RuntimePtr> next =
-      BuildRuntime(ExpandDiscovered(source_config_, discovery_->Addresses(), &resolved),
-                   current_.get(), resolved, /*reuse_tls=*/true);
+      BuildRuntime(std::move(expanded), current_.get(), resolved, /*reuse_tls=*/true);
   if (!next) {
-    LOG_ERROR("discovery: " + next.error() + "; keeping the previous backends");
-    return;
+    LOG_ERROR(what + ": " + next.error() + "; keeping the previous backends");
+    return false;
   }
   SwapRuntime(std::move(next).value());
+  return true;
 }
 
 Status Server::Apply(RuntimePtr next) {
@@ -563,94 +562,6 @@ void Server::Tick() {
       LOG_INFO("drain: " + std::to_string(live) + " connections left");
     }
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Admin.
-
-std::string Server::NotReadyReason(std::string_view only_pool, bool* unknown_pool) {
-  *unknown_pool =
-      !only_pool.empty() && std::none_of(current_->pools.begin(), current_->pools.end(),
-                                         [&](const Pool& pool) { return pool.name == only_pool; });
-  if (*unknown_pool) return "no pool " + std::string(only_pool);
-  if (phase_ != Phase::kServing) return "draining";
-  if (listeners_.empty()) return "no listener is accepting";
-  const auto& pool_configs = current_->config.pools;
-  for (size_t i = 0; i < current_->pools.size(); ++i) {
-    const Pool& pool = current_->pools[i];
-    if (only_pool.empty() ? pool_configs[i].optional : pool.name != only_pool) continue;
-    bool any = false;
-    for (const BackendPtr& backend : pool.backends) {
-      if (backend->accepting()) any = true;
-    }
-    if (!any) {
-      const std::string why = discovery_ ? discovery_->EmptyReason(pool.name) : std::string();
-      return "pool " + pool.name + " has no available backend" +
-             (why.empty() ? "" : " (discovery: " + why + ")");
-    }
-  }
-  return {};
-}
-
-std::vector<BackendPtr> Server::ExistingBackends() {
-  std::vector<BackendPtr> backends;
-  for (const Pool& pool : current_->pools) {
-    backends.insert(backends.end(), pool.backends.begin(), pool.backends.end());
-  }
-  std::erase_if(retired_, [](const BackendPtr& backend) { return backend->active <= 0; });
-  backends.insert(backends.end(), retired_.begin(), retired_.end());
-  return backends;
-}
-
-std::string Server::MetricsText() {
-  metrics::Scrape scrape;
-  scrape.registries = {&metrics_};
-  for (const auto& worker : workers_) {
-    if (worker->own_metrics() != nullptr) scrape.registries.push_back(worker->own_metrics());
-  }
-  // Computed now, from what /readyz and the backends API read, so they never disagree.
-  for (const BackendPtr& backend : ExistingBackends()) {
-    scrape.backends.push_back({backend->pool, backend->address, backend->accepting()});
-  }
-  scrape.connections_api = connections_api_->MetricsSample();
-  if (discovery_) scrape.discovery_errors = discovery_->ErrorCounts();
-  return metrics::Serialize(scrape);
-}
-
-std::string Server::BackendsJson() {
-  std::string out = "{\"backends\":[";
-  bool first = true;
-  for (const BackendPtr& backend : ExistingBackends()) {
-    if (!first) out.push_back(',');
-    first = false;
-    out += BackendJson(*backend);
-  }
-  out += "],\"discovery\":[" + (discovery_ ? discovery_->StateJson() : std::string()) + "]}\n";
-  return out;
-}
-
-void Server::CountRefused(metrics::AdminRefusal reason) { metrics_.admin_refused(reason).Add(); }
-
-int Server::SetBackendDraining(const std::string& pool_name, const std::string& address,
-                               bool draining, std::string* body) {
-  Pool* pool = current_->FindPool(pool_name);
-  if (pool != nullptr) {
-    for (const BackendPtr& backend : pool->backends) {
-      if (backend->address != address) continue;
-      if (draining && !backend->draining) {
-        backend->drain_deadline = Clock::now() + current_->config.timeouts.drain;
-        LOG_INFO("backend " + pool_name + "/" + address + " draining " +
-                 std::to_string(backend->active) + " connections");
-      } else if (!draining && backend->draining) {
-        LOG_INFO("backend " + pool_name + "/" + address + " undrained");
-      }
-      backend->draining = draining;
-      *body = BackendJson(*backend) + "\n";
-      return 200;
-    }
-  }
-  *body = "{\"error\":" + JsonString("no backend " + address + " in pool " + pool_name) + "}\n";
-  return 404;
 }
 
 }  // namespace wsgate

@@ -28,6 +28,7 @@
 #include "proxy/health_checker.h"
 #include "proxy/listener.h"
 #include "proxy/runtime.h"
+#include "proxy/runtime_backends.h"
 #include "proxy/session.h"
 #include "proxy/worker.h"
 
@@ -70,6 +71,8 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   std::string MetricsText() override;
   int SetBackendDraining(const std::string& pool, const std::string& address, bool draining,
                          std::string* body) override;
+  int ChangeRuntimeBackend(const std::string& pool, const std::string& address,
+                           std::optional<uint32_t> weight, std::string* body) override;
   void CountRefused(metrics::AdminRefusal reason) override;
 
  private:
@@ -86,6 +89,9 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   void SyncDiscovery(const DiscoveredAddresses& seed);
   // Discovery found a changed address set: the next generation, from source_config_.
   void ApplyDiscovered();
+  // A new generation from the file, the discovered addresses and the runtime backends; false
+  // (logged with |what|) if it cannot be built, the current one kept.
+  bool RebuildRuntime(const std::string& what);
   // The backends of every pool, then those removed by a reload that still have connections.
   std::vector<BackendPtr> ExistingBackends();
   // Bind what the config names and close what it no longer does. The error names each address
@@ -125,6 +131,7 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   RuntimePtr current_;
   // The configuration as loaded: discovered names not yet replaced by their addresses.
   config::ProxyConfig source_config_;
+  RuntimeBackends runtime_backends_;  // PUT/DELETE /admin/pools/.../backends/...; a reload clears
   std::unique_ptr<Discovery> discovery_;       // created with the first discovery pool, kept after
   config::ResolverConfig discovery_resolver_;  // what discovery_'s resolver points at
   Admission admission_;               // outlives the workers, whose sessions give tickets back
