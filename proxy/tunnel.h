@@ -205,6 +205,7 @@ class Tunnel {
   void Attach(Side side);  // take over |side|'s socket callbacks and watermarks
   void WriteClose(Side to, uint16_t code, const std::string& reason);
   void ScheduleMoveStep();
+  void ArmMoveStep(std::chrono::steady_clock::duration after);
   void OnMoveStep();
   void OnClientHeld();
   void RetireOldBackend();
@@ -236,6 +237,7 @@ class Tunnel {
     bool old_done = false;     // its close reply came, it is gone, or its time ran out
     bool cancelled = false;
     std::chrono::steady_clock::time_point held_since{};
+    // Until the held boundary, then until the old backend's close reply (timeouts.close each).
     std::chrono::steady_clock::time_point retire_deadline{};
     EventPtr step;  // runs OnMoveStep: at once when scheduled, or at retire_deadline
     // GoAway or CloseByApi arrived once the old backend was retired: done after the swap.

@@ -32,6 +32,8 @@ bool Tunnel::BeginMove() {
 void Tunnel::ReplaceBackend(Endpoint& next) {
   if (!move_) return;
   move_->next = &next;
+  // A client message still going to the old backend must end within timeouts.close.
+  move_->retire_deadline = std::chrono::steady_clock::now() + config_.timeouts.close;
   ScheduleMoveStep();
 }
 
@@ -59,9 +61,16 @@ void Tunnel::OnMoveStep() {
     EndFailedMove();
     return;
   }
-  if (move.next == nullptr || !move.held) return;  // waiting for the 101, or a boundary
-  if (!move.retired) RetireOldBackend();
+  if (move.next == nullptr) return;  // waiting for the 101
   auto now = std::chrono::steady_clock::now();
+  if (!move.held) {
+    // Waiting for the client's message in progress to end, at most timeouts.close (the old
+    // backend may have stopped reading it): then the move fails and the session ends as usual.
+    if (now >= move.retire_deadline) return EndFailedMove();
+    ArmMoveStep(move.retire_deadline - now);
+    return;
+  }
+  if (!move.retired) RetireOldBackend();
   if (!move.old_done && now >= move.retire_deadline) {
     // No close reply in time: what it sent is relayed (ignoring the watermark), then it goes.
     flush_all_ = true;
@@ -72,19 +81,22 @@ void Tunnel::OnMoveStep() {
     move.old_done = true;
   }
   if (!move.old_done) {
-    timeval wait =
-        ToTimeval(std::chrono::duration_cast<config::Duration>(move.retire_deadline - now) +
-                  config::Duration(1));
-    evtimer_add(move.step.get(), &wait);
+    ArmMoveStep(move.retire_deadline - now);
     return;
   }
   SwapBackend();
 }
 
+void Tunnel::ArmMoveStep(std::chrono::steady_clock::duration after) {
+  timeval wait =
+      ToTimeval(std::chrono::duration_cast<config::Duration>(after) + config::Duration(1));
+  evtimer_add(move_->step.get(), &wait);
+}
+
 void Tunnel::RetireOldBackend() {
   Move& move = *move_;
   move.retired = true;
-  move.retire_deadline = std::chrono::steady_clock::now() + config_.timeouts.close;
+  move.retire_deadline = std::chrono::steady_clock::now() + config_.timeouts.close;  // its reply
   Peer& old = backend_;
   if (!old.socket->open()) {
     move.old_done = true;
@@ -117,6 +129,12 @@ void Tunnel::SwapBackend() {
   std::unique_ptr<CloseDecision> deferred = std::move(move_->deferred_close);
   move_.reset();
   Attach(Side::kBackend);
+  if (client_.backpressured) {
+    // Paused for the old backend's full output: the new one has room, and no write event of
+    // the old one will ever resume it.
+    client_.backpressured = false;
+    if (!client_.throttled) client_.socket->SetReading(true);
+  }
   owner_.OnBackendReplaced(pause);
   if (ended_) return;
   // The new backend may have spoken first; then the held client messages go to it.

@@ -180,6 +180,60 @@ TEST_P(TunnelMoveTest, TheClientClosingDuringAMoveEndsTheSessionAsUsual) {
   EXPECT_EQ(replaced_calls_, 0);
 }
 
+TEST_P(TunnelMoveTest, AClientPausedByAStuckOldBackendEndsTheMoveInBoundedTime) {
+  // The old backend stopped reading inside a client message: the boundary never comes, so the
+  // move gives up after timeouts.close and the session ends as without moving (1012).
+  config_.timeouts.close = 300ms;
+  Start({}, /*small_buffers=*/true);
+  backend_far_.reading = false;
+  std::string big = FromClient(ws::kBinary, Pattern(256 * 1024));
+  client_far_.Send(big + big + big + big);
+  ASSERT_TRUE(RunUntil([&] {
+    size_t before = client_far_.sent;
+    for (int i = 0; i < 5; ++i) event_base_loop(base_.get(), EVLOOP_NONBLOCK);
+    client_far_.Flush();
+    return !client_far_.outbox.empty() && client_far_.sent == before;
+  }));
+  ASSERT_TRUE(tunnel_->BeginMove());
+  MakeNext();
+  Clock::time_point replaced_at = Clock::now();
+  tunnel_->ReplaceBackend(next_);
+  ASSERT_TRUE(RunUntil([&] { return !tunnel_->moving(); }));
+  EXPECT_GE(Clock::now() - replaced_at, 250ms);
+  EXPECT_EQ(replaced_calls_, 0);
+  EXPECT_TRUE(next_far_.frames().empty());
+  ExpectDecision(ws::kServiceRestart, ClosedBy::kProxy, "could not move to another backend");
+}
+
+TEST_P(TunnelMoveTest, AClientPausedByTheOldBackendIsNeverLeftPaused) {
+  // Paused because the old backend's output was full: whether the stuck old backend lets the
+  // client's message in progress end (the move completes, the rest flows to the new backend)
+  // or not (the move gives up, bounded), the client is never left paused.
+  config_.timeouts.close = 300ms;
+  Start({}, /*small_buffers=*/true);
+  backend_far_.reading = false;
+  std::string message = FromClient(ws::kBinary, Pattern(16 * 1024));
+  std::string burst;
+  for (int i = 0; i < 64; ++i) burst += message;
+  client_far_.Send(burst);
+  ASSERT_TRUE(RunUntil([&] {
+    size_t before = client_far_.sent;
+    for (int i = 0; i < 5; ++i) event_base_loop(base_.get(), EVLOOP_NONBLOCK);
+    client_far_.Flush();
+    return !client_far_.outbox.empty() && client_far_.sent == before;
+  }));
+  ASSERT_TRUE(tunnel_->BeginMove());
+  MakeNext();
+  tunnel_->ReplaceBackend(next_);
+  ASSERT_TRUE(RunUntil([&] { return !tunnel_->moving(); }));
+  if (replaced_calls_ == 1) {
+    ASSERT_TRUE(RunUntil([&] { return client_far_.outbox.empty(); }));
+    EXPECT_FALSE(next_far_.frames().empty());
+  } else {
+    EXPECT_EQ(tunnel_->close().code, ws::kServiceRestart);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Endpoints, TunnelMoveTest,
                          ::testing::Values(Kinds{Kind::kDirect, Kind::kDirect},
                                            Kinds{Kind::kDirect, Kind::kBufferevent},
