@@ -165,7 +165,7 @@ void Tunnel::EndFailedMove() {
 void Tunnel::DropMove() {
   // Freed here, possibly from its own event's callback: libevent allows that for an event
   // that is not persistent. The client pipe's pending stop at a message boundary is harmless:
-  // it takes effect once and the pump carries on.
+  // it takes effect once and the pump carries on (Pump flushes pushes only for the backend's).
   move_.reset();
 }
 
