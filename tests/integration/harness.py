@@ -337,10 +337,14 @@ def admin_get(host, port, path, token=None, timeout=5):
         connection.close()
 
 
-def metrics_text(gate):
-    """GET /metrics from a gate's admin listener (the config needs an ``admin`` section)."""
+def metrics_text(gate, token=None):
+    """GET /metrics from a gate's admin listener (the config needs an ``admin`` section; with
+    ``token``, sent as its bearer token)."""
     host, port = admin_address(gate)
-    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=WAIT) as response:
+    request = urllib.request.Request(f"http://{host}:{port}/metrics")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=WAIT) as response:
         return response.read().decode()
 
 

@@ -9,21 +9,24 @@ across a move from one backend to another.
 
 Roles:
 
-``server --name NAME``  a WebSocket backend on 127.0.0.1:0 (or ``--port``). Prints
-            ``listening PORT``. A connection to ``/s/ID`` (a *segment* of session ID) streams
-            ``b ID NAME SEQ`` every ``--interval`` seconds, SEQ from 0 per segment, and records
-            every ``c ID SEQ`` it receives. It records the upgrade's ``X-Wsgate-Resume`` (None
-            without one) and ``X-Wsgate-Connection-Id``. ``--subprotocol X`` answers X to an
+``server --name NAME``  a WebSocket backend on 127.0.0.1:0 (or ``--host``, ``--port``).
+            Prints ``listening PORT``. A connection to ``/s/ID`` (a *segment* of session ID)
+            streams ``b ID NAME SEQ`` every ``--interval`` seconds, SEQ from 0 per segment, and
+            records every ``c ID SEQ`` it receives. It records the upgrade's ``X-Wsgate-Resume``
+            (None without one) and ``X-Wsgate-Connection-Id``. ``--subprotocol X`` answers X to an
             upgrade that offers any subprotocol (whether or not X is among them).
             ``--refuse-resume STATUS`` answers an upgrade carrying X-Wsgate-Resume with that
             HTTP status and closes (the attempt is recorded, ``refused`` = STATUS).
             ``--close-delay S`` keeps sending for S seconds after a close frame before it
-            replies (default 0: stop sending, reply at once).
+            replies (default 0: stop sending, reply at once). A request without
+            ``Upgrade: websocket`` (a health check) is answered 200 ``ok`` (503 after the
+            ``unhealthy`` command) and closed; it is not a connection of the records.
 ``client``  opens ``--count`` connections to ``/s/FIRST`` .. ``/s/FIRST+N-1`` (``--first-id``,
             default 0) on ``--port``, offering ``--protocols`` if given. Prints ``connected N``
             once all are upgraded (``failed ...`` otherwise), then streams ``c ID SEQ`` every
             ``--interval`` and records every message received (backend name and seq), every
-            close frame and the TCP close.
+            close frame and the TCP close. A text message ``p ID K`` (a push through wsgate's
+            connections API) is recorded apart, in ``pushes``.
 
 ``--fragment-gap S`` (either role, below ``--interval``): each message goes as two frames, the
 second S seconds after the first, so that a message is often in flight. A close frame received,
@@ -34,12 +37,16 @@ waits for the server's TCP close) and a ping with a pong.
 
 Commands on stdin, one per line, each answered by one stdout line:
 
-``stats``   ``stats sent=S recv=R open=O closed=C resumed=U refused=F`` (totals over all
-            connections: messages sent, messages received, connections upgraded and still open,
-            connections that got a close frame or lost TCP, upgrades with X-Wsgate-Resume, and
-            resumes refused).
+``stats``   ``stats sent=S recv=R open=O closed=C resumed=U refused=F health=H pushes=P``
+            (totals over all connections: messages sent, messages received (pushes not
+            counted), connections upgraded and still open, connections that got a close frame
+            or lost TCP, upgrades with X-Wsgate-Resume, resumes refused, health checks
+            answered, and pushes received).
 ``quiet``   every connection stops sending (for good); answered like ``stats`` but ``quiet ...``.
 ``detail``  ``detail JSON``: one row per connection (see ``Peer.detail``).
+``ids``     ``ids JSON``: ``{session id: X-Wsgate-Connection-Id}`` of the open connections.
+``unhealthy``, ``healthy``  the server answers health checks 503 (200) from now on; answered
+            like ``stats``.
 ``stop`` or EOF  writes ``--results`` (JSON: one record per connection, see ``Conn.record``),
             prints ``done`` and exits.
 
@@ -118,6 +125,8 @@ class Conn(asyncio.Protocol):
         self.connection_id = None
         self.subprotocol = None
         self.refused = None
+        self.plain = False  # a plain HTTP request (health check), answered and closed
+        self.pushes = []  # client: the K of each push ``p ID K`` received
 
     # -- transport callbacks ------------------------------------------------------------------
 
@@ -133,7 +142,7 @@ class Conn(asyncio.Protocol):
                             b"Sec-WebSocket-Version: 13\r\n\r\n" % (self.id, self.key, offer))
 
     def data_received(self, data):
-        if self.refused is not None:
+        if self.refused is not None or self.plain:
             return
         self.buf += data
         if not self.upgraded:
@@ -173,6 +182,16 @@ class Conn(asyncio.Protocol):
             self.subprotocol = headers.get("sec-websocket-protocol")
             self.handshake_done.set_result(None)
         else:
+            if headers.get("upgrade", "").lower() != "websocket":
+                self.plain = True
+                self.peer.health_checks += 1
+                status = b"503 Unhealthy" if self.peer.unhealthy else b"200 OK"
+                body = b"unhealthy\n" if self.peer.unhealthy else b"ok\n"
+                self.transport.write(b"HTTP/1.1 %s\r\nContent-Type: text/plain\r\n"
+                                     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                                     % (status, len(body), body))
+                self.transport.close()
+                return False
             parts = lines[0].split(" ")
             self.path = parts[1] if len(parts) > 1 else ""
             try:
@@ -310,6 +329,12 @@ class Conn(asyncio.Protocol):
         if opcode == OP_CLOSE:
             self._on_close(payload)
             return
+        if (opcode == OP_CONT) != (self.fragments is not None):
+            self._error(f"continuation frame {payload[:40]!r} outside a fragmented message"
+                        if opcode == OP_CONT else
+                        f"frame opcode {opcode} {payload[:40]!r} inside the fragmented message "
+                        f"{self.fragments[:40]!r}")
+            return
         if opcode == OP_CONT or not fin:  # fragmented: reassemble
             self.fragments = (self.fragments or b"") + payload
             if not fin:
@@ -322,6 +347,16 @@ class Conn(asyncio.Protocol):
 
     def _on_message(self, payload):
         parts = payload.split(b" ")
+        if self.is_client and parts[0] == b"p":  # a push: p ID K
+            try:
+                ok = len(parts) == 3 and int(parts[1]) == self.id
+                if ok:
+                    self.pushes.append(int(parts[2]))
+            except ValueError:
+                ok = False
+            if not ok:
+                self._error(f"unexpected push {payload[:60]!r}")
+            return
         try:
             if self.is_client:
                 kind, conn_id, name, seq = parts
@@ -368,7 +403,7 @@ class Conn(asyncio.Protocol):
                 "opened": self.opened, "upgraded": self.upgraded, "sent": len(self.sent_times),
                 "sent_times": self.sent_times, "received": self.received,
                 "errors": self.errors, "closes": self.closes, "close_time": self.close_time,
-                "eof_time": self.eof_time}
+                "eof_time": self.eof_time, "pushes": self.pushes}
 
 
 class Peer:
@@ -385,6 +420,8 @@ class Peer:
         self.fragment_gap = args.fragment_gap
         self.protocols = args.protocols
         self.quiet = False
+        self.unhealthy = False
+        self.health_checks = 0
         self.conns = []
 
     def register(self, conn):
@@ -410,6 +447,11 @@ class Peer:
                 rows.append([c.id, len(c.sent_times), last, len(c.received)])
         return json.dumps(rows, separators=(",", ":"))
 
+    def ids(self):
+        """``{id: X-Wsgate-Connection-Id}`` of the open connections (server side)."""
+        return json.dumps({c.id: c.connection_id for c in self.conns
+                           if c.upgraded and c.eof_time is None and not c.closes})
+
     def totals(self):
         """The one-line summary ``stats`` and ``quiet`` print."""
         upgraded = [c for c in self.conns if c.upgraded]
@@ -419,8 +461,9 @@ class Peer:
         closed = sum(1 for c in upgraded if c.eof_time is not None or c.closes)
         resumed = sum(1 for c in self.conns if c.resume is not None)
         refused = sum(1 for c in self.conns if c.refused is not None)
+        pushes = sum(len(c.pushes) for c in upgraded)
         return (f"sent={sent} recv={received} open={open_} closed={closed} resumed={resumed} "
-                f"refused={refused}")
+                f"refused={refused} health={self.health_checks} pushes={pushes}")
 
 
 async def run_client(peer, args):
@@ -432,7 +475,7 @@ async def run_client(peer, args):
             conn = Conn(peer, index)
             peer.conns.append(conn)
             await asyncio.wait_for(
-                loop.create_connection(lambda: conn, "127.0.0.1", args.port), 10)
+                loop.create_connection(lambda: conn, args.host, args.port), 10)
             await asyncio.wait_for(conn.handshake_done, 10)
 
     ids = range(args.first_id, args.first_id + args.count)
@@ -448,6 +491,7 @@ async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("role", choices=("server", "client"))
     parser.add_argument("--name", default="client")
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--first-id", type=int, default=0)
@@ -466,7 +510,7 @@ async def main():
     loop = asyncio.get_running_loop()
     peer = Peer(args)
     if args.role == "server":
-        server = await loop.create_server(lambda: Conn(peer), "127.0.0.1", args.port,
+        server = await loop.create_server(lambda: Conn(peer), args.host, args.port,
                                           backlog=1024)
         print(f"listening {server.sockets[0].getsockname()[1]}", flush=True)
     else:
@@ -487,6 +531,11 @@ async def main():
             print(f"stats {peer.totals()}", flush=True)
         elif line == b"detail":
             print(f"detail {peer.detail()}", flush=True)
+        elif line == b"ids":
+            print(f"ids {peer.ids()}", flush=True)
+        elif line in (b"unhealthy", b"healthy"):
+            peer.unhealthy = line == b"unhealthy"
+            print(f"{line.decode()} {peer.totals()}", flush=True)
         else:
             print(f"unknown command {line!r}", flush=True)
     with open(args.results + ".tmp", "w") as f:

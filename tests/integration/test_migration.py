@@ -95,14 +95,20 @@ class MigratePeer(StreamPeer):
     def __init__(self, proc, results_path):
         super().__init__(proc, results_path)
         self.name = "client"
+        self.host = "127.0.0.1"
         self.killed = False
 
     @classmethod
     async def server(cls, tmp_path, name, **options):
-        """A backend named ``name``."""
+        """A backend named ``name`` (on ``host=`` if given, else 127.0.0.1)."""
         peer = await cls.start(tmp_path, "server", name=name, interval=INTERVAL, **options)
         peer.name = name
+        peer.host = options.get("host", peer.host)
         return peer
+
+    @property
+    def address(self):
+        return f"{self.host}:{self.port}"
 
     @classmethod
     async def client(cls, tmp_path, gate, count, **options):
@@ -400,10 +406,10 @@ def migrations(gate, **labels):
     return metric(gate, "wsgate_migrations_total", pool="p", **labels)
 
 
-def migrations_by_result(gate, reason):
+def migrations_by_result(gate, reason, token=None):
     """{result: count} of the non-zero wsgate_migrations_total{pool="p",reason} series."""
     counts = {}
-    for line in metrics_text(gate).splitlines():
+    for line in metrics_text(gate, token).splitlines():
         match = re.match(r'^wsgate_migrations_total\{(.*)\} (\S+)$', line)
         if match:
             labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
