@@ -39,10 +39,6 @@ TOKEN = "migration-triggers-token"
 # The push test's backends send each message as two frames this far apart (below INTERVAL), so
 # a backend is inside a message most of the time and most pushes wait for its boundary.
 PUSH_FRAGMENT_GAP = 0.4
-PUSH_BUG = (
-    "wsgate bug: a move's stop at the client's next message boundary (Tunnel::BeginMove) makes "
-    "Tunnel::Pump flush the queued pushes (case kMessageBoundary, tunnel.cc) while the "
-    "backend's message to the client is still open: a push lands inside a fragmented message")
 
 
 def healthy_addresses(state):
@@ -314,10 +310,9 @@ class AdminConnection:
 
 
 @needs_migration
-@pytest.mark.parametrize("client_frames", [
-    "whole",
-    pytest.param("two", marks=pytest.mark.xfail(reason=PUSH_BUG, strict=True)),
-])
+# "two": the client's messages in two frames too, so a move often starts inside one: its stop
+# at the client's message boundary once flushed pushes inside a backend's fragmented message.
+@pytest.mark.parametrize("client_frames", ["whole", "two"])
 @async_test(timeout=120)
 async def test_pushes_continue_across_a_move(gates, tmp_path, client_frames):
     """The connections API pushes ``p ID K`` to every session, K counting up, one at a time
