@@ -106,8 +106,11 @@ class Session final : public Deferrable,
   // Whether Migrate may be worth calling now (it may still decline).
   bool may_move() const {
     return state_ == State::kSpliced && resume_ && !resume_->move &&
-           !resume_->unsupported_counted && !going_away_ && !tunnel_->closing();
+           !resume_->unsupported_counted && !going_away_ && !tunnel_->closing() &&
+           std::chrono::steady_clock::now() >= resume_->retry_at;
   }
+  // How soon a session that found no backend to move to tries again.
+  static constexpr std::chrono::seconds kMoveRetryInterval{5};
 
   // --- Connections API (docs/connections-api.md); the owning loop's thread only. Each returns
   // the HTTP status to answer.
@@ -245,6 +248,7 @@ class Session final : public Deferrable,
     ResumeTerms terms;
     uint32_t moves = 0;
     bool unsupported_counted = false;
+    std::chrono::steady_clock::time_point retry_at{};  // after no backend could take it
     Endpoint other;                     // the backend socket slot the tunnel is not using
     bool on_other = false;              // the tunnel uses |other|, and |backend_| is free
     std::unique_ptr<BackendMove> move;  // while moving

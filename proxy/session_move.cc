@@ -50,8 +50,15 @@ void Session::OnMoveFailed(metrics::MigrationResult result, const std::string& w
   LOG_INFO("session client=" + peer_text() + " could not move off " + chosen_backend_->address +
            ": " + why);
   EndMove(result);
+  if (result == metrics::kMoveNoBackend) {
+    // No other backend yet (a rollout may bring one): the session stays where it is, tried again
+    // later, until its backend's drain deadline closes it as in any other pool.
+    resume_->retry_at = std::chrono::steady_clock::now() + kMoveRetryInterval;
+    tunnel_->CancelMove(/*end_session=*/false);
+    return;
+  }
   // As without moving: the client is told to reconnect (1012), or 1014 if its backend is gone.
-  tunnel_->CancelMove();
+  tunnel_->CancelMove(/*end_session=*/true);
 }
 
 void Session::OnBackendReplaced(std::chrono::steady_clock::duration pause) {

@@ -110,9 +110,10 @@ class Tunnel {
   // owner hears OnBackendReplaced. If the old backend cut a message to the client short, the
   // client is closed (1014, or without a close frame inside a frame) and the move ends there.
   void ReplaceBackend(Endpoint& next);
-  // The new backend could not take the session: stop holding. With the old backend still
-  // usable the tunnel carries on with it; without one the client is closed with 1014.
-  void CancelMove();
+  // The move failed: stop holding. With the old backend still usable, the held messages go to
+  // it and the session carries on there (|end_session|: then both sides are closed, the client
+  // with 1012, as a GoAway does); without one the client is closed with 1014.
+  void CancelMove(bool end_session);
   bool moving() const { return move_ != nullptr; }
 
   bool closing() const { return closing_; }
@@ -210,7 +211,7 @@ class Tunnel {
   void OnClientHeld();
   void RetireOldBackend();
   void SwapBackend();
-  void EndFailedMove();
+  void EndFailedMove(bool end_session);
   // The tunnel closes for another reason while moving: the move is dropped (the owner notices).
   void DropMove();
 
@@ -236,6 +237,7 @@ class Tunnel {
     bool retired = false;      // the old backend was sent its close (or was gone)
     bool old_done = false;     // its close reply came, it is gone, or its time ran out
     bool cancelled = false;
+    bool end_session = false;  // with cancelled
     std::chrono::steady_clock::time_point held_since{};
     // Until the held boundary, then until the old backend's close reply (timeouts.close each).
     std::chrono::steady_clock::time_point retire_deadline{};

@@ -37,9 +37,10 @@ void Tunnel::ReplaceBackend(Endpoint& next) {
   ScheduleMoveStep();
 }
 
-void Tunnel::CancelMove() {
+void Tunnel::CancelMove(bool end_session) {
   if (!move_) return;
   move_->cancelled = true;
+  move_->end_session = end_session;
   ScheduleMoveStep();
 }
 
@@ -58,7 +59,7 @@ void Tunnel::OnMoveStep() {
   if (!move_) return;
   Move& move = *move_;
   if (move.cancelled) {
-    EndFailedMove();
+    EndFailedMove(move.end_session);
     return;
   }
   if (move.next == nullptr) return;  // waiting for the 101
@@ -66,7 +67,7 @@ void Tunnel::OnMoveStep() {
   if (!move.held) {
     // Waiting for the client's message in progress to end, at most timeouts.close (the old
     // backend may have stopped reading it): then the move fails and the session ends as usual.
-    if (now >= move.retire_deadline) return EndFailedMove();
+    if (now >= move.retire_deadline) return EndFailedMove(/*end_session=*/true);
     ArmMoveStep(move.retire_deadline - now);
     return;
   }
@@ -148,13 +149,15 @@ void Tunnel::SwapBackend() {
   }
 }
 
-void Tunnel::EndFailedMove() {
+void Tunnel::EndFailedMove(bool end_session) {
   bool old_usable = backend_.socket->open() && backend_.out == Outbound::kOpen;
   DropMove();
-  if (old_usable) {
+  if (old_usable && end_session) {
     // As without moving: the held messages go to the old backend, then the client is told to
     // reconnect.
     GoAway(ws::kServiceRestart, "could not move to another backend");
+  } else if (old_usable) {
+    Pump(Side::kClient);  // the held messages go to the old backend, which carries on
   } else if (!closing_) {
     close_.Decide(ws::kBadGateway, ClosedBy::kBackend, "backend went away");
     if (backend_.socket->open()) CloseSocket(Side::kBackend);

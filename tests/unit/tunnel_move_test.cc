@@ -132,7 +132,7 @@ TEST_P(TunnelMoveTest, ACancelledMoveGivesTheHeldMessagesToTheOldBackendAndEndsW
   ASSERT_TRUE(tunnel_->BeginMove());
   client_far_.Send(FromClient(ws::kText, "held"));
   for (int i = 0; i < 5; ++i) event_base_loop(base_.get(), EVLOOP_NONBLOCK);
-  tunnel_->CancelMove();
+  tunnel_->CancelMove(/*end_session=*/true);
   ASSERT_TRUE(RunUntil([&] { return client_far_.got_close() && backend_far_.got_close(); }));
   std::vector<Parsed> at_old = backend_far_.frames();
   ASSERT_EQ(at_old.size(), 2u);
@@ -146,7 +146,7 @@ TEST_P(TunnelMoveTest, ACancelledMoveOffALostBackendTellsTheClient1014) {
   Start();
   backend_far_.Close();
   ASSERT_TRUE(RunUntil([&] { return tunnel_->moving(); }));
-  tunnel_->CancelMove();
+  tunnel_->CancelMove(/*end_session=*/true);
   ASSERT_TRUE(RunUntil([&] { return client_far_.got_close(); }));
   ExpectClose(client_far_.last(), ws::kBadGateway, "backend went away");
 }
@@ -232,6 +232,24 @@ TEST_P(TunnelMoveTest, AClientPausedByTheOldBackendIsNeverLeftPaused) {
   } else {
     EXPECT_EQ(tunnel_->close().code, ws::kServiceRestart);
   }
+}
+
+TEST_P(TunnelMoveTest, AMoveWithNowhereToGoCarriesOnWithTheOldBackend) {
+  Start();
+  ASSERT_TRUE(tunnel_->BeginMove());
+  client_far_.Send(FromClient(ws::kText, "held"));
+  for (int i = 0; i < 5; ++i) event_base_loop(base_.get(), EVLOOP_NONBLOCK);
+  tunnel_->CancelMove(/*end_session=*/false);
+  ASSERT_TRUE(RunUntilFrames(backend_far_, 1));
+  EXPECT_EQ(Payloads(backend_far_), std::vector<std::string>{"held"});
+  EXPECT_FALSE(tunnel_->moving());
+  client_far_.Send(FromClient(ws::kText, "more"));
+  backend_far_.Send(FromBackend(ws::kText, "still here"));
+  ASSERT_TRUE(RunUntil(
+      [&] { return backend_far_.frames().size() == 2 && client_far_.frames().size() == 1; }));
+  EXPECT_FALSE(client_far_.got_close());
+  EXPECT_FALSE(backend_far_.got_close());
+  EXPECT_FALSE(tunnel_->closing());
 }
 
 INSTANTIATE_TEST_SUITE_P(Endpoints, TunnelMoveTest,
