@@ -392,9 +392,11 @@ def test_kubernetes_backends_through_a_headless_service():
         assert selector.items() <= labels.items()
     # Only ready pods are in the DNS answer: the probe decides when a pod joins the pool.
     assert container["readinessProbe"]["httpGet"]["port"] in ports
-    # A rollout adds a pod before it takes one away, so moved sessions have somewhere to go.
+    # A rollout adds a pod before it takes one away, so moved sessions have somewhere to go,
+    # and waits until wsgate can have seen the new pod (interval plus the 30s DNS cache).
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-    # A leaving pod serves until wsgate has seen it vanish (the interval plus the cluster DNS's
-    # 5s TTL) and moved its sessions.
     interval = seconds(pool["discovery"]["interval"])
-    assert pod["spec"]["terminationGracePeriodSeconds"] >= 3 * (interval + 5)
+    assert deployment["spec"]["minReadySeconds"] >= interval + 30
+    # A leaving pod serves until wsgate has seen it vanish (the interval plus the cluster DNS's
+    # cache: 30s with kubeadm's Corefile) and moved its sessions (give them 15s).
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= interval + 30 + 15
