@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 
@@ -26,17 +27,22 @@ INTERVAL_MS = 50
 
 
 class ChatBackend:
-    """examples/chat/chat_backend.py on a free port, with the room in |store|."""
+    """examples/chat/chat_backend.py on |host|:|port| (0: a free one), with the room in
+    |store|."""
 
-    def __init__(self, name, store):
+    def __init__(self, name, store, host="127.0.0.1", port=0):
         self.name = name
         self.proc = subprocess.Popen(
-            [PYTHON, os.path.join(CHAT_DIR, "chat_backend.py"), "--port", "0", "--name", name,
-             "--store", str(store)],
+            [PYTHON, os.path.join(CHAT_DIR, "chat_backend.py"), "--host", host,
+             "--port", str(port), "--name", name, "--store", str(store)],
             stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()  # "NAME listening on HOST:PORT"
         assert " listening on " in line, f"{name} did not start: {line!r}"
         self.address = line.rsplit(" ", 1)[1].strip()
+        # The rest of its log ("took over ...", "client left ..."), read so that it never
+        # blocks on a full pipe.
+        self.lines = []
+        threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True).start()
 
     def stop(self):
         self.proc.terminate()
