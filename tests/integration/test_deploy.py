@@ -289,15 +289,30 @@ def test_compose_example(tmp_path):
 # Kubernetes
 # ------------------------------------------------------------------------------------------
 
-def test_kubernetes_manifests(tmp_path):
-    docs = []
+def kubernetes_objects():
+    """{(kind, name): object} of every file in examples/kubernetes/."""
+    objects = {}
     for name in sorted(os.listdir(KUBERNETES_DIR)):
+        if not name.endswith(".yaml"):
+            continue
         with open(os.path.join(KUBERNETES_DIR, name)) as f:
-            docs += [d for d in yaml.safe_load_all(f) if d]
-    by_kind = {d["kind"]: d for d in docs}
-    assert set(by_kind) == {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget"}
-    deployment, service = by_kind["Deployment"], by_kind["Service"]
-    pdb, config_map = by_kind["PodDisruptionBudget"], by_kind["ConfigMap"]
+            for doc in yaml.safe_load_all(f):
+                if doc:
+                    key = (doc["kind"], doc["metadata"]["name"])
+                    assert key not in objects, f"{name}: {key} twice"
+                    objects[key] = doc
+    return objects
+
+
+def test_kubernetes_manifests(tmp_path):
+    objects = kubernetes_objects()
+    assert set(objects) == {("Deployment", "wsgate"), ("Service", "wsgate"),
+                            ("PodDisruptionBudget", "wsgate"), ("ConfigMap", "wsgate-config"),
+                            ("Deployment", "app-backend"), ("Service", "app-backend"),
+                            ("PodDisruptionBudget", "app-backend")}
+    deployment, service = objects["Deployment", "wsgate"], objects["Service", "wsgate"]
+    pdb = objects["PodDisruptionBudget", "wsgate"]
+    config_map = objects["ConfigMap", "wsgate-config"]
     pod = deployment["spec"]["template"]
     container = pod["spec"]["containers"][0]
 
@@ -309,13 +324,13 @@ def test_kubernetes_manifests(tmp_path):
     assert container["args"] == ["-c", "/etc/wsgate/wsgate.yaml"]
     config_path = tmp_path / "wsgate.yaml"
     config_path.write_text(config_map["data"]["wsgate.yaml"])
-    # --check resolves backend names as start does; the Service name resolves only in the
-    # cluster, so check the file with it pointed at loopback.
+    # The backends' headless Service resolves only in the cluster: with require_at_start false
+    # --check passes outside it with a warning, and the pool starts empty there.
     service_host = "app-backend.default.svc.cluster.local"
     assert service_host in config_map["data"]["wsgate.yaml"]
     outside = run_wsgate("--check", "-c", str(config_path))
-    assert outside.returncode == 1 and f"cannot resolve {service_host}:" in outside.stderr, \
-        outside.stderr
+    assert outside.returncode == 0 and f"cannot resolve {service_host}:" in outside.stderr \
+        and "require_at_start is false" in outside.stderr, outside.stderr
     in_cluster = tmp_path / "in-cluster.yaml"
     in_cluster.write_text(config_map["data"]["wsgate.yaml"].replace(service_host, "localhost"))
     check_config(in_cluster)
@@ -343,3 +358,45 @@ def test_kubernetes_manifests(tmp_path):
     assert f"{pod['spec']['securityContext']['runAsUser']}:" \
            f"{pod['spec']['securityContext']['runAsGroup']}" == user
     assert container["securityContext"]["runAsNonRoot"] is True
+
+
+def test_kubernetes_backends_through_a_headless_service():
+    """The pool follows the backends' headless Service with discovery and moves sessions; the
+    Service's name and port are the pool's backend address, and the backend pods outlive the
+    time wsgate needs to notice they left."""
+    objects = kubernetes_objects()
+    config = yaml.safe_load(objects["ConfigMap", "wsgate-config"]["data"]["wsgate.yaml"])
+    pool = next(p for p in config["pools"] if p["name"] == "app")
+    assert pool["migrate"] is True
+    assert pool["discovery"]["require_at_start"] is False
+    assert pool["rebalance"]["enabled"] is True
+
+    service, deployment = objects["Service", "app-backend"], objects["Deployment", "app-backend"]
+    pdb = objects["PodDisruptionBudget", "app-backend"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert not service["spec"].get("publishNotReadyAddresses", False)
+    [entry] = pool["backends"]
+    host, _, port = entry["address"].rpartition(":")
+    namespace = service["metadata"].get("namespace", "default")
+    assert host == f"{service['metadata']['name']}.{namespace}.svc.cluster.local"
+
+    pod = deployment["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    # A headless Service resolves to the pods themselves: the pool's port is the container's.
+    assert int(port) in ports.values()
+    assert all(ports[p["targetPort"]] == p["port"] for p in service["spec"]["ports"])
+    labels = pod["metadata"]["labels"]
+    for selector in (service["spec"]["selector"], pdb["spec"]["selector"]["matchLabels"],
+                     deployment["spec"]["selector"]["matchLabels"]):
+        assert selector.items() <= labels.items()
+    # Only ready pods are in the DNS answer: the probe decides when a pod joins the pool.
+    assert container["readinessProbe"]["httpGet"]["port"] in ports
+    # A rollout adds a pod before it takes one away, so moved sessions have somewhere to go,
+    # and waits until wsgate can have seen the new pod (interval plus the 30s DNS cache).
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    interval = seconds(pool["discovery"]["interval"])
+    assert deployment["spec"]["minReadySeconds"] >= interval + 30
+    # A leaving pod serves until wsgate has seen it vanish (the interval plus the cluster DNS's
+    # cache: 30s with kubeadm's Corefile) and moved its sessions (give them 15s).
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= interval + 30 + 15
