@@ -269,9 +269,15 @@ void Worker::Rebalance(Clock::time_point now) {
     // worker's are seen here; the others' are estimated as the same share.
     std::map<const Backend*, std::vector<Session*>> open;
     std::map<const Backend*, int64_t> leaving;
+    bool still_to_move = false;
     registry_.ForEach([&](Session& session) {
       const Backend* backend = session.backend();
       if (backend == nullptr || backend->pool != pool.name) return;
+      // A migrate pool's sessions on a leaving backend are about to land on the others: the
+      // shares are known only once they have (else rebalancing moves sessions twice).
+      if (config->migrate && backend->draining && !session.going_away() && session.upgraded()) {
+        still_to_move = true;
+      }
       if (session.going_away() || session.moving()) {
         ++leaving[backend];
       } else if (session.upgraded()) {
@@ -284,6 +290,7 @@ void Worker::Rebalance(Clock::time_point now) {
         open[backend].push_back(&session);
       }
     });
+    if (still_to_move) continue;
     int64_t total = 0;
     uint64_t total_weight = 0;
     size_t accepting = 0;
