@@ -345,18 +345,26 @@ async def test_upgrade_moving_admin_to_loopback_does_not_keep_the_wildcard_socke
     wildcard socket (same port), which would leave the token-less API on every interface."""
     backend = EchoBackend()
     await backend.start()
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    admin_port = probe.getsockname()[1]
-    probe.close()
     socket_path = os.path.join(str(tmp_path), "upgrade.sock")
     config = make_config(pools={"echo": [backend.address]},
                          timeouts={"drain": "1s", "close": "1s"})
-    config["admin"] = {"address": f"0.0.0.0:{admin_port}", "token": "s3cret"}
-    old, old_ready, old_err = spawn(str(tmp_path), "old", config, socket_path)
+    # A port found free may be taken again before wsgate binds it (other tests make thousands of
+    # connections from ephemeral ports): then try another.
+    for _ in range(5):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        admin_port = probe.getsockname()[1]
+        probe.close()
+        config["admin"] = {"address": f"0.0.0.0:{admin_port}", "token": "s3cret"}
+        old, old_ready, old_err = spawn(str(tmp_path), "old", config, socket_path)
+        await wait_until(lambda: ready_entries_of(old_ready) is not None or old.poll() is not None,
+                         30, "old ready file or exit")
+        if ready_entries_of(old_ready) is not None:
+            break
+        assert "in use" in read(old_err), read(old_err)
     new = None
     try:
-        await wait_until(lambda: ready_entries_of(old_ready) is not None, 10, "old ready file")
+        assert ready_entries_of(old_ready) is not None, read(old_err)
         status, _ = await asyncio.to_thread(admin_get, "127.0.0.2", admin_port, "/metrics",
                                                timeout=3)
         assert status == 401  # wildcard, token required
