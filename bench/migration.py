@@ -6,13 +6,15 @@ Two measurements, each repeated ``--runs`` times (medians reported), on loopback
 1. **Migration** (pools[].migrate), at each of ``--sessions`` (default 1,000 and 9,000):
    wsgate (``workers: 1``) in front of three echo backends (bench/migration_peer.py, one
    process each), the sessions opened by client processes of at most ``--per-client`` sessions
-   each; every session sends a message every ``--interval`` s and times its echo. A sample of
-   ``--probes`` sessions of backend ``a`` send every ``--probe-interval`` s instead. Then
+   each. Every session sends one message before the drain and one after it (and every
+   ``--interval`` s if given) and times its echo; a sample of ``--probes`` sessions of backend
+   ``a`` send every ``--probe-interval`` s. Then
    ``POST /admin/backends/p/ADDRESS-OF-a/drain`` and wait until all of a's sessions have moved.
    Figures: moves per second (from the first hold to the last swap, both from wsgate's log:
    each ``moved ... pause_ms=`` line's time less its pause is when that session's hold began;
    also from the drain request, which adds the wait for the next 100 ms tick); wsgate CPU per
-   move and moves per CPU-second of wsgate (its CPU over the move window minus its rate over
+   move and moves per CPU-second of wsgate (its CPU over the move window less what relaying the
+   window's messages costs, per ``wsgate_messages_total``, at its cost per message over
    ``--baseline`` s just before, with the same traffic and polling); the pause p50/p99 from the
    ``wsgate_migration_pause_seconds`` buckets, from the ``pause_ms=`` of wsgate's log lines
    (``--log-level info``), and from the clients: for each probe session the first message the
@@ -66,7 +68,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PEER = os.path.join(HERE, "migration_peer.py")
 TICKS = os.sysconf("SC_CLK_TCK")
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
-POLL = 0.1  # seconds between metric polls, in the move window and the baseline window alike
+POLL = 0.1  # seconds between looks at wsgate's log while the moves run
+CPU_KEYS = ("ticks", "run")
 
 
 class BenchError(Exception):
@@ -102,6 +105,17 @@ def cpu_run_seconds(pid):
 
 def cpu_sample(pid):
     return {"ticks": cpu_ticks_seconds(pid), "run": cpu_run_seconds(pid), "t": time.monotonic()}
+
+
+async def gate_sample(gate, end=False):
+    """(wsgate's CPU and relayed messages now, the metrics text). The scrape itself costs
+    wsgate CPU, so it comes before the CPU sample at the start of a window and after it at the
+    end (``end``): no window holds a scrape."""
+    before = cpu_sample(gate.pid) if end else None
+    text = await gate.metrics()
+    sample = before or cpu_sample(gate.pid)
+    sample["messages"] = sum(v for _, v in series(text, "wsgate_messages_total"))
+    return sample, text
 
 
 def open_files(pid):
@@ -170,7 +184,7 @@ class Gate:
         with open(self.log_path, errors="replace") as f:
             return f.read()
 
-    async def request(self, method, path, timeout=10):
+    async def request(self, method, path, timeout=30):
         """(status, body) of an admin API request."""
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection("127.0.0.1", self.admin), timeout)
@@ -464,6 +478,24 @@ async def migration_run(args, sessions, work, run_index):
         a = servers[0]
         on_a = active[a.address]
 
+        # Every session exchanges a message (so each has a backend to switch from).
+        for client in clients:
+            await client.ask("kick")
+        await wait_for(lambda: client_totals(clients),
+                       lambda t: t["silent"] == 0 and t["unanswered"] == 0,
+                       "an echo on every session", 60)
+
+        # wsgate's CPU is modelled as idle + per relayed message + per move. Idle: a window
+        # with no traffic (with --interval 0). Per message: a window with the probes' traffic.
+        # The move window's CPU less both is the moves' (the peers may send less while they
+        # are busy with the moves, so traffic is subtracted per message, not per second).
+        # No polling inside the windows: a /metrics scrape costs wsgate about 1 µs per open
+        # descriptor (it lists /proc/self/fd), so wsgate's log is watched instead.
+        idle0, _ = await gate_sample(gate)
+        await asyncio.sleep(args.baseline)
+        idle1, _ = await gate_sample(gate, end=True)
+        idle_rate = {k: (idle1[k] - idle0[k]) / (idle1["t"] - idle0["t"]) for k in CPU_KEYS}
+
         # Probes: a sample of a's sessions send often from now on.
         ids = [int(i) for i in (await a.ask("ids")).split(",") if i]
         probes = random.Random(run_index).sample(ids, min(args.probes, len(ids)))
@@ -471,39 +503,45 @@ async def migration_run(args, sessions, work, run_index):
             mine = [i for i in probes if client.first_id <= i < client.first_id + client.count]
             if mine:
                 await client.ask(f"probe {args.probe_interval} " + ",".join(map(str, mine)))
-        # Every session has exchanged a message (so each has a backend to switch from).
-        await wait_for(lambda: client_totals(clients),
-                       lambda t: t["silent"] == 0 and t["recv"] >= sessions + 10 * len(probes),
-                       "an echo on every session", 30 + 2 * args.interval)
-
-        # Baseline: wsgate's CPU rate with the same traffic and the same polling, no move.
-        before = cpu_sample(gate.pid)
         t_steady = time.monotonic()  # round trips from here on are the ones reported
-        deadline = time.monotonic() + args.baseline
-        while time.monotonic() < deadline:
-            moves_by_result(await gate.metrics(), "drain")
-            await asyncio.sleep(POLL)
-        after = cpu_sample(gate.pid)
-        base_rate = {k: (after[k] - before[k]) / (after["t"] - before["t"])
-                     for k in ("ticks", "run")}
+        await wait_for(lambda: client_totals(clients),
+                       lambda t: t["recv"] >= 2 * sessions + 5 * len(probes),
+                       "the probes to flow", 30)
+        before, _ = await gate_sample(gate)
+        await asyncio.sleep(args.baseline)
+        after, _ = await gate_sample(gate, end=True)
+        relayed = after["messages"] - before["messages"]
+        per_message = {
+            k: max(0.0, (after[k] - before[k]) - idle_rate[k] * (after["t"] - before["t"]))
+            / max(1, relayed) for k in CPU_KEYS}
 
-        # The drain.
+        # The drain; done when wsgate has logged an outcome for each of a's sessions.
         peak_fds = open_files(gate.pid)
-        start = cpu_sample(gate.pid)
+        log_offset = os.path.getsize(gate.log_path)
+        start, _ = await gate_sample(gate)
         t_wall = time.time()
         status, body = await gate.request("POST", f"/admin/backends/p/{a.address}/drain")
         if status != 200:
             raise BenchError(f"drain: {status} {body[:200]}")
         deadline = time.monotonic() + 60 + sessions / 50
-        while True:
-            counts = moves_by_result(await gate.metrics(), "drain")
-            peak_fds = max(peak_fds, open_files(gate.pid))
-            if sum(counts.values()) >= on_a:
-                break
-            if time.monotonic() > deadline:
-                raise BenchError(f"only {counts} of {on_a} moves counted after the deadline")
-            await asyncio.sleep(POLL)
-        end = cpu_sample(gate.pid)
+        outcomes = 0
+        with open(gate.log_path, errors="replace") as log:
+            log.seek(log_offset)
+            pending = ""
+            while outcomes < on_a:
+                await asyncio.sleep(POLL)
+                pending += log.read()
+                lines = pending.split("\n")
+                pending = lines.pop()
+                outcomes += sum(1 for line in lines
+                                if " moved from " in line or " could not move off " in line)
+                peak_fds = max(peak_fds, open_files(gate.pid))
+                if time.monotonic() > deadline:
+                    raise BenchError(f"only {outcomes} of {on_a} moves logged by the deadline")
+        end, text = await gate_sample(gate, end=True)
+        counts = moves_by_result(text, "drain")
+        if sum(counts.values()) != on_a:
+            raise BenchError(f"drain moves by result {counts}, {on_a} logged")
         # A move that fails is a finding, not a broken run: its session must get 1012 (as
         # documented), the figures cover the moved ones, and the run is reported as failed.
         problems = []
@@ -514,19 +552,21 @@ async def migration_run(args, sessions, work, run_index):
                             f"wsgate says {failure_reasons(gate.log_text())}")
         if not moved:
             raise BenchError("; ".join(problems))
+        window_messages = end["messages"] - start["messages"]
         window = end["t"] - start["t"]
-        cpu = {k: (end[k] - start[k]) - base_rate[k] * window for k in ("ticks", "run")}
-        metrics_text = await gate.metrics()
-        bucket_q = histogram_quantiles(metrics_text, "wsgate_migration_pause_seconds",
+        cpu = {k: (end[k] - start[k]) - idle_rate[k] * window - per_message[k] * window_messages
+               for k in CPU_KEYS}
+        bucket_q = histogram_quantiles(text, "wsgate_migration_pause_seconds",
                                        (0.5, 0.99))
         await wait_for(gate.backends, lambda s: all(
             b["active"] == 0 for b in s["backends"] if b["address"] == a.address),
             "the drained backend to have no session", 30)
 
-        # Every moved session has had an echo from its new backend (before the senders stop).
+        # Every moved session exchanges a message with its new backend.
+        for client in clients:
+            await client.ask("kick")
         await wait_for(lambda: client_totals(clients), lambda t: t["switched"] >= moved,
-                       f"an echo from the new backend on each of the {moved} moved sessions",
-                       30 + 2 * args.interval)
+                       f"an echo from the new backend on each of the {moved} moved sessions", 60)
         # Settle: quiet, every echo home, nobody closed; then the clients' view of the moves.
         for client in clients:
             await client.stats("quiet")
@@ -583,9 +623,14 @@ async def migration_run(args, sessions, work, run_index):
             "moving_s": moving, "moves_per_s": moved / moving if moving > 0 else None,
             "tick_wait_ms": (first_hold - t_request) * 1000,
             "cpu_run_s": cpu["run"], "cpu_ticks_s": cpu["ticks"],
+            "raw": {"idle": [idle0, idle1], "baseline": [before, after],
+                    "window": [start, end]},
             "cpu_us_per_move": cpu["run"] / on_a * 1e6,
             "moves_per_cpu_s": on_a / cpu["run"] if cpu["run"] > 0 else None,
-            "base_cpu_pct": base_rate["run"] * 100,
+            "idle_cpu_pct": idle_rate["run"] * 100,
+            "base_cpu_pct": (after["run"] - before["run"]) / (after["t"] - before["t"]) * 100,
+            "base_us_per_message": per_message["run"] * 1e6,
+            "window_s": window, "window_messages": window_messages,
             "bucket_p50_ms": ms(bucket_q[0.5]), "bucket_p99_ms": ms(bucket_q[0.99]),
             "log_p50_ms": quantile([m[4] for m in moves], 0.5),
             "log_p99_ms": quantile([m[4] for m in moves], 0.99),
@@ -821,10 +866,12 @@ MIGRATION_ROWS = [
     ("first hold to last swap, s", "moving_s", 3),
     ("drain request to the first hold (the 100 ms tick), ms", "tick_wait_ms", 0),
     ("moves per second from the drain request (its log line)", "request_moves_per_s", 0),
-    ("wsgate CPU per move attempt, µs (schedstat, less the baseline)", "cpu_us_per_move", 0),
+    ("wsgate CPU per move attempt, µs (schedstat, less the relaying)", "cpu_us_per_move", 0),
     ("**moves per wsgate CPU-second** (one worker: per core)", "moves_per_cpu_s", 0),
     ("wsgate CPU over the moves, s: schedstat / stat ticks", None, None),
-    ("wsgate CPU before the drain (traffic + polling), % of a core", "base_cpu_pct", 1),
+    ("wsgate CPU idle, % of a core (subtracted per second)", "idle_cpu_pct", 1),
+    ("wsgate CPU with the probes, % of a core", "base_cpu_pct", 1),
+    ("… per relayed message, µs (subtracted per message)", "base_us_per_message", 1),
     ("**pause p50, ms**: buckets / log `pause_ms` / clients (bounds)", None, None),
     ("**pause p99, ms**: buckets / log `pause_ms` / clients (bounds)", None, None),
     ("pause max, ms (log)", "log_max_ms", 0),
@@ -924,11 +971,13 @@ async def run_all(args):
                 for index in range(args.runs):
                     try:
                         r = await migration_run(args, sessions, work, index)
-                    except BenchError as e:
-                        failures.append(f"migration {sessions} run {index + 1}: {e}")
-                        print(f"FAIL migration {sessions} run {index + 1}: {e}", flush=True)
+                    except (BenchError, OSError, asyncio.TimeoutError) as e:
+                        failures.append(f"migration {sessions} run {index + 1}: {e!r}")
+                        print(f"FAIL migration {sessions} run {index + 1}: {e!r}", flush=True)
                         continue
                     results.setdefault(sessions, []).append(r)
+                    if args.verbose:
+                        print(f"    raw CPU samples: {r['raw']}", flush=True)
                     for problem in r["problems"]:
                         failures.append(f"migration {sessions} run {index + 1}: {problem}")
                         print(f"FAIL migration {sessions} run {index + 1}: {problem}",
@@ -944,7 +993,9 @@ async def run_all(args):
                           f"({r['client_n']} probes), peak fds {r['peak_fds']}", flush=True)
             if results:
                 out += ["## Migration", "", f"Drain of one of 3 backends, `workers: 1`; "
-                        f"sessions send every {args.interval} s, {args.probes} probes of the "
+                        f"sessions {f'send every {args.interval} s' if args.interval else 'idle'}"
+                        f" but for one message before the drain and one after, {args.probes} "
+                        f"probes of the "
                         f"drained backend every {args.probe_interval * 1000:.0f} ms (client "
                         f"bounds {args.probe_interval * 1000:.0f} ms apart); "
                         f"{args.runs} run(s) per count.", "", migration_table(results, args), ""]
@@ -964,7 +1015,7 @@ async def run_all(args):
                 if not row["refreshes"]:
                     failures.append("no discovery refresh in a window")
     finally:
-        if args.keep:
+        if args.keep or failures:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
@@ -987,8 +1038,9 @@ def main():
     parser.add_argument("--sessions", default="1000,9000",
                         help="comma-separated session counts (default 1000,9000)")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--interval", type=float, default=5.0,
-                        help="seconds between a session's messages (default 5)")
+    parser.add_argument("--interval", type=float, default=0.0,
+                        help="seconds between a session's messages (default 0: idle but for "
+                        "one message before the drain and one after)")
     parser.add_argument("--probes", type=int, default=30)
     parser.add_argument("--probe-interval", type=float, default=0.02)
     parser.add_argument("--per-client", type=int, default=3000,
@@ -1009,11 +1061,12 @@ def main():
                         help="60 sessions, one run; discovery 10 addresses over 2 names, 1.5 s")
     parser.add_argument("--out", default=None)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--verbose", action="store_true", help="print the raw CPU samples")
     parser.add_argument("--python", default=sys.executable)
     args = parser.parse_args()
     args.sessions = [int(n) for n in args.sessions.split(",")]
     if args.smoke:
-        args.sessions, args.runs, args.interval, args.probes = [60], 1, 0.5, 10
+        args.sessions, args.runs, args.probes = [60], 1, 10
         args.baseline, args.addresses, args.names, args.seconds = 0.5, 10, 2, 1.5
         if not os.path.exists(DNSMASQ):
             print(f"note: {DNSMASQ} is missing: the discovery part is skipped")

@@ -18,10 +18,10 @@ Roles:
             ``--concurrency`` handshakes at once, source addresses 127.0.0.2 ... 127.0.0.251 in
             turn so ephemeral ports never run out), prints ``connected N`` (or ``failed ...``),
             then each session sends ``c ID SEQ`` every ``--interval`` seconds on a fixed grid
-            with a random phase (no catch-up burst after a stall). Every echo is checked on
-            arrival: it must be the session's next sequence number (exactly once, in order);
-            anything else is an error. Per message the send time, the arrival time and the
-            answering backend are kept.
+            with a random phase (no catch-up burst after a stall; 0: only when told). Every
+            echo is checked on arrival: it must be the session's next sequence number (exactly
+            once, in order); anything else is an error. Per message the send time, the arrival
+            time and the answering backend are kept.
 
 Commands on stdin, one per line, each answered by one stdout line:
 
@@ -30,6 +30,7 @@ Commands on stdin, one per line, each answered by one stdout line:
             (by a close frame or TCP), errors, sessions answered by more than one backend,
             sessions without an echo yet, messages of open sessions not echoed yet; server:
             upgrades and resumed upgrades).
+``kick``    (client) every open session sends one message now; ``kick N``.
 ``ids``     (server) ``ids ID,ID,...``: the sessions it has open.
 ``probe INTERVAL ID,ID,...``  (client) those of its sessions send every INTERVAL from now on;
             answered ``probe N`` (how many it has).
@@ -186,14 +187,20 @@ class Conn(asyncio.Protocol):
         self.next_at = loop.time() + delay
         self.timer = loop.call_at(self.next_at, self._send_next)
 
-    def _send_next(self):
-        self.timer = None
-        if self.closed or self.transport.is_closing():
-            return
+    def send_one(self):
+        """One message now; False if the session is closed."""
+        if self.closed or not self.upgraded or self.transport.is_closing():
+            return False
         seq = len(self.sent)
         self.transport.write(frame(OP_TEXT, b"c %d %d" % (self.id, seq), True))
         self.sent.append(time.monotonic())
         self.peer.sent += 1
+        return True
+
+    def _send_next(self):
+        self.timer = None
+        if not self.send_one():
+            return
         loop = asyncio.get_running_loop()
         self.next_at = max(self.next_at + self.interval, loop.time())  # no bursts after a stall
         self.timer = loop.call_at(self.next_at, self._send_next)
@@ -422,6 +429,9 @@ async def main():
             print(f"quiet {peer.totals()}", flush=True)
         elif command == "stats":
             print(f"stats {peer.totals()}", flush=True)
+        elif command == "kick":
+            print(f"kick {sum(conn.send_one() for conn in list(peer.conns.values()))}",
+                  flush=True)
         elif command == "ids":
             print("ids " + ",".join(str(i) for i in sorted(peer.open_ids)), flush=True)
         elif command == "probe" and len(words) == 3:
@@ -437,6 +447,7 @@ async def main():
         else:
             print(f"unknown command {words!r}", flush=True)
     print("done", flush=True)
+    os._exit(0)  # no orderly teardown of thousands of transports
 
 
 if __name__ == "__main__":
