@@ -1,43 +1,52 @@
 #!/usr/bin/env python3
 """Session migration and service discovery: what they cost (see README.md, "Session migration").
 
-Two measurements, each repeated ``--runs`` times (medians reported), on loopback:
+Two measurements, each repeated (medians reported), on loopback:
 
-1. **Migration** (pools[].migrate), at each of ``--sessions`` (default 1,000 and 9,000):
-   wsgate (``workers: 1``) in front of three echo backends (bench/migration_peer.py, one
-   process each), the sessions opened by client processes of at most ``--per-client`` sessions
-   each. Every session sends one message before the drain and one after it (and every
-   ``--interval`` s if given) and times its echo; a sample of ``--probes`` sessions of backend
-   ``a`` send every ``--probe-interval`` s. Then
-   ``POST /admin/backends/p/ADDRESS-OF-a/drain`` and wait until all of a's sessions have moved.
-   Figures: moves per second (from the first hold to the last swap, both from wsgate's log:
-   each ``moved ... pause_ms=`` line's time less its pause is when that session's hold began;
-   also from the drain request, which adds the wait for the next 100 ms tick); wsgate CPU per
-   move and moves per CPU-second of wsgate (its CPU over the move window less what relaying the
-   window's messages costs, per ``wsgate_messages_total``, at its cost per message over
-   ``--baseline`` s just before, with the same traffic and polling); the pause p50/p99 from the
-   ``wsgate_migration_pause_seconds`` buckets, from the ``pause_ms=`` of wsgate's log lines
-   (``--log-level info``), and from the clients: for each probe session the first message the
-   new backend answered (sent t2) and the last the old one answered (t1) bound the pause: at
-   least how much later than usual the new backend's first echo came, (a2 - a1) - (t2 - t1),
-   and less than that plus t2 - t1 (the hold began between the two sends); the quantiles of
-   the bounds bound the quantiles of the pauses. wsgate's peak open files. Checked on every
-   run: every session of a moved (counted ``result="moved"``), none closed, every echo arrived
-   exactly once and in order, each moved session switched exactly once, from a to b or c.
+1. **Migration** (pools[].migrate), ``--runs`` times at each of ``--sessions`` (default
+   1,000, 8,000 and 9,000). wsgate (``workers: 1``) in front of three echo backends
+   (bench/migration_peer.py, one process each); the sessions come from client processes of at
+   most ``--per-client`` sessions each. Every session sends one message before the drain and
+   one after it (and every ``--interval`` s if given) and times its echo; in every other run
+   (the first, third, ...) ``--probes`` sessions of backend ``a`` also send every
+   ``--probe-interval`` s. Then ``POST /admin/backends/p/ADDRESS-OF-a/drain``, and wait until
+   wsgate has logged an outcome for each of a's sessions. Figures:
 
-2. **Discovery**: wsgate (``workers: 1``, idle: no client) with one pool whose backends are
-   ``--names`` DNS names (``NAME.test``) resolving to ``--addresses`` addresses in all
-   (127.0.1.x, nothing listens: no health checks), ``discovery: {interval: 1s}``, from dnsmasq
-   on 127.0.0.1 (``resolver.nameservers``); against the same wsgate with the same addresses
-   written as static backends (no discovery). Over ``--seconds`` each, alternating: wsgate's
-   CPU time (utime + stime from /proc/PID/stat, clock ticks; and the threads' run time from
-   /proc/PID/task/*/schedstat, ns) and the queries dnsmasq logged; CPU per refresh = (discovery
-   CPU - static CPU) / refreshes. A single DNS answer over UDP without EDNS holds at most ~30 A
-   records (dnsmasq then sets TC, which libevent 2.1's evdns treats as an error): 100 backends
-   take 4 names of 25. ``--addresses 100 --names 1`` shows what happens then.
+   - moves per second, from the first hold to the last swap, both from wsgate's log (each
+     ``moved ... pause_ms=`` line's time less its pause is when that session's hold began),
+     and from the drain request's log line (which adds the wait for the next 100 ms tick);
+   - wsgate CPU per move and moves per wsgate CPU-second (threads' run time from
+     /proc/PID/task/*/schedstat; utime + stime ticks from /proc/PID/stat alongside), from the
+     runs without probes: wsgate's CPU over the move window less its idle rate (``--baseline``
+     s with no traffic) and less its cost per relayed message (``--baseline`` s of the probes'
+     or ``--interval`` traffic) times the messages relayed in the window
+     (``wsgate_messages_total``). /metrics is not polled meanwhile (a scrape lists
+     /proc/self/fd: about 1 µs of wsgate CPU per open descriptor);
+   - the pause p50/p99: from the ``wsgate_migration_pause_seconds`` buckets, from the
+     ``pause_ms=`` of wsgate's log (``--log-level info``), and from the clients: for each probe
+     session, the last message the old backend answered (sent t1, echo arrived a1) and the
+     first the new one answered (t2, a2) bound the pause: at least how much later than usual
+     that echo came, (a2 - a1) - (t2 - t1), and less than that plus t2 - t1 (the hold began
+     between the two sends); the quantiles of the bounds bound the quantiles of the pauses;
+   - wsgate's peak open files.
+
+   Checked on every run: every echo arrived exactly once and in order, each moved session
+   switched exactly once, from a to b or c, and each session that could not move (counted,
+   logged and reported as a failure) got close 1012; nothing else closed.
+
+2. **Discovery**, ``--discovery-runs`` pairs: wsgate (``workers: 1``, idle: no client) with
+   one pool whose backends are ``--names`` DNS names (``svcN.test``) resolving to
+   ``--addresses`` addresses in all (127.0.1.x, nothing listens: no health checks),
+   ``discovery: {interval: 1s}``, from dnsmasq on 127.0.0.1 (``resolver.nameservers``);
+   against the same wsgate with the same addresses written as static backends. ``--seconds``
+   each, alternating: wsgate's CPU time (schedstat, and /proc/PID/stat ticks) and the A
+   queries dnsmasq logged; CPU per refresh = (discovery CPU - static CPU) / refreshes. A DNS
+   answer over UDP without EDNS holds at most ~30 A records (dnsmasq then sets TC, which
+   libevent 2.1's evdns treats as an error), so 100 backends take 4 names of 25;
+   ``--names 1 --allow-missing`` shows what one name with 100 addresses does.
 
 Usage (python3 with the standard library only; dnsmasq for part 2):
-    bench/migration.py BUILD_DIR                   # both parts, 3 runs each: ~15 minutes
+    bench/migration.py BUILD_DIR                   # both parts: about 15 minutes
     bench/migration.py BUILD_DIR --sessions 1000 --runs 1 --skip-discovery
     bench/migration.py BUILD_DIR --smoke           # the bench_migration_smoke ctest (~10 s)
 Writes the markdown summary to ``--out`` (default bench/results/migration.md; none with
@@ -498,7 +507,11 @@ async def migration_run(args, sessions, work, run_index):
 
         # Probes: a sample of a's sessions send often from now on.
         ids = [int(i) for i in (await a.ask("ids")).split(",") if i]
-        probes = random.Random(run_index).sample(ids, min(args.probes, len(ids)))
+        # Every other run has none: the probes' traffic is most of wsgate's CPU in the move
+        # window, and subtracting it is not exact (held messages go out in bursts, cheaper per
+        # message), so wsgate's CPU per move is taken from the runs without probes.
+        count = args.probes if run_index % 2 == 0 or args.runs == 1 else 0
+        probes = random.Random(run_index).sample(ids, min(count, len(ids)))
         for client in clients:
             mine = [i for i in probes if client.first_id <= i < client.first_id + client.count]
             if mine:
@@ -635,7 +648,7 @@ async def migration_run(args, sessions, work, run_index):
             "log_p50_ms": quantile([m[4] for m in moves], 0.5),
             "log_p99_ms": quantile([m[4] for m in moves], 0.99),
             "log_max_ms": max(m[4] for m in moves),
-            "client_n": len(lower),
+            "client_n": len(lower), "probes": len(probes),
             "client_lo_p50_ms": ms(quantile(lower, 0.5)),
             "client_hi_p50_ms": ms(quantile(upper, 0.5)),
             "client_lo_p99_ms": ms(quantile(lower, 0.99)),
@@ -866,7 +879,7 @@ MIGRATION_ROWS = [
     ("first hold to last swap, s", "moving_s", 3),
     ("drain request to the first hold (the 100 ms tick), ms", "tick_wait_ms", 0),
     ("moves per second from the drain request (its log line)", "request_moves_per_s", 0),
-    ("wsgate CPU per move attempt, µs (schedstat, less the relaying)", "cpu_us_per_move", 0),
+    ("wsgate CPU per move attempt, µs (schedstat; runs without probes)", "cpu_us_per_move", 0),
     ("**moves per wsgate CPU-second** (one worker: per core)", "moves_per_cpu_s", 0),
     ("wsgate CPU over the moves, s: schedstat / stat ticks", None, None),
     ("wsgate CPU idle, % of a core (subtracted per second)", "idle_cpu_pct", 1),
@@ -882,6 +895,14 @@ MIGRATION_ROWS = [
 ]
 
 
+CPU_ROWS = ("cpu_us_per_move", "moves_per_cpu_s", "cpu_run_s", "cpu_ticks_s")
+
+
+def cpu_runs(runs):
+    """The runs wsgate's CPU per move is read from: those without probes, if any."""
+    return [r for r in runs if not r["probes"]] or runs
+
+
 def migration_table(results, args):
     scales = sorted(results)
     lines = ["| figure (median of the runs) | " + " | ".join(f"{n:,} sessions" for n in scales)
@@ -890,6 +911,8 @@ def migration_table(results, args):
         cells = []
         for n in scales:
             runs = results[n]
+            if key in CPU_ROWS or title.startswith("wsgate CPU over"):
+                runs = cpu_runs(runs)
             if key is not None:
                 cells.append(fmt(median([r[key] for r in runs]), digits))
             elif title.startswith("moved / failed"):
@@ -906,12 +929,14 @@ def migration_table(results, args):
                                       for b in ("lo", "hi")))
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Every run (moves/s, µs of wsgate CPU per move, pause p50/p99 ms from the log):")
+    lines.append("Every run (moves/s; µs of wsgate CPU per move; pause p50/p99 ms from the log; "
+                 "probes):")
     lines.append("")
     for n in scales:
         lines.append(f"- {n:,}: " + "; ".join(
             f"{fmt(r['moves_per_s'], 0)}/s, {fmt(r['cpu_us_per_move'], 0)} µs, "
-            f"{fmt(r['log_p50_ms'], 0)}/{fmt(r['log_p99_ms'], 0)} ms" for r in results[n]))
+            f"{fmt(r['log_p50_ms'], 0)}/{fmt(r['log_p99_ms'], 0)} ms, {r['probes']} probes"
+            + (f", {r['failed']} failed" if r["failed"] else "") for r in results[n]))
     return "\n".join(lines)
 
 
@@ -994,15 +1019,16 @@ async def run_all(args):
             if results:
                 out += ["## Migration", "", f"Drain of one of 3 backends, `workers: 1`; "
                         f"sessions {f'send every {args.interval} s' if args.interval else 'idle'}"
-                        f" but for one message before the drain and one after, {args.probes} "
-                        f"probes of the "
-                        f"drained backend every {args.probe_interval * 1000:.0f} ms (client "
-                        f"bounds {args.probe_interval * 1000:.0f} ms apart); "
-                        f"{args.runs} run(s) per count.", "", migration_table(results, args), ""]
+                        f" but for one message before the drain and one after; in every other "
+                        f"run (the 1st, 3rd, ...) {args.probes} probes of the drained backend "
+                        f"send every {args.probe_interval * 1000:.0f} ms (client bounds "
+                        f"{args.probe_interval * 1000:.0f} ms apart), the others give wsgate's "
+                        f"CPU per move; {args.runs} run(s) per count.", "",
+                        migration_table(results, args), ""]
         if not args.skip_discovery:
             if not os.path.exists(DNSMASQ):
                 raise SetupError(f"{DNSMASQ} is missing (apt-get install dnsmasq-base)")
-            part = await discovery_part(args, work, args.runs)
+            part = await discovery_part(args, work, args.discovery_runs)
             rows = discovery_figures(part)
             out += ["## Discovery refreshes", "",
                     f"`discovery: {{interval: 1s}}`, {args.addresses} addresses over "
@@ -1035,9 +1061,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("build_dir", nargs="?", default=os.path.join(HERE, "..", "build"))
     parser.add_argument("--wsgate", help="the wsgate binary (default BUILD_DIR/wsgate)")
-    parser.add_argument("--sessions", default="1000,9000",
-                        help="comma-separated session counts (default 1000,9000)")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sessions", default="1000,8000,9000",
+                        help="comma-separated session counts (default 1000,8000,9000)")
+    parser.add_argument("--runs", type=int, default=4,
+                        help="runs per session count (default 4: 2 with probes, 2 without)")
     parser.add_argument("--interval", type=float, default=0.0,
                         help="seconds between a session's messages (default 0: idle but for "
                         "one message before the drain and one after)")
@@ -1049,6 +1076,7 @@ def main():
                         help="handshakes in flight per client process")
     parser.add_argument("--baseline", type=float, default=3.0,
                         help="seconds of the no-move CPU window before the drain")
+    parser.add_argument("--discovery-runs", type=int, default=3)
     parser.add_argument("--addresses", type=int, default=100)
     parser.add_argument("--names", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=60.0,
@@ -1066,7 +1094,7 @@ def main():
     args = parser.parse_args()
     args.sessions = [int(n) for n in args.sessions.split(",")]
     if args.smoke:
-        args.sessions, args.runs, args.probes = [60], 1, 10
+        args.sessions, args.runs, args.discovery_runs, args.probes = [60], 1, 1, 10
         args.baseline, args.addresses, args.names, args.seconds = 0.5, 10, 2, 1.5
         if not os.path.exists(DNSMASQ):
             print(f"note: {DNSMASQ} is missing: the discovery part is skipped")
