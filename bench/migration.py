@@ -518,7 +518,7 @@ async def migration_run(args, sessions, work, run_index):
                 await client.ask(f"probe {args.probe_interval} " + ",".join(map(str, mine)))
         t_steady = time.monotonic()  # round trips from here on are the ones reported
         await wait_for(lambda: client_totals(clients),
-                       lambda t: t["recv"] >= 2 * sessions + 5 * len(probes),
+                       lambda t: t["recv"] >= sessions + 5 * len(probes),
                        "the probes to flow", 30)
         before, _ = await gate_sample(gate)
         await asyncio.sleep(args.baseline)
