@@ -516,7 +516,7 @@ async def migration_run(args, sessions, work, run_index):
             mine = [i for i in probes if client.first_id <= i < client.first_id + client.count]
             if mine:
                 await client.ask(f"probe {args.probe_interval} " + ",".join(map(str, mine)))
-        t_steady = time.monotonic()  # round trips from here on are the ones reported
+        t_steady = time.monotonic()  # the probes' round trips from here to the drain
         await wait_for(lambda: client_totals(clients),
                        lambda t: t["recv"] >= sessions + 5 * len(probes),
                        "the probes to flow", 30)
@@ -532,7 +532,7 @@ async def migration_run(args, sessions, work, run_index):
         peak_fds = open_files(gate.pid)
         log_offset = os.path.getsize(gate.log_path)
         start, _ = await gate_sample(gate)
-        t_wall = time.time()
+        t_wall, t_drain = time.time(), time.monotonic()
         status, body = await gate.request("POST", f"/admin/backends/p/{a.address}/drain")
         if status != 200:
             raise BenchError(f"drain: {status} {body[:200]}")
@@ -588,7 +588,7 @@ async def migration_run(args, sessions, work, run_index):
                                 "every echo of the open sessions to arrive", 60)
         switches, latency, probe_ids, closes, errors = [], [], set(), {}, []
         for client in clients:
-            report = json.loads(await client.ask(f"report {t_steady}"))
+            report = json.loads(await client.ask(f"report {t_steady} {t_drain}"))
             switches += report["switches"]
             latency.append(report["latency"])
             probe_ids.update(report["probes"])
@@ -889,18 +889,23 @@ MIGRATION_ROWS = [
     ("**pause p99, ms**: buckets / log `pause_ms` / clients (bounds)", None, None),
     ("pause max, ms (log)", "log_max_ms", 0),
     ("probe sessions (client-side bounds)", "client_n", 0),
-    ("echo round trip p50 from the baseline window on, ms", "rtt_p50_ms", 1),
+    ("the probes' echo round trip p50 before the drain, ms", "rtt_p50_ms", 1),
     ("wsgate peak open files", "peak_fds", 0),
     ("time to open the sessions, s", "connect_s", 1),
 ]
 
 
 CPU_ROWS = ("cpu_us_per_move", "moves_per_cpu_s", "cpu_run_s", "cpu_ticks_s")
+PROBE_ROWS = ("client_n", "rtt_p50_ms")
 
 
 def cpu_runs(runs):
     """The runs wsgate's CPU per move is read from: those without probes, if any."""
     return [r for r in runs if not r["probes"]] or runs
+
+
+def probe_runs(runs):
+    return [r for r in runs if r["probes"]] or runs
 
 
 def migration_table(results, args):
@@ -913,6 +918,8 @@ def migration_table(results, args):
             runs = results[n]
             if key in CPU_ROWS or title.startswith("wsgate CPU over"):
                 runs = cpu_runs(runs)
+            elif key in PROBE_ROWS:
+                runs = probe_runs(runs)
             if key is not None:
                 cells.append(fmt(median([r[key] for r in runs]), digits))
             elif title.startswith("moved / failed"):

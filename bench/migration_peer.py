@@ -35,11 +35,11 @@ Commands on stdin, one per line, each answered by one stdout line:
 ``probe INTERVAL ID,ID,...``  (client) those of its sessions send every INTERVAL from now on;
             answered ``probe N`` (how many it has).
 ``quiet``   every session stops sending; answered like ``stats`` but ``quiet ...``.
-``report [SINCE]``  (client) ``report JSON``: ``{"switches": [[id, old, new, t1, a1, t2, a2],
-            ...], "latency": [p50, p99], "probes": [id, ...], "closes": {code: n},
+``report [SINCE [UNTIL]]``  (client) ``report JSON``: ``{"switches": [[id, old, new, t1, a1,
+            t2, a2], ...], "latency": [p50, p99], "probes": [id, ...], "closes": {code: n},
             "errors": [...]}``: for each change of answering backend, the last message answered
             by the old one (sent t1, echo arrived a1) and the first answered by the new one (t2,
-            a2); round-trip percentiles (s) of the messages sent from SINCE (monotonic time) on;
+            a2); round-trip percentiles (s) of the messages sent from SINCE until UNTIL (monotonic);
             close codes received (not errors here: the parent judges them); the first few
             errors.
 ``stop`` or EOF  prints ``done`` and exits.
@@ -350,12 +350,12 @@ class Peer:
                 f"unanswered={unanswered} "
                 f"upgrades={self.upgrades} resumed={self.resumed}")
 
-    def report(self, since=0.0):
+    def report(self, since=0.0, until=float("inf")):
         switches = []
         latencies = []
         for conn in self.conns.values():
             arrived, sent, answered = conn.arrived, conn.sent, conn.answered
-            latencies.extend(a - s for a, s in zip(arrived, sent) if s >= since)
+            latencies.extend(a - s for a, s in zip(arrived, sent) if since <= s < until)
             for seq in range(1, len(answered)):
                 if answered[seq] != answered[seq - 1]:
                     switches.append([conn.id, answered[seq - 1], answered[seq], sent[seq - 1],
@@ -442,8 +442,8 @@ async def main():
                 peer.probes.append(conn.id)
             print(f"probe {len(mine)}", flush=True)
         elif command == "report":
-            since = float(words[1]) if len(words) > 1 else 0.0
-            print(f"report {peer.report(since)}", flush=True)
+            window = [float(w) for w in words[1:3]]
+            print(f"report {peer.report(*window)}", flush=True)
         else:
             print(f"unknown command {words!r}", flush=True)
     print("done", flush=True)
