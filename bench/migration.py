@@ -910,7 +910,7 @@ MIGRATION_ROWS = [
 
 
 CPU_ROWS = ("cpu_us_per_move", "moves_per_cpu_s", "cpu_run_s", "cpu_ticks_s")
-PROBE_ROWS = ("client_n", "rtt_p50_ms")
+PROBE_ROWS = ("client_n", "rtt_p50_ms", "base_cpu_pct", "base_us_per_message")
 
 
 def cpu_runs(runs):
