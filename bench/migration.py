@@ -50,8 +50,8 @@ Usage (python3 with the standard library only; dnsmasq for part 2):
     bench/migration.py BUILD_DIR --sessions 1000 --runs 1 --skip-discovery
     bench/migration.py BUILD_DIR --smoke           # the bench_migration_smoke ctest (~10 s)
 Writes the markdown summary to ``--out`` (default bench/results/migration.md; none with
---smoke). Exit status 1 if a check failed, 2 on a setup problem, 77 (smoke) when a tool is
-missing.
+--smoke). Exit status 1 if a check or a move failed or the discovery part could not run (the
+tables are still written), 2 if wsgate is missing or does not start (77 with --smoke).
 """
 
 import argparse
