@@ -9,6 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 packages=(
   build-essential cmake pkg-config
   libevent-dev libssl-dev libyaml-cpp-dev prometheus-cpp-dev zlib1g-dev libgtest-dev
+  libhiredis-dev nlohmann-json3-dev
   python3 python3-websockets python3-yaml
 )
 if [ "${1:-}" != "--runtime-only" ]; then
@@ -16,10 +17,11 @@ if [ "${1:-}" != "--runtime-only" ]; then
   # prometheus (promtool and the server) for the metrics tests; chromium for the browser demo
   # test; haproxy, nginx and caddy to check the configurations in docs/coming-from.md;
   # dnsmasq-base (the binary, no system service) as the DNS server of the discovery tests;
+  # redis-server (started by the fleet tests on a loopback port; its service stays unused);
   # dpkg-dev (dpkg-shlibdeps) and file so CPack computes the .deb's Depends; systemd for
   # systemd-analyze verify of the unit; clang-format-14 and clang-tidy-14 for scripts/lint.sh.
   packages+=(python3-pytest curl openssl clang-14 libclang-rt-14-dev prometheus chromium
-             clang-format-14 clang-tidy-14 haproxy nginx caddy dnsmasq-base
+             clang-format-14 clang-tidy-14 haproxy nginx caddy dnsmasq-base redis-server
              dpkg-dev file systemd)
 fi
 
