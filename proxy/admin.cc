@@ -31,12 +31,16 @@ bool ReadyzPool(evhttp_request* request, std::string* pool) {
   return query.size() == (name != nullptr ? 1U : 0U) && (name == nullptr || *name != '\0');
 }
 
-std::vector<std::string> SplitPath(const std::string& path) {
+// The path's segments, percent-decoded. Empty segments ("//") are skipped, unless
+// |keep_empty|: where a segment is a name (a user, a tag), an empty one must be refused rather
+// than make the next segment the name.
+std::vector<std::string> SplitPath(const std::string& path, bool keep_empty = false) {
   std::vector<std::string> parts;
-  size_t pos = 0;
-  while (pos < path.size()) {
+  size_t pos = path.empty() || path[0] != '/' ? 0 : 1;
+  while (pos <= path.size()) {
     size_t slash = path.find('/', pos);
     if (slash == std::string::npos) slash = path.size();
+    if (slash == pos && keep_empty && slash < path.size()) parts.emplace_back();
     if (slash > pos) {
       std::string raw = path.substr(pos, slash - pos);
       // Keep every decoded byte: a %00 must reach the name checks, not cut the name short.
@@ -270,7 +274,7 @@ void AdminServer::Handle(evhttp_request* request) {
   }
   if (parts.size() >= 2 && (parts[0] == "users" || parts[0] == "tags") &&
       connections_api_ != nullptr) {
-    connections_api_->HandleGroup(request, parts, alive_);
+    connections_api_->HandleGroup(request, SplitPath(path, /*keep_empty=*/true), alive_);
     return;
   }
   if (parts.size() == 2 && parts[0] == "admin" && parts[1] == "backends") {

@@ -208,7 +208,7 @@ TEST_F(AuthHeadTest, EveryValueOfAForwardedHeaderIsAskedAboutAndKeyed) {
 TEST(AuthCacheTest, ExpiresAndStaysBounded) {
   AuthCache cache;
   auto now = AuthCache::Clock::now();
-  AuthDecision allow{200, {{"X-User-Id", "7"}}, ""};
+  AuthDecision allow{200, {{"X-User-Id", "7"}}, "", {}};
   cache.Put("k", allow, now + std::chrono::seconds(10), 100);
   ASSERT_NE(cache.Find("k", now), nullptr);
   EXPECT_EQ(cache.Find("k", now)->copy_headers[0].second, "7");
