@@ -143,6 +143,18 @@ def identity_answer(handler, _body):
     return 200, answer
 
 
+def start_auth():
+    """The identity hook, with a listen backlog for hundreds of concurrent handshakes
+    (socketserver's default of 5 drops SYNs, and a dropped SYN waits a second)."""
+    auth = HttpService(identity_answer)
+    auth.server.socket.listen(256)
+    return auth.start()
+
+
+def auth_config(auth):
+    return {"url": auth.url + "/check", "timeout": "10s"}
+
+
 def client_path(name, user=None, tags=(), expires=None):
     """A path whose query makes the auth hook give this identity; unique per ``name``."""
     query = [("n", name)]
@@ -248,6 +260,7 @@ class Client:
     user: str = None
     tags: tuple = ()
     instance: str = None
+    expires: int = None
     ws: object = None
     cid: str = None
     messages: list = field(default_factory=list)
@@ -257,10 +270,10 @@ class Client:
 
     @property
     def path(self):
-        return client_path(self.name, self.user, self.tags)
+        return client_path(self.name, self.user, self.tags, self.expires)
 
-    async def connect(self, gate, path=None, extra_headers=()):
-        self.ws = await ws_connect(gate.url(path or self.path), extra_headers=list(extra_headers),
+    async def connect(self, gate, extra_headers=()):
+        self.ws = await ws_connect(gate.url(self.path), extra_headers=list(extra_headers),
                                    open_timeout=DEADLINE)
         asyncio.ensure_future(self._read())
         return self
@@ -342,7 +355,7 @@ class Fleet:
         config = gate_config(self.backend, limits=self.limits)
         admin_port = closed_port()
         config["admin"]["address"] = f"127.0.0.1:{admin_port}"
-        config["auth"] = {"url": self.auth.url + "/check"}
+        config["auth"] = auth_config(self.auth)
         config["cluster"] = {
             "redis": self.redis.url, "instance": name,
             "heartbeat_interval": HEARTBEAT_INTERVAL, "heartbeat_ttl": HEARTBEAT_TTL,
@@ -380,7 +393,7 @@ class Fleet:
 
 
 async def start_fleet(gates, redis, limits=None):
-    auth = HttpService(identity_answer).start()
+    auth = start_auth()
     backend = await BackendProcess().start()
     fleet = await Fleet(gates, redis, backend, auth, limits=limits).start()
     return fleet
@@ -768,15 +781,14 @@ async def test_bad_input_is_refused_and_unknown_users_and_tags_are_empty(gates, 
 
 @async_test(timeout=60)
 async def test_expired_credentials_close_with_1008_and_a_past_expiry_is_401(gates):
-    auth = HttpService(identity_answer).start()
+    auth = start_auth()
     backend = await BackendProcess().start()
     config = gate_config(backend)
-    config["auth"] = {"url": auth.url + "/check"}
+    config["auth"] = auth_config(auth)
     gate = await gates.launch(config)
 
     expires = int(time.time()) + 2
-    client = Client("exp", user="ue")
-    await client.connect(gate, path=client_path("exp", "ue", expires=expires))
+    client = await Client("exp", user="ue", expires=expires).connect(gate)
     await assign_ids([client], backend)
     info = (await call(gate, "GET", f"/connections/{client.cid}")).json()
     assert info["expires_at"] == expires and info["user"] == "ue", info
@@ -794,19 +806,18 @@ async def test_expired_credentials_close_with_1008_and_a_past_expiry_is_401(gate
     await assert_rejected(raw, 401)
     assert not [r for r in backend.records if "n=past" in r["path"]]
     # A far expiry is not a problem; neither is an anonymous client.
-    later = await Client("later", user="ue").connect(
-        gate, path=client_path("later", "ue", expires=int(time.time()) + 3600))
+    later = await Client("later", user="ue", expires=int(time.time()) + 3600).connect(gate)
     await later.echo()
     await still_served(gate)
 
 
 @async_test(timeout=60)
 async def test_without_a_cluster_user_and_tag_calls_work_locally(gates):
-    auth = HttpService(identity_answer).start()
+    auth = start_auth()
     backend = await BackendProcess().start()
     config = gate_config(backend, limits={"max_connections_per_user": 2,
                                           "max_message_bytes": MAX_MESSAGE})
-    config["auth"] = {"url": auth.url + "/check"}
+    config["auth"] = auth_config(auth)
     gate = await gates.launch(config)
     gates_by_name = {"solo": gate}
     clients = [Client("s1", user="alice", tags=("red",), instance="solo"),
