@@ -283,6 +283,8 @@ struct LimitsConfig {
   // Per client address (IPv4 address, or IPv6 /64): concurrent connections, and new connections
   // per second (token bucket with a one-second burst). Over either: 429 and close. 0 = unlimited.
   uint64_t max_connections_per_ip = 0;
+  // Connections of one auth-given user (X-Wsgate-User); fleet-wide with `cluster`. 0 = any.
+  uint64_t max_connections_per_user = 0;
   uint64_t handshake_rate_per_ip = 0;
   // Connections still in their handshake (request head, backend connect, 101) at once; over it
   // new connections get 503 at once, so slow senders cannot hold every slot.
@@ -326,6 +328,29 @@ struct LogConfig {
   bool operator==(const LogConfig&) const = default;
 };
 
+// cluster: a fleet of instances sharing a connection registry on Redis (docs/fleet.md).
+struct ClusterConfig {
+  bool enabled = false;  // true when the section is present
+  std::string redis;     // as written, for logs (the password is never printed)
+  std::string redis_host;
+  uint16_t redis_port = 6379;
+  uint32_t redis_db = 0;
+  std::string password;  // from the URL, password_file or password_env
+  ConfigFile password_file;
+  std::string password_env;
+  std::string instance;   // default: the host name
+  std::string advertise;  // http://host:port of this instance's admin API; default derived
+  std::string key_prefix = "wsgate:";
+  Duration heartbeat_interval{1000};
+  Duration heartbeat_ttl{5000};
+  Duration connect_timeout{1000};
+  Duration command_timeout{1000};
+  Duration reconnect_max{5000};
+  bool ready_requires_redis = false;
+
+  bool operator==(const ClusterConfig&) const = default;
+};
+
 struct MetricsConfig {
   bool enabled = true;  // false: the data path counts nothing (for measuring the cost)
 
@@ -351,6 +376,7 @@ struct ProxyConfig {
   // Peers whose X-Forwarded-*, X-Real-IP and Forwarded fields are believed; empty = nobody.
   std::vector<Cidr> trusted_proxies;
   ResolverConfig resolver;
+  ClusterConfig cluster;
 
   const PoolConfig* FindPool(const std::string& name) const {
     for (const auto& pool : pools) {

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
@@ -13,6 +14,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <initializer_list>
 #include <limits>
@@ -265,6 +267,8 @@ class Loader {
   void LoadAuth(const Value& v, AuthConfig* out);
   void LoadDisconnectHook(const Value& v, DisconnectHookConfig* out);
   void LoadTrustedProxies(const Value& v, std::vector<Cidr>* out);
+  void LoadCluster(const Value& v, ClusterConfig* out);
+  void ReadRedisUrl(const Value& v, ClusterConfig* out);
   // An http:// (or https://) URL with a host; false after reporting the error.
   bool ReadUrl(const Value& v, bool allow_https, std::string* out);
   void ReadHeaderNames(const Value& v, std::vector<std::string>* out);
@@ -629,11 +633,12 @@ void Loader::LoadPoolTls(const Value& v, PoolTlsConfig* out) {
 
 void Loader::LoadRoot(const YAML::Node& root, ProxyConfig* cfg) {
   const Value root_value{root, "", root.Mark()};
-  const std::optional<Fields> fields = ReadMapping(
-      root_value,
-      {"workers", "listeners", "admin", "routes", "paths", "pools", "limits", "timeouts", "drain",
-       "log", "metrics", "retries", "auth", "on_disconnect", "trusted_proxies", "resolver"},
-      false);
+  const std::optional<Fields> fields =
+      ReadMapping(root_value,
+                  {"workers", "listeners", "admin", "routes", "paths", "pools", "limits",
+                   "timeouts", "drain", "log", "metrics", "retries", "auth", "on_disconnect",
+                   "trusted_proxies", "resolver", "cluster"},
+                  false);
   if (!fields) return;
 
   uint64_t n = 0;
@@ -664,6 +669,152 @@ void Loader::LoadRoot(const YAML::Node& root, ProxyConfig* cfg) {
     LoadTrustedProxies(*v, &cfg->trusted_proxies);
   }
   if (const Value* v = fields->Find("resolver")) LoadResolver(*v, &cfg->resolver);
+  if (const Value* v = fields->Find("cluster")) {
+    LoadCluster(*v, &cfg->cluster);
+    if (!cfg->admin.enabled) {
+      Error(*v, "cluster needs the admin section (instances reach each other's admin API)");
+    }
+  }
+}
+
+void Loader::ReadRedisUrl(const Value& v, ClusterConfig* out) {
+  if (!ReadString(v, &out->redis)) return;
+  std::string_view text = out->redis;
+  if (text.rfind("rediss://", 0) == 0) {
+    Error(v,
+          "rediss:// is not supported: Debian 12's hiredis 0.14 has no TLS; reach Redis over "
+          "a private network or a local TLS tunnel (stunnel) with redis://");
+    return;
+  }
+  if (text.rfind("redis://", 0) != 0) {
+    Error(v, "expected redis://[:password@]host[:port][/db]");
+    return;
+  }
+  text.remove_prefix(8);
+  if (size_t at = text.rfind('@'); at != std::string_view::npos) {
+    std::string_view userinfo = text.substr(0, at);
+    text.remove_prefix(at + 1);
+    // redis://:password@ (no ACL user) or redis://default:password@.
+    size_t colon = userinfo.find(':');
+    std::string_view user = colon == std::string_view::npos ? userinfo : userinfo.substr(0, colon);
+    if (colon == std::string_view::npos || (!user.empty() && user != "default")) {
+      Error(v, "only redis://:password@host (or default:password) is supported; no ACL users");
+      return;
+    }
+    out->password.assign(userinfo.substr(colon + 1));
+  }
+  std::string_view authority = text.substr(0, text.find('/'));
+  std::string_view db = authority.size() < text.size() ? text.substr(authority.size() + 1) : "";
+  std::string port_text = "6379";
+  std::string_view host = authority;
+  if (!authority.empty() && authority.front() == '[') {
+    size_t close = authority.find(']');
+    if (close == std::string_view::npos) {
+      Error(v, "unterminated IPv6 address in " + Quote(out->redis));
+      return;
+    }
+    host = authority.substr(1, close - 1);
+    if (close + 1 < authority.size()) {
+      if (authority[close + 1] != ':') {
+        Error(v, "expected redis://[:password@]host[:port][/db]");
+        return;
+      }
+      port_text.assign(authority.substr(close + 2));
+    }
+  } else if (size_t colon = authority.rfind(':'); colon != std::string_view::npos) {
+    host = authority.substr(0, colon);
+    port_text.assign(authority.substr(colon + 1));
+  }
+  auto all_digits = [](std::string_view digits) {
+    return !digits.empty() && digits.size() <= 5 &&
+           std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  if (host.empty() || !all_digits(port_text) || std::stoul(port_text) == 0 ||
+      std::stoul(port_text) > 65535) {
+    Error(v, "expected redis://[:password@]host[:port][/db] with a port 1-65535");
+    return;
+  }
+  if (!db.empty() && (!all_digits(db) || std::stoul(std::string(db)) > 1000000)) {
+    Error(v, "the database after the / must be a number");
+    return;
+  }
+  out->redis_host.assign(host);
+  out->redis_port = static_cast<uint16_t>(std::stoul(port_text));
+  out->redis_db = db.empty() ? 0 : static_cast<uint32_t>(std::stoul(std::string(db)));
+}
+
+void Loader::LoadCluster(const Value& v, ClusterConfig* out) {
+  const std::optional<Fields> fields =
+      ReadMapping(v,
+                  {"redis", "password_file", "password_env", "instance", "advertise", "key_prefix",
+                   "heartbeat_interval", "heartbeat_ttl", "connect_timeout", "command_timeout",
+                   "reconnect_max", "ready_requires_redis"},
+                  false);
+  if (!fields) return;
+  out->enabled = true;
+  if (const Value* x = Require(*fields, "redis")) ReadRedisUrl(*x, out);
+  const Value* file = fields->Find("password_file");
+  const Value* env = fields->Find("password_env");
+  if (file != nullptr || env != nullptr) {
+    const Value& blame = file != nullptr ? *file : *env;
+    if (!out->password.empty() || (file != nullptr && env != nullptr)) {
+      Error(blame, "give the Redis password once: in the URL, password_file or password_env");
+    } else if (file != nullptr) {
+      AdminConfig holder;  // ReadTokenFile's checks: a regular file, one line of visible ASCII
+      if (ReadFile(*file, false, &holder.token_file)) {
+        ReadTokenFile(*file, &holder);
+        out->password = holder.token;
+        out->password_file = holder.token_file;
+      }
+    } else {
+      std::string name;
+      if (ReadString(*env, &name)) {
+        const char* value = std::getenv(name.c_str());
+        if (value == nullptr || *value == '\0') {
+          Error(*env, "environment variable " + Quote(name) + " is not set");
+        } else {
+          out->password = value;
+          out->password_env = name;
+        }
+      }
+    }
+  }
+  if (const Value* x = fields->Find("instance")) {
+    ReadName(*x, &out->instance);
+  } else {
+    char host[256] = {};
+    if (gethostname(host, sizeof(host) - 1) == 0) out->instance = host;
+    if (out->instance.empty()) out->instance = "wsgate";
+  }
+  if (const Value* x = fields->Find("advertise"); x && ReadUrl(*x, true, &out->advertise)) {
+    while (!out->advertise.empty() && out->advertise.back() == '/') out->advertise.pop_back();
+  }
+  if (const Value* x = fields->Find("key_prefix"); x && ReadString(*x, &out->key_prefix)) {
+    bool printable = std::all_of(out->key_prefix.begin(), out->key_prefix.end(), [](char c) {
+      return static_cast<unsigned char>(c) > 0x20 && c != 0x7f;
+    });
+    if (!printable || out->key_prefix.size() > 64) {
+      Error(*x, "key_prefix must be at most 64 visible ASCII characters");
+    }
+  }
+  if (const Value* x = fields->Find("heartbeat_interval")) {
+    ReadDuration(*x, true, &out->heartbeat_interval);
+  }
+  const Value* ttl = fields->Find("heartbeat_ttl");
+  if (ttl != nullptr && ReadDuration(*ttl, true, &out->heartbeat_ttl) &&
+      out->heartbeat_ttl < 2 * out->heartbeat_interval) {
+    Error(*ttl, "heartbeat_ttl must be at least twice heartbeat_interval");
+  }
+  if (const Value* x = fields->Find("connect_timeout")) {
+    ReadDuration(*x, true, &out->connect_timeout);
+  }
+  if (const Value* x = fields->Find("command_timeout")) {
+    ReadDuration(*x, true, &out->command_timeout);
+  }
+  if (const Value* x = fields->Find("reconnect_max")) ReadDuration(*x, true, &out->reconnect_max);
+  if (const Value* x = fields->Find("ready_requires_redis")) {
+    ReadBool(*x, &out->ready_requires_redis);
+  }
 }
 
 void Loader::LoadResolver(const Value& v, ResolverConfig* out) {
@@ -737,8 +888,16 @@ void Loader::LoadTrustedProxies(const Value& v, std::vector<Cidr>* out) {
 }
 
 void Loader::LoadAuth(const Value& v, AuthConfig* out) {
-  const std::optional<Fields> fields = ReadMapping(
-      v, {"url", "forward_headers", "copy_headers", "timeout", "cache_ttl", "cache_size"}, false);
+  const std::optional<Fields> fields = ReadMapping(v,
+                                                   {
+                                                       "url",
+                                                       "forward_headers",
+                                                       "copy_headers",
+                                                       "timeout",
+                                                       "cache_ttl",
+                                                       "cache_size",
+                                                   },
+                                                   false);
   if (!fields) return;
   out->enabled = true;
   if (const Value* x = Require(*fields, "url")) ReadUrl(*x, false, &out->url);
@@ -1243,8 +1402,8 @@ void Loader::LoadLimits(const Value& v, LimitsConfig* out) {
       v,
       {"max_connections", "max_header_bytes", "max_request_line_bytes", "max_message_bytes",
        "write_buffer_high_watermark", "allowed_origins", "max_messages_per_second", "rate_action",
-       "max_connections_per_ip", "handshake_rate_per_ip", "max_pending_handshakes",
-       "max_body_bytes", "compression"},
+       "max_connections_per_ip", "max_connections_per_user", "handshake_rate_per_ip",
+       "max_pending_handshakes", "max_body_bytes", "compression"},
       true);
   if (!fields) return;
   if (const Value* x = fields->Find("max_connections")) {
@@ -1275,6 +1434,9 @@ void Loader::LoadLimits(const Value& v, LimitsConfig* out) {
   }
   if (const Value* x = fields->Find("max_connections_per_ip")) {
     ReadInt(*x, 0, kNoMax, &out->max_connections_per_ip);
+  }
+  if (const Value* x = fields->Find("max_connections_per_user")) {
+    ReadInt(*x, 0, kNoMax, &out->max_connections_per_user);
   }
   if (const Value* x = fields->Find("handshake_rate_per_ip")) {
     ReadInt(*x, 0, 10000000, &out->handshake_rate_per_ip);

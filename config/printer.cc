@@ -213,6 +213,7 @@ YAML::Node Root(const ProxyConfig& c, const PrintOptions& options) {
   limits["max_messages_per_second"] = Int(c.limits.max_messages_per_second);
   limits["rate_action"] = NameOf(c.limits.rate_action, kRateActionNames);
   limits["max_connections_per_ip"] = Int(c.limits.max_connections_per_ip);
+  limits["max_connections_per_user"] = Int(c.limits.max_connections_per_user);
   limits["handshake_rate_per_ip"] = Int(c.limits.handshake_rate_per_ip);
   limits["max_pending_handshakes"] = Int(c.limits.max_pending_handshakes);
   limits["max_body_bytes"] = Size(c.limits.max_body_bytes);
@@ -258,6 +259,27 @@ YAML::Node Root(const ProxyConfig& c, const PrintOptions& options) {
     auth["timeout"] = Duration(c.auth.timeout);
     auth["cache_ttl"] = Duration(c.auth.cache_ttl);
     auth["cache_size"] = Int(c.auth.cache_size);
+  }
+  if (c.cluster.enabled) {
+    YAML::Node cluster = root["cluster"];
+    const ClusterConfig& k = c.cluster;
+    // A password inside the URL is a secret like admin.token.
+    std::string url = k.redis;
+    if (size_t at = url.rfind('@'); at != std::string::npos && !options.show_secrets) {
+      url = "redis://:" + std::string(kRedacted) + url.substr(at);
+    }
+    cluster["redis"] = url;
+    if (!k.password_file.empty()) cluster["password_file"] = k.password_file.path;
+    if (!k.password_env.empty()) cluster["password_env"] = k.password_env;
+    cluster["instance"] = k.instance;
+    if (!k.advertise.empty()) cluster["advertise"] = k.advertise;
+    cluster["key_prefix"] = k.key_prefix;
+    cluster["heartbeat_interval"] = Duration(k.heartbeat_interval);
+    cluster["heartbeat_ttl"] = Duration(k.heartbeat_ttl);
+    cluster["connect_timeout"] = Duration(k.connect_timeout);
+    cluster["command_timeout"] = Duration(k.command_timeout);
+    cluster["reconnect_max"] = Duration(k.reconnect_max);
+    cluster["ready_requires_redis"] = Bool(k.ready_requires_redis);
   }
   if (c.on_disconnect.enabled) {
     YAML::Node hook = root["on_disconnect"];

@@ -53,7 +53,8 @@ WSGATE_LABELLED_ENUM(Direction, kDirections, kDirectionLabels, WSGATE_DIRECTIONS
   X(kClose, "close")
 WSGATE_LABELLED_ENUM(FrameKind, kFrameKinds, kFrameKindLabels, WSGATE_FRAME_KINDS);
 
-// address_limit: 429 for limits.max_connections_per_ip or handshake_rate_per_ip.
+// address_limit: 429 for limits.max_connections_per_ip or handshake_rate_per_ip; user_limit: 429
+// for limits.max_connections_per_user.
 #define WSGATE_HANDSHAKE_RESULTS(X)       \
   X(kUpgraded, "upgraded")                \
   X(kBadRequest, "bad_request")           \
@@ -66,7 +67,8 @@ WSGATE_LABELLED_ENUM(FrameKind, kFrameKinds, kFrameKindLabels, WSGATE_FRAME_KIND
   X(kTlsFailed, "tls_failed")             \
   X(kOverLimit, "over_limit")             \
   X(kNotFound, "not_found")               \
-  X(kAddressLimit, "address_limit")
+  X(kAddressLimit, "address_limit")       \
+  X(kUserLimit, "user_limit")
 WSGATE_LABELLED_ENUM(HandshakeResult, kHandshakeResults, kHandshakeResultLabels,
                      WSGATE_HANDSHAKE_RESULTS);
 
@@ -134,6 +136,22 @@ WSGATE_LABELLED_ENUM(MigrationReason, kMigrationReasons, kMigrationReasonLabels,
 // subprotocol and extensions; no_backend: no other backend could be reached; aborted: the session
 // ended, or the old backend cut a message short, during the move; unsupported: the session
 // cannot move (permessage-deflate with client context takeover).
+// cluster (docs/fleet.md). Registry writes by operation; forwarded API requests and published
+// user/tag operations by result (unavailable: Redis could not be asked; error: the owner did not
+// answer).
+#define WSGATE_REGISTRY_OPS(X) \
+  X(kRegistryAdd, "add")       \
+  X(kRegistryRemove, "remove") \
+  X(kRegistryTags, "tags")     \
+  X(kRegistryUser, "user")     \
+  X(kRegistryResync, "resync")
+WSGATE_LABELLED_ENUM(RegistryOp, kRegistryOps, kRegistryOpLabels, WSGATE_REGISTRY_OPS);
+#define WSGATE_FORWARD_RESULTS(X) \
+  X(kForwardOk, "ok")             \
+  X(kForwardError, "error")       \
+  X(kForwardUnavailable, "unavailable")
+WSGATE_LABELLED_ENUM(ForwardResult, kForwardResults, kForwardResultLabels, WSGATE_FORWARD_RESULTS);
+
 #define WSGATE_MIGRATION_RESULTS(X) \
   X(kMoved, "moved")                \
   X(kMoveRefused, "refused")        \
@@ -172,91 +190,109 @@ constexpr FamilySpec Declare(std::string_view name, Type type, std::string_view 
 
 // X(id, name, type, help, label values of the last label or kNotIndexed, label names...), in
 // exposition order.
-#define WSGATE_METRIC_FAMILIES(X)                                                                 \
-  X(kConnectionsActive, "wsgate_connections_active", kGauge,                                      \
-    "Open client connections by backend.", kNotIndexed, "listener", "pool", "backend")            \
-  X(kConnectionsTotal, "wsgate_connections_total", kCounter,                                      \
-    "Client connections upgraded, by backend.", kNotIndexed, "listener", "pool", "backend")       \
-  X(kHandshakesTotal, "wsgate_handshakes_total", kCounter, "Client handshakes by outcome.",       \
-    kHandshakeResultLabels, "listener", "result")                                                 \
-  X(kTlsHandshakeFailuresTotal, "wsgate_tls_handshake_failures_total", kCounter,                  \
-    "Failed client TLS handshakes by reason.", kTlsFailureLabels, "listener", "reason")           \
-  X(kTlsHandshakesTotal, "wsgate_tls_handshakes_total", kCounter,                                 \
-    "Completed client TLS handshakes by version and resumption.", kNotIndexed, "listener",        \
-    "version", "resumed")                                                                         \
-  X(kHandshakeDurationSeconds, "wsgate_handshake_duration_seconds", kHistogram,                   \
-    "Time from accept to the 101 relayed to the client.", kNotIndexed, "pool")                    \
-  X(kConnectionDurationSeconds, "wsgate_connection_duration_seconds", kHistogram,                 \
-    "Lifetime of upgraded connections.", kNotIndexed, "pool")                                     \
-  X(kHttpRequestsTotal, "wsgate_http_requests_total", kCounter,                                   \
-    "Plain HTTP requests by pool and the status answered.", kNotIndexed, "pool", "code")          \
-  X(kHttpRequestDurationSeconds, "wsgate_http_request_duration_seconds", kHistogram,              \
-    "Plain HTTP requests, from their first byte to the response's end.", kNotIndexed, "pool")     \
-  X(kMessagesTotal, "wsgate_messages_total", kCounter, "Whole WebSocket messages relayed.",       \
-    kDirectionLabels, "pool", "direction")                                                        \
-  X(kFramesTotal, "wsgate_frames_total", kCounter, "WebSocket frames relayed.", kFrameKindLabels, \
-    "pool", "direction", "opcode")                                                                \
-  X(kBytesTotal, "wsgate_bytes_total", kCounter,                                                  \
-    "WebSocket bytes relayed (frame headers included).", kDirectionLabels, "pool", "direction")   \
-  X(kInflatedBytesTotal, "wsgate_inflated_bytes_total", kCounter,                                 \
-    "Size of compressed WebSocket payloads once inflated (compression: inspect).",                \
-    kDirectionLabels, "pool", "direction")                                                        \
-  X(kClosesTotal, "wsgate_closes_total", kCounter, "Closed WebSocket connections by close code.", \
-    kCloseCodeLabels, "pool", "initiator", "code")                                                \
-  X(kMigrationsTotal, "wsgate_migrations_total", kCounter,                                        \
-    "Sessions moved (or not) to another backend, by reason and result.", kMigrationResultLabels,  \
-    "pool", "reason", "result")                                                                   \
-  X(kMigrationPauseSeconds, "wsgate_migration_pause_seconds", kHistogram,                         \
-    "How long a moved session held the client's messages (the pause the client sees).",           \
-    kNotIndexed, "pool")                                                                          \
-  X(kBackendUp, "wsgate_backend_up", kGauge, "1 if the backend takes new connections.",           \
-    kNotIndexed, "pool", "backend")                                                               \
-  X(kBackendConnectFailuresTotal, "wsgate_backend_connect_failures_total", kCounter,              \
-    "Failed backend attempts before an upgrade.", kConnectFailureLabels, "pool", "backend",       \
-    "reason")                                                                                     \
-  X(kDraining, "wsgate_draining", kGauge, "1 while the process drains.", kNotIndexed)             \
-  X(kConfigReloadsTotal, "wsgate_config_reloads_total", kCounter,                                 \
-    "Configuration reloads by result.", kReloadResultLabels, "result")                            \
-  X(kAdminRequestsRefusedTotal, "wsgate_admin_requests_refused_total", kCounter,                  \
-    "Admin requests refused for their Host, Origin or Sec-Fetch-Site.", kAdminRefusalLabels,      \
-    "reason")                                                                                     \
-  X(kRebalanceClosesTotal, "wsgate_rebalance_closes_total", kCounter,                             \
-    "Connections closed with 1012 to rebalance a pool.", kNotIndexed)                             \
-  X(kDiscoveryErrorsTotal, "wsgate_discovery_errors_total", kCounter,                             \
-    "Failed or empty DNS answers for a discovery pool's names.", kNotIndexed, "pool")             \
-  X(kBuildInfo, "wsgate_build_info", kGauge, "Always 1; the version is in the label.",            \
-    kNotIndexed, "version")                                                                       \
-  X(kConnectionsApiRequestsTotal, "wsgate_connections_api_requests_total", kCounter,              \
-    "Connections API requests by method and answered status.", kNotIndexed, "method", "status")   \
-  X(kConnectionsApiConnections, "wsgate_connections_api_connections", kGauge,                     \
-    "Connections the API can reach now.", kNotIndexed)                                            \
-  X(kDisconnectWebhookDeliveredTotal, "wsgate_disconnect_webhook_delivered_total", kCounter,      \
-    "on_disconnect events delivered (2xx).", kNotIndexed)                                         \
-  X(kDisconnectWebhookRetriesTotal, "wsgate_disconnect_webhook_retries_total", kCounter,          \
-    "on_disconnect deliveries retried.", kNotIndexed)                                             \
-  X(kDisconnectWebhookFailedTotal, "wsgate_disconnect_webhook_failed_total", kCounter,            \
-    "on_disconnect events given up after every retry.", kNotIndexed)                              \
-  X(kDisconnectWebhookDroppedTotal, "wsgate_disconnect_webhook_dropped_total", kCounter,          \
-    "on_disconnect events dropped because the queue was full.", kNotIndexed)                      \
-  X(kAuthAllowedTotal, "wsgate_auth_allowed_total", kCounter,                                     \
-    "Upgrades the auth hook allowed (2xx).", kNotIndexed)                                         \
-  X(kAuthDeniedTotal, "wsgate_auth_denied_total", kCounter,                                       \
-    "Upgrades the auth hook denied (401/403 relayed).", kNotIndexed)                              \
-  X(kAuthFailedTotal, "wsgate_auth_failed_total", kCounter,                                       \
-    "Upgrades answered 503: the auth hook timed out or failed.", kNotIndexed)                     \
-  X(kAuthCacheHitsTotal, "wsgate_auth_cache_hits_total", kCounter,                                \
-    "Auth decisions served from auth.cache_ttl's cache.", kNotIndexed)                            \
-  /* Process metrics (process_metrics.h): left out when /proc cannot be read. */                  \
-  X(kProcessCpuSecondsTotal, "process_cpu_seconds_total", kCounter,                               \
-    "Total user and system CPU time spent in seconds.", kNotIndexed)                              \
-  X(kProcessOpenFds, "process_open_fds", kGauge, "Number of open file descriptors.", kNotIndexed) \
-  X(kProcessMaxFds, "process_max_fds", kGauge, "Maximum number of open file descriptors.",        \
-    kNotIndexed)                                                                                  \
-  X(kProcessVirtualMemoryBytes, "process_virtual_memory_bytes", kGauge,                           \
-    "Virtual memory size in bytes.", kNotIndexed)                                                 \
-  X(kProcessResidentMemoryBytes, "process_resident_memory_bytes", kGauge,                         \
-    "Resident memory size in bytes.", kNotIndexed)                                                \
-  X(kProcessStartTimeSeconds, "process_start_time_seconds", kGauge,                               \
+#define WSGATE_METRIC_FAMILIES(X)                                                                  \
+  X(kConnectionsActive, "wsgate_connections_active", kGauge,                                       \
+    "Open client connections by backend.", kNotIndexed, "listener", "pool", "backend")             \
+  X(kConnectionsTotal, "wsgate_connections_total", kCounter,                                       \
+    "Client connections upgraded, by backend.", kNotIndexed, "listener", "pool", "backend")        \
+  X(kHandshakesTotal, "wsgate_handshakes_total", kCounter, "Client handshakes by outcome.",        \
+    kHandshakeResultLabels, "listener", "result")                                                  \
+  X(kTlsHandshakeFailuresTotal, "wsgate_tls_handshake_failures_total", kCounter,                   \
+    "Failed client TLS handshakes by reason.", kTlsFailureLabels, "listener", "reason")            \
+  X(kTlsHandshakesTotal, "wsgate_tls_handshakes_total", kCounter,                                  \
+    "Completed client TLS handshakes by version and resumption.", kNotIndexed, "listener",         \
+    "version", "resumed")                                                                          \
+  X(kHandshakeDurationSeconds, "wsgate_handshake_duration_seconds", kHistogram,                    \
+    "Time from accept to the 101 relayed to the client.", kNotIndexed, "pool")                     \
+  X(kConnectionDurationSeconds, "wsgate_connection_duration_seconds", kHistogram,                  \
+    "Lifetime of upgraded connections.", kNotIndexed, "pool")                                      \
+  X(kHttpRequestsTotal, "wsgate_http_requests_total", kCounter,                                    \
+    "Plain HTTP requests by pool and the status answered.", kNotIndexed, "pool", "code")           \
+  X(kHttpRequestDurationSeconds, "wsgate_http_request_duration_seconds", kHistogram,               \
+    "Plain HTTP requests, from their first byte to the response's end.", kNotIndexed, "pool")      \
+  X(kMessagesTotal, "wsgate_messages_total", kCounter, "Whole WebSocket messages relayed.",        \
+    kDirectionLabels, "pool", "direction")                                                         \
+  X(kFramesTotal, "wsgate_frames_total", kCounter, "WebSocket frames relayed.", kFrameKindLabels,  \
+    "pool", "direction", "opcode")                                                                 \
+  X(kBytesTotal, "wsgate_bytes_total", kCounter,                                                   \
+    "WebSocket bytes relayed (frame headers included).", kDirectionLabels, "pool", "direction")    \
+  X(kInflatedBytesTotal, "wsgate_inflated_bytes_total", kCounter,                                  \
+    "Size of compressed WebSocket payloads once inflated (compression: inspect).",                 \
+    kDirectionLabels, "pool", "direction")                                                         \
+  X(kClosesTotal, "wsgate_closes_total", kCounter, "Closed WebSocket connections by close code.",  \
+    kCloseCodeLabels, "pool", "initiator", "code")                                                 \
+  X(kMigrationsTotal, "wsgate_migrations_total", kCounter,                                         \
+    "Sessions moved (or not) to another backend, by reason and result.", kMigrationResultLabels,   \
+    "pool", "reason", "result")                                                                    \
+  X(kMigrationPauseSeconds, "wsgate_migration_pause_seconds", kHistogram,                          \
+    "How long a moved session held the client's messages (the pause the client sees).",            \
+    kNotIndexed, "pool")                                                                           \
+  X(kBackendUp, "wsgate_backend_up", kGauge, "1 if the backend takes new connections.",            \
+    kNotIndexed, "pool", "backend")                                                                \
+  X(kBackendConnectFailuresTotal, "wsgate_backend_connect_failures_total", kCounter,               \
+    "Failed backend attempts before an upgrade.", kConnectFailureLabels, "pool", "backend",        \
+    "reason")                                                                                      \
+  X(kDraining, "wsgate_draining", kGauge, "1 while the process drains.", kNotIndexed)              \
+  X(kConfigReloadsTotal, "wsgate_config_reloads_total", kCounter,                                  \
+    "Configuration reloads by result.", kReloadResultLabels, "result")                             \
+  X(kAdminRequestsRefusedTotal, "wsgate_admin_requests_refused_total", kCounter,                   \
+    "Admin requests refused for their Host, Origin or Sec-Fetch-Site.", kAdminRefusalLabels,       \
+    "reason")                                                                                      \
+  X(kRebalanceClosesTotal, "wsgate_rebalance_closes_total", kCounter,                              \
+    "Connections closed with 1012 to rebalance a pool.", kNotIndexed)                              \
+  X(kDiscoveryErrorsTotal, "wsgate_discovery_errors_total", kCounter,                              \
+    "Failed or empty DNS answers for a discovery pool's names.", kNotIndexed, "pool")              \
+  X(kBuildInfo, "wsgate_build_info", kGauge, "Always 1; the version is in the label.",             \
+    kNotIndexed, "version")                                                                        \
+  X(kConnectionsApiRequestsTotal, "wsgate_connections_api_requests_total", kCounter,               \
+    "Connections API requests by method and answered status.", kNotIndexed, "method", "status")    \
+  X(kConnectionsApiConnections, "wsgate_connections_api_connections", kGauge,                      \
+    "Connections the API can reach now.", kNotIndexed)                                             \
+  X(kDisconnectWebhookDeliveredTotal, "wsgate_disconnect_webhook_delivered_total", kCounter,       \
+    "on_disconnect events delivered (2xx).", kNotIndexed)                                          \
+  X(kDisconnectWebhookRetriesTotal, "wsgate_disconnect_webhook_retries_total", kCounter,           \
+    "on_disconnect deliveries retried.", kNotIndexed)                                              \
+  X(kDisconnectWebhookFailedTotal, "wsgate_disconnect_webhook_failed_total", kCounter,             \
+    "on_disconnect events given up after every retry.", kNotIndexed)                               \
+  X(kDisconnectWebhookDroppedTotal, "wsgate_disconnect_webhook_dropped_total", kCounter,           \
+    "on_disconnect events dropped because the queue was full.", kNotIndexed)                       \
+  X(kAuthAllowedTotal, "wsgate_auth_allowed_total", kCounter,                                      \
+    "Upgrades the auth hook allowed (2xx).", kNotIndexed)                                          \
+  X(kAuthDeniedTotal, "wsgate_auth_denied_total", kCounter,                                        \
+    "Upgrades the auth hook denied (401/403 relayed).", kNotIndexed)                               \
+  X(kAuthFailedTotal, "wsgate_auth_failed_total", kCounter,                                        \
+    "Upgrades answered 503: the auth hook timed out or failed.", kNotIndexed)                      \
+  X(kAuthCacheHitsTotal, "wsgate_auth_cache_hits_total", kCounter,                                 \
+    "Auth decisions served from auth.cache_ttl's cache.", kNotIndexed)                             \
+  X(kClusterRedisUp, "wsgate_cluster_redis_up", kGauge,                                            \
+    "1 while both Redis links (registry and subscriber) are up.", kNotIndexed)                     \
+  X(kClusterRegistryWritesTotal, "wsgate_cluster_registry_writes_total", kCounter,                 \
+    "Registry changes written to Redis, by operation.", kRegistryOpLabels, "op")                   \
+  X(kClusterRegistryErrorsTotal, "wsgate_cluster_registry_errors_total", kCounter,                 \
+    "Registry writes Redis refused or never answered (resynchronised on reconnect).", kNotIndexed) \
+  X(kClusterForwardsTotal, "wsgate_cluster_forwards_total", kCounter,                              \
+    "Connections API requests forwarded to the owning instance, by result.", kForwardResultLabels, \
+    "result")                                                                                      \
+  X(kClusterForwardSeconds, "wsgate_cluster_forward_seconds", kHistogram,                          \
+    "Time from a forwarded request's lookup to the owner's answer.", kNotIndexed)                  \
+  X(kClusterPublishesTotal, "wsgate_cluster_publishes_total", kCounter,                            \
+    "User and tag operations published to the fleet, by result.", kForwardResultLabels, "result")  \
+  X(kClusterFanoutReceivedTotal, "wsgate_cluster_fanout_received_total", kCounter,                 \
+    "User and tag operations received from the fleet (this instance's own included).",             \
+    kNotIndexed)                                                                                   \
+  X(kClusterRedisCommandSeconds, "wsgate_cluster_redis_command_seconds", kHistogram,               \
+    "Round-trip time of the Redis commands whose answer is waited for.", kNotIndexed)              \
+  /* Process metrics (process_metrics.h): left out when /proc cannot be read. */                   \
+  X(kProcessCpuSecondsTotal, "process_cpu_seconds_total", kCounter,                                \
+    "Total user and system CPU time spent in seconds.", kNotIndexed)                               \
+  X(kProcessOpenFds, "process_open_fds", kGauge, "Number of open file descriptors.", kNotIndexed)  \
+  X(kProcessMaxFds, "process_max_fds", kGauge, "Maximum number of open file descriptors.",         \
+    kNotIndexed)                                                                                   \
+  X(kProcessVirtualMemoryBytes, "process_virtual_memory_bytes", kGauge,                            \
+    "Virtual memory size in bytes.", kNotIndexed)                                                  \
+  X(kProcessResidentMemoryBytes, "process_resident_memory_bytes", kGauge,                          \
+    "Resident memory size in bytes.", kNotIndexed)                                                 \
+  X(kProcessStartTimeSeconds, "process_start_time_seconds", kGauge,                                \
     "Start time of the process since unix epoch in seconds.", kNotIndexed)
 
 #define WSGATE_FAMILY_ID(id, ...) id,

@@ -96,7 +96,21 @@ void AddHistogram(MetricFamily& family, const Histogram& histogram, ClientMetric
   family.metric.push_back(std::move(metric));
 }
 
+void AddFleet(const FleetMetrics& fleet, std::vector<MetricFamily>& families) {
+  AddValue(families, kClusterRedisUp, static_cast<double>(fleet.redis_up.Get()));
+  AddIndexed<kClusterRegistryWritesTotal>(families, fleet.registry_writes);
+  AddValue(families, kClusterRegistryErrorsTotal, static_cast<double>(fleet.registry_errors.Get()));
+  AddIndexed<kClusterForwardsTotal>(families, fleet.forwards);
+  AddIndexed<kClusterPublishesTotal>(families, fleet.publishes);
+  AddValue(families, kClusterFanoutReceivedTotal, static_cast<double>(fleet.fanout_received.Get()));
+  AddHistogram(families[kClusterForwardSeconds], fleet.forward_seconds, ClientMetric{});
+  AddHistogram(families[kClusterRedisCommandSeconds], fleet.command_seconds, ClientMetric{});
+}
+
 }  // namespace
+
+FleetMetrics::FleetMetrics()
+    : forward_seconds(&kHandshakeBuckets), command_seconds(&kHandshakeBuckets) {}
 
 Histogram::Histogram(const std::vector<double>* bounds)
     : bounds_(bounds), counts_(new std::atomic<uint64_t>[bounds->size() + 1]) {
@@ -375,6 +389,7 @@ std::string Serialize(const Scrape& scrape) {
   }
   ApplyBackends(scrape.backends, merged);
   AddConnectionsApi(scrape.connections_api, merged);
+  if (scrape.fleet != nullptr) AddFleet(*scrape.fleet, merged);
   for (const auto& [pool, errors] : scrape.discovery_errors) {
     ClientMetric metric = Series<kDiscoveryErrorsTotal>(pool);
     metric.counter.value = static_cast<double>(errors);

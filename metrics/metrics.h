@@ -173,6 +173,19 @@ struct ConnectionsApiSample {
   uint64_t auth_cache_hits = 0;
 };
 
+// cluster: the fleet's counters, written on the main thread (cluster/fleet.h).
+struct FleetMetrics {
+  FleetMetrics();
+  Gauge redis_up;
+  std::array<Counter, kRegistryOps> registry_writes;
+  Counter registry_errors;
+  std::array<Counter, kForwardResults> forwards;
+  std::array<Counter, kForwardResults> publishes;
+  Counter fanout_received;
+  Histogram forward_seconds;
+  Histogram command_seconds;
+};
+
 // Everything one /metrics answer reports.
 struct Scrape {
   // One per worker thread (or one): identical series are summed (counters, gauges, histogram
@@ -183,6 +196,7 @@ struct Scrape {
   // comes from here, so it never disagrees with /readyz.
   std::vector<BackendState> backends;
   ConnectionsApiSample connections_api;
+  const FleetMetrics* fleet = nullptr;  // with `cluster`
   // wsgate_discovery_errors_total by pool (main thread's discovery, sampled when scraped).
   std::map<std::string, uint64_t> discovery_errors;
   bool process = true;  // the process_* families, read from /proc now

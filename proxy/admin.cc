@@ -39,8 +39,10 @@ std::vector<std::string> SplitPath(const std::string& path) {
     if (slash == std::string::npos) slash = path.size();
     if (slash > pos) {
       std::string raw = path.substr(pos, slash - pos);
-      char* decoded = evhttp_uridecode(raw.c_str(), 0, nullptr);
-      parts.emplace_back(decoded != nullptr ? decoded : raw);
+      // Keep every decoded byte: a %00 must reach the name checks, not cut the name short.
+      size_t length = 0;
+      char* decoded = evhttp_uridecode(raw.c_str(), 0, &length);
+      parts.emplace_back(decoded != nullptr ? std::string(decoded, length) : raw);
       free(decoded);
     }
     pos = slash + 1;
@@ -248,7 +250,9 @@ void AdminServer::Handle(evhttp_request* request) {
     return AdminReply(request, 503, "not ready: " + reason + "\n", "text/plain; charset=utf-8");
   }
   if (!Authorized(request)) {
-    if (connections_api_ != nullptr && path.rfind("/connections", 0) == 0) {
+    if (connections_api_ != nullptr &&
+        (path.rfind("/connections", 0) == 0 || path.rfind("/users/", 0) == 0 ||
+         path.rfind("/tags/", 0) == 0)) {
       connections_api_->CountUnauthorized(request);
     }
     evhttp_add_header(evhttp_request_get_output_headers(request), "WWW-Authenticate", "Bearer");
@@ -262,6 +266,11 @@ void AdminServer::Handle(evhttp_request* request) {
   std::vector<std::string> parts = SplitPath(path);
   if (!parts.empty() && parts[0] == "connections" && connections_api_ != nullptr) {
     connections_api_->Handle(request, parts, alive_);
+    return;
+  }
+  if (parts.size() >= 2 && (parts[0] == "users" || parts[0] == "tags") &&
+      connections_api_ != nullptr) {
+    connections_api_->HandleGroup(request, parts, alive_);
     return;
   }
   if (parts.size() == 2 && parts[0] == "admin" && parts[1] == "backends") {

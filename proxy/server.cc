@@ -155,6 +155,7 @@ Result<std::unique_ptr<Server>> Server::Create(config::ProxyConfig config, std::
   if (bound) bound = server->SyncAdmin();
   server->takeover_ = nullptr;
   if (!bound) return Fail(std::move(bound).error());
+  if (Status joined = server->JoinFleet(); !joined) return Fail(std::move(joined).error());
   server->SyncHealthChecks();
   server->SyncDiscovery(discovered);
   LOG_INFO(std::to_string(workers) + (workers == 1 ? " worker thread" : " worker threads"));
@@ -273,8 +274,13 @@ void Server::Reload() {
              " backend change(s) made through the admin API are replaced by the file");
     runtime_backends_.Clear();
   }
+  const config::ClusterConfig old_cluster = current_->config.cluster;
   const Status applied = Apply(std::move(next).value());
   source_config_ = std::move(config);
+  if (!(current_->config.cluster == old_cluster)) {
+    LOG_WARN("reload: cluster settings change at the next restart; this process keeps its own");
+  }
+  if (fleet_) fleet_->set_admin_token(current_->config.admin.token);
   SyncDiscovery({});
   metrics_.reloads(applied ? metrics::kReloadSuccess : metrics::kReloadPartial).Add();
   std::string ready_error;

@@ -20,6 +20,7 @@
 #include "config/result.h"
 #include "metrics/metrics.h"
 #include "proxy/admin.h"
+#include "proxy/cluster/fleet.h"
 #include "proxy/connections/api.h"
 #include "proxy/connections/registry.h"
 #include "proxy/core/event_loop.h"
@@ -98,6 +99,8 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   // that could not be bound ("; " between them); what was listening stays.
   Status SyncListeners();
   Status SyncAdmin();
+  // cluster: join the fleet (after SyncAdmin, whose address the advertised URL defaults to).
+  Status JoinFleet();
   // Bind the admin address again soon: the process being upgraded still holds it.
   void ArmAdminRetry();
   static void OnAdminRetry(evutil_socket_t, short, void* ctx);
@@ -136,6 +139,7 @@ class Server final : public AdminHandler, public HandoverServer::Callbacks {
   config::ResolverConfig discovery_resolver_;  // what discovery_'s resolver points at
   Admission admission_;               // outlives the workers, whose sessions give tickets back
   ConnectionIndex connection_index_;  // before the workers: their sessions unregister in it
+  std::unique_ptr<Fleet> fleet_;      // with `cluster`; observes the index, outlives the workers
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<ConnectionsApi> connections_api_;
   std::vector<std::unique_ptr<Listener>> listeners_;

@@ -34,6 +34,9 @@ std::string Server::NotReadyReason(std::string_view only_pool, bool* unknown_poo
   if (*unknown_pool) return "no pool " + std::string(only_pool);
   if (phase_ != Phase::kServing) return "draining";
   if (listeners_.empty()) return "no listener is accepting";
+  if (fleet_ && current_->config.cluster.ready_requires_redis && !fleet_->redis_up()) {
+    return "redis (cluster) is unreachable";
+  }
   const auto& pool_configs = current_->config.pools;
   for (size_t i = 0; i < current_->pools.size(); ++i) {
     const Pool& pool = current_->pools[i];
@@ -72,6 +75,7 @@ std::string Server::MetricsText() {
     scrape.backends.push_back({backend->pool, backend->address, backend->accepting()});
   }
   scrape.connections_api = connections_api_->MetricsSample();
+  if (fleet_) scrape.fleet = &fleet_->metrics();
   if (discovery_) scrape.discovery_errors = discovery_->ErrorCounts();
   return metrics::Serialize(scrape);
 }

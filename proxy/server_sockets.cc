@@ -165,6 +165,21 @@ Status Server::SyncAdmin() {
   return {};
 }
 
+Status Server::JoinFleet() {
+  const config::ProxyConfig& config = current_->config;
+  if (!config.cluster.enabled) return {};
+  if (!admin_)
+    return Fail("cluster: the admin listener is not up, so no other instance can reach us");
+  std::string advertise = config.cluster.advertise;
+  if (advertise.empty()) advertise = connection_index_.public_url();
+  fleet_ = std::make_unique<Fleet>(loop_, config.cluster, advertise, config.admin.token,
+                                   connection_index_);
+  connection_index_.set_observer(fleet_.get());
+  connections_api_->set_fleet(fleet_.get());
+  fleet_->Start([this](const GroupOp& op) { connections_api_->DeliverGroup(op, [](size_t) {}); });
+  return {};
+}
+
 void Server::ArmAdminRetry() {
   if (!admin_retry_timer_) {
     admin_retry_timer_.reset(evtimer_new(loop_.base(), &Server::OnAdminRetry, this));

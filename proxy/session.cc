@@ -387,6 +387,7 @@ void Session::Finish(ClosedBy closed_by) {
   meters_.Finished(record);
   if (http_status_ == 101 && context_.connections != nullptr) NotifyDisconnect(record);
   UnregisterConnection();
+  ReleaseUser();
   if (access_line_ && !served_http_) context_.access_log.Write(record);
 
   context_.loop.DeferDelete(context_.registry.Release(*this));

@@ -119,6 +119,8 @@ class Session final : public Deferrable,
   int Push(evbuffer* payload, bool text) override;
   // Close both sides with |code| and |reason| (already validated): 200, or 410 if closing.
   int CloseByApi(uint16_t code, const std::string& reason) override;
+  int SetTag(const std::string& tag, bool present, std::string* tags_json) override;
+  int64_t expires_at() const override { return identity_ ? identity_->expires_at : 0; }
   // The connection as a JSON object.
   std::string InfoJson() const override;
   bool ended() const override { return finished(); }
@@ -150,6 +152,9 @@ class Session final : public Deferrable,
   void StartAuth(const HeaderList& headers, std::string cache_key);
   void OnAuthAnswer(evhttp_request* response);
   void ApplyAuthDecision(const AuthDecision& decision);
+  // limits.max_connections_per_user: count the user in; false after refusing the client.
+  bool AdmitUser();
+  void ReleaseUser();
 
   // Plain HTTP (not an upgrade): http_ serves it until the connection ends or upgrades.
   void StartHttp();
@@ -257,6 +262,9 @@ class Session final : public Deferrable,
   bool going_away_ = false;
 
   bool registered_ = false;  // in the connections API's directory
+  // From the auth hook's answer (X-Wsgate-User, -Tags, -Expires); null when it gave none.
+  std::unique_ptr<ConnectionIdentity> identity_;
+  bool user_counted_ = false;  // counted in ConnectionIndex::AddUser (released in Finish)
   std::chrono::system_clock::time_point connected_at_;
 
   // Access log.

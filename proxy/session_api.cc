@@ -58,6 +58,16 @@ void Session::OnAuthAnswer(evhttp_request* response) {
         decision.copy_headers.emplace_back(name, value);
       }
     }
+    std::string error = ParseIdentity(
+        evhttp_find_header(answer, "X-Wsgate-User"), evhttp_find_header(answer, "X-Wsgate-Tags"),
+        evhttp_find_header(answer, "X-Wsgate-Expires"), &decision.identity);
+    if (!error.empty()) {
+      // A malformed identity is the auth service's fault: fail closed, as for a 5xx.
+      counters.auth_failed.fetch_add(1, std::memory_order_relaxed);
+      LOG_WARN("auth: the auth service's answer is unusable: " + error);
+      Reject(503, "the auth service is unavailable", "Retry-After: 1\r\n");
+      return;
+    }
   } else if (status == 401 || status == 403) {
     const char* challenge = evhttp_find_header(answer, "WWW-Authenticate");
     if (challenge != nullptr && std::strpbrk(challenge, "\r\n") == nullptr) {
@@ -90,12 +100,41 @@ void Session::ApplyAuthDecision(const AuthDecision& decision) {
     Reject(decision.status, "denied by the auth service", extra);
     return;
   }
+  const ConnectionIdentity& identity = decision.identity;
+  if (identity.expires_at != 0 &&
+      identity.expires_at <= std::chrono::duration_cast<std::chrono::seconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count()) {
+    counters.auth_denied.fetch_add(1, std::memory_order_relaxed);
+    Reject(401, "credentials expired");
+    return;
+  }
+  if (!identity.empty()) identity_ = std::make_unique<ConnectionIdentity>(identity);
+  if (!AdmitUser()) return;
   counters.auth_allowed.fetch_add(1, std::memory_order_relaxed);
-  std::string lines;
+  std::string lines = IdentityHeaderLines(identity);
   for (const auto& [name, value] : decision.copy_headers) lines += name + ": " + value + "\r\n";
   handshake_->upstream_request.insert(handshake_->upstream_request.size() - 2,
                                       lines);  // before the final CRLF
   ConnectUpstream();
+}
+
+bool Session::AdmitUser() {
+  ConnectionDirectory* directory = context_.connections;
+  if (!identity_ || identity_->user.empty() || directory == nullptr) return true;
+  if (!directory->index()->AddUser(identity_->user, config().limits.max_connections_per_user)) {
+    meters_.OverrideRefusal(metrics::kUserLimit);
+    Reject(429, "too many connections for this user");
+    return false;
+  }
+  user_counted_ = true;
+  return true;
+}
+
+void Session::ReleaseUser() {
+  if (!user_counted_) return;
+  user_counted_ = false;
+  context_.connections->index()->RemoveUser(identity_->user);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -119,15 +158,16 @@ void Session::RegisterConnection() {
   entry.connected_at_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(connected_at_.time_since_epoch())
           .count();
+  if (identity_) entry.identity = *identity_;
   directory->index()->Add(std::move(entry));
-  directory->Add(id_, this);
+  directory->Add(id_, this, identity_.get());
   registered_ = true;
 }
 
 void Session::UnregisterConnection() {
   if (!registered_) return;
   registered_ = false;
-  context_.connections->Remove(id_);
+  context_.connections->Remove(id_, identity_.get());
   context_.connections->index()->Remove(id_);
 }
 
@@ -165,6 +205,18 @@ int Session::CloseByApi(uint16_t code, const std::string& reason) {
   return tunnel_->CloseByApi(code, reason);
 }
 
+int Session::SetTag(const std::string& tag, bool present, std::string* tags_json) {
+  if (state_ != State::kSpliced && state_ != State::kUpstream) return 410;
+  if (!identity_) identity_ = std::make_unique<ConnectionIdentity>();
+  if (present && !identity_->HasTag(tag) && identity_->tags.size() >= kMaxTags) return 409;
+  if (identity_->SetTag(tag, present) && registered_) {
+    context_.connections->SetTag(id_, tag, present);
+    context_.connections->index()->SetTags(id_, identity_->tags);
+  }
+  *tags_json = TagsJson(identity_->tags);
+  return 200;
+}
+
 const char* Session::StateName() const {
   if (state_ != State::kSpliced) return "upgrading";
   return tunnel_->closing() ? "closing" : "open";
@@ -188,6 +240,14 @@ std::string Session::InfoJson() const {
          ",\"backend\":" + JsonString(chosen_backend_ ? chosen_backend_->address : last_backend_) +
          ",\"path\":" + JsonString(path_) + ",\"subprotocol\":" + JsonString(subprotocol_) +
          ",\"state\":\"" + StateName() + "\",\"connected_at_ms\":" + ms(connected_at_) +
+         ",\"user\":" +
+         (identity_ && !identity_->user.empty() ? JsonString(identity_->user) : "null") +
+         ",\"tags\":" + TagsJson(identity_ ? identity_->tags : std::vector<std::string>{}) +
+         ",\"expires_at\":" +
+         (identity_ && identity_->expires_at != 0 ? std::to_string(identity_->expires_at)
+                                                  : "null") +
+         ",\"instance\":" +
+         (config().cluster.enabled ? JsonString(config().cluster.instance) : "null") +
          ",\"last_activity_ms\":" + ms(last_activity) +
          ",\"bytes_from_client\":" + std::to_string(counts.bytes_in) +
          ",\"bytes_to_client\":" + std::to_string(counts.bytes_out) +

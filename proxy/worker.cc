@@ -178,6 +178,20 @@ void Worker::OnTick(evutil_socket_t, short, void* ctx) {
   static_cast<Worker*>(ctx)->Tick(Clock::now());
 }
 
+void Worker::CloseExpiredCredentials() {
+  int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  for (const std::string& id : directory_.TakeExpired(now)) {
+    LiveConnection* connection = directory_.Find(id);
+    if (connection == nullptr || connection->ended()) continue;
+    // 409: still upgrading, no close frame can be sent yet; ask again next second.
+    if (connection->CloseByApi(ws::kPolicyViolation, "credentials expired") == 409) {
+      directory_.ScheduleExpiry(id, now + 1);
+    }
+  }
+}
+
 void Worker::Tick(Clock::time_point now) {
   const config::ProxyConfig& config = current_->config;
   if (serving_) Rebalance(now);
@@ -187,6 +201,7 @@ void Worker::Tick(Clock::time_point now) {
     registry_.ForEach([&](Session& session) { session.MaybeLogInterim(flush); });
   }
   MoveOffDrainingBackends(config);
+  CloseExpiredCredentials();
   // Connections on a drained backend close once its deadline passes.
   std::vector<Session*> expired;
   registry_.ForEach([&](Session& session) {

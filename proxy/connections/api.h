@@ -9,6 +9,7 @@
 #include <event2/http.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -16,11 +17,14 @@
 #include <vector>
 
 #include "metrics/metrics.h"
+#include "proxy/connections/fleet_link.h"
+#include "proxy/connections/group_op.h"
 #include "proxy/connections/registry.h"
 #include "proxy/core/event_loop.h"
 
 namespace wsgate {
 
+class LiveConnection;
 class Worker;
 
 class ConnectionsApi {
@@ -32,6 +36,16 @@ class ConnectionsApi {
   // |admin_alive| turns false if the admin server (and with it |request|) goes away.
   void Handle(evhttp_request* request, const std::vector<std::string>& parts,
               const std::shared_ptr<const bool>& admin_alive);
+  // /users/... and /tags/... (parts[0] is "users" or "tags"): push to, close or count every
+  // connection of a user or with a tag, on every instance of the fleet.
+  void HandleGroup(evhttp_request* request, const std::vector<std::string>& parts,
+                   const std::shared_ptr<const bool>& admin_alive);
+  // Run |op| on this instance's matching connections; |done| (main thread) gets how many took
+  // it. The fleet calls it for every published operation.
+  void DeliverGroup(const GroupOp& op, std::function<void(size_t matched)> done);
+
+  // Set once at start with `cluster`; null = a single instance.
+  void set_fleet(FleetLink* fleet) { fleet_ = fleet; }
 
   void set_max_message_bytes(uint64_t bytes) { max_message_bytes_ = bytes; }
   // The admin server answered |request| 401 before it reached Handle().
@@ -41,13 +55,31 @@ class ConnectionsApi {
   metrics::ConnectionsApiSample MetricsSample() const;
 
  private:
+  using Action = std::function<std::pair<int, std::string>(LiveConnection&)>;
   void HandleList(evhttp_request* request);
+  // The action |request| asks of connection |parts[1]|, or false after answering an error.
+  // A POST's body moves into |*payload|.
+  bool ParseConnectionAction(evhttp_request* request, const std::vector<std::string>& parts,
+                             Action* action, std::shared_ptr<evbuffer>* payload);
+  // Ask the instance that owns |id| (looked up in Redis) and relay its answer.
+  void ForwardToOwner(evhttp_request* request, const std::string& id,
+                      std::shared_ptr<evbuffer> payload,
+                      const std::shared_ptr<const bool>& admin_alive);
+  // A POST's body as one message (413 over the limit, 400 for text that is not UTF-8).
+  bool ReadMessage(evhttp_request* request, bool* text, std::shared_ptr<evbuffer>* payload);
+  // A DELETE's ?code=&reason= (400 when invalid).
+  bool ReadClose(evhttp_request* request, uint16_t* code, std::string* reason);
+  // 503 with Retry-After: the fleet cannot be asked now.
+  void Unavailable(evhttp_request* request, const char* method_name);
+  void FinishGroup(evhttp_request* request, const char* method, const GroupOp& op,
+                   const std::shared_ptr<const bool>& admin_alive);
   // Answer on the main thread (now, or posted from a worker) and count it.
   void Finish(evhttp_request* request, const char* method, int status, const std::string& body);
 
   EventLoop& main_loop_;
   ConnectionIndex& index_;
   std::vector<Worker*> workers_;
+  FleetLink* fleet_ = nullptr;
   uint64_t max_message_bytes_ = 16 * 1024 * 1024;
   std::map<std::pair<std::string, int>, uint64_t> answered_;  // (method, status) -> count
 };

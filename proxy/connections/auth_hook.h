@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "proxy/connections/identity.h"
 #include "proxy/http/head_parser.h"
 
 namespace wsgate {
@@ -43,6 +44,7 @@ struct AuthDecision {
   int status = 0;                // the auth service's answer: 2xx, 401 or 403
   HeaderList copy_headers;       // for 2xx: added to the upstream request
   std::string www_authenticate;  // for 401: relayed to the client
+  ConnectionIdentity identity;   // for 2xx: X-Wsgate-User, -Tags and -Expires
 };
 
 // One worker's cache of auth decisions; entries live for the TTL given at Put, at most

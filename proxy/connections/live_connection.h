@@ -19,6 +19,10 @@ class LiveConnection {
   virtual int Push(evbuffer* payload, bool text) = 0;
   // Close both sides with |code| and |reason|: the HTTP status to answer.
   virtual int CloseByApi(uint16_t code, const std::string& reason) = 0;
+  // Add or remove a tag; |tags_json| gets the tags after the change. The HTTP status.
+  virtual int SetTag(const std::string& tag, bool present, std::string* tags_json) = 0;
+  // Its auth expiry (Unix seconds), 0 = none.
+  virtual int64_t expires_at() const = 0;
 
  protected:
   ~LiveConnection() = default;

@@ -49,6 +49,7 @@ const ConnectionIndex::Shard& ConnectionIndex::ShardOf(const std::string& id) co
 
 void ConnectionIndex::Add(ConnectionEntry entry) {
   Shard& shard = ShardOf(entry.id);
+  if (observer_ != nullptr) observer_->OnAdded(entry);
   std::lock_guard<std::mutex> lock(shard.mutex);
   std::string id = entry.id;
   shard.live[id] = std::move(entry);
@@ -56,13 +57,78 @@ void ConnectionIndex::Add(ConnectionEntry entry) {
 
 void ConnectionIndex::Remove(const std::string& id) {
   Shard& shard = ShardOf(id);
-  std::lock_guard<std::mutex> lock(shard.mutex);
-  if (shard.live.erase(id) == 0) return;
-  if (shard.closed.insert(id).second) shard.closed_order.push_back(id);
-  if (shard.closed_order.size() > kClosedRemembered) {
-    shard.closed.erase(shard.closed_order.front());
-    shard.closed_order.pop_front();
+  std::optional<ConnectionEntry> removed;
+  {
+    std::lock_guard<std::mutex> lock(shard.mutex);
+    auto it = shard.live.find(id);
+    if (it == shard.live.end()) return;
+    if (observer_ != nullptr) removed = std::move(it->second);
+    shard.live.erase(it);
+    if (shard.closed.insert(id).second) shard.closed_order.push_back(id);
+    if (shard.closed_order.size() > kClosedRemembered) {
+      shard.closed.erase(shard.closed_order.front());
+      shard.closed_order.pop_front();
+    }
   }
+  if (removed) observer_->OnRemoved(*removed);
+}
+
+void ConnectionIndex::SetTags(const std::string& id, const std::vector<std::string>& tags) {
+  Shard& shard = ShardOf(id);
+  {
+    std::lock_guard<std::mutex> lock(shard.mutex);
+    auto it = shard.live.find(id);
+    if (it == shard.live.end()) return;
+    it->second.identity.tags = tags;
+  }
+  if (observer_ != nullptr) observer_->OnTagsChanged(id, tags);
+}
+
+std::vector<ConnectionEntry> ConnectionIndex::Snapshot() const {
+  std::vector<ConnectionEntry> all;
+  for (const Shard& shard : shards_) {
+    std::lock_guard<std::mutex> lock(shard.mutex);
+    for (const auto& [id, entry] : shard.live) all.push_back(entry);
+  }
+  return all;
+}
+
+bool ConnectionIndex::AddUser(const std::string& user, uint64_t cap) {
+  uint64_t count = 0;
+  {
+    std::lock_guard<std::mutex> lock(users_mutex_);
+    uint64_t& held = users_[user];
+    if (cap != 0 && held >= cap) {
+      if (held == 0) users_.erase(user);
+      return false;
+    }
+    count = ++held;
+  }
+  if (observer_ != nullptr) observer_->OnUserCount(user, count);
+  return true;
+}
+
+void ConnectionIndex::RemoveUser(const std::string& user) {
+  uint64_t count = 0;
+  {
+    std::lock_guard<std::mutex> lock(users_mutex_);
+    auto it = users_.find(user);
+    if (it == users_.end()) return;
+    count = --it->second;
+    if (count == 0) users_.erase(it);
+  }
+  if (observer_ != nullptr) observer_->OnUserCount(user, count);
+}
+
+uint64_t ConnectionIndex::UserCount(const std::string& user) const {
+  std::lock_guard<std::mutex> lock(users_mutex_);
+  auto it = users_.find(user);
+  return it == users_.end() ? 0 : it->second;
+}
+
+std::vector<std::pair<std::string, uint64_t>> ConnectionIndex::UserCounts() const {
+  std::lock_guard<std::mutex> lock(users_mutex_);
+  return {users_.begin(), users_.end()};
 }
 
 std::optional<ConnectionEntry> ConnectionIndex::Find(const std::string& id) const {
@@ -131,6 +197,64 @@ std::string ConnectionIndex::public_url() const {
 
 ConnectionDirectory::ConnectionDirectory() = default;
 ConnectionDirectory::~ConnectionDirectory() = default;
+
+void ConnectionDirectory::Add(const std::string& id, LiveConnection* connection,
+                              const ConnectionIdentity* identity) {
+  // A session registers again when its facts change (subprotocol, backend): index it once.
+  bool added = local_.insert_or_assign(id, connection).second;
+  if (identity == nullptr || !added) return;
+  if (!identity->user.empty()) by_user_[identity->user].insert(id);
+  for (const std::string& tag : identity->tags) by_tag_[tag].insert(id);
+  if (identity->expires_at != 0) expiries_.emplace(identity->expires_at, id);
+}
+
+void ConnectionDirectory::Unlink(std::unordered_map<std::string, IdSet>& by, const std::string& key,
+                                 const std::string& id) {
+  auto it = by.find(key);
+  if (it == by.end()) return;
+  it->second.erase(id);
+  if (it->second.empty()) by.erase(it);
+}
+
+void ConnectionDirectory::Remove(const std::string& id, const ConnectionIdentity* identity) {
+  local_.erase(id);
+  if (identity == nullptr) return;
+  if (!identity->user.empty()) Unlink(by_user_, identity->user, id);
+  for (const std::string& tag : identity->tags) Unlink(by_tag_, tag, id);
+  // An expiry entry stays until due; TakeExpired's caller finds the id gone.
+}
+
+void ConnectionDirectory::SetTag(const std::string& id, const std::string& tag, bool present) {
+  if (present) {
+    by_tag_[tag].insert(id);
+  } else {
+    Unlink(by_tag_, tag, id);
+  }
+}
+
+std::vector<std::string> ConnectionDirectory::IdsOf(
+    const std::unordered_map<std::string, IdSet>& by, const std::string& key) {
+  auto it = by.find(key);
+  if (it == by.end()) return {};
+  return {it->second.begin(), it->second.end()};
+}
+
+std::vector<std::string> ConnectionDirectory::IdsOfUser(const std::string& user) const {
+  return IdsOf(by_user_, user);
+}
+
+std::vector<std::string> ConnectionDirectory::IdsWithTag(const std::string& tag) const {
+  return IdsOf(by_tag_, tag);
+}
+
+std::vector<std::string> ConnectionDirectory::TakeExpired(int64_t now_unix) {
+  std::vector<std::string> due;
+  while (!expiries_.empty() && expiries_.top().first <= now_unix) {
+    due.push_back(expiries_.top().second);
+    expiries_.pop();
+  }
+  return due;
+}
 
 DisconnectHook& ConnectionDirectory::disconnect_hook(EventLoop& loop) {
   if (!disconnect_hook_) {

@@ -17,12 +17,14 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <queue>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
 #include "proxy/connections/auth_hook.h"
+#include "proxy/connections/identity.h"
 
 namespace wsgate {
 
@@ -56,6 +58,21 @@ struct ConnectionEntry {
   std::string backend;
   std::string subprotocol;
   int64_t connected_at_ms = 0;  // Unix time in milliseconds
+  ConnectionIdentity identity;  // the tags change through the API (ConnectionIndex::SetTags)
+};
+
+// Something that mirrors the index elsewhere (the fleet registry on Redis). Called on the
+// thread that changed the index, outside its locks: it must be thread-safe and quick.
+class ConnectionIndexObserver {
+ public:
+  virtual void OnAdded(const ConnectionEntry& entry) = 0;
+  virtual void OnRemoved(const ConnectionEntry& entry) = 0;
+  virtual void OnTagsChanged(const std::string& id, const std::vector<std::string>& tags) = 0;
+  // The number of this process's connections of |user| changed to |count|.
+  virtual void OnUserCount(const std::string& user, uint64_t count) = 0;
+
+ protected:
+  ~ConnectionIndexObserver() = default;
 };
 
 class ConnectionIndex {
@@ -63,6 +80,20 @@ class ConnectionIndex {
   void Add(ConnectionEntry entry);
   // Forget |id|; it is remembered as closed (bounded), so the API can answer 410 not 404.
   void Remove(const std::string& id);
+  void SetTags(const std::string& id, const std::vector<std::string>& tags);
+  // Every live entry (the fleet registry's resynchronisation).
+  std::vector<ConnectionEntry> Snapshot() const;
+
+  // This process's connections per user (limits.max_connections_per_user). AddUser counts one
+  // more unless that would exceed |cap| (0 = no cap); false when refused.
+  bool AddUser(const std::string& user, uint64_t cap);
+  void RemoveUser(const std::string& user);
+  uint64_t UserCount(const std::string& user) const;
+  // Every user with connections here, and how many.
+  std::vector<std::pair<std::string, uint64_t>> UserCounts() const;
+
+  // Set once at start, before any connection (the fleet); null = none.
+  void set_observer(ConnectionIndexObserver* observer) { observer_ = observer; }
   std::optional<ConnectionEntry> Find(const std::string& id) const;
   bool RecentlyClosed(const std::string& id) const;
 
@@ -92,6 +123,9 @@ class ConnectionIndex {
 
   Shard shards_[kShards];
   HookCounters hook_counters_;
+  ConnectionIndexObserver* observer_ = nullptr;
+  mutable std::mutex users_mutex_;
+  std::unordered_map<std::string, uint64_t> users_;
   mutable std::mutex url_mutex_;
   std::string public_url_;
 };
@@ -113,17 +147,38 @@ class ConnectionDirectory {
   ConnectionIndex* index() const { return index_; }
   size_t worker() const { return worker_; }
 
-  void Add(const std::string& id, LiveConnection* connection) { local_[id] = connection; }
-  void Remove(const std::string& id) { local_.erase(id); }
+  void Add(const std::string& id, LiveConnection* connection, const ConnectionIdentity* identity);
+  void Remove(const std::string& id, const ConnectionIdentity* identity);
   LiveConnection* Find(const std::string& id) const {
     auto it = local_.find(id);
     return it == local_.end() ? nullptr : it->second;
   }
+  void SetTag(const std::string& id, const std::string& tag, bool present);
+
+  // The ids of this worker's connections of |user| (or with |tag|); a copy, so the caller may
+  // close connections while walking it.
+  std::vector<std::string> IdsOfUser(const std::string& user) const;
+  std::vector<std::string> IdsWithTag(const std::string& tag) const;
+  // Ids whose credentials expired at |now_unix| (each once; the caller checks it still lives).
+  std::vector<std::string> TakeExpired(int64_t now_unix);
+  void ScheduleExpiry(const std::string& id, int64_t at_unix) { expiries_.emplace(at_unix, id); }
 
  private:
+  using IdSet = std::unordered_set<std::string>;
+  static std::vector<std::string> IdsOf(const std::unordered_map<std::string, IdSet>& by,
+                                        const std::string& key);
+  static void Unlink(std::unordered_map<std::string, IdSet>& by, const std::string& key,
+                     const std::string& id);
+
   ConnectionIndex* index_ = nullptr;
   size_t worker_ = 0;
   std::unordered_map<std::string, LiveConnection*> local_;
+  std::unordered_map<std::string, IdSet> by_user_;
+  std::unordered_map<std::string, IdSet> by_tag_;
+  // (expires_at, id), soonest first.
+  std::priority_queue<std::pair<int64_t, std::string>, std::vector<std::pair<int64_t, std::string>>,
+                      std::greater<>>
+      expiries_;
   std::unique_ptr<DisconnectHook> disconnect_hook_;
   AuthCache auth_cache_;
 };

@@ -1,0 +1,116 @@
+// cluster: this instance's part in a fleet sharing one connection registry on Redis
+// (docs/fleet.md). Runs on the main thread, beside the connections API it serves.
+//
+// * Registry: every change of the ConnectionIndex (any thread) is queued and written once per
+//   main-loop pass, pipelined on the registry link; a handshake never waits for Redis.
+// * Heartbeat: P instance:NAME holds the advertised URL with a TTL; an instance whose key has
+//   expired is dead, and the others ignore its entries at once and delete them.
+// * After every (re)connect the instance writes its whole registry again (resync).
+// * Connections API: the owner of an id is looked up in Redis and the request forwarded over
+//   HTTP to its advertised URL, one keep-alive connection per peer, so pushes keep their order.
+// * User and tag operations are published on P fanout; every instance, this one too, runs them
+//   on its own connections.
+#pragma once
+
+#include <event2/http.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "metrics/metrics.h"
+#include "proxy/cluster/redis_link.h"
+#include "proxy/connections/fleet_link.h"
+#include "proxy/connections/registry.h"
+#include "proxy/core/event_loop.h"
+
+namespace wsgate {
+
+class Fleet final : public FleetLink, public ConnectionIndexObserver {
+ public:
+  // |advertise| is this instance's admin URL as others reach it; |admin_token| authenticates
+  // forwarded requests (the same on every instance).
+  Fleet(EventLoop& loop, const config::ClusterConfig& config, std::string advertise,
+        std::string admin_token, ConnectionIndex& index);
+  ~Fleet();
+  Fleet(const Fleet&) = delete;
+  Fleet& operator=(const Fleet&) = delete;
+
+  // Connect; |deliver| runs every published user/tag operation on this instance.
+  void Start(std::function<void(const GroupOp&)> deliver);
+  void set_admin_token(std::string token) { admin_token_ = std::move(token); }
+
+  bool redis_up() const { return registry_.up() && subscriber_.up(); }
+  const metrics::FleetMetrics& metrics() const { return metrics_; }
+
+  // FleetLink.
+  const std::string& instance() const override { return config_.instance; }
+  void FindOwner(const std::string& id, std::function<void(OwnerAnswer)> done) override;
+  void Forward(const std::string& url, evhttp_cmd_type method, const std::string& target,
+               const std::string& content_type, std::shared_ptr<evbuffer> body,
+               std::function<void(Reply)> done) override;
+  void Publish(const GroupOp& op, std::function<void(long instances)> done) override;
+  void CountUser(const std::string& user, std::function<void(long count)> done) override;
+
+  // ConnectionIndexObserver (any thread).
+  void OnAdded(const ConnectionEntry& entry) override;
+  void OnRemoved(const ConnectionEntry& entry) override;
+  void OnTagsChanged(const std::string& id, const std::vector<std::string>& tags) override;
+  void OnUserCount(const std::string& user, uint64_t count) override;
+
+  // The Redis keys (public for the tests).
+  std::string Key(const std::string& suffix) const { return config_.key_prefix + suffix; }
+
+ private:
+  struct Change {
+    enum class Kind { kAdd, kRemove, kTags, kUser } kind;
+    std::string id;                 // kAdd, kRemove, kTags
+    ConnectionEntry entry;          // kAdd
+    std::vector<std::string> tags;  // kTags
+    std::string user;               // kUser
+    uint64_t count = 0;             // kUser
+  };
+  void Enqueue(Change change);
+  void Flush();  // main thread: write the queued changes
+  void Write(const Change& change);
+  void Resync();
+  void Heartbeat();
+  void OnLinkState();
+  // A command whose answer is not needed beyond counting a failure.
+  void Fire(const std::vector<std::string>& argv);
+  // A command whose answer is waited for; its round trip is measured.
+  bool Ask(const std::vector<std::string>& argv, RedisLink::Done done);
+  evhttp_connection* PeerConnection(const std::string& url, std::string* target_prefix);
+  static void OnHeartbeatTimer(evutil_socket_t, short, void* arg);
+
+  EventLoop& loop_;
+  const config::ClusterConfig config_;
+  const std::string advertise_;
+  std::string admin_token_;
+  ConnectionIndex& index_;
+  metrics::FleetMetrics metrics_;
+  std::function<void(const GroupOp&)> deliver_;
+  RedisLink registry_;
+  RedisLink subscriber_;
+  bool registry_synced_ = false;  // written whole since the link last came up
+  EventPtr heartbeat_timer_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+
+  std::mutex queue_mutex_;
+  std::vector<Change> queue_;  // guarded by queue_mutex_
+  bool flush_posted_ = false;  // guarded by queue_mutex_
+
+  struct Peer {
+    evhttp_connection* connection = nullptr;
+    std::string path_prefix;  // the advertised URL's path, if any
+    std::string host_field;   // the Host header it is asked with
+  };
+  std::map<std::string, Peer> peers_;  // by advertised URL
+};
+
+}  // namespace wsgate
