@@ -476,6 +476,12 @@ async def test_300_clients_ids_users_tags_and_identity_headers_across_three_inst
         expected = 1 if "red" in c.tags else 0
         assert before.count("tag red") == expected, (c.name, c.tags, c.instance, before)
     assert sum(c.messages.count("tag red") for c in clients) == 75
+    # The spec's metrics count what happened: c forwarded to a, b published, a received.
+    assert await metric_value(fleet["c"], "wsgate_cluster_forwards_total", result="ok") >= 1
+    assert await metric_value(fleet["b"], "wsgate_cluster_publishes_total") >= 31
+    assert await metric_value(fleet["a"], "wsgate_cluster_fanout_received_total") >= 31
+    assert await metric_value(fleet["a"], "wsgate_cluster_redis_up") == 1
+    assert await metric_value(fleet["a"], "wsgate_cluster_registry_writes_total", op="add") >= 100
 
     # Binary push to a tag (application/octet-stream), then a user push as the marker.
     reply = await call(fleet["a"], "POST", "/tags/blue/messages", b"\x00blue\xff",
