@@ -676,6 +676,12 @@ async def test_redis_restart_local_traffic_untouched_remote_calls_503_then_recov
     await poll(fleet["b"], "GET", "/metrics",
                lambda r: "wsgate_cluster_redis_up 0" in r.body.decode(),
                "wsgate_cluster_redis_up 0 on b")
+    # Fleet-wide calls need Redis too: 503 with Retry-After, not a partial answer.
+    for method, path, body in (("POST", "/tags/r/messages", "lost tag"),
+                               ("POST", "/users/ur/messages", "lost user"),
+                               ("GET", "/users/ur", None)):
+        reply = await call(fleet["b"], method, path, body)
+        assert reply.status == 503 and reply.headers.get("retry-after") == "1", (path, reply)
     # Local calls and traffic are untouched.
     reply = await call(fleet["b"], "GET", f"/connections/{cb.cid}")
     assert reply.status == 200 and reply.json()["user"] == "ur", reply
@@ -700,7 +706,7 @@ async def test_redis_restart_local_traffic_untouched_remote_calls_503_then_recov
     reply = await call(fleet["b"], "POST", f"/connections/{ca.cid}", "remote after restart")
     assert reply.status == 200, reply
     await ca.wait_message("remote after restart")
-    assert "lost" not in ca.messages
+    assert not {"lost", "lost tag", "lost user"} & set(ca.messages + cb.messages)
     await fleet.wait_instances(3, via="a")
     await fleet.wait_user_count("ur", 2, via="c")
     await fleet.wait_user_count("ul", 1, via="a")  # connected during the outage
