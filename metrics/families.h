@@ -277,6 +277,9 @@ constexpr FamilySpec Declare(std::string_view name, Type type, std::string_view 
     "Time from a forwarded request's lookup to the owner's answer.", kNotIndexed)                  \
   X(kClusterPublishesTotal, "wsgate_cluster_publishes_total", kCounter,                            \
     "User and tag operations published to the fleet, by result.", kForwardResultLabels, "result")  \
+  X(kClusterUserChecksTotal, "wsgate_cluster_user_checks_total", kCounter,                         \
+    "Fleet-wide max_connections_per_user checks, by result (unavailable: admitted unchecked).",    \
+    kForwardResultLabels, "result")                                                                \
   X(kClusterFanoutReceivedTotal, "wsgate_cluster_fanout_received_total", kCounter,                 \
     "User and tag operations received from the fleet (this instance's own included).",             \
     kNotIndexed)                                                                                   \

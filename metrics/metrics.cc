@@ -102,6 +102,7 @@ void AddFleet(const FleetMetrics& fleet, std::vector<MetricFamily>& families) {
   AddValue(families, kClusterRegistryErrorsTotal, static_cast<double>(fleet.registry_errors.Get()));
   AddIndexed<kClusterForwardsTotal>(families, fleet.forwards);
   AddIndexed<kClusterPublishesTotal>(families, fleet.publishes);
+  AddIndexed<kClusterUserChecksTotal>(families, fleet.user_gate);
   AddValue(families, kClusterFanoutReceivedTotal, static_cast<double>(fleet.fanout_received.Get()));
   AddHistogram(families[kClusterForwardSeconds], fleet.forward_seconds, ClientMetric{});
   AddHistogram(families[kClusterRedisCommandSeconds], fleet.command_seconds, ClientMetric{});

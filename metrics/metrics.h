@@ -181,6 +181,7 @@ struct FleetMetrics {
   Counter registry_errors;
   std::array<Counter, kForwardResults> forwards;
   std::array<Counter, kForwardResults> publishes;
+  std::array<Counter, kForwardResults> user_gate;  // fleet-wide per-user cap checks
   Counter fanout_received;
   Histogram forward_seconds;
   Histogram command_seconds;

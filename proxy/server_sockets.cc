@@ -175,6 +175,7 @@ Status Server::JoinFleet() {
   fleet_ = std::make_unique<Fleet>(loop_, config.cluster, advertise, config.admin.token,
                                    connection_index_);
   connection_index_.set_observer(fleet_.get());
+  connection_index_.set_user_gate(fleet_.get());
   connections_api_->set_fleet(fleet_.get());
   fleet_->Start([this](const GroupOp& op) { connections_api_->DeliverGroup(op, [](size_t) {}); });
   return {};

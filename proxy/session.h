@@ -152,8 +152,10 @@ class Session final : public Deferrable,
   void StartAuth(const HeaderList& headers, std::string cache_key);
   void OnAuthAnswer(evhttp_request* response);
   void ApplyAuthDecision(const AuthDecision& decision);
-  // limits.max_connections_per_user: count the user in; false after refusing the client.
-  bool AdmitUser();
+  // limits.max_connections_per_user: count the user in (on this instance, then fleet-wide with
+  // `cluster`), then connect upstream; or refuse with 429.
+  void AdmitUserThenConnect();
+  void RejectOverUserLimit();
   void ReleaseUser();
 
   // Plain HTTP (not an upgrade): http_ serves it until the connection ends or upgrades.
@@ -234,6 +236,7 @@ class Session final : public Deferrable,
     std::string resume_accept;
     std::unique_ptr<HookCall> auth_call;
     std::string auth_cache_key;
+    std::shared_ptr<int> gate_token;  // while the fleet's user gate is asked; dies with us
     PushQueue pushes;  // from the connections API during the upgrade: sent after the 101
     std::unique_ptr<UpgradeAttempt> attempt;
   };

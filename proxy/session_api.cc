@@ -110,25 +110,40 @@ void Session::ApplyAuthDecision(const AuthDecision& decision) {
     return;
   }
   if (!identity.empty()) identity_ = std::make_unique<ConnectionIdentity>(identity);
-  if (!AdmitUser()) return;
-  counters.auth_allowed.fetch_add(1, std::memory_order_relaxed);
   std::string lines = IdentityHeaderLines(identity);
   for (const auto& [name, value] : decision.copy_headers) lines += name + ": " + value + "\r\n";
   handshake_->upstream_request.insert(handshake_->upstream_request.size() - 2,
                                       lines);  // before the final CRLF
-  ConnectUpstream();
+  counters.auth_allowed.fetch_add(1, std::memory_order_relaxed);
+  AdmitUserThenConnect();
 }
 
-bool Session::AdmitUser() {
+void Session::AdmitUserThenConnect() {
   ConnectionDirectory* directory = context_.connections;
-  if (!identity_ || identity_->user.empty() || directory == nullptr) return true;
-  if (!directory->index()->AddUser(identity_->user, config().limits.max_connections_per_user)) {
-    meters_.OverrideRefusal(metrics::kUserLimit);
-    Reject(429, "too many connections for this user");
-    return false;
-  }
+  if (!identity_ || identity_->user.empty() || directory == nullptr) return ConnectUpstream();
+  const uint64_t cap = config().limits.max_connections_per_user;
+  uint64_t local = 0;
+  if (!directory->index()->AddUser(identity_->user, cap, &local)) return RejectOverUserLimit();
   user_counted_ = true;
-  return true;
+  UserGate* gate = directory->index()->user_gate();
+  if (gate == nullptr || cap == 0) return ConnectUpstream();
+  // The fleet-wide count lives in Redis: wait for its answer (bounded by the timer).
+  state_ = State::kAuthorizing;
+  ArmTimer(config().cluster.command_timeout + std::chrono::seconds(1));
+  handshake_->gate_token = std::make_shared<int>(0);
+  std::weak_ptr<int> waiting = handshake_->gate_token;
+  gate->Admit(identity_->user, local, cap, context_.loop, [this, waiting](bool admit) {
+    // The session (and its handshake with the token) may have ended meanwhile.
+    if (waiting.expired() || state_ != State::kAuthorizing) return;
+    if (!admit) return RejectOverUserLimit();
+    ConnectUpstream();
+  });
+}
+
+void Session::RejectOverUserLimit() {
+  ReleaseUser();
+  meters_.OverrideRefusal(metrics::kUserLimit);
+  Reject(429, "too many connections for this user");
 }
 
 void Session::ReleaseUser() {

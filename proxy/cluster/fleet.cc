@@ -34,6 +34,24 @@ end
 return total
 )lua";
 
+// KEYS: user:U. ARGV: prefix, instance, this instance's count (the new one included), cap,
+// user. Admits and records our count atomically, so two instances cannot both take the last
+// place.
+constexpr const char* kAdmitUserScript = R"lua(
+local prefix, me, mine, cap = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local fields = redis.call('HGETALL', KEYS[1])
+local others = 0
+for i = 1, #fields, 2 do
+  if fields[i] ~= me and redis.call('EXISTS', prefix .. 'instance:' .. fields[i]) == 1 then
+    others = others + tonumber(fields[i + 1])
+  end
+end
+if others + mine > cap then return 0 end
+redis.call('HSET', KEYS[1], me, mine)
+redis.call('SADD', prefix .. 'instance:' .. me .. ':users', ARGV[5])
+return 1
+)lua";
+
 // ARGV: prefix, instance, only_self ("1": forget this instance's old entries; "0": every
 // dead instance's). Deletes their connection hashes and per-user counts.
 constexpr const char* kForgetScript = R"lua(
@@ -419,6 +437,29 @@ void Fleet::CountUser(const std::string& user, std::function<void(long count)> d
                     done(static_cast<long>(reply->integer));
                   });
   if (!sent) done(-1);
+}
+
+void Fleet::Admit(const std::string& user, uint64_t local, uint64_t cap, EventLoop& reply_loop,
+                  std::function<void(bool admit)> done) {
+  EventLoop* reply = &reply_loop;
+  loop_.Post([this, alive = alive_, user, local, cap, reply, done = std::move(done)]() mutable {
+    auto answer = [reply, done](bool admit) { reply->Post([done, admit] { done(admit); }); };
+    if (!*alive) return answer(true);
+    bool sent = Ask({"EVAL", kAdmitUserScript, "1", Key("user:" + user), config_.key_prefix,
+                     config_.instance, std::to_string(local), std::to_string(cap), user},
+                    [this, answer](const redisReply* reply_value) {
+                      if (reply_value == nullptr || reply_value->type != REDIS_REPLY_INTEGER) {
+                        metrics_.user_gate[metrics::kForwardUnavailable].Add();
+                        return answer(true);
+                      }
+                      metrics_.user_gate[metrics::kForwardOk].Add();
+                      answer(reply_value->integer == 1);
+                    });
+    if (!sent) {
+      metrics_.user_gate[metrics::kForwardUnavailable].Add();
+      answer(true);
+    }
+  });
 }
 
 }  // namespace wsgate

@@ -31,7 +31,7 @@
 
 namespace wsgate {
 
-class Fleet final : public FleetLink, public ConnectionIndexObserver {
+class Fleet final : public FleetLink, public ConnectionIndexObserver, public UserGate {
  public:
   // |advertise| is this instance's admin URL as others reach it; |admin_token| authenticates
   // forwarded requests (the same on every instance).
@@ -56,6 +56,10 @@ class Fleet final : public FleetLink, public ConnectionIndexObserver {
                std::function<void(Reply)> done) override;
   void Publish(const GroupOp& op, std::function<void(long instances)> done) override;
   void CountUser(const std::string& user, std::function<void(long count)> done) override;
+
+  // UserGate (any thread). Without Redis it admits: local traffic never waits on an outage.
+  void Admit(const std::string& user, uint64_t local, uint64_t cap, EventLoop& reply_loop,
+             std::function<void(bool admit)> done) override;
 
   // ConnectionIndexObserver (any thread).
   void OnAdded(const ConnectionEntry& entry) override;

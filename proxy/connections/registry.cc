@@ -93,7 +93,7 @@ std::vector<ConnectionEntry> ConnectionIndex::Snapshot() const {
   return all;
 }
 
-bool ConnectionIndex::AddUser(const std::string& user, uint64_t cap) {
+bool ConnectionIndex::AddUser(const std::string& user, uint64_t cap, uint64_t* added) {
   uint64_t count = 0;
   {
     std::lock_guard<std::mutex> lock(users_mutex_);
@@ -104,6 +104,7 @@ bool ConnectionIndex::AddUser(const std::string& user, uint64_t cap) {
     }
     count = ++held;
   }
+  *added = count;
   if (observer_ != nullptr) observer_->OnUserCount(user, count);
   return true;
 }

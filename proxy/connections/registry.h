@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -75,6 +76,19 @@ class ConnectionIndexObserver {
   ~ConnectionIndexObserver() = default;
 };
 
+// limits.max_connections_per_user across a fleet (cluster/Fleet implements it).
+class UserGate {
+ public:
+  // May one more connection of |user| be admitted, with |local| of them on this instance (the
+  // new one included) and |cap| allowed fleet-wide? |done| runs on |reply_loop| (true: admit).
+  // Callable from any thread.
+  virtual void Admit(const std::string& user, uint64_t local, uint64_t cap, EventLoop& reply_loop,
+                     std::function<void(bool admit)> done) = 0;
+
+ protected:
+  ~UserGate() = default;
+};
+
 class ConnectionIndex {
  public:
   void Add(ConnectionEntry entry);
@@ -86,7 +100,8 @@ class ConnectionIndex {
 
   // This process's connections per user (limits.max_connections_per_user). AddUser counts one
   // more unless that would exceed |cap| (0 = no cap); false when refused.
-  bool AddUser(const std::string& user, uint64_t cap);
+  // |*count| gets the count after adding.
+  bool AddUser(const std::string& user, uint64_t cap, uint64_t* count);
   void RemoveUser(const std::string& user);
   uint64_t UserCount(const std::string& user) const;
   // Every user with connections here, and how many.
@@ -94,6 +109,8 @@ class ConnectionIndex {
 
   // Set once at start, before any connection (the fleet); null = none.
   void set_observer(ConnectionIndexObserver* observer) { observer_ = observer; }
+  void set_user_gate(UserGate* gate) { user_gate_ = gate; }
+  UserGate* user_gate() const { return user_gate_; }
   std::optional<ConnectionEntry> Find(const std::string& id) const;
   bool RecentlyClosed(const std::string& id) const;
 
@@ -124,6 +141,7 @@ class ConnectionIndex {
   Shard shards_[kShards];
   HookCounters hook_counters_;
   ConnectionIndexObserver* observer_ = nullptr;
+  UserGate* user_gate_ = nullptr;
   mutable std::mutex users_mutex_;
   std::unordered_map<std::string, uint64_t> users_;
   mutable std::mutex url_mutex_;
