@@ -576,7 +576,7 @@ async def test_a_user_over_max_connections_per_user_gets_429_on_the_third_instan
     await raw.write(upgrade_request(path=client_path("cap3", "capped")))
     response = await assert_rejected(raw, 429)
     assert b"too many connections for this user" in response.body, response.body
-    assert await metric_value(fleet["c"], "wsgate_user_limit_rejections_total") == 1
+    assert await metric_value(fleet["c"], "wsgate_handshakes_total", result="user_limit") == 1
     # Other users and anonymous clients are still served there.
     await (await Client("other", user="someone-else").connect(fleet["c"])).echo()
     await still_served(fleet["c"])
@@ -597,6 +597,8 @@ async def test_a_user_over_max_connections_per_user_gets_429_on_the_third_instan
             assert time.monotonic() < deadline, "c kept refusing the user after a close"
             await asyncio.sleep(0.1)
     await third.echo()
+    # The contract's own counter (besides wsgate_handshakes_total{result="user_limit"}).
+    assert await metric_value(fleet["c"], "wsgate_user_limit_rejections_total") >= 1
 
 
 @async_test(timeout=120)
