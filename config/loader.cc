@@ -786,7 +786,8 @@ void Loader::LoadCluster(const Value& v, ClusterConfig* out) {
     if (gethostname(host, sizeof(host) - 1) == 0) out->instance = host;
     if (out->instance.empty()) out->instance = "wsgate";
   }
-  if (const Value* x = fields->Find("advertise"); x && ReadUrl(*x, true, &out->advertise)) {
+  // Instance-to-instance calls are plain HTTP (evhttp's client has no TLS here).
+  if (const Value* x = fields->Find("advertise"); x && ReadUrl(*x, false, &out->advertise)) {
     while (!out->advertise.empty() && out->advertise.back() == '/') out->advertise.pop_back();
   }
   if (const Value* x = fields->Find("key_prefix"); x && ReadString(*x, &out->key_prefix)) {

@@ -172,6 +172,10 @@ Status Server::JoinFleet() {
     return Fail("cluster: the admin listener is not up, so no other instance can reach us");
   std::string advertise = config.cluster.advertise;
   if (advertise.empty()) advertise = connection_index_.public_url();
+  if (advertise.rfind("http://", 0) != 0) {
+    return Fail("cluster: admin.public_url " + advertise +
+                " is not http://; set cluster.advertise to the admin listener's http:// URL");
+  }
   fleet_ = std::make_unique<Fleet>(loop_, config.cluster, advertise, config.admin.token,
                                    connection_index_);
   connection_index_.set_observer(fleet_.get());
