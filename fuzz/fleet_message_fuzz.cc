@@ -62,8 +62,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string tags_again(FieldValue(lines, "X-Wsgate-Tags: "));
     std::string expires_again(FieldValue(lines, "X-Wsgate-Expires: "));
     wsgate::ConnectionIdentity reparsed;
-    FUZZ_CHECK(wsgate::ParseIdentity(user_again.c_str(), tags_again.c_str(),
-                                     expires_again.c_str(), &reparsed)
+    FUZZ_CHECK(wsgate::ParseIdentity(user_again.c_str(), tags_again.c_str(), expires_again.c_str(),
+                                     &reparsed)
                    .empty());
     FUZZ_CHECK(reparsed == identity);
   }

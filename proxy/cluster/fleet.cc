@@ -106,6 +106,7 @@ Fleet::Fleet(EventLoop& loop, const config::ClusterConfig& config, std::string a
              std::string admin_token, ConnectionIndex& index)
     : loop_(loop),
       config_(config),
+      advertise_template_(advertise),
       advertise_(std::move(advertise)),
       admin_token_(std::move(admin_token)),
       index_(index),
@@ -143,6 +144,15 @@ void Fleet::OnLinkState() {
   if (!registry_.up()) {
     registry_synced_ = false;
     return;
+  }
+  for (const char* wildcard : {"http://0.0.0.0:", "http://[::]:"}) {
+    std::string_view prefix(wildcard);
+    std::string ip = registry_.LocalIp();
+    if (advertise_template_.rfind(prefix, 0) == 0 && !ip.empty()) {
+      std::string filled = "http://" + ip + ":" + advertise_template_.substr(prefix.size());
+      if (filled != advertise_) LOG_INFO("cluster: advertising " + filled);
+      advertise_ = std::move(filled);
+    }
   }
   if (!registry_synced_) {
     Heartbeat();  // alive again before anyone looks our entries up

@@ -33,8 +33,9 @@ namespace wsgate {
 
 class Fleet final : public FleetLink, public ConnectionIndexObserver, public UserGate {
  public:
-  // |advertise| is this instance's admin URL as others reach it; |admin_token| authenticates
-  // forwarded requests (the same on every instance).
+  // |advertise| is this instance's admin URL as others reach it; with a wildcard host
+  // (http://0.0.0.0:PORT, http://[::]:PORT) the host becomes the address this instance reaches
+  // Redis from. |admin_token| authenticates forwarded requests (the same on every instance).
   Fleet(EventLoop& loop, const config::ClusterConfig& config, std::string advertise,
         std::string admin_token, ConnectionIndex& index);
   ~Fleet();
@@ -94,7 +95,8 @@ class Fleet final : public FleetLink, public ConnectionIndexObserver, public Use
 
   EventLoop& loop_;
   const config::ClusterConfig config_;
-  const std::string advertise_;
+  const std::string advertise_template_;
+  std::string advertise_;  // the template with its wildcard host filled in
   std::string admin_token_;
   ConnectionIndex& index_;
   metrics::FleetMetrics metrics_;

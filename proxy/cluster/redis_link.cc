@@ -2,6 +2,9 @@
 
 #include <hiredis/adapters/libevent.h>
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 
 #include "proxy/core/log.h"
@@ -33,6 +36,23 @@ RedisLink::~RedisLink() {
     context_ = nullptr;
     redisAsyncFree(context);  // pending callbacks run with no reply and answer nothing
   }
+}
+
+std::string RedisLink::LocalIp() const {
+  if (context_ == nullptr) return {};
+  sockaddr_storage addr{};
+  socklen_t length = sizeof(addr);
+  if (getsockname(context_->c.fd, reinterpret_cast<sockaddr*>(&addr), &length) != 0) return {};
+  char text[INET6_ADDRSTRLEN] = {};
+  if (addr.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&addr)->sin_addr, text, sizeof(text));
+    return text;
+  }
+  if (addr.ss_family == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&addr)->sin6_addr, text, sizeof(text));
+    return "[" + std::string(text) + "]";
+  }
+  return {};
 }
 
 void RedisLink::Start() {

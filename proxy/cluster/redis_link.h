@@ -34,6 +34,9 @@ class RedisLink {
 
   void Start();
   bool up() const { return state_ == State::kUp; }
+  // This end's IP address on the connection to Redis ("" when not connected): the address the
+  // other instances can most likely reach us at.
+  std::string LocalIp() const;
 
   // Send |argv| (pipelined behind what is in flight). False, without calling |done|, when the
   // link is not up.
@@ -43,7 +46,6 @@ class RedisLink {
   // |on_message|. The link counts as up once subscribed. Set before Start().
   void Subscribe(std::string channel, std::function<void(std::string_view)> on_message);
 
-  // The round-trip time of the last answered command, for the latency histogram.
   using Clock = std::chrono::steady_clock;
 
  private:

@@ -10,7 +10,9 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
+import urllib.request
 
 import yaml
 
@@ -283,6 +285,68 @@ def test_compose_example(tmp_path):
         dashboard = json.load(f)
     assert any(v["type"] == "datasource" and v["query"] == "prometheus"
                for v in dashboard["templating"]["list"])
+
+
+def test_compose_fleet_example(tmp_path):
+    """examples/compose/fleet: three instances from one config, Redis with the password they
+    are given, the demo auth hook answering the identity contract."""
+    fleet_dir = os.path.join(COMPOSE_DIR, "fleet")
+    with open(os.path.join(fleet_dir, "docker-compose.yml")) as f:
+        compose = yaml.safe_load(f)
+    services = compose["services"]
+    gates = {name: s for name, s in services.items() if name.startswith("wsgate-")}
+    assert set(services) == {"redis", "auth", "backend"} | set(gates) and len(gates) == 3
+    for name, service in services.items():
+        build = service["build"]
+        context = os.path.join(fleet_dir, build["context"])
+        with open(os.path.join(context, build["dockerfile"])) as f:
+            dockerfile = f.read()
+        for copied in re.findall(r"^COPY (?!--from)(\S+)", dockerfile, re.M):
+            assert os.path.exists(os.path.join(context, copied)), f"{name}: {copied}"
+    # One config for all: distinct host names (the instance names) and published ports.
+    assert len({g["hostname"] for g in gates.values()}) == 3
+    published = [p for g in gates.values() for p in g["ports"]]
+    assert len(set(published)) == len(published)
+    with open(os.path.join(fleet_dir, "redis.Dockerfile")) as f:
+        password = re.search(r'"--requirepass", "([^"]+)"', f.read()).group(1)
+    config_path = os.path.join(fleet_dir, "wsgate.yaml")
+    with open(config_path) as f:
+        text = f.read()
+    config = yaml.safe_load(text)
+    for gate in gates.values():
+        assert gate["environment"][config["cluster"]["password_env"]] == password
+        assert any(v.endswith(":/etc/wsgate/wsgate.yaml:ro") for v in gate["volumes"])
+    in_compose = tmp_path / "fleet.yaml"
+    in_compose.write_text(text.replace("backend:9001", "localhost:9001"))
+    result = subprocess.run([WSGATE_BIN, "--check", "-c", str(in_compose)], capture_output=True,
+                            text=True, timeout=30,
+                            env={**os.environ, config["cluster"]["password_env"]: password})
+    assert result.returncode == 0, result.stderr
+
+    # The demo hook speaks the identity contract.
+    hook = subprocess.Popen([sys.executable, os.path.join(fleet_dir, "auth_hook.py"),
+                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        port = None
+        deadline = time.monotonic() + 30
+        while port is None and time.monotonic() < deadline:
+            out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
+            match = re.search(rf"127\.0\.0\.1:(\d+)\s.*pid={hook.pid},", out)
+            port = int(match.group(1)) if match else None
+            if port is None:
+                time.sleep(0.1)
+        assert port, "auth_hook.py did not listen"
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/ws-auth",
+            headers={"X-Original-Uri": "/chat?user=alice&tags=room-1,room-2&ttl=60"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 200
+            assert answer.headers["X-Wsgate-User"] == "alice"
+            assert answer.headers["X-Wsgate-Tags"] == "room-1,room-2"
+            assert int(answer.headers["X-Wsgate-Expires"]) > time.time()
+    finally:
+        hook.kill()
+        hook.wait()
 
 
 # ------------------------------------------------------------------------------------------

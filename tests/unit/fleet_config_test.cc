@@ -89,9 +89,9 @@ TEST(FleetConfigTest, EveryKey) {
 
 TEST(FleetConfigTest, PasswordFromEnvironment) {
   setenv("WSGATE_TEST_REDIS_PASSWORD", "from-env", 1);
-  ProxyConfig cfg = Load(
-      "cluster:\n  redis: redis://127.0.0.1\n  password_env: WSGATE_TEST_REDIS_PASSWORD\n" +
-      kAdmin + kBody);
+  ProxyConfig cfg =
+      Load("cluster:\n  redis: redis://127.0.0.1\n  password_env: WSGATE_TEST_REDIS_PASSWORD\n" +
+           kAdmin + kBody);
   EXPECT_EQ(cfg.cluster.password, "from-env");
   unsetenv("WSGATE_TEST_REDIS_PASSWORD");
   EXPECT_EQ(Errors("cluster:\n  redis: redis://127.0.0.1\n  password_env: WSGATE_TEST_NOPE\n" +

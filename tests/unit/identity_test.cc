@@ -31,7 +31,8 @@ TEST(IdentityTest, ParsesTheThreeFields) {
 
 TEST(IdentityTest, RefusesWhatCannotBeAName) {
   ConnectionIdentity id;
-  EXPECT_EQ(ParseIdentity("a\x01", nullptr, nullptr, &id), "X-Wsgate-User: user has a control byte");
+  EXPECT_EQ(ParseIdentity("a\x01", nullptr, nullptr, &id),
+            "X-Wsgate-User: user has a control byte");
   EXPECT_EQ(ParseIdentity("", nullptr, nullptr, &id), "X-Wsgate-User: user is empty");
   EXPECT_EQ(ParseIdentity(std::string(129, 'u').c_str(), nullptr, nullptr, &id),
             "X-Wsgate-User: user is longer than 128 bytes");
@@ -185,8 +186,8 @@ TEST(ConnectionIndexTest, CountsUsersWithinTheCapAndTellsTheObserver) {
   index.RemoveUser("alice");  // not counted: ignored
   EXPECT_EQ(index.UserCount("alice"), 0U);
   EXPECT_EQ(index.UserCounts().size(), 1U);
-  EXPECT_EQ(observer.events,
-            (Strings{"user alice 1", "user alice 2", "user bob 1", "user alice 1", "user alice 0"}));
+  EXPECT_EQ(observer.events, (Strings{"user alice 1", "user alice 2", "user bob 1", "user alice 1",
+                                      "user alice 0"}));
 
   observer.events.clear();
   ConnectionEntry entry;
