@@ -141,6 +141,7 @@ WSGATE_LABELLED_ENUM(MigrationReason, kMigrationReasons, kMigrationReasonLabels,
 // answer).
 #define WSGATE_REGISTRY_OPS(X) \
   X(kRegistryAdd, "add")       \
+  X(kRegistryUpdate, "update") \
   X(kRegistryRemove, "remove") \
   X(kRegistryTags, "tags")     \
   X(kRegistryUser, "user")     \

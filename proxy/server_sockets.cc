@@ -168,8 +168,9 @@ Status Server::SyncAdmin() {
 Status Server::JoinFleet() {
   const config::ProxyConfig& config = current_->config;
   if (!config.cluster.enabled) return {};
-  if (!admin_)
+  if (!admin_) {
     return Fail("cluster: the admin listener is not up, so no other instance can reach us");
+  }
   std::string advertise = config.cluster.advertise;
   if (advertise.empty()) advertise = connection_index_.public_url();
   if (advertise.rfind("http://", 0) != 0) {

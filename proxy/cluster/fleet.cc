@@ -5,84 +5,17 @@
 
 #include <utility>
 
+#include "proxy/cluster/registry_scripts.h"
 #include "proxy/core/log.h"
 
 namespace wsgate {
 namespace {
 
-// KEYS: conn:ID, closed:ID. ARGV: prefix. Who holds a connection, and whether it lives.
-constexpr const char* kOwnerScript = R"lua(
-local instance = redis.call('HGET', KEYS[1], 'instance')
-if not instance then
-  if redis.call('EXISTS', KEYS[2]) == 1 then return {'closed'} end
-  return {'unknown'}
-end
-local url = redis.call('GET', ARGV[1] .. 'instance:' .. instance)
-if not url then return {'dead', instance} end
-return {'alive', instance, url}
-)lua";
+using registry_scripts::Script;
 
-// KEYS: user:U. ARGV: prefix. The user's connections on live instances.
-constexpr const char* kCountUserScript = R"lua(
-local fields = redis.call('HGETALL', KEYS[1])
-local total = 0
-for i = 1, #fields, 2 do
-  if redis.call('EXISTS', ARGV[1] .. 'instance:' .. fields[i]) == 1 then
-    total = total + tonumber(fields[i + 1])
-  end
-end
-return total
-)lua";
-
-// KEYS: user:U. ARGV: prefix, instance, this instance's count (the new one included), cap,
-// user. Admits and records our count atomically, so two instances cannot both take the last
-// place.
-constexpr const char* kAdmitUserScript = R"lua(
-local prefix, me, mine, cap = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local fields = redis.call('HGETALL', KEYS[1])
-local others = 0
-for i = 1, #fields, 2 do
-  if fields[i] ~= me and redis.call('EXISTS', prefix .. 'instance:' .. fields[i]) == 1 then
-    others = others + tonumber(fields[i + 1])
-  end
-end
-if others + mine > cap then return 0 end
-redis.call('HSET', KEYS[1], me, mine)
-redis.call('SADD', prefix .. 'instance:' .. me .. ':users', ARGV[5])
-return 1
-)lua";
-
-// ARGV: prefix, instance, only_self ("1": forget this instance's old entries; "0": every
-// dead instance's). Deletes their connection hashes and per-user counts.
-constexpr const char* kForgetScript = R"lua(
-local prefix, me, only_self = ARGV[1], ARGV[2], ARGV[3] == '1'
-local function forget(name)
-  local conns = prefix .. 'instance:' .. name .. ':conns'
-  for _, id in ipairs(redis.call('SMEMBERS', conns)) do
-    redis.call('DEL', prefix .. 'conn:' .. id)
-  end
-  local users = prefix .. 'instance:' .. name .. ':users'
-  for _, user in ipairs(redis.call('SMEMBERS', users)) do
-    redis.call('HDEL', prefix .. 'user:' .. user, name)
-  end
-  redis.call('DEL', conns, users)
-end
-if only_self then
-  forget(me)
-  return 1
-end
-local forgotten = 0
-for _, name in ipairs(redis.call('SMEMBERS', prefix .. 'instances')) do
-  if name ~= me and redis.call('EXISTS', prefix .. 'instance:' .. name) == 0 then
-    forget(name)
-    redis.call('SREM', prefix .. 'instances', name)
-    forgotten = forgotten + 1
-  end
-end
-return forgotten
-)lua";
-
-constexpr int kClosedRememberSeconds = 600;
+// How long a closed id answers 410 rather than 404 on other instances. Each close leaves one
+// small key for this long (at 1,000 closes/s, 60,000 keys).
+constexpr int kClosedRememberSeconds = 60;
 
 std::string JoinTags(const std::vector<std::string>& tags) {
   std::string joined;
@@ -155,7 +88,8 @@ void Fleet::OnLinkState() {
     }
   }
   if (!registry_synced_) {
-    Heartbeat();  // alive again before anyone looks our entries up
+    LoadScripts();  // first: every command after it may use them
+    Heartbeat();    // alive again before anyone looks our entries up
     Resync();
   }
 }
@@ -166,17 +100,22 @@ void Fleet::OnHeartbeatTimer(evutil_socket_t, short, void* arg) {
 
 void Fleet::Heartbeat() {
   if (!registry_.up()) return;
+  if (scripts_missing_) {
+    LoadScripts();
+    registry_synced_ = false;
+    Resync();
+  }
   Fire({"SET", Key("instance:" + config_.instance), advertise_, "PX",
         std::to_string(config_.heartbeat_ttl.count())});
   Fire({"SADD", Key("instances"), config_.instance});
   // Any live instance forgets the dead ones; the script is idempotent.
-  Fire({"EVAL", kForgetScript, "0", config_.key_prefix, config_.instance, "0"});
+  Fire(Eval(Script::kForget, {}, {config_.key_prefix, config_.instance, "0"}));
 }
 
 void Fleet::Resync() {
   // Our old entries (from before a restart or an outage) go, then what we hold now is written.
   // Changes queued meanwhile are written after, in order, so the result is current.
-  Fire({"EVAL", kForgetScript, "0", config_.key_prefix, config_.instance, "1"});
+  Fire(Eval(Script::kForget, {}, {config_.key_prefix, config_.instance, "1"}));
   for (const ConnectionEntry& entry : index_.Snapshot()) {
     Write(Change{Change::Kind::kAdd, entry.id, entry, {}, {}, 0});
   }
@@ -191,7 +130,16 @@ void Fleet::Fire(const std::vector<std::string>& argv) {
   bool sent = registry_.Command(argv, [this](const redisReply* reply) {
     if (reply == nullptr || reply->type == REDIS_REPLY_ERROR) {
       metrics_.registry_errors.Add();
-      if (reply != nullptr) LOG_WARN("cluster: redis refused a write: " + ReplyText(reply));
+      if (reply == nullptr) return;
+      std::string error = ReplyText(reply);
+      // The scripts were flushed (SCRIPT FLUSH, or a failover to a replica without them):
+      // load them again and rewrite the registry at the next heartbeat.
+      if (error.rfind("NOSCRIPT", 0) == 0) {
+        if (!scripts_missing_) LOG_WARN("cluster: redis lost the registry scripts; reloading");
+        scripts_missing_ = true;
+        return;
+      }
+      LOG_WARN("cluster: redis refused a write: " + error);
     }
   });
   if (!sent) metrics_.registry_errors.Add();
@@ -226,8 +174,8 @@ void Fleet::Enqueue(Change change) {
   }
 }
 
-void Fleet::OnAdded(const ConnectionEntry& entry) {
-  Enqueue(Change{Change::Kind::kAdd, entry.id, entry, {}, {}, 0});
+void Fleet::OnAdded(const ConnectionEntry& entry, bool first) {
+  Enqueue(Change{first ? Change::Kind::kAdd : Change::Kind::kUpdate, entry.id, entry, {}, {}, 0});
 }
 
 void Fleet::OnRemoved(const ConnectionEntry& entry) {
@@ -259,55 +207,57 @@ void Fleet::Write(const Change& change) {
   switch (change.kind) {
     case Change::Kind::kAdd: {
       const ConnectionEntry& e = change.entry;
-      Fire({"HSET",
-            Key("conn:" + e.id),
-            "instance",
-            me,
-            "pool",
-            e.pool,
-            "backend",
-            e.backend,
-            "client",
-            e.client,
-            "listener",
-            e.listener,
-            "subprotocol",
-            e.subprotocol,
-            "user",
-            e.identity.user,
-            "tags",
-            JoinTags(e.identity.tags),
-            "connected_at_ms",
-            std::to_string(e.connected_at_ms)});
-      Fire({"SADD", Key("instance:" + me + ":conns"), e.id});
+      Fire(Eval(
+          Script::kAdd, {Key("conn:" + e.id), Key("instance:" + me + ":conns")},
+          {e.id, "instance", me, "pool", e.pool, "backend", e.backend, "client", e.client,
+           "listener", e.listener, "subprotocol", e.subprotocol, "user", e.identity.user, "tags",
+           JoinTags(e.identity.tags), "connected_at_ms", std::to_string(e.connected_at_ms)}));
       metrics_.registry_writes[metrics::kRegistryAdd].Add();
       return;
     }
+    case Change::Kind::kUpdate: {
+      const ConnectionEntry& e = change.entry;
+      Fire(Eval(Script::kUpdate, {Key("conn:" + e.id)},
+                {"pool", e.pool, "backend", e.backend, "subprotocol", e.subprotocol}));
+      metrics_.registry_writes[metrics::kRegistryUpdate].Add();
+      return;
+    }
     case Change::Kind::kRemove:
-      Fire({"DEL", Key("conn:" + change.id)});
-      Fire({"SREM", Key("instance:" + me + ":conns"), change.id});
-      Fire({"SET", Key("closed:" + change.id), me, "EX", std::to_string(kClosedRememberSeconds)});
+      Fire(Eval(
+          Script::kRemove,
+          {Key("conn:" + change.id), Key("instance:" + me + ":conns"), Key("closed:" + change.id)},
+          {change.id, me, std::to_string(kClosedRememberSeconds)}));
       metrics_.registry_writes[metrics::kRegistryRemove].Add();
       return;
     case Change::Kind::kTags:
-      // Only a connection still registered: HSET on a deleted hash would resurrect it.
-      Fire({"EVAL",
-            "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'tags', "
-            "ARGV[1]) end return 0",
-            "1", Key("conn:" + change.id), JoinTags(change.tags)});
+      Fire(Eval(Script::kUpdate, {Key("conn:" + change.id)}, {"tags", JoinTags(change.tags)}));
       metrics_.registry_writes[metrics::kRegistryTags].Add();
       return;
     case Change::Kind::kUser:
-      if (change.count > 0) {
-        Fire({"HSET", Key("user:" + change.user), me, std::to_string(change.count)});
-        Fire({"SADD", Key("instance:" + me + ":users"), change.user});
-      } else {
-        Fire({"HDEL", Key("user:" + change.user), me});
-        Fire({"SREM", Key("instance:" + me + ":users"), change.user});
-      }
+      Fire(Eval(Script::kUserCount, {Key("user:" + change.user), Key("instance:" + me + ":users")},
+                {me, change.user, std::to_string(change.count)}));
       metrics_.registry_writes[metrics::kRegistryUser].Add();
       return;
   }
+}
+
+std::vector<std::string> Fleet::Eval(Script script, std::vector<std::string> keys,
+                                     const std::vector<std::string>& args) {
+  std::vector<std::string> argv;
+  argv.reserve(3 + keys.size() + args.size());
+  argv.emplace_back("EVALSHA");
+  argv.push_back(registry_scripts::Sha1(script));
+  argv.push_back(std::to_string(keys.size()));
+  for (std::string& key : keys) argv.push_back(std::move(key));
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
+void Fleet::LoadScripts() {
+  for (size_t i = 0; i < static_cast<size_t>(Script::kCount); ++i) {
+    Fire({"SCRIPT", "LOAD", registry_scripts::Text(static_cast<Script>(i))});
+  }
+  scripts_missing_ = false;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -315,7 +265,7 @@ void Fleet::Write(const Change& change) {
 
 void Fleet::FindOwner(const std::string& id, std::function<void(OwnerAnswer)> done) {
   bool sent =
-      Ask({"EVAL", kOwnerScript, "2", Key("conn:" + id), Key("closed:" + id), config_.key_prefix},
+      Ask(Eval(Script::kOwner, {Key("conn:" + id), Key("closed:" + id)}, {config_.key_prefix}),
           [done](const redisReply* reply) {
             OwnerAnswer answer;
             if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) {
@@ -441,7 +391,7 @@ void Fleet::Publish(const GroupOp& op, std::function<void(long instances)> done)
 }
 
 void Fleet::CountUser(const std::string& user, std::function<void(long count)> done) {
-  bool sent = Ask({"EVAL", kCountUserScript, "1", Key("user:" + user), config_.key_prefix},
+  bool sent = Ask(Eval(Script::kCountUser, {Key("user:" + user)}, {config_.key_prefix}),
                   [done](const redisReply* reply) {
                     if (reply == nullptr || reply->type != REDIS_REPLY_INTEGER) return done(-1);
                     done(static_cast<long>(reply->integer));
@@ -455,8 +405,9 @@ void Fleet::Admit(const std::string& user, uint64_t local, uint64_t cap, EventLo
   loop_.Post([this, alive = alive_, user, local, cap, reply, done = std::move(done)]() mutable {
     auto answer = [reply, done](bool admit) { reply->Post([done, admit] { done(admit); }); };
     if (!*alive) return answer(true);
-    bool sent = Ask({"EVAL", kAdmitUserScript, "1", Key("user:" + user), config_.key_prefix,
-                     config_.instance, std::to_string(local), std::to_string(cap), user},
+    bool sent = Ask(Eval(Script::kAdmitUser, {Key("user:" + user)},
+                         {config_.key_prefix, config_.instance, std::to_string(local),
+                          std::to_string(cap), user}),
                     [this, answer](const redisReply* reply_value) {
                       if (reply_value == nullptr || reply_value->type != REDIS_REPLY_INTEGER) {
                         metrics_.user_gate[metrics::kForwardUnavailable].Add();

@@ -25,6 +25,7 @@
 #include "config/config.h"
 #include "metrics/metrics.h"
 #include "proxy/cluster/redis_link.h"
+#include "proxy/cluster/registry_scripts.h"
 #include "proxy/connections/fleet_link.h"
 #include "proxy/connections/registry.h"
 #include "proxy/core/event_loop.h"
@@ -63,7 +64,7 @@ class Fleet final : public FleetLink, public ConnectionIndexObserver, public Use
              std::function<void(bool admit)> done) override;
 
   // ConnectionIndexObserver (any thread).
-  void OnAdded(const ConnectionEntry& entry) override;
+  void OnAdded(const ConnectionEntry& entry, bool first) override;
   void OnRemoved(const ConnectionEntry& entry) override;
   void OnTagsChanged(const std::string& id, const std::vector<std::string>& tags) override;
   void OnUserCount(const std::string& user, uint64_t count) override;
@@ -73,7 +74,7 @@ class Fleet final : public FleetLink, public ConnectionIndexObserver, public Use
 
  private:
   struct Change {
-    enum class Kind { kAdd, kRemove, kTags, kUser } kind;
+    enum class Kind { kAdd, kUpdate, kRemove, kTags, kUser } kind;
     std::string id;                 // kAdd, kRemove, kTags
     ConnectionEntry entry;          // kAdd
     std::vector<std::string> tags;  // kTags
@@ -84,6 +85,11 @@ class Fleet final : public FleetLink, public ConnectionIndexObserver, public Use
   void Flush();  // main thread: write the queued changes
   void Write(const Change& change);
   void Resync();
+  // EVALSHA of |script| with |keys| and |args|.
+  static std::vector<std::string> Eval(registry_scripts::Script script,
+                                       std::vector<std::string> keys,
+                                       const std::vector<std::string>& args);
+  void LoadScripts();
   void Heartbeat();
   void OnLinkState();
   // A command whose answer is not needed beyond counting a failure.
@@ -104,6 +110,7 @@ class Fleet final : public FleetLink, public ConnectionIndexObserver, public Use
   RedisLink registry_;
   RedisLink subscriber_;
   bool registry_synced_ = false;  // written whole since the link last came up
+  bool scripts_missing_ = false;  // Redis answered NOSCRIPT: reload and resync
   EventPtr heartbeat_timer_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 

@@ -188,7 +188,10 @@ void RedisLink::OnReply(redisAsyncContext*, void* reply, void* privdata) {
   Done done = std::move(pending->done);
   delete pending;
   if (link->closing_) return;
-  if (reply != nullptr && !link->sent_.empty()) link->sent_.pop_front();
+  if (reply != nullptr) {
+    if (!link->sent_.empty()) link->sent_.pop_front();
+    link->last_reply_ = Clock::now();
+  }
   if (done) done(static_cast<const redisReply*>(reply));
 }
 
@@ -227,7 +230,9 @@ void RedisLink::OnWatchdog(evutil_socket_t, short, void* arg) {
       now - link->connect_started_ > link->config_.connect_timeout) {
     return link->Fail("no connection within cluster.connect_timeout");
   }
-  if (!link->sent_.empty() && now - link->sent_.front() > link->config_.command_timeout) {
+  // Dead is silent: a Redis still answering a long pipeline is slow, not gone.
+  if (!link->sent_.empty() &&
+      now - std::max(link->sent_.front(), link->last_reply_) > link->config_.command_timeout) {
     link->Fail("no answer within cluster.command_timeout");
   }
 }

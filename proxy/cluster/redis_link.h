@@ -80,6 +80,7 @@ class RedisLink {
   std::chrono::milliseconds backoff_{100};
   Clock::time_point connect_started_{};
   std::deque<Clock::time_point> sent_;  // when each command in flight was sent, oldest first
+  Clock::time_point last_reply_{};
   bool logged_down_ = false;
   EventPtr retry_timer_;
   EventPtr watchdog_timer_;

@@ -296,7 +296,8 @@ void ConnectionsApi::ForwardToOwner(evhttp_request* request, const std::string& 
   std::string content_type = type != nullptr ? type : "";
   std::string target = evhttp_request_get_uri(request);
   fleet_->FindOwner(id, [this, request, admin_alive, method, method_name, content_type, target,
-                         payload = std::move(payload)](FleetLink::OwnerAnswer owner) mutable {
+                         payload =
+                             std::move(payload)](const FleetLink::OwnerAnswer& owner) mutable {
     if (!*admin_alive) return;
     switch (owner.owner) {
       case FleetLink::Owner::kUnknown:
@@ -316,7 +317,7 @@ void ConnectionsApi::ForwardToOwner(evhttp_request* request, const std::string& 
       return Finish(request, method_name, 410, ErrorJson("connection closed"));
     }
     fleet_->Forward(owner.url, method, target, content_type, std::move(payload),
-                    [this, request, admin_alive, method_name](FleetLink::Reply reply) {
+                    [this, request, admin_alive, method_name](const FleetLink::Reply& reply) {
                       if (!*admin_alive) return;
                       if (reply.status == 0) {
                         return Finish(request, method_name, 502,

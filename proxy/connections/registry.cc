@@ -49,10 +49,15 @@ const ConnectionIndex::Shard& ConnectionIndex::ShardOf(const std::string& id) co
 
 void ConnectionIndex::Add(ConnectionEntry entry) {
   Shard& shard = ShardOf(entry.id);
-  if (observer_ != nullptr) observer_->OnAdded(entry);
-  std::lock_guard<std::mutex> lock(shard.mutex);
-  std::string id = entry.id;
-  shard.live[id] = std::move(entry);
+  std::optional<ConnectionEntry> told;
+  if (observer_ != nullptr) told = entry;
+  bool first = false;
+  {
+    std::lock_guard<std::mutex> lock(shard.mutex);
+    std::string id = entry.id;
+    first = shard.live.insert_or_assign(std::move(id), std::move(entry)).second;
+  }
+  if (told) observer_->OnAdded(*told, first);
 }
 
 void ConnectionIndex::Remove(const std::string& id) {

@@ -66,7 +66,8 @@ struct ConnectionEntry {
 // thread that changed the index, outside its locks: it must be thread-safe and quick.
 class ConnectionIndexObserver {
  public:
-  virtual void OnAdded(const ConnectionEntry& entry) = 0;
+  // |first|: a new entry; otherwise its facts changed (subprotocol at the 101, a move).
+  virtual void OnAdded(const ConnectionEntry& entry, bool first) = 0;
   virtual void OnRemoved(const ConnectionEntry& entry) = 0;
   virtual void OnTagsChanged(const std::string& id, const std::vector<std::string>& tags) = 0;
   // The number of this process's connections of |user| changed to |count|.

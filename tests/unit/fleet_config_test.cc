@@ -1,7 +1,7 @@
 // The cluster section (fleet mode, docs/fleet.md) and the identity limits it brings.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 

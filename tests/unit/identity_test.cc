@@ -91,20 +91,23 @@ TEST(GroupOpTest, CloseRoundTrips) {
 }
 
 TEST(GroupOpTest, RefusesMalformedMessages) {
-  for (const char* wire :
-       {"", "{}", "not json\n", "{\"v\":1}\n",
-        "{\"v\":2,\"kind\":\"tag\",\"action\":\"push\",\"key\":\"a\",\"text\":true}\n",
-        "{\"v\":1,\"kind\":\"room\",\"action\":\"push\",\"key\":\"a\",\"text\":true}\n",
-        "{\"v\":1,\"kind\":\"tag\",\"action\":\"push\",\"key\":\"a,b\",\"text\":true}\n",
-        "{\"v\":1,\"kind\":\"tag\",\"action\":\"push\",\"key\":\"a\"}\n",
-        "{\"v\":1,\"kind\":\"tag\",\"action\":\"push\",\"key\":\"a\",\"text\":true}\n\xff",
-        "{\"v\":1,\"kind\":\"user\",\"action\":\"close\",\"key\":\"a\",\"code\":1005,"
-        "\"reason\":\"\"}\n",
-        "{\"v\":1,\"kind\":\"user\",\"action\":\"close\",\"key\":\"a\",\"code\":1000,"
-        "\"reason\":\"\"}\nbody",
-        "{\"v\":1,\"kind\":\"user\",\"action\":\"jump\",\"key\":\"a\"}\n"}) {
-    EXPECT_FALSE(DecodeGroupOp(wire)) << wire;
-  }
+  const std::string close_head = R"({"v":1,"kind":"user","action":"close","key":"a",)";
+  const std::string push_head = R"({"v":1,"kind":"tag","action":"push","key":"a",)";
+  const Strings wires = {
+      "",
+      "{}",
+      "not json\n",
+      "{\"v\":1}\n",
+      R"({"v":2,"kind":"tag","action":"push","key":"a","text":true})" + std::string("\n"),
+      R"({"v":1,"kind":"room","action":"push","key":"a","text":true})" + std::string("\n"),
+      R"({"v":1,"kind":"tag","action":"push","key":"a,b","text":true})" + std::string("\n"),
+      push_head + R"("x":1})" + "\n",                         // no text flag
+      push_head + R"("text":true})" + "\n\xff",               // text that is not UTF-8
+      close_head + R"("code":1005,"reason":""})" + "\n",      // a code never sent
+      close_head + R"("code":1000,"reason":""})" + "\nbody",  // a close with a body
+      R"({"v":1,"kind":"user","action":"jump","key":"a"})" + std::string("\n"),
+  };
+  for (const std::string& wire : wires) EXPECT_FALSE(DecodeGroupOp(wire)) << wire;
 }
 
 class FakeConnection : public LiveConnection {
@@ -157,7 +160,9 @@ TEST(ConnectionDirectoryTest, HandsOutExpiriesOnceWhenDue) {
 
 class RecordingObserver : public ConnectionIndexObserver {
  public:
-  void OnAdded(const ConnectionEntry& entry) override { events.push_back("add " + entry.id); }
+  void OnAdded(const ConnectionEntry& entry, bool first) override {
+    events.push_back((first ? "add " : "update ") + entry.id);
+  }
   void OnRemoved(const ConnectionEntry& entry) override {
     events.push_back("remove " + entry.id + " " + entry.identity.user);
   }
@@ -194,12 +199,13 @@ TEST(ConnectionIndexTest, CountsUsersWithinTheCapAndTellsTheObserver) {
   entry.id = "X";
   entry.identity.user = "carol";
   index.Add(entry);
+  index.Add(entry);  // registered again (the 101, a move): an update
   index.SetTags("X", {"a"});
   EXPECT_EQ(index.Snapshot().size(), 1U);
   EXPECT_EQ(index.Snapshot()[0].identity.tags, Strings{"a"});
   index.Remove("X");
   index.SetTags("X", {"b"});  // gone: nothing to tell
-  EXPECT_EQ(observer.events, (Strings{"add X", "tags X [\"a\"]", "remove X carol"}));
+  EXPECT_EQ(observer.events, (Strings{"add X", "update X", "tags X [\"a\"]", "remove X carol"}));
   EXPECT_TRUE(index.RecentlyClosed("X"));
 }
 
