@@ -49,6 +49,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import resource
 import shutil
@@ -81,6 +82,25 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port_below_ephemeral():
+    """A port free on 0.0.0.0 below the ephemeral range (condure binds 0.0.0.0, and a port from
+    that range may meanwhile become some client socket's source port)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+                return port
+            except OSError:
+                continue
+    raise SetupError("no free port below the ephemeral range")
 
 
 def wait_ready_file(path, proc, what, timeout=30):
@@ -499,6 +519,7 @@ class WsgateFleet:
         self.backends, self.gates, self.clients = [], [], []
         self.hook = None
         self.links = []
+        self.unavailable = 0
 
     async def start(self):
         args = self.args
@@ -531,9 +552,14 @@ class WsgateFleet:
         return self.links[index]
 
     async def publish(self, link_index, body):
-        status, answer = await self.link(link_index).post(
-            "/tags/all/messages", body,
-            {"Authorization": f"Bearer {TOKEN}", "Content-Type": "text/plain"})
+        for _ in range(20):  # 503 (Redis unavailable to that instance): counted, then again
+            status, answer = await self.link(link_index).post(
+                "/tags/all/messages", body,
+                {"Authorization": f"Bearer {TOKEN}", "Content-Type": "text/plain"})
+            if status != 503:
+                break
+            self.unavailable += 1
+            await asyncio.sleep(0.5)
         if status != 202:
             raise BenchError(f"POST /tags/all/messages: {status} {answer[:200]!r}")
 
@@ -565,7 +591,8 @@ class Pushpin:
     def write_config(self):
         os.makedirs(os.path.join(self.dir, "run"), exist_ok=True)
         os.makedirs(os.path.join(self.dir, "log"), exist_ok=True)
-        self.http_port, self.publish_port = free_port(), free_port()
+        self.http_port = free_port_below_ephemeral()
+        self.publish_port = free_port_below_ephemeral()
         with open(PUSHPIN_CONF) as f:
             text = f.read()
         sets = {
@@ -573,9 +600,9 @@ class Pushpin:
             # zurl makes the requests to the origin (WebSocket-over-HTTP): run our own.
             "services": "condure,zurl,pushpin-proxy,pushpin-handler",
             "http_port": str(self.http_port), "push_in_http_port": str(self.publish_port),
-            "push_in_spec": f"tcp://127.0.0.1:{free_port()}",
-            "push_in_sub_specs": f"tcp://127.0.0.1:{free_port()}",
-            "command_spec": f"tcp://127.0.0.1:{free_port()}",
+            "push_in_spec": f"tcp://127.0.0.1:{free_port_below_ephemeral()}",
+            "push_in_sub_specs": f"tcp://127.0.0.1:{free_port_below_ephemeral()}",
+            "command_spec": f"tcp://127.0.0.1:{free_port_below_ephemeral()}",
             "log_level": "1",
             # The defaults (2,500 messages/s, 25,000 queued) would pace a 9,000-client fan-out.
             "message_rate": "100000000", "message_hwm": "100000000",
@@ -732,7 +759,9 @@ async def burst(target, first, args):
 async def fanout_part(args, work, failures):
     targets = [WsgateFleet(args, work)]
     if not args.skip_pushpin:
-        targets.append(Pushpin(args, work))
+        # Pushpin first: condure binds 0.0.0.0:PORT, which fails once a client socket holds
+        # that port number as its ephemeral source port.
+        targets.insert(0, Pushpin(args, work))
     results = {t.name: {"single": [], "burst": []} for t in targets}
     started = []
     notes = []
@@ -786,9 +815,14 @@ async def fanout_part(args, work, failures):
             for line in stats:
                 if "errors=0" not in line.split() or "closed=0" not in line.split():
                     failures.append(f"{target.name} clients: {line}")
-        if started and isinstance(started[0], WsgateFleet):
+        fleets = [s for s in started if isinstance(s, WsgateFleet)]
+        if fleets:
+            started = fleets + [s for s in started if s not in fleets]
             text = "".join([await gate_metrics(g) for g in started[0].gates])
-            notes.append("wsgate: " + ", ".join(
+            if started[0].unavailable:
+                failures.append(f"wsgate: {started[0].unavailable} publishes answered 503 "
+                                "(Redis unavailable) and were tried again 0.5 s later")
+            notes.append(f"wsgate: publishes answered 503 and retried: {started[0].unavailable}; " + ", ".join(
                 f"{name} {metric_sum(text, name):,.0f}" for name in
                 ("wsgate_cluster_publishes_total", "wsgate_cluster_fanout_received_total")))
     finally:
