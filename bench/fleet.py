@@ -649,9 +649,10 @@ class Pushpin:
         for index in range(3):
             self.clients.append(await Child.start(
                 args.python, "client", f"pushpin clients {index}", port=self.http_port,
-                count=per, first_id=index * per, concurrency=args.concurrency))
+                count=per, first_id=index * per, concurrency=args.concurrency, attempts=5))
+        self.retried = 0
         for client in self.clients:
-            await client.line(("connected",), 300)
+            self.retried += int((await client.line(("connected",), 300)).split("retried=")[1])
         self.expected = per * 3
         await asyncio.sleep(1.0)  # the subscriptions reach the handler asynchronously
 
@@ -779,7 +780,9 @@ async def fanout_part(args, work, failures):
                     continue
                 raise
             notes.append(f"{target.name}: {target.expected:,} clients connected in "
-                         f"{time.monotonic() - t:.1f} s")
+                         f"{time.monotonic() - t:.1f} s"
+                         + (f" ({target.retried} upgrades answered 502 and tried again)"
+                            if getattr(target, "retried", 0) else ""))
             print(f"  {notes[-1]}", flush=True)
             started.append(target)
         seq = 0

@@ -17,7 +17,8 @@ Roles:
             ``listening PORT``. Keep-alive. ``stop`` on stdin (or EOF) ends it.
 ``client``  opens ``--count`` WebSocket connections to ``/s/ID`` on ``--port`` (at most
             ``--concurrency`` handshakes at once, source addresses 127.0.0.2 ... 127.0.0.251 in
-            turn), prints ``connected N`` (or ``failed ...``), then records the arrival time
+            turn; ``--attempts`` tries each, 0.5 s apart), prints ``connected N retried=R``
+            (or ``failed ...``), then records the arrival time
             (time.monotonic(), one reading per socket read) of every text message ``p SEQ ...``.
 
 Commands (client) on stdin, one per line, each answered by one stdout line:
@@ -230,6 +231,7 @@ class Clients:
         self.error_count = 0
         self.arrivals = {}  # seq -> [monotonic arrival, ...]
         self.received = 0
+        self.retried = 0  # upgrades tried again after a failure
 
     def error(self, text):
         self.error_count += 1
@@ -262,12 +264,20 @@ async def run_clients(peer, args):
 
     async def open_one(index):
         async with limit:
-            conn = Conn(peer, index)
+            for attempt in range(args.attempts):
+                conn = Conn(peer, index)
+                source = (f"127.0.0.{2 + index % 250}", 0)
+                try:
+                    await asyncio.wait_for(loop.create_connection(
+                        lambda: conn, "127.0.0.1", args.port, local_addr=source), 30)
+                    await asyncio.wait_for(conn.done, 30)
+                    break
+                except (OSError, ConnectionError, asyncio.TimeoutError):
+                    if attempt + 1 == args.attempts:
+                        raise
+                    peer.retried += 1
+                    await asyncio.sleep(0.5)
             peer.conns.append(conn)
-            source = (f"127.0.0.{2 + index % 250}", 0)
-            await asyncio.wait_for(loop.create_connection(lambda: conn, "127.0.0.1", args.port,
-                                                          local_addr=source), 30)
-            await asyncio.wait_for(conn.done, 30)
 
     ids = range(args.first_id, args.first_id + args.count)
     results = await asyncio.gather(*(open_one(i) for i in ids), return_exceptions=True)
@@ -275,7 +285,7 @@ async def run_clients(peer, args):
     if failures:
         print(f"failed {len(failures)} of {args.count}: {failures[0]!r}", flush=True)
     else:
-        print(f"connected {args.count}", flush=True)
+        print(f"connected {args.count} retried={peer.retried}", flush=True)
 
 
 async def command_loop(peer):
@@ -328,6 +338,8 @@ async def main():
     parser.add_argument("--first-id", type=int, default=0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--channel", default="all")
+    parser.add_argument("--attempts", type=int, default=1,
+                        help="client: tries per connection (a failed upgrade waits 0.5 s)")
     args = parser.parse_args()
 
     loop = asyncio.get_running_loop()
