@@ -152,6 +152,8 @@ struct AuthConfig {
   Duration timeout{2000};
   Duration cache_ttl{0};        // 0 = no cache
   uint64_t cache_size = 10000;  // entries per worker
+  // Ask the hook again this often for each live connection; a 401/403 closes it (1008).
+  Duration revalidate_interval{0};  // 0 = never
 
   bool operator==(const AuthConfig&) const = default;
 };

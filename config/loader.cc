@@ -889,16 +889,11 @@ void Loader::LoadTrustedProxies(const Value& v, std::vector<Cidr>* out) {
 }
 
 void Loader::LoadAuth(const Value& v, AuthConfig* out) {
-  const std::optional<Fields> fields = ReadMapping(v,
-                                                   {
-                                                       "url",
-                                                       "forward_headers",
-                                                       "copy_headers",
-                                                       "timeout",
-                                                       "cache_ttl",
-                                                       "cache_size",
-                                                   },
-                                                   false);
+  const std::optional<Fields> fields =
+      ReadMapping(v,
+                  {"url", "forward_headers", "copy_headers", "timeout", "cache_ttl", "cache_size",
+                   "revalidate_interval"},
+                  false);
   if (!fields) return;
   out->enabled = true;
   if (const Value* x = Require(*fields, "url")) ReadUrl(*x, false, &out->url);
@@ -907,6 +902,11 @@ void Loader::LoadAuth(const Value& v, AuthConfig* out) {
   if (const Value* x = fields->Find("timeout")) ReadDuration(*x, true, &out->timeout);
   if (const Value* x = fields->Find("cache_ttl")) ReadDuration(*x, false, &out->cache_ttl);
   if (const Value* x = fields->Find("cache_size")) ReadInt(*x, 1, 10000000, &out->cache_size);
+  const Value* revalidate = fields->Find("revalidate_interval");
+  if (revalidate != nullptr && ReadDuration(*revalidate, false, &out->revalidate_interval) &&
+      out->revalidate_interval.count() > 0 && out->revalidate_interval < std::chrono::seconds(1)) {
+    Error(*revalidate, "revalidate_interval must be 0 (off) or at least 1s");
+  }
 }
 
 void Loader::LoadDisconnectHook(const Value& v, DisconnectHookConfig* out) {

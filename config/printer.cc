@@ -259,6 +259,7 @@ YAML::Node Root(const ProxyConfig& c, const PrintOptions& options) {
     auth["timeout"] = Duration(c.auth.timeout);
     auth["cache_ttl"] = Duration(c.auth.cache_ttl);
     auth["cache_size"] = Int(c.auth.cache_size);
+    auth["revalidate_interval"] = Duration(c.auth.revalidate_interval);
   }
   if (c.cluster.enabled) {
     YAML::Node cluster = root["cluster"];

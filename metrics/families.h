@@ -136,6 +136,11 @@ WSGATE_LABELLED_ENUM(MigrationReason, kMigrationReasons, kMigrationReasonLabels,
 // subprotocol and extensions; no_backend: no other backend could be reached; aborted: the session
 // ended, or the old backend cut a message short, during the move; unsupported: the session
 // cannot move (permessage-deflate with client context takeover).
+// auth.revalidate_interval: the hook allowed the connection again, revoked it (401/403: closed
+// with 1008), or gave no usable answer (the connection stays).
+inline constexpr std::array<std::string_view, 3> kRevalidationLabels = {"allowed", "revoked",
+                                                                        "failed"};
+
 // cluster (docs/fleet.md). Registry writes by operation; forwarded API requests and published
 // user/tag operations by result (unavailable: Redis could not be asked; error: the owner did not
 // answer).
@@ -263,6 +268,8 @@ constexpr FamilySpec Declare(std::string_view name, Type type, std::string_view 
     "Upgrades the auth hook denied (401/403 relayed).", kNotIndexed)                               \
   X(kAuthFailedTotal, "wsgate_auth_failed_total", kCounter,                                        \
     "Upgrades answered 503: the auth hook timed out or failed.", kNotIndexed)                      \
+  X(kAuthRevalidationsTotal, "wsgate_auth_revalidations_total", kCounter,                          \
+    "auth.revalidate_interval checks of live connections, by result.", kNotIndexed, "result")      \
   X(kAuthCacheHitsTotal, "wsgate_auth_cache_hits_total", kCounter,                                 \
     "Auth decisions served from auth.cache_ttl's cache.", kNotIndexed)                             \
   X(kClusterRedisUp, "wsgate_cluster_redis_up", kGauge,                                            \

@@ -372,6 +372,13 @@ void AddConnectionsApi(const ConnectionsApiSample& api, std::vector<MetricFamily
   AddValue(families, kAuthDeniedTotal, static_cast<double>(api.auth_denied));
   AddValue(families, kAuthFailedTotal, static_cast<double>(api.auth_failed));
   AddValue(families, kAuthCacheHitsTotal, static_cast<double>(api.auth_cache_hits));
+  const uint64_t revalidations[] = {api.revalidation_allowed, api.revalidation_revoked,
+                                    api.revalidation_failed};
+  for (size_t i = 0; i < std::size(revalidations); ++i) {
+    ClientMetric metric = Series<kAuthRevalidationsTotal>(kRevalidationLabels[i]);
+    metric.counter.value = static_cast<double>(revalidations[i]);
+    families[kAuthRevalidationsTotal].metric.push_back(std::move(metric));
+  }
 }
 
 }  // namespace

@@ -171,6 +171,9 @@ struct ConnectionsApiSample {
   uint64_t auth_denied = 0;
   uint64_t auth_failed = 0;
   uint64_t auth_cache_hits = 0;
+  uint64_t revalidation_allowed = 0;
+  uint64_t revalidation_revoked = 0;
+  uint64_t revalidation_failed = 0;
 };
 
 // cluster: the fleet's counters, written on the main thread (cluster/fleet.h).

@@ -121,6 +121,7 @@ class Session final : public Deferrable,
   int CloseByApi(uint16_t code, const std::string& reason) override;
   int SetTag(const std::string& tag, bool present, std::string* tags_json) override;
   int64_t expires_at() const override { return identity_ ? identity_->expires_at : 0; }
+  void Revalidate() override;
   // The connection as a JSON object.
   std::string InfoJson() const override;
   bool ended() const override { return finished(); }
@@ -157,6 +158,9 @@ class Session final : public Deferrable,
   void AdmitUserThenConnect();
   void RejectOverUserLimit();
   void ReleaseUser();
+  void OnRevalidated(evhttp_request* response);
+  static int64_t UnixNow();
+  int64_t RevalidateSeconds() const;
 
   // Plain HTTP (not an upgrade): http_ serves it until the connection ends or upgrades.
   void StartHttp();
@@ -267,7 +271,14 @@ class Session final : public Deferrable,
   bool registered_ = false;  // in the connections API's directory
   // From the auth hook's answer (X-Wsgate-User, -Tags, -Expires); null when it gave none.
   std::unique_ptr<ConnectionIdentity> identity_;
-  bool user_counted_ = false;  // counted in ConnectionIndex::AddUser (released in Finish)
+  bool user_counted_ = false;    // counted in ConnectionIndex::AddUser (released in Finish)
+  bool directory_only_ = false;  // without an admin listener: in the directory, not the index
+  // auth.revalidate_interval: what the hook is asked again, and the request out now.
+  struct Revalidation {
+    HeaderList headers;
+    std::unique_ptr<HookCall> call;
+  };
+  std::unique_ptr<Revalidation> revalidation_;
   std::chrono::system_clock::time_point connected_at_;
 
   // Access log.

@@ -9,6 +9,7 @@
 #include "proxy/core/json.h"
 #include "proxy/core/log.h"
 #include "proxy/session.h"
+#include "proxy/ws/frame.h"
 
 namespace wsgate {
 
@@ -16,6 +17,10 @@ namespace wsgate {
 // auth ($connect).
 
 void Session::StartAuth(const HeaderList& headers, std::string cache_key) {
+  if (config().auth.revalidate_interval.count() > 0 && !revalidation_) {
+    revalidation_ = std::make_unique<Revalidation>();  // asked again with the same headers
+    revalidation_->headers = headers;
+  }
   const config::AuthConfig& auth = config().auth;
   HookCounters& counters = context_.connections->index()->hook_counters();
   if (!cache_key.empty()) {
@@ -118,6 +123,69 @@ void Session::ApplyAuthDecision(const AuthDecision& decision) {
   AdmitUserThenConnect();
 }
 
+// ---------------------------------------------------------------------------------------------
+// auth.revalidate_interval.
+
+int64_t Session::UnixNow() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t Session::RevalidateSeconds() const {
+  return std::max<int64_t>(
+      1,
+      std::chrono::duration_cast<std::chrono::seconds>(config().auth.revalidate_interval).count());
+}
+
+void Session::Revalidate() {
+  if (!revalidation_ || state_ == State::kFinished) return;
+  if (state_ != State::kSpliced || tunnel_->closing()) {
+    if (state_ != State::kSpliced) {
+      context_.connections->ScheduleRevalidation(id_, UnixNow() + 1);  // still upgrading
+    }
+    return;
+  }
+  context_.connections->ScheduleRevalidation(id_, UnixNow() + RevalidateSeconds());
+  if (revalidation_->call) return;  // the last one is still out; its timeout bounds it
+  const config::AuthConfig& auth = config().auth;
+  std::string error;
+  revalidation_->call = HookCall::Start(
+      context_.loop.base(), auth.url, EVHTTP_REQ_GET, revalidation_->headers, {}, auth.timeout,
+      [this](evhttp_request* response) { OnRevalidated(response); }, &error);
+  if (!revalidation_->call) {
+    context_.connections->index()->hook_counters().revalidation_failed.fetch_add(1);
+    LOG_WARN("auth: revalidation: " + error);
+  }
+}
+
+void Session::OnRevalidated(evhttp_request* response) {
+  context_.loop.DeferDelete(std::move(revalidation_->call));  // we are inside its callback
+  HookCounters& counters = context_.connections->index()->hook_counters();
+  int status = response != nullptr ? evhttp_request_get_response_code(response) : 0;
+  if (state_ != State::kSpliced) return;
+  if (status == 401 || status == 403) {
+    counters.revalidation_revoked.fetch_add(1, std::memory_order_relaxed);
+    CloseByApi(ws::kPolicyViolation, "credentials revoked");
+    return;
+  }
+  if (status < 200 || status >= 300) {
+    // The hook being away must not close every connection: they stay, and it is asked again.
+    counters.revalidation_failed.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  counters.revalidation_allowed.fetch_add(1, std::memory_order_relaxed);
+  // A new expiry (renewed credentials) replaces the old one.
+  const char* expires =
+      evhttp_find_header(evhttp_request_get_input_headers(response), "X-Wsgate-Expires");
+  ConnectionIdentity renewed;
+  if (expires != nullptr && ParseIdentity(nullptr, nullptr, expires, &renewed).empty() &&
+      identity_ && renewed.expires_at != identity_->expires_at) {
+    identity_->expires_at = renewed.expires_at;
+    context_.connections->ScheduleExpiry(id_, renewed.expires_at);
+  }
+}
+
 void Session::AdmitUserThenConnect() {
   ConnectionDirectory* directory = context_.connections;
   if (!identity_ || identity_->user.empty() || directory == nullptr) return ConnectUpstream();
@@ -158,9 +226,21 @@ void Session::ReleaseUser() {
 void Session::RegisterConnection() {
   ConnectionDirectory* directory = context_.connections;
   if (directory == nullptr || directory->index() == nullptr) return;
-  // The API lives on the admin listener: without one, nobody could use the entry.
-  if (!config().admin.enabled) return;
-  if (!registered_) connected_at_ = std::chrono::system_clock::now();
+  const bool first = !registered_;
+  if (first) connected_at_ = std::chrono::system_clock::now();
+  if (first && revalidation_) {
+    directory->ScheduleRevalidation(id_, UnixNow() + RevalidateSeconds());
+  }
+  // The API lives on the admin listener: without one, nobody could use the index entry; the
+  // worker still finds a connection with an expiry or revalidation in its directory.
+  if (!config().admin.enabled) {
+    if (first && (identity_ || revalidation_)) {
+      directory->Add(id_, this, identity_.get());
+      registered_ = true;
+      directory_only_ = true;
+    }
+    return;
+  }
   ConnectionEntry entry;
   entry.id = id_;
   entry.worker = directory->worker();
@@ -183,7 +263,7 @@ void Session::UnregisterConnection() {
   if (!registered_) return;
   registered_ = false;
   context_.connections->Remove(id_, identity_.get());
-  context_.connections->index()->Remove(id_);
+  if (!directory_only_) context_.connections->index()->Remove(id_);
 }
 
 void Session::NotifyDisconnect(const AccessRecord& r) {

@@ -190,6 +190,10 @@ void Worker::CloseExpiredCredentials() {
       directory_.ScheduleExpiry(id, now + 1);
     }
   }
+  for (const std::string& id : directory_.TakeDueRevalidations(now)) {
+    LiveConnection* connection = directory_.Find(id);
+    if (connection != nullptr && !connection->ended()) connection->Revalidate();
+  }
 }
 
 void Worker::Tick(Clock::time_point now) {

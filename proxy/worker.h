@@ -83,7 +83,8 @@ class Worker {
   void BeginClosing(uint16_t code, std::chrono::milliseconds spread);
   void StopClosing() { close_total_ = 0; }
   void Tick(Clock::time_point now);
-  // Close (1008) the connections whose auth expiry (X-Wsgate-Expires) has passed.
+  // Close (1008) the connections whose auth expiry (X-Wsgate-Expires) has passed, and ask the
+  // auth hook again for those due (auth.revalidate_interval).
   void CloseExpiredCredentials();
   // The connections API's view of this worker's sessions (its thread only, after Attach).
   ConnectionDirectory& connections() { return directory_; }

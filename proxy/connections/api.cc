@@ -475,6 +475,9 @@ metrics::ConnectionsApiSample ConnectionsApi::MetricsSample() const {
   sample.auth_denied = value(hooks.auth_denied);
   sample.auth_failed = value(hooks.auth_failed);
   sample.auth_cache_hits = value(hooks.auth_cache_hits);
+  sample.revalidation_allowed = value(hooks.revalidation_allowed);
+  sample.revalidation_revoked = value(hooks.revalidation_revoked);
+  sample.revalidation_failed = value(hooks.revalidation_failed);
   return sample;
 }
 

@@ -23,6 +23,8 @@ class LiveConnection {
   virtual int SetTag(const std::string& tag, bool present, std::string* tags_json) = 0;
   // Its auth expiry (Unix seconds), 0 = none.
   virtual int64_t expires_at() const = 0;
+  // auth.revalidate_interval: ask the auth hook again now (a refusal closes the connection).
+  virtual void Revalidate() = 0;
 
  protected:
   ~LiveConnection() = default;

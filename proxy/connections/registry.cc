@@ -253,13 +253,21 @@ std::vector<std::string> ConnectionDirectory::IdsWithTag(const std::string& tag)
   return IdsOf(by_tag_, tag);
 }
 
-std::vector<std::string> ConnectionDirectory::TakeExpired(int64_t now_unix) {
+std::vector<std::string> ConnectionDirectory::TakeDue(Schedule& schedule, int64_t now_unix) {
   std::vector<std::string> due;
-  while (!expiries_.empty() && expiries_.top().first <= now_unix) {
-    due.push_back(expiries_.top().second);
-    expiries_.pop();
+  while (!schedule.empty() && schedule.top().first <= now_unix) {
+    due.push_back(schedule.top().second);
+    schedule.pop();
   }
   return due;
+}
+
+std::vector<std::string> ConnectionDirectory::TakeDueRevalidations(int64_t now_unix) {
+  return TakeDue(revalidations_, now_unix);
+}
+
+std::vector<std::string> ConnectionDirectory::TakeExpired(int64_t now_unix) {
+  return TakeDue(expiries_, now_unix);
 }
 
 DisconnectHook& ConnectionDirectory::disconnect_hook(EventLoop& loop) {

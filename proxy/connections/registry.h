@@ -43,6 +43,9 @@ struct HookCounters {
   std::atomic<uint64_t> auth_denied{0};
   std::atomic<uint64_t> auth_failed{0};  // timeout or error: the client got 503
   std::atomic<uint64_t> auth_cache_hits{0};
+  std::atomic<uint64_t> revalidation_allowed{0};
+  std::atomic<uint64_t> revalidation_revoked{0};  // closed with 1008
+  std::atomic<uint64_t> revalidation_failed{0};   // no usable answer: the connection stays
 };
 
 // 128 random bits (OpenSSL's CSPRNG, via SecureRandom) as 22 characters of unpadded base64url.
@@ -181,6 +184,12 @@ class ConnectionDirectory {
   // Ids whose credentials expired at |now_unix| (each once; the caller checks it still lives).
   std::vector<std::string> TakeExpired(int64_t now_unix);
   void ScheduleExpiry(const std::string& id, int64_t at_unix) { expiries_.emplace(at_unix, id); }
+  // auth.revalidate_interval: ask again for |id| at |at_unix|; TakeDueRevalidations hands each
+  // out once (the caller checks the connection still lives).
+  void ScheduleRevalidation(const std::string& id, int64_t at_unix) {
+    revalidations_.emplace(at_unix, id);
+  }
+  std::vector<std::string> TakeDueRevalidations(int64_t now_unix);
 
  private:
   using IdSet = std::unordered_set<std::string>;
@@ -194,10 +203,13 @@ class ConnectionDirectory {
   std::unordered_map<std::string, LiveConnection*> local_;
   std::unordered_map<std::string, IdSet> by_user_;
   std::unordered_map<std::string, IdSet> by_tag_;
-  // (expires_at, id), soonest first.
-  std::priority_queue<std::pair<int64_t, std::string>, std::vector<std::pair<int64_t, std::string>>,
-                      std::greater<>>
-      expiries_;
+  // (when, id), soonest first.
+  using Schedule =
+      std::priority_queue<std::pair<int64_t, std::string>,
+                          std::vector<std::pair<int64_t, std::string>>, std::greater<>>;
+  static std::vector<std::string> TakeDue(Schedule& schedule, int64_t now_unix);
+  Schedule expiries_;       // auth expiry (X-Wsgate-Expires)
+  Schedule revalidations_;  // auth.revalidate_interval
   std::unique_ptr<DisconnectHook> disconnect_hook_;
   AuthCache auth_cache_;
 };

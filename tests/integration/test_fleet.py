@@ -963,3 +963,65 @@ async def test_npm_ws_client_receives_a_tag_push_through_another_instance(gates,
             if "n=node" in r["path"]]
     assert len(tags) == 1 and len(tags[0]) == 1, tags
     assert sorted(tags[0][0].split(",")) == ["all", "interop"], tags
+
+
+@async_test(timeout=120)
+async def test_revalidation_closes_revoked_connections_and_keeps_the_others(gates):
+    """auth.revalidate_interval asks the hook again for live connections: a 401 closes that
+    connection with 1008 on both sides, a 2xx keeps it, and a renewed X-Wsgate-Expires
+    replaces the old expiry."""
+    revoked = set()
+    renewals = {}
+
+    def answer(handler, body):
+        uri = handler.headers.get("X-Original-Uri", "")
+        user = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query).get("user", [None])[0]
+        if user in revoked:
+            return 401, []
+        status, fields = identity_answer(handler, body)
+        if user in renewals:
+            fields = [f for f in fields if f[0] != "X-Wsgate-Expires"]
+            fields.append(("X-Wsgate-Expires", str(renewals[user])))
+        return status, fields
+
+    auth = HttpService(answer)
+    auth.server.socket.listen(256)
+    auth.start()
+    backend = await BackendProcess().start()
+    config = gate_config(backend)
+    config["auth"] = {**auth_config(auth), "revalidate_interval": "1s"}
+    gate = await gates.launch(config)
+    keep = await Client("keep", user="stays").connect(gate)
+    renewed = await Client("renewed", user="renews", expires=int(time.time()) + 3).connect(gate)
+    gone = await Client("gone", user="leaves").connect(gate)
+    renewals["renews"] = int(time.time()) + 3600
+    revoked.add("leaves")
+    assert await gone.wait_close() == (1008, "credentials revoked")
+    deadline = time.monotonic() + DEADLINE
+    while await metric_value(gate, "wsgate_auth_revalidations_total", result="allowed") < 4:
+        assert time.monotonic() < deadline, "no revalidation allowed the other connections"
+        await asyncio.sleep(0.2)
+    assert await metric_value(gate, "wsgate_auth_revalidations_total", result="revoked") == 1
+    # Past the first expiry: the renewed one is still open.
+    while time.time() < renewals["renews"] - 3600 + 1:
+        await asyncio.sleep(0.2)
+    await renewed.echo()
+    await keep.echo()
+    assert not keep.closed.is_set() and not renewed.closed.is_set()
+    await still_served(gate)
+
+
+@async_test(timeout=120)
+async def test_expiry_without_an_admin_listener(gates):
+    """Credentials end even where no connections API (admin section) is configured."""
+    auth = start_auth()
+    backend = await BackendProcess().start()
+    config = gate_config(backend)
+    del config["admin"]
+    config["auth"] = auth_config(auth)
+    gate = await gates.launch(config)
+    client = await Client("short", user="brief", expires=int(time.time()) + 2).connect(gate)
+    await client.echo()
+    assert await client.wait_close() == (1008, "credentials expired")
+    other = await Client("other", user="plain").connect(gate)
+    await other.echo()

@@ -118,6 +118,7 @@ class FakeConnection : public LiveConnection {
   int CloseByApi(uint16_t, const std::string&) override { return 200; }
   int SetTag(const std::string&, bool, std::string*) override { return 200; }
   int64_t expires_at() const override { return 0; }
+  void Revalidate() override {}
 };
 
 TEST(ConnectionDirectoryTest, FindsConnectionsByUserAndTag) {
@@ -156,6 +157,11 @@ TEST(ConnectionDirectoryTest, HandsOutExpiriesOnceWhenDue) {
   EXPECT_TRUE(directory.TakeExpired(150).empty());
   directory.ScheduleExpiry("A", 151);
   EXPECT_EQ(directory.TakeExpired(300), (Strings{"A", "B"}));
+  directory.ScheduleRevalidation("B", 20);
+  directory.ScheduleRevalidation("A", 10);
+  EXPECT_TRUE(directory.TakeDueRevalidations(9).empty());
+  EXPECT_EQ(directory.TakeDueRevalidations(20), (Strings{"A", "B"}));
+  EXPECT_TRUE(directory.TakeDueRevalidations(20).empty());
 }
 
 class RecordingObserver : public ConnectionIndexObserver {
