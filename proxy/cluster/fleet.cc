@@ -50,6 +50,7 @@ Fleet::Fleet(EventLoop& loop, const config::ClusterConfig& config, std::string a
 
 Fleet::~Fleet() {
   *alive_ = false;
+  // Freeing a connection drops its requests without calling back: their calls go with calls_.
   for (auto& [url, peer] : peers_) evhttp_connection_free(peer.connection);
 }
 
@@ -88,6 +89,14 @@ void Fleet::OnLinkState() {
     }
   }
   if (!registry_synced_) {
+    // Two live instances with one name would overwrite each other's registry: say so loudly.
+    Ask({"GET", Key("instance:" + config_.instance)}, [this](const redisReply* reply) {
+      std::string holder = ReplyText(reply);
+      if (reply != nullptr && reply->type == REDIS_REPLY_STRING && holder != advertise_) {
+        LOG_ERROR("cluster: another instance named " + config_.instance + " (at " + holder +
+                  ") was alive a moment ago; give every instance its own cluster.instance");
+      }
+    });
     LoadScripts();  // first: every command after it may use them
     Heartbeat();    // alive again before anyone looks our entries up
     Resync();
@@ -99,6 +108,7 @@ void Fleet::OnHeartbeatTimer(evutil_socket_t, short, void* arg) {
 }
 
 void Fleet::Heartbeat() {
+  ForgetIdlePeers();
   if (!registry_.up()) return;
   if (scripts_missing_) {
     LoadScripts();
@@ -303,8 +313,11 @@ evhttp_connection* Fleet::PeerConnection(const std::string& url, std::string* pa
   if (scheme != nullptr && std::string(scheme) == "http" && host != nullptr) {
     connection = evhttp_connection_base_new(loop_.base(), nullptr, host, port < 0 ? 80 : port);
   }
-  Peer peer{connection, path != nullptr ? path : "",
-            std::string(host != nullptr ? host : "") + ":" + std::to_string(port < 0 ? 80 : port)};
+  Peer peer;
+  peer.connection = connection;
+  peer.path_prefix = path != nullptr ? path : "";
+  peer.host_field =
+      std::string(host != nullptr ? host : "") + ":" + std::to_string(port < 0 ? 80 : port);
   while (!peer.path_prefix.empty() && peer.path_prefix.back() == '/') peer.path_prefix.pop_back();
   evhttp_uri_free(uri);
   if (connection == nullptr) return nullptr;
@@ -326,17 +339,16 @@ void Fleet::Forward(const std::string& url, evhttp_cmd_type method, const std::s
     metrics_.forwards[metrics::kForwardError].Add();
     return done(Reply{});
   }
-  struct Call {
-    Fleet* fleet;
-    std::shared_ptr<bool> alive;
-    std::function<void(Reply)> done;
-    std::chrono::steady_clock::time_point started;
-  };
-  auto* call = new Call{this, alive_, std::move(done), std::chrono::steady_clock::now()};
+  Peer& peer = peers_[url];
+  ++peer.pending;
+  peer.last_used = std::chrono::steady_clock::now();
+  auto owned = std::make_unique<ForwardCall>(
+      ForwardCall{this, url, std::move(done), std::chrono::steady_clock::now()});
+  ForwardCall* call = owned.get();
+  calls_.emplace(call, std::move(owned));
   evhttp_request* request = evhttp_request_new(
       [](evhttp_request* response, void* arg) {
-        std::unique_ptr<Call> call(static_cast<Call*>(arg));
-        if (!*call->alive) return;
+        auto* call = static_cast<ForwardCall*>(arg);
         Reply reply;
         if (response != nullptr) {
           reply.status = evhttp_request_get_response_code(response);
@@ -344,21 +356,12 @@ void Fleet::Forward(const std::string& url, evhttp_cmd_type method, const std::s
           reply.body.resize(evbuffer_get_length(input));
           evbuffer_remove(input, reply.body.data(), reply.body.size());
         }
-        metrics::FleetMetrics& m = call->fleet->metrics_;
-        m.forwards[reply.status != 0 ? metrics::kForwardOk : metrics::kForwardError].Add();
-        m.forward_seconds.Observe(
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - call->started)
-                .count());
-        call->done(std::move(reply));
+        call->fleet->FinishForward(call, std::move(reply));
       },
       call);
-  if (request == nullptr) {
-    std::unique_ptr<Call> owned(call);
-    metrics_.forwards[metrics::kForwardError].Add();
-    return owned->done(Reply{});
-  }
+  if (request == nullptr) return FinishForward(call, Reply{});
   evkeyvalq* headers = evhttp_request_get_output_headers(request);
-  evhttp_add_header(headers, "Host", peers_[url].host_field.c_str());
+  evhttp_add_header(headers, "Host", peer.host_field.c_str());
   if (!admin_token_.empty()) {
     evhttp_add_header(headers, "Authorization", ("Bearer " + admin_token_).c_str());
   }
@@ -367,10 +370,35 @@ void Fleet::Forward(const std::string& url, evhttp_cmd_type method, const std::s
   if (body) evbuffer_add_buffer(evhttp_request_get_output_buffer(request), body.get());
   // Requests on one connection go out one after another, in order: pushes stay ordered.
   if (evhttp_make_request(connection, request, method, (path_prefix + target).c_str()) != 0) {
-    // evhttp freed the request and called nothing.
-    std::unique_ptr<Call> owned(call);
-    metrics_.forwards[metrics::kForwardError].Add();
-    owned->done(Reply{});
+    FinishForward(call, Reply{});  // evhttp freed the request and will call nothing
+  }
+}
+
+void Fleet::FinishForward(ForwardCall* call, Reply reply) {
+  std::unique_ptr<ForwardCall> owned = std::move(calls_.at(call));
+  calls_.erase(call);
+  if (auto peer = peers_.find(owned->url); peer != peers_.end()) --peer->second.pending;
+  metrics_.forwards[reply.status != 0 ? metrics::kForwardOk : metrics::kForwardError].Add();
+  metrics_.forward_seconds.Observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - owned->started).count());
+  owned->done(std::move(reply));
+}
+
+void Fleet::ForgetIdlePeers() {
+  // Instances come and go (pods get new addresses): keep a connection to each peer in use, not
+  // one to every address ever seen. A peer with requests out is kept (freeing its connection
+  // would drop them without an answer).
+  constexpr size_t kPeersKept = 32;
+  constexpr std::chrono::minutes kIdle{5};
+  if (peers_.size() <= kPeersKept) return;
+  auto now = std::chrono::steady_clock::now();
+  for (auto it = peers_.begin(); it != peers_.end();) {
+    if (it->second.pending > 0 || now - it->second.last_used < kIdle) {
+      ++it;
+      continue;
+    }
+    evhttp_connection_free(it->second.connection);
+    it = peers_.erase(it);
   }
 }
 

@@ -97,6 +97,15 @@ class Fleet final : public FleetLink, public ConnectionIndexObserver, public Use
   // A command whose answer is waited for; its round trip is measured.
   bool Ask(const std::vector<std::string>& argv, RedisLink::Done done);
   evhttp_connection* PeerConnection(const std::string& url, std::string* target_prefix);
+  // A forwarded request waiting for its answer.
+  struct ForwardCall {
+    Fleet* fleet;
+    std::string url;
+    std::function<void(Reply)> done;
+    std::chrono::steady_clock::time_point started;
+  };
+  void FinishForward(ForwardCall* call, Reply reply);
+  void ForgetIdlePeers();
   static void OnHeartbeatTimer(evutil_socket_t, short, void* arg);
 
   EventLoop& loop_;
@@ -122,8 +131,11 @@ class Fleet final : public FleetLink, public ConnectionIndexObserver, public Use
     evhttp_connection* connection = nullptr;
     std::string path_prefix;  // the advertised URL's path, if any
     std::string host_field;   // the Host header it is asked with
+    size_t pending = 0;       // forwarded requests not answered yet
+    std::chrono::steady_clock::time_point last_used{};
   };
   std::map<std::string, Peer> peers_;  // by advertised URL
+  std::map<ForwardCall*, std::unique_ptr<ForwardCall>> calls_;
 };
 
 }  // namespace wsgate
