@@ -3,6 +3,7 @@
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
 
+#include <unordered_map>
 #include <utility>
 
 #include "proxy/cluster/registry_scripts.h"
@@ -46,6 +47,9 @@ Fleet::Fleet(EventLoop& loop, const config::ClusterConfig& config, std::string a
       registry_(loop.base(), config, "registry", [this](bool) { OnLinkState(); }),
       subscriber_(loop.base(), config, "subscriber", [this](bool) { OnLinkState(); }) {
   heartbeat_timer_.reset(event_new(loop_.base(), -1, EV_PERSIST, &Fleet::OnHeartbeatTimer, this));
+  flush_timer_.reset(evtimer_new(
+      loop_.base(), [](evutil_socket_t, short, void* arg) { static_cast<Fleet*>(arg)->Flush(); },
+      this));
 }
 
 Fleet::~Fleet() {
@@ -129,7 +133,9 @@ void Fleet::Resync() {
   for (const ConnectionEntry& entry : index_.Snapshot()) {
     Write(Change{Change::Kind::kAdd, entry.id, entry, {}, {}, 0});
   }
+  user_counts_written_.clear();
   for (const auto& [user, count] : index_.UserCounts()) {
+    user_counts_written_[user] = count;
     Write(Change{Change::Kind::kUser, {}, {}, {}, user, count});
   }
   metrics_.registry_writes[metrics::kRegistryResync].Add();
@@ -178,8 +184,12 @@ void Fleet::Enqueue(Change change) {
     flush_posted_ = true;
   }
   if (post) {
+    // Changes gather for kBatchWindow, then go out together: one write for many, and a
+    // connection's add and its 101 update (or a short one's whole life) fold into one.
     loop_.Post([this, alive = alive_] {
-      if (*alive) Flush();
+      if (!*alive) return;
+      timeval window = ToTimeval(kBatchWindow);
+      evtimer_add(flush_timer_.get(), &window);
     });
   }
 }
@@ -209,12 +219,75 @@ void Fleet::Flush() {
   }
   // While Redis is away nothing is written: the resync after reconnecting writes it all.
   if (!registry_.up() || !registry_synced_) return;
-  for (const Change& change : changes) Write(change);
+  for (const Change& change : Fold(std::move(changes))) Write(change);
+}
+
+std::vector<Fleet::Change> Fleet::Fold(std::vector<Change> changes) {
+  std::vector<Change> out;
+  out.reserve(changes.size());
+  std::unordered_map<std::string, size_t> added;  // id -> its kAdd in |out|
+  std::unordered_map<std::string, size_t> users;  // user -> its kUser in |out|
+  for (Change& change : changes) {
+    auto add = added.find(change.id);
+    const bool new_here = change.kind != Change::Kind::kUser && add != added.end();
+    switch (change.kind) {
+      case Change::Kind::kAdd:
+        added[change.id] = out.size();
+        break;
+      case Change::Kind::kUpdate:
+        if (new_here) {
+          out[add->second].entry = std::move(change.entry);  // still an add, with the news
+          continue;
+        }
+        break;
+      case Change::Kind::kTags:
+        if (new_here) {
+          out[add->second].entry.identity.tags = std::move(change.tags);
+          continue;
+        }
+        break;
+      case Change::Kind::kRemove:
+        if (new_here) {
+          out[add->second].kind = Change::Kind::kNone;  // born and gone within the window
+          added.erase(add);
+          continue;
+        }
+        break;
+      case Change::Kind::kUser: {
+        auto [user, inserted] = users.emplace(change.user, out.size());
+        if (!inserted) {
+          out[user->second].count = change.count;  // absolute: the last one holds
+          continue;
+        }
+        break;
+      }
+      case Change::Kind::kNone:
+        continue;
+    }
+    out.push_back(std::move(change));
+  }
+  // A user whose count ends where Redis already has it needs no write.
+  std::erase_if(out, [this](const Change& change) {
+    if (change.kind == Change::Kind::kNone) return true;
+    if (change.kind != Change::Kind::kUser) return false;
+    auto written = user_counts_written_.find(change.user);
+    uint64_t before = written != user_counts_written_.end() ? written->second : 0;
+    if (before == change.count) return true;
+    if (change.count == 0) {
+      user_counts_written_.erase(written);
+    } else {
+      user_counts_written_[change.user] = change.count;
+    }
+    return false;
+  });
+  return out;
 }
 
 void Fleet::Write(const Change& change) {
   const std::string& me = config_.instance;
   switch (change.kind) {
+    case Change::Kind::kNone:
+      return;
     case Change::Kind::kAdd: {
       const ConnectionEntry& e = change.entry;
       Fire(Eval(

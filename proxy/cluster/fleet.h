@@ -20,6 +20,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "config/config.h"
@@ -74,7 +75,7 @@ class Fleet final : public FleetLink, public ConnectionIndexObserver, public Use
 
  private:
   struct Change {
-    enum class Kind { kAdd, kUpdate, kRemove, kTags, kUser } kind;
+    enum class Kind { kAdd, kUpdate, kRemove, kTags, kUser, kNone } kind;
     std::string id;                 // kAdd, kRemove, kTags
     ConnectionEntry entry;          // kAdd
     std::vector<std::string> tags;  // kTags
@@ -82,7 +83,12 @@ class Fleet final : public FleetLink, public ConnectionIndexObserver, public Use
     uint64_t count = 0;             // kUser
   };
   void Enqueue(Change change);
+  // How long changes gather before they are written (one pipelined write for all of them).
+  static constexpr std::chrono::milliseconds kBatchWindow{2};
   void Flush();  // main thread: write the queued changes
+  // The same changes, fewer writes: a new entry's later changes fold into its add, an entry
+  // added and removed in one batch is never written, a user's counts become the last one.
+  std::vector<Change> Fold(std::vector<Change> changes);
   void Write(const Change& change);
   void Resync();
   // EVALSHA of |script| with |keys| and |args|.
@@ -121,6 +127,8 @@ class Fleet final : public FleetLink, public ConnectionIndexObserver, public Use
   bool registry_synced_ = false;  // written whole since the link last came up
   bool scripts_missing_ = false;  // Redis answered NOSCRIPT: reload and resync
   EventPtr heartbeat_timer_;
+  EventPtr flush_timer_;
+  std::unordered_map<std::string, uint64_t> user_counts_written_;  // what Redis has (non-zero)
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 
   std::mutex queue_mutex_;
