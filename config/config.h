@@ -349,6 +349,8 @@ struct ClusterConfig {
   Duration command_timeout{1000};
   Duration reconnect_max{5000};
   bool ready_requires_redis = false;
+  // rediss://: TLS to Redis (ca, verify, server_name, client cert and key), as a pool's tls.
+  PoolTlsConfig tls;
 
   bool operator==(const ClusterConfig&) const = default;
 };

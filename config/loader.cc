@@ -681,16 +681,14 @@ void Loader::ReadRedisUrl(const Value& v, ClusterConfig* out) {
   if (!ReadString(v, &out->redis)) return;
   std::string_view text = out->redis;
   if (text.rfind("rediss://", 0) == 0) {
-    Error(v,
-          "rediss:// is not supported: Debian 12's hiredis 0.14 has no TLS; reach Redis over "
-          "a private network or a local TLS tunnel (stunnel) with redis://");
+    out->tls.enabled = true;  // verify stays on unless tls.verify says otherwise
+    text.remove_prefix(9);
+  } else if (text.rfind("redis://", 0) == 0) {
+    text.remove_prefix(8);
+  } else {
+    Error(v, "expected redis:// or rediss://[:password@]host[:port][/db]");
     return;
   }
-  if (text.rfind("redis://", 0) != 0) {
-    Error(v, "expected redis://[:password@]host[:port][/db]");
-    return;
-  }
-  text.remove_prefix(8);
   if (size_t at = text.rfind('@'); at != std::string_view::npos) {
     std::string_view userinfo = text.substr(0, at);
     text.remove_prefix(at + 1);
@@ -716,7 +714,7 @@ void Loader::ReadRedisUrl(const Value& v, ClusterConfig* out) {
     host = authority.substr(1, close - 1);
     if (close + 1 < authority.size()) {
       if (authority[close + 1] != ':') {
-        Error(v, "expected redis://[:password@]host[:port][/db]");
+        Error(v, "expected redis:// or rediss://[:password@]host[:port][/db]");
         return;
       }
       port_text.assign(authority.substr(close + 2));
@@ -731,7 +729,7 @@ void Loader::ReadRedisUrl(const Value& v, ClusterConfig* out) {
   };
   if (host.empty() || !all_digits(port_text) || std::stoul(port_text) == 0 ||
       std::stoul(port_text) > 65535) {
-    Error(v, "expected redis://[:password@]host[:port][/db] with a port 1-65535");
+    Error(v, "expected redis:// or rediss://[:password@]host[:port][/db] with a port 1-65535");
     return;
   }
   if (!db.empty() && (!all_digits(db) || std::stoul(std::string(db)) > 1000000)) {
@@ -748,7 +746,7 @@ void Loader::LoadCluster(const Value& v, ClusterConfig* out) {
       ReadMapping(v,
                   {"redis", "password_file", "password_env", "instance", "advertise", "key_prefix",
                    "heartbeat_interval", "heartbeat_ttl", "connect_timeout", "command_timeout",
-                   "reconnect_max", "ready_requires_redis"},
+                   "reconnect_max", "ready_requires_redis", "tls"},
                   false);
   if (!fields) return;
   out->enabled = true;
@@ -815,6 +813,15 @@ void Loader::LoadCluster(const Value& v, ClusterConfig* out) {
   if (const Value* x = fields->Find("reconnect_max")) ReadDuration(*x, true, &out->reconnect_max);
   if (const Value* x = fields->Find("ready_requires_redis")) {
     ReadBool(*x, &out->ready_requires_redis);
+  }
+  if (const Value* x = fields->Find("tls")) {
+    const bool rediss = out->tls.enabled;
+    LoadPoolTls(*x, &out->tls);
+    if (!rediss) {
+      Error(*x, "cluster.tls needs a rediss:// URL");
+    } else if (!out->tls.enabled) {
+      Error(*x, "a rediss:// URL is TLS: tls.enabled cannot be false");
+    }
   }
 }
 

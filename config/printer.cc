@@ -281,6 +281,14 @@ YAML::Node Root(const ProxyConfig& c, const PrintOptions& options) {
     cluster["command_timeout"] = Duration(k.command_timeout);
     cluster["reconnect_max"] = Duration(k.reconnect_max);
     cluster["ready_requires_redis"] = Bool(k.ready_requires_redis);
+    if (k.tls.enabled) {  // rediss://
+      YAML::Node tls = cluster["tls"];
+      tls["ca"] = k.tls.ca.path;
+      tls["verify"] = Bool(k.tls.verify);
+      tls["server_name"] = k.tls.server_name;
+      tls["cert"] = k.tls.cert.path;
+      tls["key"] = k.tls.key.path;
+    }
   }
   if (c.on_disconnect.enabled) {
     YAML::Node hook = root["on_disconnect"];

@@ -1,6 +1,11 @@
 #include "proxy/cluster/redis_link.h"
 
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <hiredis/adapters/libevent.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include <arpa/inet.h>
 #include <sys/socket.h>
@@ -26,11 +31,17 @@ RedisLink::RedisLink(event_base* base, const config::ClusterConfig& config, std:
                      std::function<void(bool up)> on_state)
     : base_(base), config_(config), name_(std::move(name)), on_state_(std::move(on_state)) {
   retry_timer_.reset(evtimer_new(base_, &RedisLink::OnRetry, this));
+  if (config_.tls.enabled) {
+    config::ConfigErrors errors;  // the files were checked at load: this only fails on memory
+    tls_ = tls::ClientContext::Build(config_.tls, &errors);
+  }
   watchdog_timer_.reset(event_new(base_, -1, EV_PERSIST, &RedisLink::OnWatchdog, this));
 }
 
 RedisLink::~RedisLink() {
   closing_ = true;
+  bev_.reset();
+  if (reader_ != nullptr) redisReaderFree(reader_);
   if (context_ != nullptr) {
     redisAsyncContext* context = context_;
     context_ = nullptr;
@@ -39,10 +50,13 @@ RedisLink::~RedisLink() {
 }
 
 std::string RedisLink::LocalIp() const {
-  if (context_ == nullptr) return {};
+  evutil_socket_t fd = context_ != nullptr ? context_->c.fd
+                       : bev_ != nullptr   ? bufferevent_getfd(bev_.get())
+                                           : -1;
+  if (fd < 0) return {};
   sockaddr_storage addr{};
   socklen_t length = sizeof(addr);
-  if (getsockname(context_->c.fd, reinterpret_cast<sockaddr*>(&addr), &length) != 0) return {};
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) != 0) return {};
   char text[INET6_ADDRSTRLEN] = {};
   if (addr.ss_family == AF_INET) {
     inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&addr)->sin_addr, text, sizeof(text));
@@ -74,6 +88,7 @@ void RedisLink::SetState(State state) {
 void RedisLink::Connect() {
   SetState(State::kConnecting);
   connect_started_ = Clock::now();
+  if (config_.tls.enabled) return ConnectTls();
   // hiredis resolves a host name with a blocking getaddrinfo: docs/fleet.md advises an IP.
   redisAsyncContext* context =
       redisAsyncConnect(config_.redis_host.c_str(), static_cast<int>(config_.redis_port));
@@ -101,6 +116,17 @@ void RedisLink::Fail(const std::string& why) {
     redisAsyncContext* context = context_;
     context_ = nullptr;
     redisAsyncFree(context);
+  }
+  if (bev_ != nullptr) {
+    bev_.reset();
+    redisReaderFree(reader_);
+    reader_ = nullptr;
+    // As hiredis does for its own context: every command still owed an answer gets none.
+    std::deque<Done> waiting;
+    waiting.swap(tls_waiting_);
+    for (Done& done : waiting) {
+      if (done) done(nullptr);
+    }
   }
   SetState(State::kDown);
   timeval after = ToTimeval(backoff_);
@@ -144,10 +170,7 @@ void RedisLink::Handshake() {
     if (reply->type == REDIS_REPLY_ERROR) {
       return Fail(std::string(reply->str, reply->len));
     }
-    if (logged_down_) LOG_INFO("cluster: redis (" + name_ + ") is reachable again");
-    logged_down_ = false;
-    backoff_ = kFirstBackoff;
-    SetState(State::kUp);
+    Ready();
   };
   if (channel_.empty()) {
     Send({"PING"}, ready, false);
@@ -155,7 +178,22 @@ void RedisLink::Handshake() {
   }
   const char* argv[] = {"SUBSCRIBE", channel_.c_str()};
   size_t lengths[] = {9, channel_.size()};
+  if (bev_ != nullptr) {
+    // Its confirmation and every message after it come as subscriber-mode replies.
+    char* command = nullptr;
+    int length = redisFormatCommandArgv(&command, 2, argv, lengths);
+    if (length > 0) bufferevent_write(bev_.get(), command, static_cast<size_t>(length));
+    redisFreeCommand(command);
+    return;
+  }
   redisAsyncCommandArgv(context_, &RedisLink::OnMessage, this, 2, argv, lengths);
+}
+
+void RedisLink::Ready() {
+  if (logged_down_) LOG_INFO("cluster: redis (" + name_ + ") is reachable again");
+  logged_down_ = false;
+  backoff_ = kFirstBackoff;
+  SetState(State::kUp);
 }
 
 bool RedisLink::Command(const std::vector<std::string>& argv, Done done) {
@@ -163,7 +201,7 @@ bool RedisLink::Command(const std::vector<std::string>& argv, Done done) {
 }
 
 bool RedisLink::Send(const std::vector<std::string>& argv, Done done, bool require_up) {
-  if (context_ == nullptr || (require_up && state_ != State::kUp)) return false;
+  if (!connected() || (require_up && state_ != State::kUp)) return false;
   std::vector<const char*> args;
   std::vector<size_t> lengths;
   args.reserve(argv.size());
@@ -171,6 +209,17 @@ bool RedisLink::Send(const std::vector<std::string>& argv, Done done, bool requi
   for (const std::string& arg : argv) {
     args.push_back(arg.data());
     lengths.push_back(arg.size());
+  }
+  if (bev_ != nullptr) {
+    char* command = nullptr;
+    int length = redisFormatCommandArgv(&command, static_cast<int>(args.size()), args.data(),
+                                        lengths.data());
+    if (length < 0) return false;
+    bufferevent_write(bev_.get(), command, static_cast<size_t>(length));
+    redisFreeCommand(command);
+    tls_waiting_.push_back(std::move(done));
+    sent_.push_back(Clock::now());
+    return true;
   }
   auto* pending = new Pending{this, std::move(done)};
   if (redisAsyncCommandArgv(context_, &RedisLink::OnReply, pending, static_cast<int>(args.size()),
@@ -188,39 +237,112 @@ void RedisLink::OnReply(redisAsyncContext*, void* reply, void* privdata) {
   Done done = std::move(pending->done);
   delete pending;
   if (link->closing_) return;
+  link->Answer(std::move(done), static_cast<const redisReply*>(reply));
+}
+
+void RedisLink::Answer(Done done, const redisReply* reply) {
   if (reply != nullptr) {
-    if (!link->sent_.empty()) link->sent_.pop_front();
-    link->last_reply_ = Clock::now();
+    if (!sent_.empty()) sent_.pop_front();
+    last_reply_ = Clock::now();
   }
-  if (done) done(static_cast<const redisReply*>(reply));
+  if (done) done(reply);
 }
 
 void RedisLink::OnMessage(redisAsyncContext* context, void* reply, void* privdata) {
   auto* link = static_cast<RedisLink*>(privdata);
   if (link->closing_ || reply == nullptr || link->context_ != context) return;
-  const auto* r = static_cast<const redisReply*>(reply);
+  link->HandleMessage(static_cast<const redisReply*>(reply));
+}
+
+void RedisLink::HandleMessage(const redisReply* r) {
   if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
       r->element[0]->type != REDIS_REPLY_STRING) {
     return;
   }
   std::string_view kind(r->element[0]->str, r->element[0]->len);
   if (kind == "subscribe") {
-    if (link->state_ == State::kHandshaking) {
-      if (link->logged_down_) LOG_INFO("cluster: redis (" + link->name_ + ") is reachable again");
-      link->logged_down_ = false;
-      link->backoff_ = kFirstBackoff;
-      link->SetState(State::kUp);
-    }
+    if (state_ == State::kHandshaking) Ready();
     return;
   }
-  if (kind == "message" && r->element[2]->type == REDIS_REPLY_STRING && link->on_message_) {
-    link->on_message_(std::string_view(r->element[2]->str, r->element[2]->len));
+  if (kind == "message" && r->element[2]->type == REDIS_REPLY_STRING && on_message_) {
+    on_message_(std::string_view(r->element[2]->str, r->element[2]->len));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// rediss://: a TLS bufferevent, hiredis's formatter and reply parser.
+
+void RedisLink::ConnectTls() {
+  if (!tls_) return Fail("no TLS context (out of memory?)");
+  std::string address = config_.redis_host.find(':') != std::string::npos
+                            ? "[" + config_.redis_host + "]:" + std::to_string(config_.redis_port)
+                            : config_.redis_host + ":" + std::to_string(config_.redis_port);
+  bev_ = tls_->Connect(base_, address);
+  if (!bev_) return Fail("cannot set up TLS for " + address);
+  reader_ = redisReaderCreate();
+  bufferevent_setcb(bev_.get(), &RedisLink::OnTlsRead, nullptr, &RedisLink::OnTlsEvent, this);
+  bufferevent_enable(bev_.get(), EV_READ | EV_WRITE);
+  // Like hiredis for redis://, a host name is resolved here (blocking): use an IP address.
+  if (bufferevent_socket_connect_hostname(bev_.get(), nullptr, AF_UNSPEC,
+                                          config_.redis_host.c_str(), config_.redis_port) != 0) {
+    Fail("cannot connect to " + address);
+  }
+}
+
+void RedisLink::OnTlsEvent(bufferevent* bev, short what, void* arg) {
+  auto* link = static_cast<RedisLink*>(arg);
+  if (link->bev_.get() != bev) return;
+  if ((what & BEV_EVENT_CONNECTED) != 0) return link->Handshake();
+  std::string why = (what & BEV_EVENT_EOF) != 0 ? "connection closed" : "connection failed";
+  if (SSL* ssl = bufferevent_openssl_get_ssl(bev)) {
+    unsigned long error = bufferevent_get_openssl_error(bev);
+    if (error != 0) {
+      char text[256];
+      ERR_error_string_n(error, text, sizeof(text));
+      why = std::string("TLS: ") + text;
+    } else if (SSL_get_verify_result(ssl) != X509_V_OK) {
+      why = std::string("TLS: ") + X509_verify_cert_error_string(SSL_get_verify_result(ssl));
+    }
+  }
+  link->Fail(why);
+}
+
+void RedisLink::OnTlsRead(bufferevent* bev, void* arg) {
+  auto* link = static_cast<RedisLink*>(arg);
+  if (link->bev_.get() == bev) link->ReadTls();
+}
+
+void RedisLink::ReadTls() {
+  evbuffer* input = bufferevent_get_input(bev_.get());
+  while (evbuffer_get_length(input) > 0 && reader_ != nullptr) {
+    size_t chunk = evbuffer_get_contiguous_space(input);
+    redisReaderFeed(reader_, reinterpret_cast<const char*>(evbuffer_pullup(input, chunk)), chunk);
+    evbuffer_drain(input, chunk);
+  }
+  // Each complete reply in order; a callback may end the link (Fail frees the reader).
+  while (reader_ != nullptr) {
+    void* parsed = nullptr;
+    if (redisReaderGetReply(reader_, &parsed) != REDIS_OK) return Fail("malformed reply");
+    if (parsed == nullptr) return;
+    auto* reply = static_cast<redisReply*>(parsed);
+    std::string_view kind = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+                                    reply->element[0]->type == REDIS_REPLY_STRING
+                                ? std::string_view(reply->element[0]->str, reply->element[0]->len)
+                                : std::string_view();
+    if (!channel_.empty() && (kind == "message" || kind == "subscribe")) {
+      HandleMessage(reply);
+    } else if (!tls_waiting_.empty()) {
+      Done done = std::move(tls_waiting_.front());
+      tls_waiting_.pop_front();
+      Answer(std::move(done), reply);
+    }
+    freeReplyObject(reply);
   }
 }
 
 void RedisLink::OnRetry(evutil_socket_t, short, void* arg) {
   auto* link = static_cast<RedisLink*>(arg);
-  if (link->context_ == nullptr) link->Connect();
+  if (!link->connected()) link->Connect();
 }
 
 void RedisLink::OnWatchdog(evutil_socket_t, short, void* arg) {

@@ -1,7 +1,11 @@
-// One connection to Redis through hiredis and its libevent adapter, kept up: it reconnects
-// with backoff (100 ms doubling to cluster.reconnect_max), authenticates and selects the
-// database, and treats a command unanswered within cluster.command_timeout as a dead link.
-// Runs on one event loop (the main thread's).
+// One connection to Redis, kept up: it reconnects with backoff (100 ms doubling to
+// cluster.reconnect_max), authenticates and selects the database, and treats Redis silent for
+// cluster.command_timeout while commands wait as a dead link. Runs on one event loop (the main
+// thread's).
+//
+// redis:// goes through hiredis's async context and its libevent adapter. rediss:// (TLS) goes
+// through a libevent OpenSSL bufferevent, with hiredis formatting the commands and parsing the
+// replies (redisFormatCommandArgv, redisReader): Debian 12's hiredis 0.14 has no TLS of its own.
 #pragma once
 
 #include <hiredis/async.h>
@@ -17,6 +21,7 @@
 
 #include "config/config.h"
 #include "proxy/core/libevent_ptr.h"
+#include "proxy/tls/tls_context.h"
 
 namespace wsgate {
 
@@ -56,7 +61,17 @@ class RedisLink {
   };
 
   void Connect();
+  void ConnectTls();
   void Fail(const std::string& why);  // drop the context, retry after the backoff
+  void Ready();                       // handshake answered: up
+  // A reply in subscriber mode: a subscription's confirmation or a message.
+  void HandleMessage(const redisReply* reply);
+  // A reply to the command sent |sent_| ago.
+  void Answer(Done done, const redisReply* reply);
+  // TLS: what the bufferevent read, through hiredis's reply parser.
+  void ReadTls();
+  static void OnTlsRead(bufferevent* bev, void* arg);
+  static void OnTlsEvent(bufferevent* bev, short what, void* arg);
   void SetState(State state);
   void Handshake();
   bool Send(const std::vector<std::string>& argv, Done done, bool require_up);
@@ -74,7 +89,13 @@ class RedisLink {
   std::string channel_;
   std::function<void(std::string_view)> on_message_;
 
-  redisAsyncContext* context_ = nullptr;
+  redisAsyncContext* context_ = nullptr;  // redis://
+  // rediss://
+  tls::ClientContextPtr tls_;
+  BufferEventPtr bev_;
+  redisReader* reader_ = nullptr;
+  std::deque<Done> tls_waiting_;  // replies owed, in order
+  bool connected() const { return context_ != nullptr || bev_ != nullptr; }
   State state_ = State::kDown;
   bool closing_ = false;  // in the destructor: answer nothing
   std::chrono::milliseconds backoff_{100};

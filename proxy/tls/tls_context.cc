@@ -399,6 +399,9 @@ config::ConfigErrors CheckFiles(const config::ProxyConfig& config) {
   for (const auto& pool : config.pools) {
     if (pool.tls.enabled) ClientContext::Build(pool.tls, &errors);
   }
+  if (config.cluster.enabled && config.cluster.tls.enabled) {
+    ClientContext::Build(config.cluster.tls, &errors);
+  }
   return errors;
 }
 

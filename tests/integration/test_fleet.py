@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.parse
@@ -29,8 +30,8 @@ from dataclasses import dataclass, field
 import pytest
 import websockets
 
-from harness import (RawClient, assert_rejected, async_test, admin_address, closed_port,
-                     register_cleanup, upgrade_request, wait_until, ws_connect)
+from harness import (SOURCE_DIR, RawClient, assert_rejected, async_test, admin_address,
+                     closed_port, register_cleanup, upgrade_request, wait_until, ws_connect)
 from test_connection_hooks import HttpService
 from test_connections_api import TOKEN, BackendProcess, gate_config
 
@@ -50,21 +51,31 @@ class RedisServer:
     """redis-server on a fixed free loopback port, without persistence; stop() and start()
     again reuse the port, so clients see an outage and then the same server address."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, certs=None):
         self.port = closed_port()
         self.dir = str(tmp_path)
         self.log_path = os.path.join(self.dir, "redis.log")
         self.proc = None
+        self.certs = certs  # TLS only (rediss://), with make-certs.sh's backend certificate
 
     @property
     def url(self):
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.certs else 'redis'}://127.0.0.1:{self.port}/0"
+
+    def listen_args(self):
+        if not self.certs:
+            return ["--port", str(self.port)]
+        return ["--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", os.path.join(self.certs, "backend.crt"),
+                "--tls-key-file", os.path.join(self.certs, "backend.key"),
+                "--tls-ca-cert-file", os.path.join(self.certs, "ca.crt"),
+                "--tls-auth-clients", "no"]
 
     def start(self, timeout=DEADLINE):
         """Start it and wait until it answers PING."""
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [REDIS_SERVER, "--save", "", "--appendonly", "no", "--port", str(self.port),
+                [REDIS_SERVER, "--save", "", "--appendonly", "no", *self.listen_args(),
                  "--bind", "127.0.0.1", "--dir", self.dir],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -94,7 +105,12 @@ class RedisServer:
             data = arg if isinstance(arg, bytes) else str(arg).encode()
             payload += b"$%d\r\n%s\r\n" % (len(data), data)
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as raw:
+                sock = raw
+                if self.certs:
+                    context = ssl.create_default_context(
+                        cafile=os.path.join(self.certs, "ca.crt"))
+                    sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
                 sock.sendall(payload)
                 return sock.recv(65536)
         except OSError:
@@ -362,6 +378,8 @@ class Fleet:
             "reconnect_max": "1s"}
         if name == self.names[0]:  # the others use the default: http://<admin address>
             config["cluster"]["advertise"] = f"http://127.0.0.1:{admin_port}"
+        if self.redis.certs:
+            config["cluster"]["tls"] = {"ca": os.path.join(self.redis.certs, "ca.crt")}
         if name == self.names[-1]:
             # Worker threads: registry changes and fan-out cross threads (run under TSan in CI).
             config["workers"] = 2
@@ -1025,3 +1043,41 @@ async def test_expiry_without_an_admin_listener(gates):
     assert await client.wait_close() == (1008, "credentials expired")
     other = await Client("other", user="plain").connect(gate)
     await other.echo()
+
+
+@async_test(timeout=180)
+async def test_a_fleet_over_rediss(gates, tmp_path):
+    """rediss://: the registry, forwarding and fan-out over TLS to Redis, the certificate
+    verified against cluster.tls.ca; an instance that does not trust Redis's certificate stays
+    out of the fleet (and says why) while its own clients are served."""
+    if not os.access(REDIS_SERVER, os.X_OK):
+        pytest.skip(f"{REDIS_SERVER} is missing")
+    certs = str(tmp_path / "certs")
+    subprocess.run(["bash", os.path.join(SOURCE_DIR, "examples", "tls", "make-certs.sh"), certs],
+                   check=True, capture_output=True, timeout=60)
+    redis = RedisServer(tmp_path, certs=certs)
+    redis.start()
+    register_cleanup(redis.stop)
+    auth = start_auth()
+    backend = await BackendProcess().start()
+    fleet = await Fleet(gates, redis, backend, auth, names=("a", "b")).start()
+    client = await Client("tls-a", user="t1", tags=("secure",), instance="a").connect(fleet["a"])
+    await assign_ids([client], backend)
+    await fleet.wait_known(client.cid, via="b")
+    reply = await call(fleet["b"], "POST", f"/connections/{client.cid}", "by id over rediss")
+    assert reply.status == 200, reply
+    reply = await call(fleet["b"], "POST", "/tags/secure/messages", "by tag over rediss")
+    assert reply.status == 202 and reply.json() == {"instances": 2}, reply
+    await client.wait_message("by tag over rediss")
+    assert client.messages.index("by id over rediss") < client.messages.index("by tag over rediss")
+    assert await metric_value(fleet["a"], "wsgate_cluster_redis_up") == 1
+
+    untrusting = fleet.config("c")
+    untrusting["cluster"]["tls"] = {"ca": os.path.join(certs, "other-ca.crt")}
+    gate = await gates.launch(untrusting, timeout=DEADLINE)
+    deadline = time.monotonic() + DEADLINE
+    while "certificate verify failed" not in gate.stderr_text():
+        assert time.monotonic() < deadline, gate.stderr_text()[-2000:]
+        await asyncio.sleep(0.1)
+    assert await metric_value(gate, "wsgate_cluster_redis_up") == 0
+    await still_served(gate)

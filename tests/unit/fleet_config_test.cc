@@ -87,6 +87,20 @@ TEST(FleetConfigTest, EveryKey) {
   EXPECT_EQ(cfg.limits.max_connections_per_user, 3U);
 }
 
+TEST(FleetConfigTest, RedissIsTlsWithVerificationOn) {
+  ProxyConfig cfg = Load("cluster:\n  redis: rediss://10.0.0.7:6380\n" + kAdmin + kBody);
+  EXPECT_TRUE(cfg.cluster.tls.enabled);
+  EXPECT_TRUE(cfg.cluster.tls.verify);
+  EXPECT_EQ(cfg.cluster.redis_port, 6380);
+  cfg = Load("cluster:\n  redis: rediss://10.0.0.7\n  tls: {verify: false, server_name: r.x}\n" +
+             kAdmin + kBody);
+  EXPECT_TRUE(cfg.cluster.tls.enabled);
+  EXPECT_FALSE(cfg.cluster.tls.verify);
+  EXPECT_EQ(cfg.cluster.tls.server_name, "r.x");
+  ProxyConfig again = Load(PrintConfig(cfg, PrintOptions{}));
+  EXPECT_EQ(again.cluster, cfg.cluster);
+}
+
 TEST(FleetConfigTest, PasswordFromEnvironment) {
   setenv("WSGATE_TEST_REDIS_PASSWORD", "from-env", 1);
   ProxyConfig cfg =
@@ -101,17 +115,17 @@ TEST(FleetConfigTest, PasswordFromEnvironment) {
 }
 
 TEST(FleetConfigTest, BadValuesNameTheirPlace) {
-  EXPECT_EQ(Errors("cluster:\n  redis: rediss://127.0.0.1\n" + kAdmin + kBody),
-            std::vector<std::string>{
-                "t.yaml:2:10: cluster.redis: rediss:// is not supported: Debian 12's hiredis 0.14 "
-                "has no TLS; reach Redis over a private network or a local TLS tunnel (stunnel) "
-                "with redis://"});
+  EXPECT_EQ(Errors("cluster:\n  redis: redis://h\n  tls: {ca: x.pem}\n" + kAdmin + kBody)[0],
+            "t.yaml:3:8: cluster.tls: cluster.tls needs a rediss:// URL");
+  EXPECT_EQ(Errors("cluster:\n  redis: rediss://h\n  tls: {enabled: false}\n" + kAdmin + kBody),
+            std::vector<std::string>{"t.yaml:3:8: cluster.tls: a rediss:// URL is TLS: "
+                                     "tls.enabled cannot be false"});
   EXPECT_EQ(Errors("cluster:\n  redis: http://127.0.0.1\n" + kAdmin + kBody),
-            std::vector<std::string>{
-                "t.yaml:2:10: cluster.redis: expected redis://[:password@]host[:port][/db]"});
+            std::vector<std::string>{"t.yaml:2:10: cluster.redis: expected redis:// or "
+                                     "rediss://[:password@]host[:port][/db]"});
   EXPECT_EQ(Errors("cluster:\n  redis: redis://h:0\n" + kAdmin + kBody),
-            std::vector<std::string>{"t.yaml:2:10: cluster.redis: expected "
-                                     "redis://[:password@]host[:port][/db] with a port 1-65535"});
+            std::vector<std::string>{"t.yaml:2:10: cluster.redis: expected redis:// or "
+                                     "rediss://[:password@]host[:port][/db] with a port 1-65535"});
   EXPECT_EQ(Errors("cluster:\n  redis: redis://h/x\n" + kAdmin + kBody),
             std::vector<std::string>{
                 "t.yaml:2:10: cluster.redis: the database after the / must be a number"});
