@@ -237,10 +237,10 @@ void RedisLink::OnReply(redisAsyncContext*, void* reply, void* privdata) {
   Done done = std::move(pending->done);
   delete pending;
   if (link->closing_) return;
-  link->Answer(std::move(done), static_cast<const redisReply*>(reply));
+  link->Answer(done, static_cast<const redisReply*>(reply));
 }
 
-void RedisLink::Answer(Done done, const redisReply* reply) {
+void RedisLink::Answer(const Done& done, const redisReply* reply) {
   if (reply != nullptr) {
     if (!sent_.empty()) sent_.pop_front();
     last_reply_ = Clock::now();
@@ -315,8 +315,9 @@ void RedisLink::OnTlsRead(bufferevent* bev, void* arg) {
 void RedisLink::ReadTls() {
   evbuffer* input = bufferevent_get_input(bev_.get());
   while (evbuffer_get_length(input) > 0 && reader_ != nullptr) {
-    size_t chunk = evbuffer_get_contiguous_space(input);
-    redisReaderFeed(reader_, reinterpret_cast<const char*>(evbuffer_pullup(input, chunk)), chunk);
+    auto chunk = static_cast<ssize_t>(evbuffer_get_contiguous_space(input));
+    redisReaderFeed(reader_, reinterpret_cast<const char*>(evbuffer_pullup(input, chunk)),
+                    static_cast<size_t>(chunk));
     evbuffer_drain(input, chunk);
   }
   // Each complete reply in order; a callback may end the link (Fail frees the reader).
@@ -334,7 +335,7 @@ void RedisLink::ReadTls() {
     } else if (!tls_waiting_.empty()) {
       Done done = std::move(tls_waiting_.front());
       tls_waiting_.pop_front();
-      Answer(std::move(done), reply);
+      Answer(done, reply);
     }
     freeReplyObject(reply);
   }

@@ -67,7 +67,7 @@ class RedisLink {
   // A reply in subscriber mode: a subscription's confirmation or a message.
   void HandleMessage(const redisReply* reply);
   // A reply to the command sent |sent_| ago.
-  void Answer(Done done, const redisReply* reply);
+  void Answer(const Done& done, const redisReply* reply);
   // TLS: what the bufferevent read, through hiredis's reply parser.
   void ReadTls();
   static void OnTlsRead(bufferevent* bev, void* arg);
