@@ -99,30 +99,25 @@ std::vector<ConnectionEntry> ConnectionIndex::Snapshot() const {
 }
 
 bool ConnectionIndex::AddUser(const std::string& user, uint64_t cap, uint64_t* added) {
-  uint64_t count = 0;
-  {
-    std::lock_guard<std::mutex> lock(users_mutex_);
-    uint64_t& held = users_[user];
-    if (cap != 0 && held >= cap) {
-      if (held == 0) users_.erase(user);
-      return false;
-    }
-    count = ++held;
+  // The observer is told under the lock: counts are absolute, so two workers' changes to one
+  // user must reach it in the order they happened.
+  std::lock_guard<std::mutex> lock(users_mutex_);
+  uint64_t& held = users_[user];
+  if (cap != 0 && held >= cap) {
+    if (held == 0) users_.erase(user);
+    return false;
   }
-  *added = count;
-  if (observer_ != nullptr) observer_->OnUserCount(user, count);
+  *added = ++held;
+  if (observer_ != nullptr) observer_->OnUserCount(user, held);
   return true;
 }
 
 void ConnectionIndex::RemoveUser(const std::string& user) {
-  uint64_t count = 0;
-  {
-    std::lock_guard<std::mutex> lock(users_mutex_);
-    auto it = users_.find(user);
-    if (it == users_.end()) return;
-    count = --it->second;
-    if (count == 0) users_.erase(it);
-  }
+  std::lock_guard<std::mutex> lock(users_mutex_);
+  auto it = users_.find(user);
+  if (it == users_.end()) return;
+  uint64_t count = --it->second;
+  if (count == 0) users_.erase(it);
   if (observer_ != nullptr) observer_->OnUserCount(user, count);
 }
 

@@ -66,7 +66,8 @@ struct ConnectionEntry {
 };
 
 // Something that mirrors the index elsewhere (the fleet registry on Redis). Called on the
-// thread that changed the index, outside its locks: it must be thread-safe and quick.
+// thread that changed the index (OnUserCount under the index's user lock, to keep the order):
+// it must be thread-safe, quick, and must not call back into the index.
 class ConnectionIndexObserver {
  public:
   // |first|: a new entry; otherwise its facts changed (subprotocol at the 101, a move).
