@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 import pytest
 import websockets
 
-from harness import (SOURCE_DIR, RawClient, assert_rejected, async_test, admin_address,
-                     closed_port, register_cleanup, upgrade_request, wait_until, ws_connect)
+from harness import (SOURCE_DIR, GateStartError, RawClient, assert_rejected, async_test,
+                     admin_address, closed_port, register_cleanup, upgrade_request, wait_until,
+                     ws_connect)
 from test_connection_hooks import HttpService
 from test_connections_api import TOKEN, BackendProcess, gate_config
 
@@ -368,15 +369,15 @@ class Fleet:
         self.gates = {}
 
     def config(self, name):
-        config = gate_config(self.backend, limits=self.limits)
-        admin_port = closed_port()
-        config["admin"]["address"] = f"127.0.0.1:{admin_port}"
+        config = gate_config(self.backend, limits=self.limits)  # admin on 127.0.0.1:0
         config["auth"] = auth_config(self.auth)
         config["cluster"] = {
             "redis": self.redis.url, "instance": name,
             "heartbeat_interval": HEARTBEAT_INTERVAL, "heartbeat_ttl": HEARTBEAT_TTL,
             "reconnect_max": "1s"}
         if name == self.names[0]:  # the others use the default: http://<admin address>
+            admin_port = closed_port()
+            config["admin"]["address"] = f"127.0.0.1:{admin_port}"
             config["cluster"]["advertise"] = f"http://127.0.0.1:{admin_port}"
         if self.redis.certs:
             config["cluster"]["tls"] = {"ca": os.path.join(self.redis.certs, "ca.crt")}
@@ -387,9 +388,19 @@ class Fleet:
 
     async def start(self):
         for name in self.names:
-            self.gates[name] = await self.launcher.launch(self.config(name), timeout=DEADLINE)
+            self.gates[name] = await self.launch(name)
         await self.wait_instances(len(self.names))
         return self
+
+    async def launch(self, name):
+        """Start instance ``name``. Its admin port is chosen before it binds (the advertise URL
+        names it), so another test may take it first: then try another port."""
+        for attempt in range(5):
+            try:
+                return await self.launcher.launch(self.config(name), timeout=DEADLINE)
+            except GateStartError as error:
+                if "Address already in use" not in str(error) or attempt == 4:
+                    raise
 
     def __getitem__(self, name):
         return self.gates[name]
