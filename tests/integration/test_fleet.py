@@ -1092,3 +1092,24 @@ async def test_a_fleet_over_rediss(gates, tmp_path):
         await asyncio.sleep(0.1)
     assert await metric_value(gate, "wsgate_cluster_redis_up") == 0
     await still_served(gate)
+
+
+@async_test(timeout=120)
+async def test_readyz_ignores_redis_unless_ready_requires_redis(gates, redis):
+    auth = start_auth()
+    backend = await BackendProcess().start()
+    fleet = Fleet(gates, redis, backend, auth, names=("plain", "strict"))
+    plain = await fleet.launch("plain")
+    strict_config = fleet.config("strict")
+    strict_config["cluster"]["ready_requires_redis"] = True
+    strict = await gates.launch(strict_config, timeout=DEADLINE)
+    await poll(strict, "GET", "/readyz", lambda r: r.status == 200, "ready with Redis up")
+    await asyncio.to_thread(redis.stop)
+    reply = await poll(strict, "GET", "/readyz", lambda r: r.status == 503,
+                       "not ready without Redis (ready_requires_redis)")
+    assert b"redis" in reply.body, reply
+    reply = await call(plain, "GET", "/readyz")
+    assert reply.status == 200, reply  # the default: readiness never depends on Redis
+    await still_served(strict)  # not ready is advice to the load balancer; it still serves
+    await asyncio.to_thread(redis.start)
+    await poll(strict, "GET", "/readyz", lambda r: r.status == 200, "ready again")
