@@ -18,11 +18,17 @@
 
 namespace {
 
+// The value of the header line starting with |name| ("Name: "), or empty. Whole lines only: a
+// tag may itself contain the text "X-Wsgate-Expires: ".
 std::string_view FieldValue(std::string_view lines, std::string_view name) {
-  size_t at = lines.find(name);
-  if (at == std::string_view::npos) return {};
-  std::string_view rest = lines.substr(at + name.size());
-  return rest.substr(0, rest.find("\r\n"));
+  while (!lines.empty()) {
+    size_t end = lines.find("\r\n");
+    std::string_view line = lines.substr(0, end);
+    if (line.substr(0, name.size()) == name) return line.substr(name.size());
+    if (end == std::string_view::npos) break;
+    lines.remove_prefix(end + 2);
+  }
+  return {};
 }
 
 }  // namespace

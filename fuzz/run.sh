@@ -31,7 +31,7 @@ fuzz_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
   targets=(head_parser_fuzz body_framer_fuzz ws_frame_fuzz frame_splicer_fuzz config_loader_fuzz units_fuzz
-           request_target_fuzz admin_guard_fuzz process_stat_fuzz deflate_fuzz)
+           request_target_fuzz admin_guard_fuzz process_stat_fuzz deflate_fuzz fleet_message_fuzz)
 fi
 workdir=${FUZZ_WORKDIR:-$(mktemp -d "${TMPDIR:-/tmp}/wsgate-fuzz.XXXXXX")}
 mkdir -p "$workdir"
